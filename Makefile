@@ -1,0 +1,51 @@
+# RegLab: every target sets itself up (local venv in .venv, torch pinned by constraints.txt).
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+PORT    ?= 8501
+JOBS    ?= 2
+
+.PHONY: setup app test test-slow test-browser test-all bench bench-env browser-deps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+## Start the dashboard on the built-in sample data (built on first use).
+app: $(STAMP)
+	$(VPY) -m regcore.data.samples --quiet
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true
+
+## Default test suite (fast): unit + AppTest + one short real registration per method.
+test: $(STAMP)
+	$(VPY) -m pytest -q -n $(JOBS) -m "not slow and not browser"
+
+## Slow tests: longer real registrations and training runs.
+test-slow: $(STAMP)
+	$(VPY) -m pytest -q -m "slow and not browser"
+
+## Browser test: Playwright drives `streamlit run` in Debian's chromium.
+browser-deps:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test-browser: $(STAMP) browser-deps
+	$(VPY) -m pytest -q -m browser
+
+test-all: test test-slow test-browser
+
+## Benchmarks (scripts, not tests): results land in benchmarks/results/.
+bench: $(STAMP)
+	$(VPY) benchmarks/warp.py
+
+## Separate environment for heavy baselines (antspyx pins numpy<2.4; itk-elastix).
+bench-env:
+	@test -x .venv-bench/bin/python || $(PY) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q -c constraints.txt -e '.[elastix,ants]' 'numpy<2.4'
+
+clean:
+	rm -rf $(VENV) .venv-bench sample_data/*/ .pytest_cache

@@ -1,0 +1,1 @@
+"""Registration methods: the shared interface (base), the registry, classical and learned families."""

@@ -1,0 +1,122 @@
+"""One registry of methods: name -> MethodSpec. The UI, CLI and benchmark all read it.
+
+Methods register themselves at import time of their module; :func:`all_specs` imports
+the built-in method packages lazily so ``import regcore`` stays light.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from regcore.config import describe, from_overrides
+
+
+class Family(enum.StrEnum):
+    AFFINE = "affine"
+    DEFORMABLE = "deformable"
+    DIFFEOMORPHIC = "diffeomorphic"
+    BASELINE = "library baseline"
+    LEARNED = "learned"
+
+
+class Supervision(enum.StrEnum):
+    NONE = "none"                 # classical: optimises one pair, no training
+    UNSUPERVISED = "unsupervised"
+    WEAK = "weakly supervised"
+    FULL = "fully supervised"
+    DUAL = "dual"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Registry entry.
+
+    Attributes:
+        name: unique id used by CLI/UI (``"affine"``, ``"svf"``, ...).
+        title: display name.
+        config_cls: frozen dataclass of parameters (see ``regcore.config.param``).
+        factory: ``() -> Method``; may raise ``MissingExtraError`` for optional libraries.
+        family, supervision: closed sets above.
+        dims: supported spatial dims, e.g. ``(2, 3)``.
+        needs_training: True for learned methods that need weights.
+        description: one or two sentences for the UI.
+        requires: optional extra name (e.g. ``"elastix"``) that must be installed.
+    """
+
+    name: str
+    title: str
+    config_cls: type
+    factory: Callable[[], Any]
+    family: Family
+    supervision: Supervision = Supervision.NONE
+    dims: tuple[int, ...] = (2, 3)
+    needs_training: bool = False
+    description: str = ""
+    requires: str | None = None
+
+    def make_config(self, overrides: dict[str, Any] | None = None):
+        return from_overrides(self.config_cls, overrides or {})
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "title": self.title, "family": str(self.family),
+            "supervision": str(self.supervision), "dims": list(self.dims),
+            "needs_training": self.needs_training, "description": self.description,
+            "requires": self.requires, "available": self.available(),
+            "parameters": [p.to_json() for p in describe(self.config_cls)],
+        }
+
+    def available(self) -> bool:
+        """False when an optional extra this method needs is not installed."""
+        if not self.requires:
+            return True
+        from regcore.extras import extra_available
+        return extra_available(self.requires)
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+# Modules whose import registers built-in methods. Each module calls ``register_method``.
+BUILTIN_MODULES = (
+    "regcore.methods.classical",
+    "regcore.methods.learned",
+)
+_loaded = False
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def all_specs() -> list[MethodSpec]:
+    """All registered methods, in registration order."""
+    _load_builtins()
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> MethodSpec:
+    """Look up a method by name; ValueError lists the known names."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known methods: {sorted(_REGISTRY)}") from None

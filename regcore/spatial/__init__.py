@@ -1,0 +1,1 @@
+"""Spatial transforms: grids, warping, affine, dense, SVF, B-spline, composition, Jacobians."""

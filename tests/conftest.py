@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that need ../shared/data use ``shared_data`` and skip when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test cleanly when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found at {SHARED_DATA} (set REGLAB_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def smooth_random_field(shape: tuple[int, ...], magnitude: float, seed: int = 0, sigma: float = 4.0) -> torch.Tensor:
+    """Random smooth displacement ``(1, ndim, *shape)`` in voxels with max |u| ~= magnitude."""
+    from scipy.ndimage import gaussian_filter
+
+    g = np.random.default_rng(seed)
+    comps = []
+    for _ in shape:
+        c = gaussian_filter(g.standard_normal(shape), sigma)
+        comps.append(c / (np.abs(c).max() + 1e-12) * magnitude)
+    return torch.tensor(np.stack(comps)[None], dtype=torch.float32)
