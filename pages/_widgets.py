@@ -1,0 +1,166 @@
+"""Reusable Streamlit widgets: tri-planar viewer, header facts, config-driven parameter forms."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from regcore import viz
+
+PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def header_facts(images: dict[str, Any]) -> pd.DataFrame:
+    """The header facts behind most registration bugs, one row per image."""
+    rows = []
+    for name, img in images.items():
+        if img is None:
+            continue
+        g = img.geometry
+        arr = img.numpy()
+        rows.append({"image": name, "shape": " x ".join(map(str, g.shape)),
+                     "spacing (mm)": " x ".join(f"{s:.3g}" for s in g.spacing),
+                     "origin (mm, LPS)": ", ".join(f"{o:.1f}" for o in g.origin),
+                     "orientation": g.orientation_codes(),
+                     "intensity range": f"{float(arr.min()):.4g} .. {float(arr.max()):.4g}",
+                     "kind": "labels" if img.is_labels else str(img.data.dtype).replace("torch.", "")})
+    return pd.DataFrame(rows)
+
+
+def landmarks_in_slice(landmarks, geometry, axis: int | None, index: int | None, tol: float = 1.5):
+    """Landmarks (LPS mm) -> ``(M, 2)`` in-plane voxel coordinates of the slice and their ids."""
+    if landmarks is None or len(landmarks) == 0:
+        return np.zeros((0, 2)), []
+    idx = geometry.world_to_index_points(landmarks.points)
+    if geometry.ndim == 2:
+        return idx, list(landmarks.ids)
+    keep = np.abs(idx[:, axis] - index) <= tol
+    axes = [a for a in range(3) if a != axis]
+    return idx[keep][:, axes], [i for i, k in zip(landmarks.ids, keep) if k]
+
+
+def slice_axes(ndim: int, axis: int | None) -> tuple[int, int]:
+    return (0, 1) if ndim == 2 else tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
+
+
+def window_controls(arr: np.ndarray, key: str) -> tuple[float, float]:
+    """Level/width sliders initialised from robust percentiles."""
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if hi <= lo:
+        hi = lo + 1.0
+    level0, width0 = viz.auto_window(arr)
+    c1, c2 = st.columns(2)
+    level = c1.slider("Level", lo, hi, float(np.clip(level0, lo, hi)), key=f"{key}_level", format="%.3g")
+    width = c2.slider("Width", (hi - lo) / 100, (hi - lo) * 2, float(np.clip(width0, (hi - lo) / 100, (hi - lo) * 2)),
+                      key=f"{key}_width", format="%.3g")
+    return level, width
+
+
+@st.fragment
+def triplanar_viewer(image, *, labels=None, label_names=None, landmarks=None, key: str = "viewer",
+                     height: int = 330) -> None:
+    """Slices of a 2D/3D Image with window/level, optional label overlay and landmarks.
+
+    Runs as a fragment: moving a slider re-renders only this viewer.
+    """
+    arr = image.numpy()
+    lab = labels.numpy() if labels is not None else None
+    level, width = window_controls(arr, key)
+    show_labels = False
+    if lab is not None:
+        show_labels = st.toggle("Label overlay", value=True, key=f"{key}_labels")
+    flips_codes = image.geometry.orientation_codes()
+    if image.ndim == 2:
+        pts, ids = landmarks_in_slice(landmarks, image.geometry, None, None)
+        fig = viz.slice_figure(arr, labels=lab if show_labels else None, label_names=label_names, points=pts,
+                               point_ids=ids, level=level, width=width, flips=viz.display_flips(flips_codes),
+                               height=height + 120)
+        st.plotly_chart(fig, width="stretch", key=f"{key}_fig2d", config={"displaylogo": False})
+        return
+    cols = st.columns(3)
+    for axis, col in zip((2, 1, 0), cols):
+        with col:
+            plane_panel(image, lab if show_labels else None, label_names, landmarks, axis, level, width, key, height)
+
+
+@st.fragment
+def plane_panel(image, labels_array, label_names, landmarks, axis: int, level: float, width: float, key: str,
+                height: int) -> None:
+    """One plane of the tri-planar viewer; its own fragment, so a slice slider redraws only this plane."""
+    arr = image.numpy()
+    n = arr.shape[axis]
+    index = st.slider(PLANES[axis], 0, n - 1, n // 2, key=f"{key}_slice{axis}")
+    axes = slice_axes(3, axis)
+    pts, ids = landmarks_in_slice(landmarks, image.geometry, axis, index)
+    fig = viz.slice_figure(viz.extract_slice(arr, axis, index),
+                           labels=viz.extract_slice(labels_array, axis, index) if labels_array is not None else None,
+                           label_names=label_names, points=pts, point_ids=ids, level=level, width=width,
+                           flips=viz.display_flips(image.geometry.orientation_codes(), axes), height=height)
+    st.plotly_chart(fig, width="stretch", key=f"{key}_fig{axis}", config={"displaylogo": False})
+
+
+def slice_picker(shape: tuple[int, ...], key: str) -> tuple[int | None, int | None]:
+    """For 3D pairs: choose plane and slice; 2D -> (None, None)."""
+    if len(shape) == 2:
+        return None, None
+    c1, c2 = st.columns([1, 3])
+    axis = {v: k for k, v in PLANES.items()}[c1.selectbox("Plane", list(PLANES.values())[::-1], key=f"{key}_plane")]
+    index = c2.slider("Slice", 0, shape[axis] - 1, shape[axis] // 2, key=f"{key}_index")
+    return axis, index
+
+
+def _enum_value(v):
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+def param_widgets(params: list, preset: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """Widgets built from ``regcore.config.describe`` ParamSpecs; returns overrides that differ from defaults.
+
+    Advanced parameters sit in an expander. ``preset`` (e.g. from the Train page) sets initial values.
+    """
+    preset = dict(preset or {})
+    basic = [p for p in params if not p.advanced]
+    advanced = [p for p in params if p.advanced]
+    values: dict[str, Any] = {}
+    for p in basic:
+        values[p.name] = _one_widget(p, preset.get(p.name, p.default), key)
+    if advanced:
+        with st.expander("Advanced parameters"):
+            for p in advanced:
+                values[p.name] = _one_widget(p, preset.get(p.name, p.default), key)
+    return {k: v for k, v in values.items()
+            if _enum_value(v) != _enum_value(next(p.default for p in params if p.name == k)) or k in preset}
+
+
+def _one_widget(p, value, key: str):
+    label = p.name.replace("_", " ")
+    k = f"{key}_{p.name}"
+    if p.choices:
+        options = list(p.choices)
+        labels = [str(_enum_value(o)) for o in options]
+        cur = str(_enum_value(value))
+        i = labels.index(cur) if cur in labels else 0
+        chosen = st.selectbox(label, labels, index=i, help=p.help, key=k)
+        return options[labels.index(chosen)]
+    if p.type == "bool" or isinstance(p.default, bool):
+        return st.toggle(label, value=bool(value), help=p.help, key=k)
+    if p.type in ("int", "float") and p.range is not None:
+        lo, hi = p.range
+        if p.type == "int":
+            step = int(p.step or 1)
+            return int(st.slider(label, int(lo), int(hi), int(np.clip(value, lo, hi)), step=step, help=p.help, key=k))
+        step = float(p.step or (hi - lo) / 100)
+        return float(st.slider(label, float(lo), float(hi), float(np.clip(value, lo, hi)), step=step,
+                               help=p.help, key=k, format="%.4g"))
+    if p.type == "int":
+        return int(st.number_input(label, value=int(value), step=1, help=p.help, key=k))
+    if p.type == "float":
+        return float(st.number_input(label, value=float(value), help=p.help, key=k, format="%.4g"))
+    if p.type == "tuple":
+        text = st.text_input(label, value=", ".join(map(str, value or ())), help=p.help, key=k)
+        return text  # regcore.config.from_overrides parses "4, 2, 1"
+    return st.text_input(label, value="" if value is None else str(value), help=p.help, key=k)

@@ -1,0 +1,129 @@
+"""Data: choose sample data, a server folder or uploads; inspect the pair before registering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages import _backend as backend
+from pages import _state as state
+from pages import _widgets as widgets
+
+IMAGE_TYPES = ["nii", "gz", "mha", "mhd", "nrrd", "nhdr", "zip", "dcm"]
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _sample_source() -> None:
+    datasets = backend.list_sample_datasets()
+    c1, c2, c3 = st.columns([2, 1, 1])
+    dataset = c1.selectbox("Sample dataset", datasets, key="data_sample_ds")
+    dims = int(c2.radio("Dimensions", ["2D", "3D"], horizontal=True, key="data_sample_dims")[0])
+    contrast = c3.selectbox("Moving contrast", ["t1", "t2"], key="data_sample_contrast",
+                            help="t2 makes a multimodal pair (needs MI/NCC-type similarity).")
+    if st.button("Use this sample pair", type="primary", key="data_use_sample"):
+        with st.spinner("Loading sample pair ..."):
+            st.session_state["pair"] = state.cached_sample_pair(dataset, dims, contrast)
+        st.toast(f"Loaded {st.session_state['pair'].name}")
+
+
+def _folder_source() -> None:
+    path = st.text_input("Folder on the server", value=str(DEFAULT_FOLDER) if DEFAULT_FOLDER.is_dir() else "",
+                         key="data_folder_path", help="A folder of NIfTI/MHA images with labels/landmarks.")
+    if st.button("Scan folder", key="data_scan"):
+        if not path or not Path(path).is_dir():
+            raise ValueError(f"folder not found: {path!r}")
+        with st.spinner("Scanning ..."):
+            ds = backend.load_folder(path)
+            st.session_state["folder_pairs"] = list(ds.pairs())
+            st.session_state["folder_errors"] = list(getattr(ds, "errors", []))
+    pairs = st.session_state.get("folder_pairs") or []
+    for err in st.session_state.get("folder_errors") or []:
+        st.warning(str(err))
+    if pairs:
+        names = [p.name for p in pairs]
+        choice = st.selectbox("Pair", names, key="data_folder_pair")
+        if st.button("Use this pair", type="primary", key="data_use_folder"):
+            st.session_state["pair"] = pairs[names.index(choice)]
+            st.toast(f"Loaded {choice}")
+
+
+def _upload_source() -> None:
+    st.caption("NIfTI, MHA/NRRD, or a zipped DICOM series; labels as an integer image; landmarks as CSV "
+               "`id,x,y[,z]` in mm (LPS).")
+    c1, c2 = st.columns(2)
+    up = {
+        "fixed": c1.file_uploader("Fixed image", type=IMAGE_TYPES, key="up_fixed"),
+        "moving": c2.file_uploader("Moving image", type=IMAGE_TYPES, key="up_moving"),
+        "fixed_labels": c1.file_uploader("Fixed labels (optional)", type=IMAGE_TYPES, key="up_fixed_labels"),
+        "moving_labels": c2.file_uploader("Moving labels (optional)", type=IMAGE_TYPES, key="up_moving_labels"),
+        "fixed_landmarks": c1.file_uploader("Fixed landmarks CSV (optional)", type=["csv"], key="up_fixed_lm"),
+        "moving_landmarks": c2.file_uploader("Moving landmarks CSV (optional)", type=["csv"], key="up_moving_lm"),
+    }
+    names_file = st.file_uploader("Label names CSV (optional: value,name)", type=["csv"], key="up_names")
+    if not st.button("Use uploaded pair", type="primary", key="data_use_upload"):
+        return
+    if up["fixed"] is None or up["moving"] is None:
+        raise ValueError("upload both a fixed and a moving image")
+    parts = {}
+    for k in ("fixed", "moving", "fixed_labels", "moving_labels"):
+        f = up[k]
+        if f is not None:
+            parts[k] = state.decode_upload(f.name, f.getvalue(), "labels" if "labels" in k else "image")
+    for k in ("fixed_landmarks", "moving_landmarks"):
+        f = up[k]
+        if f is not None:
+            geom = parts["fixed" if k.startswith("fixed") else "moving"].geometry
+            parts[k] = state.decode_upload(f.name, f.getvalue(), "landmarks", geom)
+    label_names = {}
+    if names_file is not None:
+        import io
+
+        import pandas as pd
+        try:
+            df = pd.read_csv(io.BytesIO(names_file.getvalue()))
+            label_names = {int(v): str(n) for v, n in zip(df.iloc[:, 0], df.iloc[:, 1])}
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"could not read label names from {names_file.name!r}: {e}") from None
+    name = f"{up['fixed'].name} <- {up['moving'].name}"
+    st.session_state["pair"] = backend.make_pair(name=name, label_names=label_names, **parts)
+    st.toast(f"Loaded {name}")
+
+
+def _inspect(pair) -> None:
+    st.subheader(f"Current pair: {pair.name}")
+    warnings = backend.check_pair(pair.fixed, pair.moving)
+    if warnings:
+        st.warning("Fixed and moving disagree - registration will resample moving onto the fixed grid:\n\n"
+                   + "\n".join(f"- {w}" for w in warnings), icon=":material/warning:")
+    else:
+        st.success("Fixed and moving share grid, spacing and orientation.", icon=":material/check_circle:")
+    facts = widgets.header_facts({"fixed": pair.fixed, "moving": pair.moving, "fixed labels": pair.fixed_labels,
+                                  "moving labels": pair.moving_labels})
+    st.dataframe(facts, hide_index=True, width="stretch")
+    tab_f, tab_m = st.tabs(["Fixed", "Moving"])
+    names = getattr(pair, "label_names", None) or {}
+    with tab_f:
+        widgets.triplanar_viewer(pair.fixed, labels=pair.fixed_labels, label_names=names,
+                                 landmarks=pair.fixed_landmarks, key="view_fixed")
+    with tab_m:
+        widgets.triplanar_viewer(pair.moving, labels=pair.moving_labels, label_names=names,
+                                 landmarks=pair.moving_landmarks, key="view_moving")
+
+
+def body() -> None:
+    state.ensure_state()
+    st.title("Data")
+    st.markdown('<p class="rl-lead">Pick a pair, then check its header facts: most registration bugs are '
+                'spacing, origin or orientation mismatches.</p>', unsafe_allow_html=True)
+    source = st.segmented_control("Source", ["Sample data", "Server folder", "Upload"], default="Sample data",
+                                  key="data_source")
+    with st.container(border=True):
+        try:
+            {"Server folder": _folder_source, "Upload": _upload_source}.get(source or "", _sample_source)()
+        except Exception as e:  # noqa: BLE001 - bad input: message here, the current pair stays loaded
+            st.error(f"{e}", icon=":material/error:")
+    _inspect(state.current_pair())
+
+
+state.run_page(body, "data")

@@ -1,0 +1,145 @@
+"""Register: pick a method from the registry, set its parameters, run with progress and cancel."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+
+from pages import _backend as backend
+from pages import _state as state
+from pages import _widgets as widgets
+from regcore.methods.base import RegistrationCancelled
+
+
+def _swap(pair):
+    return replace(pair, name=f"{pair.name} (swapped)", fixed=pair.moving, moving=pair.fixed,
+                   fixed_labels=pair.moving_labels, moving_labels=pair.fixed_labels,
+                   fixed_landmarks=pair.moving_landmarks, moving_landmarks=pair.fixed_landmarks,
+                   true_displacement=None)
+
+
+def _choose_method(dims: int):
+    specs = backend.method_specs()
+    wanted = st.session_state.get("register_method")
+    families = sorted({str(s.family) for s in specs})
+    fam_default = next((str(s.family) for s in specs if s.name == wanted), None)
+    c1, c2 = st.columns(2)
+    family = c1.selectbox("Method family", families,
+                          index=families.index(fam_default) if fam_default in families else 0, key="reg_family")
+    in_family = [s for s in specs if str(s.family) == family]
+    reasons = {s.name: backend.spec_unavailable_reason(s, dims) for s in in_family}
+    names = [s.name for s in in_family]
+    default = names.index(wanted) if wanted in names else next(
+        (i for i, n in enumerate(names) if reasons[n] is None), 0)
+    fmt = {s.name: s.title + (f"  (unavailable: {reasons[s.name]})" if reasons[s.name] else "") for s in in_family}
+    name = c2.selectbox("Method", names, index=default, format_func=fmt.get, key="reg_method")
+    spec = in_family[names.index(name)]
+    return spec, reasons[name]
+
+
+def _progress_callback(bar, status, holder: dict):
+    """Progress callback for regcore methods: draws the bar; returns False when the user interrupted."""
+    def callback(p) -> bool:
+        try:
+            bar.progress(float(p.fraction), text=p.message or f"{p.fraction:.0%}")
+            if p.losses:
+                status.caption("  ·  ".join(f"{k} {v:.4g}" for k, v in p.losses.items()))
+        except ScriptControlException as interrupt:  # Cancel (or any widget) was clicked: stop cleanly
+            holder["interrupt"] = interrupt
+            return False
+        return True
+    return callback
+
+
+def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
+    holder: dict = {}
+    c1, c2 = st.columns([5, 1])
+    bar = c1.progress(0.0, text=f"Starting {spec.title} ...")
+    c2.button("Cancel", key="reg_cancel", icon=":material/stop_circle:", width="stretch")
+    status = st.empty()
+    t0 = time.perf_counter()
+    try:
+        result, metrics = backend.run_registration(pair, spec.name, overrides,
+                                                   _progress_callback(bar, status, holder), device)
+    except RegistrationCancelled:
+        if "interrupt" in holder:
+            raise holder["interrupt"]  # let Streamlit process the click that cancelled us
+        st.warning("Registration cancelled.")
+        return
+    bar.progress(1.0, text=f"Done in {time.perf_counter() - t0:.1f} s")
+    used = state.add_run(label or spec.name, result, metrics, pair)
+    st.session_state["last_run"] = used
+    st.success(f"Saved as run **{used}**. Compare it on the Evaluate page.", icon=":material/check_circle:")
+
+
+def _runs_table() -> None:
+    runs = st.session_state.get("runs", {})
+    if not runs:
+        return
+    st.subheader("Runs in this session")
+    rows = []
+    for label, r in runs.items():
+        m = r["metrics"] or {}
+        rows.append({"run": label, "pair": r.get("pair_name", ""), "method": r["result"].method,
+                     "mean Dice": m.get("dice_mean"), "mean TRE (mm)": m.get("tre_mean_mm"),
+                     "folding %": m.get("folding_percent"), "runtime (s)": m.get("runtime_s", r["result"].runtime_s)})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    c1, c2 = st.columns([3, 1])
+    drop = c1.multiselect("Remove runs", list(runs), key="reg_drop")
+    if c2.button("Remove", disabled=not drop, key="reg_drop_btn"):
+        for k in drop:
+            runs.pop(k, None)
+        st.rerun()
+    st.page_link("pages/evaluate.py", label="Evaluate & compare these runs", icon=":material/compare:")
+
+
+def body() -> None:
+    state.ensure_state()
+    st.title("Register")
+    pair = state.current_pair()
+    st.markdown(f'<p class="rl-lead">Pair: <b>{pair.name}</b> ({pair.fixed.ndim}D). Change it on the Data page.</p>',
+                unsafe_allow_html=True)
+    if st.toggle("Swap fixed and moving", key="reg_swap"):
+        pair = _swap(pair)
+    spec, reason = _choose_method(pair.fixed.ndim)
+    if spec.description:
+        st.caption(spec.description)
+    preset = {}
+    if st.session_state.get("register_method") == spec.name:
+        preset = dict(st.session_state.get("register_overrides") or {})
+        if preset:
+            st.info(f"Using settings from the Train page: {preset}", icon=":material/model_training:")
+    with st.container(border=True):
+        params = backend.describe_params(spec)
+        overrides = widgets.param_widgets(params, preset, key=f"reg_p_{spec.name}")
+        for k, v in preset.items():  # e.g. a checkpoint path that has no widget
+            overrides.setdefault(k, v)
+        c1, c2 = st.columns(2)
+        devices = ["auto", "cpu"] + (["cuda"] if _cuda() else [])
+        device = c1.selectbox("Device", devices, key="reg_device")
+        label = c2.text_input("Run name", value=spec.name, key="reg_label")
+    if reason:
+        st.warning(f"{spec.title} cannot run here: {reason}.", icon=":material/block:")
+    if st.button("Run registration", type="primary", disabled=bool(reason), key="reg_run",
+                 icon=":material/play_arrow:"):
+        try:
+            spec.make_config(overrides)  # validate before starting
+        except (TypeError, ValueError) as e:
+            st.error(f"Invalid parameters: {e}")
+        else:
+            _run(pair, spec, overrides, device, label)
+    elif st.session_state.get("reg_cancel"):
+        st.warning("Registration cancelled; nothing was saved.", icon=":material/stop_circle:")
+    _runs_table()
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+state.run_page(body, "register")

@@ -1,0 +1,187 @@
+"""Benchmark runner: methods x pairs of a CSV manifest -> results.json + results.md.
+
+    >>> from regcore.bench import run_benchmark
+    >>> report = run_benchmark("benchmarks/manifests/brain2d.csv", ["demons", "bspline"], out_dir="out")
+
+Row 0 of every table is ``identity`` (no registration: moving resampled onto the fixed grid).
+Per method: mean Dice, HD95 (mm), TRE (mm), folding %, SDlogJ over pairs, median runtime (s) and
+peak memory (MiB, max over pairs). A method that fails on a pair (missing extra, bad input) is
+recorded with its error message and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+IDENTITY = "identity"
+PAIR_KEYS = ("dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent", "sdlogj", "runtime_s", "peak_memory_mb")
+SUMMARY_COLUMNS = (("dice_mean", "Dice", "mean"), ("hd95_mean_mm", "HD95 mm", "mean"), ("tre_mean_mm", "TRE mm", "mean"),
+                   ("folding_percent", "folding %", "mean"), ("sdlogj", "SDlogJ", "mean"),
+                   ("runtime_s", "runtime s (median)", "median"), ("peak_memory_mb", "peak MiB", "max"))
+
+
+def load_pairs(manifest: str | os.PathLike) -> tuple[list, list[str]]:
+    """Pairs of a CSV manifest (``regcore.data.load_manifest``) and the per-row error messages."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise ValueError(f"pairs manifest must be an existing CSV file, got {str(path)!r}")
+    from regcore.data import load_manifest
+
+    ds = load_manifest(path)
+    pairs = list(getattr(ds, "manifest_pairs", None) or ds.pairs())
+    return pairs, list(ds.errors)
+
+
+def _finite(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _aggregate(values: list[float | None], how: str) -> float | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean, "median": statistics.median, "max": max}[how](vals)
+
+
+def evaluate_identity_pair(pair) -> dict:
+    """Metrics of "no registration" for a pair (moving resampled onto the fixed grid)."""
+    from regcore.metrics.evaluate import evaluate_identity
+    from regcore.register import label_mismatch_warnings, prepare_moving
+
+    t0 = time.perf_counter()
+    moving = prepare_moving(pair.fixed, pair.moving)
+    mlab = prepare_moving(pair.fixed, pair.moving_labels) if pair.moving_labels is not None else None
+    metrics = evaluate_identity(pair.fixed, moving, fixed_labels=pair.fixed_labels, moving_labels=mlab,
+                                fixed_landmarks=pair.fixed_landmarks, moving_landmarks=pair.moving_landmarks,
+                                label_names=pair.label_names, method=IDENTITY)
+    if pair.fixed_labels is not None and pair.moving_labels is not None:
+        metrics.setdefault("warnings", []).extend(
+            w for w in label_mismatch_warnings(pair.fixed_labels, pair.moving_labels, pair.label_names)
+            if w not in metrics["warnings"])
+    metrics["runtime_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def run_benchmark(
+    manifest: str | os.PathLike,
+    methods: Sequence[str],
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run ``methods`` on every pair of ``manifest``; write results.json/.md to ``out_dir`` if given.
+
+    Args:
+        manifest: CSV with ``name,fixed,moving,fixed_labels,moving_labels,fixed_landmarks,moving_landmarks,
+            label_names`` (paths relative to the CSV).
+        methods: registry names (``identity`` is always added as row 0).
+        overrides: ``{method: {param: value}}``.
+    Returns:
+        ``{"manifest", "methods", "pairs": [{pair, method, metrics...}], "summary": [{method, ...}],
+        "errors", "environment", "paths"}``.
+    """
+    from regcore.methods.registry import get
+    from regcore.register import run_pair
+
+    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(f"methods must be a list of method names, got {methods!r}")
+    methods = [m for m in methods if m != IDENTITY]
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    for name in list(methods) + list(overrides):
+        get(name)  # ValueError listing the known names
+    for name, ov in overrides.items():
+        get(name).make_config(ov)  # bad parameter -> ValueError before any work
+    unknown = set(overrides) - set(methods)
+    if unknown:
+        raise ValueError(f"--set names method(s) {sorted(unknown)} that are not in --methods {methods}")
+    say = log or (lambda s: None)
+    pairs, errors = load_pairs(manifest)
+    if not pairs:
+        raise ValueError(f"{manifest}: no loadable pairs ({'; '.join(errors) or 'empty manifest'})")
+    rows: list[dict] = []
+    for pair in pairs:
+        for method in [IDENTITY, *methods]:
+            say(f"[{pair.name}] {method} ...")
+            row: dict[str, Any] = {"pair": pair.name, "method": method}
+            try:
+                metrics = evaluate_identity_pair(pair) if method == IDENTITY else \
+                    run_pair(pair, method, overrides.get(method), device=device)[1]
+            except Exception as exc:  # noqa: BLE001 - record and continue with the next method
+                row["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
+                say(f"    failed: {row['error']}")
+                rows.append(row)
+                continue
+            row.update({k: _finite(metrics.get(k)) for k in PAIR_KEYS})
+            row["device"] = metrics.get("device")
+            row["dice"] = {str(k): _finite(v) for k, v in (metrics.get("dice") or {}).items()}
+            row["warnings"] = list(metrics.get("warnings") or [])
+            say("    " + ", ".join(f"{k}={row[k]:.4g}" for k in PAIR_KEYS if row.get(k) is not None))
+            rows.append(row)
+    summary = []
+    for method in [IDENTITY, *methods]:
+        ok = [r for r in rows if r["method"] == method and "error" not in r]
+        entry: dict[str, Any] = {"method": method, "pairs": len(ok),
+                                 "failed": sum(1 for r in rows if r["method"] == method and "error" in r)}
+        for key, _, how in SUMMARY_COLUMNS:
+            entry[key] = _aggregate([r.get(key) for r in ok], how)
+        summary.append(entry)
+    report = {"manifest": str(manifest), "methods": [IDENTITY, *methods], "overrides": overrides,
+              "summary": summary, "pairs": rows, "errors": errors, "environment": _environment(device), "paths": {}}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report["paths"] = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
+        (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+        (out / "results.md").write_text(to_markdown(report))
+    return report
+
+
+def _environment(device: str) -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
+            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def to_markdown(report: Mapping) -> str:
+    """Summary table (identity first) + one table per pair + errors."""
+    head = ["method", "pairs"] + [label for _, label, _ in SUMMARY_COLUMNS]
+    lines = [f"# Benchmark: {Path(report['manifest']).name}", "",
+             f"Environment: {json.dumps(report.get('environment', {}))}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in report["summary"]:
+        cells = [s["method"], f"{s['pairs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")]
+        cells += [_fmt(s.get(k), 4 if k == "dice_mean" else 2) for k, _, _ in SUMMARY_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    for pair in dict.fromkeys(r["pair"] for r in report["pairs"]):
+        lines += ["", f"## {pair}", "", "| method | Dice | HD95 mm | TRE mm | folding % | SDlogJ | runtime s | peak MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in report["pairs"] if r["pair"] == pair):
+            if "error" in r:
+                lines.append(f"| {r['method']} | failed: {r['error'][:160]} |  |  |  |  |  |  |")
+                continue
+            lines.append("| " + " | ".join([r["method"]] + [_fmt(r.get(k), 4 if k == "dice_mean" else 2) for k in PAIR_KEYS]) + " |")
+    if report.get("errors"):
+        lines += ["", "## Manifest rows that could not be loaded", ""] + [f"- {e}" for e in report["errors"]]
+    overrides = report.get("overrides")
+    if overrides:
+        lines += ["", f"Overrides: `{json.dumps(overrides)}`"]
+    return "\n".join(lines) + "\n"

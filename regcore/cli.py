@@ -1,0 +1,213 @@
+"""``regcore`` command line: methods | register | bench | train.
+
+    regcore methods [--json]
+    regcore register --fixed F --moving M --method NAME [--fixed-labels FL --moving-labels ML]
+                     [--fixed-landmarks FP --moving-landmarks MP] [--label-names CSV]
+                     [--set key=value ...] [--device auto|cpu|cuda] --out DIR
+    regcore bench --pairs MANIFEST.csv --methods a,b,c [--set method.key=value ...] --out DIR
+    regcore train --config FILE --out DIR [--resume]
+
+Errors print one line on stderr and exit with code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def parse_sets(items: Sequence[str] | None, *, qualified: bool = False) -> dict:
+    """``["key=value", ...]`` -> ``{key: "value"}``; with ``qualified`` -> ``{method: {key: "value"}}``."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--set expects key=value, got {item!r}")
+        if qualified:
+            method, dot, name = key.partition(".")
+            if not dot or not method or not name:
+                raise CliError(f"bench --set expects method.key=value (e.g. demons.iterations=20), got {item!r}")
+            out.setdefault(method, {})[name] = value.strip()
+        else:
+            out[key] = value.strip()
+    return out
+
+
+# -- methods ------------------------------------------------------------------------------------
+def cmd_methods(args) -> int:
+    from regcore.methods.registry import all_specs
+
+    specs = [s.to_json() for s in all_specs()]
+    if args.json:
+        print(json.dumps(specs, indent=2, default=str))
+        return 0
+    for s in specs:
+        flag = "" if s["available"] else f"  [needs extra: {s['requires']}]"
+        print(f"{s['name']:<18} {s['family']:<16} {s['supervision']:<18} dims={s['dims']}{flag}")
+        for p in s["parameters"]:
+            rng = f" range={p['range']}" if p["range"] else ""
+            ch = f" choices={p['choices']}" if p["choices"] else ""
+            print(f"    {p['name']} ({p['type']}, default={p['default']}){rng}{ch}: {p['help']}")
+    return 0
+
+
+# -- register ------------------------------------------------------------------------------------
+def _load_inputs(args) -> dict:
+    from regcore.io import load_image, load_label_names, load_landmarks
+
+    fixed = load_image(args.fixed, is_labels=False)
+    moving = load_image(args.moving, is_labels=False)
+    names = load_label_names(args.label_names) if args.label_names else None
+    out = {"fixed": fixed, "moving": moving, "label_names": names,
+           "fixed_labels": load_image(args.fixed_labels, is_labels=True, label_names=names) if args.fixed_labels else None,
+           "moving_labels": load_image(args.moving_labels, is_labels=True, label_names=names) if args.moving_labels else None,
+           "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry) if args.fixed_landmarks else None,
+           "moving_landmarks": load_landmarks(args.moving_landmarks, geometry=moving.geometry) if args.moving_landmarks else None}
+    if (out["fixed_labels"] is None) != (out["moving_labels"] is None):
+        raise CliError("give both --fixed-labels and --moving-labels, or neither")
+    if (out["fixed_landmarks"] is None) != (out["moving_landmarks"] is None):
+        raise CliError("give both --fixed-landmarks and --moving-landmarks, or neither")
+    return out
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def cb(p):
+        pct = int(p.fraction * 10)
+        if pct != state["last"]:
+            state["last"] = pct
+            print(f"  {p.fraction:5.0%} {p.message}", file=sys.stderr)
+    return cb
+
+
+def write_outputs(result, metrics: dict, out_dir: Path) -> dict[str, Path]:
+    """warped.nii.gz, displacement.nii.gz (ITK field, LPS mm, fixed space), warped_labels.nii.gz, metrics.json."""
+    from regcore.io import save_displacement, save_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"warped": save_image(result.warped.with_data(result.warped.data[:1].float().cpu()), out_dir / "warped.nii.gz"),
+             "displacement": save_displacement(result.displacement.detach().float().cpu(), result.fixed.geometry,
+                                               out_dir / "displacement.nii.gz")}
+    if "warped_labels" in result.extras:
+        paths["warped_labels"] = save_image(result.extras["warped_labels"], out_dir / "warped_labels.nii.gz")
+    paths["metrics"] = out_dir / "metrics.json"
+    paths["metrics"].write_text(json.dumps(metrics, indent=2, default=_json_default))
+    return paths
+
+
+def _json_default(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def cmd_register(args) -> int:
+    from regcore.register import run_registration
+
+    overrides = parse_sets(args.set)
+    inputs = _load_inputs(args)
+    result, metrics = run_registration(inputs.pop("fixed"), inputs.pop("moving"), args.method, overrides,
+                                       device=args.device, progress=_progress_printer(args.quiet), **inputs)
+    paths = write_outputs(result, metrics, Path(args.out))
+    summary = {k: metrics.get(k) for k in ("method", "dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent",
+                                           "sdlogj", "runtime_s", "device")}
+    print(json.dumps(summary, default=_json_default))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+# -- bench / train ------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from regcore.bench import run_benchmark
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise CliError(f"--methods needs a comma-separated list of method names, got {args.methods!r}")
+    report = run_benchmark(args.pairs, methods, overrides=parse_sets(args.set, qualified=True), out_dir=args.out,
+                           device=args.device, log=None if args.quiet else (lambda s: print(s, file=sys.stderr)))
+    print(f"wrote {report['paths']['json']} and {report['paths']['markdown']}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        from regcore.train import run_training
+    except ImportError as exc:
+        raise CliError(f"training is not available: regcore.train.run_training could not be imported ({exc})") from exc
+    if not Path(args.config).is_file():
+        raise CliError(f"--config must be an existing file, got {args.config!r}")
+    run_training(args.config, args.out, resume=args.resume)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="regcore", description="RegLab registration engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("methods", help="list registered methods and their parameters")
+    m.add_argument("--json", action="store_true", help="machine-readable JSON")
+    m.set_defaults(func=cmd_methods)
+
+    r = sub.add_parser("register", help="register one pair and write warped image, field and metrics")
+    r.add_argument("--fixed", required=True)
+    r.add_argument("--moving", required=True)
+    r.add_argument("--method", required=True)
+    r.add_argument("--fixed-labels")
+    r.add_argument("--moving-labels")
+    r.add_argument("--fixed-landmarks")
+    r.add_argument("--moving-landmarks")
+    r.add_argument("--label-names", help="CSV value,name")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--out", required=True)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_register)
+
+    b = sub.add_parser("bench", help="run methods over the pairs of a CSV manifest")
+    b.add_argument("--pairs", required=True, help="CSV manifest (name,fixed,moving,fixed_labels,...)")
+    b.add_argument("--methods", required=True, help="comma-separated method names")
+    b.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE")
+    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    b.add_argument("--out", required=True)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="train a learned method from a config file")
+    t.add_argument("--config", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``regcore`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits with code 2 on bad usage
+    try:
+        return args.func(args)
+    except (CliError, ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"regcore {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"regcore {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Intensity agreement between the fixed and the warped image (reporting, no gradients).
+
+Inputs are :class:`~regcore.image.Image`, tensors ``(*S)``, ``(C, *S)`` or ``(B, C, *S)``, or
+numpy arrays of the same shape; ``mask`` (same spatial shape, bool) restricts MSE/SSD/NCC.
+Values are computed in float64 on the CPU and returned as Python floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from regcore.image import Image
+from regcore.losses.similarity import ssim_map
+
+
+def _as_batch(x, arg: str, ndim: int | None) -> torch.Tensor:
+    if isinstance(x, Image):
+        t, ndim = x.data[None], x.ndim
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(x)
+    elif isinstance(x, torch.Tensor):
+        t = x
+    else:
+        raise TypeError(f"{arg} must be an Image, torch.Tensor or numpy array, got {type(x).__name__}")
+    t = t.detach().to("cpu", torch.float64)
+    if ndim is None:
+        ndim = 3 if t.ndim in (3, 5) else 2
+    while t.ndim < ndim + 2:
+        t = t[None]
+    if t.ndim != ndim + 2:
+        raise ValueError(f"{arg} must be (*S), (C, *S) or (B, C, *S) with {ndim} spatial dims, got {tuple(t.shape)}")
+    return t
+
+
+def _pair(fixed, warped, mask):
+    ndim = next((x.ndim for x in (fixed, warped) if isinstance(x, Image)), None)
+    f, w = _as_batch(fixed, "fixed", ndim), _as_batch(warped, "warped", ndim)
+    if f.shape != w.shape:
+        raise ValueError(f"fixed {tuple(f.shape)} and warped {tuple(w.shape)} must have the same shape")
+    m = None
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)).bool()
+        while m.ndim > f.ndim - 2 and m.shape[0] == 1:
+            m = m[0]
+        if tuple(m.shape) != tuple(f.shape[2:]):
+            raise ValueError(f"mask shape {tuple(m.shape)} must equal the spatial shape {tuple(f.shape[2:])}")
+        m = m.expand_as(f)
+    return f, w, m
+
+
+def _sel(x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+    return x.flatten() if m is None else x[m]
+
+
+def ssd(fixed, warped, mask=None) -> float:
+    """Sum of squared differences (intensity units squared)."""
+    f, w, m = _pair(fixed, warped, mask)
+    return float((_sel(f - w, m) ** 2).sum())
+
+
+def mse(fixed, warped, mask=None) -> float:
+    """Mean squared difference."""
+    f, w, m = _pair(fixed, warped, mask)
+    return float((_sel(f - w, m) ** 2).mean())
+
+
+def rmse(fixed, warped, mask=None) -> float:
+    """Root mean squared difference (intensity units)."""
+    return float(np.sqrt(mse(fixed, warped, mask)))
+
+
+def ncc(fixed, warped, mask=None) -> float:
+    """Global Pearson correlation of intensities in [-1, 1] (NaN if an image is constant)."""
+    f, w, m = _pair(fixed, warped, mask)
+    a, b = _sel(f, m), _sel(w, m)
+    a, b = a - a.mean(), b - b.mean()
+    den = torch.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def ssim(fixed, warped, data_range: float | None = None, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM (Gaussian window, valid region); data_range defaults to max - min of fixed."""
+    f, w, _ = _pair(fixed, warped, None)
+    if any(s < window for s in f.shape[2:]):
+        return float("nan")
+    return float(ssim_map(f, w, window=window, sigma=sigma, data_range=data_range).mean())
+
+
+def intensity_metrics(fixed, warped, mask=None) -> dict:
+    """``{"mse", "rmse", "ssd", "ncc", "ssim"}`` as Python floats."""
+    out = {"mse": mse(fixed, warped, mask), "ssd": ssd(fixed, warped, mask), "ncc": ncc(fixed, warped, mask),
+           "ssim": ssim(fixed, warped)}
+    out["rmse"] = float(np.sqrt(out["mse"]))
+    return out

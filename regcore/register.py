@@ -1,0 +1,180 @@
+"""The one registration entry point shared by the CLI, the app, the benchmark and notebooks.
+
+``run_registration(fixed, moving, method, overrides)``: validate -> resample moving (and its labels,
+nearest neighbour) onto the fixed grid through physical space -> normalise intensities when the
+method's config asks for it (field ``normalise``) -> run the method -> evaluate.
+
+The returned displacement lives on the FIXED grid, in its voxels, mapping fixed -> moving
+(``warped = moving o (id + u)``); landmarks stay in LPS mm, so TRE compares phi(fixed landmark)
+with its moving partner in world space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import torch
+
+from regcore.image import Image, Landmarks
+from regcore.methods.base import ProgressCallback, RegistrationResult, resolve_device
+from regcore.methods.registry import get
+
+__all__ = ["run_registration", "run_pair", "prepare_moving", "label_mismatch_warnings"]
+
+
+def _check_image(value, arg: str, *, labels: bool, optional: bool = False) -> Image | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, Image):
+        raise TypeError(f"{arg} must be a regcore Image, got {type(value).__name__}")
+    if labels and not value.is_labels:
+        raise ValueError(f"{arg} must be a label map (is_labels=True), got an intensity image {value.name!r}")
+    if not labels and value.is_labels:
+        raise ValueError(f"{arg} must be an intensity image, got the label map {value.name!r}")
+    return value
+
+
+def _check_landmarks(value, arg: str, ndim: int) -> Landmarks | None:
+    if value is None:
+        return None
+    if not isinstance(value, Landmarks):
+        raise TypeError(f"{arg} must be regcore Landmarks or None, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{arg} must be {ndim}D points like the images, got {value.ndim}D")
+    return value
+
+
+def prepare_moving(fixed: Image, moving: Image) -> Image:
+    """``moving`` on ``fixed``'s grid, resampled through physical space (labels: nearest)."""
+    if fixed.geometry.same_grid(moving.geometry):
+        return moving
+    from regcore.preprocess import resample_to
+
+    return resample_to(moving, fixed.geometry)
+
+
+def label_mismatch_warnings(fixed_labels: Image, moving_labels: Image,
+                            label_names: Mapping[int, str] | None = None) -> list[str]:
+    """Messages for label values present in one map but not the other (they score no Dice)."""
+    fixed_set, moving_set = set(fixed_labels.present_labels()), set(moving_labels.present_labels())
+    out = []
+    for side, only in (("fixed", fixed_set - moving_set), ("moving", moving_set - fixed_set)):
+        if only:
+            named = [f"{v} ({label_names[v]})" if label_names and v in label_names else str(v) for v in sorted(only)]
+            out.append(f"label value(s) present only in the {side} labels (no overlap possible): {', '.join(named)}")
+    return out
+
+
+def _maybe_normalise(image: Image, config) -> Image:
+    if not getattr(config, "normalise", False):
+        return image
+    from regcore.preprocess import normalise
+
+    return normalise(image, "percentile")
+
+
+def run_registration(
+    fixed: Image,
+    moving: Image,
+    method: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    fixed_labels: Image | None = None,
+    moving_labels: Image | None = None,
+    fixed_landmarks: Landmarks | None = None,
+    moving_landmarks: Landmarks | None = None,
+    label_names: Mapping[int, str] | None = None,
+    device: str | torch.device = "auto",
+    progress: ProgressCallback | None = None,
+) -> tuple[RegistrationResult, dict]:
+    """Register ``moving`` to ``fixed`` with registry method ``method`` and evaluate the result.
+
+    Args:
+        fixed, moving: intensity Images; they may differ in grid and orientation.
+        method: registry name (``regcore methods`` lists them).
+        overrides: config values by name (strings are parsed, as ``--set key=value``).
+        fixed_labels, moving_labels: label maps on their image's grid (Dice, HD95).
+        fixed_landmarks, moving_landmarks: LPS-mm Landmarks matched by id (TRE).
+        label_names: label value -> structure name (default: from the label Images).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: callback receiving :class:`~regcore.methods.base.Progress`; return False to cancel.
+    Returns:
+        ``(result, metrics)``: the method's RegistrationResult (displacement on the fixed grid,
+        fixed -> moving voxels) and ``regcore.metrics.evaluate``'s dict.
+    """
+    fixed = _check_image(fixed, "fixed", labels=False)
+    moving = _check_image(moving, "moving", labels=False)
+    fixed_labels = _check_image(fixed_labels, "fixed_labels", labels=True, optional=True)
+    moving_labels = _check_image(moving_labels, "moving_labels", labels=True, optional=True)
+    if fixed.ndim != moving.ndim:
+        raise ValueError(f"fixed and moving must have the same dimensionality, got {fixed.ndim}D and {moving.ndim}D")
+    for arg, lab, img in (("fixed_labels", fixed_labels, fixed), ("moving_labels", moving_labels, moving)):
+        if lab is not None and lab.shape != img.shape:
+            raise ValueError(f"{arg} shape {lab.shape} must match its image's shape {img.shape}")
+    fixed_landmarks = _check_landmarks(fixed_landmarks, "fixed_landmarks", fixed.ndim)
+    moving_landmarks = _check_landmarks(moving_landmarks, "moving_landmarks", fixed.ndim)
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a registry name (str), got {type(method).__name__}")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a dict of config values or None, got {type(overrides).__name__}")
+    spec = get(method)
+    if fixed.ndim not in spec.dims:
+        raise ValueError(f"method {method!r} supports {spec.dims}D images, got {fixed.ndim}D")
+    dev = resolve_device(device)
+    overrides = dict(overrides or {})
+    field_names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    if "device" in field_names and "device" not in overrides:
+        overrides["device"] = "cuda" if dev.type == "cuda" else "cpu"
+    config = spec.make_config(overrides)
+    runner = spec.factory()  # may raise MissingExtraError with the install command
+
+    moving_on_fixed = prepare_moving(fixed, moving)
+    moving_labels_on_fixed = prepare_moving(fixed, moving_labels) if moving_labels is not None else None
+    if fixed_labels is not None and not fixed_labels.geometry.same_grid(fixed.geometry):
+        fixed_labels = prepare_moving(fixed, fixed_labels)
+    names = label_names or (fixed_labels.label_names if fixed_labels is not None else None) or \
+        (moving_labels.label_names if moving_labels is not None else None)
+
+    f_in = _maybe_normalise(fixed, config)
+    m_in = _maybe_normalise(moving_on_fixed, config)
+    if "device" not in field_names:
+        f_in, m_in = f_in.to(dev), m_in.to(dev)
+    result = runner.register(f_in, m_in, config, progress=progress)
+    if m_in is not moving_on_fixed:  # report the warp of the un-normalised moving image
+        from regcore.spatial.warp import warp
+
+        warped = warp(moving_on_fixed.batch().to(result.displacement.device), result.displacement)
+        result.warped = moving_on_fixed.with_data(warped[0].cpu(), name=result.warped.name)
+    result.fixed, result.moving = fixed, moving_on_fixed
+    if moving_labels_on_fixed is not None:
+        from regcore.spatial.warp import warp_labels
+
+        lab = warp_labels(moving_labels_on_fixed.data[None].to(result.displacement.device), result.displacement)
+        result.extras["warped_labels"] = moving_labels_on_fixed.with_data(lab[0].cpu())
+
+    from regcore.metrics.evaluate import evaluate
+
+    metrics = evaluate(result, fixed_labels=fixed_labels, moving_labels=moving_labels_on_fixed,
+                       fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks, label_names=names)
+    if fixed_labels is not None and moving_labels_on_fixed is not None:
+        metrics.setdefault("warnings", [])
+        for w in label_mismatch_warnings(fixed_labels, moving_labels, names):
+            if w not in metrics["warnings"]:
+                metrics["warnings"].append(w)
+    metrics["method"] = method
+    return result, metrics
+
+
+def run_pair(pair, method: str, overrides: Mapping[str, Any] | None = None, *, device: str = "auto",
+             progress: ProgressCallback | None = None) -> tuple[RegistrationResult, dict]:
+    """:func:`run_registration` on a ``regcore.data.Pair`` (labels, landmarks and names included)."""
+    for attr in ("fixed", "moving"):
+        if not hasattr(pair, attr):
+            raise TypeError(f"pair must be a regcore.data.Pair, got {type(pair).__name__}")
+    return run_registration(
+        pair.fixed, pair.moving, method, overrides,
+        fixed_labels=getattr(pair, "fixed_labels", None), moving_labels=getattr(pair, "moving_labels", None),
+        fixed_landmarks=getattr(pair, "fixed_landmarks", None), moving_landmarks=getattr(pair, "moving_landmarks", None),
+        label_names=getattr(pair, "label_names", None), device=device, progress=progress,
+    )

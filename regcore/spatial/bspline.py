@@ -1,0 +1,82 @@
+"""Cubic B-spline free-form deformation (FFD) on a regular control-point grid.
+
+Control point ``j`` along an axis of spacing ``s`` voxels sits at fixed-grid voxel
+``(j - 1) * s``; the grid has ``ceil((N - 1) / s) + 3`` points so that every voxel
+``0..N-1`` is covered by four of them. The displacement (voxels, fixed -> moving) is
+
+    u(x) = sum_j c_j * B3(x / s - (j - 1))      (tensor product over axes)
+
+with ``B3`` the centred cubic B-spline (support ``|t| < 2``; partition of unity). This is
+the same knot layout as ``scipy.interpolate.BSpline(t=(arange(C + 4) - 3) * s, c, k=3)``.
+Evaluation is separable: one small dense ``(N_a, C_a)`` basis matrix per axis, applied
+by matmul (exact, differentiable, any positive real spacing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def _per_axis_spacing(spacing_vox, n: int) -> tuple[float, ...]:
+    if isinstance(spacing_vox, (int, float)):
+        values = (float(spacing_vox),) * n
+    elif isinstance(spacing_vox, Sequence) and len(spacing_vox) == n:
+        values = tuple(float(s) for s in spacing_vox)
+    else:
+        raise ValueError(f"spacing_vox must be a number or {n} numbers (voxels), got {spacing_vox!r}")
+    if any(not math.isfinite(s) or s <= 0 for s in values):
+        raise ValueError(f"spacing_vox must be finite and > 0 voxels, got {spacing_vox!r}")
+    return values
+
+
+def control_grid_shape(shape: Sequence[int], spacing_vox: float | Sequence[float]) -> tuple[int, ...]:
+    """Control-point grid size per axis: ``ceil((N - 1) / s) + 3``."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3) or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
+    spacing = _per_axis_spacing(spacing_vox, len(shape))
+    return tuple(int(math.ceil((n - 1) / s - 1e-9)) + 3 for n, s in zip(shape, spacing))
+
+
+def cubic_bspline(t: torch.Tensor) -> torch.Tensor:
+    """Centred cubic B-spline ``B3(t)``: ``(4 - 6t^2 + 3|t|^3)/6`` for ``|t|<1``, ``(2-|t|)^3/6`` for ``|t|<2``."""
+    a = t.abs()
+    inner = (4.0 - 6.0 * a**2 + 3.0 * a**3) / 6.0
+    outer = (2.0 - a).clamp_min(0.0) ** 3 / 6.0
+    return torch.where(a < 1.0, inner, outer)
+
+
+def bspline_basis_matrix(size: int, n_control: int, spacing: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(size, n_control)`` matrix ``M[x, j] = B3(x / spacing - (j - 1))``."""
+    x = torch.arange(size, device=device, dtype=torch.float64)[:, None]
+    j = torch.arange(n_control, device=device, dtype=torch.float64)[None, :]
+    return cubic_bspline(x / spacing - (j - 1.0)).to(dtype)
+
+
+def bspline_to_displacement(coeffs: torch.Tensor, shape: Sequence[int], spacing_vox: float | Sequence[float]) -> torch.Tensor:
+    """Dense displacement ``(B, n, *shape)`` (voxels) from control coefficients ``(B, n, *C)``.
+
+    Args:
+        coeffs: control-point displacements in voxels; ``C == control_grid_shape(shape, spacing_vox)``.
+        shape: fixed-grid spatial shape.
+        spacing_vox: control-point spacing in voxels, scalar or per axis.
+    """
+    if not isinstance(coeffs, torch.Tensor):
+        raise TypeError(f"coeffs must be a torch.Tensor, got {type(coeffs).__name__}")
+    shape = tuple(int(s) for s in shape)
+    expected = control_grid_shape(shape, spacing_vox)
+    n = len(shape)
+    if coeffs.ndim != n + 2 or coeffs.shape[1] != n or tuple(coeffs.shape[2:]) != expected or not coeffs.is_floating_point():
+        raise ValueError(
+            f"coeffs must be float (B, {n}, {', '.join(map(str, expected))}) for shape {shape} and spacing "
+            f"{spacing_vox!r}; got {tuple(coeffs.shape)} {coeffs.dtype}"
+        )
+    spacing = _per_axis_spacing(spacing_vox, n)
+    out = coeffs
+    for axis in range(n):
+        m = bspline_basis_matrix(shape[axis], expected[axis], spacing[axis], coeffs.device, coeffs.dtype)
+        out = (out.movedim(axis + 2, -1) @ m.T).movedim(-1, axis + 2)
+    return out.contiguous()

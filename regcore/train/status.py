@@ -1,0 +1,64 @@
+"""Run-folder files shared by the loop, the worker and the job manager (no torch import).
+
+``status.json`` (atomic rewrite), ``metrics.jsonl`` (append-only), the ``STOP`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+STOP_FILE = "STOP"
+STATES = ("queued", "running", "stopped", "finished", "failed")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_status(run_dir: str | Path, *, state: str, **fields: Any) -> dict[str, Any]:
+    """Rewrite ``status.json`` atomically, keeping previous fields not given here."""
+    if state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    run_dir = Path(run_dir)
+    old = read_status(run_dir) or {}
+    status = {**old, **fields, "state": state, "pid": fields.get("pid", os.getpid()), "updated": time.time()}
+    tmp = run_dir / "status.json.tmp"
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in status.items()}))
+    os.replace(tmp, run_dir / "status.json")
+    return status
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The parsed ``status.json``, or None when absent/unreadable."""
+    p = Path(run_dir) / "status.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``metrics.jsonl`` (NaN/inf written as null)."""
+    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All complete records of ``metrics.jsonl`` (a half-written last line is skipped)."""
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

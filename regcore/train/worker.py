@@ -1,0 +1,39 @@
+"""Background training process: ``python -m regcore.train.worker runs/<id> [--resume]``.
+
+Reads ``runs/<id>/config.json`` and runs :func:`regcore.train.loop.run_training` into the same
+folder. SIGTERM is turned into a graceful stop (checkpoint + state "stopped"). Exit code 0 on
+finished/stopped, 1 on failure (the message is in ``status.json``; the traceback in ``worker.log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from regcore.train.status import STOP_FILE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m regcore.train.worker", description=__doc__)
+    parser.add_argument("run_dir", type=Path, help="run folder holding config.json")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run_dir
+    if not (run_dir / "config.json").is_file():
+        print(f"error: {run_dir / 'config.json'} not found", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
+    from regcore.train.loop import run_training
+    try:
+        run_training(run_dir / "config.json", run_dir, resume=args.resume)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

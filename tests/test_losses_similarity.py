@@ -1,0 +1,277 @@
+"""Similarity losses: analytic minima, library cross-checks (MONAI, skimage, scipy), gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from regcore.losses import MULTIMODAL, Similarity, similarity_loss
+from regcore.losses.mind import MINDLoss, mind_ssc, ssc_pairs
+from regcore.losses.similarity import (
+    CorrelationRatioLoss,
+    LocalNCCLoss,
+    MutualInformationLoss,
+    NMILoss,
+    SSIMLoss,
+    gaussian_kernel,
+    separable_filter,
+    ssim_map,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def smooth_image(shape, seed=0, sigma=2.0, dtype=torch.float32) -> torch.Tensor:
+    """Smooth random image (1, 1, *shape) scaled to [0, 1]."""
+    g = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(g.standard_normal(shape), sigma)
+    x = (x - x.min()) / (x.max() - x.min())
+    return torch.tensor(x, dtype=dtype)[None, None]
+
+
+def shifted(x: torch.Tensor, k: int = 2) -> torch.Tensor:
+    return torch.roll(x, shifts=k, dims=2)
+
+
+# -- analytic behaviour -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(Similarity))
+@pytest.mark.parametrize("shape", [(32, 36), (20, 22, 24)])
+def test_identical_images_give_the_minimum(name, shape):
+    loss = similarity_loss(name, **({"window": 7} if name == "ssim" else {}))
+    f = smooth_image(shape)
+    same = float(loss(f, f.clone()))
+    other = float(loss(f, shifted(f, 3)))
+    assert same < other, f"{name}: loss(f, f) = {same} should be below loss(f, shifted f) = {other}"
+
+
+@pytest.mark.parametrize("name", ["mse", "mae", "mind", "ssim"])
+def test_zero_for_identical_images(name):
+    f = smooth_image((24, 28))
+    assert float(similarity_loss(name)(f, f)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ncc", "lncc", "lncc_gauss"])
+def test_correlation_losses_reach_minus_one(name):
+    f = smooth_image((24, 28))
+    # a pure scaling: LNCC windows see zeros outside the image (zero padding, as in MONAI), so an
+    # offset would break the linear relation in the border windows
+    assert float(similarity_loss(name)(f, 2.0 * f)) == pytest.approx(-1.0, abs=1e-4)
+    if name == "ncc":
+        assert float(similarity_loss(name)(f, 2.0 * f + 0.5)) == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_intensity_inversion_multimodal_teaching_point():
+    """MI/NMI/CR/MIND see an inverted image as perfectly aligned; MSE and NCC do not."""
+    f = smooth_image((40, 44), seed=1)
+    inverted = 1.0 - f
+    for name in MULTIMODAL:
+        loss = similarity_loss(name)
+        assert float(loss(f, inverted)) == pytest.approx(float(loss(f, f)), abs=2e-3), name
+        assert float(loss(f, inverted)) < float(loss(f, shifted(f, 3))), name
+    mse, ncc = similarity_loss("mse"), similarity_loss("ncc")
+    assert float(mse(f, inverted)) > float(mse(f, shifted(f, 3)))
+    assert float(ncc(f, inverted)) == pytest.approx(1.0, abs=1e-5)  # worst possible NCC
+
+
+def test_mi_finds_the_shift_of_an_inverted_image_and_mse_does_not():
+    f = smooth_image((48, 48), seed=2, sigma=3.0)
+    moving = 1.0 - torch.roll(f, 4, dims=2)  # other "modality", shifted by 4 voxels
+    mi, mse = similarity_loss("mi"), similarity_loss("mse")
+    shifts = list(range(-7, 8))
+    mi_curve = [float(mi(f, torch.roll(moving, -s, dims=2))) for s in shifts]
+    mse_curve = [float(mse(f, torch.roll(moving, -s, dims=2))) for s in shifts]
+    assert shifts[int(np.argmin(mi_curve))] == 4
+    assert shifts[int(np.argmin(mse_curve))] != 4
+
+
+def test_mind_is_invariant_to_linear_remap_and_inversion():
+    f = smooth_image((16, 18, 20), seed=3)
+    ref = mind_ssc(f)
+    assert ref.shape == (1, 12, 16, 18, 20)
+    torch.testing.assert_close(mind_ssc(3.0 * f + 7.0), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mind_ssc(1.0 - f), ref, atol=1e-5, rtol=1e-5)
+    nonlinear = mind_ssc(f ** 2)  # monotonic but not linear: close, not equal
+    assert float((nonlinear - ref).abs().mean()) < 0.1
+    assert float((mind_ssc(shifted(f, 3)) - ref).abs().mean()) > float((nonlinear - ref).abs().mean())
+
+
+def test_mind_patterns_and_2d_shape():
+    assert len(ssc_pairs(3)) == 12 and len(ssc_pairs(2)) == 4
+    for a, b in ssc_pairs(3):
+        assert sum((x - y) ** 2 for x, y in zip(a, b)) == 2
+    assert mind_ssc(smooth_image((20, 22))).shape == (1, 4, 20, 22)
+    two_channels = torch.cat([smooth_image((20, 22)), smooth_image((20, 22), seed=5)], 1)
+    assert mind_ssc(two_channels).shape == (1, 8, 20, 22)
+
+
+def test_mask_restricts_the_loss():
+    f, w = smooth_image((20, 20), 0), smooth_image((20, 20), 1)
+    mask = torch.zeros(1, 1, 20, 20)
+    mask[..., :10] = 1
+    expected = float(((f - w) ** 2)[..., :10].mean())
+    assert float(similarity_loss("mse")(f, w, mask)) == pytest.approx(expected, rel=1e-6)
+    ncc_masked = float(similarity_loss("ncc")(f, w, mask))
+    ncc_crop = float(similarity_loss("ncc")(f[..., :10].contiguous(), w[..., :10].contiguous()))
+    assert ncc_masked == pytest.approx(ncc_crop, abs=1e-5)
+    mi_masked = float(similarity_loss("mi", normalise=False)(f, w, mask))
+    mi_crop = float(similarity_loss("mi", normalise=False)(f[..., :10].contiguous(), w[..., :10].contiguous()))
+    assert mi_masked == pytest.approx(mi_crop, abs=1e-5)
+
+
+def test_batch_is_mean_of_items():
+    f = torch.cat([smooth_image((16, 16), 0), smooth_image((16, 16), 1)])
+    w = torch.cat([smooth_image((16, 16), 2), smooth_image((16, 16), 3)])
+    for name in ("mse", "ncc", "mi", "nmi", "cr", "lncc"):
+        loss = similarity_loss(name)
+        both = float(loss(f, w))
+        items = np.mean([float(loss(f[i:i + 1], w[i:i + 1])) for i in range(2)])
+        assert both == pytest.approx(items, abs=1e-5), name
+
+
+# -- library cross-checks -----------------------------------------------------------------
+
+
+def test_separable_filter_matches_scipy():
+    x = smooth_image((12, 13, 14), 4, sigma=1.0, dtype=torch.float64)
+    k = gaussian_kernel(1.3, 7, dtype=torch.float64)
+    ours = separable_filter(x, k)[0, 0].numpy()
+    ref = ndimage.correlate(x[0, 0].numpy(), np.einsum("i,j,k->ijk", *[k.numpy()] * 3), mode="constant")
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,monai_kernel", [("box", "rectangular"), ("gaussian", "gaussian")])
+@pytest.mark.parametrize("shape", [(30, 34), (16, 18, 20)])
+def test_lncc_matches_monai(kernel, monai_kernel, shape):
+    from monai.losses import LocalNormalizedCrossCorrelationLoss
+
+    f, w = smooth_image(shape, 0), smooth_image(shape, 1) + 0.2 * smooth_image(shape, 0)
+    ref = LocalNormalizedCrossCorrelationLoss(spatial_dims=len(shape), kernel_size=7, kernel_type=monai_kernel)
+    ours = LocalNCCLoss(window=7, kernel=kernel)
+    assert float(ours(f, w)) == pytest.approx(float(ref(w, f)), abs=1e-5)
+
+
+@pytest.mark.parametrize("bins", [16, 23])
+def test_mi_matches_monai(bins):
+    from monai.losses import GlobalMutualInformationLoss
+
+    f, w = smooth_image((24, 26, 20), 0), smooth_image((24, 26, 20), 1)
+    w = 0.6 * w + 0.4 * f
+    ref = GlobalMutualInformationLoss(num_bins=bins, sigma_ratio=0.5)
+    ours = MutualInformationLoss(bins=bins, sigma_ratio=0.5, normalise=False)
+    assert float(ours(f, w)) == pytest.approx(float(ref(w, f)), abs=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(40, 44), (20, 22, 24)])
+def test_ssim_matches_skimage_and_monai(shape):
+    from monai.metrics import SSIMMetric
+    from skimage.metrics import structural_similarity
+
+    f, w = smooth_image(shape, 0, dtype=torch.float64), smooth_image(shape, 1, dtype=torch.float64)
+    w = 0.5 * w + 0.5 * f
+    ours = float(ssim_map(f, w, data_range=1.0).mean())
+    ref = structural_similarity(f[0, 0].numpy(), w[0, 0].numpy(), gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False, data_range=1.0)
+    assert ours == pytest.approx(ref, abs=1e-6)
+    monai = float(SSIMMetric(spatial_dims=len(shape), data_range=1.0)(w.float(), f.float()).mean())
+    assert ours == pytest.approx(monai, abs=1e-4)
+    assert float(SSIMLoss()(f, w)) == pytest.approx(1.0 - ours, abs=1e-9)
+
+
+def test_nmi_range_and_cr_function_of_fixed():
+    f = smooth_image((30, 30), 0)
+    nmi = NMILoss()
+    assert -2.0 <= float(nmi(f, f)) <= float(nmi(f, smooth_image((30, 30), 7))) <= -1.0
+    cr = CorrelationRatioLoss()
+    assert float(cr(f, torch.cos(3 * f))) < 0.02  # any function of fixed is explained
+    assert float(cr(f, smooth_image((30, 30), 7))) > 0.5
+
+
+# -- gradients ----------------------------------------------------------------------------
+
+
+GRADCHECK_LOSSES = {
+    "mse": {}, "mae": {}, "ncc": {}, "lncc": {"window": 3}, "lncc_gauss": {"window": 3},
+    "mi": {"bins": 8, "normalise": False}, "nmi": {"bins": 8, "normalise": False},
+    "cr": {"bins": 8, "normalise": False}, "mind": {"radius": 1, "dilation": 1},
+    "ssim": {"window": 3},
+}
+
+
+@pytest.mark.parametrize("name", list(Similarity))
+def test_gradcheck(name):
+    torch.manual_seed(0)
+    loss = similarity_loss(name, **GRADCHECK_LOSSES[name])
+    f = (0.1 + 0.8 * torch.rand(1, 1, 6, 7, dtype=torch.float64)).requires_grad_()
+    w = (0.1 + 0.8 * torch.rand(1, 1, 6, 7, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: loss(a, b), (f, w), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(Similarity))
+def test_backward_3d_on_device(name, device):
+    f = smooth_image((12, 13, 14)).to(device)
+    w = smooth_image((12, 13, 14), 1).to(device).requires_grad_()
+    kw = {"window": 5} if name == "ssim" else {}
+    value = similarity_loss(name, **kw)(f, w)
+    value.backward()
+    assert value.ndim == 0 and value.device.type == device
+    assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_bad_input_messages():
+    f = smooth_image((10, 10))
+    with pytest.raises(ValueError, match="must be one of"):
+        similarity_loss("cosine")
+    with pytest.raises(TypeError, match="bad keyword"):
+        similarity_loss("mse", window=3)
+    with pytest.raises(ValueError, match="same shape"):
+        similarity_loss("mse")(f, smooth_image((10, 12)))
+    with pytest.raises(ValueError, match=r"\(B, C, \*S\)"):
+        similarity_loss("ncc")(f[0], f[0])
+    with pytest.raises(TypeError, match="floating"):
+        similarity_loss("mse")(f.long(), f.long())
+    with pytest.raises(ValueError, match="mask must be"):
+        similarity_loss("mse")(f, f, torch.ones(1, 1, 5, 5))
+    with pytest.raises(ValueError, match="odd positive int"):
+        LocalNCCLoss(window=4)
+    with pytest.raises(ValueError, match="bins"):
+        MutualInformationLoss(bins=1)
+    with pytest.raises(ValueError, match="radius"):
+        MINDLoss(radius=-1)(f, f)
+    with pytest.raises(ValueError, match="smaller than the SSIM window"):
+        SSIMLoss(window=11)(f, f)
+
+
+# -- a short real registration: every loss drives a translation to the truth ----------------
+
+
+FAST_REGISTRATION = {"mse", "lncc", "mi", "mind"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_REGISTRATION else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in Similarity])
+def test_gradient_descent_recovers_a_translation(name):
+    """Optimise a constant displacement t with Adam; multimodal losses see an inverted moving image."""
+    from regcore.spatial.warp import warp
+
+    fixed = smooth_image((48, 48), seed=11, sigma=3.0)
+    truth = torch.tensor([2.5, -1.5])
+    moving = warp(fixed, -truth.view(1, 2, 1, 1).expand(1, 2, 48, 48))  # moving(x) = fixed(x - truth)
+    if name in MULTIMODAL:
+        moving = 1.0 - moving
+    loss = similarity_loss(name, **({"window": 7} if name == "ssim" else {}))
+    t = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.Adam([t], lr=0.2)
+    for _ in range(50):
+        opt.zero_grad()
+        value = loss(fixed, warp(moving, t.view(1, 2, 1, 1).expand(1, 2, 48, 48)))
+        value.backward()
+        opt.step()
+    assert torch.linalg.norm(t.detach() - truth) < 0.35, f"{name}: t = {t.detach().tolist()}"

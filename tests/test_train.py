@@ -1,0 +1,229 @@
+"""regcore.train: config, losses per supervision mode, loop (stop/resume), checkpoints, jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from regcore.nets.registration_net import RegistrationNet
+from regcore.train import jobs, run_training
+from regcore.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from regcore.train.config import TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from regcore.train.datasets import PairSource, shapes_pair
+from regcore.train.objectives import (dice_per_pair, folding_percent, jacobian_determinant, similarity_module,
+                                      soft_dice_loss, training_losses)
+from regcore.train.status import read_metrics
+
+TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "train_shape": [32, 32], "val_pairs": 2,
+        "synthetic_pool": 4, "device": "cpu", "threads": 1}
+
+
+def _write(tmp_path, **over) -> str:
+    p = tmp_path / "cfg.json"
+    p.write_text(json.dumps({**TINY, **over}))
+    return str(p)
+
+
+# -- config -------------------------------------------------------------------------------------
+
+def test_config_round_trip_and_errors(tmp_path):
+    c = config_from_dict(TINY)
+    assert config_from_dict(config_to_dict(c)) == c
+    save_config(c, tmp_path / "c.json")
+    assert load_config(tmp_path / "c.json") == c
+    with pytest.raises(ValueError, match="unknown TrainConfig key 'epoch'"):
+        config_from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="model must be one of"):
+        config_from_dict({"model": "resnet"})
+    with pytest.raises(ValueError, match=r"lr must be in \[1e-06, 1.0\]"):
+        config_from_dict({"lr": 5.0})
+    with pytest.raises(ValueError, match="multiples of 32"):
+        config_from_dict({"model": "transmorph", "train_shape": [48, 64]})
+    with pytest.raises(ValueError, match="data_path is required"):
+        config_from_dict({"data": "folder"})
+    with pytest.raises(ValueError, match="not found"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot parse config"):
+        load_config(tmp_path / "bad.json")
+
+
+# -- data and losses ------------------------------------------------------------------------------
+
+def test_shapes_pair_true_displacement_maps_moving_onto_fixed():
+    """moving o (id + u_true) reproduces the fixed label map (the convention the losses rely on)."""
+    from regcore.spatial.warp import warp_labels
+    s = shapes_pair((48, 48), np.random.default_rng(3))
+    warped = warp_labels(s["moving_labels"][None], s["true_displacement"][None])
+    assert torch.equal(warped, s["fixed_labels"][None])
+    assert s["true_displacement"].abs().max() > 1.0
+
+
+def test_batches_depend_on_seed_and_step_only():
+    src = PairSource(config_from_dict(TINY))
+    a = src.batch(np.random.default_rng([0, 5]))
+    b = PairSource(config_from_dict(TINY)).batch(np.random.default_rng([0, 5]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hard_dice_matches_monai():
+    from monai.metrics import DiceMetric
+    g = torch.Generator().manual_seed(0)
+    f = torch.randint(0, 4, (1, 1, 24, 24), generator=g)
+    m = torch.randint(0, 4, (1, 1, 24, 24), generator=g)
+    ours = dice_per_pair(f, m, torch.zeros(1, 2, 24, 24))
+    oh = lambda x: torch.nn.functional.one_hot(x[:, 0], 4).movedim(-1, 1)   # noqa: E731
+    ref = DiceMetric(include_background=False, reduction="mean")(oh(m), oh(f))
+    assert torch.allclose(ours, ref.mean().float(), atol=1e-6)
+
+
+def test_soft_dice_is_zero_loss_for_identical_labels():
+    lab = torch.randint(1, 4, (1, 1, 16, 16))
+    assert soft_dice_loss(lab, lab, torch.zeros(1, 2, 16, 16)) < 1e-5
+
+
+def test_jacobian_matches_simpleitk_and_counts_folding():
+    from tests.conftest import smooth_random_field
+    u = smooth_random_field((40, 50), 3.0, seed=2, sigma=3.0)
+    ours = jacobian_determinant(u)[0].numpy()
+    vec = np.ascontiguousarray(u[0].numpy()[::-1].transpose(1, 2, 0)).astype(np.float64)   # xy components
+    img = sitk.GetImageFromArray(vec, isVector=True)
+    ref = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(img))
+    np.testing.assert_allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-4)
+    fold = torch.zeros(1, 2, 8, 8)
+    fold[0, 0] = -2.0 * torch.arange(8.0).view(8, 1)      # x -> -x along axis 0: det = -1
+    assert folding_percent(fold) == 100.0
+    assert folding_percent(torch.zeros(1, 2, 8, 8)) == 0.0
+
+
+@pytest.mark.parametrize("model", ["voxelmorph", "transmorph", "affine"])
+@pytest.mark.parametrize("supervision", ["unsupervised", "weak", "full", "dual"])
+def test_a_few_steps_lower_the_loss(model, supervision):
+    cfg = config_from_dict({**TINY, "model": model, "supervision": supervision, "lr": 3e-3,
+                            "intensity_augment": False, "augment": False,
+                            "regularizer_weight": 0.1, "field_weight": 0.1})
+    torch.manual_seed(0)
+    net = RegistrationNet(cfg.arch())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    batch = PairSource(cfg).batch(np.random.default_rng(1), 2)
+    sim = similarity_module(cfg.similarity, 2)
+    losses = []
+    for _ in range(8):
+        terms = training_losses(cfg, net(batch["moving"], batch["fixed"]), batch, sim)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        losses.append(float(terms["total"]))
+    with torch.no_grad():
+        final = float(training_losses(cfg, net(batch["moving"], batch["fixed"]), batch, sim)["total"])
+    assert final < losses[0] - 1e-4, losses + [final]
+
+
+def test_full_supervision_without_true_fields_is_a_clear_error():
+    cfg = config_from_dict({**TINY, "supervision": "full"})
+    batch = PairSource(cfg).batch(np.random.default_rng(1), 2)
+    batch["has_true"][:] = False
+    net = RegistrationNet(cfg.arch())
+    with pytest.raises(ValueError, match="needs ground-truth displacements"):
+        training_losses(cfg, net(batch["moving"], batch["fixed"]), batch, similarity_module("lncc", 2))
+
+
+# -- loop, stop/resume, checkpoints ----------------------------------------------------------------
+
+def test_run_writes_status_metrics_checkpoint_and_previews(tmp_path):
+    out = tmp_path / "run"
+    final = run_training(_write(tmp_path), out)
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 4
+    recs = read_metrics(out)
+    steps = [r for r in recs if r["kind"] == "step"]
+    epochs = [r for r in recs if r["kind"] == "epoch"]
+    assert len(steps) == 4 and {"similarity", "regularizer", "total", "time_s"} <= set(steps[0])
+    assert [r["epoch"] for r in epochs] == [0, 1, 2] and 0 <= epochs[-1]["val_dice"] <= 1
+    assert len(list((out / "previews").glob("epoch_*.png"))) == 2
+    data = load_checkpoint(final)
+    assert data["arch"]["model"] == "voxelmorph" and "optimizer" not in data
+
+
+def test_stop_and_resume_gives_identical_weights(tmp_path, monkeypatch):
+    import regcore.train.loop as loop
+    cfg = _write(tmp_path, epochs=2, steps_per_epoch=3)
+    ref = run_training(cfg, tmp_path / "ref")
+
+    real_append = loop.append_metrics
+
+    def stop_after_step_2(run_dir, record):   # deterministic "user pressed stop" after step 2
+        real_append(run_dir, record)
+        if record.get("kind") == "step" and record["step"] == 2:
+            (run_dir / "STOP").touch()
+    monkeypatch.setattr(loop, "append_metrics", stop_after_step_2)
+    out = tmp_path / "interrupted"
+    run_training(cfg, out)
+    assert json.loads((out / "status.json").read_text())["state"] == "stopped"
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
+    monkeypatch.setattr(loop, "append_metrics", real_append)
+    final = run_training(out / "config.json", out, resume=True)
+    a, b = load_checkpoint(ref)["state_dict"], load_checkpoint(final)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_checkpoint(bad)
+    good = save_checkpoint(tmp_path / "good.pt", {"arch": {"model": "affine", "dims": 2},
+                                                  "state_dict": {}, "spacing_mm": 2.0})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(truncated)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a RegLab checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run_training(_write(tmp_path, init_checkpoint=str(bad)), tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["state"] == "failed"
+
+
+def test_resume_without_checkpoint_fails_cleanly(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        run_training(_write(tmp_path), tmp_path / "fresh", resume=True)
+
+
+# -- jobs (separate process) --------------------------------------------------------------------
+
+def test_job_runs_in_background_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path / "runs"))
+    run_id = jobs.start({**TINY, "epochs": 1})
+    assert jobs.status(run_id)["state"] in ("queued", "running", "finished")
+    deadline = time.time() + 120
+    while jobs.status(run_id)["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    st = jobs.status(run_id)
+    assert st["state"] == "finished", (st, (tmp_path / "runs" / run_id / "worker.log").read_text()[-2000:])
+    assert any(r["kind"] == "step" for r in jobs.metrics(run_id))
+    assert jobs.weights_path(run_id).name == "model.pt"
+    assert [r["run_id"] for r in jobs.list_runs()] == [run_id]
+    with pytest.raises(ValueError, match="unknown run"):
+        jobs.status("no-such-run")
+    with pytest.raises(ValueError, match="plain folder name"):
+        jobs.status("../etc")
+
+
+def test_dead_worker_reads_as_failed(tmp_path, monkeypatch):
+    from regcore.train.status import write_status
+    monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path))
+    d = tmp_path / "r1"
+    d.mkdir()
+    save_config(config_from_dict(TINY), d / "config.json")
+    write_status(d, state="running", pid=2**22 + 12345)      # no such process
+    st = jobs.status("r1")
+    assert st["state"] == "failed" and "ended unexpectedly" in st["message"]
