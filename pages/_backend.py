@@ -258,8 +258,12 @@ def run_registration(pair, method: str, overrides: dict | None = None,
     reg = _optional("regcore.register")
     spec = get_spec(method)
     if reg is not None and not isinstance(spec, FallbackSpec):
-        return reg.run_registration(pair, method=method, overrides=overrides or {}, device=device,
-                                    progress=progress)
+        if hasattr(reg, "run_pair"):
+            return reg.run_pair(pair, method, overrides or {}, device=device, progress=progress)
+        return reg.run_registration(
+            pair.fixed, pair.moving, method, overrides or {}, fixed_labels=pair.fixed_labels,
+            moving_labels=pair.moving_labels, fixed_landmarks=pair.fixed_landmarks,
+            moving_landmarks=pair.moving_landmarks, label_names=pair.label_names, device=device, progress=progress)
     config = spec.make_config(overrides or {})
     result = spec.factory().register(pair.fixed, pair.moving, config, progress)
     return result, evaluate(result, pair)

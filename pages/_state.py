@@ -49,11 +49,11 @@ def cached_sample_pair(dataset: str, dims: int, contrast: str = "t1") -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _decode_cached(digest: str, suffix: str, data: bytes, kind: str, geometry_key: Any = None):
-    """Decode uploaded bytes once per content (key = sha1); read-only result."""
+def _decode_cached(digest: str, suffix: str, _data: bytes, kind: str, geometry_key: Any = None):
+    """Decode uploaded bytes once per content (cache key = sha1 digest, not the bytes); read-only result."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
+        path.write_bytes(_data)
         if kind == "landmarks":
             return backend.load_landmarks(str(path), geometry_key)
         return backend.load_image(str(path), is_labels=(kind == "labels"))

@@ -24,7 +24,7 @@ def _swap(pair):
 
 def _choose_method(dims: int):
     specs = backend.method_specs()
-    wanted = st.session_state.get("register_method")
+    wanted = st.session_state.get("register_method") or state.default_method(dims)
     families = sorted({str(s.family) for s in specs})
     fam_default = next((str(s.family) for s in specs if s.name == wanted), None)
     c1, c2 = st.columns(2)
@@ -59,7 +59,8 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
     holder: dict = {}
     c1, c2 = st.columns([5, 1])
     bar = c1.progress(0.0, text=f"Starting {spec.title} ...")
-    c2.button("Cancel", key="reg_cancel", icon=":material/stop_circle:", width="stretch")
+    cancel_slot = c2.empty()
+    cancel_slot.button("Cancel", key="reg_cancel", icon=":material/stop_circle:", width="stretch")
     status = st.empty()
     t0 = time.perf_counter()
     try:
@@ -71,6 +72,7 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
         st.warning("Registration cancelled.")
         return
     bar.progress(1.0, text=f"Done in {time.perf_counter() - t0:.1f} s")
+    cancel_slot.empty()
     used = state.add_run(label or spec.name, result, metrics, pair)
     st.session_state["last_run"] = used
     st.success(f"Saved as run **{used}**. Compare it on the Evaluate page.", icon=":material/check_circle:")
@@ -119,9 +121,14 @@ def body() -> None:
         for k, v in preset.items():  # e.g. a checkpoint path that has no widget
             overrides.setdefault(k, v)
         c1, c2 = st.columns(2)
-        devices = ["auto", "cpu"] + (["cuda"] if _cuda() else [])
-        device = c1.selectbox("Device", devices, key="reg_device")
-        label = c2.text_input("Run name", value=spec.name, key="reg_label")
+        device = "auto"
+        if not any(p.name == "device" for p in params):  # the config's own device field wins
+            devices = ["auto", "cpu"] + (["cuda"] if _cuda() else [])
+            device = c1.selectbox("Device", devices, key="reg_device")
+        if st.session_state.get("_reg_label_for") != spec.name:  # new method: suggest its name
+            st.session_state["_reg_label_for"] = spec.name
+            st.session_state["reg_label"] = spec.name
+        label = c2.text_input("Run name", key="reg_label")
     if reason:
         st.warning(f"{spec.title} cannot run here: {reason}.", icon=":material/block:")
     if st.button("Run registration", type="primary", disabled=bool(reason), key="reg_run",

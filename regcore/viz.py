@@ -191,7 +191,7 @@ def add_contours(fig: go.Figure, labels: np.ndarray, *, color: str = "#00e5ff", 
             xs += list(c[:, 0]) + [None]
             ys += list(c[:, 1]) + [None]
     if xs:
-        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
                                    line=dict(color=color, width=1.3, dash=dash)))
     return fig
 
@@ -210,7 +210,7 @@ def add_points(fig: go.Figure, points: np.ndarray, *, color: str = "#ffd60a", na
 # -- comparison panels ------------------------------------------------------------------------
 def slice_figure(image: np.ndarray, *, labels: np.ndarray | None = None, label_names=None,
                  points: np.ndarray | None = None, point_ids=None, title: str = "", level=None, width=None,
-                 flips=(False, False), height: int = 360, label_opacity: float = 0.45) -> go.Figure:
+                 flips=(False, False), height: int = 360, label_opacity: float = 0.35) -> go.Figure:
     """One viewer panel: image, optional label overlay with names, optional landmarks."""
     fig = image_figure(image, title=title, level=level, width=width, flips=flips, height=height)
     if labels is not None:
@@ -265,7 +265,7 @@ def grid_overlay_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8,
     for j in range(0, w, step):
         xs += list(px[:, j]) + [None]
         ys += list(py[:, j]) + [None]
-    fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), hoverinfo="skip"))
     return fig
 
 
@@ -284,8 +284,8 @@ def quiver_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, scale
         xs += [x0, x0 + a, None]
         ys += [y0, y0 + b, None]
     mag = np.hypot(du, dv).ravel()
-    fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color="#00e5ff", width=1.5), hoverinfo="skip"))
-    fig.add_trace(go.Scattergl(x=(ii + du).ravel(), y=(jj + dv).ravel(), mode="markers",
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#00e5ff", width=1.5), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=(ii + du).ravel(), y=(jj + dv).ravel(), mode="markers",
                                marker=dict(size=4, color=mag, colorscale="Turbo"),
                                hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>"))
     return fig
@@ -300,7 +300,7 @@ def jacobian_figure(jac2d: np.ndarray, *, title: str = "Jacobian determinant", f
                        height=height, showscale=True, hover_name="det J")
     folded = np.argwhere(j <= 0)
     if len(folded):
-        fig.add_trace(go.Scattergl(x=folded[:, 0], y=folded[:, 1], mode="markers", name="folded",
+        fig.add_trace(go.Scatter(x=folded[:, 0], y=folded[:, 1], mode="markers", name="folded",
                                    marker=dict(symbol="square-open", size=6, color=FOLD_COLOR),
                                    hovertemplate="folded voxel<extra></extra>"))
     return fig
@@ -345,6 +345,7 @@ def metric_bar_figure(values: Mapping[str, Mapping[str, float]], *, title: str =
         fig.add_trace(go.Bar(name=str(run), x=list(per.keys()), y=list(per.values()),
                              marker_color=PALETTE[k % len(PALETTE)]))
     fig.update_layout(barmode="group")
+    fig.update_xaxes(tickangle=-45, automargin=True)
     return _chart_layout(fig, title, height)
 
 

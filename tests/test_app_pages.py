@@ -112,6 +112,7 @@ def test_evaluate_page_shows_tables_plots_and_exports():
     assert_clean(at)
     table = at.dataframe[0].value
     assert "mean Dice" in table.columns and len(table) >= 2, "a 'before' row and the run"
+    assert any("Dice per structure" in m.value for m in at.markdown), "per-structure Dice table"
     at.slider(key="eval_tile").set_value(8).run()
     assert_clean(at)
     labels = [b.label for b in at.get("download_button")]
@@ -175,3 +176,24 @@ def test_evaluate_every_view_renders():
     for view in VIEWS:
         at.segmented_control(key="eval_view").set_value(view).run()
         assert_clean(at)
+
+
+def test_qa_report_is_self_contained_html():
+    import numpy as np
+
+    from pages._report import qa_report_html
+    rng = np.random.default_rng(0)
+    f = rng.random((32, 40))
+    lab = np.zeros((32, 40), int)
+    lab[8:20, 10:30] = 1
+    jac = np.ones((32, 40))
+    jac[3, 3] = -1
+    slices = {"fixed": f, "moving": np.roll(f, 2, 0), "warped": f, "jac": jac, "fixed_labels": lab,
+              "moving_labels": np.roll(lab, 2, 0), "warped_labels": lab}
+    html = qa_report_html(slices, {"dice_mean": 0.9, "dice": {"cortex": 0.9}, "folding_percent": 0.1},
+                          {"dice_mean": 0.6, "dice": {"cortex": 0.6}}, pair_name="a <- b", method="demo")
+    assert html.startswith("<!DOCTYPE html>") and html.count("data:image/png;base64,") == 9
+    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
+    assert "cortex" in html and "a &lt;- b" in html
+    with pytest.raises(ValueError, match="must contain 'jac'"):
+        qa_report_html({k: v for k, v in slices.items() if k != "jac"}, {})

@@ -41,7 +41,8 @@ def server():
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                             "--server.fileWatcherType", "none"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -68,7 +69,7 @@ def page(server):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1900})
         pg = ctx.new_page()
         pg.set_default_timeout(SLOW_MS)
         yield pg
@@ -82,6 +83,7 @@ def _settle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
                            " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
                            ".includes('Running')", timeout=SLOW_MS)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=SLOW_MS)
     page.wait_for_timeout(800)
 
 
@@ -132,3 +134,29 @@ def test_every_page_registration_checkerboard_and_dice(server, page):
     _no_traceback(page)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 2, "comparison and Dice tables"
     page.screenshot(path=str(ARTIFACTS / "06_evaluate.png"), full_page=True)
+
+
+def test_cancel_stops_a_running_registration(server, page):
+    page.goto(server)
+    page.get_by_text("Mean Dice").first.wait_for()
+    _settle(page)
+    _goto_nav(page, "Register")
+    slow = [("diffeomorphic", "FireANTs"), ("diffeomorphic", "Demons")]
+    page.get_by_label("Method family").click()
+    page.get_by_role("option", name=slow[0][0], exact=True).click()
+    _settle(page)
+    page.get_by_label("Method", exact=True).click()
+    options = page.get_by_role("option")
+    names = [options.nth(i).inner_text() for i in range(options.count())]
+    target = next((n for n in names if any(t in n for _, t in slow)), names[0])
+    page.get_by_role("option", name=target, exact=True).click()
+    _settle(page)
+    page.get_by_role("button", name="Run registration").click()
+    page.get_by_role("button", name="Cancel").wait_for()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("cancelled").first.wait_for(timeout=120_000)
+    _settle(page)
+    _no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "07_cancelled.png"), full_page=True)
+    assert page.get_by_text("Saved as run").count() == 0

@@ -160,6 +160,14 @@ def test_integrate_velocity_matches_scipy_scaling_and_squaring():
     np.testing.assert_allclose(ours, u, atol=1e-4)
 
 
+def test_integrate_velocity_agrees_with_regcore_svf():
+    svf = pytest.importorskip("regcore.spatial.svf")
+    v = _smooth_velocity((32, 28, 24), 3.0, seed=4)
+    ours = deform.integrate_velocity(v, steps=7)
+    theirs = svf.integrate_svf(v, steps=7)
+    assert (ours - theirs).abs().max() < 1e-3
+
+
 def test_exp_of_negative_velocity_is_the_inverse():
     v = _smooth_velocity((40, 36, 32), 3.0, seed=1)
     fwd, inv = deform.integrate_velocity(v), deform.integrate_velocity(-v)

@@ -132,3 +132,14 @@ def test_bad_input_messages():
         DiffusionRegularizer("backward")
     with pytest.raises(ValueError, match="share shape"):
         inverse_consistency(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 9))
+
+
+def test_private_fallbacks_agree_with_spatial_modules():
+    """The fallbacks used before regcore.spatial.{jacobian,compose} existed give the same numbers."""
+    spatial_jacobian = pytest.importorskip("regcore.spatial.jacobian")
+    spatial_compose = pytest.importorskip("regcore.spatial.compose")
+    u = smooth_random_field((12, 13, 14), 2.0, seed=6, sigma=2.0).double()
+    v = smooth_random_field((12, 13, 14), 1.0, seed=7, sigma=2.0).double()
+    torch.testing.assert_close(_fallback_jacobian_determinant(u), spatial_jacobian.jacobian_determinant(u))
+    torch.testing.assert_close(inverse_consistency_residual(u, v), u + warp(v, u, padding_mode="border"))
+    torch.testing.assert_close(inverse_consistency_residual(u, v), spatial_compose.compose(v, u))

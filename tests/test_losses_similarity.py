@@ -252,7 +252,7 @@ def test_bad_input_messages():
 # -- a short real registration: every loss drives a translation to the truth ----------------
 
 
-FAST_REGISTRATION = {"mse", "lncc", "mi", "mind"}
+FAST_REGISTRATION = {"mse", "lncc", "mi"}
 
 
 @pytest.mark.parametrize("name", [n if n in FAST_REGISTRATION else pytest.param(n, marks=pytest.mark.slow)

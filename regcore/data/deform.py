@@ -10,9 +10,11 @@ velocity field integrated by scaling and squaring. The velocity is drawn on a co
 control grid in millimetres (resolution-independent: the same parameters give the same
 deformation at 1 mm and at 2 mm) and upsampled linearly.
 
-The sample data's ground truth is computed from :class:`SubjectTransform` parameters at
-load time with THIS module's integrator, so it is kept private and stable on purpose (a
-test cross-checks it against an independent scipy integration).
+The sample data's ground truth is recomputed from :class:`SubjectTransform` parameters at
+load time with THIS module's integrator (built on ``regcore.spatial.warp``), the same code
+that made the images; it is kept here, apart from ``regcore.spatial.svf``, so that changes
+there cannot silently change stored sample data. Tests cross-check it against an
+independent scipy scaling-and-squaring and against ``regcore.spatial.svf.integrate_svf``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 
 from regcore.data import deform
 from regcore.data.samples import UnitSpec, ensure_unit, read_manifest, sample_root
-from regcore.data.subjects import load_transform, subject_id
+from regcore.data.subjects import load_transform
 from regcore.image import Image, Landmarks
 
 

@@ -33,7 +33,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from regcore.data import subjects as _subjects
 
@@ -122,6 +121,7 @@ def build_unit(spec: UnitSpec, root: str | os.PathLike | None = None, *, subject
                         build_seconds=round(time.perf_counter() - t0, 2))
         manifest["size_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache is shared like any other folder
         _replace_dir(tmp, target)
     finally:
         if tmp.exists():
@@ -171,11 +171,12 @@ def build(root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJ
     out = {}
     for spec in units:
         t0 = time.perf_counter()
+        cached = not force and _unit_current(sample_root(root) / spec.name, subjects, seed)
         folder = build_unit(spec, root, subjects=subjects, seed=seed, force=force)
         out[spec.name] = read_manifest(folder)
         if not quiet:
-            print(f"sample data {spec.name}: {subjects} subjects in {folder} ({time.perf_counter() - t0:.1f} s)",
-                  flush=True)
+            what = "cached" if cached else f"built in {time.perf_counter() - t0:.1f} s"
+            print(f"sample data {spec.name}: {subjects} subjects in {folder} ({what})", flush=True)
     return out
 
 

@@ -18,6 +18,7 @@ multi-MB allocation; :func:`clear_buffers` frees it.
 from __future__ import annotations
 
 import enum
+import math
 import threading
 
 import torch
@@ -29,20 +30,33 @@ MIN_VOXELS_PER_SLAB = 1 << 16
 """Do not split below this many voxels per slab: the per-call overhead would dominate."""
 
 
+MAX_SLABS_WITH_IMAGE_GRAD = 4
+"""When ``moving`` requires grad, backward allocates one image-sized gradient per slab."""
+
 _BUFFERS = threading.local()
 
 
 def _grid_buffer(displacement: torch.Tensor, slabs: int, needs_autograd: bool) -> torch.Tensor | None:
-    """Per-thread reusable CPU grid buffer (inference only: autograd keeps the grid it sees)."""
+    """Per-thread reusable CPU grid storage (inference only: autograd keeps the grid it sees).
+
+    One flat tensor per thread, grown on demand and viewed to the layout needed, so calls
+    with different slab counts or sizes share it instead of reallocating.
+    """
     if needs_autograd or displacement.device.type != "cpu":
         return None
     layout = slab_grid_layout(tuple(displacement.shape), slabs)
-    buf = getattr(_BUFFERS, "grid", None)
-    stale = buf is not None and buf.is_inference() and not torch.is_inference_mode_enabled()
-    if buf is None or stale or tuple(buf.shape) != layout or buf.dtype != displacement.dtype:
-        buf = torch.empty(layout, dtype=displacement.dtype)
-        _BUFFERS.grid = buf
-    return buf
+    numel = math.prod(layout)
+    flat = getattr(_BUFFERS, "grid", None)
+    stale = flat is not None and (
+        flat.dtype != displacement.dtype or flat.numel() < numel
+        or (flat.is_inference() and not torch.is_inference_mode_enabled())
+    )
+    if flat is None or stale:
+        flat = None  # free the old storage before allocating the new one
+        _BUFFERS.grid = None
+        flat = torch.empty(numel, dtype=displacement.dtype)
+        _BUFFERS.grid = flat
+    return flat[:numel].view(layout)
 
 
 def clear_buffers() -> None:
@@ -97,6 +111,8 @@ def choose_slabs(moving: torch.Tensor, displacement: torch.Tensor) -> int:
         return 1
     voxels = displacement[0, 0].numel()
     by_size = max(1, voxels // MIN_VOXELS_PER_SLAB)
+    if torch.is_grad_enabled() and moving.requires_grad:
+        threads = min(threads, MAX_SLABS_WITH_IMAGE_GRAD)  # each slab gets a full-size image gradient
     return int(max(1, min(threads, by_size, displacement.shape[2])))
 
 

@@ -45,8 +45,10 @@ class DenseConfig:
 def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterations, learning_rate: float,
                    similarity, regularizer, weight: float,
                    to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
-                   progress=None, history: list | None = None) -> torch.Tensor:
+                   progress=None, history: list | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-level Adam on a field parameter ``p`` ``(1, ndim, *S_level)`` (voxel units of its level).
+
+    ``init`` (optional, ``(1, ndim, *S_any)`` in voxels of its own grid) starts the first level.
 
     The loss is ``similarity(fixed_l, moving_l o (id + to_displacement(p))) + weight * regularizer(p)``.
     Returns ``p`` resized to the full grid of ``fixed`` ``(1, C, *S)`` (voxel units of that grid).
@@ -54,7 +56,7 @@ def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterati
     ndim = fixed.ndim - 2
     levels, iterations = validate_schedule(levels, iterations)
     tracker = LevelProgress(progress, iterations)
-    p = None
+    p = init
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
         f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
         shape = tuple(f_l.shape[2:])

@@ -1,7 +1,7 @@
 """SimpleITK registration baselines behind the regcore method interface.
 
 * ``sitk_affine_mi``: affine, Mattes mutual information, multi-resolution (ImageRegistrationMethod).
-* ``sitk_bspline``: B-spline FFD, Mattes MI / mean squares / correlation, LBFGS2, mesh refined per level.
+* ``sitk_bspline``: B-spline FFD, Mattes MI / mean squares / correlation, line-search gradient descent, mesh refined per level.
 * ``sitk_demons``: FastSymmetricForcesDemons or DiffeomorphicDemons, displacement smoothing sd 1.5,
   on a shrink pyramid.
 
@@ -80,7 +80,7 @@ def _check_pair(fixed: Image, moving: Image) -> None:
     if not isinstance(fixed, Image) or not isinstance(moving, Image):
         raise TypeError(f"fixed and moving must be regcore Images, got {type(fixed).__name__}, {type(moving).__name__}")
     if fixed.shape != moving.shape:
-        raise ValueError(f"fixed and moving must share a grid (resample first): {fixed.shape} vs {moving.shape}")
+        raise ValueError(f"fixed and moving must lie on the same grid (resample moving with regcore.preprocess.resample_to): {fixed.shape} vs {moving.shape}")
 
 
 def _attach_progress(obj, progress, history: list, label: str, fraction, metric) -> dict:
@@ -180,7 +180,7 @@ class SitkBSplineConfig:
     metric: SitkMetric = param(SitkMetric.MATTES_MI, "Similarity: Mattes MI (multi-modal), mean squares or correlation.")
     grid_spacing_mm: float = param(20.0, "Control-point spacing of the final (finest) mesh, mm.", range=(2.0, 200.0))
     levels: int = param(3, "Resolution levels; the mesh doubles and the image shrink halves each level.", range=(1, 4))
-    iterations: int = param(100, "LBFGS2 iterations per level.", range=(1, 2000))
+    iterations: int = param(100, "Gradient-descent (line search) iterations per level.", range=(1, 2000))
     sampling_percentage: float = param(0.1, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01)
     seed: int = param(0, "Random seed of the metric sampling.", range=(0, 2**31 - 1), advanced=True)
 
@@ -210,8 +210,11 @@ class SitkBSplineMethod:
             reg.SetMetricSamplingStrategy(reg.RANDOM)
             reg.SetMetricSamplingPercentage(config.sampling_percentage, config.seed)
             reg.SetInterpolator(sitk.sitkLinear)
-            # LBFGS2 (not LBFGSB): LBFGSB keeps stale scales when the mesh is refined between levels.
-            reg.SetOptimizerAsLBFGS2(solutionAccuracy=1e-2, numberOfIterations=config.iterations, deltaConvergenceTolerance=0.01)
+            # Line-search gradient descent with physical-shift scales (LBFGSB keeps stale scales when the
+            # mesh is refined between levels; LBFGS2 stopped at iteration 0 on small 2D pairs).
+            reg.SetOptimizerAsGradientDescentLineSearch(learningRate=1.0, numberOfIterations=config.iterations,
+                                                        convergenceMinimumValue=1e-6, convergenceWindowSize=10)
+            reg.SetOptimizerScalesFromPhysicalShift()
             reg.SetInitialTransformAsBSpline(init, inPlace=True, scaleFactors=[1] + [2] * (config.levels - 1))
             reg.SetShrinkFactorsPerLevel(factors)
             reg.SetSmoothingSigmasPerLevel([0.5 * k if k > 1 else 0.0 for k in factors])
@@ -284,7 +287,7 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name="sitk_bspline", title="SimpleITK B-spline", config_cls=SitkBSplineConfig,
     factory=SitkBSplineMethod, family=Family.BASELINE, dims=(2, 3),
-    description="SimpleITK B-spline free-form deformation, LBFGS2, mesh refined over a pyramid.",
+    description="SimpleITK B-spline free-form deformation, gradient descent, mesh refined over a pyramid.",
 ))
 register_method(MethodSpec(
     name="sitk_demons", title="SimpleITK demons", config_cls=SitkDemonsConfig,

@@ -1,0 +1,127 @@
+"""Export/import of transforms in the conventions other tools read.
+
+Displacement fields: ITK vector images, LPS mm on the fixed grid (``sitk.DisplacementFieldTransform``
+maps fixed point p to p + d(p)). Affines: ITK .tfm, fixed world -> moving world.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from regcore.image import Geometry
+from regcore.io._common import ITK_SUFFIXES, NIFTI_SUFFIXES, ImageIOError, _check_readable, _first_line, _suffix
+from regcore.io.images import _geometry_from_sitk, _sitk_from_array
+
+
+# -- displacement fields and affine transforms ----------------------------------------------
+def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str | os.PathLike) -> Path:
+    """Write a fixed->moving voxel displacement ``(1, n, *S)`` as an ITK displacement field.
+
+    Vectors become LPS mm, ``d_mm = direction @ diag(spacing) @ u``, stored as float64 vectors on
+    ``geometry`` (the fixed grid): ``sitk.DisplacementFieldTransform`` then maps a fixed point p
+    to the moving point ``p + d(p)``. Any SimpleITK vector format works (.nii.gz, .mha, .nrrd).
+    """
+    if not isinstance(displacement, torch.Tensor):
+        raise TypeError(f"displacement must be a torch.Tensor, got {type(displacement).__name__}")
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry must be a Geometry, got {type(geometry).__name__}")
+    n = geometry.ndim
+    if tuple(displacement.shape) != (1, n, *geometry.shape):
+        raise ValueError(f"displacement must be (1, {n}, *{geometry.shape}), got {tuple(displacement.shape)}")
+    p = Path(path)
+    if _suffix(p) not in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        raise ImageIOError(f"{p}: cannot write a displacement field as {_suffix(p)!r}; use .nii.gz, .mha or .nrrd")
+    u = displacement[0].detach().cpu().double().numpy()
+    a = geometry.index_to_world[:n, :n]
+    d_mm = np.einsum("ij,j...->...i", a, u)  # (*S, n)
+    try:
+        import SimpleITK as sitk
+
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(_sitk_from_array(d_mm, geometry, is_vector=True), str(p), useCompression=True)
+    except (OSError, RuntimeError) as exc:
+        raise ImageIOError(f"{p}: could not write displacement field ({_first_line(exc)})") from exc
+    return p
+
+
+def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:
+    """Read an ITK displacement field (LPS mm vectors) -> (``(1, n, *S)`` float32 voxels, fixed Geometry)."""
+    import SimpleITK as sitk
+
+    p = _check_readable(path)
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise ImageIOError(f"{p}: not a readable displacement field ({_first_line(exc)})") from exc
+    n = img.GetDimension()
+    if img.GetNumberOfComponentsPerPixel() != n:
+        raise ImageIOError(
+            f"{p}: a {n}D displacement field needs {n} components per voxel, got {img.GetNumberOfComponentsPerPixel()}"
+        )
+    geometry = _geometry_from_sitk(img, n)
+    d_mm = sitk.GetArrayFromImage(img).astype(np.float64)  # (*S reversed, n)
+    d_mm = np.transpose(d_mm, (*range(n - 1, -1, -1), n))  # (*S, n)
+    a_inv = np.linalg.inv(geometry.index_to_world[:n, :n])
+    u = np.einsum("ij,...j->i...", a_inv, d_mm)
+    return torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))[None], geometry
+
+
+def affine_voxel_to_world(affine, fixed_geometry: Geometry, moving_geometry: Geometry) -> np.ndarray:
+    """Voxel affine ``(n, n+1)`` (fixed voxel -> moving voxel) -> ``(n+1, n+1)`` world map (fixed LPS mm ->
+    moving LPS mm): ``moving.index_to_world @ A @ fixed.world_to_index``."""
+    a = affine.detach().cpu().double().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine, float)
+    n = fixed_geometry.ndim
+    if a.shape == (1, n, n + 1):
+        a = a[0]
+    if a.shape not in ((n, n + 1), (n + 1, n + 1)):
+        raise ValueError(f"affine must be ({n}, {n + 1}) for {n}D geometries, got {a.shape}")
+    if moving_geometry.ndim != n:
+        raise ValueError(f"fixed is {n}D but moving_geometry is {moving_geometry.ndim}D")
+    h = np.eye(n + 1)
+    h[:n] = a[:n]
+    return moving_geometry.index_to_world @ h @ fixed_geometry.world_to_index
+
+
+def save_affine_tfm(affine_world: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an ``(n+1, n+1)`` world affine (fixed LPS mm -> moving LPS mm) as an ITK AffineTransform
+    (.tfm/.txt/.h5/.mat); ``sitk.ReadTransform(path).TransformPoint(p_fixed)`` gives the moving point."""
+    import SimpleITK as sitk
+
+    m = np.asarray(affine_world, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] not in (3, 4):
+        raise ValueError(f"affine_world must be (3, 3) or (4, 4) homogeneous, got {m.shape}")
+    n = m.shape[0] - 1
+    tx = sitk.AffineTransform(n)
+    tx.SetMatrix(tuple(m[:n, :n].reshape(-1)))
+    tx.SetTranslation(tuple(m[:n, n]))
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteTransform(tx, str(p))
+    except RuntimeError as exc:
+        raise ImageIOError(f"{p}: could not write transform ({_first_line(exc)})") from exc
+    return p
+
+
+def load_affine_tfm(path: str | os.PathLike) -> np.ndarray:
+    """Read an ITK linear transform file -> ``(n+1, n+1)`` world matrix (fixed LPS mm -> moving LPS mm)."""
+    import SimpleITK as sitk
+
+    p = _check_readable(path)
+    try:
+        tx = sitk.ReadTransform(str(p))
+    except RuntimeError as exc:
+        raise ImageIOError(f"{p}: not a readable ITK transform ({_first_line(exc)})") from exc
+    n = tx.GetDimension()
+    if not tx.IsLinear():
+        raise ImageIOError(f"{p}: transform {tx.GetName()} is not linear; expected an affine/rigid transform")
+    origin = np.asarray(tx.TransformPoint((0.0,) * n))
+    m = np.eye(n + 1)
+    for i in range(n):
+        m[:n, i] = np.asarray(tx.TransformPoint(tuple(np.eye(n)[i]))) - origin
+    m[:n, n] = origin
+    return m

@@ -1,0 +1,188 @@
+"""Rigid/affine registration (regcore.methods.classical.affine) and the shared helpers in _common."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from regcore.image import Geometry, Image
+from regcore.methods import registry
+from regcore.methods.base import RegistrationCancelled
+from regcore.methods.classical import _common
+from regcore.spatial.affine import affine_to_displacement
+from regcore.spatial.warp import warp
+
+
+def _blob_image(shape=(64, 64), seed=0) -> np.ndarray:
+    """Smooth asymmetric test image in [0, 1] with structure everywhere."""
+    g = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(g.standard_normal(shape), 3.0)
+    yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    img = img / np.abs(img).max() + 2.0 * np.exp(-((yy - 0.2) ** 2 + (xx + 0.1) ** 2 * 2) / 0.2)
+    img *= (yy ** 2 + xx ** 2) < 0.85
+    return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
+
+
+def _about_centre(linear: np.ndarray, shift, shape) -> torch.Tensor:
+    c = (np.array(shape) - 1) / 2
+    t = c - linear @ c + np.asarray(shift, dtype=float)
+    return torch.tensor(np.concatenate([linear, t[:, None]], 1)[None], dtype=torch.float32)
+
+
+def _pair_from_matrix(matrix: torch.Tensor, shape=(64, 64)):
+    """fixed = moving o A exactly: moving = fixed o A^-1 (A maps fixed voxel -> moving voxel)."""
+    fixed = torch.tensor(_blob_image(shape))[None, None]
+    n = len(shape)
+    full = torch.cat([matrix[0], torch.tensor([[0.0] * n + [1.0]])])
+    inv = torch.linalg.inv(full)[:n][None]
+    moving = warp(fixed, affine_to_displacement(inv, shape))
+    return Image.from_array(fixed[0, 0], name="fixed"), Image.from_array(moving[0, 0], name="moving")
+
+
+FAST = {"levels": (2, 1), "iterations": (60, 30), "learning_rate": 0.02}
+
+
+def _error(result, matrix, shape, mask):
+    u_true = affine_to_displacement(matrix, shape)
+    before = u_true.norm(dim=1)[0][mask].mean()
+    after = (result.displacement - u_true).norm(dim=1)[0][mask].mean()
+    return float(before), float(after)
+
+
+def test_affine_recovers_known_affine_with_ncc():
+    th = 0.12
+    linear = np.array([[1.06 * math.cos(th), -math.sin(th)], [math.sin(th), 0.95 * math.cos(th)]])
+    matrix = _about_centre(linear, (3.0, -2.0), (64, 64))
+    fixed, moving = _pair_from_matrix(matrix)
+    spec = registry.get("affine")
+    result = spec.factory().register(fixed, moving, spec.make_config({**FAST, "similarity": "ncc"}))
+    mask = fixed.data[0] > 0.05
+    before, after = _error(result, matrix, (64, 64), mask)
+    assert after < 0.3 * before, (before, after)
+    assert after < 0.5
+    # the affine and the dense field describe the same map
+    np.testing.assert_allclose(affine_to_displacement(result.affine[None], (64, 64)).numpy(),
+                               result.displacement.numpy(), atol=1e-4)
+    assert result.warped.shape == fixed.shape and result.loss_history
+
+
+def test_rigid_recovers_rotation_and_translation_with_default_mi():
+    th = -0.15
+    linear = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    matrix = _about_centre(linear, (-2.5, 4.0), (64, 64))
+    fixed, moving = _pair_from_matrix(matrix)
+    spec = registry.get("rigid")
+    config = spec.make_config(FAST)
+    assert config.transform == "rigid" and config.similarity == "mi"
+    result = spec.factory().register(fixed, moving, config)
+    before, after = _error(result, matrix, (64, 64), fixed.data[0] > 0.05)
+    assert after < 0.3 * before, (before, after)
+    rot = result.affine[:, :2].numpy()
+    np.testing.assert_allclose(rot @ rot.T, np.eye(2), atol=1e-4)  # rigid stays orthonormal
+
+
+def test_affine_handles_anisotropic_spacing_and_3d():
+    shape = (24, 28, 20)
+    g = np.random.default_rng(1)
+    vol = ndimage.gaussian_filter(g.standard_normal(shape), 2.0).astype(np.float32)
+    fixed = Image.from_array(vol, spacing=(1.0, 1.0, 2.0))
+    moving_t = warp(fixed.batch(), affine_to_displacement(_about_centre(np.eye(3), (1.5, -1.0, 0.5), shape), shape))
+    moving = Image.from_array(moving_t[0, 0], geometry=fixed.geometry)
+    spec = registry.get("affine")
+    result = spec.factory().register(fixed, moving, spec.make_config(
+        {"similarity": "ncc", "levels": (1,), "iterations": (60,), "learning_rate": 0.02}))
+    # moving = fixed o (x + s) => fixed = moving o (x - s): translation of -s voxels
+    np.testing.assert_allclose(result.affine[:, 3].numpy(), [-1.5, 1.0, -0.5], atol=0.3)
+    assert result.displacement.shape == (1, 3, *shape)
+
+
+def test_cancel_via_progress_raises():
+    fixed, moving = _pair_from_matrix(_about_centre(np.eye(2), (2.0, 0.0), (64, 64)))
+    spec = registry.get("affine")
+    seen = []
+
+    def stop_after_first(p):
+        seen.append(p.fraction)
+        return len(seen) < 2
+
+    with pytest.raises(RegistrationCancelled):
+        spec.factory().register(fixed, moving, spec.make_config(FAST), progress=stop_after_first)
+    assert 0.0 <= seen[0] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["affine", "rigid"])
+def test_bad_input_raises(name):
+    method = registry.get(name).factory()
+    good = Image.from_array(_blob_image((32, 32)))
+    other_grid = Image.from_array(_blob_image((32, 40)))
+    with pytest.raises(ValueError, match="same grid"):
+        method.register(good, other_grid)
+    shifted = Image(good.data, Geometry((32, 32), (1.0, 1.0), (5.0, 0.0), ((1.0, 0.0), (0.0, 1.0))))
+    with pytest.raises(ValueError, match="same grid"):
+        method.register(good, shifted)
+    nan = good.data.clone()
+    nan[0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        method.register(good, good.with_data(nan))
+    with pytest.raises(TypeError, match="regcore.Image"):
+        method.register(good.data, good)
+    labels = Image.from_array(np.zeros((32, 32), int), is_labels=True)
+    with pytest.raises(ValueError, match="label map"):
+        method.register(good, labels)
+    with pytest.raises(ValueError, match="2D or 3D"):
+        Image.from_array(np.zeros((4, 4, 4, 4)))
+    with pytest.raises(ValueError, match="levels"):
+        registry.get(name).make_config({"levels": (0,), "iterations": (5,)}) and \
+            method.register(good, good, registry.get(name).make_config({"levels": (0,), "iterations": (5,)}))
+
+
+def test_schedule_validation():
+    with pytest.raises(ValueError, match="one count per level"):
+        _common.validate_schedule((4, 2), (10,))
+    with pytest.raises(ValueError, match=">= 1"):
+        _common.validate_schedule((0,), (10,))
+
+
+# -- shared helpers, cross-checked against scipy / autograd --------------------------------------
+
+
+def test_gaussian_smooth_matches_scipy():
+    x = torch.rand(1, 2, 17, 19, 21, dtype=torch.float64)
+    for sigma in (0.5, 1.0, 2.0):
+        ours = _common.gaussian_smooth(x, sigma).numpy()[0]
+        ref = np.stack([ndimage.gaussian_filter(x[0, c].numpy(), sigma, mode="nearest", truncate=2.0)
+                        for c in range(2)])
+        np.testing.assert_allclose(ours, ref, atol=1e-10)
+
+
+def test_box_filter_matches_scipy_uniform_filter():
+    x = torch.rand(1, 1, 13, 15, dtype=torch.float64)
+    ours = _common.box_filter(x, 5)[0, 0].numpy()
+    ref = ndimage.uniform_filter(x[0, 0].numpy(), 5, mode="constant")
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_lncc_gradient_matches_autograd_and_regcore_loss():
+    from regcore.losses import similarity_loss
+
+    g = torch.Generator().manual_seed(0)
+    fixed = torch.rand(1, 1, 9, 10, 11, generator=g, dtype=torch.float64)
+    warped = torch.rand(1, 1, 9, 10, 11, generator=g, dtype=torch.float64).requires_grad_(True)
+    loss, grad = _common.lncc_and_gradient(fixed, warped.detach(), 5)
+    ref = similarity_loss("lncc", window=5)(fixed, warped)
+    ref.backward()
+    assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-6)
+    np.testing.assert_allclose(grad.numpy(), warped.grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_resize_field_keeps_a_linear_map():
+    shape, small = (33, 41), (17, 21)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in small], indexing="ij"))[None]
+    u_small = 0.1 * grid  # u(x) = 0.1 x in small voxels
+    u_big = _common.resize_field(u_small, shape)
+    big = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))[None]
+    torch.testing.assert_close(u_big, 0.1 * big, atol=1e-4, rtol=1e-4)

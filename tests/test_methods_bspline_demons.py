@@ -1,0 +1,172 @@
+"""bspline and demons: B-spline evaluation vs scipy, analytic cases, recovery of a known
+deformation, Dice on a synthetic and the real 2D OASIS pair, bad input, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import BSpline
+from scipy.ndimage import gaussian_filter
+
+from conftest import smooth_random_field
+from regcore.image import Image
+from regcore.methods.base import RegistrationCancelled
+from regcore.methods.classical.bspline import basis_matrix, bspline_displacement, control_grid_shape
+from regcore.methods.classical.demons import compose, exponentiate
+from regcore.methods.registry import get
+from regcore.spatial.warp import warp, warp_labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """xdist runs 2 workers on 2 cores: one torch thread each avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def synthetic_pair(size: int = 64, magnitude: float = 3.0, seed: int = 0):
+    """Textured blobs with labels; fixed = moving o (id + u_true). Returns fixed, moving, labels, u_true."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.int64)
+    for k in range(1, 6):
+        cy, cx, r = rng.uniform(0.25 * size, 0.75 * size, 2).tolist() + [rng.uniform(0.08, 0.18) * size]
+        labels[np.hypot(yy - cy, xx - cx) < r] = k
+    img = gaussian_filter(labels * 0.15, 1.0) + 0.3 * gaussian_filter(rng.standard_normal((size, size)), 2.0)
+    u_true = smooth_random_field((size, size), magnitude, seed=seed + 1, sigma=size / 10)
+    moving = torch.tensor(img, dtype=torch.float32)[None, None]
+    mlab = torch.tensor(labels)[None, None]
+    fixed = warp(moving, u_true)
+    flab = warp_labels(mlab, u_true)
+    return (Image.from_array(fixed[0, 0]), Image.from_array(moving[0, 0]),
+            Image.from_array(flab[0, 0], is_labels=True), Image.from_array(mlab[0, 0], is_labels=True), u_true)
+
+
+def dice_mean(a: torch.Tensor, b: torch.Tensor) -> float:
+    vals = []
+    for k in torch.unique(a).tolist():
+        if k == 0:
+            continue
+        x, y = a == k, b == k
+        vals.append(2 * float((x & y).sum()) / float(x.sum() + y.sum()))
+    return float(np.mean(vals))
+
+
+def inner_error(u: torch.Tensor, u_true: torch.Tensor, border: int = 8) -> float:
+    return float((u - u_true).norm(dim=1)[0, border:-border, border:-border].mean())
+
+
+# -- B-spline evaluation -----------------------------------------------------------------------
+@pytest.mark.parametrize("size,spacing", [(33, 8), (40, 5), (17, 4)])
+def test_basis_matches_scipy_bspline(size, spacing):
+    n_ctrl = control_grid_shape((size,), spacing)[0]
+    coeffs = np.random.default_rng(0).standard_normal(n_ctrl)
+    x = np.arange(size, dtype=float)
+    # Control point k sits at voxel (k-1)*spacing: uniform knots (j - 3) * spacing, j = 0..n_ctrl+3.
+    knots = (np.arange(n_ctrl + 4) - 3.0) * spacing
+    expected = BSpline(knots, coeffs, 3, extrapolate=False)(x)
+    ours = basis_matrix(size, n_ctrl, spacing, dtype=torch.float64).numpy() @ coeffs
+    np.testing.assert_allclose(ours, expected, atol=1e-10)
+
+
+def test_constant_coefficients_give_a_translation_and_zero_bending():
+    from regcore.losses import regularizer_loss
+
+    shape = (30, 25)
+    c = torch.zeros(1, 2, *control_grid_shape(shape, 6))
+    c[:, 0], c[:, 1] = 1.5, -0.75
+    u = bspline_displacement(c, shape, 6)
+    torch.testing.assert_close(u[:, 0], torch.full((1, *shape), 1.5))
+    torch.testing.assert_close(u[:, 1], torch.full((1, *shape), -0.75))
+    assert float(regularizer_loss("bending")(u)) < 1e-10
+
+
+def test_bspline_displacement_rejects_bad_coefficients():
+    with pytest.raises(ValueError, match=r"coeffs must be \(B, 2, \*C\)"):
+        bspline_displacement(torch.zeros(2, 8, 8), (16, 16), 4)
+
+
+def test_exponentiate_constant_velocity_is_the_translation():
+    v = torch.zeros(1, 2, 20, 20)
+    v[:, 0] = 3.0
+    torch.testing.assert_close(exponentiate(v), v, atol=1e-5, rtol=0)
+    # composing two translations adds them
+    torch.testing.assert_close(compose(v, v), 2 * v, atol=1e-5, rtol=0)
+
+
+# -- registrations -------------------------------------------------------------------------------
+@pytest.mark.parametrize("method,overrides,max_ratio", [
+    ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1}, 0.35),
+    ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1, "similarity": "mind"}, 0.5),
+    ("demons", {"iterations": 40, "levels": 2}, 0.6),
+    ("demons", {"iterations": 40, "levels": 2, "force": "passive", "diffeomorphic": False}, 0.6),
+])
+def test_recovers_known_deformation_and_raises_dice(method, overrides, max_ratio):
+    fixed, moving, flab, mlab, u_true = synthetic_pair()
+    spec = get(method)
+    res = spec.factory().register(fixed, moving, spec.make_config(overrides))
+    assert res.displacement.shape == u_true.shape
+    before, after = inner_error(torch.zeros_like(u_true), u_true), inner_error(res.displacement, u_true)
+    assert after < max_ratio * before, (before, after)
+    warped_lab = warp_labels(mlab.data[None], res.displacement)[0, 0]
+    assert dice_mean(flab.data[0], warped_lab) > dice_mean(flab.data[0], mlab.data[0]) + 0.05
+    assert res.runtime_s > 0 and res.loss_history and res.method == method
+
+
+@pytest.mark.parametrize("method", ["bspline", "demons"])
+def test_real_oasis_2d_pair_dice_improves(shared_data, method):
+    from regcore.data import load_pair
+    from regcore.register import run_pair
+
+    d = shared_data / "brain2d"
+    pair = load_pair(d / "images/OASIS_OAS1_0455_MR1_axial103.nii.gz", d / "images/OASIS_OAS1_0456_MR1_axial103.nii.gz",
+                     fixed_labels=d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz",
+                     moving_labels=d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz")
+    from regcore.metrics.evaluate import evaluate_identity
+
+    base = evaluate_identity(pair.fixed, pair.moving, fixed_labels=pair.fixed_labels,
+                             moving_labels=pair.moving_labels)["dice_mean"]
+    _, metrics = run_pair(pair, method, {"iterations": 30})
+    assert metrics["dice_mean"] > base + 0.05, (base, metrics["dice_mean"])
+    assert metrics["folding_percent"] < 1.0
+
+
+def test_3d_demons_runs_and_improves():
+    fixed2, moving2, *_ = synthetic_pair(size=24)
+    f3 = Image.from_array(fixed2.data[0][None].repeat(12, 1, 1))
+    m3 = Image.from_array(moving2.data[0][None].repeat(12, 1, 1))
+    spec = get("demons")
+    res = spec.factory().register(f3, m3, spec.make_config({"iterations": 10, "levels": 1}))
+    assert res.displacement.shape == (1, 3, 12, 24, 24)
+    assert float(((res.warped.data - f3.data) ** 2).mean()) < float(((m3.data - f3.data) ** 2).mean())
+
+
+def test_bad_input_and_config():
+    fixed, moving, *_ = synthetic_pair(size=32)
+    small = Image.from_array(torch.rand(16, 16))
+    for name in ("bspline", "demons"):
+        spec = get(name)
+        with pytest.raises(ValueError, match="same grid"):
+            spec.factory().register(fixed, small, spec.make_config())
+        with pytest.raises(ValueError, match=r"levels must be in \[1, 5\]"):
+            spec.make_config({"levels": 9})
+    with pytest.raises(ValueError, match=r"force: expected one of"):
+        get("demons").make_config({"force": "sideways"})
+
+
+@pytest.mark.parametrize("method", ["bspline", "demons"])
+def test_progress_callback_can_cancel(method):
+    fixed, moving, *_ = synthetic_pair(size=32)
+    seen = []
+
+    def stop_after_first(p):
+        seen.append(p.fraction)
+        return False
+
+    spec = get(method)
+    with pytest.raises(RegistrationCancelled):
+        spec.factory().register(fixed, moving, spec.make_config({"iterations": 20}), progress=stop_after_first)
+    assert len(seen) == 1 and 0 <= seen[0] <= 1
