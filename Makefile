@@ -45,7 +45,7 @@ bench: $(STAMP)
 ## Separate environment for heavy baselines (antspyx pins numpy<2.4; itk-elastix).
 bench-env:
 	@test -x .venv-bench/bin/python || $(PY) -m venv .venv-bench
-	.venv-bench/bin/python -m pip install -q -c constraints.txt -e '.[elastix,ants]' 'numpy<2.4'
+	.venv-bench/bin/python -m pip install -q -c constraints.txt -e '.[dev,elastix,ants]' 'numpy<2.4'
 
 clean:
 	rm -rf $(VENV) .venv-bench sample_data/*/ .pytest_cache

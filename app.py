@@ -32,4 +32,9 @@ if (ROOT / "pages" / "train.py").exists():  # owned by the learning team; may no
     PAGES.append(st.Page("pages/train.py", title="Train", icon=":material/model_training:"))
 PAGES.append(st.Page("pages/learn.py", title="Learn", icon=":material/school:"))
 
-st.navigation(PAGES, position="sidebar").run()
+st.session_state["_reglab_app_ran"] = True
+navigation = st.navigation(PAGES, position="sidebar")
+requested = st.session_state.pop("_reglab_requested_page", None)  # set by pages/_state.py, see there
+if requested and (ROOT / "pages" / f"{requested}.py").exists():
+    st.switch_page(f"pages/{requested}.py")
+navigation.run()

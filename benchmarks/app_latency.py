@@ -91,7 +91,7 @@ def home_warm_start_s() -> dict:
     from streamlit.testing.v1 import AppTest
 
     import regcore.data  # noqa: F401 - warm imports, like a started server
-    import regcore.methods.registry as registry
+    from regcore.methods import registry
     registry.all_specs()
     st.cache_resource.clear()
     st.cache_data.clear()

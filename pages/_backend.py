@@ -9,8 +9,9 @@ on ImportError and each says so in ``backend_notes()``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -300,8 +301,8 @@ def make_pair(**fields):
     cls = getattr(data, "Pair", None) if data is not None else None
     if cls is None:
         cls = FallbackPair
-    defaults = dict(fixed_labels=None, moving_labels=None, fixed_landmarks=None, moving_landmarks=None,
-                    true_displacement=None, label_names={}, modality="uploaded")
+    defaults = {"fixed_labels": None, "moving_labels": None, "fixed_landmarks": None, "moving_landmarks": None,
+                    "true_displacement": None, "label_names": {}, "modality": "uploaded"}
     defaults.update(fields)
     try:
         return cls(**defaults)

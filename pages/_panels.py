@@ -103,10 +103,10 @@ def flicker_figure(a: np.ndarray, b: np.ndarray, names=("fixed", "warped"), flip
     frames = [go.Frame(data=[go.Heatmap(z=(fa if k % 2 == 0 else fb).T)], name=str(k),
                        layout=go.Layout(title_text=names[k % 2])) for k in range(12)]
     fig.frames = frames
-    fig.update_layout(updatemenus=[dict(type="buttons", showactive=False, x=0.02, y=0.02, xanchor="left",
-                                        buttons=[dict(label="Flicker", method="animate",
-                                                      args=[None, dict(frame=dict(duration=450, redraw=True),
-                                                                       transition=dict(duration=0))])])])
+    fig.update_layout(updatemenus=[{"type": "buttons", "showactive": False, "x": 0.02, "y": 0.02, "xanchor": "left",
+                                        "buttons": [{"label": "Flicker", "method": "animate",
+                                                      "args": [None, {"frame": {"duration": 450, "redraw": True},
+                                                                       "transition": {"duration": 0}}]}]}])
     return fig
 
 

@@ -12,8 +12,9 @@ import hashlib
 import logging
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
@@ -24,8 +25,23 @@ DEFAULT_DATASET = "brain"
 DEFAULT_METHOD_PREFERENCE = ("sitk_demons", "sitk_affine_mi", "affine", "demons", "fallback-dense")
 
 
+def _ensure_app_navigation(page: str) -> None:
+    """A fresh server whose first request is a page URL (e.g. /data) runs that page through
+    Streamlit's legacy pages/ mode, without app.py (no style, wrong menu). Hop through app.py once,
+    asking it to open the requested page."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        legacy = bool(PagesManager.uses_pages_directory)
+    except (ImportError, AttributeError):  # internal API moved: keep the page working as is
+        return
+    if legacy and page and not st.session_state.get("_reglab_app_ran"):
+        st.session_state["_reglab_requested_page"] = page
+        st.switch_page("app.py")
+
+
 def run_page(body: Callable[[], None], title: str = "") -> None:
     """Run a page body; any exception becomes a clear ``st.error`` and the session state survives."""
+    _ensure_app_navigation(title)
     try:
         body()
     except Exception as e:  # noqa: BLE001 - the whole point: no traceback reaches the user

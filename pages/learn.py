@@ -189,10 +189,10 @@ def lab_landmarks() -> None:
                                         markers=True), width="stretch", key="lab_l_plot")
         import plotly.graph_objects as go
         fig = go.Figure([go.Scatter(x=fid[:, 0], y=fid[:, 1], mode="markers", name="fiducials",
-                                    marker=dict(size=11, color="#2f6fed")),
+                                    marker={"size": 11, "color": "#2f6fed"}),
                          go.Scatter(x=targets[:, 0], y=targets[:, 1], mode="markers", name="targets",
-                                    marker=dict(size=9, symbol="x", color="#ff2d55"))])
-        fig.update_layout(height=260, template="plotly_white", margin=dict(l=10, r=10, t=10, b=10))
+                                    marker={"size": 9, "symbol": "x", "color": "#ff2d55"})])
+        fig.update_layout(height=260, template="plotly_white", margin={"l": 10, "r": 10, "t": 10, "b": 10})
         fig.update_yaxes(scaleanchor="x")
         st.plotly_chart(fig, width="stretch", key="lab_l_layout")
 

@@ -10,7 +10,7 @@ Never imports streamlit.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -192,7 +192,7 @@ def add_contours(fig: go.Figure, labels: np.ndarray, *, color: str = "#00e5ff", 
             ys += list(c[:, 1]) + [None]
     if xs:
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
-                                   line=dict(color=color, width=1.3, dash=dash)))
+                                   line={"color": color, "width": 1.3, "dash": dash}))
     return fig
 
 
@@ -202,7 +202,7 @@ def add_points(fig: go.Figure, points: np.ndarray, *, color: str = "#ffd60a", na
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
                              text=list(ids) if ids is not None else None,
-                             marker=dict(color=color, size=8, symbol=symbol, line=dict(color="#000", width=1)),
+                             marker={"color": color, "size": 8, "symbol": symbol, "line": {"color": "#000", "width": 1}},
                              hovertemplate="%{text}<extra>" + name + "</extra>"))
     return fig
 
@@ -265,7 +265,7 @@ def grid_overlay_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8,
     for j in range(0, w, step):
         xs += list(px[:, j]) + [None]
         ys += list(py[:, j]) + [None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": color, "width": 1}, hoverinfo="skip"))
     return fig
 
 
@@ -284,9 +284,9 @@ def quiver_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, scale
         xs += [x0, x0 + a, None]
         ys += [y0, y0 + b, None]
     mag = np.hypot(du, dv).ravel()
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#00e5ff", width=1.5), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00e5ff", "width": 1.5}, hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=(ii + du).ravel(), y=(jj + dv).ravel(), mode="markers",
-                               marker=dict(size=4, color=mag, colorscale="Turbo"),
+                               marker={"size": 4, "color": mag, "colorscale": "Turbo"},
                                hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>"))
     return fig
 
@@ -301,7 +301,7 @@ def jacobian_figure(jac2d: np.ndarray, *, title: str = "Jacobian determinant", f
     folded = np.argwhere(j <= 0)
     if len(folded):
         fig.add_trace(go.Scatter(x=folded[:, 0], y=folded[:, 1], mode="markers", name="folded",
-                                   marker=dict(symbol="square-open", size=6, color=FOLD_COLOR),
+                                   marker={"symbol": "square-open", "size": 6, "color": FOLD_COLOR},
                                    hovertemplate="folded voxel<extra></extra>"))
     return fig
 
@@ -322,7 +322,7 @@ def landmark_tre_figure(image: np.ndarray, fixed_pts: np.ndarray, moving_pts: np
     for a, b in zip(f, m):
         xs += [a[0], b[0], None]
         ys += [a[1], b[1], None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#ff9f1c", width=2), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#ff9f1c", "width": 2}, hoverinfo="skip"))
     add_points(fig, f, ids=ids, name="fixed", color="#ffd60a")
     add_points(fig, m, ids=ids, name="mapped", color="#ff2d55", symbol="x")
     return fig
@@ -330,8 +330,8 @@ def landmark_tre_figure(image: np.ndarray, fixed_pts: np.ndarray, moving_pts: np
 
 # -- charts -----------------------------------------------------------------------------------
 def _chart_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.0, font=dict(size=14)), height=height, template="plotly_white",
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title={"text": title, "x": 0.0, "font": {"size": 14}}, height=height, template="plotly_white",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
     return fig
 
 
@@ -367,7 +367,7 @@ def loss_curve_figure(history: Sequence[Mapping[str, float]], *, title: str = "L
     keys = sorted({k for h in history for k in h})
     for k, key in enumerate(keys):
         fig.add_trace(go.Scatter(y=[h.get(key) for h in history], mode="lines", name=key,
-                                 line=dict(color=PALETTE[k % len(PALETTE)])))
+                                 line={"color": PALETTE[k % len(PALETTE)]}))
     return _chart_layout(fig, title, height)
 
 
@@ -377,7 +377,7 @@ def line_figure(x: Sequence[float], series: Mapping[str, Sequence[float]], *, ti
     fig = go.Figure()
     for k, (name, ys) in enumerate(series.items()):
         fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers" if markers else "lines", name=name,
-                                 line=dict(color=PALETTE[k % len(PALETTE)], width=2)))
+                                 line={"color": PALETTE[k % len(PALETTE)], "width": 2}))
     fig.update_xaxes(title=x_title)
     fig.update_yaxes(title=y_title)
     return _chart_layout(fig, title, height)

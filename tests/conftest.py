@@ -12,7 +12,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One torch thread per pytest-xdist worker (2 workers on 2 cores); all cores when run serially.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,11 @@ def smooth_random_field(shape: tuple[int, ...], magnitude: float, seed: int = 0,
         c = gaussian_filter(g.standard_normal(shape), sigma)
         comps.append(c / (np.abs(c).max() + 1e-12) * magnitude)
     return torch.tensor(np.stack(comps)[None], dtype=torch.float32)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_seed():
+    """Every test starts from the same torch/numpy RNG state, so random inputs are reproducible."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield

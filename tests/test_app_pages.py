@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -197,3 +197,28 @@ def test_qa_report_is_self_contained_html():
     assert "cortex" in html and "a &lt;- b" in html
     with pytest.raises(ValueError, match="must contain 'jac'"):
         qa_report_html({k: v for k, v in slices.items() if k != "jac"}, {})
+
+
+@pytest.mark.slow
+def test_data_page_loads_a_pair_from_a_server_folder(shared_data):
+    at = open_page("data")
+    at.segmented_control(key="data_source").set_value("Server folder").run()
+    at.text_input(key="data_folder_path").set_value(str(shared_data / "brain2d")).run()
+    at.button(key="data_scan").click().run()
+    assert_clean(at)
+    names = at.selectbox(key="data_folder_pair").options
+    oasis = next(n for n in names if n.count("OASIS") == 2)
+    at.selectbox(key="data_folder_pair").set_value(oasis).run()
+    at.button(key="data_use_folder").click().run()
+    assert_clean(at)
+    assert at.session_state["pair"].name == oasis
+    assert at.session_state["pair"].fixed_labels is not None, "labels found next to the images"
+
+
+def test_data_page_missing_folder_is_a_clear_error():
+    at = open_page("data")
+    at.segmented_control(key="data_source").set_value("Server folder").run()
+    at.text_input(key="data_folder_path").set_value("/nonexistent/folder").run()
+    at.button(key="data_scan").click().run()
+    assert not at.exception
+    assert "folder not found" in at.error[0].value

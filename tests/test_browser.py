@@ -160,3 +160,24 @@ def test_cancel_stops_a_running_registration(server, page):
     _no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "07_cancelled.png"), full_page=True)
     assert page.get_by_text("Saved as run").count() == 0
+
+
+def test_3d_tri_planar_viewer_slider(server, page):
+    page.goto(f"{server}/data")
+    page.get_by_text("Current pair").first.wait_for()
+    _settle(page)
+    page.get_by_text("3D", exact=True).click()
+    _settle(page)
+    page.get_by_role("button", name="Use this sample pair").click()
+    page.get_by_text("3D 2mm").first.wait_for()
+    _settle(page)
+    assert page.locator(".js-plotly-plot").count() >= 3, "three planes"
+    axial = page.get_by_role("slider").nth(2)  # level, width, then axial / coronal / sagittal
+    value = page.locator('[data-testid="stSliderThumbValue"]').nth(2)
+    before = value.inner_text()
+    axial.focus()
+    page.keyboard.press("ArrowRight")
+    _settle(page)
+    assert page.locator('[data-testid="stSliderThumbValue"]').nth(2).inner_text() == str(int(before) + 1)
+    _no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "08_data_3d.png"), full_page=True)

@@ -14,7 +14,7 @@ def test_rigid_displacement_preserves_distances_and_recovers_angle():
     ii, jj = np.meshgrid(np.arange(31.0), np.arange(31.0), indexing="ij")
     p = np.stack([ii + u[0], jj + u[1]], -1).reshape(-1, 2)
     x = np.stack([ii, jj], -1).reshape(-1, 2)
-    r, t = fiducials.kabsch(x, p)
+    r, _t = fiducials.kabsch(x, p)
     assert np.degrees(np.arctan2(r[1, 0], r[0, 0])) == pytest.approx(30, abs=1e-6)
     d = lambda a: np.linalg.norm(a[0] - a[-1])
     assert d(p) == pytest.approx(d(x))
@@ -111,7 +111,7 @@ def test_regularisation_weight_trades_folding_for_dice():
         tradeoff.register_with_weight(30.0, size=32, iterations=60)
     assert loose.folding_percent > stiff.folding_percent
     assert loose.roughness > stiff.roughness
-    fi, mi, fl, ml = tradeoff.demo_pair(32)
+    _fi, _mi, fl, ml = tradeoff.demo_pair(32)
     assert stiff.dice > tradeoff.mean_dice(fl, ml), "even a stiff registration improves on identity"
     with pytest.raises(ValueError, match="weight must be >= 0"):
         tradeoff.register_with_weight(-1.0)

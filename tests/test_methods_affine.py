@@ -135,9 +135,9 @@ def test_bad_input_raises(name):
         method.register(good, labels)
     with pytest.raises(ValueError, match="2D or 3D"):
         Image.from_array(np.zeros((4, 4, 4, 4)))
+    bad_schedule = registry.get(name).make_config({"levels": (0,), "iterations": (5,)})
     with pytest.raises(ValueError, match="levels"):
-        registry.get(name).make_config({"levels": (0,), "iterations": (5,)}) and \
-            method.register(good, good, registry.get(name).make_config({"levels": (0,), "iterations": (5,)}))
+        method.register(good, good, bad_schedule)
 
 
 def test_schedule_validation():

@@ -115,6 +115,7 @@ def test_missing_extra_message(monkeypatch, method, extra, hint):
         run_registration(fixed, moving, method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,module", [("ants_syn", "ants"), ("elastix", "itk")])
 def test_optional_baselines_raise_dice_when_installed(method, module):
     pytest.importorskip(module)

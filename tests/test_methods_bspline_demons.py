@@ -12,9 +12,9 @@ from scipy.ndimage import gaussian_filter
 from conftest import smooth_random_field
 from regcore.image import Image
 from regcore.methods.base import RegistrationCancelled
-from regcore.methods.classical.bspline import basis_matrix, bspline_displacement, control_grid_shape
 from regcore.methods.classical.demons import compose, exponentiate
 from regcore.methods.registry import get
+from regcore.spatial.bspline import bspline_basis_matrix, bspline_to_displacement, control_grid_shape
 from regcore.spatial.warp import warp, warp_labels
 
 
@@ -62,13 +62,13 @@ def inner_error(u: torch.Tensor, u_true: torch.Tensor, border: int = 8) -> float
 # -- B-spline evaluation -----------------------------------------------------------------------
 @pytest.mark.parametrize("size,spacing", [(33, 8), (40, 5), (17, 4)])
 def test_basis_matches_scipy_bspline(size, spacing):
-    n_ctrl = control_grid_shape((size,), spacing)[0]
+    n_ctrl = control_grid_shape((size, size), spacing)[0]
     coeffs = np.random.default_rng(0).standard_normal(n_ctrl)
     x = np.arange(size, dtype=float)
     # Control point k sits at voxel (k-1)*spacing: uniform knots (j - 3) * spacing, j = 0..n_ctrl+3.
     knots = (np.arange(n_ctrl + 4) - 3.0) * spacing
     expected = BSpline(knots, coeffs, 3, extrapolate=False)(x)
-    ours = basis_matrix(size, n_ctrl, spacing, dtype=torch.float64).numpy() @ coeffs
+    ours = bspline_basis_matrix(size, n_ctrl, spacing, dtype=torch.float64).numpy() @ coeffs
     np.testing.assert_allclose(ours, expected, atol=1e-10)
 
 
@@ -78,15 +78,15 @@ def test_constant_coefficients_give_a_translation_and_zero_bending():
     shape = (30, 25)
     c = torch.zeros(1, 2, *control_grid_shape(shape, 6))
     c[:, 0], c[:, 1] = 1.5, -0.75
-    u = bspline_displacement(c, shape, 6)
+    u = bspline_to_displacement(c, shape, 6)
     torch.testing.assert_close(u[:, 0], torch.full((1, *shape), 1.5))
     torch.testing.assert_close(u[:, 1], torch.full((1, *shape), -0.75))
     assert float(regularizer_loss("bending")(u)) < 1e-10
 
 
 def test_bspline_displacement_rejects_bad_coefficients():
-    with pytest.raises(ValueError, match=r"coeffs must be \(B, 2, \*C\)"):
-        bspline_displacement(torch.zeros(2, 8, 8), (16, 16), 4)
+    with pytest.raises(ValueError, match=r"coeffs must be float \(B, 2,"):
+        bspline_to_displacement(torch.zeros(2, 8, 8), (16, 16), 4)
 
 
 def test_exponentiate_constant_velocity_is_the_translation():

@@ -27,11 +27,12 @@ def test_identity_returns_input(shape):
 
 
 def test_integer_translation_shifts_exactly():
-    x = torch.rand(1, 1, 10, 12, 14)
+    x = torch.rand(1, 1, 10, 12, 14, generator=torch.Generator().manual_seed(0))
     u = torch.zeros(1, 3, 10, 12, 14)
     u[:, 0], u[:, 2] = 2.0, -3.0  # phi(x) = x + (2, 0, -3): warped[i, j, k] = moving[i+2, j, k-3]
     out = warp(x, u, padding_mode="zeros")
-    assert torch.allclose(out[0, 0, :-2, :, 3:], x[0, 0, 2:, :, :-3], atol=1e-6)
+    # float32 normalised coordinates round off at ~1e-7 * size: allow 1e-5
+    assert torch.allclose(out[0, 0, :-2, :, 3:], x[0, 0, 2:, :, :-3], atol=1e-5)
     assert out[0, 0, -2:].abs().max() < 1e-6 and out[0, 0, :, :, :3].abs().max() < 1e-6
 
 

@@ -62,13 +62,17 @@ class ModelGrid:
 
 
 def plan_model_grid(image_shape: tuple[int, ...], image_spacing: tuple[float, ...],
-                    model_spacing: float | None, divisor: int) -> ModelGrid:
-    """Shape at ``model_spacing`` mm (None: keep the image grid), padded to a multiple of ``divisor``."""
+                    model_spacing: float | None, divisor: int,
+                    min_shape: tuple[int, ...] | None = None) -> ModelGrid:
+    """Shape at ``model_spacing`` mm (None: keep the image grid), padded to a multiple of ``divisor``
+    and at least to ``min_shape`` (the training canvas, so inference sees what training saw)."""
     if model_spacing is None:
         resized = tuple(image_shape)
     else:
         resized = tuple(max(int(round(n * s / model_spacing)), 8) for n, s in zip(image_shape, image_spacing))
     padded = tuple(int(math.ceil(r / divisor) * divisor) for r in resized)
+    if min_shape is not None:
+        padded = tuple(max(p, int(m)) for p, m in zip(padded, min_shape))
     return ModelGrid(tuple(image_shape), resized, padded)
 
 

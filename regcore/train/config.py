@@ -73,6 +73,8 @@ class TrainConfig:
                                 "(0 = a fresh pair every draw; a pool is much faster on CPU).", range=(0, 100000))
     val_pairs: int = param(4, "Fixed validation pairs (Dice, folding) evaluated every epoch.", range=(1, 64))
     seed: int = param(0, "Random seed (weights, data, augmentation).", range=(0, 2**31 - 1))
+    time_limit_min: float = param(0.0, "Stop (as finished) after this many minutes of training; 0 = no limit.",
+                                  range=(0.0, 100000.0), advanced=True)
     device: str = param("auto", "auto = CUDA when available (with AMP), else CPU.", choices=("auto", "cpu", "cuda"))
     threads: int = param(0, "CPU threads for torch (0 = torch default).", range=(0, 256), advanced=True)
     init_checkpoint: str = param("", "Start from these weights (fine-tuning); empty = random init.", advanced=True)

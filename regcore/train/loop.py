@@ -125,6 +125,8 @@ def _train(config: TrainConfig, out: Path, resume: bool) -> Path:
         append_metrics(out, {"kind": "epoch", "epoch": 0, "step": 0, "time_s": 0.0, **last_val})
 
     while step < total_steps:
+        if config.time_limit_min and time.perf_counter() - t0 > 60.0 * config.time_limit_min:
+            break
         if (out / STOP_FILE).exists():
             save_checkpoint(ckpt_path, _payload(config, net, opt, epoch, step, time.perf_counter() - t0, last_val))
             (out / STOP_FILE).unlink(missing_ok=True)
@@ -162,8 +164,12 @@ def _train(config: TrainConfig, out: Path, resume: bool) -> Path:
             save_checkpoint(ckpt_path, _payload(config, net, opt, epoch, step, time.perf_counter() - t0, last_val))
         write_status(out, state="running", epoch=epoch, step=step, total_steps=total_steps,
                      message=f"epoch {epoch + (step % config.steps_per_epoch > 0)}/{config.epochs}, "
-                             f"step {step}/{total_steps}, loss {float(terms['total']):.4f}")
+                             f"step {step}/{total_steps}, loss {float(terms['total'].detach()):.4f}")
 
+    if step % config.steps_per_epoch:      # stopped by the time limit mid-epoch: validate the final weights
+        last_val = validate(net, val_batch, config, similarity, device)
+        append_metrics(out, {"kind": "epoch", "epoch": step / config.steps_per_epoch, "step": step,
+                             "time_s": time.perf_counter() - t0, **last_val})
     final = out / "model.pt"
     payload = _payload(config, net, None, epoch, step, time.perf_counter() - t0, last_val)
     payload.pop("optimizer")

@@ -1,7 +1,7 @@
 """B-spline free-form deformation (Rueckert et al. 1999) by instance optimisation in torch, 2D/3D.
 
 The displacement is a cubic B-spline tensor product over a control grid with ``grid_spacing``
-voxels between control points: ``u(x) = sum_k c_k prod_i beta3(x_i / delta_i - k_i + 1)``.
+voxels between control points (``regcore.spatial.bspline``: ``u(x) = sum_k c_k prod_i B3(x_i / s - k_i + 1)``).
 Levels are hierarchical: level ``l`` (image downsampled by ``f``) optimises a residual B-spline
 with control spacing ``grid_spacing`` voxels of that level (``grid_spacing * f`` full-resolution
 voxels) added to the upsampled field of the coarser levels. Loss = similarity (any
@@ -13,7 +13,6 @@ Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> mov
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +25,7 @@ from regcore.methods.classical._common import (
     LevelProgress, build_result, downsample, make_similarity, pick_device, resize_field, validate_pair,
 )
 from regcore.methods.registry import Family, MethodSpec, register_method
+from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
 from regcore.spatial.warp import warp
 
 
@@ -38,46 +38,11 @@ class BSplineConfig:
     iterations: int = param(80, "Adam iterations per level.", range=(1, 2000))
     learning_rate: float = param(0.2, "Adam step size (voxels of the level per iteration, roughly).",
                                  range=(0.001, 5.0), step=0.01)
-    bending_weight: float = param(1.0, "Weight of the bending energy of the displacement (voxel units).",
+    bending_weight: float = param(20.0, "Weight of the bending energy of the displacement (voxel units).",
                                   range=(0.0, 100.0), step=0.1)
     window: int = param(7, "LNCC window (voxels) when similarity is lncc.", range=(3, 21), advanced=True)
     normalise: bool = param(True, "Min-max normalise both images to [0, 1] before registering.", advanced=True)
     device: str = param("auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
-
-
-# -- cubic B-spline evaluation ----------------------------------------------------------------
-def control_grid_shape(shape: tuple[int, ...], spacing: int) -> tuple[int, ...]:
-    """Control points per axis covering ``shape`` voxels at ``spacing`` (one extra ring + 1 on each side)."""
-    return tuple(math.ceil(max(s - 1, 1) / spacing) + 4 for s in shape)
-
-
-def cubic_bspline(t: torch.Tensor) -> torch.Tensor:
-    """Uniform cubic B-spline kernel beta3(t), support ``|t| < 2``."""
-    a = t.abs()
-    return torch.where(a < 1, (4 - 6 * a**2 + 3 * a**3) / 6, torch.where(a < 2, (2 - a) ** 3 / 6, torch.zeros_like(a)))
-
-
-def basis_matrix(size: int, n_ctrl: int, spacing: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``(size, n_ctrl)`` matrix B with ``u(x) = sum_k B[x, k] c_k`` along one axis; control k sits at
-    voxel ``(k - 1) * spacing``."""
-    x = torch.arange(size, device=device, dtype=dtype)[:, None] / spacing
-    k = torch.arange(n_ctrl, device=device, dtype=dtype)[None, :]
-    return cubic_bspline(x - (k - 1))
-
-
-def bspline_displacement(coeffs: torch.Tensor, shape: tuple[int, ...], spacing: int) -> torch.Tensor:
-    """Dense displacement ``(B, n, *shape)`` from coefficients ``(B, n, *control_grid_shape)`` (same units).
-
-    Separable: one matrix product per axis (exact, differentiable, no interpolation).
-    """
-    ndim = len(shape)
-    if coeffs.ndim != ndim + 2:
-        raise ValueError(f"coeffs must be (B, {ndim}, *C), got shape {tuple(coeffs.shape)}")
-    out = coeffs
-    for axis, size in enumerate(shape):
-        b = basis_matrix(size, coeffs.shape[2 + axis], spacing, coeffs.device, coeffs.dtype)
-        out = torch.movedim(torch.movedim(out, 2 + axis, -1) @ b.T, -1, 2 + axis)
-    return out
 
 
 class _Adam:
@@ -137,7 +102,7 @@ class BSplineMethod:
                 adam = _Adam(coeffs, config.learning_rate)
                 for it in range(config.iterations):
                     coeffs.grad = None
-                    u = base + bspline_displacement(coeffs, shape, config.grid_spacing)
+                    u = base + bspline_to_displacement(coeffs, shape, config.grid_spacing)
                     sim = similarity(f, warp(m, u))
                     reg = bending(u) if config.bending_weight > 0 else torch.zeros((), device=device)
                     loss = sim + config.bending_weight * reg
@@ -149,7 +114,7 @@ class BSplineMethod:
                     ticker.tick(level, it, f"level {level + 1}/{len(factors)}, iter {it + 1}/{config.iterations}",
                                 similarity=sim_v, regularizer=reg_v)
                 with torch.no_grad():
-                    base = base + bspline_displacement(coeffs, shape, config.grid_spacing)
+                    base = base + bspline_to_displacement(coeffs, shape, config.grid_spacing)
             u = resize_field(base, fixed.shape).detach()
         return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
                             loss_history=history)

@@ -46,7 +46,7 @@ class DemonsConfig:
                                  "diffusion-like regularisation). 0 = none.", range=(0.0, 10.0), step=0.25)
     sigma_fluid: float = param(0.5, "Gaussian smoothing of each update (voxels; fluid-like). 0 = none.",
                                range=(0.0, 10.0), step=0.25)
-    max_step: float = param(2.0, "Largest update per iteration (voxels of the current level); sets the "
+    max_step: float = param(0.5, "Largest update per iteration (voxels of the current level); sets the "
                             "demons normaliser K = 1 / (4 max_step^2), which bounds |d| <= max_step.",
                             range=(0.1, 10.0), step=0.1, advanced=True)
     diffeomorphic: bool = param(True, "Exponentiate each update (diffeomorphic demons); False = additive demons.")

@@ -9,6 +9,7 @@ run coarse to fine; ``u`` is upsampled (and its voxel units rescaled) between le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +20,7 @@ from regcore.image import Image
 from regcore.losses import Regularizer, regularizer_loss
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical._common import (
-    LevelProgress, Similarity, build_result, downsample, make_similarity, pair_tensors, pick_device,
+    LevelProgress, Similarity, build_result, downsample, level_shape, make_similarity, pair_tensors, pick_device,
     resize_field, validate_pair, validate_schedule,
 )
 from regcore.methods.registry import Family, MethodSpec, register_method
@@ -39,16 +40,21 @@ class DenseConfig:
     iterations: tuple[int, ...] = param((100, 50, 20), "Adam iterations per level.")
     learning_rate: float = param(0.1, "Adam learning rate in voxels of the level grid per step.",
                                  range=(1e-3, 2.0), step=0.01)
+    max_level_voxels: int = param(2_000_000, "Levels (after the first) whose grid has more voxels are skipped and "
+                                  "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
+                                  range=(1_000, 1_000_000_000))
     device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
 
 
 def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterations, learning_rate: float,
                    similarity, regularizer, weight: float,
                    to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
-                   progress=None, history: list | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
+                   progress=None, history: list | None = None, init: torch.Tensor | None = None,
+                   max_level_voxels: int | None = None) -> torch.Tensor:
     """Multi-level Adam on a field parameter ``p`` ``(1, ndim, *S_level)`` (voxel units of its level).
 
     ``init`` (optional, ``(1, ndim, *S_any)`` in voxels of its own grid) starts the first level.
+    Levels after the first whose grid exceeds ``max_level_voxels`` are skipped (field upsampled).
 
     The loss is ``similarity(fixed_l, moving_l o (id + to_displacement(p))) + weight * regularizer(p)``.
     Returns ``p`` resized to the full grid of ``fixed`` ``(1, C, *S)`` (voxel units of that grid).
@@ -58,6 +64,9 @@ def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterati
     tracker = LevelProgress(progress, iterations)
     p = init
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
+        too_big = max_level_voxels is not None and math.prod(level_shape(fixed.shape[2:], factor)) > max_level_voxels
+        if p is not None and level > 0 and too_big:
+            continue
         f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
         shape = tuple(f_l.shape[2:])
         p = torch.zeros(1, ndim, *shape, device=fixed.device) if p is None else resize_field(p.detach(), shape)
@@ -95,7 +104,7 @@ class DenseMethod:
                                learning_rate=config.learning_rate,
                                similarity=make_similarity(config.similarity, ndim, config.window),
                                regularizer=regularizer_loss(config.regularizer), weight=config.weight,
-                               progress=progress, history=history)
+                               progress=progress, history=history, max_level_voxels=config.max_level_voxels)
         return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
                             loss_history=history)
 

@@ -16,7 +16,8 @@ Displacement convention: ``u`` ``(1, ndim, *S)`` in fixed voxels, fixed -> movin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,7 +26,7 @@ from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical._common import (
     LevelProgress, Similarity, build_result, downsample, gaussian_smooth, image_gradient,
-    lncc_and_gradient, make_similarity, pair_tensors, pick_device, resize_field, validate_pair,
+    level_shape, lncc_and_gradient, make_similarity, pair_tensors, pick_device, resize_field, validate_pair,
     validate_schedule,
 )
 from regcore.methods.registry import Family, MethodSpec, register_method
@@ -37,17 +38,38 @@ class FireANTsConfig:
     similarity: Similarity = param(Similarity.LNCC, "Similarity; box LNCC (default, fastest) uses an exact analytic "
                                    "gradient, others use autograd on the warped image.", choices=Similarity)
     window: int = param(5, "LNCC window size in voxels at every level (odd).", range=(3, 15), step=2)
-    levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine.")
-    iterations: tuple[int, ...] = param((200, 100, 8), "Iterations per level (most at coarse levels).")
-    step_size: float = param(0.5, "Largest voxel displacement of one update, in voxels of the current level.",
-                             range=(0.01, 5.0), step=0.05)
-    smooth_grad_sigma: float = param(1.0, "Gaussian sigma (voxels) applied to each update: fluid regularisation.",
-                                     range=(0.0, 5.0), step=0.25)
+    preset: str = param("auto", "auto: the tuned schedule for the image dimension (3D: levels (4, 2, 1), iterations "
+                        "(150, 80, 50), step 1.0, update sigma 0.75; 2D: levels (2, 1), iterations (80, 50), step 0.5, "
+                        "update sigma 1.0); custom: use the four fields below.", choices=("auto", "custom"))
+    levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine (preset=custom).")
+    iterations: tuple[int, ...] = param((150, 80, 50), "Iterations per level, most at coarse levels (preset=custom).")
+    step_size: float = param(1.0, "Largest voxel displacement of one update, in voxels of the current level "
+                             "(preset=custom).", range=(0.01, 5.0), step=0.05)
+    smooth_grad_sigma: float = param(0.75, "Gaussian sigma (voxels) applied to each update: fluid regularisation "
+                                     "(preset=custom).", range=(0.0, 5.0), step=0.25)
+    max_level_voxels: int = param(2_000_000, "Levels whose grid has more voxels are skipped (the field of the "
+                                  "previous level is upsampled): keeps 3D brains at <= half resolution on CPU. "
+                                  "Raise it on a GPU.", range=(1_000, 1_000_000_000))
     smooth_warp_sigma: float = param(0.5, "Gaussian sigma (voxels) applied to the field after each update: "
                                      "elastic regularisation.", range=(0.0, 5.0), step=0.25)
     beta1: float = param(0.9, "Adam first-moment decay.", range=(0.0, 0.999), advanced=True)
     beta2: float = param(0.99, "Adam second-moment decay.", range=(0.0, 0.9999), advanced=True)
     device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+
+
+AUTO_PRESETS = {
+    3: {"levels": (4, 2, 1), "iterations": (150, 80, 50), "step_size": 1.0, "smooth_grad_sigma": 0.75},
+    2: {"levels": (2, 1), "iterations": (80, 50), "step_size": 0.5, "smooth_grad_sigma": 1.0},
+}
+"""Schedules tuned on OASIS brains (benchmarks/classical_3d.py): 3D runs at 1/4 and 1/2 resolution
+(full resolution is skipped by ``max_level_voxels`` on CPU), 2D slices at 1/2 and full resolution."""
+
+
+def resolve_preset(config: FireANTsConfig, ndim: int) -> FireANTsConfig:
+    """The config with ``preset="auto"`` replaced by the tuned values for ``ndim`` (2 or 3)."""
+    if config.preset != "auto":
+        return config
+    return replace(config, preset="custom", **AUTO_PRESETS[ndim])
 
 
 def _similarity_gradient(sim_name: str, sim_module, fixed: torch.Tensor, warped: torch.Tensor,
@@ -100,6 +122,8 @@ def greedy_displacement(fixed: torch.Tensor, moving: torch.Tensor, config: FireA
     u = None
     adam = None
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
+        if u is not None and (n_iter == 0 or math.prod(level_shape(fixed.shape[2:], factor)) > config.max_level_voxels):
+            continue  # too large for the budget (or nothing to do): the coarser field is upsampled at the end
         f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
         shape = tuple(f_l.shape[2:])
         if u is None:
@@ -138,7 +162,7 @@ class FireANTsMethod:
     def register(self, fixed: Image, moving: Image, config: FireANTsConfig | None = None,
                  progress=None) -> RegistrationResult:
         config = config or FireANTsConfig()
-        validate_pair(fixed, moving)
+        config = resolve_preset(config, validate_pair(fixed, moving))
         device = pick_device(config.device, fixed)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():

@@ -180,8 +180,8 @@ class SitkBSplineConfig:
     metric: SitkMetric = param(SitkMetric.MATTES_MI, "Similarity: Mattes MI (multi-modal), mean squares or correlation.")
     grid_spacing_mm: float = param(20.0, "Control-point spacing of the final (finest) mesh, mm.", range=(2.0, 200.0))
     levels: int = param(3, "Resolution levels; the mesh doubles and the image shrink halves each level.", range=(1, 4))
-    iterations: int = param(100, "Gradient-descent (line search) iterations per level.", range=(1, 2000))
-    sampling_percentage: float = param(0.1, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01)
+    iterations: int = param(200, "Gradient-descent (line search) iterations per level.", range=(1, 2000))
+    sampling_percentage: float = param(0.5, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01)
     seed: int = param(0, "Random seed of the metric sampling.", range=(0, 2**31 - 1), advanced=True)
 
 

@@ -38,6 +38,9 @@ class SVFConfig:
                                  range=(1e-3, 2.0), step=0.01)
     integration_steps: int = param(7, "Scaling-and-squaring steps (exp(v) = (exp(v / 2^k))^(2^k)).",
                                    range=(0, 12))
+    max_level_voxels: int = param(2_000_000, "Levels (after the first) whose grid has more voxels are skipped and "
+                                  "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
+                                  range=(1_000, 1_000_000_000))
     device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
 
 
@@ -60,7 +63,7 @@ class SVFMethod:
                                similarity=make_similarity(config.similarity, ndim, config.window),
                                regularizer=regularizer_loss(config.regularizer), weight=config.weight,
                                to_displacement=lambda p: integrate_velocity(p, steps),
-                               progress=progress, history=history)
+                               progress=progress, history=history, max_level_voxels=config.max_level_voxels)
             with torch.no_grad():
                 u = integrate_velocity(v, steps)
                 u_inv = integrate_velocity(-v, steps)

@@ -2,7 +2,8 @@
 
 Inference mirrors training (:mod:`regcore.nets.inputs`): each image is resampled to the
 model's training resolution (``spacing_mm`` stored in the checkpoint), robustly normalised to
-[0, 1], zero-padded (centred) to a multiple of the network's divisor; the predicted
+[0, 1], zero-padded (centred) to a multiple of the network's divisor and at least to the training canvas
+(``train_shape``); the predicted
 displacement is cropped and resampled back to the fixed grid with its voxel units rescaled.
 The result follows regcore's convention: displacement ``(1, ndim, *S)`` in fixed-grid voxels,
 fixed -> moving, ``warped = moving o (id + u)``.
@@ -66,7 +67,9 @@ def _image_to_model_affine(grid, device, dtype) -> torch.Tensor:
 
 def predict(net, data: dict, fixed: Image, moving: Image, device: torch.device) -> dict[str, torch.Tensor]:
     """Run ``net`` on a pair (same grid); returns ``displacement`` ``(1, n, *S)`` and ``affine`` when affine."""
-    grid = plan_model_grid(fixed.shape, fixed.spacing, float(data["spacing_mm"]), net.divisor)
+    train_shape = data.get("train_shape")
+    grid = plan_model_grid(fixed.shape, fixed.spacing, float(data["spacing_mm"]), net.divisor,
+                           tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None)
     fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
     mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
     with torch.no_grad():

@@ -1,0 +1,122 @@
+"""Learned methods in the registry: shipped weights, inference conventions, errors, real pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from regcore.image import Image
+from regcore.methods import registry
+from regcore.methods.learned._common import MODELS_DIR
+from regcore.methods.registry import Family
+from regcore.nets.registration_net import RegistrationNet
+from regcore.nets.spatial_ops import affine_to_displacement
+from regcore.spatial.warp import warp_labels
+from regcore.train.checkpoint import CheckpointError, save_checkpoint
+from regcore.train.datasets import shapes_pair
+from regcore.train.objectives import dice_per_pair
+
+METHODS = ("voxelmorph", "transmorph", "affine_net")
+
+
+def _pair(shape=(80, 96), seed=4):
+    s = shapes_pair(shape, np.random.default_rng(seed), affine=False)
+    f = Image.from_array(s["fixed"][0], spacing=2.0)
+    m = Image.from_array(s["moving"][0], spacing=2.0)
+    return f, m, s["fixed_labels"][None], s["moving_labels"][None]
+
+
+def _tmp_checkpoint(tmp_path, model="voxelmorph", dims=2, spacing=2.0):
+    torch.manual_seed(0)
+    net = RegistrationNet({"model": model, "dims": dims, "net": {"channels": [8, 8, 8, 8]} if model == "voxelmorph"
+                           else {}})
+    return save_checkpoint(tmp_path / f"{model}{dims}d.pt", {"arch": net.arch, "spacing_mm": spacing,
+                                                               "state_dict": net.state_dict()})
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_registered_with_shipped_2d_weights(name):
+    spec = registry.get(name)
+    assert spec.family == Family.LEARNED and spec.needs_training and spec.dims == (2, 3)
+    cfg = spec.make_config()
+    assert (MODELS_DIR.parent.parent / cfg.checkpoint).is_file(), cfg.checkpoint
+    assert (MODELS_DIR / (cfg.checkpoint.split("/")[-1].replace(".pt", ".md"))).is_file()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_shipped_model_improves_dice_on_a_sample_brain_pair(name):
+    """A short real registration: the default sample data (regcore.data), pair 3 -> 7."""
+    from regcore.data import sample_pair
+    pair = sample_pair("brain", 2, 3, 7, resolution_mm=2.0)
+    f, m, fl, ml = pair.fixed, pair.moving, pair.fixed_labels.data[None], pair.moving_labels.data[None]
+    spec = registry.get(name)
+    res = spec.factory().register(f, m, spec.make_config())
+    assert res.displacement.shape == (1, 2, *f.shape) and res.warped.shape == f.shape
+    before = dice_per_pair(fl, ml, torch.zeros_like(res.displacement))
+    after = dice_per_pair(fl, ml, res.displacement)
+    assert after > before, (float(before), float(after))
+
+
+def test_affine_net_result_is_consistent():
+    spec = registry.get("affine_net")
+    f, m, _, _ = _pair()
+    res = spec.factory().register(f, m, spec.make_config())
+    assert res.affine.shape == (2, 3)
+    dense = affine_to_displacement(res.affine[None], f.shape)
+    assert torch.allclose(dense, res.displacement, atol=0.05)   # bilinear resize of an affine field is exact-ish
+
+
+def test_identical_images_give_small_displacement():
+    spec = registry.get("voxelmorph")
+    f, _, _, _ = _pair()
+    res = spec.factory().register(f, f, spec.make_config())
+    assert res.displacement.abs().mean() < 0.5
+
+
+def test_3d_checkpoint_runs_and_keeps_conventions(tmp_path):
+    ckpt = _tmp_checkpoint(tmp_path, dims=3)
+    img = Image.from_array(torch.rand(18, 22, 26), spacing=2.0)
+    spec = registry.get("voxelmorph")
+    res = spec.factory().register(img, img, spec.make_config({"checkpoint": str(ckpt)}))
+    assert res.displacement.shape == (1, 3, 18, 22, 26)
+    assert res.extras["model_shape"] == (20, 24, 28)          # padded to the U-Net's divisor (4)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    spec = registry.get("voxelmorph")
+    method = spec.factory()
+    f, m, _, _ = _pair()
+    with pytest.raises(CheckpointError, match="not found"):
+        method.register(f, m, spec.make_config({"checkpoint": str(tmp_path / "none.pt")}))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        method.register(f, m, spec.make_config({"checkpoint": str(bad)}))
+    with pytest.raises(ValueError, match="is a 3D model but the images are 2D"):
+        method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, dims=3))}))
+    with pytest.raises(ValueError, match="holds a 'affine' model"):
+        method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, model="affine"))}))
+    with pytest.raises(ValueError, match="resample moving onto the fixed grid"):
+        method.register(f, Image.from_array(torch.rand(10, 10)), spec.make_config())
+    with pytest.raises(TypeError, match="fixed must be a regcore.image.Image"):
+        method.register(torch.rand(1, 8, 8), m, spec.make_config())
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["voxelmorph", "transmorph"])
+def test_real_oasis_slice_dice_improves(shared_data, name):
+    """Never trained on OASIS: the shipped 2D model still raises Dice on the real 0456 -> 0455 slice."""
+    import nibabel as nib
+    d = shared_data / "brain2d"
+    load = lambda p: np.asarray(nib.load(p).dataobj).squeeze()   # noqa: E731
+    fixed = Image.from_array(load(d / "images/OASIS_OAS1_0455_MR1_axial103.nii.gz").astype(np.float32))
+    moving = Image.from_array(load(d / "images/OASIS_OAS1_0456_MR1_axial103.nii.gz").astype(np.float32))
+    fl = torch.from_numpy(load(d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
+    ml = torch.from_numpy(load(d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
+    spec = registry.get(name)
+    res = spec.factory().register(fixed, moving, spec.make_config())
+    before = float(dice_per_pair(fl, ml, torch.zeros_like(res.displacement)))
+    after = float(dice_per_pair(fl, ml, res.displacement))
+    assert after > before + 0.01, (before, after)
+    assert torch.equal(warp_labels(ml, torch.zeros_like(res.displacement)), ml)
