@@ -27,7 +27,8 @@ test: $(STAMP)
 
 ## Slow tests: longer real registrations and training runs.
 test-slow: $(STAMP)
-	$(VPY) -m pytest -q -m "slow and not browser"
+	$(VPY) -m pytest -q -n $(JOBS) -m "slow and not browser"
+	$(VPY) -m pytest -q -p no:cacheprovider --nbmake notebooks/
 
 ## Browser test: Playwright drives `streamlit run` in Debian's chromium.
 browser-deps:

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv-bench/bin/python}
 test -x "$PY" || make bench-env
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-METHODS_2D=${METHODS_2D:-sitk_affine_mi,bspline,demons,sitk_bspline,sitk_demons,elastix,ants_syn}
-METHODS_3D=${METHODS_3D:-demons,bspline,sitk_demons,ants_syn,elastix}
+METHODS_2D=${METHODS_2D:-affine,fireants,svf,convexadam,bspline,demons,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn,voxelmorph,transmorph}
+METHODS_3D=${METHODS_3D:-fireants,sitk_demons,ants_syn,elastix}
 SETS=(${BENCH_SETS:-sample_brain2d brain2d histology2d spine})
 [ $# -gt 0 ] && SETS=("$@")
 # Multi-modal sets (histology stains, spine T1w/T2w) use mutual information for bspline.
@@ -20,7 +20,7 @@ for set in "${SETS[@]}"; do
   case "$set" in
     sample_brain2d) "$PY" -m regcore.data.samples --quiet; methods=$METHODS_2D ;;
     brain2d)     methods=$METHODS_2D ;;
-    histology2d) methods=$METHODS_2D; extra=("${MULTIMODAL_SETS[@]}") ;;
+    histology2d) methods=${METHODS_HISTO:-affine,sitk_affine_mi,convexadam,elastix,ants_syn} ;;
     spine)       methods=$METHODS_2D; extra=("${MULTIMODAL_SETS[@]}") ;;   # 3D but tiny (42x76x77 / 60x55x52)
     brain3d)     methods=$METHODS_3D ;;
     *) echo "unknown set $set" >&2; exit 2 ;;

@@ -79,12 +79,32 @@ class ElastixMethod:
                 pm["MaximumNumberOfIterations"] = [str(config.iterations)]
                 params.AddParameterMap(pm)
             _, result_params = itk.elastix_registration_method(f, m, parameter_object=params, log_to_console=False)
-            field = itk.transformix_deformation_field(m, result_params)
+            field = _deformation_field(itk, m, result_params)
             n = fixed.ndim
             arr = np.asarray(itk.array_from_image(field), dtype=np.float64)  # (*S reversed, n) mm
             u = world_field_to_voxels(np.transpose(arr, (*range(n - 1, -1, -1), n)), fixed.geometry)
         report(progress, 1.0, "elastix done")
         return _result(self.name, fixed, moving, u, timer, config, [])
+
+
+
+def _deformation_field(itk, moving_itk, result_params):
+    """transformix's deformation field, computed in a private temporary folder.
+
+    ``itk.transformix_deformation_field`` writes ``deformationField.nii`` into the current
+    working directory; the filter with an explicit output directory keeps the user's folder clean.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="reglab-transformix-") as tmp:
+        tfx = itk.TransformixFilter.New(moving_itk)
+        tfx.SetTransformParameterObject(result_params)
+        tfx.SetComputeDeformationField(True)
+        tfx.SetOutputDirectory(tmp)
+        tfx.SetLogToConsole(False)
+        tfx.UpdateLargestPossibleRegion()
+        field = tfx.GetOutputDeformationField()
+        return itk.image_duplicator(field)
 
 
 register_method(MethodSpec(
