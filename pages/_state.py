@@ -22,7 +22,7 @@ from pages import _backend as backend
 
 LOG = logging.getLogger("reglab.app")
 DEFAULT_DATASET = "brain"
-DEFAULT_METHOD_PREFERENCE = ("sitk_demons", "sitk_affine_mi", "affine", "demons", "fallback-dense")
+DEFAULT_METHOD_PREFERENCE = ("fireants", "sitk_demons", "demons", "affine")
 
 
 def _ensure_app_navigation(page: str) -> None:

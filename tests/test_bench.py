@@ -21,13 +21,6 @@ from regcore.spatial.warp import warp, warp_labels
 MANIFESTS = Path(__file__).resolve().parents[1] / "benchmarks" / "manifests"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def tiny_manifest(tmp_path) -> Path:

@@ -17,13 +17,6 @@ from regcore.io import save_image
 from regcore.spatial.warp import warp, warp_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def write_pair(folder, size: int = 48):
     """Fixed on an LPS grid; moving = deformed content stored FLIPPED along axis 0 (another grid)."""

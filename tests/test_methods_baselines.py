@@ -17,13 +17,6 @@ from regcore.methods.registry import MissingExtraError, get
 from regcore.spatial.warp import warp, warp_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def labelled_pair(size: int = 64, magnitude: float = 3.0):
     rng = np.random.default_rng(3)

@@ -18,14 +18,6 @@ from regcore.spatial.bspline import bspline_basis_matrix, bspline_to_displacemen
 from regcore.spatial.warp import warp, warp_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """xdist runs 2 workers on 2 cores: one torch thread each avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def synthetic_pair(size: int = 64, magnitude: float = 3.0, seed: int = 0):
     """Textured blobs with labels; fixed = moving o (id + u_true). Returns fixed, moving, labels, u_true."""
