@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 
 ## Browser test: Playwright drives `streamlit run` in Debian's chromium.
 browser-deps:
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test-browser: $(STAMP) browser-deps
 	$(VPY) -m pytest -q -m browser
