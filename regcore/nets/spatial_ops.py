@@ -1,24 +1,27 @@
-"""The spatial operations learned models use, taken from ``regcore.spatial`` when present.
+"""The spatial operations learned models use, with the call shapes the nets expect.
 
-``integrate_svf``, ``affine_to_displacement``, ``resize_image``, ``resize_field`` follow
-regcore's conventions (fields ``(B, ndim, *S)`` in voxels, fixed -> moving). While a public
-module is missing, a private fallback (:mod:`regcore.nets._spatial_fallback`) stands in.
+Thin adapters over :mod:`regcore.spatial` (fields ``(B, ndim, *S)`` in voxels, fixed -> moving).
+Resizing is corner-aligned linear WITHOUT anti-aliasing, so training and inference resample
+identically (the shipped weights were trained with exactly this).
 """
 
 from __future__ import annotations
 
-from regcore.nets import _spatial_fallback as _fb
+import torch
 
-try:
-    from regcore.spatial.svf import integrate_svf
-except ImportError:  # pragma: no cover - depends on the spatial helper's progress
-    integrate_svf = _fb.integrate_svf
-try:
-    from regcore.spatial.affine import affine_to_displacement
-except ImportError:  # pragma: no cover
-    affine_to_displacement = _fb.affine_to_displacement
-# Resizing stays tensor-level and corner-aligned (align_corners=True, like grid.py) so training
-# and inference resample identically; cross-checked against scipy.ndimage.zoom in tests.
-resize_field, resize_image = _fb.resize_field, _fb.resize_image
+from regcore.spatial import resize as _resize
+from regcore.spatial.affine import affine_to_displacement
+from regcore.spatial.svf import integrate_svf
+
+
+def resize_image(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Linearly resample ``(B, C, *S)`` to ``shape`` (align_corners, no anti-aliasing)."""
+    return _resize.resize_image(image, size=tuple(shape), mode="linear", antialias=False)
+
+
+def resize_field(field: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resample a voxel displacement to ``shape``; components are rescaled to the new voxel size."""
+    return _resize.resize_field(field, tuple(shape))
+
 
 __all__ = ["integrate_svf", "affine_to_displacement", "resize_field", "resize_image"]
