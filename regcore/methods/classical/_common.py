@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from regcore.image import Image
 from regcore.losses import Similarity, similarity_loss
 from regcore.methods.base import RegistrationResult, report, resolve_device
+from regcore.spatial.resize import resize_field as _resize_field
+from regcore.spatial.svf import integrate_svf
 from regcore.spatial.warp import warp
 
 __all__ = [
@@ -113,19 +115,10 @@ def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def resize_field(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Resample a voxel displacement ``(B, ndim, *S)`` to ``shape`` and rescale its voxel units.
-
-    Uses the align_corners convention (corner voxel centres coincide), so component i is scaled by
-    ``(shape[i] - 1) / (S[i] - 1)``.
-    """
-    ndim = field.ndim - 2
-    old = field.shape[2:]
-    if tuple(old) == tuple(shape):
+    """Resample a voxel displacement ``(B, ndim, *S)`` to ``shape`` (align_corners) and rescale its units."""
+    if tuple(field.shape[2:]) == tuple(shape):
         return field
-    out = F.interpolate(field, size=tuple(shape), mode=_interp_mode(ndim), align_corners=True)
-    scale = torch.tensor([(n - 1) / max(o - 1, 1) for n, o in zip(shape, old)], dtype=field.dtype,
-                         device=field.device)
-    return out * scale.view(1, ndim, *([1] * ndim))
+    return _resize_field(field, tuple(shape))
 
 
 # -- fast filters --------------------------------------------------------------------------------
@@ -222,21 +215,8 @@ def image_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def integrate_velocity(velocity: torch.Tensor, steps: int) -> torch.Tensor:
-    """Scaling and squaring of a stationary velocity ``(B, ndim, *S)`` (voxels) -> displacement.
-
-    Uses ``regcore.spatial.svf.integrate_svf`` when it exists; otherwise the same algorithm here
-    (``u <- u + u o (id + u)``, ``steps`` squarings of ``v / 2**steps``).
-    """
-    try:
-        from regcore.spatial.svf import integrate_svf
-    except ImportError:
-        integrate_svf = None
-    if integrate_svf is not None:
-        return integrate_svf(velocity, steps=steps)
-    u = velocity / (2 ** steps)
-    for _ in range(steps):
-        u = u + warp(u, u, padding_mode="border")
-    return u
+    """Scaling and squaring of a stationary velocity ``(B, ndim, *S)`` (voxels) -> displacement."""
+    return integrate_svf(velocity, steps=steps)
 
 
 # -- similarity choice ---------------------------------------------------------------------------
