@@ -3,16 +3,16 @@
 ``phi(x) = x + u(x)`` maps a fixed-grid voxel x to moving-image voxel coordinates
 (moving already lies on the fixed grid); see :mod:`regcore.spatial.grid` for units.
 
-Speed (CPU): torch's 3D CPU ``grid_sample`` parallelises over the batch only, so a single
-volume runs on one core. :func:`warp` therefore splits each volume along tensor axis 0
-into ``k`` slabs that are sampled as a batch of ``k`` (the moving image is broadcast with
-``expand()``, no copy: every slab sees the whole volume), and builds the sampling grid in
-one fused pass straight into grid_sample's layout (``grid.displacement_to_slab_grid``).
-The result is identical to a single ``grid_sample`` call and autograd flows through it
-(backward is slab-parallel too). CUDA and small inputs take the plain single call.
-Without autograd (inference, label warps), the grid is written into a per-thread buffer
-that is reused across calls of the same shape, which saves the page faults of a fresh
-multi-MB allocation; :func:`clear_buffers` frees it.
+Speed (CPU): without autograd (inference, label warps, the greedy classical methods),
+:func:`warp` runs compiled numba kernels (:mod:`regcore.spatial.warp_kernels`) that read the
+voxel displacement directly and run parallel within one volume; torch's 3D CPU
+``grid_sample`` parallelises over the batch only, so a single volume would use one core.
+With autograd, or when numba is unavailable, it uses ``grid_sample``: on CPU each volume is
+split along tensor axis 0 into ``k`` slabs sampled as a batch of ``k`` (the moving image
+broadcast with ``expand()``, no copy), with the grid built in one fused pass straight into
+grid_sample's layout (``grid.displacement_to_slab_grid``); backward is slab-parallel too.
+CUDA and small inputs take a plain single call. All paths agree to float32 rounding
+(``tests/test_warp_kernels.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from regcore.spatial import warp_kernels
 from regcore.spatial.grid import displacement_to_slab_grid, slab_grid_layout
 
 MIN_VOXELS_PER_SLAB = 1 << 16
@@ -127,6 +128,43 @@ def _sample_slabs(moving: torch.Tensor, displacement: torch.Tensor, slabs: int, 
     return out[:, :, : moving.shape[2]]
 
 
+def _compiled_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str) -> torch.Tensor | None:
+    """The numba kernel path (CPU, float32/64, no autograd); None when the caller must use torch."""
+    if not warp_kernels.AVAILABLE or src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
+        return None
+    src, disp = src.detach().contiguous(), disp.detach().contiguous()
+    out = torch.empty(batch, *src.shape[1:], dtype=src.dtype)
+    threads = torch.get_num_threads()
+    for b in range(batch):
+        done = warp_kernels.resample(src[min(b, src.shape[0] - 1)].numpy(), disp[min(b, disp.shape[0] - 1)].numpy(),
+                                     out[b].numpy(), mode, padding, threads)
+        if not done:
+            return None
+    return out
+
+
+def _torch_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str, slabs: int | None,
+                needs_autograd: bool) -> torch.Tensor:
+    """grid_sample path (any device, autograd): slab-parallel on CPU, one call elsewhere."""
+    k = choose_slabs(src, disp) if slabs is None else slabs
+    if k == 1:
+        grid = displacement_to_slab_grid(disp, 1, out=_grid_buffer(disp, 1, needs_autograd))
+        if grid.shape[0] != batch:
+            grid = grid.expand(batch, *grid.shape[1:])
+        if src.shape[0] != batch:
+            src = src.expand(batch, *src.shape[1:])
+        out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=True)
+    else:
+        buffer = _grid_buffer(disp[:1], k, needs_autograd)
+        items = [
+            _sample_slabs(src[min(b, src.shape[0] - 1)][None], disp[min(b, disp.shape[0] - 1)][None],
+                          k, mode, padding, buffer)
+            for b in range(batch)
+        ]
+        out = items[0] if batch == 1 else torch.cat(items, dim=0)
+    return out
+
+
 def warp(
     moving: torch.Tensor,
     displacement: torch.Tensor,
@@ -144,8 +182,9 @@ def warp(
             along tensor axis i. Either batch may be 1 to broadcast against the other.
         mode: ``"bilinear"`` (linear/trilinear) or ``"nearest"``.
         padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"`` outside the image.
-        slabs: number of slabs along tensor axis 0 per batch item (CPU speed knob);
-            ``None`` picks :func:`choose_slabs`. The output does not depend on it.
+        slabs: force the grid_sample path with this many slabs along tensor axis 0 per
+            batch item (CPU speed knob); ``None`` picks the compiled kernel when no
+            gradient is needed, else :func:`choose_slabs`. The output does not depend on it.
     Returns:
         ``(B, C, *S)`` warped image, ``moving``'s dtype; differentiable with respect to
         ``moving`` and ``displacement`` for float input.
@@ -165,24 +204,11 @@ def warp(
     is_float = moving.is_floating_point()
     src = moving if is_float else moving.to(torch.float32)
     disp = displacement.to(src.dtype)
-    k = choose_slabs(src, disp) if slabs is None else slabs
     batch = max(src.shape[0], disp.shape[0])
     needs_autograd = torch.is_grad_enabled() and (src.requires_grad or disp.requires_grad)
-    if k == 1:
-        grid = displacement_to_slab_grid(disp, 1, out=_grid_buffer(disp, 1, needs_autograd))
-        if grid.shape[0] != batch:
-            grid = grid.expand(batch, *grid.shape[1:])
-        if src.shape[0] != batch:
-            src = src.expand(batch, *src.shape[1:])
-        out = F.grid_sample(src, grid, mode=mode.value, padding_mode=padding.value, align_corners=True)
-    else:
-        buffer = _grid_buffer(disp[:1], k, needs_autograd)
-        items = [
-            _sample_slabs(src[min(b, src.shape[0] - 1)][None], disp[min(b, disp.shape[0] - 1)][None],
-                          k, mode.value, padding.value, buffer)
-            for b in range(batch)
-        ]
-        out = items[0] if batch == 1 else torch.cat(items, dim=0)
+    out = _compiled_warp(src, disp, batch, mode.value, padding.value) if slabs is None and not needs_autograd else None
+    if out is None:
+        out = _torch_warp(src, disp, batch, mode.value, padding.value, slabs, needs_autograd)
     return out if is_float else out.round().to(moving.dtype)
 
 

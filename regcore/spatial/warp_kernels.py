@@ -1,0 +1,197 @@
+"""Compiled CPU resampling kernels (numba) for :func:`regcore.spatial.warp.warp` without autograd.
+
+torch's CPU ``grid_sample`` builds a normalised grid, runs a 3D kernel that is neither
+vectorised nor parallel within one volume, and un-normalises every coordinate again. These
+kernels read the voxel displacement directly: for every fixed-grid voxel x they sample
+``moving`` at ``p = x + u(x)`` (voxels, component i along tensor axis i), parallel over
+tensor axis 0 with numba's threads. Semantics match ``grid_sample(align_corners=True)``:
+
+* linear: (bi/tri)linear; a corner outside the image contributes 0 under ``zeros``;
+* nearest: round half to even, as grid_sample's ``nearbyint``;
+* padding ``border`` clamps p to ``[0, n-1]``; ``reflection`` mirrors p about the first and
+  last voxel centres, then clamps; ``zeros`` reads 0 outside.
+
+Every index is bounds-checked, so NaN or infinite displacements read 0 instead of memory
+outside the image. Shapes: ``image (C, *S)``, ``displacement (ndim, *S)``, ``out (C, *S)``,
+all C-contiguous, same float dtype. The kernels are forward only (no gradient).
+
+numba is optional at run time: :data:`AVAILABLE` is False when it cannot be imported (or
+``REGCORE_WARP_BACKEND=torch`` is set) and callers then use the torch path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
+
+try:
+    if os.environ.get("REGCORE_WARP_BACKEND", "auto").lower() == "torch":
+        raise ImportError("REGCORE_WARP_BACKEND=torch")
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+AVAILABLE = numba is not None
+"""Whether the compiled kernels can be used in this process."""
+
+_CALL_LOCK = threading.Lock()
+"""numba's fallback 'workqueue' threading layer must not be entered from two threads at once."""
+
+
+if AVAILABLE:
+    # fastmath without 'nnan'/'ninf': the NaN/inf guards below must survive optimisation.
+    _FLAGS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
+                  fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+    _jit = numba.njit(**_FLAGS)
+    _pjit = numba.njit(parallel=True, **_FLAGS)
+
+    @_jit
+    def _coordinate(p, n, padding):
+        """Apply the padding rule to one voxel coordinate ``p`` on an axis of ``n`` voxels."""
+        if padding == 2 and n > 1:  # reflection about 0 and n - 1
+            period = 2.0 * (n - 1)
+            p = math.fabs(p) % period
+            if p > n - 1:
+                p = period - p
+        if padding >= 1:  # border (and reflection, which grid_sample clamps too)
+            p = min(max(p, 0.0), n - 1.0)
+        return p
+
+    @_jit
+    def _linear_axis(p, n):
+        """Lower index, upper index and upper weight for linear interpolation along one axis."""
+        lo = math.floor(p)
+        return int(lo) if math.isfinite(lo) else -1, p - lo
+
+    @_pjit
+    def _linear_3d(image, disp, out, padding):
+        c_count, nz, ny, nx = image.shape
+        for z in numba.prange(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    pz = _coordinate(z + disp[0, z, y, x], nz, padding)
+                    py = _coordinate(y + disp[1, z, y, x], ny, padding)
+                    px = _coordinate(x + disp[2, z, y, x], nx, padding)
+                    z0, wz = _linear_axis(pz, nz)
+                    y0, wy = _linear_axis(py, ny)
+                    x0, wx = _linear_axis(px, nx)
+                    inner = 0 <= z0 < nz - 1 and 0 <= y0 < ny - 1 and 0 <= x0 < nx - 1
+                    for c in range(c_count):
+                        if inner:  # the common case: all 8 corners inside, no per-corner checks
+                            im = image[c]
+                            a = im[z0, y0, x0] + wx * (im[z0, y0, x0 + 1] - im[z0, y0, x0])
+                            b = im[z0, y0 + 1, x0] + wx * (im[z0, y0 + 1, x0 + 1] - im[z0, y0 + 1, x0])
+                            d = im[z0 + 1, y0, x0] + wx * (im[z0 + 1, y0, x0 + 1] - im[z0 + 1, y0, x0])
+                            e = im[z0 + 1, y0 + 1, x0] + wx * (im[z0 + 1, y0 + 1, x0 + 1] - im[z0 + 1, y0 + 1, x0])
+                            ab = a + wy * (b - a)
+                            out[c, z, y, x] = ab + wz * ((d + wy * (e - d)) - ab)
+                        else:
+                            acc = 0.0
+                            for dz in range(2):
+                                iz = z0 + dz
+                                if iz < 0 or iz >= nz:
+                                    continue
+                                fz = wz if dz else 1.0 - wz
+                                for dy in range(2):
+                                    iy = y0 + dy
+                                    if iy < 0 or iy >= ny:
+                                        continue
+                                    fy = wy if dy else 1.0 - wy
+                                    for dx in range(2):
+                                        ix = x0 + dx
+                                        if ix < 0 or ix >= nx:
+                                            continue
+                                        fx = wx if dx else 1.0 - wx
+                                        acc += fz * fy * fx * image[c, iz, iy, ix]
+                            out[c, z, y, x] = acc
+
+    @_pjit
+    def _linear_2d(image, disp, out, padding):
+        c_count, ny, nx = image.shape
+        for y in numba.prange(ny):
+            for x in range(nx):
+                py = _coordinate(y + disp[0, y, x], ny, padding)
+                px = _coordinate(x + disp[1, y, x], nx, padding)
+                y0, wy = _linear_axis(py, ny)
+                x0, wx = _linear_axis(px, nx)
+                inner = 0 <= y0 < ny - 1 and 0 <= x0 < nx - 1
+                for c in range(c_count):
+                    if inner:
+                        im = image[c]
+                        a = im[y0, x0] + wx * (im[y0, x0 + 1] - im[y0, x0])
+                        b = im[y0 + 1, x0] + wx * (im[y0 + 1, x0 + 1] - im[y0 + 1, x0])
+                        out[c, y, x] = a + wy * (b - a)
+                    else:
+                        acc = 0.0
+                        for dy in range(2):
+                            iy = y0 + dy
+                            if iy < 0 or iy >= ny:
+                                continue
+                            fy = wy if dy else 1.0 - wy
+                            for dx in range(2):
+                                ix = x0 + dx
+                                if ix < 0 or ix >= nx:
+                                    continue
+                                acc += fy * (wx if dx else 1.0 - wx) * image[c, iy, ix]
+                        out[c, y, x] = acc
+
+    @_jit
+    def _nearest_index(p, n, padding):
+        """Nearest voxel index (round half to even), or -1 when it falls outside."""
+        r = np.rint(_coordinate(p, n, padding))
+        if not math.isfinite(r) or r < 0 or r > n - 1:
+            return -1
+        return int(r)
+
+    @_pjit
+    def _nearest_3d(image, disp, out, padding):
+        c_count, nz, ny, nx = image.shape
+        for z in numba.prange(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    iz = _nearest_index(z + disp[0, z, y, x], nz, padding)
+                    iy = _nearest_index(y + disp[1, z, y, x], ny, padding)
+                    ix = _nearest_index(x + disp[2, z, y, x], nx, padding)
+                    inside = iz >= 0 and iy >= 0 and ix >= 0
+                    for c in range(c_count):
+                        out[c, z, y, x] = image[c, iz, iy, ix] if inside else 0.0
+
+    @_pjit
+    def _nearest_2d(image, disp, out, padding):
+        c_count, ny, nx = image.shape
+        for y in numba.prange(ny):
+            for x in range(nx):
+                iy = _nearest_index(y + disp[0, y, x], ny, padding)
+                ix = _nearest_index(x + disp[1, y, x], nx, padding)
+                inside = iy >= 0 and ix >= 0
+                for c in range(c_count):
+                    out[c, y, x] = image[c, iy, ix] if inside else 0.0
+
+    _KERNELS = {("bilinear", 3): _linear_3d, ("bilinear", 2): _linear_2d,
+                ("nearest", 3): _nearest_3d, ("nearest", 2): _nearest_2d}
+
+
+def resample(image: np.ndarray, displacement: np.ndarray, out: np.ndarray, mode: str, padding: str,
+             threads: int) -> bool:
+    """Write ``image o (id + displacement)`` into ``out``; False if the caller must use torch instead.
+
+    ``image``/``out`` ``(C, *S)`` and ``displacement`` ``(ndim, *S)``: C-contiguous, one float
+    dtype. Returns False (nothing written) when numba is unavailable or another thread is
+    inside a kernel (the fallback layer is not re-entrant); never blocks.
+    """
+    if not AVAILABLE:
+        return False
+    kernel = _KERNELS[(mode, displacement.shape[0])]
+    if not _CALL_LOCK.acquire(blocking=False):
+        return False
+    try:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        kernel(image, displacement, out, PADDING_CODES[padding])
+    finally:
+        _CALL_LOCK.release()
+    return True
