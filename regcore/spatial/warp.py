@@ -129,7 +129,7 @@ def _sample_slabs(moving: torch.Tensor, displacement: torch.Tensor, slabs: int, 
 
 
 def _compiled_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str) -> torch.Tensor | None:
-    """The numba kernel path (CPU, float32/64, no autograd); None when the caller must use torch."""
+    """The numba kernel path (CPU, float32/64, no autograd); None when numba is unavailable."""
     if not warp_kernels.AVAILABLE or src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
         return None
     src, disp = src.detach().contiguous(), disp.detach().contiguous()

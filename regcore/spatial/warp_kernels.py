@@ -39,8 +39,10 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 """Whether the compiled kernels can be used in this process."""
 
-_CALL_LOCK = threading.Lock()
-"""numba's fallback 'workqueue' threading layer must not be entered from two threads at once."""
+KERNEL_LOCK = threading.RLock()
+"""Held around every compiled parallel kernel call: numba's fallback 'workqueue' threading layer
+must not be entered from two threads at once. Kernels are short (< 1 s at 7M voxels) and release
+the GIL, so concurrent callers simply take turns."""
 
 
 if AVAILABLE:
@@ -178,20 +180,20 @@ if AVAILABLE:
 
 def resample(image: np.ndarray, displacement: np.ndarray, out: np.ndarray, mode: str, padding: str,
              threads: int) -> bool:
-    """Write ``image o (id + displacement)`` into ``out``; False if the caller must use torch instead.
+    """Write ``image o (id + displacement)`` into ``out``; False (nothing written) if numba is unavailable.
 
-    ``image``/``out`` ``(C, *S)`` and ``displacement`` ``(ndim, *S)``: C-contiguous, one float
-    dtype. Returns False (nothing written) when numba is unavailable or another thread is
-    inside a kernel (the fallback layer is not re-entrant); never blocks.
+    ``image``/``out`` ``(C, *S)`` and ``displacement`` ``(ndim, *S)``: C-contiguous (strided
+    views work but are slow), one float dtype. ``threads``: numba threads to use.
     """
     if not AVAILABLE:
         return False
     kernel = _KERNELS[(mode, displacement.shape[0])]
-    if not _CALL_LOCK.acquire(blocking=False):
-        return False
-    try:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    with KERNEL_LOCK:
+        set_threads(threads)
         kernel(image, displacement, out, PADDING_CODES[padding])
-    finally:
-        _CALL_LOCK.release()
     return True
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` numba threads in this thread's next kernels (clipped to what numba started)."""
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))

@@ -122,7 +122,8 @@ class SitkAffineConfig:
                                  range=(0.01, 10.0))
     shrink_factors: tuple[int, ...] = param((4, 2, 1), "Pyramid shrink factor per level (coarse to fine).")
     smoothing_sigmas: tuple[float, ...] = param((2.0, 1.0, 0.0), "Gaussian sigma per level (voxels).")
-    seed: int = param(0, "Random seed of the metric sampling.", range=(0, 2**31 - 1), advanced=True)
+    seed: int = param(1, "Random seed of the metric sampling (>= 1; SimpleITK reads 0 as 'use the clock').",
+                      range=(1, 2**31 - 1), advanced=True)
 
 
 class SitkAffineMethod:
@@ -182,7 +183,8 @@ class SitkBSplineConfig:
     levels: int = param(3, "Resolution levels; the mesh doubles and the image shrink halves each level.", range=(1, 4))
     iterations: int = param(200, "Gradient-descent (line search) iterations per level.", range=(1, 2000))
     sampling_percentage: float = param(0.5, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01)
-    seed: int = param(0, "Random seed of the metric sampling.", range=(0, 2**31 - 1), advanced=True)
+    seed: int = param(1, "Random seed of the metric sampling (>= 1; SimpleITK reads 0 as 'use the clock').",
+                      range=(1, 2**31 - 1), advanced=True)
 
 
 class SitkBSplineMethod:
