@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1s
 PORT    ?= 8501
 JOBS    ?= 2
 
-.PHONY: setup app test test-slow test-browser test-all bench bench-env browser-deps clean
+.PHONY: setup kernels app test test-slow test-browser test-all bench bench-env browser-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -14,19 +14,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-setup: $(STAMP)
+## Compile the numba kernels into their on-disk cache (~15 s once; ~1 s when already cached).
+kernels: $(STAMP)
+	$(VPY) -m regcore.compile_kernels
+
+setup: kernels
 
 ## Start the dashboard on the built-in sample data (built on first use).
-app: $(STAMP)
+app: kernels
 	$(VPY) -m regcore.data.samples --quiet
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true
 
 ## Default test suite (fast): unit + AppTest + one short real registration per method.
-test: $(STAMP)
+test: kernels
 	$(VPY) -m pytest -q -n $(JOBS) -m "not slow and not browser"
 
 ## Slow tests: longer real registrations and training runs.
-test-slow: $(STAMP)
+test-slow: kernels
 	$(VPY) -m pytest -q -n $(JOBS) -m "slow and not browser"
 	$(VPY) -m pytest -q -p no:cacheprovider --nbmake notebooks/
 
@@ -34,13 +38,13 @@ test-slow: $(STAMP)
 browser-deps:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test-browser: $(STAMP) browser-deps
+test-browser: kernels browser-deps
 	$(VPY) -m pytest -q -m browser
 
 test-all: test test-slow test-browser
 
 ## Benchmarks (scripts, not tests): results land in benchmarks/results/.
-bench: $(STAMP)
+bench: kernels
 	$(VPY) benchmarks/warp.py
 
 ## Separate environment for heavy baselines (antspyx pins numpy<2.4; itk-elastix).

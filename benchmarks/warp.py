@@ -5,7 +5,8 @@ smooth data of the same size. Displacement: random smooth field, max |u| = --mag
 Timed (medians over --repeats after a warm-up, all in this process, order interleaved so
 machine-load drift hits every candidate alike):
 
-* ``regcore.warp``           -- the library call (slab-parallel, fused grid), forward only
+* ``regcore.warp``           -- the library call, forward only (no autograd: the compiled numba kernel)
+* ``regcore grid_sample slab path`` -- the autograd/fallback path (slabs as a batch, fused grid)
 * ``grid_sample b1``         -- F.grid_sample at batch 1 on a PREBUILT grid (grid cost excluded)
 * ``naive grid+grid_sample`` -- displacement_to_grid + grid_sample, what plain torch code does
 * ``SimpleITK Resample``     -- sitk.DisplacementFieldTransform (same field in mm), linear
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from regcore.spatial.grid import displacement_to_grid  # noqa: E402
+from regcore.spatial import warp_kernels  # noqa: E402
 from regcore.spatial.warp import choose_slabs, warp  # noqa: E402
 
 DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -155,7 +157,14 @@ def main(argv: list[str] | None = None) -> dict:
     def sitk_resample():
         sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0)
 
-    candidates = {"regcore.warp": ours_fwd, "grid_sample b1 (prebuilt grid)": gs_prebuilt,
+    slab_count = max(2, choose_slabs(vol, u))
+
+    def ours_slabs():
+        with torch.no_grad():
+            warp(vol, u, slabs=slab_count)
+
+    candidates = {"regcore.warp": ours_fwd, "regcore grid_sample slab path": ours_slabs,
+                  "grid_sample b1 (prebuilt grid)": gs_prebuilt,
                   "naive grid + grid_sample": gs_naive, "SimpleITK Resample": sitk_resample}
     if not args.no_grad:
         def ours_grad():
@@ -186,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(), "sitk": sitk.Version_VersionString(),
-        "slabs": choose_slabs(vol, u), "load_average_1_5_15": list(os.getloadavg()),
+        "slabs": slab_count, "warp_backend": "numba" if warp_kernels.AVAILABLE else "torch",
+        "load_average_1_5_15": list(os.getloadavg()),
         "python": platform.python_version(),
     }
     result = {"volume": source, "shape": list(shape), "magnitude_vox": args.magnitude, "repeats": args.repeats,
@@ -205,7 +215,7 @@ def to_markdown(r: dict) -> str:
         f"{r['volume']}, random smooth displacement max |u| = {r['magnitude_vox']} vox; "
         f"median of {r['repeats']} interleaved repeats after warm-up.", "",
         f"- date {e['date']}; CPU {e['cpu_model']} ({e['cpu_count']} logical); torch {e['torch']} with "
-        f"{e['torch_threads']} threads (regcore slabs = {e['slabs']}); SimpleITK {e['sitk']} with {e['sitk_threads']} threads",
+        f"{e['torch_threads']} threads; regcore.warp backend {e.get('warp_backend', 'torch')} (slab path: {e['slabs']} slabs); SimpleITK {e['sitk']} with {e['sitk_threads']} threads",
         f"- load average during the run: {', '.join(f'{x:.2f}' for x in e['load_average_1_5_15'])} "
         "(absolute times are pessimistic when loaded; ratios within one run are the meaningful numbers)", "",
         "| candidate | median (ms) | min (ms) | CPU time median (ms) |", "|---|---:|---:|---:|",

@@ -117,3 +117,9 @@ def test_without_numba_the_torch_path_gives_the_same_result(monkeypatch):
     compiled = warp(moving, u)
     monkeypatch.setattr(warp_kernels, "AVAILABLE", False)
     assert torch.allclose(warp(moving, u), compiled, atol=5e-5)
+
+
+def test_compile_all_covers_every_kernel_group():
+    from regcore.compile_kernels import compile_all
+
+    assert set(compile_all()) == {"warp 2D", "warp 3D", "greedy 2D", "greedy 3D"}
