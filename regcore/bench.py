@@ -81,6 +81,7 @@ def run_benchmark(
     out_dir: str | os.PathLike | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    command: str | None = None,
 ) -> dict:
     """Run ``methods`` on every pair of ``manifest``; write results.json/.md to ``out_dir`` if given.
 
@@ -138,7 +139,7 @@ def run_benchmark(
         for key, _, how in SUMMARY_COLUMNS:
             entry[key] = _aggregate([r.get(key) for r in ok], how)
         summary.append(entry)
-    report = {"manifest": str(manifest), "methods": [IDENTITY, *methods], "overrides": overrides,
+    report = {"manifest": str(manifest), "command": command, "methods": [IDENTITY, *methods], "overrides": overrides,
               "summary": summary, "pairs": rows, "errors": errors, "environment": _environment(device), "paths": {}}
     if out_dir is not None:
         out = Path(out_dir)
@@ -154,7 +155,7 @@ def _environment(device: str) -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
             "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -165,6 +166,7 @@ def to_markdown(report: Mapping) -> str:
     """Summary table (identity first) + one table per pair + errors."""
     head = ["method", "pairs"] + [label for _, label, _ in SUMMARY_COLUMNS]
     lines = [f"# Benchmark: {Path(report['manifest']).name}", "",
+             *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
              f"Environment: {json.dumps(report.get('environment', {}))}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in report["summary"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -138,7 +139,8 @@ def cmd_bench(args) -> int:
     if not methods:
         raise CliError(f"--methods needs a comma-separated list of method names, got {args.methods!r}")
     report = run_benchmark(args.pairs, methods, overrides=parse_sets(args.set, qualified=True), out_dir=args.out,
-                           device=args.device, log=None if args.quiet else (lambda s: print(s, file=sys.stderr)))
+                           device=args.device, log=None if args.quiet else (lambda s: print(s, file=sys.stderr)),
+                           command="regcore " + shlex.join(sys.argv[1:]))
     print(f"wrote {report['paths']['json']} and {report['paths']['markdown']}", file=sys.stderr)
     return 0
 
