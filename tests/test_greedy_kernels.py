@@ -93,3 +93,16 @@ def test_compiled_iterations_follow_the_torch_iterations(shape, monkeypatch):
     assert float((compiled - reference).abs().max()) < 1e-3
     interior = (slice(None), slice(-1, None)) + (slice(4, -4),) * ndim
     assert float(compiled[interior].mean()) == pytest.approx(-1.5, abs=0.4)  # moving = fixed shifted by +1.5: u = -1.5
+
+
+def test_compose_with_non_finite_step_stays_in_memory():
+    shape = (6, 7, 8)
+    ws = greedy_kernels.GreedyWorkspace(shape)
+    u = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float32)
+    step = np.zeros_like(u)
+    step[0, 1, 1, 1], step[1, 2, 2, 2], step[2, 3, 3, 3] = np.nan, np.inf, -1e30
+    out = np.empty_like(u)
+    ws.compose(u, step, out)
+    untouched = np.ones(shape, bool)
+    untouched[1, 1, 1] = untouched[2, 2, 2] = untouched[3, 3, 3] = False
+    np.testing.assert_allclose(out[:, untouched], u[:, untouched], atol=1e-6)  # zero step: out = u there

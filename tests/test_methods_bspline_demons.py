@@ -162,3 +162,14 @@ def test_progress_callback_can_cancel(method):
     with pytest.raises(RegistrationCancelled):
         spec.factory().register(fixed, moving, spec.make_config({"iterations": 20}), progress=stop_after_first)
     assert len(seen) == 1 and 0 <= seen[0] <= 1
+
+
+def test_bspline_large_levels_run_coarser_with_the_same_control_density():
+    from regcore.methods.classical.bspline import evaluation_grid
+
+    brain = (160, 192, 224)  # 6.9M voxels
+    assert evaluation_grid(brain, 1, 8, 2_000_000) == (2, 4)  # half resolution, half spacing: same physical grid
+    assert evaluation_grid(brain, 2, 8, 2_000_000) == (2, 8)  # already small enough
+    assert evaluation_grid(brain, 1, 8, 100_000) == (4, 2)  # stops at spacing 2 even if still too large
+    assert evaluation_grid(brain, 1, 3, 1_000) == (1, 3)  # odd spacing cannot be halved: unchanged
+    assert evaluation_grid((64, 64), 1, 8, 2_000_000) == (1, 8)

@@ -256,6 +256,8 @@ if AVAILABLE:
                         pz = min(max(z + s[0, z, y, x], 0.0), nz - 1.0)
                     py = min(max(y + s[1 - first_axis, z, y, x], 0.0), ny - 1.0)
                     px = min(max(x + s[2 - first_axis, z, y, x], 0.0), nx - 1.0)
+                    if not (math.isfinite(pz) and math.isfinite(py) and math.isfinite(px)):
+                        pz, py, px = float(z), float(y), float(x)  # never index memory with a NaN
                     z0 = min(int(pz), max(nz - 2, 0))
                     y0 = min(int(py), max(ny - 2, 0))
                     x0 = min(int(px), max(nx - 2, 0))
