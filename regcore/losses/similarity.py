@@ -189,10 +189,12 @@ class _ParzenHistogram(SimilarityLoss):
         normalise: rescale each image (per batch item and channel) to [0, 1] by its min/max inside the
             mask before binning; False expects intensities already in [0, 1] (values are clamped).
         samples: if set, use a random subset of this many voxels per call (saves memory in 3D).
+        seed: seed of that subset's own random generator, so a registration is repeatable and the
+            global torch RNG is left alone; None draws from the global RNG.
     """
 
     def __init__(self, bins: int = 32, sigma_ratio: float = 0.5, normalise: bool = True,
-                 samples: int | None = None, eps: float = 1e-7):
+                 samples: int | None = None, eps: float = 1e-7, seed: int | None = None):
         super().__init__()
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
             raise ValueError(f"bins must be an int >= 2, got {bins!r}")
@@ -204,6 +206,15 @@ class _ParzenHistogram(SimilarityLoss):
         self.register_buffer("centres", centres, persistent=False)
         self.preterm = 1.0 / (2.0 * (sigma_ratio / (bins - 1)) ** 2)
         self.bins, self.normalise, self.samples, self.eps = bins, normalise, samples, float(eps)
+        self.seed, self._generator = seed, None
+
+    def _sample_indices(self, n: int, device) -> torch.Tensor:
+        """``self.samples`` voxel indices in ``[0, n)`` from the seeded generator (or the global RNG)."""
+        if self.seed is None:
+            return torch.randint(0, n, (self.samples,), device=device)
+        if self._generator is None or self._generator.device != torch.device(device):
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return torch.randint(0, n, (self.samples,), device=device, generator=self._generator)
 
     def _flatten(self, fixed, warped, mask, raw: bool = False):
         """-> fixed, warped ``(B*C, N)`` in [0, 1] and weights ``(B*C, N)`` (raw: warped unscaled)."""
@@ -214,7 +225,7 @@ class _ParzenHistogram(SimilarityLoss):
         else:
             w = mask.to(fixed).expand(b, 1, *fixed.shape[2:]).repeat_interleave(c, 1).reshape(b * c, -1)
         if self.samples is not None and f.shape[1] > self.samples:
-            idx = torch.randint(0, f.shape[1], (self.samples,), device=f.device)
+            idx = self._sample_indices(f.shape[1], f.device)
             f, m, w = f[:, idx], m[:, idx], w[:, idx]
         if raw:
             return (self._rescale(f, w) if self.normalise else f).clamp(0, 1), m, w
