@@ -106,3 +106,37 @@ def test_compose_with_non_finite_step_stays_in_memory():
     untouched = np.ones(shape, bool)
     untouched[1, 1, 1] = untouched[2, 2, 2] = untouched[3, 3, 3] = False
     np.testing.assert_allclose(out[:, untouched], u[:, untouched], atol=1e-6)  # zero step: out = u there
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("force", ["passive", "active", "symmetric"])
+def test_demons_force_matches_torch(shape, force):
+    from regcore.methods.classical import demons
+
+    fixed, warped = _smooth_image(shape, 4), _smooth_image(shape, 5)
+    out = np.empty((len(shape), *shape), np.float32)
+    code = {"passive": 0, "active": 1, "symmetric": 2}[force]
+    greedy_kernels.GreedyWorkspace(shape).demons_force(fixed[0].numpy(), warped[0].numpy(), code, 0.5, out)
+    expected = demons.demons_step(fixed, warped, demons.DemonsForce(force), 0.5)[0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert np.linalg.norm(out, axis=0).max() <= 0.5 + 1e-5
+
+
+@pytest.mark.parametrize("shape", [(24, 28, 26), (48, 56)])
+def test_compiled_demons_follow_the_torch_demons(shape, monkeypatch):
+    from regcore.image import Image
+    from regcore.methods.classical import demons
+
+    fixed = _smooth_image(shape, 6)
+    shift = torch.zeros(1, len(shape), *shape)
+    shift[:, 0] = 1.2
+    moving = warp(fixed, shift)
+    config = demons.DemonsConfig(levels=2, iterations=15)
+    run = lambda: demons.DemonsMethod().register(Image.from_array(fixed[0, 0]), Image.from_array(moving[0, 0]),  # noqa: E731
+                                                 config).displacement
+    compiled = run()
+    monkeypatch.setattr(greedy_kernels, "AVAILABLE", False)
+    reference = run()
+    assert float((compiled - reference).abs().max()) < 1e-3
+    interior = (slice(None), slice(0, 1)) + (slice(4, -4),) * len(shape)
+    assert float(compiled[interior].mean()) == pytest.approx(-1.2, abs=0.4)

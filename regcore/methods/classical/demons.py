@@ -18,6 +18,7 @@ import enum
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from regcore.config import param
@@ -26,7 +27,9 @@ from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical._common import (
     LevelProgress, build_result, downsample, gaussian_smooth, level_shape, pick_device, resize_field, validate_pair,
 )
+from regcore.methods.classical import greedy_kernels
 from regcore.methods.registry import Family, MethodSpec, register_method
+from regcore.spatial import warp_kernels
 from regcore.spatial.warp import warp
 
 
@@ -65,8 +68,7 @@ def exponentiate(v: torch.Tensor, steps: int | None = None) -> torch.Tensor:
     ``steps=None`` picks the fewest squarings that bring the largest scaled vector below 0.5 voxel.
     """
     if steps is None:
-        vmax = float(v.detach().norm(dim=1).amax()) if v.numel() else 0.0
-        steps = max(0, min(10, math.ceil(math.log2(max(vmax, 1e-6) / 0.5)))) if vmax > 0.5 else 0
+        steps = _squaring_steps(float(v.detach().norm(dim=1).amax()) if v.numel() else 0.0)
     u = v / (2**steps)
     for _ in range(steps):
         u = compose(u, u)
@@ -105,6 +107,64 @@ def demons_step(fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, m
     return torch.where(denom > 1e-9, diff * j / denom.clamp_min(1e-9), torch.zeros_like(j))
 
 
+def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n_iter: int):
+    """Callback ``(iteration, mse_fn)``: every 10th (and the last) iteration logs the MSE and reports progress."""
+    def report(it: int, mse_fn) -> None:
+        if it % 10 == 0 or it == n_iter - 1:
+            mse = float(mse_fn())
+            history.append({"similarity": mse, "level": float(level)})
+            ticker.tick(level, it, f"level {level + 1}/{n_levels}, iter {it + 1}/{n_iter}", force=True, similarity=mse)
+    return report
+
+
+def _iterate_torch(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report) -> torch.Tensor:
+    """``config.iterations`` demons iterations with torch ops (any device); returns the new ``u``."""
+    for it in range(config.iterations):
+        w = warp(m, u)
+        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), config.sigma_fluid)
+        u = compose(u, exponentiate(d)) if config.diffeomorphic else u + d
+        u = gaussian_smooth(u, config.sigma_elastic)
+        report(it, lambda: ((f - w) ** 2).mean())
+    return u
+
+
+_FORCE_CODES = {DemonsForce.PASSIVE: 0, DemonsForce.ACTIVE: 1, DemonsForce.SYMMETRIC: 2}
+
+
+def _iterate_compiled(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report) -> torch.Tensor:
+    """The same iterations as :func:`_iterate_torch` with the fused numba kernels of ``greedy_kernels``
+    on buffers allocated once per level (CPU float32)."""
+    spatial = tuple(f.shape[2:])
+    ws = greedy_kernels.GreedyWorkspace(spatial)
+    fixed, moving = f[0].contiguous().numpy(), m[0].contiguous().numpy()
+    field = u[0].contiguous().numpy().copy()
+    update, spare, spare2 = (np.empty_like(field) for _ in range(3))
+    warped = np.empty_like(moving)
+    mode = _FORCE_CODES[DemonsForce(config.force)]
+    for it in range(config.iterations):
+        warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
+        ws.demons_force(fixed, warped, mode, config.max_step, update)
+        ws.smooth(update, config.sigma_fluid)
+        if config.diffeomorphic:
+            steps = _squaring_steps(ws.max_norm(update))
+            ws.scale(update, 1.0 / 2 ** steps)
+            for _ in range(steps):  # update <- update o (id + update): scaling and squaring
+                ws.compose(update, update, spare2)
+                update, spare2 = spare2, update
+            ws.compose(field, update, spare)  # phi <- phi o exp(update)
+            field, spare = spare, field
+        else:
+            field += update
+        ws.smooth(field, config.sigma_elastic)
+        report(it, lambda: np.mean((fixed - warped) ** 2, dtype=np.float64))
+    return torch.from_numpy(field)[None]
+
+
+def _squaring_steps(vmax: float) -> int:
+    """Fewest squarings that bring the largest scaled vector below 0.5 voxel (at most 10)."""
+    return max(0, min(10, math.ceil(math.log2(max(vmax, 1e-6) / 0.5)))) if vmax > 0.5 else 0
+
+
 class DemonsMethod:
     """Diffeomorphic / additive demons; see module docstring."""
 
@@ -125,16 +185,11 @@ class DemonsMethod:
             for level, factor in enumerate(factors):
                 f, m = downsample(f0, factor), downsample(m0, factor)
                 u = resize_field(u, f.shape[2:])
-                for it in range(config.iterations):
-                    w = warp(m, u)
-                    d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), config.sigma_fluid)
-                    u = compose(u, exponentiate(d)) if config.diffeomorphic else u + d
-                    u = gaussian_smooth(u, config.sigma_elastic)
-                    if it % 10 == 0 or it == config.iterations - 1:
-                        mse = float(((f - w) ** 2).mean())
-                        history.append({"similarity": mse, "level": float(level)})
-                        ticker.tick(level, it, f"level {level + 1}/{len(factors)}, iter {it + 1}/{config.iterations}",
-                                    force=True, similarity=mse)
+                report = _reporter(ticker, history, level, len(factors), config.iterations)
+                if greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32:
+                    u = _iterate_compiled(f, m, u, config, report)
+                else:
+                    u = _iterate_torch(f, m, u, config, report)
         return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
                             loss_history=history)
 

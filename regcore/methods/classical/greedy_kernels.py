@@ -1,4 +1,4 @@
-"""Fused CPU kernels (numba) for one iteration of the greedy FireANTs-style optimiser.
+"""Fused CPU kernels (numba) for the greedy optimisers: FireANTs-style and diffeomorphic demons.
 
 At full resolution a 3D brain has ~7M voxels; the torch formulation of one iteration makes
 dozens of full-size temporaries (box-filter stacks, Adam moments, products), and on a
@@ -13,7 +13,9 @@ per level (:class:`GreedyWorkspace`):
   border (as ``_common.gaussian_smooth``);
 * :meth:`GreedyWorkspace.adam_step`: Adam moments and the step normalised so that no voxel
   moves more than ``step_size`` voxels;
-* :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (trilinear, border padding).
+* :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (trilinear, border padding);
+* :meth:`GreedyWorkspace.demons_force`: the demons force of ``demons.demons_step``;
+  :meth:`~GreedyWorkspace.max_norm` and :meth:`~GreedyWorkspace.scale` for scaling and squaring.
 
 Every public method holds ``warp_kernels.KERNEL_LOCK`` (numba's fallback threading layer is not
 re-entrant) and uses torch's intra-op thread count. Arrays are numpy views of CPU float32 tensors laid out ``(C, Z, Y, X)``; a 2D image is
@@ -38,6 +40,7 @@ if AVAILABLE:
 
     _FLAGS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
                   fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+    _jit = numba.njit(**_FLAGS)
     _pjit = numba.njit(parallel=True, **_FLAGS)
 
     # -- box sums along one axis (zero padding), rows stay contiguous for vectorisation -------------
@@ -272,6 +275,55 @@ if AVAILABLE:
                         out[c, z, y, x] = s[c, z, y, x] + ab + wz * ((d + wy * (e - d)) - ab)
 
 
+    @_pjit
+    def _max_norm(field, row_max):
+        """``row_max[z]`` = largest vector norm over the voxels of slice z of ``field (n, Z, Y, X)``."""
+        channels, nz, ny, nx = field.shape
+        for z in numba.prange(nz):
+            best = 0.0
+            for y in range(ny):
+                for x in range(nx):
+                    sq = 0.0
+                    for c in range(channels):
+                        sq += field[c, z, y, x] * field[c, z, y, x]
+                    best = max(best, sq)
+            row_max[z] = math.sqrt(best)
+
+    @_jit
+    def _half_difference(img, z, y, x, axis):
+        """``(img[i+1] - img[i-1]) / 2`` along ``axis`` (0, 1, 2) at (z, y, x), indices clamped (replicate border)."""
+        nz, ny, nx = img.shape
+        if axis == 0:
+            return 0.5 * (img[min(z + 1, nz - 1), y, x] - img[max(z - 1, 0), y, x])
+        if axis == 1:
+            return 0.5 * (img[z, min(y + 1, ny - 1), x] - img[z, max(y - 1, 0), x])
+        return 0.5 * (img[z, y, min(x + 1, nx - 1)] - img[z, y, max(x - 1, 0)])
+
+    @_pjit
+    def _demons_force(fixed, warped, out, mode, k_inv, first_axis):
+        """Demons force ``(F - W) J / (|J|^2 + (F - W)^2 k_inv)`` into ``out (ndim, Z, Y, X)``;
+        J = grad F (mode 0, passive), grad W (1, active) or their mean (2, symmetric)."""
+        nz, ny, nx = fixed.shape
+        for z in numba.prange(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    diff = fixed[z, y, x] - warped[z, y, x]
+                    norm2 = 0.0
+                    for a in range(first_axis, 3):
+                        if mode == 0:
+                            j = _half_difference(fixed, z, y, x, a)
+                        elif mode == 1:
+                            j = _half_difference(warped, z, y, x, a)
+                        else:
+                            j = 0.5 * (_half_difference(fixed, z, y, x, a) + _half_difference(warped, z, y, x, a))
+                        out[a - first_axis, z, y, x] = j
+                        norm2 += j * j
+                    denom = norm2 + diff * diff * k_inv
+                    scale = diff / denom if denom > 1e-9 else 0.0
+                    for a in range(3 - first_axis):
+                        out[a, z, y, x] *= scale
+
+
 def gaussian_taps(sigma: float) -> np.ndarray:
     """Normalised Gaussian taps truncated at ``ceil(2 sigma)`` (as ``_common.gaussian_smooth``)."""
     radius = max(1, int(math.ceil(2.0 * sigma)))
@@ -363,6 +415,24 @@ class GreedyWorkspace:
         g3, m3, v3 = self._as3d(grad), self._as3d(m), self._as3d(v)
         _adam_direction(g3, m3, v3, beta1, beta2, 1.0 - beta1 ** t, 1.0 - beta2 ** t, eps, self._row_max)
         _scale(g3, -step_size / max(1.0, float(self._row_max.max())))
+
+    @_exclusive
+    def demons_force(self, fixed: np.ndarray, warped: np.ndarray, mode: int, max_step: float, out: np.ndarray) -> None:
+        """Demons force of ``(1, *spatial)`` fixed/warped into ``out`` ``(ndim, *spatial)``; ``mode`` 0 passive,
+        1 active, 2 symmetric; ``|out| <= max_step`` (K = 1 / (4 max_step^2)), as ``demons.demons_step``."""
+        _demons_force(self._as3d(fixed)[0], self._as3d(warped)[0], self._as3d(out), mode,
+                      1.0 / (4.0 * max_step ** 2), self._first_axis)
+
+    @_exclusive
+    def max_norm(self, field: np.ndarray) -> float:
+        """Largest vector norm of ``field`` ``(ndim, *spatial)`` (voxels)."""
+        _max_norm(self._as3d(field), self._row_max)
+        return float(self._row_max.max())
+
+    @_exclusive
+    def scale(self, field: np.ndarray, factor: float) -> None:
+        """``field *= factor`` in place."""
+        _scale(self._as3d(field), factor)
 
     @_exclusive
     def compose(self, u: np.ndarray, step: np.ndarray, out: np.ndarray) -> None:
