@@ -46,11 +46,13 @@ the GIL, so concurrent callers simply take turns."""
 
 
 if AVAILABLE:
-    # fastmath without 'nnan'/'ninf': the NaN/inf guards below must survive optimisation.
-    _FLAGS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
-                  fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-    _jit = numba.njit(**_FLAGS)
-    _pjit = numba.njit(parallel=True, **_FLAGS)
+    # Shared by every regcore kernel: cached on disk, GIL released, no bounds checks (kernels check
+    # their own indices), fastmath without 'nnan'/'ninf' so that NaN/inf guards survive optimisation.
+    NUMBA_OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
+                         fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+    jit = numba.njit(**NUMBA_OPTIONS)
+    parallel_jit = numba.njit(parallel=True, **NUMBA_OPTIONS)
+    _jit, _pjit = jit, parallel_jit
 
     @_jit
     def _coordinate(p, n, padding):

@@ -38,10 +38,7 @@ AVAILABLE = warp_kernels.AVAILABLE
 if AVAILABLE:
     import numba
 
-    _FLAGS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
-                  fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-    _jit = numba.njit(**_FLAGS)
-    _pjit = numba.njit(parallel=True, **_FLAGS)
+    _jit, _pjit = warp_kernels.jit, warp_kernels.parallel_jit
 
     # -- box sums along one axis (zero padding), rows stay contiguous for vectorisation -------------
 
