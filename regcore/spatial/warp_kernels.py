@@ -73,7 +73,8 @@ if AVAILABLE:
         return int(lo) if math.isfinite(lo) else -1, p - lo
 
     @_pjit
-    def _linear_3d(image, disp, out, padding):
+    def _linear_3d(image, disp, out, padding, add_disp):
+        """Trilinear sample of ``image`` at ``x + disp``; with ``add_disp`` (channels = 3) also add ``disp``."""
         c_count, nz, ny, nx = image.shape
         for z in numba.prange(nz):
             for y in range(ny):
@@ -93,7 +94,7 @@ if AVAILABLE:
                             d = im[z0 + 1, y0, x0] + wx * (im[z0 + 1, y0, x0 + 1] - im[z0 + 1, y0, x0])
                             e = im[z0 + 1, y0 + 1, x0] + wx * (im[z0 + 1, y0 + 1, x0 + 1] - im[z0 + 1, y0 + 1, x0])
                             ab = a + wy * (b - a)
-                            out[c, z, y, x] = ab + wz * ((d + wy * (e - d)) - ab)
+                            value = ab + wz * ((d + wy * (e - d)) - ab)
                         else:
                             acc = 0.0
                             for dz in range(2):
@@ -112,10 +113,12 @@ if AVAILABLE:
                                             continue
                                         fx = wx if dx else 1.0 - wx
                                         acc += fz * fy * fx * image[c, iz, iy, ix]
-                            out[c, z, y, x] = acc
+                            value = acc
+                        out[c, z, y, x] = value + disp[c, z, y, x] if add_disp else value
 
     @_pjit
-    def _linear_2d(image, disp, out, padding):
+    def _linear_2d(image, disp, out, padding, add_disp):
+        """Bilinear sample of ``image`` at ``x + disp``; with ``add_disp`` (channels = 2) also add ``disp``."""
         c_count, ny, nx = image.shape
         for y in numba.prange(ny):
             for x in range(nx):
@@ -129,7 +132,7 @@ if AVAILABLE:
                         im = image[c]
                         a = im[y0, x0] + wx * (im[y0, x0 + 1] - im[y0, x0])
                         b = im[y0 + 1, x0] + wx * (im[y0 + 1, x0 + 1] - im[y0 + 1, x0])
-                        out[c, y, x] = a + wy * (b - a)
+                        value = a + wy * (b - a)
                     else:
                         acc = 0.0
                         for dy in range(2):
@@ -142,7 +145,8 @@ if AVAILABLE:
                                 if ix < 0 or ix >= nx:
                                     continue
                                 acc += fy * (wx if dx else 1.0 - wx) * image[c, iy, ix]
-                        out[c, y, x] = acc
+                        value = acc
+                    out[c, y, x] = value + disp[c, y, x] if add_disp else value
 
     @_jit
     def _nearest_index(p, n, padding):
@@ -190,9 +194,27 @@ def resample(image: np.ndarray, displacement: np.ndarray, out: np.ndarray, mode:
     if not AVAILABLE:
         return False
     kernel = _KERNELS[(mode, displacement.shape[0])]
+    args = (image, displacement, out, PADDING_CODES[padding])
     with KERNEL_LOCK:
         set_threads(threads)
-        kernel(image, displacement, out, PADDING_CODES[padding])
+        kernel(*args, False) if mode == "bilinear" else kernel(*args)
+    return True
+
+
+def compose(outer: np.ndarray, inner: np.ndarray, out: np.ndarray, threads: int) -> bool:
+    """``out = inner + outer o (id + inner)``: the displacement of ``(id + outer) o (id + inner)``.
+
+    All three ``(ndim, *S)`` voxel fields, C-contiguous, one float dtype; linear interpolation with
+    border padding, in one pass. ``out`` must not alias either input. False if numba is unavailable.
+    """
+    if not AVAILABLE:
+        return False
+    if not (outer.shape == inner.shape == out.shape and outer.shape[0] == outer.ndim - 1):
+        raise ValueError(f"compose needs three (ndim, *S) fields of one shape, got {outer.shape}, {inner.shape}, "
+                         f"{out.shape}")
+    with KERNEL_LOCK:
+        set_threads(threads)
+        _KERNELS[("bilinear", inner.shape[0])](outer, inner, out, PADDING_CODES["border"], True)
     return True
 
 

@@ -13,7 +13,7 @@ per level (:class:`GreedyWorkspace`):
   border (as ``_common.gaussian_smooth``);
 * :meth:`GreedyWorkspace.adam_step`: Adam moments and the step normalised so that no voxel
   moves more than ``step_size`` voxels;
-* :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (trilinear, border padding);
+* :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (``warp_kernels.compose``);
 * :meth:`GreedyWorkspace.demons_force`: the demons force of ``demons.demons_step``;
   :meth:`~GreedyWorkspace.max_norm` and :meth:`~GreedyWorkspace.scale` for scaling and squaring.
 
@@ -245,34 +245,6 @@ if AVAILABLE:
                         x[c, z, y, xx] *= factor
 
     @_pjit
-    def _compose(u, s, out, first_axis):
-        """``out = s + u o (id + s)``: ``u``, ``s``, ``out`` ``(n, Z, Y, X)`` voxel fields, trilinear, border."""
-        channels, nz, ny, nx = u.shape
-        for z in numba.prange(nz):
-            for y in range(ny):
-                for x in range(nx):
-                    pz = float(z)
-                    if first_axis == 0:
-                        pz = min(max(z + s[0, z, y, x], 0.0), nz - 1.0)
-                    py = min(max(y + s[1 - first_axis, z, y, x], 0.0), ny - 1.0)
-                    px = min(max(x + s[2 - first_axis, z, y, x], 0.0), nx - 1.0)
-                    if not (math.isfinite(pz) and math.isfinite(py) and math.isfinite(px)):
-                        pz, py, px = float(z), float(y), float(x)  # never index memory with a NaN
-                    z0 = min(int(pz), max(nz - 2, 0))
-                    y0 = min(int(py), max(ny - 2, 0))
-                    x0 = min(int(px), max(nx - 2, 0))
-                    z1, y1, x1 = min(z0 + 1, nz - 1), min(y0 + 1, ny - 1), min(x0 + 1, nx - 1)
-                    wz, wy, wx = pz - z0, py - y0, px - x0
-                    for c in range(channels):
-                        a = u[c, z0, y0, x0] + wx * (u[c, z0, y0, x1] - u[c, z0, y0, x0])
-                        b = u[c, z0, y1, x0] + wx * (u[c, z0, y1, x1] - u[c, z0, y1, x0])
-                        d = u[c, z1, y0, x0] + wx * (u[c, z1, y0, x1] - u[c, z1, y0, x0])
-                        e = u[c, z1, y1, x0] + wx * (u[c, z1, y1, x1] - u[c, z1, y1, x0])
-                        ab = a + wy * (b - a)
-                        out[c, z, y, x] = s[c, z, y, x] + ab + wz * ((d + wy * (e - d)) - ab)
-
-
-    @_pjit
     def _max_norm(field, row_max):
         """``row_max[z]`` = largest vector norm over the voxels of slice z of ``field (n, Z, Y, X)``."""
         channels, nz, ny, nx = field.shape
@@ -434,4 +406,4 @@ class GreedyWorkspace:
     @_exclusive
     def compose(self, u: np.ndarray, step: np.ndarray, out: np.ndarray) -> None:
         """``out = step + u o (id + step)`` for ``(ndim, *spatial)`` voxel fields (``out`` distinct from both)."""
-        _compose(self._as3d(u), self._as3d(step), self._as3d(out), self._first_axis)
+        warp_kernels.compose(u, step, out, torch.get_num_threads())
