@@ -52,8 +52,9 @@ class FireANTsConfig:
                                      "(preset=custom).", range=(0.0, 5.0), step=0.25)
     max_level_voxels: int = param(20_000_000, "Levels whose grid has more voxels are skipped (the field of the "
                                   "previous level is upsampled). The default runs a 1 mm brain (7M voxels) at full "
-                                  "resolution; lower it to trade accuracy for speed and memory (~0.5 s and ~0.6 GB "
-                                  "per 7M-voxel iteration on 2 CPU cores).", range=(1_000, 1_000_000_000))
+                                  "resolution; lower it to trade accuracy for speed and memory (a 7M-voxel level "
+                                  "costs ~0.6 s per iteration on 2 CPU cores; whole 3D run peaks at ~1 GB).",
+                                  range=(1_000, 1_000_000_000))
     smooth_warp_sigma: float = param(0.5, "Gaussian sigma (voxels) applied to the field after each update: "
                                      "elastic regularisation.", range=(0.0, 5.0), step=0.25)
     beta1: float = param(0.9, "Adam first-moment decay.", range=(0.0, 0.999), advanced=True)
