@@ -28,13 +28,9 @@ os.chdir(ROOT)
 
 
 def _pair_3d():
-    """The 3D 2 mm sample pair (built on first use), or a synthetic volume of the same size."""
+    """The 3D 2 mm sample pair (built on first use)."""
     from pages import _backend as backend
-    try:
-        return backend.sample_pair("brain", dims=3, resolution_mm=2.0), "sample brain 3D 2 mm"
-    except Exception as e:  # noqa: BLE001
-        print(f"3D sample unavailable ({e}); using the synthetic 3D phantom", file=sys.stderr)
-        return backend.sample_pair("synthetic", dims=3), "synthetic 3D"
+    return backend.sample_pair("brain", dims=3, resolution_mm=2.0), "sample brain 3D 2 mm"
 
 
 def viewer_work_ms(pair, repeats: int, planes=(2,)) -> list[float]:

@@ -71,7 +71,7 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
     res = {k: float(np.mean(v)) for k, v in rows.items()}
     if not skip_train:
         with tempfile.TemporaryDirectory() as tmp:
-            recipe = {"model": "voxelmorph", "dims": 2, "data": "brain", "spacing_mm": 2.0, "train_shape": [80, 96],
+            recipe = {"family": "voxelmorph", "dims": 2, "data": "brain", "spacing_mm": 2.0, "train_shape": [80, 96],
                       "supervision": "weak", "epochs": 1000, "steps_per_epoch": 25, "batch_size": 4, "lr": 0.002,
                       "val_pairs": 5, "seed": 0, "device": "cpu", "threads": 2, "time_limit_min": train_minutes}
             cfg = Path(tmp) / "recipe.json"
@@ -93,16 +93,18 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
 
 def inference_2d(out: dict) -> None:
     from regcore.data import sample_pair
-    from regcore.methods.learned._common import load_model
+    from regcore.methods.learned.family import all_families
     p = sample_pair("brain", 2, 0, 1, resolution_mm=2.0)
     res = {}
-    for name in ("voxelmorph", "transmorph", "affine_net"):
+    for fam in (f for f in all_families() if f.needs_training and 2 in f.dims):
+        name = fam.name
         spec = registry.get(name)
         method, cfg = spec.factory(), spec.make_config()
-        net, _ = load_model(cfg.checkpoint, torch.device("cpu"))
-        x = torch.rand(1, 1, *[-(-n // net.divisor) * net.divisor for n in p.fixed.shape])   # padded model grid
+        nets, fam_cfg, _ = method.networks(cfg, 2, torch.device("cpu"))
+        div = fam.divisor(2, fam_cfg)
+        x = torch.rand(1, 1, *[-(-n // div) * div for n in p.fixed.shape])   # padded model grid
         with torch.no_grad():
-            fwd = _timeit(lambda: net(x, x))
+            fwd = _timeit(lambda: fam.predict(nets, x, x, fam_cfg))
         reg = _timeit(lambda: method.register(p.fixed, p.moving, cfg))
         res[name] = {"forward_ms": fwd * 1e3, "register_ms": reg * 1e3, "shape": list(p.fixed.shape)}
     out["inference_2d"] = res
@@ -129,16 +131,16 @@ def oasis_2d(out: dict) -> None:
 
 
 def inference_3d(out: dict) -> None:
-    from regcore.nets.registration_net import RegistrationNet
-    from regcore.train.config import default_net_kwargs
+    from regcore.methods.learned.family import get_family
     res = {}
+    fam = get_family("voxelmorph")
     for diffeo in (False, True):
-        net = RegistrationNet({"model": "voxelmorph", "dims": 3, "diffeomorphic": diffeo,
-                               "net": default_net_kwargs("voxelmorph", 3)}).eval()
+        cfg = fam.make_config({"diffeomorphic": diffeo})
+        nets = fam.build(3, cfg).eval()
         x = torch.rand(1, 1, 80, 96, 112)   # 160x192x224 at 1 mm -> 2 mm
         with torch.no_grad():
-            res["diffeomorphic" if diffeo else "dense"] = {"forward_s": _timeit(lambda: net(x, x), repeats=3),
-                                                           "shape": [80, 96, 112]}
+            res["diffeomorphic" if diffeo else "dense"] = {
+                "forward_s": _timeit(lambda: fam.predict(nets, x, x, cfg), repeats=3), "shape": [80, 96, 112]}
     out["inference_3d_2mm"] = res
 
 

@@ -13,9 +13,10 @@ from regcore import data, io, preprocess
 from regcore.config import describe
 from regcore.image import Geometry, Image, Landmarks
 from regcore.methods import registry
-from regcore.methods.base import Progress, RegistrationResult
-from regcore.metrics import evaluate as _evaluate
+from regcore.methods.base import Progress
 from regcore.register import run_pair
+from regcore.report import run_report_html  # noqa: F401 - re-exported for the pages
+from regcore.run_record import RunRecord, RunSlice  # noqa: F401 - re-exported for the pages
 
 _NOTES: set[str] = set()
 
@@ -95,8 +96,9 @@ def run_registration(pair, method: str, overrides: dict | None = None,
     return run_pair(pair, method, overrides or {}, device=device, progress=progress)
 
 
-def evaluate(result: RegistrationResult, pair) -> dict:
-    """``regcore.metrics.evaluate`` for a result on a pair."""
-    return _evaluate(result, fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels,
-                     fixed_landmarks=pair.fixed_landmarks, moving_landmarks=pair.moving_landmarks,
-                     label_names=pair.label_names)
+def save_image(image: Image, path) -> None:
+    io.save_image(image, path)
+
+
+def save_displacement(displacement, geometry: Geometry, path) -> None:
+    io.save_displacement(displacement, geometry, path)

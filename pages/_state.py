@@ -1,9 +1,9 @@
 """Session state, caches and the never-a-traceback page wrapper shared by all pages.
 
-Per-user data lives in ``st.session_state`` (``"pair"``, ``"runs"``); decoded files, sample
-pairs and the home page's default registration are cached process-wide with
-``st.cache_resource`` and treated as read-only, so two browser sessions never see each
-other's data and nothing is decoded twice.
+Per-user data lives in ``st.session_state``: ``"pair"`` (a ``regcore.data.Pair``) and ``"runs"``
+(``dict[label, regcore.run_record.RunRecord]``). Decoded files, sample pairs and the home page's
+default run are cached process-wide with ``st.cache_resource`` and treated as read-only, so two
+browser sessions never see each other's data and nothing is decoded or registered twice.
 """
 
 from __future__ import annotations
@@ -19,29 +19,22 @@ from typing import Any
 import streamlit as st
 
 from pages import _backend as backend
+from pages import _nav as nav
 
 LOG = logging.getLogger("reglab.app")
 DEFAULT_DATASET = "brain"
+FALLBACK_DATASET = "shapes"
+"""Home and the default pair use this built-in dataset when the brain sample cannot be built."""
 DEFAULT_METHOD_PREFERENCE = ("fireants", "sitk_demons", "demons", "affine")
 
 
-def _ensure_app_navigation(page: str) -> None:
-    """A fresh server whose first request is a page URL (e.g. /data) runs that page through
-    Streamlit's legacy pages/ mode, without app.py (no style, wrong menu). Hop through app.py once,
-    asking it to open the requested page."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        legacy = bool(PagesManager.uses_pages_directory)
-    except (ImportError, AttributeError):  # internal API moved: keep the page working as is
-        return
-    if legacy and page and not st.session_state.get("_reglab_app_ran"):
-        st.session_state["_reglab_requested_page"] = page
-        st.switch_page("app.py")
-
-
 def run_page(body: Callable[[], None], title: str = "") -> None:
-    """Run a page body; any exception becomes a clear ``st.error`` and the session state survives."""
-    _ensure_app_navigation(title)
+    """Run a page body; any exception becomes a clear ``st.error`` and the session state survives.
+
+    ``title`` is the page's registry name (``pages/_nav.py``), e.g. ``"data"``.
+    """
+    if title in {p.name for p in nav.PAGES}:
+        nav.ensure_app_navigation(title)
     try:
         body()
     except Exception as e:  # noqa: BLE001 - the whole point: no traceback reaches the user
@@ -59,9 +52,19 @@ def ensure_state() -> None:
 # -- cached data ------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner="Preparing sample data ...", max_entries=16)
 def cached_sample_pair(dataset: str, dims: int, contrast: str = "t1") -> Any:
-    """Read-only sample Pair shared by all sessions."""
-    kw = {"contrast": contrast} if dataset != "synthetic" and contrast != "t1" else {}
+    """Read-only sample Pair shared by all sessions (``dataset``: a name from ``list_sample_datasets``)."""
+    kw = {"contrast": contrast} if contrast != "t1" else {}
     return backend.sample_pair(dataset=dataset, dims=dims, **kw)
+
+
+def default_sample_pair(dims: int = 2) -> tuple[Any, str | None]:
+    """The brain sample pair, or the shapes pair when the brain one cannot be built: ``(pair, note)``,
+    where ``note`` says why the fallback was used (None when it was not)."""
+    try:
+        return cached_sample_pair(DEFAULT_DATASET, dims), None
+    except Exception as e:  # noqa: BLE001 - e.g. template files missing: the shapes sample needs none
+        LOG.warning("sample %r pair failed (%s); using %r", DEFAULT_DATASET, e, FALLBACK_DATASET)
+        return cached_sample_pair(FALLBACK_DATASET, dims), f"the {DEFAULT_DATASET} sample is unavailable ({e})"
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -90,10 +93,12 @@ def decode_upload(name: str, data: bytes, kind: str, geometry=None):
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def cached_default_registration(dataset: str, method: str):
-    """The home page's registered sample pair (computed once per process, read-only)."""
+def cached_default_run(dataset: str, method: str):
+    """The home page's registered 2D sample pair as a RunRecord (computed once per process, shared
+    read-only; its cached Jacobian and before-metrics are computed once for everyone)."""
     pair = cached_sample_pair(dataset, 2)
-    return backend.run_registration(pair, method)
+    result, metrics = backend.run_registration(pair, method)
+    return backend.RunRecord(pair, result, metrics, label=f"{method} (sample)")
 
 
 def default_method(dims: int = 2) -> str:
@@ -113,23 +118,24 @@ def current_pair():
     """The session's Pair; defaults to the shared 2D sample pair."""
     ensure_state()
     if st.session_state.get("pair") is None:
-        try:
-            st.session_state["pair"] = cached_sample_pair(DEFAULT_DATASET, 2)
-        except Exception as e:  # noqa: BLE001 - sample builder missing/broken: synthetic keeps the app alive
-            LOG.warning("sample pair failed (%s); using synthetic pair", e)
-            st.session_state["pair"] = cached_sample_pair("synthetic", 2)
+        st.session_state["pair"] = default_sample_pair(2)[0]
     return st.session_state["pair"]
 
 
-def add_run(label: str, result, metrics: dict, pair) -> str:
-    """Store a run under a unique label in this session; returns the label used."""
+def runs() -> dict:
+    """This session's runs: ``{label: RunRecord}`` in the order they were added."""
     ensure_state()
-    runs = st.session_state["runs"]
+    return st.session_state["runs"]
+
+
+def add_run(label: str, result, metrics: dict, pair) -> str:
+    """Store a run (as a RunRecord) under a unique label in this session; returns the label used."""
+    store = runs()
     base, k = label, 2
-    while label in runs:
+    while label in store:
         label = f"{base} #{k}"
         k += 1
-    runs[label] = {"result": result, "metrics": metrics, "pair_name": getattr(pair, "name", "pair"), "pair": pair}
+    store[label] = backend.RunRecord(pair, result, metrics, label=label)
     return label
 
 

@@ -44,7 +44,8 @@ def landmarks_in_slice(landmarks, geometry, axis: int | None, index: int | None,
 
 
 def slice_axes(ndim: int, axis: int | None) -> tuple[int, int]:
-    return (0, 1) if ndim == 2 else tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
+    """Tensor axes shown horizontally/vertically (``regcore.viz.slice_axes``)."""
+    return viz.slice_axes(ndim, axis)
 
 
 def window_controls(arr: np.ndarray, key: str) -> tuple[float, float]:

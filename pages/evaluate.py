@@ -9,9 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from pages import _backend as backend
-from pages import _panels as panels
-from pages import _report as report
 from pages import _state as state
+from pages import _views as views
 from regcore import viz
 
 SUMMARY_COLUMNS = {"dice_mean": "mean Dice", "hd95_mean_mm": "mean HD95 (mm)", "tre_mean_mm": "mean TRE (mm)",
@@ -20,30 +19,23 @@ SUMMARY_COLUMNS = {"dice_mean": "mean Dice", "hd95_mean_mm": "mean HD95 (mm)", "
 
 
 def comparison_table(runs: dict) -> pd.DataFrame:
-    """One row per run (plus 'before' rows per pair): the headline metrics side by side."""
+    """One row per run (plus a 'before' row per pair): the headline metrics side by side."""
     rows, seen_pairs = [], set()
     for label, r in runs.items():
-        if r["pair_name"] not in seen_pairs:
-            seen_pairs.add(r["pair_name"])
-            before = _before(r)
-            rows.append({"run": f"before ({r['pair_name']})", **{v: before.get(k) for k, v in SUMMARY_COLUMNS.items()
-                                                                 if k not in ("runtime_s", "peak_memory_mb")}})
-        m = r["metrics"] or {}
-        rows.append({"run": label, **{v: m.get(k, getattr(r["result"], k, None)) for k, v in SUMMARY_COLUMNS.items()}})
+        if r.pair_name not in seen_pairs:
+            seen_pairs.add(r.pair_name)
+            rows.append({"run": f"before ({r.pair_name})", **{v: r.before_metrics.get(k)
+                                                              for k, v in SUMMARY_COLUMNS.items()
+                                                              if k not in ("runtime_s", "peak_memory_mb")}})
+        rows.append({"run": label, **{v: r.metrics.get(k, getattr(r.result, k, None))
+                                      for k, v in SUMMARY_COLUMNS.items()}})
     df = pd.DataFrame(rows)
     return df.dropna(axis=1, how="all")
 
 
-def _before(run: dict) -> dict:
-    """Metrics of the identity transform on the run's pair (computed once per run)."""
-    if "_before" not in run:
-        run["_before"] = backend.evaluate(panels.identity_result(run["result"]), run["pair"])
-    return run["_before"]
-
-
 def per_structure(runs: dict, key: str) -> pd.DataFrame:
     """Structures x runs table of ``metrics[key]`` (e.g. 'dice', 'hd95', 'tre')."""
-    cols = {label: (r["metrics"] or {}).get(key) or {} for label, r in runs.items()}
+    cols = {label: r.metrics.get(key) or {} for label, r in runs.items()}
     cols = {k: v for k, v in cols.items() if v}
     return pd.DataFrame(cols) if cols else pd.DataFrame()
 
@@ -63,50 +55,38 @@ def _saved_bytes(save, suffix: str):
     return produce
 
 
-def _exports(label: str, run: dict, slices: dict) -> None:
-    result = run["result"]
+def _exports(label: str, run, shown) -> None:
+    """Download buttons for one run (files are produced only when clicked); ``shown`` is the slice on screen."""
+    result = run.result
     stem = "".join(c if c.isalnum() else "_" for c in label)
     c = st.columns(5)
-    try:
-        from regcore import io as rio
-        with c[0]:
-            _download("Warped image", _saved_bytes(lambda p: rio.save_image(result.warped, p), ".nii.gz"),
-                      f"{stem}_warped.nii.gz", f"dl_w_{stem}")
-        with c[1]:
-            _download("Displacement field", _saved_bytes(
-                lambda p: rio.save_displacement(result.displacement, result.fixed.geometry, p), ".nii.gz"),
-                f"{stem}_displacement.nii.gz", f"dl_d_{stem}")
-        wl = panels.warped_labels(run)
-        with c[2]:
-            if wl is not None:
-                from regcore.image import Image
-                img = Image.from_array(wl, result.fixed.geometry, is_labels=True)
-                _download("Warped labels", _saved_bytes(lambda p: rio.save_image(img, p), ".nii.gz"),
-                          f"{stem}_warped_labels.nii.gz", f"dl_l_{stem}")
-    except ImportError:
-        c[0].caption("Image/field export needs regcore.io (not installed yet).")
+    with c[0]:
+        _download("Warped image", _saved_bytes(lambda p: backend.save_image(result.warped, p), ".nii.gz"),
+                  f"{stem}_warped.nii.gz", f"dl_w_{stem}")
+    with c[1]:
+        _download("Displacement field", _saved_bytes(
+            lambda p: backend.save_displacement(result.displacement, result.fixed.geometry, p), ".nii.gz"),
+            f"{stem}_displacement.nii.gz", f"dl_d_{stem}")
+    with c[2]:
+        if run.warped_labels is not None:
+            _download("Warped labels", _saved_bytes(lambda p: backend.save_image(run.warped_labels, p), ".nii.gz"),
+                      f"{stem}_warped_labels.nii.gz", f"dl_l_{stem}")
     with c[3]:
-        m = {k: v for k, v in (run["metrics"] or {}).items() if not isinstance(v, (dict, list))}
+        m = {k: v for k, v in run.metrics.items() if not isinstance(v, (dict, list))}
         for k in ("dice", "hd95", "tre"):
-            for s, v in ((run["metrics"] or {}).get(k) or {}).items():
+            for s, v in (run.metrics.get(k) or {}).items():
                 m[f"{k}:{s}"] = v
         _download("Metrics CSV", pd.DataFrame([m]).to_csv(index=False).encode(), f"{stem}_metrics.csv",
                   f"dl_m_{stem}", "text/csv")
     with c[4]:
-        flips = viz.display_flips(result.fixed.geometry.orientation_codes())
-        before = run.get("_before")
-
-        def html() -> bytes:
-            return report.qa_report_html(slices, run["metrics"] or {}, before, pair_name=run["pair_name"],
-                                         method=result.method,
-                                         flips=flips if result.fixed.ndim == 2 else (False, False)).encode()
-        _download("QA report (HTML)", html, f"{stem}_qa_report.html", f"dl_r_{stem}", "text/html")
+        _download("QA report (HTML)", lambda: backend.run_report_html(run, shown.axis, shown.index).encode(),
+                  f"{stem}_qa_report.html", f"dl_r_{stem}", "text/html")
 
 
 def body() -> None:
     state.ensure_state()
     st.title("Evaluate & compare")
-    runs = st.session_state.get("runs", {})
+    runs = state.runs()
     if not runs:
         st.info("No runs yet. Open the Home page (it registers a sample pair) or run a method on the Register page.")
         st.page_link("pages/register.py", label="Go to Register", icon=":material/join_inner:")
@@ -117,7 +97,7 @@ def body() -> None:
     focus = st.selectbox("Pictures for run", labels, index=labels.index(st.session_state.get("last_run", labels[-1]))
                          if st.session_state.get("last_run") in labels else len(labels) - 1, key="eval_focus")
     run = runs[focus]
-    shown = panels.render_visual_tabs(run, key="eval")
+    shown = views.render_views(run, key="eval")
     if not selected:
         return
     st.subheader("Side by side")
@@ -141,11 +121,10 @@ def body() -> None:
     if not tre.empty:
         st.markdown("**TRE per landmark (mm)**")
         st.dataframe(tre.style.format("{:.2f}"), width="stretch")
-    losses = run["result"].loss_history
+    losses = run.result.loss_history
     if losses:
         st.plotly_chart(viz.loss_curve_figure(losses, title=f"Loss: {focus}"), width="stretch", key="eval_loss")
     st.subheader("Export")
-    _before(run)
     _exports(focus, run, shown)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from pages import _state as state
 from regcore import viz
 from regcore.labs import diffeo, fiducials, landscape, phantoms, tradeoff, transforms
+from regcore.spatial.jacobian import jacobian_determinant
 
 SIZE = 96
 
@@ -32,6 +34,11 @@ def _tradeoff_point(weight: float) -> tradeoff.TradeoffPoint:
 @st.cache_data(show_spinner=False)
 def _diffeo(amplitude: float, steps: int) -> dict:
     return diffeo.compare((SIZE, SIZE), amplitude=amplitude, steps=steps, smoothness=4.0)
+
+
+def _det_j(u: np.ndarray) -> np.ndarray:
+    """det J of a lab's ``(2, H, W)`` voxel displacement (``regcore.spatial.jacobian``), for the picture."""
+    return jacobian_determinant(torch.as_tensor(np.asarray(u), dtype=torch.float64)[None])[0].numpy()
 
 
 def _explain(text: str) -> None:
@@ -69,7 +76,7 @@ def lab_transformations() -> None:
         a, b = st.columns(2)
         a.plotly_chart(viz.grid_overlay_figure(warped, u, step=6, title="Grid carried by the map", height=380),
                        width="stretch", key="lab_t_grid")
-        b.plotly_chart(viz.jacobian_figure(viz.jacobian_determinant_2d3d(u), title="Local volume change (det J)",
+        b.plotly_chart(viz.jacobian_figure(_det_j(u), title="Local volume change (det J)",
                                            height=380), width="stretch", key="lab_t_jac")
 
 
@@ -112,7 +119,7 @@ def lab_regularisation() -> None:
         a, b = st.columns(2)
         a.plotly_chart(viz.grid_overlay_figure(p.warped, p.displacement, step=3, title=f"Grid, lambda = {w}",
                                                height=380), width="stretch", key="lab_r_grid")
-        b.plotly_chart(viz.jacobian_figure(viz.jacobian_determinant_2d3d(p.displacement), title="det J (folds boxed)",
+        b.plotly_chart(viz.jacobian_figure(_det_j(p.displacement), title="det J (folds boxed)",
                                            height=380), width="stretch", key="lab_r_jac")
         done = {x: _tradeoff_point(float(x)) for x in weights if x <= w}
         st.plotly_chart(viz.line_figure([str(x) for x in done], {"Dice": [q.dice for q in done.values()],

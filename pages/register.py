@@ -79,16 +79,16 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
 
 
 def _runs_table() -> None:
-    runs = st.session_state.get("runs", {})
+    runs = state.runs()
     if not runs:
         return
     st.subheader("Runs in this session")
     rows = []
     for label, r in runs.items():
-        m = r["metrics"] or {}
-        rows.append({"run": label, "pair": r.get("pair_name", ""), "method": r["result"].method,
+        m = r.metrics
+        rows.append({"run": label, "pair": r.pair_name, "method": r.method,
                      "mean Dice": m.get("dice_mean"), "mean TRE (mm)": m.get("tre_mean_mm"),
-                     "folding %": m.get("folding_percent"), "runtime (s)": m.get("runtime_s", r["result"].runtime_s)})
+                     "folding %": m.get("folding_percent"), "runtime (s)": m.get("runtime_s", r.result.runtime_s)})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     c1, c2 = st.columns([3, 1])
     drop = c1.multiselect("Remove runs", list(runs), key="reg_drop")

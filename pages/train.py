@@ -8,17 +8,19 @@ is read back from disk, so a browser refresh or an app restart loses nothing.
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from pages import _state as state
 from regcore.config import describe
+from regcore.methods.learned.family import all_families, get_family
 from regcore.train import jobs
-from regcore.train.config import TrainConfig, config_from_dict
+from regcore.train.config import COMMON_FIELDS, TrainConfig, config_from_dict
 
-METHOD_FOR_MODEL = {"voxelmorph": "voxelmorph", "transmorph": "transmorph", "affine": "affine_net"}
 QUICK_DEMO = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "train_shape": [32, 32], "val_pairs": 2,
               "synthetic_pool": 4, "data": "shapes", "device": "cpu", "threads": 1}
 TERMINAL = ("stopped", "finished", "failed")
@@ -45,29 +47,55 @@ def _widget(spec, key: str):
     return st.text_input(label, value=str(spec.default), help=help_, key=key)
 
 
+def _family_picker():
+    """Family choice (outside the form, so the family's own fields follow it) and its plain-words card."""
+    families = [f for f in all_families() if f.needs_training]
+    names = [f.name for f in families]
+    default = names.index(TrainConfig.family) if TrainConfig.family in names else 0
+    name = st.selectbox("Family", names, index=default, format_func=lambda n: get_family(n).title or n,
+                        key="train_family")
+    fam = get_family(name)
+    st.caption(f"**How it works.** {fam.summary}  \n*Paper:* {fam.paper}")
+    return fam
+
+
 def config_form() -> None:
-    """The new-run form (widgets from TrainConfig's params) and a one-click tiny demo run."""
-    specs = describe(TrainConfig)
-    with st.form("train_form"):
-        values = {}
+    """The new-run form: the family, its own hyperparameters and the common recipe fields."""
+    fam = _family_picker()
+    common = [s for s in describe(TrainConfig) if s.name in COMMON_FIELDS and s.name != "family"]
+    dims = st.session_state.get(f"train_{fam.name}_dims", 2)
+    recipe = fam.recipe(dims if dims in fam.dims else fam.dims[0])
+    common = [replace(s, default=recipe.get(s.name, s.default)) for s in common]
+    with st.form(f"train_form_{fam.name}"):
+        values: dict = {"family": fam.name}
         cols = st.columns(3)
-        basic = [s for s in specs if not s.advanced]
-        for i, spec in enumerate(basic):
+        for i, spec in enumerate(s for s in common if not s.advanced):
             with cols[i % 3]:
-                values[spec.name] = _widget(spec, f"train_{spec.name}")
+                values[spec.name] = _widget(spec, f"train_{fam.name}_{spec.name}")
+        family_specs = describe(fam.Config)
+        family_values = {}
+        if family_specs:
+            st.markdown(f"**{fam.title} settings**")
+            fcols = st.columns(3)
+            for i, spec in enumerate(family_specs):
+                with fcols[i % 3]:
+                    family_values[spec.name] = _widget(spec, f"train_{fam.name}_fam_{spec.name}")
         with st.expander("Advanced"):
-            for spec in (s for s in specs if s.advanced):
-                values[spec.name] = _widget(spec, f"train_{spec.name}")
+            for spec in (s for s in common if s.advanced):
+                values[spec.name] = _widget(spec, f"train_{fam.name}_{spec.name}")
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
             if values.get("dims") == 3 and len(values.get("train_shape", [])) == 2:
-                values["train_shape"] = [64, 80, 64]
+                values["train_shape"] = list(fam.recipe(3).get("train_shape", (64, 80, 64)))
+            values["family_config"] = family_values
             _start(config_from_dict(values))
         except (TypeError, ValueError) as e:
             st.error(f"Cannot start: {e}")
-    if st.button("Quick demo run (tiny, ~30 s on CPU)", key="train_quick_demo"):
-        _start(config_from_dict(QUICK_DEMO))
+    if st.button(f"Quick demo run of {fam.title} (tiny, ~30 s on CPU)", key="train_quick_demo"):
+        div = fam.divisor(2, fam.make_config({}))
+        shape = [max(32, div)] * 2
+        _start(config_from_dict({**QUICK_DEMO, "family": fam.name, "train_shape": shape}))
 
 
 def _start(config: TrainConfig) -> None:
@@ -77,12 +105,13 @@ def _start(config: TrainConfig) -> None:
         st.error(f"Cannot start the run: {e}")
         return
     st.session_state["train_selected"] = run_id
+    st.session_state.pop("train_watch", None)      # "Watch run" follows the new run
     st.success(f"Started run {run_id}")
 
 
 def runs_table(runs: list[dict]) -> None:
     rows = [{"run": r["run_id"], "state": r.get("state"), "epoch": r.get("epoch"),
-             "step": f"{r.get('step', 0)}/{r.get('total_steps', '?')}", "model": r["config"].get("model"),
+             "step": f"{r.get('step', 0)}/{r.get('total_steps', '?')}", "family": r["config"].get("family"),
              "data": r["config"].get("data"), "supervision": r["config"].get("supervision"),
              "message": r.get("message", "")} for r in runs]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -128,11 +157,10 @@ def run_controls(run_id: str, status: dict) -> None:
     weights = jobs.weights_path(run_id)
     if cols[2].button("Use this model", disabled=weights is None, key="train_use"):
         cfg = next(r["config"] for r in jobs.list_runs() if r["run_id"] == run_id)
-        model = cfg.get("model", "voxelmorph")
-        st.session_state["register_method"] = METHOD_FOR_MODEL.get(model, model)
+        method = cfg.get("family", "voxelmorph")       # every family registers a method of the same name
+        st.session_state["register_method"] = method
         st.session_state["register_overrides"] = {"checkpoint": str(weights.resolve())}
-        st.success(f"The Register page will use {METHOD_FOR_MODEL.get(model, model)} with {weights.name} "
-                   f"from run {run_id}.")
+        st.success(f"The Register page will use {method} with {weights.name} from run {run_id}.")
 
 
 @st.fragment(run_every=2.0)
@@ -171,7 +199,7 @@ def live_view(run_id: str) -> None:
 
 def main() -> None:
     st.title("Train a registration network")
-    st.caption("VoxelMorph, TransMorph and an affine CNN; unsupervised, weakly, fully or dual supervised. "
+    st.caption("Every learned family in RegLab; unsupervised, weakly, fully or dual supervised. "
                "Runs train in the background and survive a refresh; pick one below to watch it live.")
     with st.expander("New run", expanded=not jobs.list_runs()):
         config_form()
@@ -198,7 +226,4 @@ def main() -> None:
             st.dataframe(pd.DataFrame(diff, index=pick).T.astype(str))
 
 
-try:
-    main()
-except Exception as e:  # never a traceback on the page
-    st.error(f"The Train page hit an error: {type(e).__name__}: {e}")
+state.run_page(main, "train")

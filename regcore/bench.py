@@ -4,6 +4,10 @@
     >>> report = run_benchmark("benchmarks/manifests/brain2d.csv", ["demons", "bspline"], out_dir="out")
 
 Row 0 of every table is ``identity`` (no registration: moving resampled onto the fixed grid).
+Runs on a batch engine (:mod:`regcore.batch`): ``engine="serial"`` (default) or ``"ray"`` (one Ray task per
+(method, pair); ``address`` joins a cluster), with one result file per task so a rerun skips finished work.
+``grid`` sweeps method parameters (:mod:`regcore.batch.sweep`).
+
 Per method: mean Dice, HD95 (mm), TRE (mm), folding %, SDlogJ over pairs, median runtime (s) and
 peak memory (MiB, max over pairs). A method that fails on a pair (missing extra, bad input) is
 recorded with its error message and the run goes on.
@@ -82,20 +86,37 @@ def run_benchmark(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    engine: str | Any = "serial",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    threads: int | None = None,
+    grid: Mapping[str, Mapping[str, Sequence[Any]]] | Sequence[str] | None = None,
+    retry_failed: bool = False,
+    bar: bool = False,
+    callback: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Run ``methods`` on every pair of ``manifest``; write results.json/.md to ``out_dir`` if given.
+    """Run ``methods`` on every pair of ``manifest`` on a batch engine; write results to ``out_dir`` if given.
 
     Args:
         manifest: CSV with ``name,fixed,moving,fixed_labels,moving_labels,fixed_landmarks,moving_landmarks,
             label_names`` (paths relative to the CSV).
         methods: registry names (``identity`` is always added as row 0).
         overrides: ``{method: {param: value}}``.
+        engine: ``"serial"`` (default; this process) or ``"ray"`` (embedded local Ray, or the cluster at
+            ``address``); see :mod:`regcore.batch.engine`. Both give the same metrics.
+        grid: sweep ``{method: {param: [values]}}`` or ``["weight=0.1,1", "demons.sigma_elastic=1,2"]``
+            (:mod:`regcore.batch.sweep`); every grid point is a row labelled ``method[param=value]``.
+        retry_failed: rerun tasks recorded as failed in ``out_dir`` (finished ones are always skipped).
+        bar: progress bar on stderr; ``callback`` gets the batch status after each task.
     Returns:
         ``{"manifest", "methods", "pairs": [{pair, method, metrics...}], "summary": [{method, ...}],
-        "errors", "environment", "paths"}``.
+        "errors", "environment", "paths"}``; with ``out_dir``: ``results.json``/``results.md`` (+ ``sweep.md``,
+        ``pareto.html``, ``pareto.png`` for a grid) and one ``tasks/<key>.json`` per (method, pair).
     """
+    from regcore.batch.engine import run_tasks
+    from regcore.batch.sweep import expand, parse_grid
+    from regcore.batch.tasks import Task, manifest_refs
     from regcore.methods.registry import get
-    from regcore.register import run_pair
 
     if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
         raise TypeError(f"methods must be a list of method names, got {methods!r}")
@@ -108,43 +129,60 @@ def run_benchmark(
     unknown = set(overrides) - set(methods)
     if unknown:
         raise ValueError(f"--set names method(s) {sorted(unknown)} that are not in --methods {methods}")
+    if grid is not None and not isinstance(grid, Mapping):
+        grid = parse_grid(list(grid), methods)
+    grid = {m: {k: list(v) for k, v in g.items()} for m, g in (grid or {}).items()}
+    variants = expand(methods, grid, overrides)
     say = log or (lambda s: None)
-    pairs, errors = load_pairs(manifest)
-    if not pairs:
+    refs, errors = manifest_refs(manifest)
+    if not refs:
         raise ValueError(f"{manifest}: no loadable pairs ({'; '.join(errors) or 'empty manifest'})")
+    tasks = []
+    for ref in refs:
+        tasks.append(Task(IDENTITY, ref, label=IDENTITY, device=device))
+        tasks += [Task(v.method, ref, v.overrides, label=v.label, device=device) for v in variants]
+
+    def on_record(task, rec) -> None:
+        say(f"[{task.pair_name}] {task.label}: " + (f"failed: {rec.get('error')}" if rec.get("status") != "ok" else
+            ", ".join(f"{k}={rec[k]:.4g}" for k in PAIR_KEYS if rec.get(k) is not None)))
+
+    records = run_tasks(tasks, out_dir, engine=engine, address=address, num_cpus=num_cpus, threads=threads,
+                        retry_failed=retry_failed, bar=bar, callback=callback, on_record=on_record)
+    params = {v.label: (v.method, v.params) for v in variants}
+    params[IDENTITY] = (IDENTITY, {})
     rows: list[dict] = []
-    for pair in pairs:
-        for method in [IDENTITY, *methods]:
-            say(f"[{pair.name}] {method} ...")
-            row: dict[str, Any] = {"pair": pair.name, "method": method}
-            try:
-                metrics = evaluate_identity_pair(pair) if method == IDENTITY else \
-                    run_pair(pair, method, overrides.get(method), device=device)[1]
-            except Exception as exc:  # noqa: BLE001 - record and continue with the next method
-                row["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
-                say(f"    failed: {row['error']}")
-                rows.append(row)
-                continue
-            row.update({k: _finite(metrics.get(k)) for k in PAIR_KEYS})
-            row["device"] = metrics.get("device")
-            row["dice"] = {str(k): _finite(v) for k, v in (metrics.get("dice") or {}).items()}
-            row["warnings"] = list(metrics.get("warnings") or [])
-            say("    " + ", ".join(f"{k}={row[k]:.4g}" for k in PAIR_KEYS if row.get(k) is not None))
-            rows.append(row)
+    for rec in records:
+        row: dict[str, Any] = {"pair": rec["pair"], "method": rec["label"]}
+        if rec["label"] != rec["method"]:
+            row.update(base_method=rec["method"], params=params.get(rec["label"], (None, {}))[1])
+        if rec.get("status") != "ok":
+            row["error"] = rec.get("error", "unknown error")
+        else:
+            row.update({k: _finite(rec.get(k)) for k in PAIR_KEYS})
+            row.update(device=rec.get("device"), dice=rec.get("dice") or {}, warnings=rec.get("warnings") or [])
+        rows.append(row)
     summary = []
-    for method in [IDENTITY, *methods]:
-        ok = [r for r in rows if r["method"] == method and "error" not in r]
-        entry: dict[str, Any] = {"method": method, "pairs": len(ok),
-                                 "failed": sum(1 for r in rows if r["method"] == method and "error" in r)}
+    for label in [IDENTITY, *[v.label for v in variants]]:
+        ok = [r for r in rows if r["method"] == label and "error" not in r]
+        entry: dict[str, Any] = {"method": label, "pairs": len(ok),
+                                 "failed": sum(1 for r in rows if r["method"] == label and "error" in r)}
+        if label in params and params[label][0] != label:
+            entry.update(base_method=params[label][0], params=params[label][1])
         for key, _, how in SUMMARY_COLUMNS:
             entry[key] = _aggregate([r.get(key) for r in ok], how)
         summary.append(entry)
+    eng_name = engine if isinstance(engine, str) else getattr(engine, "name", type(engine).__name__)
+    env = {**_environment(device), "engine": eng_name, "address": address, "num_cpus": num_cpus}
     report = {"manifest": str(manifest), "command": command, "methods": [IDENTITY, *methods], "overrides": overrides,
-              "summary": summary, "pairs": rows, "errors": errors, "environment": _environment(device), "paths": {}}
+              "grid": grid, "summary": summary, "pairs": rows, "errors": errors, "environment": env, "paths": {}}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report["paths"] = {"json": str(out / "results.json"), "markdown": str(out / "results.md")}
+        if grid:
+            from regcore.batch.sweep import write_sweep_outputs
+
+            report["paths"].update(write_sweep_outputs(report, out))
         (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
         (out / "results.md").write_text(to_markdown(report))
     return report

@@ -1,10 +1,13 @@
-"""``regcore`` command line: methods | register | bench | train.
+"""``regcore`` command line: methods | register | report | bench | train.
 
     regcore methods [--json]
     regcore register --fixed F --moving M --method NAME [--fixed-labels FL --moving-labels ML]
                      [--fixed-landmarks FP --moving-landmarks MP] [--label-names CSV]
-                     [--set key=value ...] [--device auto|cpu|cuda] --out DIR
+                     [--set key=value ...] [--device auto|cpu|cuda] --out DIR [--report]
+    regcore report RUN_DIR [--axis 0|1|2 --index N]
     regcore bench --pairs MANIFEST.csv --methods a,b,c [--set method.key=value ...] --out DIR
+                  [--engine serial|ray] [--address auto|HOST:PORT] [--grid [method.]key=v1,v2 ...]
+    regcore sweep --pairs MANIFEST.csv --methods a,b --grid [method.]key=v1,v2,... --out DIR [engine options]
     regcore train --config FILE --out DIR [--resume]
 
 Errors print one line on stderr and exit with code 2 (no traceback).
@@ -16,8 +19,8 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXIT_USAGE = 2
 
@@ -94,21 +97,6 @@ def _progress_printer(quiet: bool):
     return cb
 
 
-def write_outputs(result, metrics: dict, out_dir: Path) -> dict[str, Path]:
-    """warped.nii.gz, displacement.nii.gz (ITK field, LPS mm, fixed space), warped_labels.nii.gz, metrics.json."""
-    from regcore.io import save_displacement, save_image
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"warped": save_image(result.warped.with_data(result.warped.data[:1].float().cpu()), out_dir / "warped.nii.gz"),
-             "displacement": save_displacement(result.displacement.detach().float().cpu(), result.fixed.geometry,
-                                               out_dir / "displacement.nii.gz")}
-    if "warped_labels" in result.extras:
-        paths["warped_labels"] = save_image(result.extras["warped_labels"], out_dir / "warped_labels.nii.gz")
-    paths["metrics"] = out_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics, indent=2, default=_json_default))
-    return paths
-
-
 def _json_default(v):
     try:
         return float(v)
@@ -117,17 +105,32 @@ def _json_default(v):
 
 
 def cmd_register(args) -> int:
-    from regcore.register import run_registration
+    from regcore.data import Pair
+    from regcore.register import run_pair
+    from regcore.report import REPORT_FILE, write_report
+    from regcore.run_record import RunRecord, save_run
 
     overrides = parse_sets(args.set)
     inputs = _load_inputs(args)
-    result, metrics = run_registration(inputs.pop("fixed"), inputs.pop("moving"), args.method, overrides,
-                                       device=args.device, progress=_progress_printer(args.quiet), **inputs)
-    paths = write_outputs(result, metrics, Path(args.out))
+    pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
+    result, metrics = run_pair(pair, args.method, overrides, device=args.device,
+                               progress=_progress_printer(args.quiet))
+    record = RunRecord(pair, result, metrics, label=args.method)
+    paths = save_run(record, Path(args.out))
+    if args.report:
+        paths["report"] = write_report(record, Path(args.out) / REPORT_FILE)
     summary = {k: metrics.get(k) for k in ("method", "dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent",
                                            "sdlogj", "runtime_s", "device")}
     print(json.dumps(summary, default=_json_default))
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from regcore.report import write_report
+
+    path = write_report(args.run_dir, axis=args.axis, index=args.index)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -139,17 +142,50 @@ def cmd_bench(args) -> int:
     if not methods:
         raise CliError(f"--methods needs a comma-separated list of method names, got {args.methods!r}")
     report = run_benchmark(args.pairs, methods, overrides=parse_sets(args.set, qualified=True), out_dir=args.out,
-                           device=args.device, log=None if args.quiet else (lambda s: print(s, file=sys.stderr)),
-                           command="regcore " + shlex.join(sys.argv[1:]))
-    print(f"wrote {report['paths']['json']} and {report['paths']['markdown']}", file=sys.stderr)
+                           device=args.device, log=None, command="regcore " + shlex.join(sys.argv[1:]),
+                           **_batch_kwargs(args))
+    _print_batch_summary(report, args.quiet)
     return 0
 
 
+def _batch_kwargs(args) -> dict:
+    """Engine options shared by `bench` and `sweep` (see regcore.batch)."""
+    if args.address and args.engine != "ray":
+        raise CliError("--address needs --engine ray")
+    return {"engine": args.engine, "address": args.address, "num_cpus": args.num_cpus, "threads": args.threads,
+            "grid": args.grid or None, "retry_failed": args.retry_failed, "bar": not args.quiet}
+
+
+def _print_batch_summary(report: dict, quiet: bool) -> None:
+    failed = sum("error" in r for r in report["pairs"])
+    if not quiet:
+        print(f"{len(report['pairs'])} tasks, {failed} failed", file=sys.stderr)
+    for p in report["paths"].values():
+        print(f"wrote {p}", file=sys.stderr)
+
+
+def cmd_sweep(args) -> int:
+    if not args.grid:
+        raise CliError("sweep needs at least one --grid KEY=V1,V2,... (e.g. --grid weight=0.1,1,10)")
+    return cmd_bench(args)
+
+
+def _add_batch_options(b: argparse.ArgumentParser) -> None:
+    """--engine/--address/--num-cpus/--threads/--grid/--retry-failed of `bench` and `sweep`."""
+    b.add_argument("--engine", default="serial", choices=("serial", "ray"),
+                   help="serial: one task after another in this process (default); ray: one Ray task per "
+                        "(method, pair), on an embedded local Ray or the cluster at --address")
+    b.add_argument("--address", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (with --engine ray)")
+    b.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all cores)")
+    b.add_argument("--threads", type=int, help="torch threads per task (ray default 1, serial default torch's)")
+    b.add_argument("--grid", action="append", metavar="[METHOD.]KEY=V1,V2,...",
+                   help="sweep a method parameter over values (repeatable; grid points multiply)")
+    b.add_argument("--retry-failed", action="store_true", help="rerun tasks recorded as failed in --out")
+
+
 def cmd_train(args) -> int:
-    try:
-        from regcore.train import run_training
-    except ImportError as exc:
-        raise CliError(f"training is not available: regcore.train.run_training could not be imported ({exc})") from exc
+    from regcore.train import run_training
+
     if not Path(args.config).is_file():
         raise CliError(f"--config must be an existing file, got {args.config!r}")
     run_training(args.config, args.out, resume=args.resume)
@@ -177,7 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--out", required=True)
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--report", action="store_true", help="also write the offline HTML QA report (report.html)")
     r.set_defaults(func=cmd_register)
+
+    q = sub.add_parser("report", help="write RUN_DIR/report.html from a folder written by `register --out`")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--axis", type=int, choices=(0, 1, 2), help="3D: slice axis (default 2, axial)")
+    q.add_argument("--index", type=int, help="3D: slice index along --axis (default the middle)")
+    q.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="run methods over the pairs of a CSV manifest")
     b.add_argument("--pairs", required=True, help="CSV manifest (name,fixed,moving,fixed_labels,...)")
@@ -186,7 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     b.add_argument("--out", required=True)
     b.add_argument("--quiet", action="store_true")
+    _add_batch_options(b)
     b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("sweep", help="sweep method parameters x pairs; results table and Pareto plots")
+    w.add_argument("--pairs", required=True, help="CSV manifest (name,fixed,moving,fixed_labels,...)")
+    w.add_argument("--methods", required=True, help="comma-separated method names")
+    w.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="fixed parameter (repeatable)")
+    w.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    w.add_argument("--out", required=True)
+    w.add_argument("--quiet", action="store_true")
+    _add_batch_options(w)
+    w.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("train", help="train a learned method from a config file")
     t.add_argument("--config", required=True)

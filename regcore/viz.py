@@ -74,6 +74,29 @@ def slice_field(disp: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.stack([extract_slice(disp[a], axis, index) for a in keep])
 
 
+def slice_axes(ndim: int, axis: int | None) -> tuple[int, int]:
+    """Tensor axes (p, q) shown horizontally and vertically: ``(0, 1)`` in 2D, the two axes other than ``axis`` in 3D."""
+    if ndim == 2:
+        return 0, 1
+    if ndim != 3 or axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 for a 3D volume, got ndim={ndim}, axis={axis}")
+    p, q = (a for a in range(3) if a != axis)
+    return p, q
+
+
+def points_in_slice(index_points: np.ndarray, axis: int | None, index: int | None,
+                    tol: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel points ``(N, ndim)`` -> in-plane coordinates ``(M, 2)`` of those within ``tol`` voxels of
+    the slice, and the ``(N,)`` boolean mask of which were kept. 2D points are all kept."""
+    pts = np.asarray(index_points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+        raise ValueError(f"index_points must be (N, 2) or (N, 3), got shape {pts.shape}")
+    if pts.shape[1] == 2:
+        return pts, np.ones(len(pts), bool)
+    keep = np.abs(pts[:, axis] - index) <= tol
+    return pts[keep][:, list(slice_axes(3, axis))], keep
+
+
 def display_flips(codes: str | None, axes: tuple[int, int] = (0, 1)) -> tuple[bool, bool]:
     """(reverse_x, reverse_y) so patient Left is on the right (radiological), and A/S point up.
 
@@ -86,8 +109,13 @@ def display_flips(codes: str | None, axes: tuple[int, int] = (0, 1)) -> tuple[bo
 
 
 def checkerboard(fixed: np.ndarray, moving: np.ndarray, tile: int) -> np.ndarray:
-    """Alternate ``tile``-voxel squares of fixed and moving (same shape, any dims)."""
-    fixed, moving = np.asarray(fixed), np.asarray(moving)
+    """Alternate ``tile``-voxel squares (cubes in 3D) of fixed and moving: the one checkerboard composite.
+
+    ``fixed`` and ``moving`` have the same shape, any number of dims (arrays, tensors or Images via
+    :func:`as_array`); the tile at the origin is fixed. Returns a numpy array of that shape. Normalise
+    both first (:func:`normalise01`) when their intensity ranges differ.
+    """
+    fixed, moving = as_array(fixed), as_array(moving)
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} must have the same shape")
     if int(tile) < 1:
@@ -95,25 +123,6 @@ def checkerboard(fixed: np.ndarray, moving: np.ndarray, tile: int) -> np.ndarray
     idx = np.indices(fixed.shape) // int(tile)
     mask = idx.sum(0) % 2 == 0
     return np.where(mask, fixed, moving)
-
-
-def jacobian_determinant_2d3d(disp: np.ndarray) -> np.ndarray:
-    """det(I + grad u) of a voxel displacement ``(ndim, *S)`` (central differences) -> ``(*S)``.
-
-    < 0 marks folding (the map phi = x + u is locally not invertible).
-    """
-    disp = np.asarray(disp, dtype=float)
-    if disp.ndim >= 4 and disp.shape[0] == 1 and disp.ndim == disp.shape[1] + 2:
-        disp = disp[0]
-    n = disp.shape[0]
-    if n not in (2, 3) or disp.ndim != n + 1:
-        raise ValueError(f"disp must be (ndim, *S) with ndim 2 or 3, got shape {disp.shape}")
-    jac = np.empty((n, n) + disp.shape[1:])
-    for i in range(n):
-        grads = np.gradient(disp[i], axis=tuple(range(n))) if n > 1 else [np.gradient(disp[i])]
-        for j in range(n):
-            jac[i, j] = grads[j] + (1.0 if i == j else 0.0)
-    return np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)))
 
 
 def normalise01(a: np.ndarray, level: float | None = None, width: float | None = None) -> np.ndarray:
@@ -243,6 +252,22 @@ def difference_figure(fixed: np.ndarray, moving: np.ndarray, *, title: str = "Di
     lim = float(np.abs(d).max()) or 1.0
     return image_figure(d, title=title, colorscale="RdBu_r", zmin=-lim, zmax=lim, flips=flips, height=height,
                         showscale=True, hover_name="difference")
+
+
+def flicker_figure(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str] = ("fixed", "warped"),
+                   flips=(False, False), height: int = 360, frames: int = 12, duration_ms: int = 450) -> go.Figure:
+    """Two-frame animation alternating ``a`` and ``b`` (both normalised to [0, 1]); press Flicker to play."""
+    fa, fb = normalise01(as_array(a)), normalise01(as_array(b))
+    if fa.shape != fb.shape:
+        raise ValueError(f"a {fa.shape} and b {fb.shape} must have the same shape")
+    fig = image_figure(fa, zmin=0, zmax=1, flips=flips, height=height, title=names[0])
+    fig.frames = [go.Frame(data=[go.Heatmap(z=(fa if k % 2 == 0 else fb).T)], name=str(k),
+                           layout=go.Layout(title_text=names[k % 2])) for k in range(frames)]
+    fig.update_layout(updatemenus=[{"type": "buttons", "showactive": False, "x": 0.02, "y": 0.02, "xanchor": "left",
+                                    "buttons": [{"label": "Flicker", "method": "animate",
+                                                 "args": [None, {"frame": {"duration": duration_ms, "redraw": True},
+                                                                 "transition": {"duration": 0}}]}]}])
+    return fig
 
 
 def grid_overlay_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, title: str = "Deformation grid",

@@ -1,4 +1,5 @@
-"""AppTest on every dashboard page: default run, main widgets, a 2D registration, bad uploads."""
+"""AppTest on every dashboard page: default run, main widgets, a 2D registration, bad uploads, the page
+and view registries, typed runs (RunRecord) and the Home fallback sample."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = ["home", "data", "register", "evaluate", "learn"]
 TIMEOUT = 240
+
+
+def registered_pages() -> list[str]:
+    from pages import _nav as nav
+    return [p.name for p in nav.PAGES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,9 +30,11 @@ def _chdir():
 
 
 def open_page(page: str) -> AppTest:
+    from pages import _nav as nav
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if page != "home":
-        at.switch_page(f"pages/{page}.py").run()
+    spec = nav.page(page)
+    if not spec.default:
+        at.switch_page(spec.path).run()
     return at
 
 
@@ -36,19 +43,96 @@ def assert_clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", registered_pages())
 def test_every_page_renders_cleanly(page):
     at = open_page(page)
     assert_clean(at)
     assert at.title and at.title[0].value
 
 
+def test_page_registry_matches_the_pages_folder():
+    from pages import _nav as nav
+    scripts = {f"pages/{f.name}" for f in (ROOT / "pages").glob("*.py") if not f.name.startswith("_")}
+    assert {p.path for p in nav.PAGES} == scripts, "every page script is registered once, nothing else"
+    assert sum(p.default for p in nav.PAGES) == 1 and nav.PAGES[0].default
+    assert len({p.name for p in nav.PAGES}) == len(nav.PAGES)
+    with pytest.raises(ValueError, match="unknown page 'nope'"):
+        nav.page("nope")
+
+
+def test_app_draws_one_sidebar_link_per_registered_page_and_hides_the_folder_listing():
+    import tomllib
+
+    from pages import _nav as nav
+    at = open_page("home")
+    links = [el.proto.label for el in at.sidebar.get("page_link")]
+    assert links == [p.title for p in nav.PAGES]
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showSidebarNavigation"] is False, "Streamlit's pages/ listing is never drawn"
+    assert config["server"]["fileWatcherType"] == "none"
+
+
+@pytest.mark.parametrize("page", registered_pages())
+def test_a_fresh_server_opens_a_page_url_inside_the_app_navigation(page, monkeypatch):
+    """A fresh server with a pages/ folder starts in Streamlit's legacy mode (until the first
+    st.navigation call) and runs a page URL's script without app.py. The page must go through app.py
+    (pages/_nav.py ensure_app_navigation, called by state.run_page) and end on itself, with the
+    app's sidebar. Reproduces what tests/test_browser.py sees in chromium on a fresh server."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from pages import _nav as nav
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)  # as on a fresh server
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page(nav.page(page).path).run()  # before the first run: the URL's page, as the browser asks
+    assert_clean(at)
+    assert PagesManager.uses_pages_directory is False, f"pages/{page}.py ran without app.py's navigation " \
+        f"(call pages._nav.ensure_app_navigation({page!r}) first, or run the page body with state.run_page)"
+    assert [el.proto.label for el in at.sidebar.get("page_link")] == [p.title for p in nav.PAGES]
+    assert at.title, "the page itself was drawn"
+
+
 def test_home_registers_the_sample_pair_and_improves_dice():
+    from regcore.metrics import evaluate_identity
+    from regcore.run_record import RunRecord
     at = open_page("home")
     dice = next(m for m in at.metric if m.label == "Mean Dice")
     assert dice.value != "n/a"
     assert dice.delta is not None and float(dice.delta) > 0, "registration must improve Dice over identity"
     assert len(at.session_state["runs"]) == 1
+    run = next(iter(at.session_state["runs"].values()))
+    assert isinstance(run, RunRecord)
+    # the delta is after - before, where before is regcore's evaluate_identity on the same pair
+    r = run.result
+    before = evaluate_identity(r.fixed, r.moving, fixed_labels=run.fixed_labels, moving_labels=run.moving_labels,
+                               fixed_landmarks=run.pair.fixed_landmarks, moving_landmarks=run.pair.moving_landmarks,
+                               label_names=run.label_names)
+    assert float(dice.delta) == pytest.approx(run.metrics["dice_mean"] - before["dice_mean"], abs=1e-3)
+    tre = next(m for m in at.metric if m.label == "Mean TRE")
+    assert float(tre.delta.split()[0]) == pytest.approx(run.metrics["tre_mean_mm"] - before["tre_mean_mm"], abs=1e-2)
+
+
+def test_home_falls_back_to_the_shapes_sample_when_the_brain_sample_fails(monkeypatch):
+    import streamlit as st
+
+    from pages import _backend as backend
+    real = backend.sample_pair
+
+    def no_brain(dataset="brain", dims=2, **kw):
+        if dataset == "brain":
+            raise FileNotFoundError("MNI152 template not found")
+        return real(dataset, dims, **kw)
+
+    st.cache_resource.clear()
+    monkeypatch.setattr(backend, "sample_pair", no_brain)
+    try:
+        at = open_page("home")
+        assert not at.exception and not at.error
+        assert any("brain sample is unavailable" in w.value and "shapes" in w.value for w in at.warning)
+        run = next(iter(at.session_state["runs"].values()))
+        assert run.pair_name.startswith("shapes")
+        assert next(m for m in at.metric if m.label == "Mean Dice").value != "n/a"
+    finally:
+        st.cache_resource.clear()
 
 
 def test_data_page_window_slider_and_label_toggle():
@@ -89,7 +173,8 @@ def test_register_page_runs_a_2d_registration_and_stores_it():
     assert_clean(at)
     assert "my run" in at.session_state["runs"]
     run = at.session_state["runs"]["my run"]
-    assert run["result"].warped.shape == run["result"].fixed.shape
+    assert run.label == "my run" and run.method == method
+    assert run.result.warped.shape == run.result.fixed.shape and run.metrics["method"] == method
     assert any("Saved as run" in s.value for s in at.success)
 
 
@@ -112,6 +197,9 @@ def test_evaluate_page_shows_tables_plots_and_exports():
     assert_clean(at)
     table = at.dataframe[0].value
     assert "mean Dice" in table.columns and len(table) >= 2, "a 'before' row and the run"
+    run = next(iter(at.session_state["runs"].values()))
+    before_row = table[table["run"].str.startswith("before")].iloc[0]
+    assert before_row["mean Dice"] == pytest.approx(run.before_metrics["dice_mean"]), "before = RunRecord.before_metrics"
     assert any("Dice per structure" in m.value for m in at.markdown), "per-structure Dice table"
     at.slider(key="eval_tile").set_value(8).run()
     assert_clean(at)
@@ -171,32 +259,38 @@ def test_page_wrapper_turns_exceptions_into_messages():
 
 
 def test_evaluate_every_view_renders():
-    from pages._panels import VIEWS
+    from pages._views import VIEWS
     at = open_page("evaluate")
+    assert at.segmented_control(key="eval_view").options == [v.title for v in VIEWS]
+    run = next(iter(at.session_state["runs"].values()))
     for view in VIEWS:
-        at.segmented_control(key="eval_view").set_value(view).run()
+        at.segmented_control(key="eval_view").set_value(view.title).run()
         assert_clean(at)
+        if view.title == "Jacobian":  # the number comes from the run's metrics, not from the page
+            assert any(f"{run.metrics['folding_percent']:.3f} %" in c.value for c in at.caption)
+        if view.title == "Landmarks":
+            assert any(f"{run.before_metrics['tre_mean_mm']:.2f} mm before -> {run.metrics['tre_mean_mm']:.2f} mm"
+                       in c.value for c in at.caption)
 
 
-def test_qa_report_is_self_contained_html():
-    import numpy as np
+def test_a_new_view_is_one_registered_function():
+    import streamlit as st
 
-    from pages._report import qa_report_html
-    rng = np.random.default_rng(0)
-    f = rng.random((32, 40))
-    lab = np.zeros((32, 40), int)
-    lab[8:20, 10:30] = 1
-    jac = np.ones((32, 40))
-    jac[3, 3] = -1
-    slices = {"fixed": f, "moving": np.roll(f, 2, 0), "warped": f, "jac": jac, "fixed_labels": lab,
-              "moving_labels": np.roll(lab, 2, 0), "warped_labels": lab}
-    html = qa_report_html(slices, {"dice_mean": 0.9, "dice": {"cortex": 0.9}, "folding_percent": 0.1},
-                          {"dice_mean": 0.6, "dice": {"cortex": 0.6}}, pair_name="a <- b", method="demo")
-    assert html.startswith("<!DOCTYPE html>") and html.count("data:image/png;base64,") == 9
-    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
-    assert "cortex" in html and "a &lt;- b" in html
-    with pytest.raises(ValueError, match="must contain 'jac'"):
-        qa_report_html({k: v for k, v in slices.items() if k != "jac"}, {})
+    from pages import _views as views
+    with pytest.raises(ValueError, match="already registered"):
+        views.view("Checkerboard")(lambda ctx: None)
+    n = len(views.VIEWS)
+
+    @views.view("Test-only view", "draws the run's method")
+    def _test_view(ctx):
+        st.write(f"method={ctx.record.method} shape={ctx.view.fixed.shape}")
+    try:
+        at = open_page("evaluate")
+        at.segmented_control(key="eval_view").set_value("Test-only view").run()
+        assert_clean(at)
+        assert any(m.value.startswith("method=") for m in at.markdown)
+    finally:
+        del views.VIEWS[n:]
 
 
 @pytest.mark.slow

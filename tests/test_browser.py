@@ -1,8 +1,9 @@
 """End-to-end: Playwright drives `streamlit run app.py` in Debian's headless chromium.
 
-Opens every page, runs a registration, checks that the checkerboard and the Dice table
-appear, and saves screenshots to test-artifacts/. Run: ``make test-browser`` or
-``.venv/bin/python -m pytest tests/test_browser.py -m browser``.
+On fresh servers: the first page load shows only the registered pages (never Streamlit's listing
+of the pages/ folder) and a direct page URL lands on that page. Then opens every page, runs a
+registration, checks that the checkerboard and the Dice table appear, and saves screenshots to
+test-artifacts/. Run: ``make test-browser`` or ``.venv/bin/python -m pytest tests/test_browser.py -m browser``.
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def _start_server(log_name: str):
+    """`streamlit run app.py` on a free port, as `make app` starts it (the repo's .streamlit/config.toml
+    applies); returns (process, url, log file) once /_stcore/health answers."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "w")
+    log = open(ARTIFACTS / log_name, "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                             "--server.fileWatcherType", "none"],
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -53,9 +54,12 @@ def server():
         except OSError:
             time.sleep(0.5)
     else:
-        proc.terminate()
-        pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
-    yield url
+        _stop_server(proc, log)
+        pytest.fail(f"streamlit did not start; see {ARTIFACTS / log_name}")
+    return proc, url, log
+
+
+def _stop_server(proc, log) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -65,16 +69,38 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server():
+    proc, url, log = _start_server("streamlit.log")
+    yield url
+    _stop_server(proc, log)
+
+
+@pytest.fixture
+def fresh_server():
+    """A server no browser has talked to yet (Streamlit decides its pages/ mode on the first session)."""
+    proc, url, log = _start_server("streamlit_fresh.log")
+    yield url
+    _stop_server(proc, log)
+
+
+@pytest.fixture(scope="module")
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1900})
-        pg = ctx.new_page()
-        pg.set_default_timeout(SLOW_MS)
-        yield pg
-        ctx.close()
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(SLOW_MS)
+    yield pg
+    ctx.close()
 
 
 def _settle(page) -> None:
@@ -91,9 +117,77 @@ def _no_traceback(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, "a traceback reached the page"
 
 
+def _sidebar_links(page) -> list[str]:
+    """Labels of the sidebar page links (the material icon's ligature text comes first: dropped)."""
+    texts = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').all_inner_texts()
+    return [t.strip().splitlines()[-1].strip() for t in texts if t.strip()]
+
+
+def _registered_titles() -> list[str]:
+    from pages import _nav as nav
+    return [p.title for p in nav.PAGES]
+
+
+def _sidebar_text(page) -> str:
+    side = page.locator('[data-testid="stSidebar"]')
+    return side.inner_text() if side.count() else ""
+
+
 def _goto_nav(page, label: str) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
+    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').get_by_text(label, exact=True).click()
     _settle(page)
+
+
+def _watch_first_load(page, url: str, ready_text: str, shot: str) -> None:
+    """Open ``url`` as the first request; until ``ready_text`` shows, the sidebar must never list the
+    pages/ folder (private helper modules, 'app') nor show Streamlit's own page list."""
+    private = {"app", "backend", "state", "widgets", "views", "nav", "panels", "report"}
+    page.goto(url)
+    deadline = time.time() + SLOW_MS / 1000
+    first_shot = False
+    while time.time() < deadline:
+        words = {w.strip().lower() for w in _sidebar_text(page).splitlines() if w.strip()}
+        assert not words & private, f"the sidebar listed the pages/ folder: {sorted(words & private)}"
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0, "Streamlit's page list was drawn"
+        if not first_shot and _sidebar_links(page):
+            page.screenshot(path=str(ARTIFACTS / f"{shot}_first_paint.png"))
+            first_shot = True
+        if page.locator('[data-testid="stMain"]').get_by_text(ready_text).count():
+            break
+        page.wait_for_timeout(200)
+    _settle(page)
+    assert page.get_by_text("Page not found").count() == 0
+    _no_traceback(page)
+    assert _sidebar_links(page) == _registered_titles()
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+
+
+def test_fresh_server_first_load_shows_only_the_registered_pages(fresh_server, browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(SLOW_MS)
+    try:
+        _watch_first_load(pg, fresh_server, "Mean Dice", "00_fresh_home")
+        assert pg.get_by_role("heading", name="RegLab").count()
+    finally:
+        ctx.close()
+
+
+def test_fresh_server_direct_page_urls_land_on_their_page(fresh_server, browser):
+    """The first request of a fresh server is a page URL; then more page URLs in new tabs (new sessions)."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        # (url path, text in that page's main area)
+        for path, ready in (("data", "Current pair"), ("evaluate", "No runs yet"), ("train", "Train"),
+                            ("learn", "Concept"), ("register", "Run registration")):
+            pg = ctx.new_page()
+            pg.set_default_timeout(SLOW_MS)
+            _watch_first_load(pg, f"{fresh_server}/{path}", ready, f"00_fresh_{path}")
+            assert pg.url.rstrip("/").endswith(f"/{path}"), pg.url
+            assert pg.locator('[data-testid="stMain"]').get_by_text(ready).count(), f"/{path} shows its page"
+            pg.close()
+    finally:
+        ctx.close()
 
 
 def test_every_page_registration_checkerboard_and_dice(server, page):
@@ -115,10 +209,9 @@ def test_every_page_registration_checkerboard_and_dice(server, page):
     _no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "03_learn.png"), full_page=True)
 
-    if page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).count():
-        _goto_nav(page, "Train")
-        _no_traceback(page)
-        page.screenshot(path=str(ARTIFACTS / "04_train.png"), full_page=True)
+    _goto_nav(page, "Train")
+    _no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "04_train.png"), full_page=True)
 
     _goto_nav(page, "Register")
     page.get_by_role("button", name="Run registration").click()

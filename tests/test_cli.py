@@ -1,4 +1,5 @@
-"""`regcore` CLI: methods --json, a register round trip checked with SimpleITK, bad input -> exit 2."""
+"""`regcore` CLI: methods --json, a register round trip checked with SimpleITK, the QA report from a run
+folder (`register --report`, `report RUN_DIR`), bad input -> exit 2 with one line naming the problem."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import smooth_random_field
 from scipy.ndimage import gaussian_filter
 
-from conftest import smooth_random_field
 from regcore.cli import main
 from regcore.image import Geometry, Image
 from regcore.io import save_image
 from regcore.spatial.warp import warp, warp_labels
-
 
 
 def write_pair(folder, size: int = 48):
@@ -55,20 +55,33 @@ def test_methods_json_lists_every_method(capsys):
     assert {"bspline", "demons", "sitk_affine_mi", "sitk_bspline", "sitk_demons", "elastix", "ants_syn"} <= names
 
 
-def test_register_round_trip_matches_simpleitk(tmp_path, capsys):
-    paths = write_pair(tmp_path)
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """One `regcore register ... --report` run (demons, 48x48): (input paths, output folder, exit code)."""
+    folder = tmp_path_factory.mktemp("cli")
+    paths = write_pair(folder)
+    out = folder / "out"
     code = main(["register", "--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--method", "demons",
                  "--fixed-labels", str(paths["fixed_labels"]), "--moving-labels", str(paths["moving_labels"]),
-                 "--set", "iterations=30", "--set", "levels=2", "--device", "cpu", "--out", str(out), "--quiet"])
-    assert code == 0, capsys.readouterr().err
-    for name in ("warped.nii.gz", "displacement.nii.gz", "warped_labels.nii.gz", "metrics.json"):
+                 "--set", "iterations=30", "--set", "levels=2", "--device", "cpu", "--out", str(out), "--quiet",
+                 "--report"])
+    return paths, out, code
+
+
+def test_register_round_trip_matches_simpleitk(registered):
+    paths, out, code = registered
+    assert code == 0
+    for name in ("warped.nii.gz", "displacement.nii.gz", "warped_labels.nii.gz", "metrics.json", "fixed.nii.gz",
+                 "moving.nii.gz", "fixed_labels.nii.gz", "moving_labels.nii.gz", "metrics_before.json", "run.json",
+                 "report.html"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("method", "dice_mean", "dice", "hd95_mean_mm", "folding_percent", "sdlogj", "runtime_s",
                 "peak_memory_mb", "device"):
         assert key in metrics, key
     assert metrics["method"] == "demons" and metrics["device"] == "cpu"
+    before = json.loads((out / "metrics_before.json").read_text())
+    assert before["method"] == "identity" and before["folding_percent"] == 0.0
 
     # Identity Dice (moving resampled through physical space, flip undone) must be lower.
     from regcore.io import load_image
@@ -79,6 +92,7 @@ def test_register_round_trip_matches_simpleitk(tmp_path, capsys):
     ident = np.mean([2 * ((fl.numpy() == k) & (ml.numpy() == k)).sum() / ((fl.numpy() == k).sum() + (ml.numpy() == k).sum())
                      for k in (1, 2, 3)])
     assert metrics["dice_mean"] > ident + 0.03
+    assert before["dice_mean"] == pytest.approx(ident, abs=1e-6), "metrics_before.json is the identity row"
 
     # SimpleITK reads the field as a transform and reproduces warped.nii.gz from the ORIGINAL moving file.
     fixed = sitk.ReadImage(str(paths["fixed"]))
@@ -89,6 +103,62 @@ def test_register_round_trip_matches_simpleitk(tmp_path, capsys):
     theirs = sitk.GetArrayFromImage(resampled)
     inner = (slice(6, -6), slice(6, -6))
     assert np.abs(ours[inner] - theirs[inner]).max() < 2e-2 * (np.ptp(ours) + 1e-6)
+
+
+def test_register_report_is_offline_html_with_before_and_after(registered):
+    _, out, code = registered
+    assert code == 0
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<script" not in html.lower() and "https://" not in html
+    assert html.count("data:image/png;base64,") == 9, "7 image panels + 2 contour panels (labels given)"
+    assert "demons" in html and "fixed.nii.gz &lt;- moving.nii.gz" in html
+    assert "Per structure" in html and "Dice before" in html
+
+
+def test_report_command_rewrites_the_report_from_the_run_folder(registered, capsys):
+    _, out, code = registered
+    assert code == 0
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert str(out / "report.html") in capsys.readouterr().err
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 9
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"{metrics['dice_mean']:.4g}" in html, "the summary shows the run's own metrics"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_report_errors_name_the_file_and_exit_2(registered, tmp_path, capsys):
+    import shutil
+
+    _, out, code = registered
+    assert code == 0
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = _one_line_error(capsys)
+    assert "nowhere" in err and "not a folder" in err
+    for missing in ("fixed.nii.gz", "displacement.nii.gz", "metrics.json"):
+        broken = tmp_path / f"no_{missing.split('.')[0]}"
+        shutil.copytree(out, broken)
+        (broken / missing).unlink()
+        assert main(["report", str(broken)]) == 2, missing
+        err = _one_line_error(capsys)
+        assert str(broken / missing) in err and "file not found" in err, err
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(out, bad_json)
+    (bad_json / "metrics.json").write_text("{not json")
+    assert main(["report", str(bad_json)]) == 2
+    err = _one_line_error(capsys)
+    assert str(bad_json / "metrics.json") in err and "not valid JSON" in err
+    bad_field = tmp_path / "bad_field"
+    shutil.copytree(out, bad_field)
+    (bad_field / "displacement.nii.gz").write_bytes(b"garbage")
+    assert main(["report", str(bad_field)]) == 2
+    assert str(bad_field / "displacement.nii.gz") in _one_line_error(capsys)
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -117,5 +187,6 @@ def test_argparse_errors_exit_2(capsys):
 
 def test_train_without_config_file_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.json"), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "missing.json" in err or "training is not available" in err
+    err = _one_line_error(capsys)
+    assert err == f"regcore train: error: --config must be an existing file, got {str(tmp_path / 'missing.json')!r}"
+    assert not (tmp_path / "run").exists(), "nothing is written for a bad config"

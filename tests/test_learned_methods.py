@@ -8,9 +8,9 @@ import torch
 
 from regcore.image import Image
 from regcore.methods import registry
-from regcore.methods.learned._common import MODELS_DIR
+from regcore.methods.learned.family import get_family
+from regcore.methods.learned.inference import MODELS_DIR
 from regcore.methods.registry import Family
-from regcore.nets.registration_net import RegistrationNet
 from regcore.nets.spatial_ops import affine_to_displacement
 from regcore.spatial.warp import warp_labels
 from regcore.train.checkpoint import CheckpointError, save_checkpoint
@@ -27,12 +27,13 @@ def _pair(shape=(80, 96), seed=4):
     return f, m, s["fixed_labels"][None], s["moving_labels"][None]
 
 
-def _tmp_checkpoint(tmp_path, model="voxelmorph", dims=2, spacing=2.0):
+def _tmp_checkpoint(tmp_path, family="voxelmorph", dims=2, spacing=2.0):
     torch.manual_seed(0)
-    net = RegistrationNet({"model": model, "dims": dims, "net": {"channels": [8, 8, 8, 8]} if model == "voxelmorph"
-                           else {}})
-    return save_checkpoint(tmp_path / f"{model}{dims}d.pt", {"arch": net.arch, "spacing_mm": spacing,
-                                                               "state_dict": net.state_dict()})
+    fam = get_family(family)
+    values = {"channels": [8, 8, 8, 8]} if family == "voxelmorph" else {}
+    nets = fam.build(dims, fam.make_config(values))
+    return save_checkpoint(tmp_path / f"{family}{dims}d.pt", {"family": family, "dims": dims, "family_config": values,
+                                                                "spacing_mm": spacing, "state_dict": nets.state_dict()})
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -95,8 +96,12 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         method.register(f, m, spec.make_config({"checkpoint": str(bad)}))
     with pytest.raises(ValueError, match="is a 3D model but the images are 2D"):
         method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, dims=3))}))
-    with pytest.raises(ValueError, match="holds a 'affine' model"):
-        method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, model="affine"))}))
+    with pytest.raises(ValueError, match="holds a 'affine_net' model"):
+        method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, family="affine_net"))}))
+    old = save_checkpoint(tmp_path / "v1.pt", {"arch": {"model": "voxelmorph"}, "state_dict": {}, "spacing_mm": 2.0})
+    torch.save({**torch.load(old, weights_only=True), "version": 1}, old)
+    with pytest.raises(CheckpointError, match="made by an older RegLab"):
+        method.register(f, m, spec.make_config({"checkpoint": str(old)}))
     with pytest.raises(ValueError, match="resample moving onto the fixed grid"):
         method.register(f, Image.from_array(torch.rand(10, 10)), spec.make_config())
     with pytest.raises(TypeError, match="fixed must be a regcore.image.Image"):

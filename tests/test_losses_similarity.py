@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from regcore.losses import MULTIMODAL, Similarity, similarity_loss
+from regcore.losses import LNCC_WINDOW, MULTIMODAL, Similarity, SimilarityName, make_similarity
 from regcore.losses.mind import MINDLoss, mind_ssc, ssc_pairs
 from regcore.losses.similarity import (
     CorrelationRatioLoss,
@@ -15,10 +15,10 @@ from regcore.losses.similarity import (
     MutualInformationLoss,
     NMILoss,
     SSIMLoss,
-    gaussian_kernel,
     separable_filter,
     ssim_map,
 )
+from regcore.spatial.smooth import gaussian_kernel_1d
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -41,7 +41,7 @@ def shifted(x: torch.Tensor, k: int = 2) -> torch.Tensor:
 @pytest.mark.parametrize("name", list(Similarity))
 @pytest.mark.parametrize("shape", [(32, 36), (20, 22, 24)])
 def test_identical_images_give_the_minimum(name, shape):
-    loss = similarity_loss(name, **({"window": 7} if name == "ssim" else {}))
+    loss = make_similarity(name, len(shape), **({"window": 7} if name == "ssim" else {}))
     f = smooth_image(shape)
     same = float(loss(f, f.clone()))
     other = float(loss(f, shifted(f, 3)))
@@ -51,7 +51,7 @@ def test_identical_images_give_the_minimum(name, shape):
 @pytest.mark.parametrize("name", ["mse", "mae", "mind", "ssim"])
 def test_zero_for_identical_images(name):
     f = smooth_image((24, 28))
-    assert float(similarity_loss(name)(f, f)) == pytest.approx(0.0, abs=1e-6)
+    assert float(make_similarity(name, 2)(f, f)) == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ncc", "lncc", "lncc_gauss"])
@@ -59,9 +59,9 @@ def test_correlation_losses_reach_minus_one(name):
     f = smooth_image((24, 28))
     # a pure scaling: LNCC windows see zeros outside the image (zero padding, as in MONAI), so an
     # offset would break the linear relation in the border windows
-    assert float(similarity_loss(name)(f, 2.0 * f)) == pytest.approx(-1.0, abs=1e-4)
+    assert float(make_similarity(name, 2)(f, 2.0 * f)) == pytest.approx(-1.0, abs=1e-4)
     if name == "ncc":
-        assert float(similarity_loss(name)(f, 2.0 * f + 0.5)) == pytest.approx(-1.0, abs=1e-5)
+        assert float(make_similarity(name, 2)(f, 2.0 * f + 0.5)) == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_intensity_inversion_multimodal_teaching_point():
@@ -69,10 +69,10 @@ def test_intensity_inversion_multimodal_teaching_point():
     f = smooth_image((40, 44), seed=1)
     inverted = 1.0 - f
     for name in MULTIMODAL:
-        loss = similarity_loss(name)
+        loss = make_similarity(name, 2)
         assert float(loss(f, inverted)) == pytest.approx(float(loss(f, f)), abs=2e-3), name
         assert float(loss(f, inverted)) < float(loss(f, shifted(f, 3))), name
-    mse, ncc = similarity_loss("mse"), similarity_loss("ncc")
+    mse, ncc = make_similarity("mse", 2), make_similarity("ncc", 2)
     assert float(mse(f, inverted)) > float(mse(f, shifted(f, 3)))
     assert float(ncc(f, inverted)) == pytest.approx(1.0, abs=1e-5)  # worst possible NCC
 
@@ -80,7 +80,7 @@ def test_intensity_inversion_multimodal_teaching_point():
 def test_mi_finds_the_shift_of_an_inverted_image_and_mse_does_not():
     f = smooth_image((48, 48), seed=2, sigma=3.0)
     moving = 1.0 - torch.roll(f, 4, dims=2)  # other "modality", shifted by 4 voxels
-    mi, mse = similarity_loss("mi"), similarity_loss("mse")
+    mi, mse = make_similarity("mi", 2), make_similarity("mse", 2)
     shifts = list(range(-7, 8))
     mi_curve = [float(mi(f, torch.roll(moving, -s, dims=2))) for s in shifts]
     mse_curve = [float(mse(f, torch.roll(moving, -s, dims=2))) for s in shifts]
@@ -113,12 +113,12 @@ def test_mask_restricts_the_loss():
     mask = torch.zeros(1, 1, 20, 20)
     mask[..., :10] = 1
     expected = float(((f - w) ** 2)[..., :10].mean())
-    assert float(similarity_loss("mse")(f, w, mask)) == pytest.approx(expected, rel=1e-6)
-    ncc_masked = float(similarity_loss("ncc")(f, w, mask))
-    ncc_crop = float(similarity_loss("ncc")(f[..., :10].contiguous(), w[..., :10].contiguous()))
+    assert float(make_similarity("mse", 2)(f, w, mask)) == pytest.approx(expected, rel=1e-6)
+    ncc_masked = float(make_similarity("ncc", 2)(f, w, mask))
+    ncc_crop = float(make_similarity("ncc", 2)(f[..., :10].contiguous(), w[..., :10].contiguous()))
     assert ncc_masked == pytest.approx(ncc_crop, abs=1e-5)
-    mi_masked = float(similarity_loss("mi", normalise=False)(f, w, mask))
-    mi_crop = float(similarity_loss("mi", normalise=False)(f[..., :10].contiguous(), w[..., :10].contiguous()))
+    mi_masked = float(make_similarity("mi", 2, normalise=False)(f, w, mask))
+    mi_crop = float(make_similarity("mi", 2, normalise=False)(f[..., :10].contiguous(), w[..., :10].contiguous()))
     assert mi_masked == pytest.approx(mi_crop, abs=1e-5)
 
 
@@ -126,7 +126,7 @@ def test_batch_is_mean_of_items():
     f = torch.cat([smooth_image((16, 16), 0), smooth_image((16, 16), 1)])
     w = torch.cat([smooth_image((16, 16), 2), smooth_image((16, 16), 3)])
     for name in ("mse", "ncc", "mi", "nmi", "cr", "lncc"):
-        loss = similarity_loss(name)
+        loss = make_similarity(name, 2)
         both = float(loss(f, w))
         items = np.mean([float(loss(f[i:i + 1], w[i:i + 1])) for i in range(2)])
         assert both == pytest.approx(items, abs=1e-5), name
@@ -137,7 +137,7 @@ def test_batch_is_mean_of_items():
 
 def test_separable_filter_matches_scipy():
     x = smooth_image((12, 13, 14), 4, sigma=1.0, dtype=torch.float64)
-    k = gaussian_kernel(1.3, 7, dtype=torch.float64)
+    k = gaussian_kernel_1d(1.3, radius=3, dtype=torch.float64)
     ours = separable_filter(x, k)[0, 0].numpy()
     ref = ndimage.correlate(x[0, 0].numpy(), np.einsum("i,j,k->ijk", *[k.numpy()] * 3), mode="constant")
     np.testing.assert_allclose(ours, ref, atol=1e-12)
@@ -204,7 +204,7 @@ GRADCHECK_LOSSES = {
 @pytest.mark.parametrize("name", list(Similarity))
 def test_gradcheck(name):
     torch.manual_seed(0)
-    loss = similarity_loss(name, **GRADCHECK_LOSSES[name])
+    loss = make_similarity(name, 2, **GRADCHECK_LOSSES[name])
     f = (0.1 + 0.8 * torch.rand(1, 1, 6, 7, dtype=torch.float64)).requires_grad_()
     w = (0.1 + 0.8 * torch.rand(1, 1, 6, 7, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: loss(a, b), (f, w), eps=1e-6, atol=1e-5, fast_mode=True)
@@ -216,7 +216,7 @@ def test_backward_3d_on_device(name, device):
     f = smooth_image((12, 13, 14)).to(device)
     w = smooth_image((12, 13, 14), 1).to(device).requires_grad_()
     kw = {"window": 5} if name == "ssim" else {}
-    value = similarity_loss(name, **kw)(f, w)
+    value = make_similarity(name, 3, **kw)(f, w)
     value.backward()
     assert value.ndim == 0 and value.device.type == device
     assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
@@ -228,17 +228,19 @@ def test_backward_3d_on_device(name, device):
 def test_bad_input_messages():
     f = smooth_image((10, 10))
     with pytest.raises(ValueError, match="must be one of"):
-        similarity_loss("cosine")
+        make_similarity("cosine", 2)
     with pytest.raises(TypeError, match="bad keyword"):
-        similarity_loss("mse", window=3)
+        make_similarity("mse", 2, bins=3)
+    with pytest.raises(ValueError, match="dims must be 2 or 3"):
+        make_similarity("mse", 4)
     with pytest.raises(ValueError, match="same shape"):
-        similarity_loss("mse")(f, smooth_image((10, 12)))
+        make_similarity("mse", 2)(f, smooth_image((10, 12)))
     with pytest.raises(ValueError, match=r"\(B, C, \*S\)"):
-        similarity_loss("ncc")(f[0], f[0])
+        make_similarity("ncc", 2)(f[0], f[0])
     with pytest.raises(TypeError, match="floating"):
-        similarity_loss("mse")(f.long(), f.long())
+        make_similarity("mse", 2)(f.long(), f.long())
     with pytest.raises(ValueError, match="mask must be"):
-        similarity_loss("mse")(f, f, torch.ones(1, 1, 5, 5))
+        make_similarity("mse", 2)(f, f, torch.ones(1, 1, 5, 5))
     with pytest.raises(ValueError, match="odd positive int"):
         LocalNCCLoss(window=4)
     with pytest.raises(ValueError, match="bins"):
@@ -266,7 +268,7 @@ def test_gradient_descent_recovers_a_translation(name):
     moving = warp(fixed, -truth.view(1, 2, 1, 1).expand(1, 2, 48, 48))  # moving(x) = fixed(x - truth)
     if name in MULTIMODAL:
         moving = 1.0 - moving
-    loss = similarity_loss(name, **({"window": 7} if name == "ssim" else {}))
+    loss = make_similarity(name, 2, **({"window": 7} if name == "ssim" else {}))
     t = torch.zeros(2, requires_grad=True)
     opt = torch.optim.Adam([t], lr=0.2)
     for _ in range(50):
@@ -278,11 +280,37 @@ def test_gradient_descent_recovers_a_translation(name):
 
 
 def test_sampled_mi_with_seed_is_repeatable_and_leaves_global_rng_alone():
-    from regcore.losses import similarity_loss
-
     fixed, warped = torch.rand(1, 1, 40, 40, 40), torch.rand(1, 1, 40, 40, 40)
-    first, second = (similarity_loss("mi", samples=5_000, seed=3) for _ in range(2))
+    first, second = (make_similarity("mi", 3, samples=5_000, seed=3) for _ in range(2))
     state = torch.random.get_rng_state()
     values = [float(first(fixed, warped)) for _ in range(2)]
     assert torch.equal(torch.random.get_rng_state(), state)
     assert float(second(fixed, warped)) == values[0] and values[1] != values[0]  # same stream, and it advances
+
+
+# -- the one name -> loss factory -----------------------------------------------------------
+
+
+def test_make_similarity_defaults_follow_the_dimension():
+    for dims, window in ((2, 9), (3, 7)):
+        assert LNCC_WINDOW[dims] == window
+        box, gauss = make_similarity("lncc", dims), make_similarity("LNCC_GAUSS", dims)
+        assert (box.window, box.kernel_name) == (window, "box")
+        assert (gauss.window, gauss.kernel_name) == (window, "gaussian")
+    assert make_similarity("mi", 3).samples == 200_000 and make_similarity("mi", 2).samples is None
+    assert make_similarity("nmi", 3, samples=None).samples is None  # options override the defaults
+    assert make_similarity("lncc", 3, window=5).window == 5 and make_similarity("ssim", 2, window=5).window == 5
+    assert isinstance(make_similarity("mse", 3, window=5), type(make_similarity("mse", 2)))  # window ignored
+    assert SimilarityName is Similarity and {s.value for s in Similarity} >= {"lncc", "ncc", "mse", "mi", "nmi",
+                                                                            "mind", "cr", "ssim", "mae", "lncc_gauss"}
+
+
+def test_regularizer_names_build_the_same_modules():
+    from regcore.losses import Regularizer, make_regularizer, regularizer_loss
+
+    assert regularizer_loss is make_regularizer
+    for name in Regularizer:
+        assert type(make_regularizer(name)).__name__.lower().startswith(("diffusion", "totalvariation", "bending",
+                                                                          "folding", "noregularizer"))
+    with pytest.raises(ValueError, match="must be one of"):
+        make_regularizer("elastic")

@@ -1,4 +1,5 @@
-"""Rigid/affine registration (regcore.methods.classical.affine) and the shared helpers in _common."""
+"""Rigid/affine registration (regcore.methods.classical.affine, .rigid) and the shared classical helpers
+(pyramid, filters, lncc)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from scipy import ndimage
 from regcore.image import Geometry, Image
 from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
-from regcore.methods.classical import _common
+from regcore.losses import make_similarity
+from regcore.methods.classical.filters import box_filter
+from regcore.methods.classical.lncc import lncc_and_gradient
+from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
 from regcore.spatial.affine import affine_to_displacement
 from regcore.spatial.warp import warp
 
@@ -142,38 +146,37 @@ def test_bad_input_raises(name):
 
 def test_schedule_validation():
     with pytest.raises(ValueError, match="one count per level"):
-        _common.validate_schedule((4, 2), (10,))
+        validate_schedule((4, 2), (10,))
     with pytest.raises(ValueError, match=">= 1"):
-        _common.validate_schedule((0,), (10,))
+        validate_schedule((0,), (10,))
 
 
 # -- shared helpers, cross-checked against scipy / autograd --------------------------------------
 
 
-def test_gaussian_smooth_matches_scipy():
-    x = torch.rand(1, 2, 17, 19, 21, dtype=torch.float64)
-    for sigma in (0.5, 1.0, 2.0):
-        ours = _common.gaussian_smooth(x, sigma).numpy()[0]
-        ref = np.stack([ndimage.gaussian_filter(x[0, c].numpy(), sigma, mode="nearest", truncate=2.0)
-                        for c in range(2)])
-        np.testing.assert_allclose(ours, ref, atol=1e-10)
+def test_downsample_blurs_at_half_the_factor_truncated_at_two_sigma():
+    x = torch.rand(1, 1, 33, 41, dtype=torch.float64)
+    small = downsample(x, 2)
+    assert small.shape[2:] == level_shape((33, 41), 2) == (16, 20)
+    blurred = ndimage.gaussian_filter(x[0, 0].numpy(), 1.0, mode="nearest", truncate=2.0)
+    np.testing.assert_allclose(small[0, 0, 0, 0].item(), blurred[0, 0], atol=1e-12)  # corners coincide
+    np.testing.assert_allclose(small[0, 0, -1, -1].item(), blurred[-1, -1], atol=1e-12)
+    assert downsample(x, 1) is x
 
 
 def test_box_filter_matches_scipy_uniform_filter():
     x = torch.rand(1, 1, 13, 15, dtype=torch.float64)
-    ours = _common.box_filter(x, 5)[0, 0].numpy()
+    ours = box_filter(x, 5)[0, 0].numpy()
     ref = ndimage.uniform_filter(x[0, 0].numpy(), 5, mode="constant")
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
 def test_lncc_gradient_matches_autograd_and_regcore_loss():
-    from regcore.losses import similarity_loss
-
     g = torch.Generator().manual_seed(0)
     fixed = torch.rand(1, 1, 9, 10, 11, generator=g, dtype=torch.float64)
     warped = torch.rand(1, 1, 9, 10, 11, generator=g, dtype=torch.float64).requires_grad_(True)
-    loss, grad = _common.lncc_and_gradient(fixed, warped.detach(), 5)
-    ref = similarity_loss("lncc", window=5)(fixed, warped)
+    loss, grad = lncc_and_gradient(fixed, warped.detach(), 5)
+    ref = make_similarity("lncc", 3, window=5)(fixed, warped)
     ref.backward()
     assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-6)
     np.testing.assert_allclose(grad.numpy(), warped.grad.numpy(), rtol=1e-6, atol=1e-12)
@@ -183,6 +186,6 @@ def test_resize_field_keeps_a_linear_map():
     shape, small = (33, 41), (17, 21)
     grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in small], indexing="ij"))[None]
     u_small = 0.1 * grid  # u(x) = 0.1 x in small voxels
-    u_big = _common.resize_field(u_small, shape)
+    u_big = resize_field(u_small, shape)
     big = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))[None]
     torch.testing.assert_close(u_big, 0.1 * big, atol=1e-4, rtol=1e-4)

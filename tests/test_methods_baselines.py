@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from conftest import smooth_random_field
 from regcore.image import Geometry, Image
-from regcore.methods.classical.sitk_baselines import to_sitk, transform_to_voxel_displacement
+from regcore.methods.classical.library_convert import to_sitk, transform_to_voxel_displacement
 from regcore.methods.registry import MissingExtraError, get
 from regcore.spatial.warp import warp, warp_labels
 
@@ -62,7 +62,7 @@ def test_to_sitk_keeps_voxels_and_geometry():
     ("sitk_bspline", {"iterations": 30, "grid_spacing_mm": 12.0, "metric": "mean_squares"}),
     ("sitk_demons", {"iterations": 30}),
 ])
-def test_sitk_baselines_raise_dice(method, overrides):
+def test_sitk_methods_raise_dice(method, overrides):
     fixed, moving, flab, mlab = labelled_pair()
     spec = get(method)
     res = spec.factory().register(fixed, moving, spec.make_config(overrides))

@@ -154,9 +154,10 @@ def test_bad_input_raises(name):
         method.register(good, Image.from_array(np.zeros((32, 36), np.float32)))
     nan = good.data.clone()
     nan[0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        method.register(nan_image := good.with_data(nan), good)
-    assert nan_image is not None
+    with pytest.raises(ValueError, match=r"fixed .* contains NaN or infinite voxels"):
+        method.register(good.with_data(nan), good)
+    with pytest.raises(ValueError, match=r"moving .* contains NaN or infinite voxels"):
+        method.register(good, good.with_data(nan))
     with pytest.raises(TypeError, match="regcore.Image"):
         method.register(good, np.zeros((32, 32)))
     with pytest.raises(ValueError, match="label map"):

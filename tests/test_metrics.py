@@ -10,7 +10,6 @@ import torch
 from scipy import ndimage
 
 from regcore.image import Geometry, Image, Landmarks
-from regcore.losses.regularizers import _fallback_jacobian_determinant
 from regcore.metrics import (
     deformation_metrics,
     dice_per_label,
@@ -18,6 +17,7 @@ from regcore.metrics import (
     intensity_metrics,
     inverse_consistency_error,
     label_overlap,
+    mean_dice,
     ndv_percent,
     non_diffeomorphic_volume,
     sdlogj,
@@ -25,6 +25,7 @@ from regcore.metrics import (
     target_registration_error,
 )
 from regcore.metrics.landmarks import sample_displacement
+from regcore.spatial.jacobian import jacobian_determinant
 
 
 def blob_labels(shape, seed=0, n_labels=3, sigma=3.0) -> np.ndarray:
@@ -92,6 +93,10 @@ def test_absent_labels_give_nan_and_a_warning_never_an_error():
     assert not math.isnan(res["hd95_mean_mm"])
     empty = label_overlap(np.zeros((8, 8), int), np.zeros((8, 8), int))
     assert empty["dice"] == {} and math.isnan(empty["dice_mean"])
+    assert mean_dice(a, b) == res["dice_mean"] and math.isnan(mean_dice(np.zeros((8, 8), int), np.zeros((8, 8), int)))
+    scored = dice_per_label(a, b, labels=[1, 3, 9])  # 9 absent from both: NaN, left out of the mean
+    assert scored[3] == 0.0 and math.isnan(scored[9])
+    assert mean_dice(a, b, labels=[1, 3, 9]) == pytest.approx(0.5)
 
 
 def test_label_inputs_accept_images_tensors_and_check_values():
@@ -185,7 +190,7 @@ def test_ndv_catches_checkerboard_folding_that_central_differences_miss():
     u[0, 0] = torch.tensor(0.75 * (-1.0) ** (i + j))
     interior = np.zeros(shape, bool)
     interior[1:-1, 1:-1] = True
-    central = _fallback_jacobian_determinant(u)[0].numpy()
+    central = jacobian_determinant(u)[0].numpy()
     assert np.all(central[interior] == pytest.approx(1.0))  # central differences: no folding at all
     assert ndv_percent(u, mask=interior) > 1.0
     assert ndv_percent(0.2 * u) == 0.0  # a small checkerboard stays digitally diffeomorphic

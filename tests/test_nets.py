@@ -1,4 +1,4 @@
-"""regcore.nets: backbones, the RegistrationNet wrapper, input preparation (resize/pad/normalise)."""
+"""regcore.nets: backbones and input preparation (resize/pad/normalise)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from scipy.ndimage import zoom
 
 from regcore.nets.affine_head import AffineHead, normalised_to_voxel_affine
 from regcore.nets.inputs import field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
-from regcore.nets.registration_net import RegistrationNet, validate_arch
 from regcore.nets.spatial_ops import affine_to_displacement, integrate_svf, resize_field, resize_image
 from regcore.nets.swin import SwinFlowNet
 from regcore.nets.unet import FlowUNet
@@ -44,29 +43,6 @@ def test_normalised_to_voxel_affine_matches_grid_module():
     back = affine_to_normalised(voxel, shape)                                    # xyz order
     expected = torch.cat([theta[:, :, :2].flip(-1).flip(-2), theta[:, :, 2:].flip(-2)], -1)
     assert torch.allclose(back, expected, atol=1e-5)
-
-
-def test_registration_net_kinds_and_validation():
-    x = torch.rand(1, 1, 32, 32)
-    dense = RegistrationNet({"model": "voxelmorph", "dims": 2, "net": {"channels": [8, 8, 8, 8]}})
-    assert set(dense(x, x)) == {"displacement"}
-    diffeo = RegistrationNet({"model": "voxelmorph", "dims": 2, "diffeomorphic": True,
-                              "net": {"channels": [8, 8, 8, 8]}})
-    out = diffeo(x, x)
-    assert set(out) == {"displacement", "velocity"}
-    aff = RegistrationNet({"model": "affine", "dims": 2})
-    out = aff(x, x)
-    assert torch.allclose(out["displacement"], affine_to_displacement(out["affine"], (32, 32)))
-    with pytest.raises(ValueError, match="arch\\['model'\\]"):
-        validate_arch({"model": "resnet", "dims": 2})
-    with pytest.raises(ValueError, match="arch\\['dims'\\]"):
-        validate_arch({"model": "voxelmorph", "dims": 4})
-    with pytest.raises(ValueError, match="diffeomorphic"):
-        validate_arch({"model": "affine", "dims": 2, "diffeomorphic": True})
-    with pytest.raises(ValueError, match="divisible by 4"):
-        dense(torch.rand(1, 1, 30, 32), torch.rand(1, 1, 30, 32))
-    with pytest.raises(ValueError, match="must both be"):
-        dense(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 16))
 
 
 def test_integrate_svf_small_velocity_is_nearly_itself(tmp_path):

@@ -51,9 +51,23 @@ def test_page_starts_a_run_and_shows_metrics(runs_dir):
 def test_bad_form_values_show_an_error_not_a_traceback(runs_dir):
     at = AppTest.from_file(PAGE, default_timeout=30)
     at.run()
-    at.text_input(key="train_train_shape").set_value("48, 50")
+    at.text_input(key="train_voxelmorph_train_shape").set_value("48, 50")
     submit = [b for b in at.button if b.label == "Start training"][0]
     submit.click().run()
     assert not at.exception
     assert any("Cannot start" in e.value and "multiples of 16" in e.value for e in at.error)
     assert not list(runs_dir.glob("*/config.json"))
+
+
+def test_every_trainable_family_gets_its_own_form(runs_dir):
+    """The form is built from the family registry: picking a family shows its card and its own fields."""
+    from regcore.methods.learned.family import all_families
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    at.run()
+    for fam in (f for f in all_families() if f.needs_training):
+        at.selectbox(key="train_family").set_value(fam.name).run()
+        assert not at.exception and not at.error
+        assert any(fam.summary[:40] in c.value for c in at.caption)
+        keys = {w.key for w in list(at.text_input) + list(at.number_input) + list(at.checkbox)}
+        for field in fam.config_dict(fam.make_config({})):
+            assert f"train_{fam.name}_fam_{field}" in keys, (fam.name, field)

@@ -18,8 +18,9 @@ from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
 from regcore.spatial.compose import compose, inverse_consistency_error, invert
 from regcore.spatial.jacobian import jacobian_determinant
 from regcore.spatial.resize import pyramid, resize_field, resize_image
-from regcore.spatial.smooth import gaussian_smooth
-from regcore.spatial.svf import integrate_svf
+from regcore.spatial import smooth_kernels, warp_kernels
+from regcore.spatial.smooth import gaussian_kernel_1d, gaussian_smooth, kernel_radius
+from regcore.spatial.svf import integrate_svf, squaring_steps
 from regcore.spatial.warp import warp
 
 
@@ -126,9 +127,41 @@ def test_large_smooth_velocity_gives_positive_jacobian():
     assert jacobian_determinant(integrate_svf(v, steps=7)).min() > 0
 
 
+def test_svf_matches_monai_dvf2ddf():
+    from monai.networks.blocks import DVF2DDF
+
+    v = smooth_random_field((48, 48), 10.0, seed=5, sigma=4.0)
+    ref = DVF2DDF(num_steps=7, mode="bilinear", padding_mode="border")(v)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    assert torch.allclose(integrate_svf(v, 7)[inner], ref[inner], atol=0.05)
+
+
+@pytest.mark.skipif(not warp_kernels.AVAILABLE, reason="numba is not installed")
+@pytest.mark.parametrize("shape", [(2, 2, 30, 34), (1, 3, 14, 15, 16)])
+def test_svf_compiled_and_autograd_backends_agree(shape):
+    """CPU without autograd runs the fused numba compose; with autograd, grid_sample: same field."""
+    v = torch.cat([smooth_random_field(shape[2:], 3.0, seed=k, sigma=3.0) for k in range(shape[0])])
+    fast = integrate_svf(v, 6)
+    slow = integrate_svf(v.clone().requires_grad_(), 6)
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=0)
+    slow.sum().backward()  # the autograd backend is differentiable
+
+
+def test_svf_adaptive_steps():
+    assert squaring_steps(0.4) == 0 and squaring_steps(0.5) == 0 and squaring_steps(0.6) == 1
+    assert squaring_steps(8.0) == 4 and squaring_steps(1e9) == 10
+    v = torch.zeros(1, 2, 20, 20)
+    v[:, 0] = 3.0
+    torch.testing.assert_close(integrate_svf(v, steps=None), v, atol=1e-5, rtol=0)
+    torch.testing.assert_close(compose(v, v), 2 * v, atol=1e-5, rtol=0)  # translations add
+
+
 def test_svf_bad_input():
     with pytest.raises(ValueError, match="steps"):
         integrate_svf(torch.zeros(1, 2, 4, 4), steps=-1)
+    with pytest.raises(ValueError, match="steps"):
+        integrate_svf(torch.zeros(1, 2, 4, 4), steps=2.0)
     with pytest.raises(ValueError, match="velocity must be"):
         integrate_svf(torch.zeros(1, 3, 4, 4))
 
@@ -223,6 +256,41 @@ def test_gaussian_smooth_matches_scipy_nearest(sigma):
     assert np.abs(gaussian_smooth(x, sigma).numpy() - ref).max() < 1e-12
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.75, 1.0, 2.0])
+def test_gaussian_smooth_truncated_at_two_sigma_matches_scipy(sigma):
+    """The classical methods' kernel (truncate=2), incl. axes shorter than the kernel radius."""
+    x = torch.rand(1, 2, 17, 3, 21, dtype=torch.float64)
+    ref = np.stack([gaussian_filter(x[0, c].numpy(), sigma, mode="nearest", truncate=2.0) for c in range(2)])
+    np.testing.assert_allclose(gaussian_smooth(x, sigma, truncate=2.0)[0].numpy(), ref, atol=1e-12)
+
+
+@pytest.mark.skipif(not smooth_kernels.AVAILABLE, reason="numba is not installed")
+@pytest.mark.parametrize("shape,sigma", [((2, 3, 20, 23, 9), 0.75), ((1, 2, 31, 5), (2.0, 0.5)), ((1, 1, 12, 13, 14), 3.0)])
+def test_gaussian_smooth_compiled_backend_matches_torch_backend_and_scipy(shape, sigma):
+    """CPU float32 without autograd runs the numba kernels; with autograd the torch adds: same values."""
+    x = torch.rand(*shape)
+    fast = gaussian_smooth(x, sigma, truncate=2.0)
+    slow = gaussian_smooth(x.clone().requires_grad_(), sigma, truncate=2.0)
+    assert slow.requires_grad and not fast.requires_grad and fast.shape == x.shape
+    torch.testing.assert_close(fast, slow.detach(), atol=2e-6, rtol=0)
+    sig = sigma if isinstance(sigma, tuple) else (sigma,) * (len(shape) - 2)
+    ref = gaussian_filter(x[0, 0].double().numpy(), sig, mode="nearest", truncate=2.0)
+    np.testing.assert_allclose(fast[0, 0].numpy(), ref, atol=2e-6)
+    assert torch.equal(x, x.clone())  # input untouched
+
+
+def test_gaussian_kernel_weights():
+    assert kernel_radius(1.2, 2.0) == 2 and kernel_radius(0.75, 2.0) == 2 and kernel_radius(1.0, 4.0) == 4
+    k = gaussian_kernel_1d(1.5, truncate=2.0, dtype=torch.float64)
+    assert k.numel() == 7 and float(k.sum()) == pytest.approx(1.0) and torch.equal(k, k.flip(0))
+    raw = gaussian_kernel_1d(2.0, radius=4, normalise=False, dtype=torch.float64)
+    torch.testing.assert_close(raw, torch.exp(-0.5 * (torch.arange(-4.0, 5.0, dtype=torch.float64) / 2.0) ** 2))
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_kernel_1d(0.0)
+    with pytest.raises(ValueError, match="radius"):
+        gaussian_kernel_1d(1.0, radius=-1)
+
+
 def test_gaussian_smooth_2d_keeps_constants_and_is_differentiable():
     x = torch.full((1, 1, 12, 13), 3.0, requires_grad=True)
     y = gaussian_smooth(x, 2.0)
@@ -238,6 +306,8 @@ def test_gaussian_smooth_bad_input():
         gaussian_smooth(torch.rand(1, 1, 5, 5), (1.0, 2.0, 3.0))
     with pytest.raises(ValueError, match="float"):
         gaussian_smooth(torch.ones(1, 1, 5, 5, dtype=torch.int64), 1.0)
+    with pytest.raises(ValueError, match="truncate"):
+        gaussian_smooth(torch.rand(1, 1, 5, 5), 1.0, truncate=0)
 
 
 # -- resize ---------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import torch
 
 from regcore import viz
 from regcore.image import Geometry, Image
-from tests.conftest import smooth_random_field
 
 
 def test_checkerboard_alternates_tiles():
@@ -26,28 +25,39 @@ def test_checkerboard_rejects_bad_input():
         viz.checkerboard(np.zeros((4, 4)), np.zeros((4, 4)), 0)
 
 
-def test_jacobian_of_zero_and_linear_fields_is_analytic():
-    assert np.allclose(viz.jacobian_determinant_2d3d(np.zeros((2, 10, 12))), 1.0)
-    a = np.array([[0.2, 0.1], [-0.3, 0.5]])
-    ii, jj = np.meshgrid(np.arange(10.0), np.arange(12.0), indexing="ij")
-    u = np.stack([a[0, 0] * ii + a[0, 1] * jj, a[1, 0] * ii + a[1, 1] * jj])
-    assert np.allclose(viz.jacobian_determinant_2d3d(u), np.linalg.det(np.eye(2) + a))
+def test_checkerboard_3d_cubes_and_tensor_or_image_input():
+    f, m = torch.zeros(4, 6, 8), torch.ones(4, 6, 8)
+    cb = viz.checkerboard(f, m, 2)  # tensors in, numpy out (the one checkerboard for app, report, previews)
+    assert isinstance(cb, np.ndarray) and cb.shape == (4, 6, 8)
+    i, j, k = np.indices(cb.shape)
+    np.testing.assert_array_equal(cb, ((i // 2 + j // 2 + k // 2) % 2).astype(float))
+    img = Image.from_array(np.full((6, 6), 3.0, np.float32), Geometry.identity((6, 6)))
+    assert viz.checkerboard(img, np.zeros((6, 6)), 3)[0, 0] == 3.0
 
 
-def test_jacobian_matches_simpleitk_in_3d():
-    sitk = pytest.importorskip("SimpleITK")
-    u = smooth_random_field((12, 14, 16), 2.0, seed=3)[0].numpy().astype(np.float64)
-    ours = viz.jacobian_determinant_2d3d(u)
-    # SimpleITK: vector image indexed (z,y,x) with components in (x,y,z) physical order; our axis i = its x.
-    field = sitk.GetImageFromArray(np.moveaxis(u, 0, -1).transpose(2, 1, 0, 3).copy(), isVector=True)
-    ref = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field)).transpose(2, 1, 0)
-    inner = (slice(1, -1),) * 3   # boundary differences differ (one-sided vs. central)
-    assert np.allclose(ours[inner], ref[inner], atol=1e-6)
+def test_flicker_figure_alternates_the_two_normalised_images():
+    a, b = np.zeros((6, 5)), np.ones((6, 5))
+    b[0, 0] = 0.0
+    fig = viz.flicker_figure(a, b, names=("fixed", "warped"), frames=4)
+    assert [f.layout.title.text for f in fig.frames] == ["fixed", "warped", "fixed", "warped"]
+    np.testing.assert_allclose(np.asarray(fig.frames[1].data[0].z), viz.normalise01(b).T)
+    assert fig.layout.updatemenus[0].buttons[0].label == "Flicker"
+    with pytest.raises(ValueError, match="same shape"):
+        viz.flicker_figure(a, np.zeros((5, 5)))
 
 
-def test_jacobian_rejects_bad_shape():
-    with pytest.raises(ValueError, match=r"\(ndim, \*S\)"):
-        viz.jacobian_determinant_2d3d(np.zeros((3, 4, 4)))
+def test_points_in_slice_and_slice_axes():
+    pts = np.array([[1.0, 2.0, 5.0], [3.0, 4.0, 9.0]])
+    inplane, keep = viz.points_in_slice(pts, 2, 5)
+    np.testing.assert_array_equal(keep, [True, False])
+    np.testing.assert_array_equal(inplane, [[1.0, 2.0]])
+    inplane, keep = viz.points_in_slice(pts, 0, 3, tol=0.5)
+    np.testing.assert_array_equal(inplane, [[4.0, 9.0]])
+    two_d, keep = viz.points_in_slice(pts[:, :2], None, None)
+    assert keep.all() and two_d.shape == (2, 2)
+    assert viz.slice_axes(2, None) == (0, 1) and viz.slice_axes(3, 1) == (0, 2)
+    with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):
+        viz.slice_axes(3, None)
 
 
 def test_extract_slice_and_slice_field():

@@ -11,10 +11,9 @@ control grid in millimetres (resolution-independent: the same parameters give th
 deformation at 1 mm and at 2 mm) and upsampled linearly.
 
 The sample data's ground truth is recomputed from :class:`SubjectTransform` parameters at
-load time with THIS module's integrator (built on ``regcore.spatial.warp``), the same code
-that made the images; it is kept here, apart from ``regcore.spatial.svf``, so that changes
-there cannot silently change stored sample data. Tests cross-check it against an
-independent scipy scaling-and-squaring and against ``regcore.spatial.svf.integrate_svf``.
+load time with ``regcore.spatial.svf.integrate_svf`` and a pinned :data:`SQUARING_STEPS`, the
+same code that made the images; ``tests/test_data_pairs.py`` pins that integrator against an
+independent scipy scaling-and-squaring, so a change there cannot silently move the sample data.
 """
 
 from __future__ import annotations
@@ -27,9 +26,11 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from regcore.spatial.grid import identity_grid
+from regcore.spatial.svf import integrate_svf
 from regcore.spatial.warp import warp
 
 SQUARING_STEPS = 7
+"""Squarings of the sample subjects' velocity fields (part of the sample data's definition)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class SubjectTransform:
         v = torch.from_numpy(self.control_velocity_mm).float()[None]
         mode = "bilinear" if self.ndim == 2 else "trilinear"
         v_vox = F.interpolate(v, size=tuple(shape), mode=mode, align_corners=True) / sp
-        s = integrate_velocity(v_vox)
+        s = integrate_svf(v_vox, SQUARING_STEPS)
         x = identity_grid(tuple(shape), dtype=torch.float32)
         c = torch.tensor([(n - 1) * h / 2 for n, h in zip(shape, spacing)], dtype=torch.float32)
         m = torch.from_numpy(self.affine[:, : self.ndim]).float()
@@ -74,20 +75,6 @@ class SubjectTransform:
         y_mm = ((x + s) * sp).reshape(self.ndim, -1) - c[:, None]      # exp(v)(x) in mm, centred
         out_mm = torch.addmm((c + t)[:, None], m, y_mm)
         return out_mm.reshape(1, self.ndim, *shape) / sp - x
-
-
-def integrate_velocity(velocity: torch.Tensor, steps: int = SQUARING_STEPS) -> torch.Tensor:
-    """Scaling and squaring: ``exp(v)`` as a displacement ``(1, ndim, *S)`` voxels (same dtype).
-
-    ``u <- v / 2**steps`` then ``steps`` times ``u <- u + u o (id + u)`` (linear interpolation,
-    border padding).
-    """
-    if velocity.ndim not in (4, 5) or velocity.shape[1] != velocity.ndim - 2:
-        raise ValueError(f"velocity must be (1, ndim, *S), got shape {tuple(velocity.shape)}")
-    u = velocity / (2 ** steps)
-    for _ in range(steps):
-        u = u + warp(u, u, mode="bilinear", padding_mode="border")
-    return u
 
 
 def sample_field(field: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ Conventions (docs/ARCHITECTURE.md):
 
 from __future__ import annotations
 
-from regcore.io._common import DEFAULT_MAX_VOXELS, ImageIOError
+from regcore.io.errors import DEFAULT_MAX_VOXELS, ImageIOError
 from regcore.io.images import load_image, save_image
 from regcore.io.tables import load_label_names, load_landmarks, save_landmarks
 from regcore.io.transforms import (

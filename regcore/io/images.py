@@ -7,6 +7,7 @@ first two rows negated).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -16,11 +17,16 @@ import numpy as np
 import torch
 
 from regcore.image import Geometry, Image
-from regcore.io._common import (
-    DEFAULT_MAX_VOXELS, ITK_SUFFIXES, NIFTI_SUFFIXES, ImageIOError, _LABEL_NAME_HINT, _RAS_TO_LPS,
-    _check_readable, _check_voxels, _first_line, _spatial_shape, _suffix,
+from regcore.io.errors import (
+    DEFAULT_MAX_VOXELS, ImageIOError, check_readable, check_voxels, first_line, spatial_shape,
 )
+from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from regcore.io.tables import load_label_names
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""NIfTI's RAS world -> regcore's LPS world (negate the first two rows of an affine)."""
+LABEL_NAME_HINT = re.compile(r"seg|label|mask|atlas|parc|aseg", re.IGNORECASE)
+"""File names that suggest a label map."""
 
 
 # -- images: readers ----------------------------------------------------------------------
@@ -31,15 +37,15 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad headers / bad gzip
         raise ImageIOError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    _check_voxels(path, img.shape, max_voxels)
-    shape = _spatial_shape(path, img.shape)
+    check_voxels(path, img.shape, max_voxels)
+    shape = spatial_shape(path, img.shape)
     try:
         data = np.asarray(img.dataobj)
     except Exception as exc:  # truncated/corrupt gzip: EOFError, zlib.error, OSError, ValueError
         raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
     data = data.reshape(shape)
     affine, meta = _nifti_affine(img)
-    lps = _RAS_TO_LPS @ affine
+    lps = RAS_TO_LPS @ affine
     n = len(shape)
     matrix = np.eye(n + 1)
     matrix[:n, :n] = lps[:n, :n]
@@ -85,7 +91,7 @@ def _read_sitk_image(path: Path, image, size: tuple[int, ...], components: int) 
             f"{path}: image has {components} components per voxel (vector/RGB); regcore expects one channel: "
             "convert to grayscale or split the channels first"
         )
-    shape = _spatial_shape(path, size)
+    shape = spatial_shape(path, size)
     data = sitk.GetArrayFromImage(image).T.reshape(shape)  # (k, j, i) -> (i, j, k)
     return np.ascontiguousarray(data), _geometry_from_sitk(image, len(shape))
 
@@ -98,15 +104,15 @@ def _read_itk(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: not a readable {_suffix(path)} image ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{path}: not a readable {suffix_of(path)} image ({first_line(exc)})") from exc
     size = tuple(reader.GetSize())
-    _check_voxels(path, size, max_voxels)
+    check_voxels(path, size, max_voxels)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({first_line(exc)})") from exc
     data, geometry = _read_sitk_image(path, image, size, reader.GetNumberOfComponents())
-    return data, geometry, {"format": _suffix(path).lstrip(".")}
+    return data, geometry, {"format": suffix_of(path).lstrip(".")}
 
 
 def _dicom_series_dirs(root: Path) -> list[tuple[Path, str, list[str]]]:
@@ -136,14 +142,14 @@ def _read_dicom_dir(path: Path, root: Path, max_voxels: int) -> tuple[np.ndarray
     try:
         info.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: unreadable DICOM slice {Path(files[0]).name} ({_first_line(exc)})") from exc
-    _check_voxels(path, (*info.GetSize()[:2], len(files)), max_voxels)
+        raise ImageIOError(f"{path}: unreadable DICOM slice {Path(files[0]).name} ({first_line(exc)})") from exc
+    check_voxels(path, (*info.GetSize()[:2], len(files)), max_voxels)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: DICOM series could not be read ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{path}: DICOM series could not be read ({first_line(exc)})") from exc
     data, geometry = _read_sitk_image(path, image, tuple(image.GetSize()), image.GetNumberOfComponentsPerPixel())
     return data, geometry, meta
 
@@ -166,7 +172,7 @@ def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
     """Integer data with few values (<= 64), or sparse values, or a label-like file name."""
     if data.dtype.kind not in "iub":
         return False
-    hinted = bool(_LABEL_NAME_HINT.search(path.name))
+    hinted = bool(LABEL_NAME_HINT.search(path.name))
     flat = data.ravel(order="K")  # no copy for Fortran-ordered NIfTI arrays
     probe = flat[:: max(1, flat.size // 200_000)]
     if len(np.unique(probe)) > (4096 if hinted else 1000):
@@ -205,10 +211,10 @@ def load_image(
     Raises:
         ImageIOError: missing/empty/corrupt file, unknown format, >3D data, NaN voxels, too large.
     """
-    p = _check_readable(path)
+    p = check_readable(path)
     if not isinstance(max_voxels, (int, np.integer)) or max_voxels < 1:
         raise ValueError(f"max_voxels must be a positive int, got {max_voxels!r}")
-    suffix = _suffix(p)
+    suffix = suffix_of(p)
     if p.is_dir():
         data, geometry, meta = _read_dicom_dir(p, p, max_voxels)
     elif suffix in NIFTI_SUFFIXES:
@@ -282,7 +288,7 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
     if image.data.shape[0] != 1:
         raise ValueError(f"save_image writes single-channel images, got C={image.data.shape[0]}")
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = suffix_of(p)
     arr = _storage_array(image)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +299,7 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
             affine = np.eye(4)
             m = image.geometry.index_to_world
             affine[:n, :n], affine[:n, 3] = m[:n, :n], m[:n, n]
-            nii = nib.Nifti1Image(arr, _RAS_TO_LPS @ affine)
+            nii = nib.Nifti1Image(arr, RAS_TO_LPS @ affine)
             nii.set_qform(nii.affine, code=1)
             nii.set_sform(nii.affine, code=1)
             nib.save(nii, str(p))
@@ -304,7 +310,7 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
         else:
             raise ImageIOError(f"{p}: cannot write format {suffix!r}; use .nii, .nii.gz, .mha, .mhd or .nrrd")
     except (OSError, RuntimeError) as exc:
-        raise ImageIOError(f"{p}: could not write image ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{p}: could not write image ({first_line(exc)})") from exc
     return p
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from regcore.image import Geometry, Landmarks
-from regcore.io._common import ImageIOError, _check_readable
+from regcore.io.errors import ImageIOError, check_readable
 
 
 # -- landmarks and label names ------------------------------------------------------------
 def _read_csv_rows(path: str | os.PathLike) -> tuple[Path, list[str], list[list[str]]]:
-    p = _check_readable(path)
+    p = check_readable(path)
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from regcore.image import Geometry
-from regcore.io._common import ITK_SUFFIXES, NIFTI_SUFFIXES, ImageIOError, _check_readable, _first_line, _suffix
+from regcore.io.errors import ImageIOError, check_readable, first_line
+from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from regcore.io.images import _geometry_from_sitk, _sitk_from_array
 
 
@@ -33,8 +34,8 @@ def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str 
     if tuple(displacement.shape) != (1, n, *geometry.shape):
         raise ValueError(f"displacement must be (1, {n}, *{geometry.shape}), got {tuple(displacement.shape)}")
     p = Path(path)
-    if _suffix(p) not in NIFTI_SUFFIXES + ITK_SUFFIXES:
-        raise ImageIOError(f"{p}: cannot write a displacement field as {_suffix(p)!r}; use .nii.gz, .mha or .nrrd")
+    if suffix_of(p) not in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        raise ImageIOError(f"{p}: cannot write a displacement field as {suffix_of(p)!r}; use .nii.gz, .mha or .nrrd")
     u = displacement[0].detach().cpu().double().numpy()
     a = geometry.index_to_world[:n, :n]
     d_mm = np.einsum("ij,j...->...i", a, u)  # (*S, n)
@@ -44,7 +45,7 @@ def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str 
         p.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(_sitk_from_array(d_mm, geometry, is_vector=True), str(p), useCompression=True)
     except (OSError, RuntimeError) as exc:
-        raise ImageIOError(f"{p}: could not write displacement field ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{p}: could not write displacement field ({first_line(exc)})") from exc
     return p
 
 
@@ -52,11 +53,11 @@ def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:
     """Read an ITK displacement field (LPS mm vectors) -> (``(1, n, *S)`` float32 voxels, fixed Geometry)."""
     import SimpleITK as sitk
 
-    p = _check_readable(path)
+    p = check_readable(path)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        raise ImageIOError(f"{p}: not a readable displacement field ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{p}: not a readable displacement field ({first_line(exc)})") from exc
     n = img.GetDimension()
     if img.GetNumberOfComponentsPerPixel() != n:
         raise ImageIOError(
@@ -103,7 +104,7 @@ def save_affine_tfm(affine_world: np.ndarray, path: str | os.PathLike) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteTransform(tx, str(p))
     except RuntimeError as exc:
-        raise ImageIOError(f"{p}: could not write transform ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{p}: could not write transform ({first_line(exc)})") from exc
     return p
 
 
@@ -111,11 +112,11 @@ def load_affine_tfm(path: str | os.PathLike) -> np.ndarray:
     """Read an ITK linear transform file -> ``(n+1, n+1)`` world matrix (fixed LPS mm -> moving LPS mm)."""
     import SimpleITK as sitk
 
-    p = _check_readable(path)
+    p = check_readable(path)
     try:
         tx = sitk.ReadTransform(str(p))
     except RuntimeError as exc:
-        raise ImageIOError(f"{p}: not a readable ITK transform ({_first_line(exc)})") from exc
+        raise ImageIOError(f"{p}: not a readable ITK transform ({first_line(exc)})") from exc
     n = tx.GetDimension()
     if not tx.IsLinear():
         raise ImageIOError(f"{p}: transform {tx.GetName()} is not linear; expected an affine/rigid transform")

@@ -1,43 +1,36 @@
 """Similarity landscapes: how MSE, NCC and MI change as the moving image is translated or rotated.
 
-Costs are "lower is better" (MSE, 1 - NCC, -MI) so every curve has its minimum at the best
-alignment. Multi-resolution: the same landscape on Gaussian-smoothed, downsampled images.
+Costs are the engine's losses (``regcore.losses.make_similarity``), "lower is better" (MSE, -NCC,
+-MI), so every curve has its minimum at the best alignment. Multi-resolution: the same landscape on
+Gaussian-smoothed, downsampled images.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from regcore.labs.transforms import rigid_displacement, warp_image
+from regcore.losses import make_similarity
 
 METRICS = ("MSE", "NCC", "MI")
 
 
-def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
-    """MI in nats from the joint histogram of two equally shaped images."""
-    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same size, got {a.size} and {b.size}")
-    joint, _, _ = np.histogram2d(a, b, bins=bins)
-    p = joint / max(joint.sum(), 1)
-    px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
-    nz = p > 0
-    return float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
-
-
-def similarity_cost(fixed: np.ndarray, moving: np.ndarray, metric: str, bins: int = 32) -> float:
-    """Lower-is-better cost: MSE, 1 - NCC (global Pearson) or -MI."""
-    f, m = np.asarray(fixed, float), np.asarray(moving, float)
+def similarity_cost(fixed: np.ndarray, moving: np.ndarray, metric: str) -> float:
+    """Lower-is-better cost of two equally shaped 2D images: the engine's loss
+    ``regcore.losses.make_similarity(metric.lower(), 2)`` (MSE; -NCC, global Pearson; -MI in nats, Parzen)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    f, m = np.asarray(fixed, np.float32), np.asarray(moving, np.float32)
     if f.shape != m.shape:
         raise ValueError(f"fixed {f.shape} and moving {m.shape} must have the same shape")
-    if metric == "MSE":
-        return float(((f - m) ** 2).mean())
-    if metric == "NCC":
-        fc, mc = f - f.mean(), m - m.mean()
-        return float(1 - (fc * mc).sum() / (np.sqrt((fc ** 2).sum() * (mc ** 2).sum()) + 1e-12))
-    if metric == "MI":
-        return -mutual_information(f, m, bins)
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return _cost(make_similarity(metric.lower(), 2), f, m)
+
+
+def _cost(loss, fixed: np.ndarray, moving: np.ndarray) -> float:
+    as_batch = lambda a: torch.from_numpy(np.asarray(a, np.float32))[None, None]  # noqa: E731
+    with torch.no_grad():
+        return float(loss(as_batch(fixed), as_batch(moving)))
 
 
 def downsample(image: np.ndarray, level: int) -> np.ndarray:
@@ -67,13 +60,17 @@ def landscape(fixed: np.ndarray, moving: np.ndarray, *, kind: str = "translation
         raise ValueError(f"kind must be 'translation' or 'rotation', got {kind!r}")
     values = np.linspace(-20, 20, 41) if values is None else np.asarray(values, float)
     f, m = downsample(fixed, level), downsample(moving, level)
+    bad = [k for k in metrics if k not in METRICS]
+    if bad:
+        raise ValueError(f"metrics must be among {METRICS}, got {bad}")
+    losses = {k: make_similarity(k.lower(), 2) for k in metrics}
     out = {k: np.empty(len(values)) for k in metrics}
     for n, v in enumerate(values):
         u = (rigid_displacement(f.shape, tx=v / 2 ** level) if kind == "translation"
              else rigid_displacement(f.shape, angle_deg=v))
         w = warp_image(m, u)
         for k in metrics:
-            out[k][n] = similarity_cost(f, w, k)
+            out[k][n] = _cost(losses[k], f, w)
     if normalise:
         for k, c in out.items():
             span = c.max() - c.min()

@@ -10,7 +10,8 @@ image size) and is differentiable.
 * tv: ``sum_i mean(|d_i u|)`` with forward differences (total variation, allows sharp edges).
 * bending: ``mean(sum_i (d_ii u)^2 + 2 sum_{i<j} (d_ij u)^2)``, equal to
   ``monai.losses.BendingEnergyLoss(normalize=False)``; zero for any affine field.
-* folding: ``mean(relu(-det J_phi))``: only folded voxels are penalised.
+* folding: ``mean(relu(-det J_phi))``: only folded voxels are penalised (det J from
+  ``regcore.spatial.jacobian``).
 * inverse consistency: ``mean |u_fwd(x) + u_bwd(x + u_fwd(x))|^2`` (voxels^2).
 """
 
@@ -19,18 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def check_displacement(u: torch.Tensor, arg: str = "u", min_size: int = 2) -> int:
-    """Validate a ``(B, ndim, *S)`` float displacement; returns ndim."""
-    if not isinstance(u, torch.Tensor):
-        raise TypeError(f"{arg} must be a torch.Tensor, got {type(u).__name__}")
-    if u.ndim not in (4, 5) or u.shape[1] != u.ndim - 2:
-        raise ValueError(f"{arg} must be (B, ndim, *S) with ndim = 2 or 3 spatial dims, got shape {tuple(u.shape)}")
-    if not u.is_floating_point():
-        raise TypeError(f"{arg} must be a floating-point tensor, got dtype {u.dtype}")
-    if any(s < min_size for s in u.shape[2:]):
-        raise ValueError(f"{arg} needs every spatial size >= {min_size}, got {tuple(u.shape[2:])}")
-    return u.ndim - 2
+from regcore.spatial.checks import check_field
+from regcore.spatial.compose import compose
+from regcore.spatial.jacobian import jacobian_determinant
 
 
 def _slab(x: torch.Tensor, axis: int, start: int | None, stop: int | None, inner: bool = False) -> torch.Tensor:
@@ -50,43 +42,13 @@ def central_differences(u: torch.Tensor) -> list[torch.Tensor]:
     return [(_slab(u, a, 2, None, True) - _slab(u, a, None, -2, True)) / 2.0 for a in range(u.ndim - 2)]
 
 
-def small_det(m: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Determinant of a 2x2 or 3x3 matrix of equally shaped tensors ``m[row][col]`` (elementwise, fast)."""
-    if len(m) == 2:
-        return m[0][0] * m[1][1] - m[0][1] * m[1][0]
-    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
-
-
-def _fallback_jacobian_determinant(u: torch.Tensor) -> torch.Tensor:
-    """det(I + grad u) with ``torch.gradient`` (central inside, one-sided at borders): ``(B, *S)``."""
-    n = u.ndim - 2
-    grads = [torch.gradient(u[:, c], dim=tuple(range(1, n + 1))) for c in range(n)]  # grads[c][a] = d u_c / d x_a
-    return small_det([[grads[r][c] + (1.0 if r == c else 0.0) for c in range(n)] for r in range(n)])
-
-
-def jacobian_determinant(u: torch.Tensor) -> torch.Tensor:
-    """``det J_phi`` ``(B, *S)`` of ``phi = id + u``: ``regcore.spatial.jacobian`` when available
-    (and differentiable when ``u`` requires grad), else a private central-difference fallback."""
-    check_displacement(u)
-    try:
-        from regcore.spatial.jacobian import jacobian_determinant as spatial_jacdet
-    except ImportError:
-        return _fallback_jacobian_determinant(u)
-    det = spatial_jacdet(u)
-    if not isinstance(det, torch.Tensor) or (u.requires_grad and not det.requires_grad):
-        return _fallback_jacobian_determinant(u)
-    return det
-
-
 class DisplacementPenalty(nn.Module):
     """Base class: validates ``u`` and calls ``_penalty(u)``."""
 
     min_size = 2
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        check_displacement(u, "u", self.min_size)
+        check_field(u, "u", self.min_size)
         return self._penalty(u)
 
     def _penalty(self, u):  # pragma: no cover - abstract
@@ -158,29 +120,15 @@ class NoRegularizer(DisplacementPenalty):
         return u.sum() * 0.0
 
 
-def _compose(u_outer: torch.Tensor, u_inner: torch.Tensor) -> torch.Tensor:
-    """Displacement of ``phi_outer o phi_inner``: ``u_inner(x) + u_outer(x + u_inner(x))``.
-
-    Uses ``regcore.spatial.compose.compose`` when present, else warps ``u_outer`` with
-    ``regcore.spatial.warp.warp`` (linear interpolation, border padding).
-    """
-    try:
-        from regcore.spatial.compose import compose
-    except ImportError:
-        from regcore.spatial.warp import warp
-        return u_inner + warp(u_outer, u_inner, mode="bilinear", padding_mode="border")
-    return compose(u_outer, u_inner)
-
-
 def inverse_consistency_residual(u_fwd: torch.Tensor, u_bwd: torch.Tensor) -> torch.Tensor:
     """Displacement of ``phi_bwd o phi_fwd`` ``(B, ndim, *S)`` in voxels; zero when ``u_bwd`` inverts ``u_fwd``."""
-    check_displacement(u_fwd, "u_fwd")
-    check_displacement(u_bwd, "u_bwd")
+    check_field(u_fwd, "u_fwd")
+    check_field(u_bwd, "u_bwd")
     if u_fwd.shape[1:] != u_bwd.shape[1:] or u_bwd.shape[0] not in (1, u_fwd.shape[0]):
         raise ValueError(f"u_fwd {tuple(u_fwd.shape)} and u_bwd {tuple(u_bwd.shape)} must share shape")
     if u_bwd.shape[0] != u_fwd.shape[0]:
         u_bwd = u_bwd.expand_as(u_fwd)
-    return _compose(u_bwd, u_fwd)
+    return compose(u_bwd, u_fwd)
 
 
 def inverse_consistency(u_fwd: torch.Tensor, u_bwd: torch.Tensor) -> torch.Tensor:

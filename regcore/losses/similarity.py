@@ -13,11 +13,11 @@ All losses are differentiable with respect to both images. Sign conventions:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from regcore.spatial.smooth import gaussian_kernel_1d
 
 # -- shared helpers -----------------------------------------------------------------------
 
@@ -56,17 +56,6 @@ def _check_window(size) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
         raise ValueError(f"window must be an odd positive int (voxels), got {size!r}")
     return size
-
-
-def gaussian_kernel(sigma: float, size: int | None = None, *, normalise: bool = True,
-                    dtype=torch.float32, device=None) -> torch.Tensor:
-    """1D Gaussian window: ``sigma`` in voxels, ``size`` taps (odd; default ``2*ceil(3 sigma)+1``)."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"sigma must be a number > 0 (voxels), got {sigma!r}")
-    size = _check_window(2 * math.ceil(3.0 * sigma) + 1 if size is None else size)
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum() if normalise else k).to(dtype=dtype, device=device)
 
 
 def separable_filter(x: torch.Tensor, kernel: torch.Tensor, padding: str = "same") -> torch.Tensor:
@@ -160,7 +149,7 @@ class LocalNCCLoss(SimilarityLoss):
         if kernel == "box":
             k = torch.ones(window)
         else:
-            k = gaussian_kernel(self.sigma, window, normalise=False)
+            k = gaussian_kernel_1d(self.sigma, radius=window // 2, normalise=False)
         self.register_buffer("kernel", k, persistent=False)
         self.smooth_dr = float(smooth_dr)
 
@@ -318,7 +307,7 @@ def ssim_map(fixed: torch.Tensor, warped: torch.Tensor, *, window: int = 11, sig
     if any(s < window for s in fixed.shape[2:]):
         raise ValueError(f"images {tuple(fixed.shape)} are smaller than the SSIM window {window}")
     if kernel == "gaussian":
-        k = gaussian_kernel(sigma, window, dtype=fixed.dtype, device=fixed.device)
+        k = gaussian_kernel_1d(sigma, radius=window // 2, dtype=fixed.dtype, device=fixed.device)
     elif kernel == "box":
         k = torch.full((window,), 1.0 / window, dtype=fixed.dtype, device=fixed.device)
     else:

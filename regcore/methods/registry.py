@@ -44,6 +44,7 @@ class MethodSpec:
         needs_training: True for learned methods that need weights.
         description: one or two sentences for the UI.
         requires: optional extra name (e.g. ``"elastix"``) that must be installed.
+        paper: the reference to cite (learned families), empty for most classical methods.
     """
 
     name: str
@@ -56,6 +57,7 @@ class MethodSpec:
     needs_training: bool = False
     description: str = ""
     requires: str | None = None
+    paper: str = ""
 
     def make_config(self, overrides: dict[str, Any] | None = None):
         return from_overrides(self.config_cls, overrides or {})
@@ -65,7 +67,7 @@ class MethodSpec:
             "name": self.name, "title": self.title, "family": str(self.family),
             "supervision": str(self.supervision), "dims": list(self.dims),
             "needs_training": self.needs_training, "description": self.description,
-            "requires": self.requires, "available": self.available(),
+            "requires": self.requires, "available": self.available(), "paper": self.paper,
             "parameters": [p.to_json() for p in describe(self.config_cls)],
         }
 
@@ -105,6 +107,8 @@ def _load_builtins() -> None:
     _loaded = True
     for mod in BUILTIN_MODULES:
         importlib.import_module(mod)
+    from regcore.methods.learned.family import load_plugins
+    load_plugins()
 
 
 def all_specs() -> list[MethodSpec]:

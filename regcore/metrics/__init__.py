@@ -19,10 +19,10 @@ from regcore.metrics.deformation import (
 from regcore.metrics.evaluate import evaluate, evaluate_identity
 from regcore.metrics.intensity import intensity_metrics, mse, ncc, rmse, ssd, ssim
 from regcore.metrics.landmarks import landmark_stats, target_registration_error
-from regcore.metrics.overlap import dice_per_label, label_overlap, surface_distances
+from regcore.metrics.overlap import dice_per_label, label_overlap, mean_dice, surface_distances
 
 __all__ = [
-    "evaluate", "evaluate_identity", "label_overlap", "dice_per_label", "surface_distances",
+    "evaluate", "evaluate_identity", "label_overlap", "dice_per_label", "mean_dice", "surface_distances",
     "target_registration_error", "landmark_stats", "folding_percent", "sdlogj", "ndv_percent",
     "non_diffeomorphic_volume", "inverse_consistency_error", "jacobian_determinant_map",
     "deformation_metrics", "intensity_metrics", "mse", "rmse", "ssd", "ncc", "ssim",

@@ -21,12 +21,9 @@ import itertools
 import numpy as np
 import torch
 
-from regcore.losses.regularizers import (
-    check_displacement,
-    inverse_consistency_residual,
-    jacobian_determinant,
-    small_det,
-)
+from regcore.losses.regularizers import inverse_consistency_residual
+from regcore.spatial.checks import check_field
+from regcore.spatial.jacobian import jacobian_determinant, small_det
 
 
 def _as_field(u, arg: str = "displacement") -> torch.Tensor:
@@ -39,7 +36,7 @@ def _as_field(u, arg: str = "displacement") -> torch.Tensor:
     u = u.detach()
     if not u.is_floating_point():
         u = u.double()
-    check_displacement(u, arg)
+    check_field(u, arg, min_size=2)
     return u
 
 
@@ -58,7 +55,8 @@ def _masked(values: torch.Tensor, mask) -> torch.Tensor:
 
 @torch.no_grad()
 def jacobian_determinant_map(u) -> torch.Tensor:
-    """``det J_phi`` ``(B, *S)`` (see :func:`regcore.losses.regularizers.jacobian_determinant`)."""
+    """``det J_phi`` ``(B, *S)`` of ``u`` ``(B, ndim, *S)`` or ``(ndim, *S)`` (tensor or array, voxels):
+    :func:`regcore.spatial.jacobian.jacobian_determinant` without autograd."""
     return jacobian_determinant(_as_field(u))
 
 

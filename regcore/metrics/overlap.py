@@ -2,7 +2,8 @@
 
 Definitions match ``monai.metrics`` (checked in tests/test_metrics.py):
 
-* Dice = 2 |A n B| / (|A| + |B|) per label value.
+* Dice = 2 |A n B| / (|A| + |B|) per label value (``regcore.losses.dice.dice_from_counts``, the
+  formula of the soft-Dice loss too).
 * Surface voxels = the mask minus its binary erosion (face connectivity; outside the image
   counts as background). Distances between surface voxel centres use the voxel spacing (mm).
 * HD95 = max(95th percentile of d(A->B), 95th percentile of d(B->A))
@@ -24,6 +25,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from regcore.image import Image
+from regcore.losses.dice import dice_from_counts
 
 
 def as_label_array(labels, arg: str = "labels", ndim: int | None = None) -> np.ndarray:
@@ -69,8 +71,10 @@ def label_name(label: int, label_names: Mapping[int, str] | None) -> str:
 
 
 def dice_per_label(fixed, warped, labels: list[int] | None = None) -> dict[int, float]:
-    """Dice per label value (default: non-zero labels present in either map). Absent in both -> NaN.
+    """Dice ``2 |F n W| / (|F| + |W|)`` per label value (default: non-zero labels present in either map).
 
+    The formula is :func:`regcore.losses.dice.dice_from_counts` (shared with the soft-Dice loss) on
+    voxel counts: a label absent from both maps is NaN, one absent from a single map scores 0.
     fixed, warped: label maps on the same grid (arrays, tensors or Images; see :func:`as_label_array`).
     """
     ndim = next((x.ndim for x in (fixed, warped) if isinstance(x, Image)), None)
@@ -80,15 +84,16 @@ def dice_per_label(fixed, warped, labels: list[int] | None = None) -> dict[int, 
     top = int(max(fixed.max(initial=0), warped.max(initial=0))) + 1
     joint = np.bincount((fixed.ravel() * top + warped.ravel()), minlength=top * top).reshape(top, top)
     size_f, size_w, inter = joint.sum(1), joint.sum(0), np.diag(joint)
+    scores = dice_from_counts(inter, size_f, size_w)
     if labels is None:
         labels = [int(v) for v in np.nonzero((size_f + size_w)[1:])[0] + 1]
-    out = {}
-    for lab in labels:
-        if lab >= top or size_f[lab] + size_w[lab] == 0:
-            out[int(lab)] = float("nan")
-        else:
-            out[int(lab)] = float(2.0 * inter[lab] / (size_f[lab] + size_w[lab]))
-    return out
+    return {int(lab): float(scores[lab]) if 0 <= lab < top else float("nan") for lab in labels}
+
+
+def mean_dice(fixed, warped, labels: list[int] | None = None) -> float:
+    """Mean of :func:`dice_per_label` over the labels present in either map (absent from one side: 0;
+    absent from both: left out); NaN when there is none. The ``dice_mean`` of :func:`label_overlap`."""
+    return _nanmean(dice_per_label(fixed, warped, labels).values())
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -185,8 +190,7 @@ def label_overlap(fixed, warped, *, spacing=1.0, label_names: Mapping[int, str] 
             hd = float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
             asd = float(np.concatenate([d_ab, d_ba]).mean())
         out["hd95"][name], out["assd"][name] = hd, asd
-    dice_vals = [0.0 if np.isnan(v) else v for k, v in out["dice"].items() if out["absent"].get(k) != "fixed and warped"]
-    out["dice_mean"] = float(np.mean(dice_vals)) if dice_vals else float("nan")
+    out["dice_mean"] = _nanmean(dice.values())
     out["hd95_mean_mm"] = _nanmean(out["hd95"].values()) if surface else None
     out["assd_mean_mm"] = _nanmean(out["assd"].values()) if surface else None
     if not surface:

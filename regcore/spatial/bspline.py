@@ -19,17 +19,7 @@ from typing import Sequence
 
 import torch
 
-
-def _per_axis_spacing(spacing_vox, n: int) -> tuple[float, ...]:
-    if isinstance(spacing_vox, (int, float)):
-        values = (float(spacing_vox),) * n
-    elif isinstance(spacing_vox, Sequence) and len(spacing_vox) == n:
-        values = tuple(float(s) for s in spacing_vox)
-    else:
-        raise ValueError(f"spacing_vox must be a number or {n} numbers (voxels), got {spacing_vox!r}")
-    if any(not math.isfinite(s) or s <= 0 for s in values):
-        raise ValueError(f"spacing_vox must be finite and > 0 voxels, got {spacing_vox!r}")
-    return values
+from regcore.spatial.checks import per_axis
 
 
 def control_grid_shape(shape: Sequence[int], spacing_vox: float | Sequence[float]) -> tuple[int, ...]:
@@ -37,7 +27,7 @@ def control_grid_shape(shape: Sequence[int], spacing_vox: float | Sequence[float
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or any(s < 1 for s in shape):
         raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
-    spacing = _per_axis_spacing(spacing_vox, len(shape))
+    spacing = per_axis(spacing_vox, len(shape), "spacing_vox", allow_zero=False)
     return tuple(int(math.ceil((n - 1) / s - 1e-9)) + 3 for n, s in zip(shape, spacing))
 
 
@@ -74,7 +64,7 @@ def bspline_to_displacement(coeffs: torch.Tensor, shape: Sequence[int], spacing_
             f"coeffs must be float (B, {n}, {', '.join(map(str, expected))}) for shape {shape} and spacing "
             f"{spacing_vox!r}; got {tuple(coeffs.shape)} {coeffs.dtype}"
         )
-    spacing = _per_axis_spacing(spacing_vox, n)
+    spacing = per_axis(spacing_vox, n, "spacing_vox", allow_zero=False)
     out = coeffs
     for axis in range(n):
         m = bspline_basis_matrix(shape[axis], expected[axis], spacing[axis], coeffs.device, coeffs.dtype)

@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from regcore.spatial.checks import check_field
 from regcore.spatial.warp import warp
-
-
-def _check_field(u: torch.Tensor, name: str) -> None:
-    if not isinstance(u, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
-    if u.ndim not in (4, 5) or u.shape[1] != u.ndim - 2 or not u.is_floating_point():
-        raise ValueError(f"{name} must be a float (B, ndim, *S) displacement with ndim 2 or 3, got "
-                         f"{tuple(u.shape)} {u.dtype}")
 
 
 def compose(u_outer: torch.Tensor, u_inner: torch.Tensor) -> torch.Tensor:
@@ -32,8 +25,8 @@ def compose(u_outer: torch.Tensor, u_inner: torch.Tensor) -> torch.Tensor:
 
     Outside the grid ``u_outer`` is extended by its border value. Differentiable in both.
     """
-    _check_field(u_outer, "u_outer")
-    _check_field(u_inner, "u_inner")
+    check_field(u_outer, "u_outer")
+    check_field(u_inner, "u_inner")
     if u_outer.shape[1:] != u_inner.shape[1:]:
         raise ValueError(f"u_outer {tuple(u_outer.shape)} and u_inner {tuple(u_inner.shape)} must share (n, *S)")
     return u_inner + warp(u_outer, u_inner, padding_mode="border")
@@ -49,7 +42,7 @@ def invert(u: torch.Tensor, iterations: int = 30, tolerance: float = 1e-4) -> to
     Returns:
         ``v``, the displacement of ``phi^-1`` (moving -> fixed) on the same grid.
     """
-    _check_field(u, "u")
+    check_field(u, "u")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
     if not tolerance >= 0:

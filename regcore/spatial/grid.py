@@ -15,15 +15,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _check_field(field: torch.Tensor) -> int:
-    if not isinstance(field, torch.Tensor):
-        raise TypeError(f"field must be a torch.Tensor, got {type(field).__name__}")
-    if field.ndim not in (4, 5) or field.shape[1] != field.ndim - 2:
-        raise ValueError(
-            f"field must be (B, ndim, *S) with ndim = 2 or 3 spatial dims, got shape {tuple(field.shape)}"
-        )
-    return field.ndim - 2
+from regcore.spatial.checks import check_field
 
 
 def identity_grid(shape: tuple[int, ...], device=None, dtype=torch.float32) -> torch.Tensor:
@@ -39,7 +31,7 @@ def voxel_scale(shape: tuple[int, ...], device=None, dtype=torch.float32) -> tor
 
 def displacement_to_grid(displacement: torch.Tensor) -> torch.Tensor:
     """Voxel displacement ``(B, ndim, *S)`` -> grid_sample grid ``(B, *S, ndim)`` (xyz order, [-1, 1])."""
-    ndim = _check_field(displacement)
+    ndim = check_field(displacement, "displacement")
     shape = tuple(displacement.shape[2:])
     pos = identity_grid(shape, displacement.device, displacement.dtype) + displacement
     scale = voxel_scale(shape, displacement.device, displacement.dtype).view(1, ndim, *([1] * ndim))
@@ -159,9 +151,7 @@ def displacement_to_slab_grid(displacement: torch.Tensor, slabs: int = 1, out: t
     ignored when it does not fit). Reusing it saves the page faults of a fresh allocation
     (tens of ms for a 3D volume on CPU); only do so when the grid is not kept by autograd.
     """
-    _check_field(displacement)
-    if not displacement.is_floating_point():
-        raise TypeError(f"displacement must be a floating tensor, got {displacement.dtype}")
+    check_field(displacement, "displacement")
     if not isinstance(slabs, int) or slabs < 1:
         raise ValueError(f"slabs must be a positive int, got {slabs!r}")
     depth = displacement.shape[2]

@@ -3,9 +3,11 @@
 Everything stored is a plain tensor, dict, list, str or number, so files load with
 ``torch.load(weights_only=True)`` (no pickled code). Layout (``format`` = "reglab-checkpoint"):
 
-``{"format", "version", "arch", "config", "spacing_mm", "train_shape", "state_dict",
-"optimizer" (optional), "rng" (optional), "epoch", "step", "elapsed_s", "metrics"}``.
-Shipped inference weights are the same format without optimiser/RNG.
+``{"format", "version", "family", "family_module", "dims", "family_config", "config", "spacing_mm",
+"train_shape", "state_dict", "optimizers" (optional), "rng" (optional), "epoch", "step", "elapsed_s",
+"metrics"}``. ``family`` + ``family_config`` (the family's constructor arguments) + ``state_dict`` (of
+the family's ``nn.ModuleDict``) rebuild the networks through the family registry, as voxelmorph's
+``LoadableModel`` does. Shipped inference weights are the same format without optimiser/RNG.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 import torch
 
 FORMAT = "reglab-checkpoint"
-VERSION = 1
-REQUIRED_KEYS = ("arch", "state_dict", "spacing_mm")
+VERSION = 2
+REQUIRED_KEYS = ("family", "dims", "state_dict", "spacing_mm")
 
 
 class CheckpointError(ValueError):
@@ -48,6 +50,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"{str(e).splitlines()[0] if str(e) else ''}); retrain or pick another file") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a RegLab checkpoint (expected format {FORMAT!r})")
+    if int(data.get("version", 0)) < VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {data.get('version')}, made by an older RegLab "
+                              f"(version {VERSION} is needed); retrain it with `regcore train`")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
@@ -56,13 +61,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def build_net(data: dict[str, Any], device: str | torch.device = "cpu"):
-    """The :class:`RegistrationNet` a loaded checkpoint describes, with its weights, in eval mode."""
-    from regcore.nets.registration_net import RegistrationNet
+def build_nets(data: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.ModuleDict:
+    """The family networks a loaded checkpoint describes, with its weights, in eval mode."""
+    from regcore.methods.learned.family import get_family
+    family = get_family(str(data["family"]), data.get("family_module"))
     try:
-        net = RegistrationNet(data["arch"])
-        net.load_state_dict(data["state_dict"])
+        config = family.make_config(data.get("family_config") or {})
+        nets = family.build(int(data["dims"]), config)
+        nets.load_state_dict(data["state_dict"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint weights do not fit its architecture {data.get('arch')}: "
-                              f"{str(e).splitlines()[0]}") from None
-    return net.to(device).eval()
+        raise CheckpointError(f"checkpoint weights do not fit family {data['family']!r} with "
+                              f"{data.get('family_config')}: {str(e).splitlines()[0]}") from None
+    return nets.to(device).eval()

@@ -10,17 +10,12 @@ from __future__ import annotations
 import enum
 import json
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from regcore.config import from_overrides, param, to_dict
-
-
-class ModelKind(enum.StrEnum):
-    VOXELMORPH = "voxelmorph"
-    TRANSMORPH = "transmorph"
-    AFFINE = "affine"
+from regcore.losses import Similarity as SimilarityName
 
 
 class DataSource(enum.StrEnum):
@@ -28,6 +23,7 @@ class DataSource(enum.StrEnum):
     SHAPES = "shapes"        # SynthMorph-style random label maps, generated on the fly
     MIXED = "mixed"          # alternate brain and shapes batches
     FOLDER = "folder"        # a folder or manifest CSV (data_path), via regcore.data.load_folder/manifest
+    SLICES = "slices"        # 2D slice pairs of a labelled 3D folder (data_path), training positions only
 
 
 class SupervisionMode(enum.StrEnum):
@@ -37,24 +33,21 @@ class SupervisionMode(enum.StrEnum):
     DUAL = "dual"                   # ground-truth field + similarity (+ regulariser)
 
 
-class SimilarityName(enum.StrEnum):
-    LNCC = "lncc"
-    NCC = "ncc"
-    MSE = "mse"
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training recipe. Sizes are voxels of the model grid; spacing in mm."""
+    """A training recipe: the fields every family shares, plus the family's own config nested in
+    ``family_config`` (an instance of ``get_family(family).Config``). Sizes are voxels of the model
+    grid; spacing in mm."""
 
-    model: ModelKind = param(ModelKind.VOXELMORPH, "Network: VoxelMorph U-Net, TransMorph (Swin) or affine CNN.")
-    diffeomorphic: bool = param(False, "Dense models: predict a velocity field integrated by scaling and squaring.")
+    family: str = param("voxelmorph", "Learned family to train (any registered family; see `regcore methods`).")
     dims: int = param(2, "Spatial dimensions of the training data.", choices=(2, 3))
-    data: DataSource = param(DataSource.SHAPES, "Training pairs: sample brains, synthetic shapes, both, or a folder.")
-    data_path: str = param("", "Folder or manifest CSV (data = folder only).", advanced=True)
+    data: DataSource = param(DataSource.SHAPES, "Training pairs: sample brains, synthetic shapes, both, a folder, or "
+                             "2D slices of a labelled 3D folder (training positions; regcore.data.slices).")
+    data_path: str = param("", "Folder or manifest CSV (data = folder), or a labelled 3D folder (data = slices).",
+                           advanced=True)
     spacing_mm: float = param(2.0, "Model resolution in mm per voxel; inputs are resampled to it.", range=(0.5, 8.0))
     train_shape: tuple[int, ...] = param((96, 112), "Model-grid shape (voxels) pairs are padded/cropped to; "
-                                         "each size a multiple of 32 for TransMorph, 16 otherwise.")
+                                         "each size a multiple of the family's divisor.")
     supervision: SupervisionMode = param(SupervisionMode.UNSUPERVISED, "Loss: unsupervised, weak (labels), full "
                                          "(true fields) or dual (field + similarity).")
     similarity: SimilarityName = param(SimilarityName.LNCC, "Image similarity term.")
@@ -78,56 +71,77 @@ class TrainConfig:
     device: str = param("auto", "auto = CUDA when available (with AMP), else CPU.", choices=("auto", "cpu", "cuda"))
     threads: int = param(0, "CPU threads for torch (0 = torch default).", range=(0, 256), advanced=True)
     init_checkpoint: str = param("", "Start from these weights (fine-tuning); empty = random init.", advanced=True)
+    family_config: Any = field(default=None, metadata={"help": "The family's own hyperparameters.", "nested": True})
 
     def __post_init__(self) -> None:
+        fam = self.learned_family()
+        if self.family_config is None:
+            object.__setattr__(self, "family_config", fam.make_config({}))
+        elif not isinstance(self.family_config, fam.Config):
+            raise TypeError(f"TrainConfig.family_config must be a {fam.Config.__name__} for family {self.family!r}, "
+                            f"got {type(self.family_config).__name__}")
+        if self.dims not in fam.dims:
+            raise ValueError(f"TrainConfig.dims = {self.dims}, but family {self.family!r} supports {fam.dims}")
         if len(self.train_shape) != self.dims:
             raise ValueError(f"TrainConfig.train_shape must have {self.dims} entries (dims), got {self.train_shape}")
-        divisor = 32 if self.model == ModelKind.TRANSMORPH else 16
+        divisor = fam.divisor(self.dims, self.family_config)
         if any(s % divisor or s < divisor for s in self.train_shape):
             raise ValueError(f"TrainConfig.train_shape sizes must be positive multiples of {divisor} for "
-                             f"{self.model}, got {self.train_shape}")
-        if self.data == DataSource.FOLDER and not self.data_path:
-            raise ValueError("TrainConfig.data_path is required when data = 'folder'")
-        if self.diffeomorphic and self.model == ModelKind.AFFINE:
-            raise ValueError("TrainConfig.diffeomorphic applies to dense models, not 'affine'")
+                             f"{self.family}, got {self.train_shape}")
+        if self.data in (DataSource.FOLDER, DataSource.SLICES) and not self.data_path:
+            raise ValueError(f"TrainConfig.data_path is required when data = '{self.data}'")
+        if self.data == DataSource.SLICES and self.dims != 2:
+            raise ValueError("TrainConfig.data = 'slices' gives 2D pairs: set dims = 2")
 
-    def arch(self) -> dict[str, Any]:
-        """Architecture dict for :class:`regcore.nets.registration_net.RegistrationNet`."""
-        return {"model": str(self.model), "dims": self.dims, "diffeomorphic": self.diffeomorphic, "int_steps": 7,
-                "net": default_net_kwargs(self.model, self.dims)}
+    def learned_family(self):
+        """The :class:`~regcore.methods.learned.family.LearnedFamily` this recipe trains."""
+        from regcore.methods.learned.family import get_family
+        return get_family(self.family)
 
 
-def default_net_kwargs(model: str, dims: int) -> dict[str, Any]:
-    """Small default widths (CPU-friendly; a few MB of weights)."""
-    if model == ModelKind.VOXELMORPH:
-        return {"channels": [16, 32, 32, 32, 32, 32, 32, 32] if dims == 2 else [8, 16, 16, 16, 16, 16, 16, 16],
-                "final_channels": [16, 16] if dims == 2 else [8, 8]}
-    if model == ModelKind.TRANSMORPH:
-        return {"embed_dim": 12, "window": 4, "depths": [1, 1, 1, 1], "heads": [2, 2, 4, 4],
-                "skip_channels": 16 if dims == 2 else 8}
-    return {"channels": [16, 32, 32, 64, 64]}
+COMMON_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "family_config")
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Build a validated TrainConfig from JSON-like values (strings/lists accepted)."""
+    """Build a validated TrainConfig from JSON-like values (strings/lists accepted).
+
+    ``family_config`` is a mapping of the family's own fields; ``family_module`` (written by
+    :func:`config_to_dict` for plug-in families) is imported when the family is not yet known.
+    Common fields not given take the family's :meth:`recipe` defaults, then TrainConfig's.
+    """
+    from regcore.methods.learned.family import get_family
     if not isinstance(values, dict):
         raise TypeError(f"config must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in fields(TrainConfig)}
-    clean = {}
-    for k, v in values.items():
-        if k not in names:
-            raise ValueError(f"unknown TrainConfig key {k!r}; known: {sorted(names)}")
-        clean[k] = tuple(v) if isinstance(v, list) else v
-    enums = {"model": ModelKind, "data": DataSource, "supervision": SupervisionMode, "similarity": SimilarityName}
+    values = dict(values)
+    if "model" in values:
+        raise ValueError("TrainConfig key 'model' is now 'family' (e.g. \"family\": \"voxelmorph\"), and family "
+                         "options such as 'diffeomorphic' go under 'family_config'")
+    module = values.pop("family_module", None)
+    family_values = values.pop("family_config", None) or {}
+    if not isinstance(family_values, dict):
+        raise TypeError(f"TrainConfig.family_config must be a mapping, got {type(family_values).__name__}")
+    unknown = sorted(set(values) - set(COMMON_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig key {unknown[0]!r}; known: {sorted(COMMON_FIELDS) + ['family_config']}")
+    name = values.get("family", TrainConfig.family)
+    if not isinstance(name, str):
+        raise TypeError(f"TrainConfig.family must be a string, got {type(name).__name__}")
+    fam = get_family(name, module)
+    dims = values.get("dims", TrainConfig.dims)
+    defaults = fam.recipe(dims) if dims in (2, 3) else {}
+    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in {**defaults, **values}.items()}
+    enums = {"data": DataSource, "supervision": SupervisionMode, "similarity": SimilarityName}
     for k, e in enums.items():
         if k in clean and not isinstance(clean[k], e):
             try:
                 clean[k] = e(clean[k])
             except ValueError:
                 raise ValueError(f"TrainConfig.{k} must be one of {[m.value for m in e]}, got {clean[k]!r}") from None
-    if "dims" in clean and "train_shape" not in clean and clean["dims"] == 3:
-        clean["train_shape"] = (64, 80, 64)
-    return from_overrides(TrainConfig, clean)
+    try:
+        family_config = fam.make_config(family_values)
+    except ValueError as e:
+        raise ValueError(f"family_config: {e}") from None
+    return from_overrides(TrainConfig, clean, family_config=family_config)
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -147,13 +161,18 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """JSON-friendly dict (enums as strings, tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in to_dict(config).items()}
+    """JSON-friendly dict (enums as strings, tuples as lists, the family config nested)."""
+    fam = config.learned_family()
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in to_dict(config).items() if k != "family_config"}
+    out["family_config"] = fam.config_dict(config.family_config)
+    if not fam.module().startswith("regcore."):
+        out["family_module"] = fam.module()
+    return out
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2))
 
 
-__all__ = ["TrainConfig", "ModelKind", "DataSource", "SupervisionMode", "SimilarityName", "load_config",
-           "save_config", "config_from_dict", "config_to_dict", "default_net_kwargs", "replace"]
+__all__ = ["TrainConfig", "DataSource", "SupervisionMode", "load_config", "save_config", "config_from_dict",
+           "config_to_dict", "replace"]

@@ -137,10 +137,7 @@ def to_model_grid_labels(labels: torch.Tensor, grid) -> torch.Tensor:
 
 def _brain_pairs(config: TrainConfig, max_subjects: int = 8) -> list[Any]:
     """All ordered pairs of the sample brain subjects (moving != fixed)."""
-    try:
-        from regcore.data import sample_pair
-    except ImportError as e:
-        raise ValueError(f"data = 'brain' needs regcore.data.sample_pair, which is not importable: {e}") from None
+    from regcore.data import sample_pair
     pairs = []
     for f in range(max_subjects):
         for m in range(max_subjects):
@@ -205,6 +202,9 @@ class PairSource:
             self._real = [pair_to_sample(p, c) for p in _brain_pairs(c)]
         elif c.data == DataSource.FOLDER:
             self._real = [pair_to_sample(p, c) for p in _folder_pairs(c)]
+        elif c.data == DataSource.SLICES:
+            from regcore.data.slices import slice_pairs
+            self._real = [pair_to_sample(p, c) for p in slice_pairs(c.data_path, "train")]
 
     def _draw(self, rng: np.random.Generator, use_real: bool) -> Sample:
         if use_real:

@@ -53,8 +53,9 @@ def _as_config(config: Any):
 def _launch(run_id: str, resume: bool) -> None:
     p = runs_dir() / run_id
     cmd = [sys.executable, "-m", "regcore.train.worker", str(p)] + (["--resume"] if resume else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    # The worker imports what this process can import (plug-in families defined outside regcore too).
+    paths = [str(Path(__file__).resolve().parents[2])] + [p for p in sys.path if p and Path(p).is_dir()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
     log = open(p / "worker.log", "a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
@@ -66,11 +67,11 @@ def _launch(run_id: str, resume: bool) -> None:
 def start(config: Any, run_id: str | None = None) -> str:
     """Validate ``config`` (TrainConfig, dict or recipe path), create the run folder, launch the worker.
 
-    Returns the run id (``YYYYmmdd-HHMMSS-<model><dims>d-<hex>`` unless given).
+    Returns the run id (``YYYYmmdd-HHMMSS-<family><dims>d-<hex>`` unless given).
     """
     from regcore.train.config import save_config
     cfg = _as_config(config)
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}{cfg.dims}d-{secrets.token_hex(2)}"
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.family}{cfg.dims}d-{secrets.token_hex(2)}"
     p = runs_dir() / run_id
     if p.exists():
         raise ValueError(f"run {run_id!r} already exists in {runs_dir()}")

@@ -1,4 +1,7 @@
-"""The training loop: ``run_training(config_path, out_dir, resume=False)``.
+"""The training loop for any learned family: ``run_training(config_path, out_dir, resume=False)``.
+
+Each step calls the family's ``train_step`` (one or several networks and optimisers); the loop
+owns data, validation, checkpoints, previews, stop/resume and status, and never names a family.
 
 Writes to ``out_dir`` (a run folder):
 
@@ -8,6 +11,7 @@ Writes to ``out_dir`` (a run folder):
 * ``metrics.jsonl`` - one JSON object per line: ``kind="step"`` (each loss term, lr, time) and
   ``kind="epoch"`` (validation Dice before/after, folding %, validation loss, time);
 * ``checkpoints/last.pt`` (every epoch and on stop; resumable) and ``model.pt`` (final weights);
+  both record the family name, its constructor arguments and the weights of its networks;
 * ``previews/epoch_XXX.png`` - checkerboard, deformation grid and Jacobian of validation pair 0.
 
 Stop: create ``out_dir/STOP``; the loop checks it every step, saves a checkpoint and exits with
@@ -21,7 +25,6 @@ import json
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ import torch
 from regcore.train.checkpoint import load_checkpoint, save_checkpoint
 from regcore.train.config import TrainConfig, config_to_dict, load_config, save_config
 from regcore.train.status import STOP_FILE, append_metrics, write_status
+from regcore.train.status import append_metrics as _append_metrics
+from regcore.train.status import write_status as _write_status
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -38,28 +43,34 @@ def _device(config: TrainConfig) -> torch.device:
     return resolve_device(config.device)
 
 
-def _payload(config: TrainConfig, net, opt, epoch: int, step: int, elapsed: float, metrics: dict) -> dict[str, Any]:
-    return {"arch": net.arch, "config": config_to_dict(config), "spacing_mm": float(config.spacing_mm),
-            "train_shape": list(config.train_shape),
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "rng": {"torch": torch.get_rng_state()}, "epoch": int(epoch), "step": int(step),
-            "elapsed_s": float(elapsed), "metrics": metrics}
+def _payload(config: TrainConfig, nets, optimizers: dict | None, epoch: int, step: int, elapsed: float,
+             metrics: dict) -> dict[str, Any]:
+    """Checkpoint contents: family name + constructor arguments + weights (+ optimisers and RNG to resume)."""
+    fam = config.learned_family()
+    payload = {"family": fam.name, "family_module": fam.module(), "dims": int(config.dims),
+               "family_config": fam.config_dict(config.family_config), "config": config_to_dict(config),
+               "spacing_mm": float(config.spacing_mm), "train_shape": list(config.train_shape),
+               "state_dict": {k: v.detach().cpu() for k, v in nets.state_dict().items()},
+               "epoch": int(epoch), "step": int(step), "elapsed_s": float(elapsed), "metrics": metrics}
+    if optimizers is not None:
+        payload["optimizers"] = {k: opt.state_dict() for k, opt in optimizers.items()}
+        payload["rng"] = {"torch": torch.get_rng_state()}
+    return payload
 
 
 @torch.no_grad()
-def validate(net, batch: dict[str, torch.Tensor], config: TrainConfig, similarity, device) -> dict[str, float]:
-    """Validation Dice (before/after), folding % and loss on the fixed validation batch."""
-    from regcore.train.objectives import dice_per_pair, folding_percent, training_losses
-    net.eval()
+def validate(family, nets, batch: dict[str, torch.Tensor], ctx, device) -> dict[str, float]:
+    """Validation Dice (before/after), folding % and loss of the family's prediction on the fixed batch."""
+    from regcore.train.objectives import dice_per_pair, folding_percent
+    nets.eval()
     b = {k: v.to(device) for k, v in batch.items()}
-    out = net(b["moving"], b["fixed"])
-    terms = training_losses(config, out, b, similarity)
-    u = out["displacement"].float()
+    pred = family.predict(nets, b["moving"], b["fixed"], ctx.family_config)
+    terms = family.losses(nets, b, ctx)
+    u = pred.displacement.float()
     zero = torch.zeros_like(u)
-    net.train()
-    return {"val_dice": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], u).cpu())),
-            "val_dice_before": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero).cpu())),
+    nets.train()
+    return {"val_dice": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], u))),
+            "val_dice_before": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero))),
             "val_folding_percent": folding_percent(u),
             "val_loss": float(terms["total"])}
 
@@ -78,103 +89,130 @@ def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     if Path(config_path).resolve() != (out / "config.json").resolve():
         save_config(config, out / "config.json")
-    (out / STOP_FILE).unlink(missing_ok=True)
+    from regcore.train.distributed import context
+    dist = context(_device(config))   # 1 process unless launched by torchrun (`regcore train --nproc N`)
+    if dist.is_main:                  # only rank 0 writes to the run folder
+        (out / STOP_FILE).unlink(missing_ok=True)
     try:
-        return _train(config, out, resume)
+        return _train(config, out, resume, dist)
     except BaseException as e:  # record every failure for the UI, then re-raise
-        write_status(out, state="failed", message=f"{type(e).__name__}: {e}")
+        if dist.is_main:
+            write_status(out, state="failed", message=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        dist.close()
 
 
-def _train(config: TrainConfig, out: Path, resume: bool) -> Path:
-    from regcore.nets.registration_net import RegistrationNet
+def _noop(*args, **kwargs) -> None:
+    return None
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
+    from regcore.methods.learned.family import StepContext
+    from regcore.train.checkpoint import CheckpointError
     from regcore.train.datasets import PairSource
-    from regcore.train.objectives import similarity_module, training_losses
+    from regcore.train.objectives import similarity_module
     from regcore.train.previews import save_preview
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = _device(config)
+    from regcore.train.distributed import DistContext
+    dist = dist or DistContext()
+    device = dist.device(_device(config))
+    dist.check_batch_size(config.batch_size)
+    write_status = _write_status if dist.is_main else _noop      # only rank 0 writes
+    append_metrics = _append_metrics if dist.is_main else _noop
     use_amp = device.type == "cuda"
     total_steps = config.epochs * config.steps_per_epoch
     write_status(out, state="running", epoch=0, step=0, total_steps=total_steps, message="loading data")
 
     torch.manual_seed(config.seed)
-    net = RegistrationNet(config.arch()).to(device)
+    family = config.learned_family()
+    if not family.needs_training:
+        raise ValueError(f"family {family.name!r} optimises each pair at registration time; there is nothing "
+                         "to train (use `regcore register --method " + family.name + "`)")
+    nets = family.build(config.dims, config.family_config).to(device)
     if config.init_checkpoint:
-        net.load_state_dict(load_checkpoint(config.init_checkpoint)["state_dict"])
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+        init = load_checkpoint(config.init_checkpoint)
+        if init["family"] != family.name:
+            raise CheckpointError(f"init_checkpoint {config.init_checkpoint} holds a {init['family']!r} model, "
+                                  f"not {family.name!r}")
+        nets.load_state_dict(init["state_dict"])
+    optimizers = family.optimizers(nets, config.lr)
     step, epoch, elapsed = 0, 0, 0.0
     ckpt_path = out / "checkpoints" / "last.pt"
     if resume:
         data = load_checkpoint(ckpt_path)
-        net.load_state_dict(data["state_dict"])
-        if data.get("optimizer"):
-            opt.load_state_dict(data["optimizer"])
+        nets.load_state_dict(data["state_dict"])
+        for name, state in (data.get("optimizers") or {}).items():
+            if name in optimizers:
+                optimizers[name].load_state_dict(state)
         torch.set_rng_state(data["rng"]["torch"])
         step, epoch, elapsed = int(data["step"]), int(data["epoch"]), float(data.get("elapsed_s", 0.0))
+    dist.broadcast(nets)   # every process starts from rank 0's weights
+    dist.attach(nets)      # and averages its gradients over the processes
     source = PairSource(config)
     val_batch = source.validation()
-    similarity = similarity_module(config.similarity, config.dims).to(device)
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    net.train()
+    ctx = StepContext(config=config, family_config=config.family_config,
+                      similarity=similarity_module(config.similarity, config.dims).to(device),
+                      autocast=(lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else None,
+                      scaler=torch.amp.GradScaler("cuda") if use_amp else None)
+    nets.train()
     t0 = time.perf_counter() - elapsed
     last_val: dict[str, float] = {}
-    if step == 0:
-        last_val = validate(net, val_batch, config, similarity, device)
+    if step == 0 and dist.is_main:
+        last_val = validate(family, nets, val_batch, ctx, device)
         append_metrics(out, {"kind": "epoch", "epoch": 0, "step": 0, "time_s": 0.0, **last_val})
 
+    def checkpoint(path: Path, with_state: bool = True) -> Path:
+        if not dist.is_main:
+            return path
+        return save_checkpoint(path, _payload(config, nets, optimizers if with_state else None, epoch, step,
+                                              time.perf_counter() - t0, last_val))
+
     while step < total_steps:
-        if config.time_limit_min and time.perf_counter() - t0 > 60.0 * config.time_limit_min:
+        timed_out = bool(config.time_limit_min and time.perf_counter() - t0 > 60.0 * config.time_limit_min)
+        stop_now = (out / STOP_FILE).exists()
+        timed_out, stop_now = dist.decide([timed_out, stop_now], device)   # rank 0 decides for all
+        if timed_out:
             break
-        if (out / STOP_FILE).exists():
-            save_checkpoint(ckpt_path, _payload(config, net, opt, epoch, step, time.perf_counter() - t0, last_val))
-            (out / STOP_FILE).unlink(missing_ok=True)
+        if stop_now:
+            checkpoint(ckpt_path)
+            if dist.is_main:
+                (out / STOP_FILE).unlink(missing_ok=True)
             write_status(out, state="stopped", epoch=epoch, step=step, total_steps=total_steps,
                          message=f"stopped at step {step}; resume to continue")
             return ckpt_path
         rng = np.random.default_rng([config.seed, step])
-        batch = {k: v.to(device) for k, v in source.batch(rng).items()}
-        with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-            res = net(batch["moving"], batch["fixed"])
-            terms = training_losses(config, {k: v.float() for k, v in res.items()}, batch, similarity)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(terms["total"]).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            terms["total"].backward()
-            opt.step()
+        batch = {k: v.to(device) for k, v in dist.shard(source.batch(rng)).items()}   # items rank, rank+N, ...
+        ctx.step = step
+        terms = dist.average(family.train_step(nets, optimizers, batch, ctx), device)
         step += 1
-        if not torch.isfinite(terms["total"]):
-            raise ValueError(f"loss became {float(terms['total'])} at step {step}; lower lr or the weights")
         append_metrics(out, {"kind": "step", "epoch": epoch + 1, "step": step, "time_s": time.perf_counter() - t0,
-                             **{k: float(v.detach()) for k, v in terms.items()}})
+                             **terms})
         if step % config.steps_per_epoch == 0:
             epoch = step // config.steps_per_epoch
-            last_val = validate(net, val_batch, config, similarity, device)
+            if dist.is_main:
+                last_val = validate(family, nets, val_batch, ctx, device)
             append_metrics(out, {"kind": "epoch", "epoch": epoch, "step": step,
                                  "time_s": time.perf_counter() - t0, **last_val})
             try:
-                save_preview(net, val_batch, out / "previews" / f"epoch_{epoch:03d}.png", device,
-                             title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}")
+                if dist.is_main:
+                    save_preview(family, nets, config.family_config, val_batch,
+                                 out / "previews" / f"epoch_{epoch:03d}.png", device,
+                                 title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}")
             except Exception as e:  # a preview must never kill a run
                 append_metrics(out, {"kind": "warning", "step": step, "message": f"preview failed: {e}"})
-            save_checkpoint(ckpt_path, _payload(config, net, opt, epoch, step, time.perf_counter() - t0, last_val))
+            checkpoint(ckpt_path)
         write_status(out, state="running", epoch=epoch, step=step, total_steps=total_steps,
                      message=f"epoch {epoch + (step % config.steps_per_epoch > 0)}/{config.epochs}, "
-                             f"step {step}/{total_steps}, loss {float(terms['total'].detach()):.4f}")
+                             f"step {step}/{total_steps}, loss {terms['total']:.4f}")
 
-    if step % config.steps_per_epoch:      # stopped by the time limit mid-epoch: validate the final weights
-        last_val = validate(net, val_batch, config, similarity, device)
+    if step % config.steps_per_epoch and dist.is_main:   # time limit hit mid-epoch: validate the final weights
+        last_val = validate(family, nets, val_batch, ctx, device)
         append_metrics(out, {"kind": "epoch", "epoch": step / config.steps_per_epoch, "step": step,
                              "time_s": time.perf_counter() - t0, **last_val})
-    final = out / "model.pt"
-    payload = _payload(config, net, None, epoch, step, time.perf_counter() - t0, last_val)
-    payload.pop("optimizer")
-    payload.pop("rng")
-    save_checkpoint(final, payload)
+    final = checkpoint(out / "model.pt", with_state=False)
     write_status(out, state="finished", epoch=epoch, step=step, total_steps=total_steps,
-                 message=f"finished: val Dice {last_val.get('val_dice', float('nan')):.3f}")
+                 message=f"val Dice {last_val.get('val_dice', float('nan')):.3f}")
     return final

@@ -16,31 +16,26 @@ def _central(x: np.ndarray) -> np.ndarray:
     return x[x.shape[0] // 2] if x.ndim == 3 else x
 
 
-def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
-    """Alternate tiles of ``a`` and ``b`` (same 2D shape)."""
-    i, j = np.indices(a.shape)
-    mask = ((i * tiles // a.shape[0]) + (j * tiles // a.shape[1])) % 2 == 0
-    return np.where(mask, a, b)
-
-
 @torch.no_grad()
-def save_preview(net, batch: dict[str, torch.Tensor], path: str | Path, device, title: str = "") -> Path:
-    """Run ``net`` on validation pair 0 of ``batch`` and save the three panels as PNG."""
+def save_preview(family, nets, family_config, batch: dict[str, torch.Tensor], path: str | Path, device,
+                 title: str = "") -> Path:
+    """Predict validation pair 0 of ``batch`` with a learned family and save the three panels as PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from regcore.spatial.jacobian import jacobian_determinant
     from regcore.spatial.warp import warp
-    from regcore.train.objectives import jacobian_determinant
+    from regcore.viz import checkerboard
 
-    was_training = net.training
-    net.eval()
+    was_training = nets.training
+    nets.eval()
     moving, fixed = batch["moving"][:1].to(device), batch["fixed"][:1].to(device)
-    u = net(moving, fixed)["displacement"].float()
+    u = family.predict(nets, moving, fixed, family_config).displacement.float()
     warped = warp(moving, u)
     jac = jacobian_determinant(u)[0].cpu().numpy()
     if was_training:
-        net.train()
+        nets.train()
     f, w = _central(fixed[0, 0].cpu().numpy()), _central(warped[0, 0].cpu().numpy())
     disp = u[0].cpu().numpy()
     if disp.shape[0] == 3:
@@ -48,7 +43,7 @@ def save_preview(net, batch: dict[str, torch.Tensor], path: str | Path, device, 
     jac = _central(jac)
 
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), dpi=80)
-    axes[0].imshow(checkerboard(f, w), cmap="gray")
+    axes[0].imshow(checkerboard(f, w, max(1, max(f.shape) // 8)), cmap="gray")
     axes[0].set_title("checkerboard fixed / warped")
     axes[1].imshow(f, cmap="gray", alpha=0.5)
     gy, gx = np.mgrid[0:f.shape[0], 0:f.shape[1]].astype(float)

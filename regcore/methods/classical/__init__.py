@@ -1,17 +1,24 @@
-"""Classical (instance-optimisation) methods and library baselines.
+"""Classical (instance-optimisation) methods and library baselines, one method a file.
 
-Importing this package registers every method module listed in ``METHOD_MODULES``.
+Importing this package registers every method below with :mod:`regcore.methods.registry`.
+Shared machinery, one concept a module: ``inputs`` (checks, device), ``pyramid`` (levels,
+downsampling), ``filters`` / ``lncc`` (fast box filter, LNCC gradient), ``progress``, ``result``,
+``greedy_kernels`` (fused numba kernels of fireants/demons), ``library_convert`` / ``sitk_progress``
+(the SimpleITK / ITK / ANTs baselines).
 """
 
-import importlib
-import importlib.util
-
-METHOD_MODULES = (
-    "affine", "dense", "svf", "bspline", "demons", "fireants", "convexadam",
-    "sitk_baselines", "elastix", "ants",
+from regcore.methods.classical import (  # noqa: F401  (imported to register the methods)
+    affine,
+    ants,
+    bspline,
+    convexadam,
+    demons,
+    dense,
+    elastix,
+    fireants,
+    rigid,
+    sitk_affine,
+    sitk_bspline,
+    sitk_demons,
+    svf,
 )
-
-for _name in METHOD_MODULES:
-    _full = f"{__name__}.{_name}"
-    if importlib.util.find_spec(_full) is not None:
-        importlib.import_module(_full)

@@ -1,7 +1,7 @@
-"""Intensity-based rigid / affine registration: multi-resolution Adam on transform parameters.
+"""Intensity-based affine registration: multi-resolution Adam on transform parameters.
 
-Registered twice: ``"affine"`` (12 dof in 3D, 6 in 2D) and ``"rigid"`` (6 / 3 dof), one config
-class with a ``transform`` choice, so the UI can show both as methods and a user can still switch.
+Registered as ``"affine"`` (12 dof in 3D, 6 in 2D); ``rigid.py`` registers ``"rigid"`` (6 / 3 dof) on
+the same optimiser, whose config has a ``transform`` choice so a user can still switch.
 
 Parametrisation (well conditioned for Adam): points are taken to millimetres (``p = spacing * x``),
 centred on the fixed image centre ``c`` and divided by ``L`` = half the largest extent (mm), so a
@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from regcore.config import param
 from regcore.image import Image
+from regcore.losses import Similarity, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical._common import (
-    LevelProgress, Similarity, build_result, downsample, make_similarity, pair_tensors, pick_device,
-    validate_pair, validate_schedule,
-)
+from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.progress import LevelProgress
+from regcore.methods.classical.pyramid import downsample, validate_schedule
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial.affine import affine_to_displacement, moments_init, rotation_matrix
 from regcore.spatial.grid import affine_to_normalised
@@ -42,7 +43,7 @@ class AffineConfig:
                                      choices=TransformKind)
     similarity: Similarity = param(Similarity.MI, "Similarity; MI (default) also works across modalities, "
                                    "NCC/MSE for the same contrast.", choices=Similarity)
-    window: int = param(7, "LNCC window in voxels (only for similarity=lncc).", range=(3, 21), step=2)
+    window: int = param(7, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 21), step=2)
     levels: tuple[int, ...] = param((4, 2), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((150, 60), "Adam iterations per level.")
     learning_rate: float = param(0.01, "Adam learning rate (normalised units: 1 = half the image extent, "
@@ -50,12 +51,6 @@ class AffineConfig:
     init: str = param("centre_of_mass", "Initialisation: centre_of_mass (moments) or identity.",
                       choices=("centre_of_mass", "identity"))
     device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
-
-
-@dataclass(frozen=True)
-class RigidConfig(AffineConfig):
-    transform: TransformKind = param(TransformKind.RIGID, "Rigid (rotation + translation) or full affine.",
-                                     choices=TransformKind)
 
 
 class _Frame:
@@ -96,14 +91,15 @@ def _warp_affine(moving: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 
 class AffineMethod:
-    """Multi-resolution intensity-based rigid/affine registration (see module docstring)."""
+    """Multi-resolution intensity-based rigid/affine registration (see module docstring); the
+    transform kind comes from the config, ``name`` and ``config_cls`` label the method."""
 
-    def __init__(self, name: str = "affine"):
-        self.name = name
+    name = "affine"
+    config_cls = AffineConfig
 
     def register(self, fixed: Image, moving: Image, config: AffineConfig | None = None,
                  progress=None) -> RegistrationResult:
-        config = config or (RigidConfig() if self.name == "rigid" else AffineConfig())
+        config = config or self.config_cls()
         ndim = validate_pair(fixed, moving)
         levels, iterations = validate_schedule(config.levels, config.iterations)
         device = pick_device(config.device, fixed)
@@ -120,7 +116,7 @@ class AffineMethod:
                 params["angles"] = torch.zeros(1 if ndim == 2 else 3, device=device, requires_grad=True)
             else:
                 params["linear"] = torch.zeros(ndim, ndim, device=device, requires_grad=True)
-            similarity = make_similarity(config.similarity, ndim, config.window)
+            similarity = make_similarity(config.similarity, ndim, window=config.window)
             tracker = LevelProgress(progress, iterations)
             optimiser = torch.optim.Adam(list(params.values()), lr=config.learning_rate)
             for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
@@ -145,12 +141,7 @@ class AffineMethod:
 
 
 SPEC_AFFINE = register_method(MethodSpec(
-    name="affine", title="Affine (intensity-based)", config_cls=AffineConfig, factory=lambda: AffineMethod("affine"),
+    name="affine", title="Affine (intensity-based)", config_cls=AffineConfig, factory=AffineMethod,
     family=Family.AFFINE,
     description="12-parameter (3D) affine by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
-))
-SPEC_RIGID = register_method(MethodSpec(
-    name="rigid", title="Rigid (intensity-based)", config_cls=RigidConfig, factory=lambda: AffineMethod("rigid"),
-    family=Family.AFFINE,
-    description="Rotation + translation by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
 ))

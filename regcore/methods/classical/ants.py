@@ -16,14 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from regcore.config import param
 from regcore.extras import require_extra
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer, report
-from regcore.methods.classical.sitk_baselines import _check_pair, _result, sitk_field_to_voxels
+from regcore.methods.classical.library_convert import check_same_grid, sitk_field_to_voxels, to_ants
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 
 
@@ -45,14 +45,6 @@ class AntsConfig:
     seed: int = param(1, "Random seed (ANTs sampling).", range=(0, 2**31 - 1), advanced=True)
 
 
-def _to_ants(image: Image):
-    import ants
-
-    g = image.geometry
-    return ants.from_numpy(image.numpy().astype(np.float32), origin=tuple(g.origin), spacing=tuple(g.spacing),
-                           direction=g.direction_matrix)
-
-
 class AntsSynMethod:
     name = "ants_syn"
 
@@ -63,10 +55,10 @@ class AntsSynMethod:
         import ants
         import SimpleITK as sitk
 
-        _check_pair(fixed, moving)
+        check_same_grid(fixed, moving)
         report(progress, 0.0, "ANTs registration running")
         with Timer(torch.device("cpu")) as timer, tempfile.TemporaryDirectory(prefix="reglab_ants_") as tmp:
-            f, m = _to_ants(fixed), _to_ants(moving)
+            f, m = to_ants(fixed), to_ants(moving)
             reg = ants.registration(fixed=f, moving=m, type_of_transform=str(config.transform),
                                     reg_iterations=tuple(config.iterations), syn_metric=config.metric,
                                     random_seed=config.seed, outprefix=str(Path(tmp) / "reg_"))
@@ -74,7 +66,7 @@ class AntsSynMethod:
                                              compose=str(Path(tmp) / "fwd_"))
             u = sitk_field_to_voxels(sitk.ReadImage(str(composed)), fixed.geometry)
         report(progress, 1.0, "ANTs registration done")
-        return _result(self.name, fixed, moving, u, timer, config, [])
+        return build_result(self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[])
 
 
 register_method(MethodSpec(

@@ -21,12 +21,12 @@ import torch
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import Similarity, regularizer_loss
+from regcore.losses import Similarity, make_regularizer, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical._common import (
-    LevelProgress, build_result, downsample, level_shape, make_similarity, pick_device, resize_field,
-    validate_pair,
-)
+from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
+from regcore.methods.classical.progress import LevelProgress
+from regcore.methods.classical.pyramid import downsample, halving_factors, level_shape, resize_field
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
 from regcore.spatial.warp import warp
@@ -47,7 +47,7 @@ class BSplineConfig:
                                   "downsampled by 2 (repeatedly) with the control spacing halved, so its B-spline "
                                   "keeps the same physical control-point density: keeps a 1 mm 3D brain to minutes "
                                   "on CPU. Raise it on a GPU.", range=(1_000, 1_000_000_000))
-    window: int = param(7, "LNCC window (voxels) when similarity is lncc.", range=(3, 21), advanced=True)
+    window: int = param(7, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 21), advanced=True)
     normalise: bool = param(True, "Min-max normalise both images to [0, 1] before registering.", advanced=True)
     device: str = param("auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
 
@@ -85,11 +85,6 @@ def evaluation_grid(shape: tuple[int, ...], factor: int, grid_spacing: int, max_
     return factor, spacing
 
 
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    lo, hi = x.amin(), x.amax()
-    return (x - lo) / (hi - lo) if hi > lo else x - lo
-
-
 class BSplineMethod:
     """Multi-level B-spline FFD; see module docstring."""
 
@@ -100,14 +95,14 @@ class BSplineMethod:
         device = pick_device(config.device, fixed)
         f0, m0 = fixed.batch().to(device), moving.batch().to(device)
         if config.normalise:
-            f0, m0 = _minmax(f0), _minmax(m0)
+            f0, m0 = minmax(f0), minmax(m0)
         similarity = make_similarity(config.similarity, fixed.ndim, window=config.window).to(device)
-        bending = regularizer_loss("bending")
+        bending = make_regularizer("bending")
         return self._run(fixed, moving, config, progress, device, f0, m0, similarity, bending)
 
     def _run(self, fixed, moving, config, progress, device, f0, m0, similarity, bending) -> RegistrationResult:
         ndim = fixed.ndim
-        factors = [2**k for k in range(config.levels - 1, -1, -1)]
+        factors = halving_factors(config.levels)
         ticker = LevelProgress(progress, (config.iterations,) * len(factors), report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer:

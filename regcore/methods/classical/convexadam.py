@@ -23,13 +23,15 @@ import torch.nn.functional as F
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import mind_ssc, regularizer_loss
+from regcore.losses import make_regularizer, make_similarity, mind_ssc
 from regcore.methods.base import RegistrationResult, Timer, report
-from regcore.methods.classical._common import (
-    box_filter, build_result, gaussian_smooth, pair_tensors, pick_device, resize_field, validate_pair,
-)
 from regcore.methods.classical.dense import optimise_field
+from regcore.methods.classical.filters import box_filter
+from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.pyramid import TRUNCATE
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
+from regcore.spatial.smooth import gaussian_smooth
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,12 @@ def coupled_convex(cost: torch.Tensor, offsets: torch.Tensor, rounds: int, smoot
     cost = cost / scale
     radius2 = float(offsets.abs().max() ** 2) or 1.0
     field = offsets[cost.argmin(0)].movedim(-1, 0)[None]               # (1, ndim, *S)
-    smooth = gaussian_smooth(field, smooth_sigma)
+    smooth = gaussian_smooth(field, smooth_sigma, truncate=TRUNCATE)
     for k in range(rounds):
         coupling = 0.3 * 3.0 ** (k - rounds + 1) * ndim / radius2
         dist = ((offsets.view(-1, ndim, *([1] * ndim)) - smooth) ** 2).sum(1)  # (D, *S)
         field = offsets[(cost + coupling * dist).argmin(0)].movedim(-1, 0)[None]
-        smooth = gaussian_smooth(field, smooth_sigma)
+        smooth = gaussian_smooth(field, smooth_sigma, truncate=TRUNCATE)
     return smooth
 
 
@@ -116,11 +118,11 @@ class ConvexAdamMethod:
                                    mode="trilinear" if len(shape) == 3 else "bilinear", align_corners=False)
                 report(progress, 0.25, "coupled convex optimisation")
             if config.iterations > 0:
-                sim = lambda a, b: ((a - b) ** 2).mean()  # noqa: E731  (MSE of MIND descriptors)
+                sim = make_similarity("mse", len(shape))  # MSE of the MIND descriptors
                 u = optimise_field(
                     mind_f, mind_m, levels=(config.io_level,), iterations=(config.iterations,),
                     learning_rate=config.learning_rate, similarity=sim,
-                    regularizer=regularizer_loss("diffusion"), weight=config.weight, init=u0,
+                    regularizer=make_regularizer("diffusion"), weight=config.weight, init=u0,
                     progress=_offset_progress(progress, 0.25), history=history)
             else:
                 u = u0

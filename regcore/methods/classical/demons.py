@@ -6,7 +6,10 @@ image ("active") or their mean ("symmetric", ESM forces). The update is smoothed
 Gaussian of ``sigma_fluid`` voxels (fluid-like), exponentiated (scaling and squaring, so each
 step is diffeomorphic) and composed: ``phi <- phi o exp(d)``; the displacement is then
 smoothed by ``sigma_elastic`` voxels (diffusion-like). Multi-resolution: factors
-``2**(levels-1) ... 1``.
+``2**(levels-1) ... 1``. Gaussians are ``regcore.spatial.smooth`` truncated at 2 sigma
+(``pyramid.TRUNCATE``); ``exp`` is ``regcore.spatial.svf.integrate_svf`` with the fewest squarings
+that bring the largest scaled update below 0.5 voxel (``svf.squaring_steps``); composition is
+``regcore.spatial.compose.compose``.
 
 Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> moving
 (``warped = moving o (id + u)``). Intensities are min-max normalised to [0, 1] inside.
@@ -15,7 +18,6 @@ Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> mov
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +26,16 @@ import torch
 from regcore.config import param
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical._common import (
-    LevelProgress, build_result, downsample, gaussian_smooth, level_shape, pick_device, resize_field, validate_pair,
-)
 from regcore.methods.classical import greedy_kernels
+from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
+from regcore.methods.classical.progress import LevelProgress
+from regcore.methods.classical.pyramid import TRUNCATE, downsample, halving_factors, level_shape, resize_field
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial import warp_kernels
+from regcore.spatial.compose import compose
+from regcore.spatial.smooth import gaussian_smooth
+from regcore.spatial.svf import integrate_svf, squaring_steps
 from regcore.spatial.warp import warp
 
 
@@ -57,24 +63,6 @@ class DemonsConfig:
     device: str = param("auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
 
 
-def compose(u_outer: torch.Tensor, u_inner: torch.Tensor) -> torch.Tensor:
-    """Displacement of ``(id + u_outer) o (id + u_inner)``: ``u_inner + u_outer(x + u_inner(x))``."""
-    return u_inner + warp(u_outer, u_inner, mode="bilinear", padding_mode="border")
-
-
-def exponentiate(v: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-    """Scaling and squaring of a stationary velocity ``v`` ``(B, n, *S)`` (voxels) -> displacement.
-
-    ``steps=None`` picks the fewest squarings that bring the largest scaled vector below 0.5 voxel.
-    """
-    if steps is None:
-        steps = _squaring_steps(float(v.detach().norm(dim=1).amax()) if v.numel() else 0.0)
-    u = v / (2**steps)
-    for _ in range(steps):
-        u = compose(u, u)
-    return u
-
-
 def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
     """Central differences of ``(B, 1, *S)`` -> ``(B, ndim, *S)`` (per voxel, replicate border)."""
     ndim = x.ndim - 2
@@ -85,11 +73,6 @@ def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
         bwd = torch.cat([x.narrow(d, 0, 1), x.narrow(d, 0, x.shape[d] - 1)], dim=d)
         grads.append((fwd - bwd) / 2.0)
     return torch.cat(grads, dim=1)
-
-
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    lo, hi = x.amin(), x.amax()
-    return (x - lo) / (hi - lo) if hi > lo else x - lo
 
 
 def demons_step(fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, max_step: float) -> torch.Tensor:
@@ -121,9 +104,9 @@ def _iterate_torch(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: De
     """``config.iterations`` demons iterations with torch ops (any device); returns the new ``u``."""
     for it in range(config.iterations):
         w = warp(m, u)
-        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), config.sigma_fluid)
-        u = compose(u, exponentiate(d)) if config.diffeomorphic else u + d
-        u = gaussian_smooth(u, config.sigma_elastic)
+        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), config.sigma_fluid, truncate=TRUNCATE)
+        u = compose(u, integrate_svf(d, steps=None)) if config.diffeomorphic else u + d
+        u = gaussian_smooth(u, config.sigma_elastic, truncate=TRUNCATE)
         report(it, lambda: ((f - w) ** 2).mean())
     return u
 
@@ -138,7 +121,7 @@ def _iterate_compiled(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config:
     ws = greedy_kernels.GreedyWorkspace(spatial)
     fixed, moving = f[0].contiguous().numpy(), m[0].contiguous().numpy()
     field = u[0].contiguous().numpy().copy()
-    update, spare, spare2 = (np.empty_like(field) for _ in range(3))
+    update, spare = np.empty_like(field), np.empty_like(field)
     warped = np.empty_like(moving)
     mode = _FORCE_CODES[DemonsForce(config.force)]
     for it in range(config.iterations):
@@ -146,23 +129,15 @@ def _iterate_compiled(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config:
         ws.demons_force(fixed, warped, mode, config.max_step, update)
         ws.smooth(update, config.sigma_fluid)
         if config.diffeomorphic:
-            steps = _squaring_steps(ws.max_norm(update))
-            ws.scale(update, 1.0 / 2 ** steps)
-            for _ in range(steps):  # update <- update o (id + update): scaling and squaring
-                ws.compose(update, update, spare2)
-                update, spare2 = spare2, update
-            ws.compose(field, update, spare)  # phi <- phi o exp(update)
+            steps = squaring_steps(ws.max_norm(update))
+            exp_update = integrate_svf(torch.from_numpy(update)[None], steps)[0].numpy()
+            ws.compose(field, exp_update, spare)  # phi <- phi o exp(update)
             field, spare = spare, field
         else:
             field += update
         ws.smooth(field, config.sigma_elastic)
         report(it, lambda: np.mean((fixed - warped) ** 2, dtype=np.float64))
     return torch.from_numpy(field)[None]
-
-
-def _squaring_steps(vmax: float) -> int:
-    """Fewest squarings that bring the largest scaled vector below 0.5 voxel (at most 10)."""
-    return max(0, min(10, math.ceil(math.log2(max(vmax, 1e-6) / 0.5)))) if vmax > 0.5 else 0
 
 
 class DemonsMethod:
@@ -177,7 +152,7 @@ class DemonsMethod:
         m0 = moving.batch().to(device)[:, :1]
         if config.normalise:
             f0, m0 = minmax(f0), minmax(m0)
-        factors = [2**k for k in range(config.levels - 1, -1, -1)]
+        factors = halving_factors(config.levels)
         ticker = LevelProgress(progress, (config.iterations,) * len(factors), report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():
@@ -201,4 +176,4 @@ register_method(MethodSpec(
                 "smoothing and a multi-resolution pyramid; best for same-contrast images.",
 ))
 
-__all__ = ["DemonsConfig", "DemonsForce", "DemonsMethod", "demons_step", "exponentiate", "compose"]
+__all__ = ["DemonsConfig", "DemonsForce", "DemonsMethod", "demons_step", "spatial_gradient"]

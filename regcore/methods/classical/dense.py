@@ -17,12 +17,12 @@ import torch
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import Regularizer, regularizer_loss
+from regcore.losses import Regularizer, Similarity, make_regularizer, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical._common import (
-    LevelProgress, Similarity, build_result, downsample, level_shape, make_similarity, pair_tensors, pick_device,
-    resize_field, validate_pair, validate_schedule,
-)
+from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.progress import LevelProgress
+from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial.warp import warp
 
@@ -31,7 +31,7 @@ from regcore.spatial.warp import warp
 class DenseConfig:
     similarity: Similarity = param(Similarity.LNCC, "Similarity between fixed and warped moving.",
                                    choices=Similarity)
-    window: int = param(5, "LNCC window in voxels (only for similarity=lncc).", range=(3, 15), step=2)
+    window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
     regularizer: Regularizer = param(Regularizer.DIFFUSION, "Smoothness penalty on the displacement.",
                                      choices=(Regularizer.DIFFUSION, Regularizer.BENDING, Regularizer.TV))
     weight: float = param(1.0, "Regulariser weight (higher = smoother, less accurate).", range=(0.0, 100.0),
@@ -87,6 +87,19 @@ def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterati
     return resize_field(p.detach(), tuple(fixed.shape[2:]))
 
 
+def optimise_configured_field(fixed: torch.Tensor, moving: torch.Tensor, config, *, progress=None,
+                              history: list | None = None,
+                              to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> torch.Tensor:
+    """:func:`optimise_field` with the schedule, similarity (``window``), regulariser, weight and
+    ``max_level_voxels`` of a :class:`DenseConfig`-like config (dense, svf)."""
+    return optimise_field(fixed, moving, levels=config.levels, iterations=config.iterations,
+                          learning_rate=config.learning_rate,
+                          similarity=make_similarity(config.similarity, fixed.ndim - 2, window=config.window),
+                          regularizer=make_regularizer(config.regularizer), weight=config.weight,
+                          to_displacement=to_displacement, progress=progress, history=history,
+                          max_level_voxels=config.max_level_voxels)
+
+
 class DenseMethod:
     """Regularised dense displacement optimisation (see module docstring)."""
 
@@ -95,16 +108,12 @@ class DenseMethod:
     def register(self, fixed: Image, moving: Image, config: DenseConfig | None = None,
                  progress=None) -> RegistrationResult:
         config = config or DenseConfig()
-        ndim = validate_pair(fixed, moving)
+        validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
         history: list[dict[str, float]] = []
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
-            u = optimise_field(f, m, levels=config.levels, iterations=config.iterations,
-                               learning_rate=config.learning_rate,
-                               similarity=make_similarity(config.similarity, ndim, config.window),
-                               regularizer=regularizer_loss(config.regularizer), weight=config.weight,
-                               progress=progress, history=history, max_level_voxels=config.max_level_voxels)
+            u = optimise_configured_field(f, m, config, progress=progress, history=history)
         return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
                             loss_history=history)
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from regcore.config import param
 from regcore.extras import require_extra
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer, report
-from regcore.methods.classical.sitk_baselines import _check_pair, _result, world_field_to_voxels
+from regcore.methods.classical.library_convert import check_same_grid, itk_array_field_to_voxels, to_itk
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 
 
@@ -35,17 +35,6 @@ class ElastixConfig:
     resolutions: int = param(3, "Pyramid levels (NumberOfResolutions).", range=(1, 6))
     grid_spacing_mm: float = param(16.0, "Final B-spline control-point spacing (mm).", range=(2.0, 200.0))
     iterations: int = param(250, "MaximumNumberOfIterations per level.", range=(1, 5000))
-
-
-def _to_itk(image: Image):
-    import itk
-
-    arr = np.ascontiguousarray(image.numpy().astype(np.float32).T)  # ITK arrays are (k, j, i)
-    out = itk.GetImageFromArray(arr)
-    out.SetSpacing(tuple(image.geometry.spacing))
-    out.SetOrigin(tuple(image.geometry.origin))
-    out.SetDirection(itk.matrix_from_array(np.ascontiguousarray(image.geometry.direction_matrix)))
-    return out
 
 
 def elastix_installed() -> bool:
@@ -68,10 +57,10 @@ class ElastixMethod:
     def register(self, fixed: Image, moving: Image, config: ElastixConfig, progress=None) -> RegistrationResult:
         import itk
 
-        _check_pair(fixed, moving)
+        check_same_grid(fixed, moving)
         report(progress, 0.0, "elastix running")
         with Timer(torch.device("cpu")) as timer:
-            f, m = _to_itk(fixed), _to_itk(moving)
+            f, m = to_itk(fixed), to_itk(moving)
             params = itk.ParameterObject.New()
             kinds = {"affine": ["affine"], "bspline": ["bspline"], "affine+bspline": ["affine", "bspline"]}[str(config.stages)]
             for kind in kinds:
@@ -80,12 +69,9 @@ class ElastixMethod:
                 params.AddParameterMap(pm)
             _, result_params = itk.elastix_registration_method(f, m, parameter_object=params, log_to_console=False)
             field = _deformation_field(itk, m, result_params)
-            n = fixed.ndim
-            arr = np.asarray(itk.array_from_image(field), dtype=np.float64)  # (*S reversed, n) mm
-            u = world_field_to_voxels(np.transpose(arr, (*range(n - 1, -1, -1), n)), fixed.geometry)
+            u = itk_array_field_to_voxels(itk.array_from_image(field), fixed.geometry)  # (*S reversed, n) mm
         report(progress, 1.0, "elastix done")
-        return _result(self.name, fixed, moving, u, timer, config, [])
-
+        return build_result(self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[])
 
 
 def _deformation_field(itk, moving_itk, result_params):

@@ -24,15 +24,18 @@ import torch
 
 from regcore.config import param
 from regcore.image import Image
+from regcore.losses import Similarity, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical import greedy_kernels
-from regcore.methods.classical._common import (
-    LevelProgress, Similarity, build_result, downsample, gaussian_smooth, image_gradient,
-    level_shape, lncc_and_gradient, make_similarity, pair_tensors, pick_device, resize_field, validate_pair,
-    validate_schedule,
-)
+from regcore.methods.classical.filters import image_gradient
+from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.lncc import lncc_and_gradient
+from regcore.methods.classical.progress import LevelProgress
+from regcore.methods.classical.pyramid import TRUNCATE, downsample, level_shape, resize_field, validate_schedule
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial import warp_kernels
+from regcore.spatial.smooth import gaussian_smooth
 from regcore.spatial.warp import warp
 
 
@@ -40,7 +43,8 @@ from regcore.spatial.warp import warp
 class FireANTsConfig:
     similarity: Similarity = param(Similarity.LNCC, "Similarity; box LNCC (default, fastest) uses an exact analytic "
                                    "gradient, others use autograd on the warped image.", choices=Similarity)
-    window: int = param(5, "LNCC window size in voxels at every level (odd).", range=(3, 15), step=2)
+    window: int = param(5, "Local window in voxels at every level (odd; lncc, lncc_gauss, ssim).", range=(3, 15),
+                        step=2)
     preset: str = param("auto", "auto: the tuned schedule for the image dimension (3D: levels (4, 2, 1), iterations "
                         "(100, 50, 20), step 1.0, update sigma 0.75; 2D: levels (2, 1), iterations (80, 50), step 0.5, "
                         "update sigma 1.0); custom: use the four fields below.", choices=("auto", "custom"))
@@ -140,13 +144,13 @@ def _iterate_torch(f_l, m_l, u, adam, config, n_iter, sim_name, sim_module, on_i
         grad = (d_warped * image_gradient(warped.sum(1, keepdim=True)
                                           if warped.shape[1] > 1 else warped))
         if config.smooth_grad_sigma > 0:
-            grad = gaussian_smooth(grad, config.smooth_grad_sigma)
+            grad = gaussian_smooth(grad, config.smooth_grad_sigma, truncate=TRUNCATE)
         d = adam.direction(grad)
         d_max = d.norm(dim=1).amax().clamp_min(1.0)
         step = d * (-config.step_size / d_max)
         u = step + warp(u, step)
         if config.smooth_warp_sigma > 0:
-            u = gaussian_smooth(u, config.smooth_warp_sigma)
+            u = gaussian_smooth(u, config.smooth_warp_sigma, truncate=TRUNCATE)
         on_iteration(it, loss)
     return u
 
@@ -183,7 +187,7 @@ def greedy_displacement(fixed: torch.Tensor, moving: torch.Tensor, config: FireA
     levels, iterations = validate_schedule(config.levels, config.iterations)
     ndim = fixed.ndim - 2
     sim_name = Similarity(str(config.similarity))
-    sim_module = None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, config.window)
+    sim_module = None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, window=config.window)
     tracker = LevelProgress(progress, iterations)
     u = None
     adam = None

@@ -8,14 +8,16 @@ per level (:class:`GreedyWorkspace`):
 
 * :meth:`GreedyWorkspace.lncc_force`: box-window LNCC between fixed ``I`` and warped ``J``
   and the update force ``dL/dJ * grad(J)`` (central differences, one-sided at the border),
-  the same values as ``_common.lncc_and_gradient`` times ``_common.image_gradient``;
-* :meth:`GreedyWorkspace.smooth`: separable Gaussian, taps truncated at 2 sigma, replicate
-  border (as ``_common.gaussian_smooth``);
+  the same values as ``lncc.lncc_and_gradient`` times ``filters.image_gradient``;
+* :meth:`GreedyWorkspace.smooth`: separable Gaussian truncated at ``pyramid.TRUNCATE`` (2) sigmas,
+  replicate border, in place on the workspace buffers (``regcore.spatial.smooth_kernels``, the
+  compiled backend of ``regcore.spatial.smooth.gaussian_smooth``);
 * :meth:`GreedyWorkspace.adam_step`: Adam moments and the step normalised so that no voxel
   moves more than ``step_size`` voxels;
 * :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (``warp_kernels.compose``);
 * :meth:`GreedyWorkspace.demons_force`: the demons force of ``demons.demons_step``;
-  :meth:`~GreedyWorkspace.max_norm` and :meth:`~GreedyWorkspace.scale` for scaling and squaring.
+  :meth:`~GreedyWorkspace.max_norm`, which picks demons' number of squarings
+  (``regcore.spatial.svf.squaring_steps``).
 
 Every public method holds ``warp_kernels.KERNEL_LOCK`` (numba's fallback threading layer is not
 re-entrant) and uses torch's intra-op thread count. Arrays are numpy views of CPU float32 tensors laid out ``(C, Z, Y, X)``; a 2D image is
@@ -31,7 +33,9 @@ import math
 import numpy as np
 import torch
 
-from regcore.spatial import warp_kernels
+from regcore.methods.classical.pyramid import TRUNCATE
+from regcore.spatial import smooth_kernels, warp_kernels
+from regcore.spatial.smooth import gaussian_kernel_1d
 
 AVAILABLE = warp_kernels.AVAILABLE
 
@@ -166,52 +170,6 @@ if AVAILABLE:
                     else:
                         out[cx, z, y, x] = g * 0.5 * (warped[z, y, x + 1] - warped[z, y, x - 1])
 
-    # -- separable Gaussian with replicate border ---------------------------------------------------
-
-    @_pjit
-    def _gauss_z(src, dst, taps):
-        channels, nz, ny, nx = src.shape
-        r = len(taps) // 2
-        for z in numba.prange(nz):
-            for c in range(channels):
-                for y in range(ny):
-                    for x in range(nx):
-                        dst[c, z, y, x] = 0.0
-                for k in range(-r, r + 1):
-                    zz = min(max(z + k, 0), nz - 1)
-                    w = taps[k + r]
-                    for y in range(ny):
-                        for x in range(nx):
-                            dst[c, z, y, x] += w * src[c, zz, y, x]
-
-    @_pjit
-    def _gauss_y(src, dst, taps):
-        channels, nz, ny, nx = src.shape
-        r = len(taps) // 2
-        for z in numba.prange(nz):
-            for c in range(channels):
-                for y in range(ny):
-                    for x in range(nx):
-                        dst[c, z, y, x] = 0.0
-                    for k in range(-r, r + 1):
-                        yy = min(max(y + k, 0), ny - 1)
-                        w = taps[k + r]
-                        for x in range(nx):
-                            dst[c, z, y, x] += w * src[c, z, yy, x]
-
-    @_pjit
-    def _gauss_x(src, dst, taps):
-        channels, nz, ny, nx = src.shape
-        r = len(taps) // 2
-        for z in numba.prange(nz):
-            for c in range(channels):
-                for y in range(ny):
-                    for x in range(nx):
-                        s = 0.0
-                        for k in range(-r, r + 1):
-                            s += taps[k + r] * src[c, z, y, min(max(x + k, 0), nx - 1)]
-                        dst[c, z, y, x] = s
-
     # -- Adam step and composition ---------------------------------------------------------------
 
     @_pjit
@@ -293,14 +251,6 @@ if AVAILABLE:
                         out[a, z, y, x] *= scale
 
 
-def gaussian_taps(sigma: float) -> np.ndarray:
-    """Normalised Gaussian taps truncated at ``ceil(2 sigma)`` (as ``_common.gaussian_smooth``)."""
-    radius = max(1, int(math.ceil(2.0 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
 def _exclusive(method):
     """Run a workspace method under the kernel lock with torch's thread count."""
     @functools.wraps(method)
@@ -360,22 +310,18 @@ class GreedyWorkspace:
         _force(i, j, summed, norm, 1.0 / n_vox, self._as3d(out), self._first_axis)
         return -cc_sum / n_vox
 
-    @_exclusive
     def smooth(self, field: np.ndarray, sigma: float) -> None:
-        """Gaussian-smooth ``field`` ``(n, *spatial)`` in place (``sigma`` voxels; axes with <= radius voxels skipped)."""
+        """Gaussian-smooth ``field`` ``(n, *spatial)`` in place: ``sigma`` voxels, truncated at
+        :data:`TRUNCATE` sigmas, replicate border (``regcore.spatial.smooth``'s compiled backend)."""
         if sigma <= 0:
             return
-        taps = gaussian_taps(sigma)
-        r = len(taps) // 2
-        a, b = self._as3d(field), self._field_tmp[:field.shape[0]]
-        src, dst = a, b
-        for axis, kernel in ((0, _gauss_z), (1, _gauss_y), (2, _gauss_x)):
-            if self.shape[axis] <= r or (axis == 0 and self._first_axis == 1):
-                continue
-            kernel(src, dst, taps)
-            src, dst = dst, src
-        if src is not a:
-            a[...] = src
+        taps = gaussian_kernel_1d(sigma, TRUNCATE).numpy()
+        a = self._as3d(field)
+        per_axis = (None if self._first_axis == 1 else taps, taps, taps)
+        out = smooth_kernels.separable_gaussian(a, self._field_tmp[:field.shape[0]], per_axis,
+                                                torch.get_num_threads())
+        if out is not a:
+            a[...] = out
 
     @_exclusive
     def adam_step(self, grad: np.ndarray, m: np.ndarray, v: np.ndarray, t: int, beta1: float, beta2: float,
@@ -397,11 +343,6 @@ class GreedyWorkspace:
         """Largest vector norm of ``field`` ``(ndim, *spatial)`` (voxels)."""
         _max_norm(self._as3d(field), self._row_max)
         return float(self._row_max.max())
-
-    @_exclusive
-    def scale(self, field: np.ndarray, factor: float) -> None:
-        """``field *= factor`` in place."""
-        _scale(self._as3d(field), factor)
 
     @_exclusive
     def compose(self, u: np.ndarray, step: np.ndarray, out: np.ndarray) -> None:

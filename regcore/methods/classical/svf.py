@@ -3,7 +3,7 @@
 ``phi = exp(v)``: the velocity ``v`` ``(1, ndim, *S_level)`` (voxels) is integrated by scaling and
 squaring (``regcore.spatial.svf.integrate_svf``) into the displacement ``u`` (fixed -> moving).
 Loss: ``similarity(fixed, moving o (id + exp(v))) + weight * regulariser(v)``, multi-resolution Adam
-(shared loop: :func:`regcore.methods.classical.dense.optimise_field`). The result carries the
+(shared loop: :func:`regcore.methods.classical.dense.optimise_configured_field`). The result carries the
 velocity, and ``extras["inverse_displacement"]`` = ``exp(-v)``.
 """
 
@@ -15,20 +15,20 @@ import torch
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import Regularizer, regularizer_loss
+from regcore.losses import Regularizer, Similarity
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical._common import (
-    Similarity, build_result, integrate_velocity, make_similarity, pair_tensors, pick_device, validate_pair,
-)
-from regcore.methods.classical.dense import optimise_field
+from regcore.methods.classical.dense import optimise_configured_field
+from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
+from regcore.spatial.svf import integrate_svf
 
 
 @dataclass(frozen=True)
 class SVFConfig:
     similarity: Similarity = param(Similarity.LNCC, "Similarity between fixed and warped moving.",
                                    choices=Similarity)
-    window: int = param(5, "LNCC window in voxels (only for similarity=lncc).", range=(3, 15), step=2)
+    window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
     regularizer: Regularizer = param(Regularizer.DIFFUSION, "Smoothness penalty on the velocity field.",
                                      choices=(Regularizer.DIFFUSION, Regularizer.BENDING))
     weight: float = param(1.0, "Regulariser weight (higher = smoother).", range=(0.0, 100.0), step=0.1)
@@ -52,21 +52,17 @@ class SVFMethod:
     def register(self, fixed: Image, moving: Image, config: SVFConfig | None = None,
                  progress=None) -> RegistrationResult:
         config = config or SVFConfig()
-        ndim = validate_pair(fixed, moving)
+        validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
         history: list[dict[str, float]] = []
         steps = int(config.integration_steps)
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
-            v = optimise_field(f, m, levels=config.levels, iterations=config.iterations,
-                               learning_rate=config.learning_rate,
-                               similarity=make_similarity(config.similarity, ndim, config.window),
-                               regularizer=regularizer_loss(config.regularizer), weight=config.weight,
-                               to_displacement=lambda p: integrate_velocity(p, steps),
-                               progress=progress, history=history, max_level_voxels=config.max_level_voxels)
+            v = optimise_configured_field(f, m, config, progress=progress, history=history,
+                                          to_displacement=lambda p: integrate_svf(p, steps))
             with torch.no_grad():
-                u = integrate_velocity(v, steps)
-                u_inv = integrate_velocity(-v, steps)
+                u = integrate_svf(v, steps)
+                u_inv = integrate_svf(-v, steps)
         return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
                             loss_history=history, velocity=v, extras={"inverse_displacement": u_inv.cpu()})
 

@@ -1,11 +1,15 @@
-"""Learning-based methods (networks + weights), registered like every other method."""
+"""Learned registration families (see :mod:`regcore.methods.learned.family` for the contract).
+
+Every module of this package except the contract (``family``) and the shared inference
+(``inference``) is one family; importing the package imports each of them, which registers the
+family and its registration method. Adding a family = adding one file here (or a plug-in module).
+"""
 
 import importlib
-import importlib.util
+import pkgutil
 
-METHOD_MODULES = ("voxelmorph", "transmorph", "affine_net")
+INFRASTRUCTURE = frozenset({"family", "inference"})
 
-for _name in METHOD_MODULES:
-    _full = f"{__name__}.{_name}"
-    if importlib.util.find_spec(_full) is not None:
-        importlib.import_module(_full)
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name not in INFRASTRUCTURE and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")

@@ -1,32 +1,23 @@
-"""Shared pieces of regcore.io: the error type, path checks and size limits."""
+"""Errors of regcore.io and the checks that raise them: every problem with a file is an
+:class:`ImageIOError` (a ``ValueError``) whose message names the file and the problem."""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_MAX_VOXELS = 512 * 1024**2
-"""Largest voxel count :func:`load_image` reads (checked from the header before the data)."""
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-_LABEL_NAME_HINT = re.compile(r"seg|label|mask|atlas|parc|aseg", re.IGNORECASE)
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Largest voxel count :func:`regcore.io.load_image` reads (checked from the header before the data)."""
 
 
 class ImageIOError(ValueError):
     """A file could not be read or written; the message names the file and the problem."""
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _check_readable(path: str | os.PathLike) -> Path:
+def check_readable(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; TypeError for a non-path, ImageIOError when missing or empty."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     p = Path(path)
@@ -37,7 +28,8 @@ def _check_readable(path: str | os.PathLike) -> Path:
     return p
 
 
-def _check_voxels(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
+def check_voxels(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
+    """ImageIOError when a header's ``shape`` holds more than ``max_voxels`` voxels."""
     n = int(np.prod([int(s) for s in shape], dtype=np.float64))
     if n > max_voxels:
         raise ImageIOError(
@@ -46,8 +38,8 @@ def _check_voxels(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
         )
 
 
-def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Drop trailing singleton axes beyond 2D; refuse vector/4D data."""
+def spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop trailing singleton axes beyond 2D; ImageIOError for vector/4D or < 2D data."""
     shape = tuple(int(s) for s in shape)
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
@@ -61,6 +53,7 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The most telling line of a library exception's message (its last non-empty line), for our messages."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,174 @@
+"""Picture views of one run (Home and Evaluate): a registry, so a new view is one decorated function.
+
+    @view("Checkerboard", "Alternating tiles of fixed and moving/warped")
+    def _checkerboard(ctx: ViewContext) -> None: ...
+
+Each view draws from a :class:`ViewContext`: the run (``regcore.run_record.RunRecord``: metrics,
+before-metrics, landmarks, Jacobian), one slice of it (``RunSlice``: 2D arrays + display flips),
+a widget-key prefix and a height. Views only draw: every number comes from regcore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import streamlit as st
+
+from pages import _widgets as widgets
+from pages._backend import RunRecord, RunSlice
+from regcore import viz
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a view draws from. ``key`` prefixes widget keys; ``height`` is the panel height in px."""
+
+    record: RunRecord
+    view: RunSlice
+    key: str
+    height: int = 420
+
+    @property
+    def flips(self) -> tuple[bool, bool]:
+        return self.view.flips
+
+    def chart(self, fig, name: str, col=None) -> None:
+        """Draw a plotly figure with a stable key (``<key>_<name>``), in ``col`` or the page."""
+        (col or st).plotly_chart(fig, width="stretch", key=f"{self.key}_{name}")
+
+
+@dataclass(frozen=True)
+class View:
+    """A registered view: its title (the segmented-control option), draw function and help text."""
+
+    title: str
+    render: Callable[[ViewContext], None]
+    help: str = ""
+
+
+VIEWS: list[View] = []
+"""The views in display order (the first is the default)."""
+
+
+def view(title: str, help: str = "") -> Callable[[Callable[[ViewContext], None]], Callable[[ViewContext], None]]:
+    """Decorator: register ``fn(ctx)`` as a view called ``title`` (appended to :data:`VIEWS`)."""
+    def register(fn: Callable[[ViewContext], None]) -> Callable[[ViewContext], None]:
+        if any(v.title == title for v in VIEWS):
+            raise ValueError(f"a view called {title!r} is already registered")
+        VIEWS.append(View(title, fn, help))
+        return fn
+    return register
+
+
+def render_views(record: RunRecord, key: str, height: int = 420) -> RunSlice:
+    """Slice picker (3D), view chooser and the chosen view of one run; returns the slice shown."""
+    axis, index = widgets.slice_picker(record.shape, key)
+    shown = record.slice(axis, index)
+    titles = [v.title for v in VIEWS]
+    chosen = VIEWS[titles.index(st.segmented_control("View", titles, default=titles[0], key=f"{key}_view")
+                                or titles[0])]
+    if chosen.help:
+        st.caption(chosen.help[0].upper() + chosen.help[1:] + ".")
+    chosen.render(ViewContext(record, shown, key, height))
+    return shown
+
+
+# -- the views ----------------------------------------------------------------------------------------
+@view("Checkerboard", "alternating tiles of fixed and moving (before) or warped (after); edges should line up")
+def _checkerboard(ctx: ViewContext) -> None:
+    s = ctx.view
+    tile = st.slider("Tile size (voxels)", 2, max(4, min(s.fixed.shape) // 2), 16, key=f"{ctx.key}_tile")
+    c1, c2 = st.columns(2)
+    ctx.chart(viz.checkerboard_figure(s.fixed, s.moving, tile, title="Before: fixed | moving", flips=ctx.flips,
+                                      height=ctx.height), "cb0", c1)
+    ctx.chart(viz.checkerboard_figure(s.fixed, s.warped, tile, title="After: fixed | warped", flips=ctx.flips,
+                                      height=ctx.height), "cb1", c2)
+
+
+@view("Blend", "fade from fixed to warped")
+def _blend(ctx: ViewContext) -> None:
+    alpha = st.slider("Blend: fixed -> warped", 0.0, 1.0, 0.5, 0.05, key=f"{ctx.key}_alpha")
+    ctx.chart(viz.blend_figure(ctx.view.fixed, ctx.view.warped, alpha, flips=ctx.flips, height=ctx.height), "blend")
+
+
+@view("Flicker / side by side", "fixed and warped next to each other, and alternating")
+def _flicker(ctx: ViewContext) -> None:
+    s, h = ctx.view, ctx.height - 60
+    c1, c2, c3 = st.columns(3)
+    ctx.chart(viz.image_figure(s.fixed, title="Fixed", flips=ctx.flips, height=h), "sbs0", c1)
+    ctx.chart(viz.image_figure(s.warped, title="Warped moving", flips=ctx.flips, height=h), "sbs1", c2)
+    ctx.chart(viz.flicker_figure(s.fixed, s.warped, flips=ctx.flips, height=h), "flicker", c3)
+
+
+@view("Difference", "signed intensity difference to fixed, before and after")
+def _difference(ctx: ViewContext) -> None:
+    s = ctx.view
+    c1, c2 = st.columns(2)
+    ctx.chart(viz.difference_figure(s.fixed, s.moving, title="Before: moving - fixed", flips=ctx.flips,
+                                    height=ctx.height), "diff0", c1)
+    ctx.chart(viz.difference_figure(s.fixed, s.warped, title="After: warped - fixed", flips=ctx.flips,
+                                    height=ctx.height), "diff1", c2)
+
+
+@view("Deformation grid", "the fixed grid carried by the transform")
+def _grid(ctx: ViewContext) -> None:
+    step = st.slider("Grid spacing (voxels)", 2, 24, 6, key=f"{ctx.key}_gstep")
+    ctx.chart(viz.grid_overlay_figure(ctx.view.warped, ctx.view.disp, step=step, flips=ctx.flips,
+                                      height=ctx.height), "grid")
+
+
+@view("Arrows", "in-plane displacement arrows (fixed -> moving)")
+def _arrows(ctx: ViewContext) -> None:
+    c1, c2 = st.columns(2)
+    step = c1.slider("Arrow spacing (voxels)", 2, 24, 8, key=f"{ctx.key}_qstep")
+    scale = c2.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key=f"{ctx.key}_qscale")
+    ctx.chart(viz.quiver_figure(ctx.view.fixed, ctx.view.disp, step=step, scale=scale, flips=ctx.flips,
+                                height=ctx.height), "quiver")
+
+
+@view("Jacobian", "local volume change of the transform, det J, with folded voxels outlined")
+def _jacobian(ctx: ViewContext) -> None:
+    folded = ctx.record.metrics.get("folding_percent")
+    st.caption("det J < 1 shrinks, > 1 grows; <= 0 means folding. Folded voxels in the whole volume: "
+               + ("n/a" if folded is None else f"{folded:.3f} %") + ".")
+    ctx.chart(viz.jacobian_figure(ctx.view.jac, flips=ctx.flips, height=ctx.height), "jac")
+
+
+@view("Contours", "label outlines of fixed vs moving (before) and warped (after)")
+def _contours(ctx: ViewContext) -> None:
+    s = ctx.view
+    if s.fixed_labels is None:
+        st.info("This pair has no label maps; load labels on the Data page to see contours and Dice.")
+        return
+    c1, c2 = st.columns(2)
+    for col, other, title, k in ((c1, s.moving_labels, "Before: fixed (cyan) vs moving (orange)", 0),
+                                 (c2, s.warped_labels, "After: fixed (cyan) vs warped (orange)", 1)):
+        fig = viz.image_figure(s.fixed, title=title, flips=ctx.flips, height=ctx.height)
+        viz.add_contours(fig, s.fixed_labels, color="#00e5ff")
+        if other is not None:
+            viz.add_contours(fig, other, color="#ff9f1c", dash="dot")
+        ctx.chart(fig, f"cont{k}", col)
+
+
+@view("Landmarks", "true landmark positions vs where the transform maps them (arrows = residual error)")
+def _landmarks(ctx: ViewContext) -> None:
+    lm = ctx.record.landmarks
+    if lm is None:
+        st.info("This pair has no matched landmarks; load fixed and moving landmark CSVs on the Data page.")
+        return
+    s = ctx.view
+    true2, keep = viz.points_in_slice(lm.moving_index, s.axis, s.index)
+    fixed2, _ = viz.points_in_slice(lm.fixed_index, s.axis, s.index)
+    mapped2, _ = viz.points_in_slice(lm.mapped_index, s.axis, s.index)
+    ids = [i for i, k in zip(lm.ids, keep) if k]
+    c1, c2 = st.columns(2)
+    ctx.chart(viz.landmark_tre_figure(s.moving, true2, fixed2, ids=ids, title="Before: true (yellow) vs identity (red)",
+                                      flips=ctx.flips, height=ctx.height), "lm0", c1)
+    ctx.chart(viz.landmark_tre_figure(s.moving, true2, mapped2, ids=ids,
+                                      title="After: true (yellow) vs phi(fixed) (red)", flips=ctx.flips,
+                                      height=ctx.height), "lm1", c2)
+    before, after = ctx.record.before_metrics.get("tre_mean_mm"), ctx.record.metrics.get("tre_mean_mm")
+    if before is not None and after is not None:
+        st.caption(f"Mean TRE {before:.2f} mm before -> {after:.2f} mm after ({len(lm)} landmarks"
+                   + ("" if s.axis is None else f", {len(ids)} within 2 voxels of this slice") + ").")

@@ -1,0 +1,144 @@
+"""Inference for every learned family: load its networks, prepare inputs like training, predict.
+
+Inference mirrors training (:mod:`regcore.nets.inputs`): each image is resampled to the
+model's training resolution (``spacing_mm`` stored in the checkpoint), robustly normalised to
+[0, 1], zero-padded (centred) to a multiple of the family's divisor and at least to the training
+canvas (``train_shape``); the predicted displacement is cropped and resampled back to the fixed
+grid with its voxel units rescaled. Families without training (per-pair optimisers) run on the
+image grid itself. The result follows regcore's convention: displacement ``(1, ndim, *S)`` in
+fixed-grid voxels, fixed -> moving, ``warped = moving o (id + u)``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regcore.image import Image
+from regcore.methods.base import RegistrationResult, Timer, report, resolve_device
+from regcore.nets.inputs import ModelGrid, field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
+from regcore.spatial.warp import warp
+from regcore.train.checkpoint import CheckpointError, build_nets, load_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MODELS_DIR = REPO_ROOT / "assets" / "models"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint path as given (absolute or relative to the cwd), else relative to the repo root."""
+    if not str(path):
+        raise ValueError("checkpoint is empty: give a weights file (e.g. from `regcore train`, runs/<id>/model.pt)")
+    p = Path(path).expanduser()
+    if p.is_file() or p.is_absolute():
+        return p
+    alt = REPO_ROOT / p
+    return alt if alt.is_file() else p
+
+
+_CACHE: dict[tuple[str, float, str], tuple[Any, dict]] = {}
+
+
+def load_model(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.ModuleDict, dict]:
+    """``(networks, checkpoint dict)`` for a weights file, cached by (path, mtime, device)."""
+    p = resolve_checkpoint(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    key = (str(p.resolve()), p.stat().st_mtime, str(device))
+    if key not in _CACHE:
+        data = load_checkpoint(p)
+        nets = build_nets(data, device)
+        _CACHE.clear()  # keep one model in memory
+        _CACHE[key] = (nets, data)
+    return _CACHE[key]
+
+
+def image_to_model_affine(grid: ModelGrid, device, dtype) -> torch.Tensor:
+    """``(n+1, n+1)`` map image voxel -> model voxel (corner-aligned resize, then centring offset)."""
+    n = len(grid.image_shape)
+    t = torch.eye(n + 1, device=device, dtype=dtype)
+    for i, (s, r, o) in enumerate(zip(grid.image_shape, grid.resized_shape, grid.offsets)):
+        t[i, i] = (r - 1) / max(s - 1, 1)
+        t[i, n] = o
+    return t
+
+
+def check_same_grid(fixed: Image, moving: Image) -> None:
+    """Both Images on the same grid (the caller resamples moving onto the fixed grid first)."""
+    for name, im in (("fixed", fixed), ("moving", moving)):
+        if not isinstance(im, Image):
+            raise TypeError(f"{name} must be a regcore.image.Image, got {type(im).__name__}")
+    if fixed.shape != moving.shape:
+        raise ValueError(f"fixed shape {fixed.shape} != moving shape {moving.shape}; resample moving onto the "
+                         "fixed grid first (regcore.preprocess.resample_to)")
+
+
+@dataclass
+class LearnedMethod:
+    """The registry method of a learned family (built by :func:`register_family`).
+
+    Attributes:
+        family: the :class:`~regcore.methods.learned.family.LearnedFamily` instance.
+    """
+
+    family: Any
+
+    def networks(self, settings: Any, dims: int, device: torch.device) -> tuple[torch.nn.ModuleDict, Any, dict]:
+        """``(networks, family config, checkpoint data)``; a family without training builds fresh networks."""
+        fam = self.family
+        if not fam.needs_training:
+            config = fam.make_config({})
+            return fam.build(dims, config).to(device), config, {}
+        nets, data = load_model(settings.checkpoint, device)
+        if data["family"] != fam.name:
+            raise ValueError(f"checkpoint {settings.checkpoint} holds a {data['family']!r} model, "
+                             f"but method {fam.name!r} needs a {fam.name!r} checkpoint")
+        if int(data["dims"]) != dims:
+            raise ValueError(f"checkpoint {settings.checkpoint} is a {data['dims']}D model but the images are "
+                             f"{dims}D; pick a {dims}D checkpoint")
+        return nets, fam.make_config(data.get("family_config")), data
+
+    def register(self, fixed: Image, moving: Image, config: Any, progress=None) -> RegistrationResult:
+        """Predict the fixed -> moving displacement (see the module docstring)."""
+        check_same_grid(fixed, moving)
+        fam = self.family
+        device = resolve_device(getattr(config, "device", "auto"))
+        report(progress, 0.0, "loading model")
+        nets, fam_config, data = self.networks(config, fixed.ndim, device)
+        report(progress, 0.2, "predicting")
+        train_shape = data.get("train_shape")
+        spacing = data.get("spacing_mm")
+        grid = plan_model_grid(fixed.shape, fixed.spacing, float(spacing) if spacing else None,
+                               fam.divisor(fixed.ndim, fam_config),
+                               tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None)
+        with Timer(device) as timer:
+            fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
+            mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
+            nets.eval()
+            with (nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad()):
+                pred = fam.predict(nets, mov, fix, fam_config, config)
+            u = field_to_image_grid(pred.displacement.detach().float(), grid)
+            warped = warp(moving.batch().to(device), u)
+        report(progress, 1.0, "done")
+        extras: dict[str, Any] = {"model_shape": grid.padded_shape, **pred.extras}
+        if data:
+            extras.update(checkpoint=str(resolve_checkpoint(config.checkpoint)),
+                          trained_spacing_mm=float(data["spacing_mm"]))
+        if pred.variance is not None:
+            extras["variance"] = field_to_image_grid(pred.variance.detach().float(), grid).cpu()
+        affine = None
+        if pred.affine is not None:
+            t = image_to_model_affine(grid, device, torch.float32)
+            n = fixed.ndim
+            a = torch.eye(n + 1, device=device)
+            a[:n] = pred.affine[0].detach().float()
+            affine = (torch.linalg.inv(t) @ a @ t)[:n].cpu()
+        velocity = None if pred.velocity is None else field_to_image_grid(pred.velocity.detach().float(), grid).cpu()
+        return RegistrationResult(
+            method=fam.name, fixed=fixed, moving=moving, warped=moving.with_data(warped[0].to(moving.data.device)),
+            displacement=u.cpu(), affine=affine, velocity=velocity, runtime_s=timer.runtime_s,
+            peak_memory_mb=timer.peak_memory_mb, device=str(device), config=config, extras=extras)
