@@ -68,6 +68,6 @@ def test_every_trainable_family_gets_its_own_form(runs_dir):
         at.selectbox(key="train_family").set_value(fam.name).run()
         assert not at.exception and not at.error
         assert any(fam.summary[:40] in c.value for c in at.caption)
-        keys = {w.key for w in list(at.text_input) + list(at.number_input) + list(at.checkbox)}
+        keys = {w.key for w in list(at.text_input) + list(at.number_input) + list(at.checkbox) + list(at.selectbox)}
         for field in fam.config_dict(fam.make_config({})):
             assert f"train_{fam.name}_fam_{field}" in keys, (fam.name, field)

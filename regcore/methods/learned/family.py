@@ -90,6 +90,10 @@ class LearnedSettings:
 
     checkpoint: str = param("", "Weights file (.pt) from `regcore train` or assets/models.")
     device: str = param("auto", "auto = CUDA when available, else CPU.", choices=("auto", "cpu", "cuda"))
+    refine_iterations: int = param(0, "Instance optimisation: Adam steps that refine the network's field on this "
+                                   "pair (LNCC + diffusion, full resolution); 0 = network only.", range=(0, 1000))
+    refine_weight: float = param(1.0, "Diffusion weight of the instance optimisation.", range=(0.0, 100.0),
+                                 advanced=True)
 
 
 @dataclass(frozen=True)

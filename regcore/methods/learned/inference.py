@@ -12,6 +12,7 @@ fixed-grid voxels, fixed -> moving, ``warped = moving o (id + u)``.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer, report, resolve_device
+from regcore.methods.learned.refine import refine_displacement
 from regcore.nets.inputs import ModelGrid, field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
 from regcore.spatial.warp import warp
 from regcore.train.checkpoint import CheckpointError, build_nets, load_checkpoint
@@ -116,15 +118,22 @@ class LearnedMethod:
                                fam.divisor(fixed.ndim, fam_config),
                                tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None)
         with Timer(device) as timer:
+            t0 = time.perf_counter()
             fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
             mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
             nets.eval()
             with (nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad()):
                 pred = fam.predict(nets, mov, fix, fam_config, config)
             u = field_to_image_grid(pred.displacement.detach().float(), grid)
+            predict_s = time.perf_counter() - t0
+            if getattr(config, "refine_iterations", 0):
+                report(progress, 0.5, f"instance optimisation ({config.refine_iterations} steps)")
+                u = refine_displacement(fixed.batch()[:, :1].to(device), moving.batch()[:, :1].to(device), u,
+                                        config.refine_iterations, weight=config.refine_weight)
             warped = warp(moving.batch().to(device), u)
         report(progress, 1.0, "done")
-        extras: dict[str, Any] = {"model_shape": grid.padded_shape, **pred.extras}
+        extras: dict[str, Any] = {"model_shape": grid.padded_shape, "predict_s": predict_s,
+                                  "refine_s": timer.runtime_s - predict_s, **pred.extras}
         if data:
             extras.update(checkpoint=str(resolve_checkpoint(config.checkpoint)),
                           trained_spacing_mm=float(data["spacing_mm"]))
