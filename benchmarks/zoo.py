@@ -43,10 +43,8 @@ def learned_methods() -> list[str]:
     for fam in all_families():
         if 2 not in fam.dims:
             continue
-        if fam.needs_training:
-            from regcore.methods.learned.inference import resolve_checkpoint
-            if not resolve_checkpoint(registry.get(fam.name).make_config().checkpoint).is_file():
-                continue
+        if fam.needs_training and not registry.get(fam.name).factory().default_checkpoint(2).is_file():
+            continue
         out.append(fam.name)
     return out
 

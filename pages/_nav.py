@@ -58,6 +58,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/register.py", "Register", ":material/join_inner:", "Register: pick a method and run"),
     PageSpec("pages/evaluate.py", "Evaluate & compare", ":material/compare:", "Evaluate: compare runs and export"),
     PageSpec("pages/train.py", "Train", ":material/model_training:", "Train: learned models on your data"),
+    PageSpec("pages/batch.py", "Batch", ":material/dynamic_feed:", "Batch: many methods x pairs, sweeps"),
     PageSpec("pages/learn.py", "Learn", ":material/school:", "Learn: concept labs"),
 )
 

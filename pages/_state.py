@@ -1,9 +1,10 @@
 """Session state, caches and the never-a-traceback page wrapper shared by all pages.
 
 Per-user data lives in ``st.session_state``: ``"pair"`` (a ``regcore.data.Pair``) and ``"runs"``
-(``dict[label, regcore.run_record.RunRecord]``). Decoded files, sample pairs and the home page's
-default run are cached process-wide with ``st.cache_resource`` and treated as read-only, so two
-browser sessions never see each other's data and nothing is decoded or registered twice.
+(``dict[label, regcore.run_record.RunRecord]``), and the decoded uploads (``"uploads"``, this session
+only, bounded). Sample pairs and the home page's default run are the same for everyone: they are cached
+process-wide with ``st.cache_resource`` and treated as read-only, so nothing is built or registered twice
+and two browser sessions never see each other's data.
 """
 
 from __future__ import annotations
@@ -67,29 +68,62 @@ def default_sample_pair(dims: int = 2) -> tuple[Any, str | None]:
         return cached_sample_pair(FALLBACK_DATASET, dims), f"the {DEFAULT_DATASET} sample is unavailable ({e})"
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _decode_cached(digest: str, suffix: str, _data: bytes, kind: str, geometry_key: Any = None):
-    """Decode uploaded bytes once per content (cache key = sha1 digest, not the bytes); read-only result."""
-    with tempfile.TemporaryDirectory() as tmp:
+UPLOADS_KEPT = 8
+"""Decoded uploads a session keeps (by content), so a rerun does not decode them again."""
+
+
+def _decode(name: str, suffix: str, data: bytes, kind: str, geometry=None):
+    """Decode uploaded bytes in a private temporary folder (removed afterwards), within the voxel budget."""
+    from pages import _limits as limits
+
+    with tempfile.TemporaryDirectory(prefix="reglab_upload_") as tmp:
         path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(_data)
+        path.write_bytes(data)
         if kind == "landmarks":
-            return backend.load_landmarks(str(path), geometry_key)
-        return backend.load_image(str(path), is_labels=(kind == "labels"))
+            return backend.load_landmarks(str(path), geometry)
+        return backend.load_image(str(path), is_labels=(kind == "labels"), max_voxels=limits.max_upload_voxels())
 
 
 def decode_upload(name: str, data: bytes, kind: str, geometry=None):
-    """Decode an uploaded file (image/labels/landmarks); raises ValueError naming the file on failure."""
+    """Decode an uploaded file (image/labels/landmarks); raises ValueError naming the file on failure.
+
+    Bounded: at most ``REGLAB_MAX_UPLOAD_MB`` per file and ``REGLAB_MAX_UPLOAD_VOXELS`` decoded voxels
+    (checked from the header before decoding; see ``pages/_limits.py``). Decoded files are kept in THIS
+    session's state only (never shared with other browser sessions), at most :data:`UPLOADS_KEPT`.
+    """
+    from pages import _limits as limits
+
     if not data:
         raise ValueError(f"{name} is empty")
-    suffix = "".join(Path(name).suffixes[-2:]) if name.endswith(".gz") else Path(name).suffix
-    digest = hashlib.sha1(data).hexdigest()
+    if len(data) > limits.max_upload_bytes():
+        raise ValueError(f"{name} is {len(data) / 1024**2:,.1f} MiB, more than the {limits.max_upload_bytes() // 1024**2} "
+                         "MiB this server accepts per file (REGLAB_MAX_UPLOAD_MB)")
+    base = Path(name).name
+    suffix = "".join(Path(base).suffixes[-2:]) if base.lower().endswith(".gz") else Path(base).suffix
+    if not suffix.replace(".", "").isalnum():
+        raise ValueError(f"could not read {name!r} as {kind}: unsupported file name suffix {suffix!r}")
+    key = (hashlib.sha1(data).hexdigest(), suffix.lower(), kind, repr(geometry) if geometry is not None else "")
+    store = st.session_state.setdefault("uploads", {})
+    if key in store:
+        return store[key]
     try:
-        return _decode_cached(digest, suffix.lower(), data, kind, geometry)
+        decoded = _decode(name, suffix.lower(), data, kind, geometry)
     except ValueError as e:
-        raise ValueError(f"could not read {name!r} as {kind}: {e}") from None
+        raise ValueError(f"could not read {name!r} as {kind}: {_strip_temp(e)}") from None
+    except MemoryError:
+        raise ValueError(f"could not read {name!r} as {kind}: not enough memory on the server") from None
     except Exception as e:  # noqa: BLE001 - library errors (SimpleITK/nibabel) become one message
-        raise ValueError(f"could not read {name!r} as {kind}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"could not read {name!r} as {kind}: {type(e).__name__}: {_strip_temp(e)}") from None
+    while len(store) >= UPLOADS_KEPT:
+        store.pop(next(iter(store)))
+    store[key] = decoded
+    return decoded
+
+
+def _strip_temp(exc: Exception) -> str:
+    """The message without the server's temporary path (the visitor's file name is already named)."""
+    import re
+    return re.sub(r"\S*reglab_upload_\w+/upload[.\w]*:?\s*", "", str(exc)).strip() or type(exc).__name__
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

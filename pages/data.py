@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from pages import _backend as backend
+from pages import _roots as server_roots
 from pages import _state as state
 from pages import _widgets as widgets
 
-IMAGE_TYPES = ["nii", "gz", "mha", "mhd", "nrrd", "nhdr", "zip", "dcm"]
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data"
+IMAGE_TYPES = ["nii", "gz", "mha", "nrrd", "zip"]
+"""Single-file formats (a detached .mhd/.nhdr header cannot bring its data file in an upload)."""
+MAX_CSV_BYTES = 4 * 1024**2
 
 
 def _sample_source() -> None:
@@ -28,13 +28,21 @@ def _sample_source() -> None:
 
 
 def _folder_source() -> None:
-    path = st.text_input("Folder on the server", value=str(DEFAULT_FOLDER) if DEFAULT_FOLDER.is_dir() else "",
-                         key="data_folder_path", help="A folder of NIfTI/MHA images with labels/landmarks.")
+    roots = server_roots.data_roots()
+    if not roots:
+        st.info(f"No data folder is configured on this server. {server_roots.HOW_TO_ADD}", icon=":material/info:")
+        return
+    st.caption("Folders on this server that RegLab may read: " + ", ".join(f"`{r}`" for r in roots)
+               + f". {server_roots.HOW_TO_ADD}")
+    c1, c2 = st.columns([1, 2])
+    root = c1.selectbox("Data folder", [str(r) for r in roots], key="data_root")
+    path = c2.text_input("Folder inside it", value="", key="data_folder_path",
+                         help="A folder of NIfTI/MHA images with labels/landmarks, relative to the data folder "
+                              "(or an absolute path inside one).")
     if st.button("Scan folder", key="data_scan"):
-        if not path or not Path(path).is_dir():
-            raise ValueError(f"folder not found: {path!r}")
-        with st.spinner("Scanning ..."):
-            ds = backend.load_folder(path)
+        folder = server_roots.resolve_folder(root, path)
+        with st.spinner("Scanning ..."), server_roots.confined():  # nothing outside the roots is read
+            ds = backend.load_folder(str(folder))
             st.session_state["folder_pairs"] = list(ds.pairs())
             st.session_state["folder_errors"] = list(getattr(ds, "errors", []))
     pairs = st.session_state.get("folder_pairs") or []
@@ -49,8 +57,10 @@ def _folder_source() -> None:
 
 
 def _upload_source() -> None:
+    from pages import _limits as limits
     st.caption("NIfTI, MHA/NRRD, or a zipped DICOM series; labels as an integer image; landmarks as CSV "
-               "`id,x,y[,z]` in mm (LPS).")
+               f"`id,x,y[,z]` in mm (LPS). Up to {limits.max_upload_bytes() // 1024**2} MiB and "
+               f"{limits.max_upload_voxels() / 1e6:,.0f} million voxels per image.")
     c1, c2 = st.columns(2)
     up = {
         "fixed": c1.file_uploader("Fixed image", type=IMAGE_TYPES, key="up_fixed"),
@@ -72,6 +82,8 @@ def _upload_source() -> None:
             parts[k] = state.decode_upload(f.name, f.getvalue(), "labels" if "labels" in k else "image")
     for k in ("fixed_landmarks", "moving_landmarks"):
         f = up[k]
+        if f is not None and len(f.getvalue()) > MAX_CSV_BYTES:
+            raise ValueError(f"{f.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a landmark CSV is a few KiB")
         if f is not None:
             geom = parts["fixed" if k.startswith("fixed") else "moving"].geometry
             parts[k] = state.decode_upload(f.name, f.getvalue(), "landmarks", geom)
@@ -80,6 +92,9 @@ def _upload_source() -> None:
         import io
 
         import pandas as pd
+        if len(names_file.getvalue()) > MAX_CSV_BYTES:
+            raise ValueError(f"{names_file.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a label names CSV is "
+                             "a few KiB")
         try:
             df = pd.read_csv(io.BytesIO(names_file.getvalue()))
             label_names = {int(v): str(n) for v, n in zip(df.iloc[:, 0], df.iloc[:, 1])}

@@ -10,6 +10,8 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from pages import _backend as backend
+from pages import _limits as limits
+from pages import _roots as server_roots
 from pages import _state as state
 from pages import _widgets as widgets
 from regcore.methods.base import RegistrationCancelled
@@ -62,10 +64,15 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
     cancel_slot = c2.empty()
     cancel_slot.button("Cancel", key="reg_cancel", icon=":material/stop_circle:", width="stretch")
     status = st.empty()
+
+    def queued(position: int) -> None:
+        bar.progress(0.0, text=f"Waiting for a free slot on the server ({position} ahead of you) ...")
+
     t0 = time.perf_counter()
     try:
-        result, metrics = backend.run_registration(pair, spec.name, overrides,
-                                                   _progress_callback(bar, status, holder), device)
+        with limits.RUNS.slot(limits.visitor(), on_wait=queued):  # server-wide and per-visitor limits
+            result, metrics = backend.run_registration(pair, spec.name, overrides,
+                                                       _progress_callback(bar, status, holder), device)
     except RegistrationCancelled:
         if "interrupt" in holder:
             raise holder["interrupt"]  # let Streamlit process the click that cancelled us
@@ -109,7 +116,8 @@ def body() -> None:
         pair = _swap(pair)
     spec, reason = _choose_method(pair.fixed.ndim)
     if spec.description:
-        st.caption(spec.description)
+        with st.expander("How it works", expanded=spec.family == "learned"):
+            st.markdown(spec.description + (f"\n\n*Paper:* {spec.paper}" if spec.paper else ""))
     preset = {}
     if st.session_state.get("register_method") == spec.name:
         preset = dict(st.session_state.get("register_overrides") or {})
@@ -135,10 +143,15 @@ def body() -> None:
                  icon=":material/play_arrow:"):
         try:
             spec.make_config(overrides)  # validate before starting
+            if overrides.get("checkpoint"):  # weights only from the server's allowed folders
+                server_roots.check_model_path(str(overrides["checkpoint"]))
         except (TypeError, ValueError) as e:
             st.error(f"Invalid parameters: {e}")
         else:
-            _run(pair, spec, overrides, device, label)
+            try:
+                _run(pair, spec, overrides, device, label)
+            except limits.ServerBusy as e:
+                st.warning(str(e), icon=":material/hourglass_top:")
     elif st.session_state.get("reg_cancel"):
         st.warning("Registration cancelled; nothing was saved.", icon=":material/stop_circle:")
     _runs_table()

@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from pages import _limits as limits
+from pages import _roots as server_roots
 from pages import _state as state
 from regcore.config import describe
 from regcore.methods.learned.family import all_families, get_family
@@ -98,10 +100,29 @@ def config_form() -> None:
         _start(config_from_dict({**QUICK_DEMO, "family": fam.name, "train_shape": shape}))
 
 
+def _active_runs() -> list[str]:
+    return [r["run_id"] for r in jobs.list_runs() if r.get("state") in ("queued", "running")]
+
+
+def _check_paths(config: TrainConfig) -> None:
+    """A visitor's data_path / init_checkpoint must lie in the server's allowed folders."""
+    if config.data_path:
+        with server_roots.confined():
+            from regcore.io.confine import outside_roots
+            reason = outside_roots(config.data_path)
+        if reason:
+            raise ValueError(f"data_path {config.data_path!r} {reason}")
+    if config.init_checkpoint:
+        server_roots.check_model_path(config.init_checkpoint)
+
+
 def _start(config: TrainConfig) -> None:
     try:
-        run_id = jobs.start(config)
-    except (OSError, ValueError) as e:
+        _check_paths(config)
+        with limits.training_start(limits.visitor(), _active_runs) as record:
+            run_id = jobs.start(config)
+            record(run_id)
+    except (OSError, ValueError, limits.ServerBusy) as e:
         st.error(f"Cannot start the run: {e}")
         return
     st.session_state["train_selected"] = run_id
@@ -145,14 +166,19 @@ def curves(run_ids: list[str]) -> go.Figure:
 def run_controls(run_id: str, status: dict) -> None:
     cols = st.columns(3)
     state = status.get("state")
-    if cols[0].button("Stop", disabled=state not in ("queued", "running"), key="train_stop"):
+    mine = run_id in limits.training_owned(limits.visitor())
+    if state in ("queued", "running") and not mine:
+        st.caption("Started by another visitor: only they can stop it.")
+    if cols[0].button("Stop", disabled=state not in ("queued", "running") or not mine, key="train_stop"):
         jobs.stop(run_id)
         st.info("Stop requested: the run checkpoints and stops within one step.")
     if cols[1].button("Resume", disabled=state not in ("stopped", "failed"), key="train_resume"):
         try:
-            jobs.resume(run_id)
+            with limits.training_start(limits.visitor(), _active_runs) as record:
+                jobs.resume(run_id)
+                record(run_id)
             st.info("Resumed from the last checkpoint.")
-        except ValueError as e:
+        except (ValueError, limits.ServerBusy) as e:
             st.error(str(e))
     weights = jobs.weights_path(run_id)
     if cols[2].button("Use this model", disabled=weights is None, key="train_use"):

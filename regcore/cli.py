@@ -8,7 +8,7 @@
     regcore bench --pairs MANIFEST.csv --methods a,b,c [--set method.key=value ...] --out DIR
                   [--engine serial|ray] [--address auto|HOST:PORT] [--grid [method.]key=v1,v2 ...]
     regcore sweep --pairs MANIFEST.csv --methods a,b --grid [method.]key=v1,v2,... --out DIR [engine options]
-    regcore train --config FILE --out DIR [--resume]
+    regcore train --config FILE --out DIR [--resume] [--nproc N [--nnodes M --node-rank R --master-addr A]]
 
 Errors print one line on stderr and exit with code 2 (no traceback).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -116,9 +117,12 @@ def cmd_register(args) -> int:
     result, metrics = run_pair(pair, args.method, overrides, device=args.device,
                                progress=_progress_printer(args.quiet))
     record = RunRecord(pair, result, metrics, label=args.method)
-    paths = save_run(record, Path(args.out))
-    if args.report:
-        paths["report"] = write_report(record, Path(args.out) / REPORT_FILE)
+    from regcore.atomic import atomic_dir
+    with atomic_dir(args.out) as tmp:  # all files or none: an error leaves no partial results in --out
+        paths = save_run(record, tmp)
+        if args.report:
+            paths["report"] = write_report(record, tmp / REPORT_FILE)
+    paths = {role: Path(args.out) / p.name for role, p in paths.items()}
     summary = {k: metrics.get(k) for k in ("method", "dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent",
                                            "sdlogj", "runtime_s", "device")}
     print(json.dumps(summary, default=_json_default))
@@ -188,7 +192,21 @@ def cmd_train(args) -> int:
 
     if not Path(args.config).is_file():
         raise CliError(f"--config must be an existing file, got {args.config!r}")
+    if args.nproc or args.nnodes > 1:
+        return _train_distributed(args)
     run_training(args.config, args.out, resume=args.resume)
+    return 0
+
+
+def _train_distributed(args) -> int:
+    """`train --nproc N [--nnodes M --node-rank R --master-addr A --master-port P]`: torchrun (DDP)."""
+    from regcore.train.distributed import launch
+
+    code = launch(args.config, args.out, args.nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
+                  master_addr=args.master_addr, master_port=args.master_port, resume=args.resume)
+    if code:
+        raise CliError(f"distributed training exited with code {code}; see {Path(args.out) / 'status.json'} "
+                       "and the output above")
     return 0
 
 
@@ -246,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--nproc", type=int, help="processes per machine (data-parallel DDP via torchrun; gloo on CPU, "
+                                             "NCCL on GPU); batch_size must be a multiple of the total")
+    t.add_argument("--nnodes", type=int, default=1, help="machines taking part (run the command on each)")
+    t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 .. nnodes-1")
+    t.add_argument("--master-addr", help="address of the machine with --node-rank 0 (multi-machine)")
+    t.add_argument("--master-port", type=int, default=29500, help="port on --master-addr (multi-machine)")
     t.set_defaults(func=cmd_train)
     return p
 
@@ -260,9 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"regcore {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError:
+        print(f"regcore {args.command}: error: out of memory; use smaller images or a larger machine",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"regcore {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: still one line (REGCORE_DEBUG=1: traceback)
+        if os.environ.get("REGCORE_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split()) or "no message"
+        print(f"regcore {args.command}: internal error ({type(exc).__name__}: {msg}); please report it "
+              "(REGCORE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -50,9 +50,14 @@ class Geometry:
             raise ValueError(f"shape must be positive, got {self.shape}")
         if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
             raise ValueError(f"spacing must be finite and > 0 mm, got {self.spacing}")
+        if any(not np.isfinite(o) for o in self.origin):
+            raise ValueError(f"origin must be finite (mm), got {self.origin}")
         d = np.asarray(self.direction, dtype=float)
         if d.shape != (n, n):
             raise ValueError(f"direction must be {n}x{n}, got {d.shape}")
+        if not np.all(np.isfinite(d)) or abs(np.linalg.det(d)) < 1e-6:
+            raise ValueError(f"direction must be a finite, non-singular {n}x{n} matrix (axes not parallel), got "
+                             f"{d.tolist()}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "origin", tuple(float(s) for s in self.origin))

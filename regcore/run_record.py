@@ -264,14 +264,21 @@ def save_run(record: RunRecord, out_dir: str | Path) -> dict[str, Path]:
     """Write the run folder described in the module docstring; returns ``{role: path}``.
 
     ``displacement.nii.gz`` is an ITK displacement field (LPS mm, fixed space) that SimpleITK's
-    ``DisplacementFieldTransform`` reads; label maps and images lie on the fixed grid.
+    ``DisplacementFieldTransform`` reads; label maps and images lie on the fixed grid. Written atomically
+    (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is left in ``out_dir``.
     """
-    from regcore.io import save_displacement, save_image, save_landmarks
-
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from regcore.atomic import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:  # all files or none: a failed write leaves no partial run folder
+        written = _write_run(record, tmp)
+    return {role: Path(out_dir) / p.name for role, p in written.items()}
+
+
+def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
+    from regcore.io import save_displacement, save_image, save_landmarks
+
     r = record.result
 
     def first_channel(img: Image) -> Image:

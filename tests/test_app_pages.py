@@ -294,7 +294,8 @@ def test_a_new_view_is_one_registered_function():
 
 
 @pytest.mark.slow
-def test_data_page_loads_a_pair_from_a_server_folder(shared_data):
+def test_data_page_loads_a_pair_from_a_server_folder(shared_data, monkeypatch):
+    monkeypatch.setenv("REGLAB_DATA_ROOTS", str(shared_data))  # a configured data root (pages/_roots.py)
     at = open_page("data")
     at.segmented_control(key="data_source").set_value("Server folder").run()
     at.text_input(key="data_folder_path").set_value(str(shared_data / "brain2d")).run()
@@ -312,7 +313,7 @@ def test_data_page_loads_a_pair_from_a_server_folder(shared_data):
 def test_data_page_missing_folder_is_a_clear_error():
     at = open_page("data")
     at.segmented_control(key="data_source").set_value("Server folder").run()
-    at.text_input(key="data_folder_path").set_value("/nonexistent/folder").run()
+    at.text_input(key="data_folder_path").set_value("nonexistent/folder").run()
     at.button(key="data_scan").click().run()
     assert not at.exception
     assert "folder not found" in at.error[0].value

@@ -40,9 +40,9 @@ def _tmp_checkpoint(tmp_path, family="voxelmorph", dims=2, spacing=2.0):
 def test_registered_with_shipped_2d_weights(name):
     spec = registry.get(name)
     assert spec.family == Family.LEARNED and spec.needs_training and spec.dims == (2, 3)
-    cfg = spec.make_config()
-    assert (MODELS_DIR.parent.parent / cfg.checkpoint).is_file(), cfg.checkpoint
-    assert (MODELS_DIR / (cfg.checkpoint.split("/")[-1].replace(".pt", ".md"))).is_file()
+    weights = spec.factory().default_checkpoint(2)
+    assert weights.is_file() and weights.parent == MODELS_DIR, weights
+    assert weights.with_suffix(".md").is_file()             # every shipped weight file has its model card
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -102,6 +102,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     torch.save({**torch.load(old, weights_only=True), "version": 1}, old)
     with pytest.raises(CheckpointError, match="made by an older RegLab"):
         method.register(f, m, spec.make_config({"checkpoint": str(old)}))
+    with pytest.raises(CheckpointError, match="no shipped 2D weights for 'lku_net'"):
+        registry.get("lku_net").factory().register(f, m, registry.get("lku_net").make_config())
     with pytest.raises(ValueError, match="resample moving onto the fixed grid"):
         method.register(f, Image.from_array(torch.rand(10, 10)), spec.make_config())
     with pytest.raises(TypeError, match="fixed must be a regcore.image.Image"):

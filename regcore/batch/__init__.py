@@ -19,9 +19,10 @@ Imports are lazy: ``import regcore.batch`` does not import torch or ray.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["Task", "PairRef", "run_tasks", "map_registrations", "manifest_refs"]
+__all__ = ["PairRef", "Task", "manifest_refs", "map_registrations", "run_tasks"]
 
 
 def __getattr__(name: str):

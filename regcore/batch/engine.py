@@ -21,17 +21,27 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from regcore.batch.progress import STOP_FILE, BatchProgress, stop_requested
-from regcore.batch.tasks import OK, Task, done_records, execute_task, failure_record, write_json_atomic
+from regcore.batch.tasks import (
+    OK,
+    Task,
+    done_records,
+    execute_task,
+    failure_record,
+    write_json_atomic,
+)
 
 ENGINES = ("serial", "ray")
+TASK_LIST = "tasks.json"
 MAX_RETRIES = 3
 Stop = Callable[[], bool]
 
-__all__ = ["ENGINES", "SerialEngine", "RayEngine", "make_engine", "run_tasks"]
+__all__ = ["ENGINES", "RayEngine", "SerialEngine", "make_engine", "run_tasks"]
 
 
 class SerialEngine:
@@ -96,6 +106,8 @@ class RayEngine:
         self._owned = False
 
     def start(self) -> None:
+        if self.address:
+            _use_token_if_available()    # before ray reads its config
         try:
             import ray
         except ImportError as e:  # pragma: no cover - ray is a dependency
@@ -103,8 +115,8 @@ class RayEngine:
         if ray.is_initialized():
             return
         env = {k: os.environ[k] for k in ("REGCORE_PLUGINS", "REGCORE_WARP_BACKEND") if os.environ.get(k)}
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                      configure_logging=True)
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.ERROR, "configure_logging": True}
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
         if self.address:
@@ -150,6 +162,25 @@ class RayEngine:
             self._owned = False
 
 
+def _use_token_if_available() -> None:
+    """Ray >= 2.5x clusters started by `ray start` use token authentication when a token exists
+    (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``), but a driver joining by address only
+    sends it with ``RAY_AUTH_MODE=token``. Send it whenever one is available (clusters without
+    authentication accept it too); an explicit ``RAY_AUTH_MODE`` is respected."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:     # already imported (e.g. by the app): refresh Ray's cached config
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except Exception:  # noqa: BLE001, S110 - private API; joining then fails with Ray's own message
+                pass
+
+
 def make_engine(engine: str | Any = "serial", *, address: str | None = None, num_cpus: int | None = None,
                 threads: int | None = None):
     """An engine object from a name (``serial`` or ``ray``); an engine object passes through."""
@@ -189,6 +220,8 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike | None = None, *
     eng = make_engine(engine, address=address, num_cpus=num_cpus, threads=threads)
     unique = list({t.key: t for t in tasks}.values())
     records = done_records(out, unique, retry_failed=retry_failed)
+    if out is not None:   # the task list, so the app can show what waits
+        write_json_atomic(out / TASK_LIST, [t.describe() for t in unique])
     todo = [t for t in unique if t.key not in records]
     progress = BatchProgress(len(unique), skipped=len(records), out_dir=out, engine=eng.name, bar=bar,
                              failed_before=sum(r.get("status") != OK for r in records.values()), callback=callback)

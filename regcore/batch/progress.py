@@ -16,8 +16,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"

@@ -16,11 +16,12 @@ point less Dice; the Pareto front shows the weights worth considering.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-__all__ = ["Variant", "parse_grid", "expand", "pareto_front", "pareto_figures", "write_sweep_outputs"]
+__all__ = ["Variant", "expand", "pareto_figures", "pareto_front", "parse_grid", "write_sweep_outputs"]
 
 AXES = (("folding_percent", "folding %", "dice_vs_folding"), ("runtime_s", "runtime s (median)", "dice_vs_runtime"))
 

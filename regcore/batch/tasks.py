@@ -31,17 +31,28 @@ import platform
 import secrets
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 IDENTITY = "identity"
 PAIR_KEYS = ("dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent", "sdlogj", "runtime_s", "peak_memory_mb")
 TASKS_DIR = "tasks"
 OK, FAILED = "ok", "failed"
 
-__all__ = ["IDENTITY", "PAIR_KEYS", "PairRef", "Task", "execute_task", "manifest_refs", "read_result",
-           "result_path", "write_json_atomic", "done_records"]
+__all__ = [
+    "IDENTITY",
+    "PAIR_KEYS",
+    "PairRef",
+    "Task",
+    "done_records",
+    "execute_task",
+    "manifest_refs",
+    "read_result",
+    "result_path",
+    "write_json_atomic",
+]
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,7 @@ def set_threads(threads: int | None) -> None:
         import numba
 
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    except Exception:  # noqa: BLE001 - numba is optional here
+    except Exception:  # noqa: BLE001, S110 - numba is optional here
         pass
 
 

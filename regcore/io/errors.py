@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 DEFAULT_MAX_VOXELS = 512 * 1024**2
 """Largest voxel count :func:`regcore.io.load_image` reads (checked from the header before the data)."""
@@ -21,6 +20,13 @@ def check_readable(path: str | os.PathLike) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     p = Path(path)
+    if "\x00" in str(p):
+        raise ImageIOError(f"{str(p)!r}: path contains a NUL character")
+    from regcore.io.confine import outside_roots
+
+    refused = outside_roots(p)
+    if refused:
+        raise ImageIOError(f"{p}: {refused}")
     if not p.exists():
         raise ImageIOError(f"{p}: file not found")
     if p.is_file() and p.stat().st_size == 0:
@@ -30,7 +36,9 @@ def check_readable(path: str | os.PathLike) -> Path:
 
 def check_voxels(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
     """ImageIOError when a header's ``shape`` holds more than ``max_voxels`` voxels."""
-    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    n = 1
+    for s in shape:
+        n *= max(int(s), 0)
     if n > max_voxels:
         raise ImageIOError(
             f"{path}: header declares {n:,} voxels (shape {tuple(shape)}), more than max_voxels={max_voxels:,}; "

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -17,10 +15,17 @@ import numpy as np
 import torch
 
 from regcore.image import Geometry, Image
+from regcore.io.budget import check_metaimage, check_nifti_size, check_nrrd
+from regcore.io.capture import library_output
+from regcore.io.dicom import read_dicom_dir, read_dicom_zip
 from regcore.io.errors import (
     DEFAULT_MAX_VOXELS, ImageIOError, check_readable, check_voxels, first_line, spatial_shape,
 )
 from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from regcore.io.geometry import (
+    NIFTI_PIXDIM, NIFTI_QFORM, NIFTI_SFORM, GeometryFields, checked_geometry, checked_geometry_from_matrix, fields_for,
+)
+from regcore.io.sitk_arrays import array_from_sitk, sitk_from_array
 from regcore.io.tables import load_label_names
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -35,143 +40,101 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
 
     try:
         img = nib.load(str(path))
+        header_shape = tuple(int(s) for s in img.shape)
+        dtype = img.header.get_data_dtype()
     except Exception as exc:  # nibabel raises many types for bad headers / bad gzip
-        raise ImageIOError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    check_voxels(path, img.shape, max_voxels)
-    shape = spatial_shape(path, img.shape)
-    try:
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # truncated/corrupt gzip: EOFError, zlib.error, OSError, ValueError
-        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-    data = data.reshape(shape)
-    affine, meta = _nifti_affine(img)
-    lps = RAS_TO_LPS @ affine
+        raise ImageIOError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {first_line(exc)})") from None
+    if any(s < 1 for s in header_shape):
+        raise ImageIOError(f"{path}: header field dim declares shape {header_shape} with a zero or negative size")
+    check_voxels(path, header_shape, max_voxels)
+    shape = spatial_shape(path, header_shape)
+    if dtype.names or dtype.kind not in "biuf":
+        raise ImageIOError(f"{path}: header field datatype is {_nifti_type_name(img.header)} (RGB, complex or "
+                           "vector voxels); regcore expects one real scalar per voxel: convert to grayscale first")
+    check_nifti_size(path, img.header, header_shape)
+    affine, form, meta = _nifti_affine(img)
+    lps = affine.copy()
+    lps[:2] *= -1.0  # RAS -> LPS (RAS_TO_LPS @ affine, without turning an infinite entry into NaN)
     n = len(shape)
     matrix = np.eye(n + 1)
     matrix[:n, :n] = lps[:n, :n]
     matrix[:n, n] = lps[:n, 3]
+    geometry = checked_geometry_from_matrix(path, shape, matrix, form)
     try:
-        geometry = Geometry.from_matrix(shape, matrix)
-    except ValueError as exc:
-        raise ImageIOError(f"{path}: invalid affine in header: {exc}") from exc
-    return data, geometry, meta
+        data = np.asarray(img.dataobj)
+    except MemoryError:
+        raise ImageIOError(f"{path}: not enough memory for {np.prod(header_shape):,} voxels of {dtype}") from None
+    except Exception as exc:  # truncated/corrupt gzip: EOFError, zlib.error, OSError, ValueError
+        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({type(exc).__name__}: "
+                           f"{first_line(exc)})") from None
+    return data.reshape(shape), geometry, meta
 
 
-def _nifti_affine(img) -> tuple[np.ndarray, dict]:
-    """The RAS affine nibabel reports, except where ITK would distrust the sform: when a qform exists
-    and the sform has shear or scales that disagree with pixdim, use the qform (as SimpleITK does)."""
+def _nifti_type_name(header) -> str:
+    try:
+        return str(header.get_value_label("datatype"))
+    except Exception:  # noqa: BLE001 - an unknown code: show the number
+        return str(int(header["datatype"]))
+
+
+def _nifti_affine(img) -> tuple[np.ndarray, GeometryFields, dict]:
+    """The RAS affine nibabel reports and the header fields it comes from, except where ITK would distrust
+    the sform: when a qform exists and the sform has shear or scales that disagree with pixdim, use the
+    qform (as SimpleITK does)."""
     header = img.header
     affine = np.asarray(img.affine, dtype=float)
+    sform, qform = int(header["sform_code"]), int(header["qform_code"])
+    form = NIFTI_SFORM if sform > 0 else NIFTI_QFORM if qform > 0 else NIFTI_PIXDIM
     meta: dict = {"format": "nifti", "warnings": []}
-    if int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0:
+    if sform > 0 and qform > 0:
         rot = np.asarray(header.get_sform(), dtype=float)[:3, :3]
         norms = np.linalg.norm(rot, axis=0)
         pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
-        orthogonal = np.allclose(rot.T @ rot, np.diag(norms**2), atol=1e-4 * max(norms.max(), 1e-12) ** 2)
-        if not (orthogonal and np.allclose(norms, pixdim, rtol=1e-4)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            orthogonal = np.allclose(rot.T @ rot, np.diag(norms**2), atol=1e-4 * max(norms.max(), 1e-12) ** 2)
+            agree = np.allclose(norms, pixdim, rtol=1e-4)
+        if not (orthogonal and agree):
             affine = np.asarray(header.get_qform(), dtype=float)
+            form = NIFTI_QFORM
             meta["warnings"].append("sform has shear or scales that disagree with pixdim; used the qform (as ITK)")
-    return affine, meta
-
-
-def _geometry_from_sitk(image, n: int) -> Geometry:
-    dim = image.GetDimension()
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n]
-    return Geometry(
-        tuple(image.GetSize()[:n]), tuple(image.GetSpacing()[:n]), tuple(image.GetOrigin()[:n]),
-        tuple(map(tuple, direction)),
-    )
-
-
-def _read_sitk_image(path: Path, image, size: tuple[int, ...], components: int) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk
-
-    if components != 1:
-        raise ImageIOError(
-            f"{path}: image has {components} components per voxel (vector/RGB); regcore expects one channel: "
-            "convert to grayscale or split the channels first"
-        )
-    shape = spatial_shape(path, size)
-    data = sitk.GetArrayFromImage(image).T.reshape(shape)  # (k, j, i) -> (i, j, k)
-    return np.ascontiguousarray(data), _geometry_from_sitk(image, len(shape))
+    return affine, form, meta
 
 
 def _read_itk(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
     import SimpleITK as sitk
 
+    suffix = suffix_of(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        reader.ReadImageInformation()  # the header only
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: not a readable {suffix_of(path)} image ({first_line(exc)})") from exc
+        raise ImageIOError(f"{path}: not a readable {suffix} image ({first_line(exc)})") from None
     size = tuple(reader.GetSize())
     check_voxels(path, size, max_voxels)
+    n = len(spatial_shape(path, size))
+    dim = reader.GetDimension()
+    checked_geometry(path, size[:n], reader.GetSpacing()[:n], reader.GetOrigin()[:n],  # before any voxel is read
+                     np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n], fields_for(suffix))
+    if suffix in (".mha", ".mhd"):  # detached data file confined, declared size vs the data, before reading
+        check_metaimage(path)
+    else:
+        check_nrrd(path)
     try:
         image = reader.Execute()
-    except RuntimeError as exc:
-        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({first_line(exc)})") from exc
-    data, geometry = _read_sitk_image(path, image, size, reader.GetNumberOfComponents())
-    return data, geometry, {"format": suffix_of(path).lstrip(".")}
-
-
-def _dicom_series_dirs(root: Path) -> list[tuple[Path, str, list[str]]]:
-    import SimpleITK as sitk
-
-    found = []
-    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
-        for sid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ():
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
-            found.append((folder, sid, list(files)))
-    return found
-
-
-def _read_dicom_dir(path: Path, root: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
-    import SimpleITK as sitk
-
-    series = _dicom_series_dirs(root)
-    if not series:
-        raise ImageIOError(f"{path}: no DICOM series found (expected a folder or .zip of .dcm slices)")
-    series.sort(key=lambda s: -len(s[2]))
-    _, sid, files = series[0]
-    meta: dict = {"format": "dicom", "series_uid": sid}
-    if len(series) > 1:
-        meta["warnings"] = [f"{len(series)} DICOM series found; loaded the largest ({len(files)} slices, UID {sid})"]
-    info = sitk.ImageFileReader()
-    info.SetFileName(files[0])
-    try:
-        info.ReadImageInformation()
-    except RuntimeError as exc:
-        raise ImageIOError(f"{path}: unreadable DICOM slice {Path(files[0]).name} ({first_line(exc)})") from exc
-    check_voxels(path, (*info.GetSize()[:2], len(files)), max_voxels)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise ImageIOError(f"{path}: DICOM series could not be read ({first_line(exc)})") from exc
-    data, geometry = _read_sitk_image(path, image, tuple(image.GetSize()), image.GetNumberOfComponentsPerPixel())
-    return data, geometry, meta
-
-
-def _read_dicom_zip(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            total = sum(i.file_size for i in zf.infolist())
-            if total > 8 * max_voxels:
-                raise ImageIOError(f"{path}: zip expands to {total:,} bytes, more than 8 * max_voxels; refusing")
-            with tempfile.TemporaryDirectory(prefix="regcore_dicom_") as tmp:
-                zf.extractall(tmp)  # zipfile strips absolute paths and '..' components
-                return _read_dicom_dir(path, Path(tmp), max_voxels)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ImageIOError(f"{path}: not a readable zip archive ({exc})") from exc
+    except (RuntimeError, MemoryError) as exc:
+        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({first_line(exc)})") from None
+    data, geometry = array_from_sitk(path, image, size, reader.GetNumberOfComponents(), fields_for(suffix))
+    return data, geometry, {"format": suffix.lstrip(".")}
 
 
 # -- images: public -----------------------------------------------------------------------
 def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
     """Integer data with few values (<= 64), or sparse values, or a label-like file name."""
-    if data.dtype.kind not in "iub":
+    if data.dtype.kind not in "iub" or data.size == 0:
         return False
+    if (data.dtype.kind == "i" and data.min() < 0) or (data.dtype == np.uint64 and data.max() > 2**62):
+        return False  # negative or enormous codes: an intensity image
     hinted = bool(LABEL_NAME_HINT.search(path.name))
     flat = data.ravel(order="K")  # no copy for Fortran-ordered NIfTI arrays
     probe = flat[:: max(1, flat.size // 200_000)]
@@ -185,6 +148,48 @@ def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
         return len(values) <= 4096
     coverage = len(values) / (float(values[-1]) - float(values[0]) + 1.0)
     return len(values) <= 1000 and coverage < 0.75
+
+
+def _read_any(p: Path, suffix: str, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
+    if p.is_dir():
+        return read_dicom_dir(p, p, max_voxels)
+    if suffix in NIFTI_SUFFIXES:
+        return _read_nifti(p, max_voxels)
+    if suffix in ITK_SUFFIXES:
+        return _read_itk(p, max_voxels)
+    if suffix == ".zip":
+        return read_dicom_zip(p, max_voxels)
+    raise ImageIOError(
+        f"{p}: unknown image format {suffix!r}; supported: .nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr, "
+        "a DICOM folder or a .zip of one"
+    )
+
+
+def _finite_values(p: Path, data: np.ndarray, allow_nan: bool) -> tuple[np.ndarray, int]:
+    """Voxels that are finite in float32; NaN/inf (or beyond float32) raise unless ``allow_nan`` (-> 0)."""
+    if data.dtype.kind != "f":
+        return data, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(data) if data.dtype.itemsize <= 4 else ~np.isfinite(data.astype(np.float32))
+    count = int(bad.sum())
+    if not count:
+        return data, 0
+    if not allow_nan:
+        raise ImageIOError(f"{p}: {count:,} voxels are NaN or infinite (or beyond float32 range); pass "
+                           "allow_nan=True to replace them by 0")
+    return np.where(bad, 0, data), count
+
+
+def _label_array(p: Path, data: np.ndarray) -> np.ndarray:
+    """int64 label codes; ImageIOError for non-integer, negative or out-of-range values."""
+    if data.dtype.kind == "f":
+        if data.size and (not np.array_equal(data, np.round(data)) or np.abs(data).max() >= 2.0**53):
+            raise ImageIOError(f"{p}: is_labels=True but the voxels are not integers (dtype {data.dtype})")
+    elif data.dtype == np.uint64 and data.size and data.max() > np.iinfo(np.int64).max:
+        raise ImageIOError(f"{p}: label values up to {int(data.max())} exceed the int64 range")
+    if data.size and data.dtype.kind in "if" and data.min() < 0:
+        raise ImageIOError(f"{p}: label maps hold non-negative integer codes, got values down to {data.min()}")
+    return np.ascontiguousarray(data, dtype=np.int64)
 
 
 def load_image(
@@ -212,59 +217,33 @@ def load_image(
         ImageIOError: missing/empty/corrupt file, unknown format, >3D data, NaN voxels, too large.
     """
     p = check_readable(path)
-    if not isinstance(max_voxels, (int, np.integer)) or max_voxels < 1:
+    if isinstance(max_voxels, bool) or not isinstance(max_voxels, (int, np.integer)) or max_voxels < 1:
         raise ValueError(f"max_voxels must be a positive int, got {max_voxels!r}")
     suffix = suffix_of(p)
-    if p.is_dir():
-        data, geometry, meta = _read_dicom_dir(p, p, max_voxels)
-    elif suffix in NIFTI_SUFFIXES:
-        data, geometry, meta = _read_nifti(p, max_voxels)
-    elif suffix in ITK_SUFFIXES:
-        data, geometry, meta = _read_itk(p, max_voxels)
-    elif suffix == ".zip":
-        data, geometry, meta = _read_dicom_zip(p, max_voxels)
-    else:
-        raise ImageIOError(
-            f"{p}: unknown image format {suffix!r}; supported: .nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr, "
-            "a DICOM folder or a .zip of one"
-        )
+    with library_output() as notes:
+        try:
+            data, geometry, meta = _read_any(p, suffix, int(max_voxels))
+        except ImageIOError as exc:
+            summary = notes.summary()
+            raise ImageIOError(f"{exc} {summary}" if summary else str(exc)) from None
     meta = {**meta, "path": str(p), "dtype": str(data.dtype)}
     warnings = list(meta.get("warnings", []))
-    if data.dtype.kind == "f":
-        bad = ~np.isfinite(data)
-        if bad.any():
-            if not allow_nan:
-                raise ImageIOError(
-                    f"{p}: {int(bad.sum()):,} voxels are NaN or infinite; pass allow_nan=True to replace them by 0"
-                )
-            data = np.where(bad, 0, data)
-            warnings.append(f"{int(bad.sum()):,} NaN/inf voxels replaced by 0")
+    if notes.count:
+        warnings.append(f"library output while reading: {notes.summary()}")
+    data, replaced = _finite_values(p, data, allow_nan)
+    if replaced:
+        warnings.append(f"{replaced:,} NaN/inf voxels replaced by 0")
     meta["warnings"] = warnings
     names = load_label_names(label_names) if isinstance(label_names, (str, os.PathLike)) else label_names
     if is_labels is None:
         is_labels = names is not None or _looks_like_labels(p, data)
     if is_labels:
-        if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
-            raise ImageIOError(f"{p}: is_labels=True but the voxels are not integers (dtype {data.dtype})")
-        tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.int64))
+        tensor = torch.from_numpy(_label_array(p, data))
     else:
         tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     stem = p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.name
     return Image(tensor[None], geometry, is_labels=bool(is_labels), label_names=names if is_labels else None,
                  name=stem, meta=meta)
-
-
-def _sitk_from_array(array: np.ndarray, geometry: Geometry, is_vector: bool = False):
-    """numpy ``(*S)`` or ``(*S, n)`` in tensor axis order -> SimpleITK image with the geometry."""
-    import SimpleITK as sitk
-
-    n = geometry.ndim
-    arr = np.transpose(array, (*range(n - 1, -1, -1), n)) if is_vector else array.T
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr), isVector=is_vector)
-    img.SetSpacing(geometry.spacing)
-    img.SetOrigin(geometry.origin)
-    img.SetDirection(tuple(geometry.direction_matrix.reshape(-1)))
-    return img
 
 
 def _storage_array(image: Image) -> np.ndarray:
@@ -299,14 +278,14 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
             affine = np.eye(4)
             m = image.geometry.index_to_world
             affine[:n, :n], affine[:n, 3] = m[:n, :n], m[:n, n]
-            nii = nib.Nifti1Image(arr, RAS_TO_LPS @ affine)
+            nii = nib.Nifti1Image(arr, RAS_TO_LPS @ affine, dtype=arr.dtype)  # int64 codes too
             nii.set_qform(nii.affine, code=1)
             nii.set_sform(nii.affine, code=1)
             nib.save(nii, str(p))
         elif suffix in ITK_SUFFIXES:
             import SimpleITK as sitk
 
-            sitk.WriteImage(_sitk_from_array(arr, image.geometry), str(p), useCompression=True)
+            sitk.WriteImage(sitk_from_array(arr, image.geometry), str(p), useCompression=True)
         else:
             raise ImageIOError(f"{p}: cannot write format {suffix!r}; use .nii, .nii.gz, .mha, .mhd or .nrrd")
     except (OSError, RuntimeError) as exc:

@@ -15,7 +15,8 @@ import torch
 from regcore.image import Geometry
 from regcore.io.errors import ImageIOError, check_readable, first_line
 from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
-from regcore.io.images import _geometry_from_sitk, _sitk_from_array
+from regcore.io.geometry import fields_for
+from regcore.io.sitk_arrays import geometry_from_sitk, sitk_from_array
 
 
 # -- displacement fields and affine transforms ----------------------------------------------
@@ -43,7 +44,7 @@ def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str 
         import SimpleITK as sitk
 
         p.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(_sitk_from_array(d_mm, geometry, is_vector=True), str(p), useCompression=True)
+        sitk.WriteImage(sitk_from_array(d_mm, geometry, is_vector=True), str(p), useCompression=True)
     except (OSError, RuntimeError) as exc:
         raise ImageIOError(f"{p}: could not write displacement field ({first_line(exc)})") from exc
     return p
@@ -63,7 +64,7 @@ def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:
         raise ImageIOError(
             f"{p}: a {n}D displacement field needs {n} components per voxel, got {img.GetNumberOfComponentsPerPixel()}"
         )
-    geometry = _geometry_from_sitk(img, n)
+    geometry = geometry_from_sitk(img, n, p, fields_for(suffix_of(p)))
     d_mm = sitk.GetArrayFromImage(img).astype(np.float64)  # (*S reversed, n)
     d_mm = np.transpose(d_mm, (*range(n - 1, -1, -1), n))  # (*S, n)
     a_inv = np.linalg.inv(geometry.index_to_world[:n, :n])

@@ -63,7 +63,7 @@ class ConvUNet(nn.Module):
         if large_kernel and large_kernel % 2 == 0:
             raise ValueError(f"large_kernel must be odd, got {large_kernel}")
         out_channels = out_channels or dims
-        self.dims, self.divisor = dims, 2 ** (len(widths) - 1)
+        self.dims, self.divisor = dims, self.divisor_for(widths)
         self.stem = Block(dims, in_channels, widths[0], large_kernel)
         self.down = nn.ModuleList(Block(dims, widths[i], widths[i + 1], 0, stride=2) for i in range(len(widths) - 1))
         self.enc = nn.ModuleList(Block(dims, w, w, large_kernel) for w in widths[1:])
@@ -78,6 +78,11 @@ class ConvUNet(nn.Module):
         if self.film is not None:
             nn.init.zeros_(self.film[2].weight)
             nn.init.zeros_(self.film[2].bias)
+
+    @staticmethod
+    def divisor_for(widths: tuple[int, ...]) -> int:
+        """Spatial sizes must be multiples of this: one 2x down-sampling between levels."""
+        return 2 ** (len(widths) - 1)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, C_in, *S)`` (+ condition ``(B, condition_dim)``) -> ``(B, out_channels, *S)``."""

@@ -219,4 +219,15 @@ def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tenso
     """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if not labels.is_floating_point() and labels.numel() and labels.abs().max() >= EXACT_FLOAT32_INT:
+        # codes beyond float32's exact integers are warped as compact indices 0..K-1 and mapped back
+        values, codes = torch.unique(labels, return_inverse=True)
+        if values[0] != 0:  # outside the image is code 0 = background
+            values, codes = torch.cat([values.new_zeros(1), values]), codes + 1
+        out = warp(codes.to(labels.dtype), displacement, mode=Interpolation.NEAREST, padding_mode=Padding.ZEROS)
+        return values[out.long()]
     return warp(labels, displacement, mode=Interpolation.NEAREST, padding_mode=Padding.ZEROS)
+
+
+EXACT_FLOAT32_INT = 1 << 24
+"""Integers up to this are exact in float32 (the sampling type of integer label warps)."""

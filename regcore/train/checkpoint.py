@@ -12,6 +12,7 @@ the family's ``nn.ModuleDict``) rebuild the networks through the family registry
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     if int(data.get("version", 0)) > VERSION:
         raise CheckpointError(f"checkpoint {path} has version {data['version']}, newer than supported {VERSION}")
+    _check_fields(path, data)
     return data
+
+
+def _check_fields(path: Path, data: dict[str, Any]) -> None:
+    """CheckpointError naming the file and the field when a stored value has the wrong type."""
+    problems = []
+    if not isinstance(data["family"], str) or not data["family"].isidentifier():
+        problems.append(f"family = {data['family']!r} (expected a family name)")
+    if isinstance(data["dims"], bool) or data["dims"] not in (2, 3):
+        problems.append(f"dims = {data['dims']!r} (expected 2 or 3)")
+    sd = data["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        problems.append("state_dict is not a mapping of parameter names to tensors")
+    sp = data["spacing_mm"]
+    if isinstance(sp, bool) or not isinstance(sp, (int, float)) or not math.isfinite(sp) or sp <= 0:
+        problems.append(f"spacing_mm = {sp!r} (expected a voxel size > 0 mm)")
+    if not isinstance(data.get("family_config") or {}, dict):
+        problems.append("family_config is not a mapping")
+    shape = data.get("train_shape")
+    if shape is not None and (not isinstance(shape, (list, tuple)) or len(shape) != data["dims"]
+                              or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4096
+                                         for s in shape)):
+        problems.append(f"train_shape = {shape!r} (expected {data['dims']} sizes in 1..4096)")
+    module = data.get("family_module")
+    if module is not None and not isinstance(module, str):
+        problems.append(f"family_module = {module!r} (expected a module name)")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is malformed: {problems[0]}")
 
 
 def build_nets(data: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.ModuleDict:
@@ -67,9 +96,27 @@ def build_nets(data: dict[str, Any], device: str | torch.device = "cpu") -> torc
     family = get_family(str(data["family"]), data.get("family_module"))
     try:
         config = family.make_config(data.get("family_config") or {})
-        nets = family.build(int(data["dims"]), config)
+        expected = _meta_shapes(family, int(data["dims"]), config)
+        stored = {k: tuple(v.shape) for k, v in data["state_dict"].items()}
+        if expected is not None and expected != stored:
+            diff = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
+            raise ValueError(f"parameter {diff[0]!r} is missing, unexpected or of another shape")
+        nets = family.build(int(data["dims"]), config)  # as large as the weights already in memory
         nets.load_state_dict(data["state_dict"])
-    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise CheckpointError(f"checkpoint weights do not fit family {data['family']!r} with "
-                              f"{data.get('family_config')}: {str(e).splitlines()[0]}") from None
+                              f"{data.get('family_config')}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                              ) from None
     return nets.to(device).eval()
+
+
+def _meta_shapes(family, dims: int, config) -> dict[str, tuple[int, ...]] | None:
+    """Parameter shapes of the family's networks built on the meta device (no memory): a checkpoint whose
+    family_config asks for giant networks is refused before anything is allocated. None when the family
+    cannot be built on the meta device (e.g. it calls ``.item()`` while building)."""
+    try:
+        with torch.device("meta"):
+            probe = family.build(dims, config)
+    except (NotImplementedError, RuntimeError):
+        return None
+    return {k: tuple(v.shape) for k, v in probe.state_dict().items()}

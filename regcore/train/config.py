@@ -47,7 +47,7 @@ class TrainConfig:
                            advanced=True)
     spacing_mm: float = param(2.0, "Model resolution in mm per voxel; inputs are resampled to it.", range=(0.5, 8.0))
     train_shape: tuple[int, ...] = param((96, 112), "Model-grid shape (voxels) pairs are padded/cropped to; "
-                                         "each size a multiple of the family's divisor.")
+                                         "each size a multiple of the family's divisor.", range=(8, 1024))
     supervision: SupervisionMode = param(SupervisionMode.UNSUPERVISED, "Loss: unsupervised, weak (labels), full "
                                          "(true fields) or dual (field + similarity).")
     similarity: SimilarityName = param(SimilarityName.LNCC, "Image similarity term.")
@@ -129,19 +129,19 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     fam = get_family(name, module)
     dims = values.get("dims", TrainConfig.dims)
     defaults = fam.recipe(dims) if dims in (2, 3) else {}
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in {**defaults, **values}.items()}
+    clean = {**defaults, **values}   # lists become tuples for tuple fields only (from_overrides)
     enums = {"data": DataSource, "supervision": SupervisionMode, "similarity": SimilarityName}
     for k, e in enums.items():
         if k in clean and not isinstance(clean[k], e):
             try:
                 clean[k] = e(clean[k])
-            except ValueError:
+            except (TypeError, ValueError):
                 raise ValueError(f"TrainConfig.{k} must be one of {[m.value for m in e]}, got {clean[k]!r}") from None
     try:
         family_config = fam.make_config(family_values)
     except ValueError as e:
         raise ValueError(f"family_config: {e}") from None
-    return from_overrides(TrainConfig, clean, family_config=family_config)
+    return from_overrides(TrainConfig, clean, parse_strings=False, family_config=family_config)
 
 
 def load_config(path: str | Path) -> TrainConfig:

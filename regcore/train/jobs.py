@@ -84,12 +84,17 @@ def start(config: Any, run_id: str | None = None) -> str:
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
+    if int(pid) == os.getpid():
+        return True
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, PermissionError, OverflowError):
         return False
     try:  # a zombie (exited, not yet reaped) counts as dead
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+        # after an app or machine restart the pid may belong to another program: it must be regcore
+        return b"regcore" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
 
@@ -136,9 +141,9 @@ def list_runs() -> list[dict[str, Any]]:
         if (p / "config.json").is_file():
             try:
                 cfg = json.loads((p / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):
                 cfg = {}
-            out.append({**status(p.name), "config": cfg})
+            out.append({**status(p.name), "config": cfg if isinstance(cfg, dict) else {}})
     return out
 
 

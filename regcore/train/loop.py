@@ -33,7 +33,7 @@ import torch
 
 from regcore.train.checkpoint import load_checkpoint, save_checkpoint
 from regcore.train.config import TrainConfig, config_to_dict, load_config, save_config
-from regcore.train.status import STOP_FILE, append_metrics, write_status
+from regcore.train.status import STOP_FILE, write_status
 from regcore.train.status import append_metrics as _append_metrics
 from regcore.train.status import write_status as _write_status
 
@@ -97,7 +97,8 @@ def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = Fa
         return _train(config, out, resume, dist)
     except BaseException as e:  # record every failure for the UI, then re-raise
         if dist.is_main:
-            write_status(out, state="failed", message=f"{type(e).__name__}: {e}")
+            from regcore.train.recovery import failure_message
+            write_status(out, state="failed", message=failure_message(e, out))
         raise
     finally:
         dist.close()
@@ -149,6 +150,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
                 optimizers[name].load_state_dict(state)
         torch.set_rng_state(data["rng"]["torch"])
         step, epoch, elapsed = int(data["step"]), int(data["epoch"]), float(data.get("elapsed_s", 0.0))
+        if dist.is_main:   # curves continue from the checkpoint (steps after it are redone)
+            from regcore.train.recovery import truncate_metrics
+            truncate_metrics(out, step)
     dist.broadcast(nets)   # every process starts from rank 0's weights
     dist.attach(nets)      # and averages its gradients over the processes
     source = PairSource(config)
@@ -167,6 +171,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
     def checkpoint(path: Path, with_state: bool = True) -> Path:
         if not dist.is_main:
             return path
+        from regcore.train.recovery import require_finite
+        require_finite(nets, step)   # never overwrite the last good checkpoint with NaN weights
         return save_checkpoint(path, _payload(config, nets, optimizers if with_state else None, epoch, step,
                                               time.perf_counter() - t0, last_val))
 

@@ -39,9 +39,10 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     """The parsed ``status.json``, or None when absent/unreadable."""
     p = Path(run_dir) / "status.json"
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {run_dir / 'config.json'} not found", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
+    _trust_run_family(run_dir)
     from regcore.train.loop import run_training
     try:
         run_training(run_dir / "config.json", run_dir, resume=args.resume)
@@ -33,6 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     return 0
+
+
+def _trust_run_family(run_dir: Path) -> None:
+    """The run's config.json was written by regcore.train.jobs after the family was validated in the
+    parent process: its plug-in family module may be imported here (see family.trust_module)."""
+    import json
+
+    from regcore.methods.learned.family import trust_module
+    try:
+        module = json.loads((run_dir / "config.json").read_text()).get("family_module")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(module, str) and module:
+        trust_module(module)
 
 
 if __name__ == "__main__":

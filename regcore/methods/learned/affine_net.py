@@ -1,6 +1,6 @@
 """Affine network: a CNN encoder regresses a global affine transform (fixed voxel -> moving voxel).
 
-Default weights: ``assets/models/affine2d.pt``. The prediction carries ``affine`` ``(B, n, n+1)``
+Default weights: ``assets/models/affine_net2d.pt``. The prediction carries ``affine`` ``(B, n, n+1)``
 and the dense displacement it implies.
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from regcore.config import param
-from regcore.methods.learned.family import LearnedFamily, LearnedSettings, Prediction, register_family
+from regcore.methods.learned.family import LearnedFamily, Prediction, register_family
 from regcore.methods.registry import Supervision
 from regcore.nets.affine_head import AffineHead
 from regcore.spatial.affine import affine_to_displacement
@@ -20,13 +20,8 @@ from regcore.spatial.affine import affine_to_displacement
 
 @dataclass(frozen=True)
 class AffineNetConfig:
-    channels: tuple[int, ...] = param((16, 32, 32, 64, 64), "Encoder widths; each level is a stride-2 conv.")
-
-
-@dataclass(frozen=True)
-class AffineNetSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/affine2d.pt",
-                            "Weights file (.pt) from `regcore train` or assets/models; 2D default shipped.")
+    channels: tuple[int, ...] = param((16, 32, 32, 64, 64), "Encoder widths; each level is a stride-2 conv.",
+                                       range=(1, 512))
 
 
 @register_family
@@ -39,13 +34,9 @@ class AffineNet(LearnedFamily):
     paper = "de Vos et al., A deep learning framework for unsupervised affine and deformable image registration, MedIA 2019"
     supervision = Supervision.DUAL
     Config = AffineNetConfig
-    Settings = AffineNetSettings
 
     def build(self, dims: int, config: AffineNetConfig) -> nn.ModuleDict:
         return nn.ModuleDict({"net": AffineHead(dims, channels=config.channels)})
-
-    def recipe(self, dims: int) -> dict:
-        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64)}
 
     def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: AffineNetConfig,
                 settings=None) -> Prediction:

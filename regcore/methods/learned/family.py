@@ -35,7 +35,6 @@ records its family's module so its worker process imports it too.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -84,11 +83,16 @@ class Prediction:
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
+class NonFiniteLoss(ValueError):
+    """A training loss (or the weights) became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
 @dataclass(frozen=True)
 class LearnedSettings:
     """Inference settings every learned method has; a family subclasses it to add its own."""
 
-    checkpoint: str = param("", "Weights file (.pt) from `regcore train` or assets/models.")
+    checkpoint: str = param("", "Weights file (.pt) from `regcore train`; empty = the shipped weights "
+                            "assets/models/<family><dims>d.pt.")
     device: str = param("auto", "auto = CUDA when available, else CPU.", choices=("auto", "cpu", "cuda"))
     refine_iterations: int = param(0, "Instance optimisation: Adam steps that refine the network's field on this "
                                    "pair (LNCC + diffusion, full resolution); 0 = network only.", range=(0, 1000))
@@ -145,8 +149,9 @@ class LearnedFamily:
         return 1
 
     def recipe(self, dims: int) -> dict[str, Any]:
-        """Default values of common TrainConfig fields for this family (e.g. ``train_shape``)."""
-        return {}
+        """Default values of common TrainConfig fields for this family: 2 mm, a canvas that holds a 2 mm brain
+        (slices of 160x192x224 at 1 mm) and is a multiple of 16. Override for other divisors or defaults."""
+        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64)}
 
     # -- training ---------------------------------------------------------------------------------
     def optimizers(self, nets: nn.ModuleDict, lr: float) -> dict[str, torch.optim.Optimizer]:
@@ -169,7 +174,7 @@ class LearnedFamily:
             opt.zero_grad(set_to_none=True)
         total = terms["total"]
         if not torch.isfinite(total):
-            raise ValueError(f"loss became {float(total)} at step {ctx.step + 1}; lower lr or the loss weights")
+            raise NonFiniteLoss(f"training loss became {float(total)} at step {ctx.step + 1}")
         if ctx.scaler is not None:
             ctx.scaler.scale(total).backward()
             for opt in optimizers.values():
@@ -193,11 +198,9 @@ class LearnedFamily:
     # -- helpers the engine uses ------------------------------------------------------------------
     def make_config(self, values: dict[str, Any] | None = None) -> Any:
         """The family's Config from JSON-like values; ValueError names the field."""
-        values = dict(values or {})
-        for f in dataclasses.fields(self.Config):
-            if isinstance(values.get(f.name), list):
-                values[f.name] = tuple(values[f.name])
-        return from_overrides(self.Config, values)
+        if values is not None and not isinstance(values, dict):
+            raise TypeError(f"{self.name} family_config must be a mapping, got {type(values).__name__}")
+        return from_overrides(self.Config, dict(values or {}), parse_strings=False)  # lists -> tuple fields
 
     def config_dict(self, config: Any) -> dict[str, Any]:
         """JSON-friendly values of a Config instance (tuples as lists)."""
@@ -244,11 +247,33 @@ def load_plugins() -> None:
         ep.load()
 
 
+_TRUSTED_MODULES: set[str] = set()
+
+
+def trust_module(module: str) -> None:
+    """Allow :func:`get_family` to import ``module`` (the training worker trusts its own run's recipe)."""
+    _TRUSTED_MODULES.add(str(module))
+
+
+def _trusted(module: str) -> bool:
+    """Modules a checkpoint or recipe may make regcore import: regcore's own, the plug-ins named in
+    ``REGCORE_PLUGINS``, modules trusted by :func:`trust_module`, and modules already imported. A file from
+    elsewhere can therefore never make regcore import (and run) an arbitrary installed module."""
+    import sys
+    plugins = {m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()}
+    return (module == "regcore" or module.startswith("regcore.") or module in plugins
+            or module in _TRUSTED_MODULES or module in sys.modules)
+
+
 def get_family(name: str, module: str | None = None) -> LearnedFamily:
-    """The registered family ``name``; ``module`` (recorded in runs) is imported first when needed."""
+    """The registered family ``name``; ``module`` (recorded in runs) is imported first when needed and
+    trusted (see :func:`_trusted`)."""
     from regcore.methods.registry import all_specs
     all_specs()  # built-in families register on import
     if name not in _FAMILIES and module:
+        if not isinstance(module, str) or not _trusted(module):
+            raise ValueError(f"learned family {name!r} lives in module {module!r}, which regcore does not import "
+                             f"from a file; name it in {PLUGIN_ENV} to allow it")
         try:
             importlib.import_module(module)
         except ImportError as e:

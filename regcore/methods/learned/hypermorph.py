@@ -18,7 +18,8 @@ from regcore.nets.conv_unet import ConvUNet
 
 @dataclass(frozen=True)
 class HyperMorphConfig:
-    widths: tuple[int, ...] = param((16, 32, 32, 32), "U-Net channels per level, finest first.")
+    widths: tuple[int, ...] = param((16, 32, 32, 32), "U-Net channels per level, finest first.",
+                                     range=(1, 512))
     max_regularization: float = param(10.0, "Regulariser weight at lambda = 1 (lambda scales it from 0).",
                                       range=(0.01, 1000.0))
     diffeomorphic: bool = param(False, "Predict a stationary velocity integrated by scaling and squaring.")
@@ -27,7 +28,6 @@ class HyperMorphConfig:
 
 @dataclass(frozen=True)
 class HyperMorphSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/hypermorph2d.pt", "Weights file (.pt) from `regcore train` or assets/models.")
     regularization: float = param(0.3, "Lambda in [0, 1]: 0 = image match only, 1 = smoothest field.",
                                   range=(0.0, 1.0), step=0.05)
 
@@ -50,10 +50,7 @@ class HyperMorph(LearnedFamily):
         return nn.ModuleDict({"net": ConvUNet(dims, widths=config.widths, condition_dim=1)})
 
     def divisor(self, dims: int, config: HyperMorphConfig) -> int:
-        return 2 ** (len(config.widths) - 1)
-
-    def recipe(self, dims: int) -> dict:
-        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64)}
+        return ConvUNet.divisor_for(config.widths)
 
     def field(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: HyperMorphConfig,
               lam: torch.Tensor) -> Prediction:

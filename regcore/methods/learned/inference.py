@@ -51,12 +51,13 @@ def load_model(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     key = (str(p.resolve()), p.stat().st_mtime, str(device))
-    if key not in _CACHE:
+    entry = _CACHE.get(key)  # a local reference: another thread (browser session) may swap the cache
+    if entry is None:
         data = load_checkpoint(p)
-        nets = build_nets(data, device)
+        entry = (build_nets(data, device), data)
         _CACHE.clear()  # keep one model in memory
-        _CACHE[key] = (nets, data)
-    return _CACHE[key]
+        _CACHE[key] = entry
+    return entry
 
 
 def image_to_model_affine(grid: ModelGrid, device, dtype) -> torch.Tensor:
@@ -89,18 +90,33 @@ class LearnedMethod:
 
     family: Any
 
+    def default_checkpoint(self, dims: int) -> Path:
+        """Where the shipped weights of this family for ``dims``-D images live: ``assets/models/<name><dims>d.pt``."""
+        return MODELS_DIR / f"{self.family.name}{dims}d.pt"
+
+    def checkpoint_path(self, settings: Any, dims: int) -> Path:
+        """The weights a registration uses: ``settings.checkpoint``, or the shipped default for ``dims``."""
+        if getattr(settings, "checkpoint", ""):
+            return resolve_checkpoint(settings.checkpoint)
+        default = self.default_checkpoint(dims)
+        if not default.is_file():
+            raise CheckpointError(f"no shipped {dims}D weights for {self.family.name!r} ({default.relative_to(REPO_ROOT)}); "
+                                  f"train a model (`regcore train`, the Train page) and pass its model.pt as checkpoint")
+        return default
+
     def networks(self, settings: Any, dims: int, device: torch.device) -> tuple[torch.nn.ModuleDict, Any, dict]:
         """``(networks, family config, checkpoint data)``; a family without training builds fresh networks."""
         fam = self.family
         if not fam.needs_training:
             config = fam.make_config({})
             return fam.build(dims, config).to(device), config, {}
-        nets, data = load_model(settings.checkpoint, device)
+        path = self.checkpoint_path(settings, dims)
+        nets, data = load_model(path, device)
         if data["family"] != fam.name:
-            raise ValueError(f"checkpoint {settings.checkpoint} holds a {data['family']!r} model, "
+            raise ValueError(f"checkpoint {path} holds a {data['family']!r} model, "
                              f"but method {fam.name!r} needs a {fam.name!r} checkpoint")
         if int(data["dims"]) != dims:
-            raise ValueError(f"checkpoint {settings.checkpoint} is a {data['dims']}D model but the images are "
+            raise ValueError(f"checkpoint {path} is a {data['dims']}D model but the images are "
                              f"{dims}D; pick a {dims}D checkpoint")
         return nets, fam.make_config(data.get("family_config")), data
 
@@ -135,7 +151,7 @@ class LearnedMethod:
         extras: dict[str, Any] = {"model_shape": grid.padded_shape, "predict_s": predict_s,
                                   "refine_s": timer.runtime_s - predict_s, **pred.extras}
         if data:
-            extras.update(checkpoint=str(resolve_checkpoint(config.checkpoint)),
+            extras.update(checkpoint=str(self.checkpoint_path(config, fixed.ndim)),
                           trained_spacing_mm=float(data["spacing_mm"]))
         if pred.variance is not None:
             extras["variance"] = field_to_image_grid(pred.variance.detach().float(), grid).cpu()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from regcore.config import param
-from regcore.methods.learned.family import LearnedFamily, LearnedSettings, Prediction, dense_prediction, register_family
+from regcore.methods.learned.family import LearnedFamily, Prediction, dense_prediction, register_family
 from regcore.methods.registry import Supervision
 from regcore.nets.conv_unet import ConvUNet
 
@@ -18,15 +18,10 @@ from regcore.nets.conv_unet import ConvUNet
 @dataclass(frozen=True)
 class LKUNetConfig:
     widths: tuple[int, ...] = param((16, 32, 32, 32), "Channels per level, finest first (one 2x down-sampling "
-                                    "between levels).")
+                                    "between levels).", range=(1, 512))
     large_kernel: int = param(5, "Size of the large kernel in every block (odd).", choices=(3, 5, 7, 9))
     diffeomorphic: bool = param(False, "Predict a stationary velocity integrated by scaling and squaring.")
     int_steps: int = param(7, "Scaling-and-squaring steps when diffeomorphic.", range=(1, 12))
-
-
-@dataclass(frozen=True)
-class LKUNetSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/lku_net2d.pt", "Weights file (.pt) from `regcore train` or assets/models.")
 
 
 @register_family
@@ -39,16 +34,12 @@ class LKUNet(LearnedFamily):
     paper = "Jia et al., U-Net vs Transformer: Is U-Net Outdated in Medical Image Registration?, MLMI 2022"
     supervision = Supervision.WEAK
     Config = LKUNetConfig
-    Settings = LKUNetSettings
 
     def build(self, dims: int, config: LKUNetConfig) -> nn.ModuleDict:
         return nn.ModuleDict({"net": ConvUNet(dims, widths=config.widths, large_kernel=config.large_kernel)})
 
     def divisor(self, dims: int, config: LKUNetConfig) -> int:
-        return 2 ** (len(config.widths) - 1)
-
-    def recipe(self, dims: int) -> dict:
-        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64)}
+        return ConvUNet.divisor_for(config.widths)
 
     def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LKUNetConfig,
                 settings=None) -> Prediction:

@@ -19,7 +19,8 @@ from regcore.spatial.svf import integrate_svf
 
 @dataclass(frozen=True)
 class ProbVoxelMorphConfig:
-    widths: tuple[int, ...] = param((16, 32, 32, 32), "U-Net channels per level, finest first.")
+    widths: tuple[int, ...] = param((16, 32, 32, 32), "U-Net channels per level, finest first.",
+                                     range=(1, 512))
     int_steps: int = param(7, "Scaling-and-squaring steps.", range=(1, 12))
     prior_lambda: float = param(10.0, "Precision of the smoothness prior on the velocity (larger = smoother).",
                                 range=(0.01, 1000.0))
@@ -28,8 +29,6 @@ class ProbVoxelMorphConfig:
 
 @dataclass(frozen=True)
 class ProbVoxelMorphSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/prob_voxelmorph2d.pt",
-                            "Weights file (.pt) from `regcore train` or assets/models.")
     samples: int = param(8, "Velocity samples drawn for the uncertainty map (0 = mean only).", range=(0, 64))
 
 
@@ -63,10 +62,10 @@ class ProbVoxelMorph(LearnedFamily):
         return nn.ModuleDict({"net": net})
 
     def divisor(self, dims: int, config: ProbVoxelMorphConfig) -> int:
-        return 2 ** (len(config.widths) - 1)
+        return ConvUNet.divisor_for(config.widths)
 
     def recipe(self, dims: int) -> dict:
-        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64), "regularizer_weight": 0.0}
+        return {**super().recipe(dims), "regularizer_weight": 0.0}
 
     def moments(self, nets, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity mean and log-variance, each ``(B, n, *S)`` voxels (voxels^2)."""

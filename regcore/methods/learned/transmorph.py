@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from regcore.config import param
-from regcore.methods.learned.family import LearnedFamily, LearnedSettings, Prediction, dense_prediction, register_family
+from regcore.methods.learned.family import LearnedFamily, Prediction, dense_prediction, register_family
 from regcore.methods.registry import Supervision
 from regcore.nets.swin import SwinFlowNet
 
@@ -21,16 +21,12 @@ class TransMorphConfig:
     int_steps: int = param(7, "Scaling-and-squaring steps when diffeomorphic.", range=(1, 12))
     embed_dim: int = param(12, "Channels after patch embedding (doubles at each of the 4 stages).", range=(4, 192))
     window: int = param(4, "Attention window (feature-map voxels per axis).", range=(2, 16))
-    depths: tuple[int, ...] = param((1, 1, 1, 1), "Transformer blocks per stage (4 stages).")
-    heads: tuple[int, ...] = param((2, 2, 4, 4), "Attention heads per stage; embed_dim * 2^i must divide.")
+    depths: tuple[int, ...] = param((1, 1, 1, 1), "Transformer blocks per stage (4 stages).",
+                                    range=(1, 16))
+    heads: tuple[int, ...] = param((2, 2, 4, 4), "Attention heads per stage; embed_dim * 2^i must divide.",
+                                   range=(1, 64))
     skip_channels: int = param(0, "Width of the full-resolution convolutional skip; 0 = 16 in 2D, 8 in 3D.",
                                range=(0, 128))
-
-
-@dataclass(frozen=True)
-class TransMorphSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/transmorph2d.pt",
-                            "Weights file (.pt) from `regcore train` or assets/models; 2D default shipped.")
 
 
 @register_family
@@ -44,7 +40,6 @@ class TransMorph(LearnedFamily):
     paper = "Chen et al., TransMorph, Medical Image Analysis 2022"
     supervision = Supervision.WEAK
     Config = TransMorphConfig
-    Settings = TransMorphSettings
 
     def build(self, dims: int, config: TransMorphConfig) -> nn.ModuleDict:
         skip = config.skip_channels or (16 if dims == 2 else 8)

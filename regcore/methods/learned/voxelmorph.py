@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from regcore.config import param
-from regcore.methods.learned.family import LearnedFamily, LearnedSettings, Prediction, dense_prediction, register_family
+from regcore.methods.learned.family import LearnedFamily, Prediction, dense_prediction, register_family
 from regcore.methods.registry import Supervision
 from regcore.nets.unet import FlowUNet
 
@@ -22,15 +22,10 @@ class VoxelMorphConfig:
     diffeomorphic: bool = param(False, "Predict a stationary velocity integrated by scaling and squaring.")
     int_steps: int = param(7, "Scaling-and-squaring steps (2^steps sub-steps) when diffeomorphic.", range=(1, 12))
     channels: tuple[int, ...] = param((), "U-Net encoder/decoder widths in pairs (one pair per 2x "
-                                      "down-sampling); empty = (16,32,...) in 2D, (8,16,...) in 3D.")
+                                      "down-sampling); empty = (16,32,...) in 2D, (8,16,...) in 3D.",
+                                      range=(1, 512))
     final_channels: tuple[int, ...] = param((), "Widths of the convolutions after the U-Net; empty = (16,16) in "
-                                            "2D, (8,8) in 3D.")
-
-
-@dataclass(frozen=True)
-class VoxelMorphSettings(LearnedSettings):
-    checkpoint: str = param("assets/models/voxelmorph2d.pt",
-                            "Weights file (.pt) from `regcore train` or assets/models; 2D default shipped.")
+                                            "2D, (8,8) in 3D.", range=(1, 512))
 
 
 def _widths(config: VoxelMorphConfig, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -51,7 +46,6 @@ class VoxelMorph(LearnedFamily):
     paper = "Balakrishnan et al., VoxelMorph, IEEE TMI 2019; Dalca et al., MedIA 2019"
     supervision = Supervision.WEAK
     Config = VoxelMorphConfig
-    Settings = VoxelMorphSettings
 
     def build(self, dims: int, config: VoxelMorphConfig) -> nn.ModuleDict:
         channels, final = _widths(config, dims)
@@ -59,9 +53,6 @@ class VoxelMorph(LearnedFamily):
 
     def divisor(self, dims: int, config: VoxelMorphConfig) -> int:
         return 2 ** (len(_widths(config, dims)[0]) // 2)
-
-    def recipe(self, dims: int) -> dict:
-        return {"spacing_mm": 2.0, "train_shape": (96, 112) if dims == 2 else (64, 80, 64)}
 
     def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: VoxelMorphConfig,
                 settings=None) -> Prediction:
