@@ -72,7 +72,7 @@ def build_pairs(folder: Path) -> Path:
     lines = ["name,fixed,moving,fixed_labels,moving_labels,label_names"]
     for z in SLICES:
         for f, m in (SUBJECTS, SUBJECTS[::-1]):
-            lines.append(f"{m[10:14]}->{f[10:14]} axial {z},{f}_{z}.nii.gz,{m}_{z}.nii.gz,{f}_{z}_seg.nii.gz,"
+            lines.append(f"{m[11:15]}->{f[11:15]} axial {z},{f}_{z}.nii.gz,{m}_{z}.nii.gz,{f}_{z}_seg.nii.gz,"
                          f"{m}_{z}_seg.nii.gz,{names}")
     manifest = folder / "pairs.csv"
     manifest.write_text("\n".join(lines) + "\n")

@@ -121,9 +121,13 @@ def decode_upload(name: str, data: bytes, kind: str, geometry=None):
 
 
 def _strip_temp(exc: Exception) -> str:
-    """The message without the server's temporary path (the visitor's file name is already named)."""
+    """The message without the server's temporary path (the visitor's file name is already named), in the
+    server's terms (the voxel budget is REGLAB_MAX_UPLOAD_VOXELS, not an argument the visitor can pass)."""
     import re
-    return re.sub(r"\S*reglab_upload_\w+/upload[.\w]*:?\s*", "", str(exc)).strip() or type(exc).__name__
+    text = re.sub(r"\S*reglab_upload_\w+/upload[.\w]*:?\s*", "", str(exc)).strip() or type(exc).__name__
+    return re.sub(r"max_voxels=([\d,]+); crop or downsample it first, or pass a larger max_voxels",
+                  r"this server's budget of \1 voxels per upload (REGLAB_MAX_UPLOAD_VOXELS); crop or downsample "
+                  "it first", text)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -112,6 +112,8 @@ def cmd_register(args) -> int:
     from regcore.run_record import RunRecord, save_run
 
     overrides = parse_sets(args.set)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CliError(f"--out {args.out} exists and is not a folder")
     inputs = _load_inputs(args)
     pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
     result, metrics = run_pair(pair, args.method, overrides, device=args.device,

@@ -13,8 +13,14 @@ from regcore.io.errors import ImageIOError, check_readable
 
 
 # -- landmarks and label names ------------------------------------------------------------
+MAX_CSV_BYTES = 64 * 1024**2
+"""Landmark and label-name tables larger than this are refused before reading."""
+
+
 def _read_csv_rows(path: str | os.PathLike) -> tuple[Path, list[str], list[list[str]]]:
     p = check_readable(path)
+    if p.is_file() and p.stat().st_size > MAX_CSV_BYTES:
+        raise ImageIOError(f"{p}: {p.stat().st_size:,} bytes, more than {MAX_CSV_BYTES:,} for a table")
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
@@ -62,6 +68,8 @@ def load_landmarks(path: str | os.PathLike, geometry: Geometry | None = None, *,
         pixel = any(n.endswith(("_px", "_pixel")) for n in names) or (len(axes) == 2 and names == ["x", "y"])
     else:
         pixel = units == "pixel"
+    if not rows:
+        raise ImageIOError(f"{p}: no landmark rows after the header")
     try:
         pts = np.array([[float(r[c]) for c in axes] for r in rows], dtype=float).reshape(len(rows), len(axes))
     except (ValueError, IndexError) as exc:
@@ -71,9 +79,10 @@ def load_landmarks(path: str | os.PathLike, geometry: Geometry | None = None, *,
     ids = [r[id_col].strip() if id_col is not None else str(k + 1) for k, r in enumerate(rows)]
     if len(set(ids)) != len(ids):
         raise ImageIOError(f"{p}: landmark ids are not unique")
+    if geometry is not None and geometry.ndim != pts.shape[1]:
+        raise ImageIOError(f"{p}: {pts.shape[1]}D points for a {geometry.ndim}D image (geometry is "
+                           f"{geometry.ndim}D); give x,y{',z' if geometry.ndim == 3 else ''} columns")
     if pixel and geometry is not None:
-        if geometry.ndim != pts.shape[1]:
-            raise ValueError(f"geometry is {geometry.ndim}D but {p} has {pts.shape[1]}D points")
         pts = geometry.index_to_world_points(pts)
     return Landmarks(pts, tuple(ids))
 

@@ -44,11 +44,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch.load raises many types on damaged files (RuntimeError, EOFError, IndexError...)
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); retrain or pick another file") from None
+    from regcore.io.capture import library_output
+    with library_output() as notes:  # torch's pickle warnings: summarised, never printed
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # torch.load raises many types on damaged files (RuntimeError, EOFError, IndexError...)
+            first = str(e).splitlines()[0] if str(e) else ""
+            summary = f" {notes.summary()}" if notes.count else ""
+            raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {first[:300]}); "
+                                  f"retrain or pick another file{summary}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a RegLab checkpoint (expected format {FORMAT!r})")
     if int(data.get("version", 0)) < VERSION:

@@ -144,16 +144,22 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return from_overrides(TrainConfig, clean, parse_strings=False, family_config=family_config)
 
 
+MAX_RECIPE_BYTES = 1024**2
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read a recipe (``.json`` or ``.toml``); errors name the file."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_RECIPE_BYTES:
+        raise ValueError(f"config {p} is {p.stat().st_size:,} bytes, larger than {MAX_RECIPE_BYTES:,}: a recipe is a "
+                         "few hundred bytes")
     try:
         text = p.read_text()
         values = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot parse config {p}: {e}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"cannot parse config {p}: {str(e)[:200]}") from None
     try:
         return config_from_dict(values)
     except (TypeError, ValueError) as e:

@@ -19,7 +19,7 @@ from regcore.nets.swin import SwinFlowNet
 class TransMorphConfig:
     diffeomorphic: bool = param(False, "Predict a stationary velocity integrated by scaling and squaring.")
     int_steps: int = param(7, "Scaling-and-squaring steps when diffeomorphic.", range=(1, 12))
-    embed_dim: int = param(12, "Channels after patch embedding (doubles at each of the 4 stages).", range=(4, 192))
+    embed_dim: int = param(12, "Channels after patch embedding (doubles at each of the 4 stages).", range=(4, 96))
     window: int = param(4, "Attention window (feature-map voxels per axis).", range=(2, 16))
     depths: tuple[int, ...] = param((1, 1, 1, 1), "Transformer blocks per stage (4 stages).",
                                     range=(1, 16))
