@@ -79,7 +79,7 @@ def describe(config_cls) -> list[ParamSpec]:
     hints = typing.get_type_hints(config_cls)
     out = []
     for f in fields(config_cls):
-        meta = f.metadata or {}
+        meta: dict[str, Any] = dict(f.metadata or {})
         choices = meta.get("choices")
         tp = hints.get(f.name, type(f.default))
         if choices is None and isinstance(tp, type) and issubclass(tp, enum.Enum):

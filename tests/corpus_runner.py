@@ -226,6 +226,8 @@ def main(spec_path: str, out_path: str) -> int:
         res["outside_writes"] = sorted(p for p, v in after.items() if before.get(p) != v)
         res["tmp_leftovers"] = sorted(set(os.listdir(tmpdir)) - tmp_before)
         res["out_exists"] = bool(out_dir and out_dir.exists())
+        if out_dir and (out_dir / "results.json").is_file():
+            res["results_json"] = (out_dir / "results.json").read_text()[:20000]
         results.append({"id": case["id"], "entry": case["entry"], **res})
     Path(out_path).write_text(json.dumps({"results": results, "limit_bytes": limit}, default=str))
     return 0

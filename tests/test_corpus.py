@@ -166,10 +166,44 @@ def _run(mode: str, root: Path, cases: list[dict], env: dict) -> subprocess.Pope
                             env={**env, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+_BUILT: dict = {}
+
+
+def _build() -> tuple[Path, list[dict], list[dict]]:
+    """The corpus files and cases, generated once per test session (collection needs the ids)."""
+    if not _BUILT:
+        import tempfile
+        root = Path(tempfile.mkdtemp(prefix="reglab_corpus_"))
+        _BUILT.update(root=root, engine=_engine_cases(root / "engine"), app=_app_cases(root / "app"))
+    return _BUILT["root"], _BUILT["engine"], _BUILT["app"]
+
+
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    engine, app = _engine_cases(root / "engine"), _app_cases(root / "app")  # each runner watches its own tree
+def corpus():
+    """Results of every case. Under pytest-xdist the first worker runs the corpus and the others read its
+    results (a file lock in the temp folder, keyed by the test run), so it runs once per session."""
+    import fcntl
+    import shutil
+    import tempfile
+    root, engine, app = _build()
+    expect = {c["id"]: c for c in engine + app}
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid:
+        shared = Path(tempfile.gettempdir()) / f"reglab_corpus_{uid}.json"
+        with open(f"{shared}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not shared.is_file():
+                shared.write_text(json.dumps(_run_corpus(root, engine, app)))
+            results = json.loads(shared.read_text())
+    else:
+        results = _run_corpus(root, engine, app)
+    yield {"results": results, "cases": expect, "root": root}
+    shutil.rmtree(root, ignore_errors=True)
+    _BUILT.clear()
+
+
+def _run_corpus(root: Path, engine: list[dict], app: list[dict]) -> dict:
+    """Both runners at once (each watches its own tree); ``{case id: result}``."""
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
            "REGLAB_MAX_UPLOAD_MB": "1", "REGLAB_MAX_UPLOAD_VOXELS": "100000", "REGLAB_RUNS_DIR": str(root / "runs")}
     procs = {"engine": _run("engine", root / "engine", engine, env), "app": _run("app", root / "app", app, env)}
@@ -178,19 +212,13 @@ def corpus(tmp_path_factory):
         log = proc.communicate(timeout=600)[0].decode(errors="replace")
         assert proc.returncode == 0, f"{mode} runner crashed:\n{log[-3000:]}"
         results.update({r["id"]: r for r in json.loads((root / f"res_{mode}.json").read_text())["results"]})
-    expect = {c["id"]: c for c in engine + app}
-    return {"results": results, "cases": expect, "root": root}
-
-
-ALL_IDS: list[str] = []
+    return results
 
 
 def pytest_generate_tests(metafunc):
     if "case_id" in metafunc.fixturenames:
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:  # ids only: the real files are built by the fixture
-            ids = [c["id"] for c in _engine_cases(Path(tmp)) + _app_cases(Path(tmp))]
-        metafunc.parametrize("case_id", ids)
+        _, engine, app = _build()
+        metafunc.parametrize("case_id", [c["id"] for c in engine + app])
 
 
 def test_case(corpus, case_id):
@@ -213,7 +241,7 @@ def test_case(corpus, case_id):
         else:
             assert r["rc"] == 0, (case_id, r["stderr"][-2000:])
             if needle:  # bench: the failed row is recorded, naming the file
-                assert needle in (Path(case["out"]) / "results.json").read_text()
+                assert needle in r.get("results_json", ""), r.get("results_json", "")[:500]
     elif entry == "api":
         if kind == "error":
             assert r.get("exception"), f"{case_id} was accepted: {r.get('returned')}"

@@ -7,8 +7,9 @@ A grid item is ``KEY=V1,V2,...`` (every listed method that has parameter KEY) or
 labelled like ``dense[weight=0.1]`` and runs on every pair as one task of the batch engine.
 
 Outputs (:func:`write_sweep_outputs`): ``sweep.md`` (one row per variant, best Dice first),
-``pareto.html`` (interactive plotly: Dice vs folding %, Dice vs runtime, Pareto fronts marked) and
-``pareto.png`` (the same two panels drawn with matplotlib, so no browser or kaleido is needed).
+``pareto.html`` (interactive plotly: Dice vs folding %, Dice vs runtime, Dice vs SDlogJ - the smoothness that
+still differs when nothing folds -, Pareto fronts marked) and ``pareto.png`` (the same panels drawn with
+matplotlib, so no browser or kaleido is needed).
 The regularisation-weight sweep is the teaching example: more weight = less folding, and past a
 point less Dice; the Pareto front shows the weights worth considering.
 """
@@ -23,7 +24,8 @@ from typing import Any
 
 __all__ = ["Variant", "expand", "pareto_figures", "pareto_front", "parse_grid", "write_sweep_outputs"]
 
-AXES = (("folding_percent", "folding %", "dice_vs_folding"), ("runtime_s", "runtime s (median)", "dice_vs_runtime"))
+AXES = (("folding_percent", "folding %", "dice_vs_folding"), ("runtime_s", "runtime s (median)", "dice_vs_runtime"),
+        ("sdlogj", "SDlogJ (field roughness)", "dice_vs_sdlogj"))
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def _rows(report: Mapping) -> list[dict]:
 
 
 def pareto_figures(report: Mapping) -> dict[str, Any]:
-    """``{"dice_vs_folding": go.Figure, "dice_vs_runtime": go.Figure}`` from a benchmark report's summary."""
+    """``{"dice_vs_folding", "dice_vs_runtime", "dice_vs_sdlogj"}`` -> ``go.Figure`` from a benchmark report's summary."""
     import plotly.graph_objects as go
 
     rows = _rows(report)
@@ -147,7 +149,7 @@ def _png(report: Mapping, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = _rows(report)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, len(AXES), figsize=(6 * len(AXES), 4.8))
     for ax, (key, title, _) in zip(axes, AXES):
         for method in dict.fromkeys(r.get("base_method", r["method"]) for r in rows):
             pts = [r for r in rows if r.get("base_method", r["method"]) == method and r.get(key) is not None]

@@ -148,7 +148,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 def build(root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJECTS,
           resolution_mm: float | tuple[float, ...] | None = None, datasets: tuple[str, ...] = DATASETS,
           dims: tuple[int, ...] = (2, 3), seed: int = DEFAULT_SEED, force: bool = False,
-          quiet: bool = True) -> dict[str, dict]:
+          quiet: bool = True) -> dict[str, dict | None]:
     """Build sample units; returns ``{unit name: manifest}``.
 
     Args:

@@ -111,6 +111,8 @@ def _ras_affine(geom: Geometry) -> np.ndarray:
 
 def _resample(path: Path, geom: Geometry, order: int) -> np.ndarray:
     img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError(f"{path} is not a NIfTI image")
     data = np.asanyarray(img.dataobj)
     vox = np.linalg.inv(img.affine) @ _ras_affine(geom)
     idx = np.indices(geom.shape, dtype=np.float64).reshape(3, -1)

@@ -52,7 +52,11 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
         raise ImageIOError(f"{path}: header field datatype is {_nifti_type_name(img.header)} (RGB, complex or "
                            "vector voxels); regcore expects one real scalar per voxel: convert to grayscale first")
     check_nifti_size(path, img.header, header_shape)
-    affine, form, meta = _nifti_affine(img)
+    try:
+        affine, form, meta = _nifti_affine(img)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # e.g. an impossible qform quaternion
+        raise ImageIOError(f"{path}: header orientation (qform quatern_b/c/d or sform) cannot be decoded "
+                           f"({first_line(exc)})") from None
     lps = affine.copy()
     lps[:2] *= -1.0  # RAS -> LPS (RAS_TO_LPS @ affine, without turning an infinite entry into NaN)
     n = len(shape)

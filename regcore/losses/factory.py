@@ -14,6 +14,7 @@ Similarities are callable as ``loss(fixed, warped, mask=None) -> scalar``, lower
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from torch import nn
 
@@ -63,7 +64,7 @@ LNCC_WINDOW = {2: 9, 3: 7}
 MI_SAMPLES_3D = 200_000
 """Voxels sampled per call by MI/NMI in 3D (bounds memory; the seeded generator keeps runs repeatable)."""
 
-_SIMILARITIES = {
+_SIMILARITIES: dict[Similarity, Callable[..., sim.SimilarityLoss]] = {
     Similarity.MSE: sim.MSELoss,
     Similarity.MAE: sim.MAELoss,
     Similarity.NCC: sim.NCCLoss,

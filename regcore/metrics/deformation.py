@@ -134,7 +134,7 @@ def non_diffeomorphic_volume(u) -> torch.Tensor:
     """Per-voxel non-diffeomorphic volume (voxel units) ``(B, *S)`` after Liu et al. 2024."""
     field = _as_field(u)
     weight = 1.0 / 6.0 if field.shape[1] == 3 else 1.0 / 2.0  # simplex volume = |det| / n!
-    return sum(-0.5 * torch.clamp(d, max=0) * weight for d in _simplex_determinants(field))
+    return torch.stack([-0.5 * torch.clamp(d, max=0) * weight for d in _simplex_determinants(field)]).sum(0)
 
 
 @torch.no_grad()

@@ -28,14 +28,16 @@ class Block(nn.Module):
         super().__init__()
         conv = _conv(dims)
         self.main = conv(cin, cout, 3, stride=stride, padding=1)
-        self.large = (conv(cin, cout, large_kernel, stride=stride, padding=large_kernel // 2)
-                      if large_kernel and stride == 1 else None)
-        self.point = conv(cin, cout, 1, stride=stride) if self.large is not None else None
+        self.large: nn.Module | None = None
+        self.point: nn.Module | None = None
+        if large_kernel and stride == 1:
+            self.large = conv(cin, cout, large_kernel, stride=stride, padding=large_kernel // 2)
+            self.point = conv(cin, cout, 1, stride=stride)
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.main(x)
-        if self.large is not None:
+        if self.large is not None and self.point is not None:
             y = y + self.large(x) + self.point(x)
             if x.shape[1] == y.shape[1]:
                 y = y + x
@@ -73,8 +75,10 @@ class ConvUNet(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-5)
         nn.init.zeros_(self.head.bias)
         blocks = [self.stem, *self.enc, *self.dec]
-        self.film = nn.Sequential(nn.Linear(condition_dim, 64), nn.LeakyReLU(0.2),
-                                  nn.Linear(64, 2 * sum(b.main.out_channels for b in blocks))) if condition_dim else None
+        self.film: nn.Sequential | None = None
+        if condition_dim:
+            self.film = nn.Sequential(nn.Linear(condition_dim, 64), nn.LeakyReLU(0.2),
+                                      nn.Linear(64, 2 * sum(b.main.out_channels for b in blocks)))
         if self.film is not None:
             nn.init.zeros_(self.film[2].weight)
             nn.init.zeros_(self.film[2].bias)
@@ -110,6 +114,8 @@ class ConvUNet(nn.Module):
         return self.head(y)
 
     def _modulations(self, condition: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.film is None:
+            raise ValueError("this net was built without a condition (condition_dim = 0)")
         params = self.film(condition)
         out, i = [], 0
         for b in [self.stem, *self.enc, *self.dec]:

@@ -220,4 +220,4 @@ def compose(outer: np.ndarray, inner: np.ndarray, out: np.ndarray, threads: int)
 
 def set_threads(threads: int) -> None:
     """Use ``threads`` numba threads in this thread's next kernels (clipped to what numba started)."""
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]

@@ -139,8 +139,8 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be one of {[m.value for m in e]}, got {clean[k]!r}") from None
     try:
         family_config = fam.make_config(family_values)
-    except ValueError as e:
-        raise ValueError(f"family_config: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"family_config: {e}") from None
     return from_overrides(TrainConfig, clean, parse_strings=False, family_config=family_config)
 
 

@@ -33,9 +33,7 @@ import torch
 
 from regcore.train.checkpoint import load_checkpoint, save_checkpoint
 from regcore.train.config import TrainConfig, config_to_dict, load_config, save_config
-from regcore.train.status import STOP_FILE, write_status
-from regcore.train.status import append_metrics as _append_metrics
-from regcore.train.status import write_status as _write_status
+from regcore.train.status import STOP_FILE, append_metrics, write_status  # noqa: F401 - see _train
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -121,8 +119,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
     dist = dist or DistContext()
     device = dist.device(_device(config))
     dist.check_batch_size(config.batch_size)
-    write_status = _write_status if dist.is_main else _noop      # only rank 0 writes
-    append_metrics = _append_metrics if dist.is_main else _noop
+    # only rank 0 writes (the module-level functions, looked up now, so tests can patch them)
+    write_status = globals()["write_status"] if dist.is_main else _noop
+    append_metrics = globals()["append_metrics"] if dist.is_main else _noop  # noqa: F811
     use_amp = device.type == "cuda"
     total_steps = config.epochs * config.steps_per_epoch
     write_status(out, state="running", epoch=0, step=0, total_steps=total_steps, message="loading data")

@@ -7,6 +7,8 @@ The demons field (LPS mm on the fixed grid, fixed point -> moving point) becomes
 
 from __future__ import annotations
 
+from typing import Any
+
 import enum
 from dataclasses import dataclass
 
@@ -64,7 +66,7 @@ class SitkDemonsMethod:
             field = None
             for level, k in enumerate(factors):
                 fk, mk = _shrink(sitk, f, k), _shrink(sitk, m, k)
-                flt = filters[SitkDemonsVariant(config.variant)]()
+                flt: Any = filters[SitkDemonsVariant(config.variant)]()
                 flt.SetNumberOfIterations(config.iterations)
                 flt.SetSmoothDisplacementField(config.smoothing_sd > 0)
                 flt.SetStandardDeviations(max(config.smoothing_sd, 1e-3))

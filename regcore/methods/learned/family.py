@@ -174,7 +174,7 @@ class LearnedFamily:
             opt.zero_grad(set_to_none=True)
         total = terms["total"]
         if not torch.isfinite(total):
-            raise NonFiniteLoss(f"training loss became {float(total)} at step {ctx.step + 1}")
+            raise NonFiniteLoss(f"training loss became {float(total.detach())} at step {ctx.step + 1}")
         if ctx.scaler is not None:
             ctx.scaler.scale(total).backward()
             for opt in optimizers.values():
@@ -227,9 +227,13 @@ def register_family(cls: type[LearnedFamily]) -> type[LearnedFamily]:
     from regcore.methods.learned.inference import LearnedMethod
     from regcore.methods.registry import _REGISTRY
     _REGISTRY.pop(cls.name, None)  # re-registration of the same family (module reloaded)
+
+    def factory() -> LearnedMethod:
+        return LearnedMethod(family)
+
     register_method(MethodSpec(
         name=cls.name, title=cls.title or cls.name, config_cls=cls.Settings,
-        factory=lambda fam=family: LearnedMethod(fam), family=Family.LEARNED, supervision=cls.supervision,
+        factory=factory, family=Family.LEARNED, supervision=cls.supervision,
         dims=cls.dims, needs_training=cls.needs_training, description=cls.summary, paper=cls.paper))
     return cls
 

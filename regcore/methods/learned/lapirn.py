@@ -78,7 +78,7 @@ class LapIRN(LearnedFamily):
         if step is None:
             return LEVELS
         bounds = list(config.stage_steps) + [float("inf")]
-        total = 0
+        total: float = 0
         for level, steps in enumerate(bounds, start=1):
             total += steps
             if step < total:
