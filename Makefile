@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1s
 PORT    ?= 8501
 JOBS    ?= 2
 
-.PHONY: setup kernels app test test-slow test-browser test-all bench bench-env browser-deps clean
+.PHONY: setup kernels app test lint test-slow test-browser test-all bench bench-env browser-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -28,6 +28,12 @@ app: kernels
 ## Default test suite (fast): unit + AppTest + one short real registration per method.
 test: kernels
 	$(VPY) -m pytest -q -n $(JOBS) -m "not slow and not browser"
+
+## House rules: ruff lint + format check (line length 110) and the mypy type check (config in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## Slow tests: longer real registrations and training runs.
 test-slow: kernels

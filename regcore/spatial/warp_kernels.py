@@ -26,6 +26,7 @@ import os
 import threading
 
 import numpy as np
+import torch
 
 PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
 
@@ -39,10 +40,39 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 """Whether the compiled kernels can be used in this process."""
 
-KERNEL_LOCK = threading.RLock()
-"""Held around every compiled parallel kernel call: numba's fallback 'workqueue' threading layer
-must not be entered from two threads at once. Kernels are short (< 1 s at 7M voxels) and release
-the GIL, so concurrent callers simply take turns."""
+class _KernelSection:
+    """Context manager held around every compiled parallel kernel call.
+
+    * A re-entrant lock: numba's fallback 'workqueue' threading layer must not be entered from two
+      threads at once. Kernels are short (< 1 s at 7M voxels) and release the GIL, so concurrent
+      callers simply take turns.
+    * It restores torch's intra-op thread count on exit: with numba's 'omp' layer a parallel kernel
+      sets the OpenMP thread count that torch shares (measured: torch.set_num_threads(1) became 2 after
+      one smoothing call, and a 2D MI affine then took 6x the CPU time on a loaded 2-core machine).
+    """
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._saved = threading.local()
+
+    def __enter__(self):
+        self._lock.acquire()
+        stack = self._saved.__dict__.setdefault("threads", [])
+        stack.append(torch.get_num_threads())
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            threads = self._saved.threads.pop()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        finally:
+            self._lock.release()
+        return False
+
+
+KERNEL_LOCK = _KernelSection()
+"""Held around every compiled parallel kernel call (see :class:`_KernelSection`)."""
 
 
 if AVAILABLE:
