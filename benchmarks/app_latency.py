@@ -30,6 +30,7 @@ os.chdir(ROOT)
 def _pair_3d():
     """The 3D 2 mm sample pair (built on first use)."""
     from pages import _backend as backend
+
     return backend.sample_pair("brain", dims=3, resolution_mm=2.0), "sample brain 3D 2 mm"
 
 
@@ -41,6 +42,7 @@ def viewer_work_ms(pair, repeats: int, planes=(2,)) -> list[float]:
 
     from pages._widgets import landmarks_in_slice, slice_axes
     from regcore import viz
+
     img, lab = pair.fixed, pair.fixed_labels
     arr = img.numpy()
     labarr = lab.numpy() if lab is not None else None
@@ -48,15 +50,25 @@ def viewer_work_ms(pair, repeats: int, planes=(2,)) -> list[float]:
     codes = img.geometry.orientation_codes()
     times = []
     for r in range(repeats):
-        t0 = time.perf_counter()  # single-threaded numpy/plotly work: wall ~ CPU time when the machine is idle
+        t0 = (
+            time.perf_counter()
+        )  # single-threaded numpy/plotly work: wall ~ CPU time when the machine is idle
         for axis in planes:
             index = (arr.shape[axis] // 2 + r) % arr.shape[axis]
             pts, ids = landmarks_in_slice(pair.fixed_landmarks, img.geometry, axis, index)
-            fig = viz.slice_figure(viz.extract_slice(arr, axis, index),
-                                   labels=viz.extract_slice(labarr, axis, index) if labarr is not None else None,
-                                   label_names=pair.label_names, points=pts, point_ids=ids, level=level,
-                                   width=width, flips=viz.display_flips(codes, slice_axes(3, axis)))
-            pio.to_json(plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True), validate=False)
+            fig = viz.slice_figure(
+                viz.extract_slice(arr, axis, index),
+                labels=viz.extract_slice(labarr, axis, index) if labarr is not None else None,
+                label_names=pair.label_names,
+                points=pts,
+                point_ids=ids,
+                level=level,
+                width=width,
+                flips=viz.display_flips(codes, slice_axes(3, axis)),
+            )
+            pio.to_json(
+                plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True), validate=False
+            )
         times.append((time.perf_counter() - t0) * 1000)
     return times
 
@@ -64,6 +76,7 @@ def viewer_work_ms(pair, repeats: int, planes=(2,)) -> list[float]:
 def apptest_slider_ms(pair, repeats: int) -> list[float]:
     """Full AppTest reruns of the Data page after moving the axial slider of the fixed viewer."""
     from streamlit.testing.v1 import AppTest
+
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     at.session_state["pair"] = pair
     at.run()
@@ -88,6 +101,7 @@ def home_warm_start_s() -> dict:
 
     import regcore.data  # noqa: F401 - warm imports, like a started server
     from regcore.methods import registry
+
     registry.all_specs()
     st.cache_resource.clear()
     st.cache_data.clear()
@@ -102,6 +116,7 @@ def home_warm_start_s() -> dict:
             raise RuntimeError(at.exception[0].value)
         out["shows_metrics"] = [m.label for m in at.metric]
     from pages import _state as state
+
     out["method"] = state.default_method(2)
     return out
 
@@ -116,6 +131,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "app_latency.json"))
     args = ap.parse_args()
     import torch
+
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     home = home_warm_start_s()
@@ -124,10 +140,15 @@ def main() -> None:
     all_planes = summary(viewer_work_ms(pair, args.repeats, planes=(2, 1, 0)))
     full = summary(apptest_slider_ms(pair, args.repeats))
     result = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "load_average_1min": os.getloadavg()[0], "volume": source,
-        "volume_shape": list(pair.fixed.shape), "spacing_mm": list(pair.fixed.spacing),
-        "slider_fragment_work": work, "window_change_all_three_planes": all_planes,
-        "slider_full_apptest_rerun": full, "home": home,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "load_average_1min": os.getloadavg()[0],
+        "volume": source,
+        "volume_shape": list(pair.fixed.shape),
+        "spacing_mm": list(pair.fixed.spacing),
+        "slider_fragment_work": work,
+        "window_change_all_three_planes": all_planes,
+        "slider_full_apptest_rerun": full,
+        "home": home,
         "targets": {"slider_ms": 200, "home_first_open_s": 5},
         "pass": {"slider": work["median_ms"] <= 200, "home": home["first_open_s"] <= 5},
     }

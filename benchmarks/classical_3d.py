@@ -41,14 +41,19 @@ def load(path: Path, labels: bool = False) -> Image:
     arr = np.asarray(nii.dataobj)
     arr = np.squeeze(arr) if arr.ndim > 2 and 1 in arr.shape[2:] else arr
     spacing = tuple(float(z) for z in nii.header.get_zooms()[: arr.ndim])
-    return Image.from_array(arr.astype(np.int64) if labels else arr.astype(np.float32), spacing=spacing,
-                            is_labels=labels, name=path.name)
+    return Image.from_array(
+        arr.astype(np.int64) if labels else arr.astype(np.float32),
+        spacing=spacing,
+        is_labels=labels,
+        name=path.name,
+    )
 
 
 def dice_per_label(fixed_labels: np.ndarray, warped_labels: np.ndarray) -> dict[int, float]:
     """Dice of every non-zero label present in either map (``regcore.metrics``; fallback here)."""
     try:
         from regcore.metrics.overlap import dice_per_label as metrics_dice
+
         return metrics_dice(fixed_labels, warped_labels)
     except ImportError:
         pass
@@ -67,11 +72,13 @@ def folding_percent(disp: torch.Tensor) -> float:
     """% voxels with det(I + grad u) <= 0 (central differences), ``disp`` ``(1, ndim, *S)`` voxels."""
     try:
         from regcore.metrics.deformation import folding_percent as metrics_folding
+
         return metrics_folding(disp)
     except ImportError:
         pass
     try:
         from regcore.spatial.jacobian import jacobian_determinant
+
         det = jacobian_determinant(disp)
     except ImportError:
         ndim = disp.shape[1]
@@ -94,9 +101,16 @@ def run_case(method: str, overrides: dict, fixed, moving, fixed_lab, moving_lab)
         disp, device = result.displacement, result.device
     warped = warp_labels(moving_lab.data[None], disp)[0, 0].numpy()
     dice = dice_per_label(fixed_lab.numpy(), warped)
-    return {"method": method, "dice_mean": float(np.mean(list(dice.values()))), "n_labels": len(dice),
-            "folding_percent": folding_percent(disp), "runtime_s": runtime, "cpu_s": cpu, "device": device,
-            "overrides": overrides}
+    return {
+        "method": method,
+        "dice_mean": float(np.mean(list(dice.values()))),
+        "n_labels": len(dice),
+        "folding_percent": folding_percent(disp),
+        "runtime_s": runtime,
+        "cpu_s": cpu,
+        "device": device,
+        "overrides": overrides,
+    }
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:
@@ -129,32 +143,57 @@ def main(argv=None) -> int:
         a, b = "OASIS_OAS1_0455_MR1", "OASIS_OAS1_0456_MR1"
         img = {k: load(DATA / "brain3d/images" / f"{k}.nii.gz") for k in (a, b)}
         lab = {k: load(DATA / "brain3d/labels" / f"{k}_seg35.nii.gz", True) for k in (a, b)}
-        cases += [("3D 0456->0455", img[a], img[b], lab[a], lab[b]), ("3D 0455->0456", img[b], img[a], lab[b], lab[a])]
+        cases += [
+            ("3D 0456->0455", img[a], img[b], lab[a], lab[b]),
+            ("3D 0455->0456", img[b], img[a], lab[b], lab[a]),
+        ]
     if 2 in args.dims:
         a, b = "OASIS_OAS1_0455_MR1_axial103", "OASIS_OAS1_0456_MR1_axial103"
-        cases.append(("2D 0456->0455", load(DATA / "brain2d/images" / f"{a}.nii.gz"),
-                      load(DATA / "brain2d/images" / f"{b}.nii.gz"),
-                      load(DATA / "brain2d/labels" / f"{a}_seg35.nii.gz", True),
-                      load(DATA / "brain2d/labels" / f"{b}_seg35.nii.gz", True)))
+        cases.append(
+            (
+                "2D 0456->0455",
+                load(DATA / "brain2d/images" / f"{a}.nii.gz"),
+                load(DATA / "brain2d/images" / f"{b}.nii.gz"),
+                load(DATA / "brain2d/labels" / f"{a}_seg35.nii.gz", True),
+                load(DATA / "brain2d/labels" / f"{b}_seg35.nii.gz", True),
+            )
+        )
     rows = []
     for name, fixed, moving, fixed_lab, moving_lab in cases:
         for method in args.methods:
-            row = {"case": name, **run_case(method, sets.get(method, {}), fixed, moving, fixed_lab, moving_lab)}
+            row = {
+                "case": name,
+                **run_case(method, sets.get(method, {}), fixed, moving, fixed_lab, moving_lab),
+            }
             rows.append(row)
-            print(f"{name:14s} {method:12s} dice {row['dice_mean']:.4f}  folding {row['folding_percent']:.3f} %  "
-                  f"{row['runtime_s']:6.2f} s wall, {row['cpu_s']:6.2f} s CPU  ({row['n_labels']} labels)", flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            print(
+                f"{name:14s} {method:12s} dice {row['dice_mean']:.4f}  folding {row['folding_percent']:.3f} %  "
+                f"{row['runtime_s']:6.2f} s wall, {row['cpu_s']:6.2f} s CPU  ({row['n_labels']} labels)",
+                flush=True,
+            )
+    meta = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["| case | method | mean Dice | folding % | wall s | CPU s (all threads) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['method']} | {r['dice_mean']:.3f} | {r['folding_percent']:.3f} | "
-              f"{r['runtime_s']:.1f} | {r['cpu_s']:.1f} |" for r in rows]
+    lines = [
+        "| case | method | mean Dice | folding % | wall s | CPU s (all threads) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['case']} | {r['method']} | {r['dice_mean']:.3f} | {r['folding_percent']:.3f} | "
+        f"{r['runtime_s']:.1f} | {r['cpu_s']:.1f} |"
+        for r in rows
+    ]
     out.with_suffix(".md").write_text(
         f"# Classical methods on OASIS brain MRI\n\n{meta['threads']} CPU threads, torch {meta['torch']}, "
-        f"{meta['date']}, 1-min load average at the end {meta['load_average']}.\n\n" + "\n".join(lines) + "\n")
+        f"{meta['date']}, 1-min load average at the end {meta['load_average']}.\n\n" + "\n".join(lines) + "\n"
+    )
     return 0
 
 

@@ -59,8 +59,9 @@ def _timeit(fn, repeats=10) -> float:
 def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
     from regcore.data import sample_pair
     from regcore.train import run_training
+
     pairs = [sample_pair("brain", 2, f, m, resolution_mm=2.0) for f, m in VAL_PAIRS]
-    lab = lambda im: im.data[None].long()   # noqa: E731
+    lab = lambda im: im.data[None].long()  # noqa: E731
     rows = {"identity": [], "affine": [], "affine_net": []}
     for p in pairs:
         zero = torch.zeros(1, 2, *p.fixed.shape)
@@ -71,9 +72,23 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
     res = {k: float(np.mean(v)) for k, v in rows.items()}
     if not skip_train:
         with tempfile.TemporaryDirectory() as tmp:
-            recipe = {"family": "voxelmorph", "dims": 2, "data": "brain", "spacing_mm": 2.0, "train_shape": [80, 96],
-                      "supervision": "weak", "epochs": 1000, "steps_per_epoch": 25, "batch_size": 4, "lr": 0.002,
-                      "val_pairs": 5, "seed": 0, "device": "cpu", "threads": 2, "time_limit_min": train_minutes}
+            recipe = {
+                "family": "voxelmorph",
+                "dims": 2,
+                "data": "brain",
+                "spacing_mm": 2.0,
+                "train_shape": [80, 96],
+                "supervision": "weak",
+                "epochs": 1000,
+                "steps_per_epoch": 25,
+                "batch_size": 4,
+                "lr": 0.002,
+                "val_pairs": 5,
+                "seed": 0,
+                "device": "cpu",
+                "threads": 2,
+                "time_limit_min": train_minutes,
+            }
             cfg = Path(tmp) / "recipe.json"
             cfg.write_text(json.dumps(recipe))
             t = time.perf_counter()
@@ -85,8 +100,10 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
                 vm.append(_dice(lab(p.fixed_labels), lab(p.moving_labels), r.displacement))
             res["voxelmorph_trained"] = float(np.mean(vm))
             res["recipe"] = recipe
-            res["note"] = ("validation = pairs (0,1),(2,3),...; training draws all ordered pairs of the 10 subjects, "
-                           "so validation pairs are seen in training (the sample set has 10 subjects)")
+            res["note"] = (
+                "validation = pairs (0,1),(2,3),...; training draws all ordered pairs of the 10 subjects, "
+                "so validation pairs are seen in training (the sample set has 10 subjects)"
+            )
     res["best_affine"] = max(res["affine"], res["affine_net"])
     out["brain_sample_2d"] = res
 
@@ -94,6 +111,7 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
 def inference_2d(out: dict) -> None:
     from regcore.data import sample_pair
     from regcore.methods.learned.family import all_families
+
     p = sample_pair("brain", 2, 0, 1, resolution_mm=2.0)
     res = {}
     for fam in (f for f in all_families() if f.needs_training and 2 in f.dims):
@@ -102,7 +120,7 @@ def inference_2d(out: dict) -> None:
         method, cfg = spec.factory(), spec.make_config()
         nets, fam_cfg, _ = method.networks(cfg, 2, torch.device("cpu"))
         div = fam.divisor(2, fam_cfg)
-        x = torch.rand(1, 1, *[-(-n // div) * div for n in p.fixed.shape])   # padded model grid
+        x = torch.rand(1, 1, *[-(-n // div) * div for n in p.fixed.shape])  # padded model grid
         with torch.no_grad():
             fwd = _timeit(lambda: fam.predict(nets, x, x, fam_cfg))
         reg = _timeit(lambda: method.register(p.fixed, p.moving, cfg))
@@ -114,15 +132,20 @@ def oasis_2d(out: dict) -> None:
     import nibabel as nib
 
     from regcore.image import Image
+
     d = SHARED / "brain2d"
     if not d.is_dir():
         out["oasis_2d"] = {"skipped": f"{d} not found"}
         return
-    load = lambda p: np.asarray(nib.load(d / p).dataobj).squeeze()   # noqa: E731
+    load = lambda p: np.asarray(nib.load(d / p).dataobj).squeeze()  # noqa: E731
     fixed = Image.from_array(load("images/OASIS_OAS1_0455_MR1_axial103.nii.gz").astype(np.float32))
     moving = Image.from_array(load("images/OASIS_OAS1_0456_MR1_axial103.nii.gz").astype(np.float32))
-    fl = torch.from_numpy(load("labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
-    ml = torch.from_numpy(load("labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
+    fl = torch.from_numpy(load("labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz").astype(np.int64))[
+        None, None
+    ]
+    ml = torch.from_numpy(load("labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz").astype(np.int64))[
+        None, None
+    ]
     res = {"identity": _dice(fl, ml, torch.zeros(1, 2, *fixed.shape))}
     for name in ("affine", "affine_net", "voxelmorph", "transmorph"):
         r = _run(name, fixed, moving)
@@ -132,15 +155,18 @@ def oasis_2d(out: dict) -> None:
 
 def inference_3d(out: dict) -> None:
     from regcore.methods.learned.family import get_family
+
     res = {}
     fam = get_family("voxelmorph")
     for diffeo in (False, True):
         cfg = fam.make_config({"diffeomorphic": diffeo})
         nets = fam.build(3, cfg).eval()
-        x = torch.rand(1, 1, 80, 96, 112)   # 160x192x224 at 1 mm -> 2 mm
+        x = torch.rand(1, 1, 80, 96, 112)  # 160x192x224 at 1 mm -> 2 mm
         with torch.no_grad():
             res["diffeomorphic" if diffeo else "dense"] = {
-                "forward_s": _timeit(lambda: fam.predict(nets, x, x, cfg), repeats=3), "shape": [80, 96, 112]}
+                "forward_s": _timeit(lambda: fam.predict(nets, x, x, cfg), repeats=3),
+                "shape": [80, 96, 112],
+            }
     out["inference_3d_2mm"] = res
 
 
@@ -148,7 +174,12 @@ def write(out: dict) -> None:
     d = ROOT / "benchmarks" / "results"
     d.mkdir(parents=True, exist_ok=True)
     (d / "learned.json").write_text(json.dumps(out, indent=2))
-    lines = ["# Learned registration benchmark", "", f"Load average at start: {out['loadavg']}; threads: 2.", ""]
+    lines = [
+        "# Learned registration benchmark",
+        "",
+        f"Load average at start: {out['loadavg']}; threads: 2.",
+        "",
+    ]
     b = out.get("brain_sample_2d", {})
     if b:
         lines += ["## Sample brain 2D (2 mm), mean Dice over 5 pairs", "", "| method | Dice |", "|---|---|"]
@@ -156,10 +187,18 @@ def write(out: dict) -> None:
         lines += ["", f"VoxelMorph training wall time: {b.get('train_wall_s', float('nan')):.0f} s", ""]
     o = out.get("oasis_2d", {})
     if o and "skipped" not in o:
-        lines += ["## Real OASIS 2D pair (0456 -> 0455), mean Dice over 35 labels", "", "| method | Dice |", "|---|---|"]
+        lines += [
+            "## Real OASIS 2D pair (0456 -> 0455), mean Dice over 35 labels",
+            "",
+            "| method | Dice |",
+            "|---|---|",
+        ]
         lines += [f"| {k} | {v:.3f} |" for k, v in o.items()]
         lines += [""]
-    for key, title in (("inference_2d", "2D inference (median)"), ("inference_3d_2mm", "3D inference at 2 mm")):
+    for key, title in (
+        ("inference_2d", "2D inference (median)"),
+        ("inference_3d_2mm", "3D inference at 2 mm"),
+    ):
         if key in out:
             lines += [f"## {title}", "", "```", json.dumps(out[key], indent=1), "```", ""]
     (d / "learned.md").write_text("\n".join(lines))
@@ -173,8 +212,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     out = {"loadavg": os.getloadavg(), "torch": torch.__version__}
-    steps = {"oasis": oasis_2d, "inference2d": inference_2d, "inference3d": inference_3d,
-             "brain": lambda o: brain_sample(args.train_minutes, args.skip_train, o)}
+    steps = {
+        "oasis": oasis_2d,
+        "inference2d": inference_2d,
+        "inference3d": inference_3d,
+        "brain": lambda o: brain_sample(args.train_minutes, args.skip_train, o),
+    }
     for name in args.only or ("oasis", "inference2d", "inference3d", "brain"):
         steps[name](out)
         write(out)

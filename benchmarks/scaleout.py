@@ -60,20 +60,31 @@ def build_pairs(folder: Path) -> Path:
     import nibabel as nib
     import numpy as np
 
-    ref = nib.load(DATA / "brain2d" / "images" / f"{SUBJECTS[0]}_axial103.nii.gz")   # the 2D header convention
-    vols = {s: nib.load(DATA / "brain3d" / "images" / f"{s}.nii.gz").get_fdata(dtype=np.float32) for s in SUBJECTS}
-    labs = {s: np.asarray(nib.load(DATA / "brain3d" / "labels" / f"{s}_seg35.nii.gz").dataobj) for s in SUBJECTS}
+    ref = nib.load(DATA / "brain2d" / "images" / f"{SUBJECTS[0]}_axial103.nii.gz")  # the 2D header convention
+    vols = {
+        s: nib.load(DATA / "brain3d" / "images" / f"{s}.nii.gz").get_fdata(dtype=np.float32) for s in SUBJECTS
+    }
+    labs = {
+        s: np.asarray(nib.load(DATA / "brain3d" / "labels" / f"{s}_seg35.nii.gz").dataobj) for s in SUBJECTS
+    }
     for s in SUBJECTS:
         for z in SLICES:
-            nib.save(nib.Nifti1Image(np.ascontiguousarray(vols[s][:, z, :]), ref.affine), folder / f"{s}_{z}.nii.gz")
-            nib.save(nib.Nifti1Image(np.ascontiguousarray(labs[s][:, z, :]).astype(np.uint8), ref.affine),
-                     folder / f"{s}_{z}_seg.nii.gz")
+            nib.save(
+                nib.Nifti1Image(np.ascontiguousarray(vols[s][:, z, :]), ref.affine),
+                folder / f"{s}_{z}.nii.gz",
+            )
+            nib.save(
+                nib.Nifti1Image(np.ascontiguousarray(labs[s][:, z, :]).astype(np.uint8), ref.affine),
+                folder / f"{s}_{z}_seg.nii.gz",
+            )
     names = DATA / "brain3d" / "label_names_seg35.csv"
     lines = ["name,fixed,moving,fixed_labels,moving_labels,label_names"]
     for z in SLICES:
         for f, m in (SUBJECTS, SUBJECTS[::-1]):
-            lines.append(f"{m[11:15]}->{f[11:15]} axial {z},{f}_{z}.nii.gz,{m}_{z}.nii.gz,{f}_{z}_seg.nii.gz,"
-                         f"{m}_{z}_seg.nii.gz,{names}")
+            lines.append(
+                f"{m[11:15]}->{f[11:15]} axial {z},{f}_{z}.nii.gz,{m}_{z}.nii.gz,{f}_{z}_seg.nii.gz,"
+                f"{m}_{z}_seg.nii.gz,{names}"
+            )
     manifest = folder / "pairs.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
@@ -87,7 +98,7 @@ def ray_roundtrip_ms(n: int = 200) -> float:
     def noop(x):
         return x
 
-    ray.get([noop.remote(i) for i in range(10)])      # workers warm
+    ray.get([noop.remote(i) for i in range(10)])  # workers warm
     t0 = time.perf_counter()
     ray.get([noop.remote(i) for i in range(n)])
     return (time.perf_counter() - t0) / n * 1000.0
@@ -108,8 +119,13 @@ def compare(serial: dict, par: dict) -> dict:
             elif (x is None) != (y is None):
                 worst = math.inf
     same_dice = all(a[k].get("dice_mean") == b[k].get("dice_mean") for k in a)
-    return {"identical": exact, "dice_identical": same_dice, "max_relative_difference": worst,
-            "rows": len(a), "keys_match": set(a) == set(b)}
+    return {
+        "identical": exact,
+        "dice_identical": same_dice,
+        "max_relative_difference": worst,
+        "rows": len(a),
+        "keys_match": set(a) == set(b),
+    }
 
 
 def main() -> int:
@@ -125,7 +141,7 @@ def main() -> int:
     from regcore.methods.registry import get
 
     for m in METHODS:
-        get(m)                                             # the registry is loaded once, outside the timings
+        get(m)  # the registry is loaded once, outside the timings
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
         tmp = Path(tmp)
         (tmp / "data").mkdir()
@@ -140,7 +156,9 @@ def main() -> int:
         import ray
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(
+            num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
         startup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         par = run_benchmark(manifest, list(METHODS), out_dir=tmp / "ray", engine="ray")
@@ -157,20 +175,34 @@ def main() -> int:
         serial_sum = sum(r["wall_s"] for r in serial_recs)
         per_method = {}
         for m in ("identity", *METHODS):
-            per_method[m] = {"serial_median_s": statistics.median(r["wall_s"] for r in serial_recs if r["method"] == m),
-                             "ray_median_s": statistics.median(r["wall_s"] for r in recs if r["method"] == m)}
+            per_method[m] = {
+                "serial_median_s": statistics.median(r["wall_s"] for r in serial_recs if r["method"] == m),
+                "ray_median_s": statistics.median(r["wall_s"] for r in recs if r["method"] == m),
+            }
         agreement = compare(serial, par)
     result = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(), "cores": os.cpu_count(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "pairs": 8, "methods": list(METHODS), "tasks": n, "workers": args.workers,
-        "serial_s": serial_s, "ray_s": ray_s, "speedup": serial_s / ray_s, "ray_startup_s": startup_s,
+        "pairs": 8,
+        "methods": list(METHODS),
+        "tasks": n,
+        "workers": args.workers,
+        "serial_s": serial_s,
+        "ray_s": ray_s,
+        "speedup": serial_s / ray_s,
+        "ray_startup_s": startup_s,
         "speedup_including_startup": serial_s / (ray_s + startup_s),
-        "serial_task_sum_s": serial_sum, "ray_task_sum_s": task_sum,
-        "overhead_per_task_s": overhead, "ray_roundtrip_per_trivial_task_ms": roundtrip,
-        "per_method": per_method, "agreement": agreement,
-        "summary_serial": serial["summary"], "summary_ray": par["summary"],
+        "serial_task_sum_s": serial_sum,
+        "ray_task_sum_s": task_sum,
+        "overhead_per_task_s": overhead,
+        "ray_roundtrip_per_trivial_task_ms": roundtrip,
+        "per_method": per_method,
+        "agreement": agreement,
+        "summary_serial": serial["summary"],
+        "summary_ray": par["summary"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scaleout.json").write_text(json.dumps(result, indent=2))
@@ -182,28 +214,50 @@ def main() -> int:
 def to_markdown(r: dict) -> str:
     a = r["agreement"]
     lines = [
-        "# Scale-out: serial vs Ray (same run)", "",
-        (f"{r['date']}, {r['cpu']}, {r['cores']} cores, load average before {r['load_average_before']}, "
-         f"after {r['load_average_after']}. Command: `.venv/bin/python benchmarks/scaleout.py`"), "",
-        f"{r['pairs']} real 2D OASIS pairs (35 labels) x {', '.join(r['methods'])} + identity = {r['tasks']} tasks.", "",
-        "| engine | wall s | speed-up | notes |", "|---|---|---|---|",
+        "# Scale-out: serial vs Ray (same run)",
+        "",
+        (
+            f"{r['date']}, {r['cpu']}, {r['cores']} cores, load average before {r['load_average_before']}, "
+            f"after {r['load_average_after']}. Command: `.venv/bin/python benchmarks/scaleout.py`"
+        ),
+        "",
+        f"{r['pairs']} real 2D OASIS pairs (35 labels) x {', '.join(r['methods'])} + identity = {r['tasks']} tasks.",
+        "",
+        "| engine | wall s | speed-up | notes |",
+        "|---|---|---|---|",
         f"| serial | {r['serial_s']:.1f} | 1.00 | sum of task times {r['serial_task_sum_s']:.1f} s |",
-        (f"| ray, {r['workers']} workers | {r['ray_s']:.1f} | **{r['speedup']:.2f}** | + {r['ray_startup_s']:.1f} s "
-         f"Ray start-up once ({r['speedup_including_startup']:.2f}x including it) |"), "",
-        (f"- overhead per task: **{r['overhead_per_task_s'] * 1000:.0f} ms** "
-         f"(({r['workers']} x Ray wall - {r['ray_task_sum_s']:.1f} s of task time) / {r['tasks']} tasks: "
-         "worker start-up and regcore import, scheduling, idle tail)"),
+        (
+            f"| ray, {r['workers']} workers | {r['ray_s']:.1f} | **{r['speedup']:.2f}** | + {r['ray_startup_s']:.1f} s "
+            f"Ray start-up once ({r['speedup_including_startup']:.2f}x including it) |"
+        ),
+        "",
+        (
+            f"- overhead per task: **{r['overhead_per_task_s'] * 1000:.0f} ms** "
+            f"(({r['workers']} x Ray wall - {r['ray_task_sum_s']:.1f} s of task time) / {r['tasks']} tasks: "
+            "worker start-up and regcore import, scheduling, idle tail)"
+        ),
         f"- Ray round trip of a trivial task: {r['ray_roundtrip_per_trivial_task_ms']:.2f} ms",
-        (f"- metrics identical (Dice, HD95, folding %, SDlogJ per pair and method): "
-         f"**{'yes' if a['identical'] else 'no'}**; Dice identical: {'yes' if a['dice_identical'] else 'no'}; "
-         f"largest relative difference {a['max_relative_difference']:.1e} over {a['rows']} rows"), "",
-        "| method | median task s, serial | median task s, Ray worker (1 thread) |", "|---|---|---|"]
+        (
+            f"- metrics identical (Dice, HD95, folding %, SDlogJ per pair and method): "
+            f"**{'yes' if a['identical'] else 'no'}**; Dice identical: {'yes' if a['dice_identical'] else 'no'}; "
+            f"largest relative difference {a['max_relative_difference']:.1e} over {a['rows']} rows"
+        ),
+        "",
+        "| method | median task s, serial | median task s, Ray worker (1 thread) |",
+        "|---|---|---|",
+    ]
     for m, v in r["per_method"].items():
         lines.append(f"| {m} | {v['serial_median_s']:.2f} | {v['ray_median_s']:.2f} |")
-    lines += ["", "| method | Dice (serial) | Dice (Ray) | folding % | runtime s (median) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| method | Dice (serial) | Dice (Ray) | folding % | runtime s (median) |",
+        "|---|---|---|---|---|",
+    ]
     for s, p in zip(r["summary_serial"], r["summary_ray"]):
-        lines.append(f"| {s['method']} | {s['dice_mean']:.4f} | {p['dice_mean']:.4f} | {s['folding_percent']:.3f} | "
-                     f"{s['runtime_s']:.2f} |")
+        lines.append(
+            f"| {s['method']} | {s['dice_mean']:.4f} | {p['dice_mean']:.4f} | {s['folding_percent']:.3f} | "
+            f"{s['runtime_s']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

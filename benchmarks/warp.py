@@ -38,8 +38,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from regcore.spatial.grid import displacement_to_grid  # noqa: E402
 from regcore.spatial import warp_kernels  # noqa: E402
+from regcore.spatial.grid import displacement_to_grid  # noqa: E402
 from regcore.spatial.warp import choose_slabs, warp  # noqa: E402
 
 DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -103,8 +103,14 @@ def time_interleaved(candidates: dict, repeats: int) -> dict[str, dict[str, floa
             fn()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    return {k: {"median_s": statistics.median(wall[k]), "min_s": min(wall[k]),
-                "cpu_median_s": statistics.median(cpu[k])} for k in candidates}
+    return {
+        k: {
+            "median_s": statistics.median(wall[k]),
+            "min_s": min(wall[k]),
+            "cpu_median_s": statistics.median(cpu[k]),
+        }
+        for k in candidates
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         ours = warp(vol, u)
         ref = F.grid_sample(vol, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        sitk_out = torch.from_numpy(sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0)))
+        sitk_out = torch.from_numpy(
+            sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0))
+        )
     m = int(np.ceil(args.magnitude)) + 2
     inner = (slice(m, -m),) * 3
     agreement = {
@@ -152,7 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def gs_naive():
         with torch.no_grad():
-            F.grid_sample(vol, displacement_to_grid(u), mode="bilinear", padding_mode="border", align_corners=True)
+            F.grid_sample(
+                vol, displacement_to_grid(u), mode="bilinear", padding_mode="border", align_corners=True
+            )
 
     def sitk_resample():
         sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0)
@@ -163,17 +173,24 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             warp(vol, u, slabs=slab_count)
 
-    candidates = {"regcore.warp": ours_fwd, "regcore grid_sample slab path": ours_slabs,
-                  "grid_sample b1 (prebuilt grid)": gs_prebuilt,
-                  "naive grid + grid_sample": gs_naive, "SimpleITK Resample": sitk_resample}
+    candidates = {
+        "regcore.warp": ours_fwd,
+        "regcore grid_sample slab path": ours_slabs,
+        "grid_sample b1 (prebuilt grid)": gs_prebuilt,
+        "naive grid + grid_sample": gs_naive,
+        "SimpleITK Resample": sitk_resample,
+    }
     if not args.no_grad:
+
         def ours_grad():
             d = u.clone().requires_grad_()
             warp(vol, d).sum().backward()
 
         def naive_grad():
             d = u.clone().requires_grad_()
-            F.grid_sample(vol, displacement_to_grid(d), padding_mode="border", align_corners=True).sum().backward()
+            F.grid_sample(
+                vol, displacement_to_grid(d), padding_mode="border", align_corners=True
+            ).sum().backward()
 
         candidates["regcore.warp fwd+bwd"] = ours_grad
         candidates["naive fwd+bwd"] = naive_grad
@@ -187,20 +204,35 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if "naive fwd+bwd" in t:
         ratios["naive_fwd_bwd_over_regcore_fwd_bwd"] = t["naive fwd+bwd"] / t["regcore.warp fwd+bwd"]
-    targets = {"grid_sample_b1_over_regcore >= 1.8": ratios["grid_sample_b1_over_regcore"] >= 1.8,
-               "sitk_over_regcore >= 3": ratios["sitk_over_regcore"] >= 3.0,
-               "agreement < 1e-4 interior": agreement["max_abs_diff_vs_grid_sample_interior"] < 1e-4}
+    targets = {
+        "grid_sample_b1_over_regcore >= 1.8": ratios["grid_sample_b1_over_regcore"] >= 1.8,
+        "sitk_over_regcore >= 3": ratios["sitk_over_regcore"] >= 3.0,
+        "agreement < 1e-4 interior": agreement["max_abs_diff_vs_grid_sample_interior"] < 1e-4,
+    }
     env = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(), "sitk": sitk.Version_VersionString(),
-        "slabs": slab_count, "warp_backend": "numba" if warp_kernels.AVAILABLE else "torch",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+        "sitk": sitk.Version_VersionString(),
+        "slabs": slab_count,
+        "warp_backend": "numba" if warp_kernels.AVAILABLE else "torch",
         "load_average_1_5_15": list(os.getloadavg()),
         "python": platform.python_version(),
     }
-    result = {"volume": source, "shape": list(shape), "magnitude_vox": args.magnitude, "repeats": args.repeats,
-              "env": env, "timings": timings, "ratios": ratios, "agreement": agreement, "targets_met": targets}
+    result = {
+        "volume": source,
+        "shape": list(shape),
+        "magnitude_vox": args.magnitude,
+        "repeats": args.repeats,
+        "env": env,
+        "timings": timings,
+        "ratios": ratios,
+        "agreement": agreement,
+        "targets_met": targets,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "warp.json").write_text(json.dumps(result, indent=2))
     (args.out / "warp.md").write_text(to_markdown(result))
@@ -211,25 +243,36 @@ def main(argv: list[str] | None = None) -> dict:
 def to_markdown(r: dict) -> str:
     e = r["env"]
     lines = [
-        "# Warp benchmark (3D, CPU)", "",
+        "# Warp benchmark (3D, CPU)",
+        "",
         f"{r['volume']}, random smooth displacement max |u| = {r['magnitude_vox']} vox; "
-        f"median of {r['repeats']} interleaved repeats after warm-up.", "",
+        f"median of {r['repeats']} interleaved repeats after warm-up.",
+        "",
         f"- date {e['date']}; CPU {e['cpu_model']} ({e['cpu_count']} logical); torch {e['torch']} with "
         f"{e['torch_threads']} threads; regcore.warp backend {e.get('warp_backend', 'torch')} (slab path: {e['slabs']} slabs); SimpleITK {e['sitk']} with {e['sitk_threads']} threads",
         f"- load average during the run: {', '.join(f'{x:.2f}' for x in e['load_average_1_5_15'])} "
-        "(absolute times are pessimistic when loaded; ratios within one run are the meaningful numbers)", "",
-        "| candidate | median (ms) | min (ms) | CPU time median (ms) |", "|---|---:|---:|---:|",
+        "(absolute times are pessimistic when loaded; ratios within one run are the meaningful numbers)",
+        "",
+        "| candidate | median (ms) | min (ms) | CPU time median (ms) |",
+        "|---|---:|---:|---:|",
     ]
     for name, v in r["timings"].items():
-        lines.append(f"| {name} | {v['median_s'] * 1e3:.1f} | {v['min_s'] * 1e3:.1f} | {v['cpu_median_s'] * 1e3:.1f} |")
+        lines.append(
+            f"| {name} | {v['median_s'] * 1e3:.1f} | {v['min_s'] * 1e3:.1f} | {v['cpu_median_s'] * 1e3:.1f} |"
+        )
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f}x |" for k, v in r["ratios"].items()]
     a = r["agreement"]
-    lines += ["", f"Agreement (interior, {a['border_margin_vox']} vox margin): max |regcore - grid_sample| = "
-              f"{a['max_abs_diff_vs_grid_sample_interior']:.2e}, max |regcore - SimpleITK| = "
-              f"{a['max_abs_diff_vs_sitk_interior']:.2e} (intensity range {a['intensity_range'][0]:.3g}.."
-              f"{a['intensity_range'][1]:.3g}).", "",
-              "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["targets_met"].items()), ""]
+    lines += [
+        "",
+        f"Agreement (interior, {a['border_margin_vox']} vox margin): max |regcore - grid_sample| = "
+        f"{a['max_abs_diff_vs_grid_sample_interior']:.2e}, max |regcore - SimpleITK| = "
+        f"{a['max_abs_diff_vs_sitk_interior']:.2e} (intensity range {a['intensity_range'][0]:.3g}.."
+        f"{a['intensity_range'][1]:.3g}).",
+        "",
+        "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["targets_met"].items()),
+        "",
+    ]
     return "\n".join(lines)
 
 

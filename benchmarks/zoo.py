@@ -54,8 +54,10 @@ def model_facts(name: str) -> dict:
     spec = registry.get(name)
     method, cfg = spec.factory(), spec.make_config()
     nets, _, data = method.networks(cfg, 2, torch.device("cpu"))
-    return {"parameters": int(sum(p.numel() for p in nets.parameters())),
-            "train_minutes": round(float(data.get("elapsed_s", 0.0)) / 60.0, 1) if data else 0.0}
+    return {
+        "parameters": int(sum(p.numel() for p in nets.parameters())),
+        "train_minutes": round(float(data.get("elapsed_s", 0.0)) / 60.0, 1) if data else 0.0,
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -67,10 +69,15 @@ def summarise(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-axis", type=int, default=4, help="held-out positions per axis (pairs = 3 x 2 x this)")
+    ap.add_argument(
+        "--per-axis", type=int, default=4, help="held-out positions per axis (pairs = 3 x 2 x this)"
+    )
     ap.add_argument("--classical", default="affine,fireants,demons,sitk_demons")
-    ap.add_argument("--learned", default="", help="comma-separated learned methods (default: every family "
-                                                  "with default 2D weights)")
+    ap.add_argument(
+        "--learned",
+        default="",
+        help="comma-separated learned methods (default: every family with default 2D weights)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     folder = SHARED / "brain3d"
@@ -80,11 +87,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     pairs = slice_pairs(folder, "held_out", per_axis=args.per_axis)
     methods = [m for m in args.classical.split(",") if m] + (
-        [m for m in args.learned.split(",") if m] or learned_methods())
+        [m for m in args.learned.split(",") if m] or learned_methods()
+    )
     per_pair: dict[str, list[dict]] = {"identity": []}
     for pair in pairs:
-        m = evaluate_identity(pair.fixed, pair.moving, fixed_labels=pair.fixed_labels,
-                              moving_labels=pair.moving_labels, label_names=pair.label_names)
+        m = evaluate_identity(
+            pair.fixed,
+            pair.moving,
+            fixed_labels=pair.fixed_labels,
+            moving_labels=pair.moving_labels,
+            label_names=pair.label_names,
+        )
         per_pair["identity"].append({**{k: m.get(k) for k in KEYS}, "runtime_s": 0.0})
     for name in methods:
         per_pair[name] = []
@@ -98,23 +111,38 @@ def main(argv=None) -> int:
             table[name].update(model_facts(name))
     ident = per_pair["identity"]
     for name, rows in per_pair.items():
-        table[name]["pairs_above_identity"] = int(sum(r["dice_mean"] > i["dice_mean"] for r, i in zip(rows, ident)))
-    result = {"command": "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "loadavg": os.getloadavg(),
-              "pairs": [p.name for p in pairs], "table": table, "per_pair": per_pair}
+        table[name]["pairs_above_identity"] = int(
+            sum(r["dice_mean"] > i["dice_mean"] for r, i in zip(rows, ident))
+        )
+    result = {
+        "command": "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(),
+        "pairs": [p.name for p in pairs],
+        "table": table,
+        "per_pair": per_pair,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "zoo.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Model zoo on held-out real 2D slice pairs", "",
-             f"`{result['command']}` on {result['date']}, {result['threads']} threads, load {result['loadavg']}.",
-             f"{len(pairs)} pairs: OASIS 0455/0456 slices at held-out positions (regcore.data.slices), 3 axes, "
-             "both directions; no model was trained on these positions.", "",
-             "| method | Dice | HD95 mm | folding % | SDlogJ | time ms (median) | pairs > identity | parameters | "
-             "training min |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Model zoo on held-out real 2D slice pairs",
+        "",
+        f"`{result['command']}` on {result['date']}, {result['threads']} threads, load {result['loadavg']}.",
+        f"{len(pairs)} pairs: OASIS 0455/0456 slices at held-out positions (regcore.data.slices), 3 axes, "
+        "both directions; no model was trained on these positions.",
+        "",
+        "| method | Dice | HD95 mm | folding % | SDlogJ | time ms (median) | pairs > identity | parameters | "
+        "training min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, t in table.items():
-        lines.append(f"| {name} | {t['dice_mean']:.3f} | {t['hd95_mean_mm']:.2f} | {t['folding_percent']:.3f} | "
-                     f"{t['sdlogj']:.3f} | {t['runtime_ms_median']:.0f} | {t['pairs_above_identity']}/{t['pairs']} | "
-                     f"{t.get('parameters', '')} | {t.get('train_minutes', '')} |")
+        lines.append(
+            f"| {name} | {t['dice_mean']:.3f} | {t['hd95_mean_mm']:.2f} | {t['folding_percent']:.3f} | "
+            f"{t['sdlogj']:.3f} | {t['runtime_ms_median']:.0f} | {t['pairs_above_identity']}/{t['pairs']} | "
+            f"{t.get('parameters', '')} | {t.get('train_minutes', '')} |"
+        )
     (args.out / "zoo.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

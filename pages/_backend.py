@@ -57,8 +57,15 @@ def check_pair(fixed: Image, moving: Image) -> list[str]:
 
 def make_pair(**fields):
     """A ``regcore.data.Pair`` from uploaded parts (missing parts default to None)."""
-    defaults = {"fixed_labels": None, "moving_labels": None, "fixed_landmarks": None, "moving_landmarks": None,
-                "true_displacement": None, "label_names": {}, "modality": "uploaded"}
+    defaults = {
+        "fixed_labels": None,
+        "moving_labels": None,
+        "fixed_landmarks": None,
+        "moving_landmarks": None,
+        "true_displacement": None,
+        "label_names": {},
+        "modality": "uploaded",
+    }
     defaults.update(fields)
     return data.Pair(**defaults)
 
@@ -90,8 +97,13 @@ def spec_unavailable_reason(spec, dims: int) -> str | None:
     return None
 
 
-def run_registration(pair, method: str, overrides: dict | None = None,
-                     progress: Callable[[Progress], bool | None] | None = None, device: str = "auto"):
+def run_registration(
+    pair,
+    method: str,
+    overrides: dict | None = None,
+    progress: Callable[[Progress], bool | None] | None = None,
+    device: str = "auto",
+):
     """Resample, register and evaluate one pair -> (RegistrationResult, metrics dict)."""
     return run_pair(pair, method, overrides or {}, device=device, progress=progress)
 

@@ -6,11 +6,12 @@
   anything is decoded.
 * Registrations: at most ``REGLAB_MAX_CONCURRENT_RUNS`` run at once on the server (default: the CPU
   count, at least 1); others wait their turn in a queue of at most ``REGLAB_MAX_QUEUED_RUNS`` (default
-  32). A visitor (an IP address; a browser session when unknown) has at most
-  ``REGLAB_MAX_RUNS_PER_VISITOR`` registrations running or queued (default 1), so one visitor cannot
-  queue a hundred 3D runs by opening tabs.
+  32). A browser session has at most ``REGLAB_MAX_RUNS_PER_SESSION`` registrations running or queued
+  (default 1) and a client address at most ``REGLAB_MAX_RUNS_PER_IP`` (default 16: a class behind one
+  NAT shares an address), so one visitor cannot queue a hundred 3D runs, not even by opening tabs.
 * Training: at most ``REGLAB_MAX_TRAINING_RUNS`` training runs active on the server (default 4) and
-  ``REGLAB_MAX_TRAINING_PER_VISITOR`` per visitor (default 2).
+  ``REGLAB_MAX_TRAINING_PER_VISITOR`` per browser session (default 2); only the session that started
+  a run may stop it.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def max_queued_runs() -> int:
     return _int_env("REGLAB_MAX_QUEUED_RUNS", 32)
 
 
-def max_runs_per_visitor() -> int:
-    return _int_env("REGLAB_MAX_RUNS_PER_VISITOR", 1)
+def max_runs(key: str) -> int:
+    """Registrations one key may have running or queued: a session (``session:...``) or an address (``ip:...``)."""
+    if key.startswith("ip:"):
+        return _int_env("REGLAB_MAX_RUNS_PER_IP", 16)
+    return _int_env("REGLAB_MAX_RUNS_PER_SESSION", 1)
 
 
 def max_training_runs() -> int:
@@ -60,21 +64,22 @@ def max_training_per_visitor() -> int:
 
 
 def session_id() -> str:
-    """This browser session's id (stable across reruns)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-    ctx = get_script_run_ctx()
-    if ctx is not None and getattr(ctx, "session_id", None):
-        return str(ctx.session_id)
+    """This browser session's id: a random token kept in its own session state (stable across reruns)."""
     return str(st.session_state.setdefault("_reglab_session", os.urandom(8).hex()))
 
 
 def visitor() -> str:
-    """Who the limits count against: the client's IP address when Streamlit knows it, else the session."""
+    """The browser session the per-visitor limits count against."""
+    return f"session:{session_id()}"
+
+
+def client_keys() -> tuple[str, ...]:
+    """Every key a registration counts against: this session, and its client address when known."""
     try:
         ip = st.context.ip_address
     except Exception:  # noqa: BLE001 - older Streamlit or no request context (AppTest)
         ip = None
-    return f"ip:{ip}" if ip else f"session:{session_id()}"
+    return (visitor(), f"ip:{ip}") if ip else (visitor(),)
 
 
 class ServerBusy(RuntimeError):
@@ -95,18 +100,31 @@ class RunQueue:
             return {"running": self._running, "waiting": len(self._waiting)}
 
     @contextmanager
-    def slot(self, who: str, on_wait: Callable[[int], None] | None = None, timeout_s: float = 1800.0
-             ) -> Iterator[None]:
-        """Hold one run slot for the block; ``on_wait(position)`` is called while queued."""
+    def slot(
+        self,
+        who: str | tuple[str, ...],
+        on_wait: Callable[[int], None] | None = None,
+        timeout_s: float = 1800.0,
+    ) -> Iterator[None]:
+        """Hold one run slot for the block; ``who``: the keys it counts against (see :func:`client_keys`);
+        ``on_wait(position)`` is called while queued."""
+        keys = (who,) if isinstance(who, str) else tuple(who)
         ticket = object()
         with self._cond:
-            if self._per_visitor.get(who, 0) >= max_runs_per_visitor():
-                raise ServerBusy(f"you already have {self._per_visitor[who]} registration(s) running or queued "
-                                 f"(limit {max_runs_per_visitor()} per visitor); wait for it to finish")
+            for key in keys:
+                if self._per_visitor.get(key, 0) >= max_runs(key):
+                    what = "from your address" if key.startswith("ip:") else "in this browser session"
+                    raise ServerBusy(
+                        f"{self._per_visitor[key]} registration(s) {what} are already running or "
+                        f"queued (limit {max_runs(key)}); wait for them to finish"
+                    )
             if self._running >= max_concurrent_runs() and len(self._waiting) >= max_queued_runs():
-                raise ServerBusy(f"the server is busy ({self._running} registrations running, {len(self._waiting)} "
-                                 "waiting); try again in a few minutes")
-            self._per_visitor[who] = self._per_visitor.get(who, 0) + 1
+                raise ServerBusy(
+                    f"the server is busy ({self._running} registrations running, {len(self._waiting)} "
+                    "waiting); try again in a few minutes"
+                )
+            for key in keys:
+                self._per_visitor[key] = self._per_visitor.get(key, 0) + 1
             self._waiting.append(ticket)
         acquired = False
         try:
@@ -131,9 +149,10 @@ class RunQueue:
                     self._running -= 1
                 elif ticket in self._waiting:
                     self._waiting.remove(ticket)
-                self._per_visitor[who] -= 1
-                if not self._per_visitor[who]:
-                    del self._per_visitor[who]
+                for key in keys:
+                    self._per_visitor[key] -= 1
+                    if not self._per_visitor[key]:
+                        del self._per_visitor[key]
                 self._cond.notify_all()
 
 
@@ -160,12 +179,17 @@ def training_start(who: str, active: Callable[[], list[str]]) -> Iterator[Callab
         now = set(active())
         mine = _TRAINING_OWNERS.get(who, set()) & now
         if len(mine) >= max_training_per_visitor():
-            raise ServerBusy(f"you already have {len(mine)} training run(s) active (limit "
-                             f"{max_training_per_visitor()} per visitor); stop one or wait for it to finish")
+            raise ServerBusy(
+                f"you already have {len(mine)} training run(s) active (limit "
+                f"{max_training_per_visitor()} per visitor); stop one or wait for it to finish"
+            )
         if len(now) >= max_training_runs():
-            raise ServerBusy(f"{len(now)} training runs are active on this server (limit {max_training_runs()}); "
-                             "try again when one finishes")
+            raise ServerBusy(
+                f"{len(now)} training runs are active on this server (limit {max_training_runs()}); "
+                "try again when one finishes"
+            )
 
         def record(run_id: str) -> None:
             _TRAINING_OWNERS.setdefault(who, set()).add(run_id)
+
         yield record

@@ -56,7 +56,9 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/home.py", "Home", ":material/home:", default=True),
     PageSpec("pages/data.py", "Data", ":material/database:", "Data: load and inspect images"),
     PageSpec("pages/register.py", "Register", ":material/join_inner:", "Register: pick a method and run"),
-    PageSpec("pages/evaluate.py", "Evaluate & compare", ":material/compare:", "Evaluate: compare runs and export"),
+    PageSpec(
+        "pages/evaluate.py", "Evaluate & compare", ":material/compare:", "Evaluate: compare runs and export"
+    ),
     PageSpec("pages/train.py", "Train", ":material/model_training:", "Train: learned models on your data"),
     PageSpec("pages/batch.py", "Batch", ":material/dynamic_feed:", "Batch: many methods x pairs, sweeps"),
     PageSpec("pages/learn.py", "Learn", ":material/school:", "Learn: concept labs"),
@@ -73,8 +75,10 @@ def page(name: str) -> PageSpec:
 
 def streamlit_pages() -> list:
     """``st.Page`` objects for :func:`st.navigation`, in registry order."""
-    return [st.Page(p.path, title=p.title, icon=p.icon, default=p.default,
-                    url_path=None if p.default else p.name) for p in PAGES]
+    return [
+        st.Page(p.path, title=p.title, icon=p.icon, default=p.default, url_path=None if p.default else p.name)
+        for p in PAGES
+    ]
 
 
 def run_app_navigation() -> None:
@@ -100,7 +104,11 @@ def ensure_app_navigation(name: str) -> None:
     of a fresh server), go through app.py once, which opens this page again with its navigation."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if not PagesManager.uses_pages_directory or st.session_state.get(_APP_RAN) or st.session_state.get(_HOPPED):
+    if (
+        not PagesManager.uses_pages_directory
+        or st.session_state.get(_APP_RAN)
+        or st.session_state.get(_HOPPED)
+    ):
         return
     st.session_state[_HOPPED] = True  # at most once per session: never a loop
     st.session_state[_REQUESTED] = name

@@ -20,8 +20,10 @@ from regcore.io.confine import confined_to, resolve_under
 
 APP_DIR = Path(__file__).resolve().parents[1]
 ROOTS_ENV = "REGLAB_DATA_ROOTS"
-HOW_TO_ADD = (f"To add a folder, start the app with `{ROOTS_ENV}=/path/one{os.pathsep}/path/two` (it replaces the "
-              f"defaults), or put the data in `{APP_DIR / 'data'}`.")
+HOW_TO_ADD = (
+    f"To add a folder, start the app with `{ROOTS_ENV}=/path/one{os.pathsep}/path/two` (it replaces the "
+    f"defaults), or put the data in `{APP_DIR / 'data'}`."
+)
 
 
 def _sample_dir() -> Path:
@@ -31,8 +33,11 @@ def _sample_dir() -> Path:
 def data_roots() -> list[Path]:
     """The configured data roots that exist, resolved (env ``REGLAB_DATA_ROOTS`` or the defaults)."""
     text = os.environ.get(ROOTS_ENV, "").strip()
-    candidates = [Path(t).expanduser() for t in text.split(os.pathsep) if t.strip()] if text else \
-        [_sample_dir(), APP_DIR / "data"]
+    candidates = (
+        [Path(t).expanduser() for t in text.split(os.pathsep) if t.strip()]
+        if text
+        else [_sample_dir(), APP_DIR / "data"]
+    )
     out: list[Path] = []
     for c in candidates:
         real = Path(os.path.realpath(c))
@@ -45,7 +50,10 @@ def model_roots() -> list[Path]:
     """Folders a checkpoint path may point into: the data roots, ``assets/models`` and the runs folder."""
     from regcore.train.jobs import runs_dir
 
-    out = data_roots() + [Path(os.path.realpath(APP_DIR / "assets" / "models")), Path(os.path.realpath(runs_dir()))]
+    out = data_roots() + [
+        Path(os.path.realpath(APP_DIR / "assets" / "models")),
+        Path(os.path.realpath(runs_dir())),
+    ]
     return list(dict.fromkeys(out))
 
 
@@ -60,8 +68,10 @@ def resolve_folder(root: str | os.PathLike, text: str) -> Path:
         real = Path(os.path.realpath(text))
         owner = next((r for r in roots if real == r or r in real.parents), None)
         if owner is None:
-            raise ValueError(f"{text!r} is outside the data folders this server allows "
-                             f"({', '.join(str(r) for r in roots) or 'none configured'}). {HOW_TO_ADD}")
+            raise ValueError(
+                f"{text!r} is outside the data folders this server allows "
+                f"({', '.join(str(r) for r in roots) or 'none configured'}). {HOW_TO_ADD}"
+            )
         path = resolve_under(owner, os.path.relpath(real, owner))
     else:
         if Path(os.path.realpath(root)) not in roots:
@@ -79,8 +89,10 @@ def check_model_path(path: str) -> Path:
     real = Path(os.path.realpath(resolve_checkpoint(path)))
     roots = model_roots()
     if not any(real == r or r in real.parents for r in roots):
-        raise ValueError(f"checkpoint {path!r} is outside the folders this server allows for model weights "
-                         f"({', '.join(str(r) for r in roots)})")
+        raise ValueError(
+            f"checkpoint {path!r} is outside the folders this server allows for model weights "
+            f"({', '.join(str(r) for r in roots)})"
+        )
     return real
 
 

@@ -40,8 +40,10 @@ def run_page(body: Callable[[], None], title: str = "") -> None:
         body()
     except Exception as e:  # noqa: BLE001 - the whole point: no traceback reaches the user
         LOG.error("page %s failed:\n%s", title, traceback.format_exc())
-        st.error(f"**{type(e).__name__}:** {e}\n\nYour data and runs are kept; adjust the input and try again.",
-                 icon=":material/error:")
+        st.error(
+            f"**{type(e).__name__}:** {e}\n\nYour data and runs are kept; adjust the input and try again.",
+            icon=":material/error:",
+        )
 
 
 def ensure_state() -> None:
@@ -65,7 +67,9 @@ def default_sample_pair(dims: int = 2) -> tuple[Any, str | None]:
         return cached_sample_pair(DEFAULT_DATASET, dims), None
     except Exception as e:  # noqa: BLE001 - e.g. template files missing: the shapes sample needs none
         LOG.warning("sample %r pair failed (%s); using %r", DEFAULT_DATASET, e, FALLBACK_DATASET)
-        return cached_sample_pair(FALLBACK_DATASET, dims), f"the {DEFAULT_DATASET} sample is unavailable ({e})"
+        return cached_sample_pair(
+            FALLBACK_DATASET, dims
+        ), f"the {DEFAULT_DATASET} sample is unavailable ({e})"
 
 
 UPLOADS_KEPT = 8
@@ -81,7 +85,9 @@ def _decode(name: str, suffix: str, data: bytes, kind: str, geometry=None):
         path.write_bytes(data)
         if kind == "landmarks":
             return backend.load_landmarks(str(path), geometry)
-        return backend.load_image(str(path), is_labels=(kind == "labels"), max_voxels=limits.max_upload_voxels())
+        return backend.load_image(
+            str(path), is_labels=(kind == "labels"), max_voxels=limits.max_upload_voxels()
+        )
 
 
 def decode_upload(name: str, data: bytes, kind: str, geometry=None):
@@ -96,13 +102,20 @@ def decode_upload(name: str, data: bytes, kind: str, geometry=None):
     if not data:
         raise ValueError(f"{name} is empty")
     if len(data) > limits.max_upload_bytes():
-        raise ValueError(f"{name} is {len(data) / 1024**2:,.1f} MiB, more than the {limits.max_upload_bytes() // 1024**2} "
-                         "MiB this server accepts per file (REGLAB_MAX_UPLOAD_MB)")
+        raise ValueError(
+            f"{name} is {len(data) / 1024**2:,.1f} MiB, more than the {limits.max_upload_bytes() // 1024**2} "
+            "MiB this server accepts per file (REGLAB_MAX_UPLOAD_MB)"
+        )
     base = Path(name).name
     suffix = "".join(Path(base).suffixes[-2:]) if base.lower().endswith(".gz") else Path(base).suffix
     if not suffix.replace(".", "").isalnum():
         raise ValueError(f"could not read {name!r} as {kind}: unsupported file name suffix {suffix!r}")
-    key = (hashlib.sha1(data).hexdigest(), suffix.lower(), kind, repr(geometry) if geometry is not None else "")
+    key = (
+        hashlib.sha1(data).hexdigest(),
+        suffix.lower(),
+        kind,
+        repr(geometry) if geometry is not None else "",
+    )
     store = st.session_state.setdefault("uploads", {})
     if key in store:
         return store[key]
@@ -124,10 +137,14 @@ def _strip_temp(exc: Exception) -> str:
     """The message without the server's temporary path (the visitor's file name is already named), in the
     server's terms (the voxel budget is REGLAB_MAX_UPLOAD_VOXELS, not an argument the visitor can pass)."""
     import re
+
     text = re.sub(r"\S*reglab_upload_\w+/upload[.\w]*:?\s*", "", str(exc)).strip() or type(exc).__name__
-    return re.sub(r"max_voxels=([\d,]+); crop or downsample it first, or pass a larger max_voxels",
-                  r"this server's budget of \1 voxels per upload (REGLAB_MAX_UPLOAD_VOXELS); crop or downsample "
-                  "it first", text)
+    return re.sub(
+        r"max_voxels=([\d,]+); crop or downsample it first, or pass a larger max_voxels",
+        r"this server's budget of \1 voxels per upload (REGLAB_MAX_UPLOAD_VOXELS); crop or downsample "
+        "it first",
+        text,
+    )
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

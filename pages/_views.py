@@ -51,13 +51,17 @@ VIEWS: list[View] = []
 """The views in display order (the first is the default)."""
 
 
-def view(title: str, help: str = "") -> Callable[[Callable[[ViewContext], None]], Callable[[ViewContext], None]]:
+def view(
+    title: str, help: str = ""
+) -> Callable[[Callable[[ViewContext], None]], Callable[[ViewContext], None]]:
     """Decorator: register ``fn(ctx)`` as a view called ``title`` (appended to :data:`VIEWS`)."""
+
     def register(fn: Callable[[ViewContext], None]) -> Callable[[ViewContext], None]:
         if any(v.title == title for v in VIEWS):
             raise ValueError(f"a view called {title!r} is already registered")
         VIEWS.append(View(title, fn, help))
         return fn
+
     return register
 
 
@@ -66,8 +70,9 @@ def render_views(record: RunRecord, key: str, height: int = 420) -> RunSlice:
     axis, index = widgets.slice_picker(record.shape, key)
     shown = record.slice(axis, index)
     titles = [v.title for v in VIEWS]
-    chosen = VIEWS[titles.index(st.segmented_control("View", titles, default=titles[0], key=f"{key}_view")
-                                or titles[0])]
+    chosen = VIEWS[
+        titles.index(st.segmented_control("View", titles, default=titles[0], key=f"{key}_view") or titles[0])
+    ]
     if chosen.help:
         st.caption(chosen.help[0].upper() + chosen.help[1:] + ".")
     chosen.render(ViewContext(record, shown, key, height))
@@ -75,21 +80,35 @@ def render_views(record: RunRecord, key: str, height: int = 420) -> RunSlice:
 
 
 # -- the views ----------------------------------------------------------------------------------------
-@view("Checkerboard", "alternating tiles of fixed and moving (before) or warped (after); edges should line up")
+@view(
+    "Checkerboard", "alternating tiles of fixed and moving (before) or warped (after); edges should line up"
+)
 def _checkerboard(ctx: ViewContext) -> None:
     s = ctx.view
     tile = st.slider("Tile size (voxels)", 2, max(4, min(s.fixed.shape) // 2), 16, key=f"{ctx.key}_tile")
     c1, c2 = st.columns(2)
-    ctx.chart(viz.checkerboard_figure(s.fixed, s.moving, tile, title="Before: fixed | moving", flips=ctx.flips,
-                                      height=ctx.height), "cb0", c1)
-    ctx.chart(viz.checkerboard_figure(s.fixed, s.warped, tile, title="After: fixed | warped", flips=ctx.flips,
-                                      height=ctx.height), "cb1", c2)
+    ctx.chart(
+        viz.checkerboard_figure(
+            s.fixed, s.moving, tile, title="Before: fixed | moving", flips=ctx.flips, height=ctx.height
+        ),
+        "cb0",
+        c1,
+    )
+    ctx.chart(
+        viz.checkerboard_figure(
+            s.fixed, s.warped, tile, title="After: fixed | warped", flips=ctx.flips, height=ctx.height
+        ),
+        "cb1",
+        c2,
+    )
 
 
 @view("Blend", "fade from fixed to warped")
 def _blend(ctx: ViewContext) -> None:
     alpha = st.slider("Blend: fixed -> warped", 0.0, 1.0, 0.5, 0.05, key=f"{ctx.key}_alpha")
-    ctx.chart(viz.blend_figure(ctx.view.fixed, ctx.view.warped, alpha, flips=ctx.flips, height=ctx.height), "blend")
+    ctx.chart(
+        viz.blend_figure(ctx.view.fixed, ctx.view.warped, alpha, flips=ctx.flips, height=ctx.height), "blend"
+    )
 
 
 @view("Flicker / side by side", "fixed and warped next to each other, and alternating")
@@ -105,17 +124,31 @@ def _flicker(ctx: ViewContext) -> None:
 def _difference(ctx: ViewContext) -> None:
     s = ctx.view
     c1, c2 = st.columns(2)
-    ctx.chart(viz.difference_figure(s.fixed, s.moving, title="Before: moving - fixed", flips=ctx.flips,
-                                    height=ctx.height), "diff0", c1)
-    ctx.chart(viz.difference_figure(s.fixed, s.warped, title="After: warped - fixed", flips=ctx.flips,
-                                    height=ctx.height), "diff1", c2)
+    ctx.chart(
+        viz.difference_figure(
+            s.fixed, s.moving, title="Before: moving - fixed", flips=ctx.flips, height=ctx.height
+        ),
+        "diff0",
+        c1,
+    )
+    ctx.chart(
+        viz.difference_figure(
+            s.fixed, s.warped, title="After: warped - fixed", flips=ctx.flips, height=ctx.height
+        ),
+        "diff1",
+        c2,
+    )
 
 
 @view("Deformation grid", "the fixed grid carried by the transform")
 def _grid(ctx: ViewContext) -> None:
     step = st.slider("Grid spacing (voxels)", 2, 24, 6, key=f"{ctx.key}_gstep")
-    ctx.chart(viz.grid_overlay_figure(ctx.view.warped, ctx.view.disp, step=step, flips=ctx.flips,
-                                      height=ctx.height), "grid")
+    ctx.chart(
+        viz.grid_overlay_figure(
+            ctx.view.warped, ctx.view.disp, step=step, flips=ctx.flips, height=ctx.height
+        ),
+        "grid",
+    )
 
 
 @view("Arrows", "in-plane displacement arrows (fixed -> moving)")
@@ -123,15 +156,22 @@ def _arrows(ctx: ViewContext) -> None:
     c1, c2 = st.columns(2)
     step = c1.slider("Arrow spacing (voxels)", 2, 24, 8, key=f"{ctx.key}_qstep")
     scale = c2.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key=f"{ctx.key}_qscale")
-    ctx.chart(viz.quiver_figure(ctx.view.fixed, ctx.view.disp, step=step, scale=scale, flips=ctx.flips,
-                                height=ctx.height), "quiver")
+    ctx.chart(
+        viz.quiver_figure(
+            ctx.view.fixed, ctx.view.disp, step=step, scale=scale, flips=ctx.flips, height=ctx.height
+        ),
+        "quiver",
+    )
 
 
 @view("Jacobian", "local volume change of the transform, det J, with folded voxels outlined")
 def _jacobian(ctx: ViewContext) -> None:
     folded = ctx.record.metrics.get("folding_percent")
-    st.caption("det J < 1 shrinks, > 1 grows; <= 0 means folding. Folded voxels in the whole volume: "
-               + ("n/a" if folded is None else f"{folded:.3f} %") + ".")
+    st.caption(
+        "det J < 1 shrinks, > 1 grows; <= 0 means folding. Folded voxels in the whole volume: "
+        + ("n/a" if folded is None else f"{folded:.3f} %")
+        + "."
+    )
     ctx.chart(viz.jacobian_figure(ctx.view.jac, flips=ctx.flips, height=ctx.height), "jac")
 
 
@@ -142,8 +182,10 @@ def _contours(ctx: ViewContext) -> None:
         st.info("This pair has no label maps; load labels on the Data page to see contours and Dice.")
         return
     c1, c2 = st.columns(2)
-    for col, other, title, k in ((c1, s.moving_labels, "Before: fixed (cyan) vs moving (orange)", 0),
-                                 (c2, s.warped_labels, "After: fixed (cyan) vs warped (orange)", 1)):
+    for col, other, title, k in (
+        (c1, s.moving_labels, "Before: fixed (cyan) vs moving (orange)", 0),
+        (c2, s.warped_labels, "After: fixed (cyan) vs warped (orange)", 1),
+    ):
         fig = viz.image_figure(s.fixed, title=title, flips=ctx.flips, height=ctx.height)
         viz.add_contours(fig, s.fixed_labels, color="#00e5ff")
         if other is not None:
@@ -163,12 +205,36 @@ def _landmarks(ctx: ViewContext) -> None:
     mapped2, _ = viz.points_in_slice(lm.mapped_index, s.axis, s.index)
     ids = [i for i, k in zip(lm.ids, keep) if k]
     c1, c2 = st.columns(2)
-    ctx.chart(viz.landmark_tre_figure(s.moving, true2, fixed2, ids=ids, title="Before: true (yellow) vs identity (red)",
-                                      flips=ctx.flips, height=ctx.height), "lm0", c1)
-    ctx.chart(viz.landmark_tre_figure(s.moving, true2, mapped2, ids=ids,
-                                      title="After: true (yellow) vs phi(fixed) (red)", flips=ctx.flips,
-                                      height=ctx.height), "lm1", c2)
+    ctx.chart(
+        viz.landmark_tre_figure(
+            s.moving,
+            true2,
+            fixed2,
+            ids=ids,
+            title="Before: true (yellow) vs identity (red)",
+            flips=ctx.flips,
+            height=ctx.height,
+        ),
+        "lm0",
+        c1,
+    )
+    ctx.chart(
+        viz.landmark_tre_figure(
+            s.moving,
+            true2,
+            mapped2,
+            ids=ids,
+            title="After: true (yellow) vs phi(fixed) (red)",
+            flips=ctx.flips,
+            height=ctx.height,
+        ),
+        "lm1",
+        c2,
+    )
     before, after = ctx.record.before_metrics.get("tre_mean_mm"), ctx.record.metrics.get("tre_mean_mm")
     if before is not None and after is not None:
-        st.caption(f"Mean TRE {before:.2f} mm before -> {after:.2f} mm after ({len(lm)} landmarks"
-                   + ("" if s.axis is None else f", {len(ids)} within 2 voxels of this slice") + ").")
+        st.caption(
+            f"Mean TRE {before:.2f} mm before -> {after:.2f} mm after ({len(lm)} landmarks"
+            + ("" if s.axis is None else f", {len(ids)} within 2 voxels of this slice")
+            + ")."
+        )

@@ -22,12 +22,17 @@ def header_facts(images: dict[str, Any]) -> pd.DataFrame:
             continue
         g = img.geometry
         arr = img.numpy()
-        rows.append({"image": name, "shape": " x ".join(map(str, g.shape)),
-                     "spacing (mm)": " x ".join(f"{s:.3g}" for s in g.spacing),
-                     "origin (mm, LPS)": ", ".join(f"{o:.1f}" for o in g.origin),
-                     "orientation": g.orientation_codes(),
-                     "intensity range": f"{float(arr.min()):.4g} .. {float(arr.max()):.4g}",
-                     "kind": "labels" if img.is_labels else str(img.data.dtype).replace("torch.", "")})
+        rows.append(
+            {
+                "image": name,
+                "shape": " x ".join(map(str, g.shape)),
+                "spacing (mm)": " x ".join(f"{s:.3g}" for s in g.spacing),
+                "origin (mm, LPS)": ", ".join(f"{o:.1f}" for o in g.origin),
+                "orientation": g.orientation_codes(),
+                "intensity range": f"{float(arr.min()):.4g} .. {float(arr.max()):.4g}",
+                "kind": "labels" if img.is_labels else str(img.data.dtype).replace("torch.", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -56,14 +61,21 @@ def window_controls(arr: np.ndarray, key: str) -> tuple[float, float]:
     level0, width0 = viz.auto_window(arr)
     c1, c2 = st.columns(2)
     level = c1.slider("Level", lo, hi, float(np.clip(level0, lo, hi)), key=f"{key}_level", format="%.3g")
-    width = c2.slider("Width", (hi - lo) / 100, (hi - lo) * 2, float(np.clip(width0, (hi - lo) / 100, (hi - lo) * 2)),
-                      key=f"{key}_width", format="%.3g")
+    width = c2.slider(
+        "Width",
+        (hi - lo) / 100,
+        (hi - lo) * 2,
+        float(np.clip(width0, (hi - lo) / 100, (hi - lo) * 2)),
+        key=f"{key}_width",
+        format="%.3g",
+    )
     return level, width
 
 
 @st.fragment
-def triplanar_viewer(image, *, labels=None, label_names=None, landmarks=None, key: str = "viewer",
-                     height: int = 330) -> None:
+def triplanar_viewer(
+    image, *, labels=None, label_names=None, landmarks=None, key: str = "viewer", height: int = 330
+) -> None:
     """Slices of a 2D/3D Image with window/level, optional label overlay and landmarks.
 
     Runs as a fragment: moving a slider re-renders only this viewer.
@@ -77,30 +89,48 @@ def triplanar_viewer(image, *, labels=None, label_names=None, landmarks=None, ke
     flips_codes = image.geometry.orientation_codes()
     if image.ndim == 2:
         pts, ids = landmarks_in_slice(landmarks, image.geometry, None, None)
-        fig = viz.slice_figure(arr, labels=lab if show_labels else None, label_names=label_names, points=pts,
-                               point_ids=ids, level=level, width=width, flips=viz.display_flips(flips_codes),
-                               height=height + 120)
+        fig = viz.slice_figure(
+            arr,
+            labels=lab if show_labels else None,
+            label_names=label_names,
+            points=pts,
+            point_ids=ids,
+            level=level,
+            width=width,
+            flips=viz.display_flips(flips_codes),
+            height=height + 120,
+        )
         st.plotly_chart(fig, width="stretch", key=f"{key}_fig2d", config={"displaylogo": False})
         return
     cols = st.columns(3)
     for axis, col in zip((2, 1, 0), cols):
         with col:
-            plane_panel(image, lab if show_labels else None, label_names, landmarks, axis, level, width, key, height)
+            plane_panel(
+                image, lab if show_labels else None, label_names, landmarks, axis, level, width, key, height
+            )
 
 
 @st.fragment
-def plane_panel(image, labels_array, label_names, landmarks, axis: int, level: float, width: float, key: str,
-                height: int) -> None:
+def plane_panel(
+    image, labels_array, label_names, landmarks, axis: int, level: float, width: float, key: str, height: int
+) -> None:
     """One plane of the tri-planar viewer; its own fragment, so a slice slider redraws only this plane."""
     arr = image.numpy()
     n = arr.shape[axis]
     index = st.slider(PLANES[axis], 0, n - 1, n // 2, key=f"{key}_slice{axis}")
     axes = slice_axes(3, axis)
     pts, ids = landmarks_in_slice(landmarks, image.geometry, axis, index)
-    fig = viz.slice_figure(viz.extract_slice(arr, axis, index),
-                           labels=viz.extract_slice(labels_array, axis, index) if labels_array is not None else None,
-                           label_names=label_names, points=pts, point_ids=ids, level=level, width=width,
-                           flips=viz.display_flips(image.geometry.orientation_codes(), axes), height=height)
+    fig = viz.slice_figure(
+        viz.extract_slice(arr, axis, index),
+        labels=viz.extract_slice(labels_array, axis, index) if labels_array is not None else None,
+        label_names=label_names,
+        points=pts,
+        point_ids=ids,
+        level=level,
+        width=width,
+        flips=viz.display_flips(image.geometry.orientation_codes(), axes),
+        height=height,
+    )
     st.plotly_chart(fig, width="stretch", key=f"{key}_fig{axis}", config={"displaylogo": False})
 
 
@@ -109,7 +139,9 @@ def slice_picker(shape: tuple[int, ...], key: str) -> tuple[int | None, int | No
     if len(shape) == 2:
         return None, None
     c1, c2 = st.columns([1, 3])
-    axis = {v: k for k, v in PLANES.items()}[c1.selectbox("Plane", list(PLANES.values())[::-1], key=f"{key}_plane")]
+    axis = {v: k for k, v in PLANES.items()}[
+        c1.selectbox("Plane", list(PLANES.values())[::-1], key=f"{key}_plane")
+    ]
     index = c2.slider("Slice", 0, shape[axis] - 1, shape[axis] // 2, key=f"{key}_index")
     return axis, index
 
@@ -133,8 +165,11 @@ def param_widgets(params: list, preset: dict[str, Any] | None, key: str) -> dict
         with st.expander("Advanced parameters"):
             for p in advanced:
                 values[p.name] = _one_widget(p, preset.get(p.name, p.default), key)
-    return {k: v for k, v in values.items()
-            if _enum_value(v) != _enum_value(next(p.default for p in params if p.name == k)) or k in preset}
+    return {
+        k: v
+        for k, v in values.items()
+        if _enum_value(v) != _enum_value(next(p.default for p in params if p.name == k)) or k in preset
+    }
 
 
 def _one_widget(p, value, key: str):
@@ -153,10 +188,22 @@ def _one_widget(p, value, key: str):
         lo, hi = p.range
         if p.type == "int":
             step = int(p.step or 1)
-            return int(st.slider(label, int(lo), int(hi), int(np.clip(value, lo, hi)), step=step, help=p.help, key=k))
+            return int(
+                st.slider(label, int(lo), int(hi), int(np.clip(value, lo, hi)), step=step, help=p.help, key=k)
+            )
         step = float(p.step or (hi - lo) / 100)
-        return float(st.slider(label, float(lo), float(hi), float(np.clip(value, lo, hi)), step=step,
-                               help=p.help, key=k, format="%.4g"))
+        return float(
+            st.slider(
+                label,
+                float(lo),
+                float(hi),
+                float(np.clip(value, lo, hi)),
+                step=step,
+                help=p.help,
+                key=k,
+                format="%.4g",
+            )
+        )
     if p.type == "int":
         return int(st.number_input(label, value=int(value), step=1, help=p.help, key=k))
     if p.type == "float":

@@ -19,8 +19,12 @@ def _sample_source() -> None:
     c1, c2, c3 = st.columns([2, 1, 1])
     dataset = c1.selectbox("Sample dataset", datasets, key="data_sample_ds")
     dims = int(c2.radio("Dimensions", ["2D", "3D"], horizontal=True, key="data_sample_dims")[0])
-    contrast = c3.selectbox("Moving contrast", ["t1", "t2"], key="data_sample_contrast",
-                            help="t2 makes a multimodal pair (needs MI/NCC-type similarity).")
+    contrast = c3.selectbox(
+        "Moving contrast",
+        ["t1", "t2"],
+        key="data_sample_contrast",
+        help="t2 makes a multimodal pair (needs MI/NCC-type similarity).",
+    )
     if st.button("Use this sample pair", type="primary", key="data_use_sample"):
         with st.spinner("Loading sample pair ..."):
             st.session_state["pair"] = state.cached_sample_pair(dataset, dims, contrast)
@@ -30,15 +34,24 @@ def _sample_source() -> None:
 def _folder_source() -> None:
     roots = server_roots.data_roots()
     if not roots:
-        st.info(f"No data folder is configured on this server. {server_roots.HOW_TO_ADD}", icon=":material/info:")
+        st.info(
+            f"No data folder is configured on this server. {server_roots.HOW_TO_ADD}", icon=":material/info:"
+        )
         return
-    st.caption("Folders on this server that RegLab may read: " + ", ".join(f"`{r}`" for r in roots)
-               + f". {server_roots.HOW_TO_ADD}")
+    st.caption(
+        "Folders on this server that RegLab may read: "
+        + ", ".join(f"`{r}`" for r in roots)
+        + f". {server_roots.HOW_TO_ADD}"
+    )
     c1, c2 = st.columns([1, 2])
     root = c1.selectbox("Data folder", [str(r) for r in roots], key="data_root")
-    path = c2.text_input("Folder inside it", value="", key="data_folder_path",
-                         help="A folder of NIfTI/MHA images with labels/landmarks, relative to the data folder "
-                              "(or an absolute path inside one).")
+    path = c2.text_input(
+        "Folder inside it",
+        value="",
+        key="data_folder_path",
+        help="A folder of NIfTI/MHA images with labels/landmarks, relative to the data folder "
+        "(or an absolute path inside one).",
+    )
     if st.button("Scan folder", key="data_scan"):
         folder = server_roots.resolve_folder(root, path)
         with st.spinner("Scanning ..."), server_roots.confined():  # nothing outside the roots is read
@@ -58,17 +71,26 @@ def _folder_source() -> None:
 
 def _upload_source() -> None:
     from pages import _limits as limits
-    st.caption("NIfTI, MHA/NRRD, or a zipped DICOM series; labels as an integer image; landmarks as CSV "
-               f"`id,x,y[,z]` in mm (LPS). Up to {limits.max_upload_bytes() // 1024**2} MiB and "
-               f"{limits.max_upload_voxels() / 1e6:,.0f} million voxels per image.")
+
+    st.caption(
+        "NIfTI, MHA/NRRD, or a zipped DICOM series; labels as an integer image; landmarks as CSV "
+        f"`id,x,y[,z]` in mm (LPS). Up to {limits.max_upload_bytes() // 1024**2} MiB and "
+        f"{limits.max_upload_voxels() / 1e6:,.0f} million voxels per image."
+    )
     c1, c2 = st.columns(2)
     up = {
         "fixed": c1.file_uploader("Fixed image", type=IMAGE_TYPES, key="up_fixed"),
         "moving": c2.file_uploader("Moving image", type=IMAGE_TYPES, key="up_moving"),
         "fixed_labels": c1.file_uploader("Fixed labels (optional)", type=IMAGE_TYPES, key="up_fixed_labels"),
-        "moving_labels": c2.file_uploader("Moving labels (optional)", type=IMAGE_TYPES, key="up_moving_labels"),
-        "fixed_landmarks": c1.file_uploader("Fixed landmarks CSV (optional)", type=["csv"], key="up_fixed_lm"),
-        "moving_landmarks": c2.file_uploader("Moving landmarks CSV (optional)", type=["csv"], key="up_moving_lm"),
+        "moving_labels": c2.file_uploader(
+            "Moving labels (optional)", type=IMAGE_TYPES, key="up_moving_labels"
+        ),
+        "fixed_landmarks": c1.file_uploader(
+            "Fixed landmarks CSV (optional)", type=["csv"], key="up_fixed_lm"
+        ),
+        "moving_landmarks": c2.file_uploader(
+            "Moving landmarks CSV (optional)", type=["csv"], key="up_moving_lm"
+        ),
     }
     names_file = st.file_uploader("Label names CSV (optional: value,name)", type=["csv"], key="up_names")
     if not st.button("Use uploaded pair", type="primary", key="data_use_upload"):
@@ -83,7 +105,9 @@ def _upload_source() -> None:
     for k in ("fixed_landmarks", "moving_landmarks"):
         f = up[k]
         if f is not None and len(f.getvalue()) > MAX_CSV_BYTES:
-            raise ValueError(f"{f.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a landmark CSV is a few KiB")
+            raise ValueError(
+                f"{f.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a landmark CSV is a few KiB"
+            )
         if f is not None:
             geom = parts["fixed" if k.startswith("fixed") else "moving"].geometry
             parts[k] = state.decode_upload(f.name, f.getvalue(), "landmarks", geom)
@@ -92,9 +116,12 @@ def _upload_source() -> None:
         import io
 
         import pandas as pd
+
         if len(names_file.getvalue()) > MAX_CSV_BYTES:
-            raise ValueError(f"{names_file.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a label names CSV is "
-                             "a few KiB")
+            raise ValueError(
+                f"{names_file.name} is larger than {MAX_CSV_BYTES // 1024**2} MiB; a label names CSV is "
+                "a few KiB"
+            )
         try:
             df = pd.read_csv(io.BytesIO(names_file.getvalue()))
             label_names = {int(v): str(n) for v, n in zip(df.iloc[:, 0], df.iloc[:, 1])}
@@ -109,30 +136,53 @@ def _inspect(pair) -> None:
     st.subheader(f"Current pair: {pair.name}")
     warnings = backend.check_pair(pair.fixed, pair.moving)
     if warnings:
-        st.warning("Fixed and moving disagree - registration will resample moving onto the fixed grid:\n\n"
-                   + "\n".join(f"- {w}" for w in warnings), icon=":material/warning:")
+        st.warning(
+            "Fixed and moving disagree - registration will resample moving onto the fixed grid:\n\n"
+            + "\n".join(f"- {w}" for w in warnings),
+            icon=":material/warning:",
+        )
     else:
         st.success("Fixed and moving share grid, spacing and orientation.", icon=":material/check_circle:")
-    facts = widgets.header_facts({"fixed": pair.fixed, "moving": pair.moving, "fixed labels": pair.fixed_labels,
-                                  "moving labels": pair.moving_labels})
+    facts = widgets.header_facts(
+        {
+            "fixed": pair.fixed,
+            "moving": pair.moving,
+            "fixed labels": pair.fixed_labels,
+            "moving labels": pair.moving_labels,
+        }
+    )
     st.dataframe(facts, hide_index=True, width="stretch")
     tab_f, tab_m = st.tabs(["Fixed", "Moving"])
     names = getattr(pair, "label_names", None) or {}
     with tab_f:
-        widgets.triplanar_viewer(pair.fixed, labels=pair.fixed_labels, label_names=names,
-                                 landmarks=pair.fixed_landmarks, key="view_fixed")
+        widgets.triplanar_viewer(
+            pair.fixed,
+            labels=pair.fixed_labels,
+            label_names=names,
+            landmarks=pair.fixed_landmarks,
+            key="view_fixed",
+        )
     with tab_m:
-        widgets.triplanar_viewer(pair.moving, labels=pair.moving_labels, label_names=names,
-                                 landmarks=pair.moving_landmarks, key="view_moving")
+        widgets.triplanar_viewer(
+            pair.moving,
+            labels=pair.moving_labels,
+            label_names=names,
+            landmarks=pair.moving_landmarks,
+            key="view_moving",
+        )
 
 
 def body() -> None:
     state.ensure_state()
     st.title("Data")
-    st.markdown('<p class="rl-lead">Pick a pair, then check its header facts: most registration bugs are '
-                'spacing, origin or orientation mismatches.</p>', unsafe_allow_html=True)
-    source = st.segmented_control("Source", ["Sample data", "Server folder", "Upload"], default="Sample data",
-                                  key="data_source")
+    st.markdown(
+        '<p class="rl-lead">Pick a pair, then check its header facts: most registration bugs are '
+        "spacing, origin or orientation mismatches.</p>",
+        unsafe_allow_html=True,
+    )
+    source = st.segmented_control(
+        "Source", ["Sample data", "Server folder", "Upload"], default="Sample data", key="data_source"
+    )
     with st.container(border=True):
         try:
             {"Server folder": _folder_source, "Upload": _upload_source}.get(source or "", _sample_source)()

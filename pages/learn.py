@@ -48,7 +48,9 @@ def _explain(text: str) -> None:
 def lab_transformations() -> None:
     c1, c2 = st.columns([1, 2])
     with c1:
-        kind = st.radio("Transformation", ["rigid", "affine", "deformable"], horizontal=True, key="lab_t_kind")
+        kind = st.radio(
+            "Transformation", ["rigid", "affine", "deformable"], horizontal=True, key="lab_t_kind"
+        )
         angle = st.slider("Rotation (deg)", -45.0, 45.0, 10.0, key="lab_t_angle")
         tx = st.slider("Shift along x (voxels)", -20.0, 20.0, 0.0, key="lab_t_tx")
         ty = st.slider("Shift along y (voxels)", -20.0, 20.0, 0.0, key="lab_t_ty")
@@ -62,45 +64,78 @@ def lab_transformations() -> None:
         else:
             amp = st.slider("Amplitude (voxels)", 0.0, 10.0, 4.0, key="lab_t_amp")
             waves = st.slider("Waves across the image", 0.5, 4.0, 1.5, key="lab_t_waves")
-            u = transforms.deformable_displacement((SIZE, SIZE), amp, waves) + \
-                transforms.rigid_displacement((SIZE, SIZE), angle, tx, ty)
-        _explain({"rigid": "A <b>rigid</b> map only rotates and shifts: distances and angles stay the same "
-                           "(3 numbers in 2D, 6 in 3D). Enough for the same patient's head on two days.",
-                  "affine": "An <b>affine</b> map adds scaling and shear: straight lines stay straight and "
-                            "parallel lines stay parallel (6 numbers in 2D, 12 in 3D). Corrects size differences.",
-                  "deformable": "A <b>deformable</b> map moves every point on its own: a displacement vector per "
-                                "voxel. Needed between subjects or for breathing, but must be kept smooth."}[kind])
+            u = transforms.deformable_displacement((SIZE, SIZE), amp, waves) + transforms.rigid_displacement(
+                (SIZE, SIZE), angle, tx, ty
+            )
+        _explain(
+            {
+                "rigid": "A <b>rigid</b> map only rotates and shifts: distances and angles stay the same "
+                "(3 numbers in 2D, 6 in 3D). Enough for the same patient's head on two days.",
+                "affine": "An <b>affine</b> map adds scaling and shear: straight lines stay straight and "
+                "parallel lines stay parallel (6 numbers in 2D, 12 in 3D). Corrects size differences.",
+                "deformable": "A <b>deformable</b> map moves every point on its own: a displacement vector per "
+                "voxel. Needed between subjects or for breathing, but must be kept smooth.",
+            }[kind]
+        )
     with c2:
         img = _phantom()
         warped = transforms.warp_image(img, u)
         a, b = st.columns(2)
-        a.plotly_chart(viz.grid_overlay_figure(warped, u, step=6, title="Grid carried by the map", height=380),
-                       width="stretch", key="lab_t_grid")
-        b.plotly_chart(viz.jacobian_figure(_det_j(u), title="Local volume change (det J)",
-                                           height=380), width="stretch", key="lab_t_jac")
+        a.plotly_chart(
+            viz.grid_overlay_figure(warped, u, step=6, title="Grid carried by the map", height=380),
+            width="stretch",
+            key="lab_t_grid",
+        )
+        b.plotly_chart(
+            viz.jacobian_figure(_det_j(u), title="Local volume change (det J)", height=380),
+            width="stretch",
+            key="lab_t_jac",
+        )
 
 
 def lab_similarity() -> None:
     c1, c2 = st.columns([1, 2])
     with c1:
         kind = st.radio("Move the image by", ["translation", "rotation"], horizontal=True, key="lab_s_kind")
-        contrast = st.radio("Moving image", ["T1-like", "T2-like"], horizontal=True, key="lab_s_contrast",
-                            help="T2-like has different grey values per tissue: a multimodal pair.")
-        _explain("Each curve is the cost an optimiser sees as the image is moved away from the true alignment "
-                 "(0). <b>MSE</b> assumes identical grey values, so on a multimodal pair its minimum is in the "
-                 "wrong place or flat. <b>NCC</b> allows a linear grey-value change. <b>Mutual information</b> "
-                 "only asks that one image's grey values predict the other's, so it works across contrasts.")
+        contrast = st.radio(
+            "Moving image",
+            ["T1-like", "T2-like"],
+            horizontal=True,
+            key="lab_s_contrast",
+            help="T2-like has different grey values per tissue: a multimodal pair.",
+        )
+        _explain(
+            "Each curve is the cost an optimiser sees as the image is moved away from the true alignment "
+            "(0). <b>MSE</b> assumes identical grey values, so on a multimodal pair its minimum is in the "
+            "wrong place or flat. <b>NCC</b> allows a linear grey-value change. <b>Mutual information</b> "
+            "only asks that one image's grey values predict the other's, so it works across contrasts."
+        )
     with c2:
         values, costs = _landscape(kind, contrast)
         unit = "voxels" if kind == "translation" else "degrees"
-        st.plotly_chart(viz.line_figure(values, costs, title="Cost vs misalignment (normalised, lower is better)",
-                                        x_title=f"{kind} ({unit})", y_title="normalised cost", height=380),
-                        width="stretch", key="lab_s_plot")
+        st.plotly_chart(
+            viz.line_figure(
+                values,
+                costs,
+                title="Cost vs misalignment (normalised, lower is better)",
+                x_title=f"{kind} ({unit})",
+                y_title="normalised cost",
+                height=380,
+            ),
+            width="stretch",
+            key="lab_s_plot",
+        )
         a, b = st.columns(2)
-        a.plotly_chart(viz.image_figure(_phantom("T1-like"), title="Fixed (T1-like)", height=260), width="stretch",
-                       key="lab_s_f")
-        b.plotly_chart(viz.image_figure(_phantom(contrast), title=f"Moving ({contrast})", height=260),
-                       width="stretch", key="lab_s_m")
+        a.plotly_chart(
+            viz.image_figure(_phantom("T1-like"), title="Fixed (T1-like)", height=260),
+            width="stretch",
+            key="lab_s_f",
+        )
+        b.plotly_chart(
+            viz.image_figure(_phantom(contrast), title=f"Moving ({contrast})", height=260),
+            width="stretch",
+            key="lab_s_m",
+        )
 
 
 def lab_regularisation() -> None:
@@ -112,21 +147,41 @@ def lab_regularisation() -> None:
         st.metric("Mean Dice", f"{p.dice:.3f}")
         st.metric("Folded voxels", f"{p.folding_percent:.2f} %")
         st.metric("Roughness (mean |grad u|^2)", f"{p.roughness:.3f}")
-        _explain("Similarity alone will happily tear and fold the grid to match noise. A regulariser adds a "
-                 "price for rough deformations. Too little: folds (impossible anatomy). Too much: the map "
-                 "cannot move enough and Dice drops. Good settings sit in between.")
+        _explain(
+            "Similarity alone will happily tear and fold the grid to match noise. A regulariser adds a "
+            "price for rough deformations. Too little: folds (impossible anatomy). Too much: the map "
+            "cannot move enough and Dice drops. Good settings sit in between."
+        )
     with c2:
         a, b = st.columns(2)
-        a.plotly_chart(viz.grid_overlay_figure(p.warped, p.displacement, step=3, title=f"Grid, lambda = {w}",
-                                               height=380), width="stretch", key="lab_r_grid")
-        b.plotly_chart(viz.jacobian_figure(_det_j(p.displacement), title="det J (folds boxed)",
-                                           height=380), width="stretch", key="lab_r_jac")
+        a.plotly_chart(
+            viz.grid_overlay_figure(
+                p.warped, p.displacement, step=3, title=f"Grid, lambda = {w}", height=380
+            ),
+            width="stretch",
+            key="lab_r_grid",
+        )
+        b.plotly_chart(
+            viz.jacobian_figure(_det_j(p.displacement), title="det J (folds boxed)", height=380),
+            width="stretch",
+            key="lab_r_jac",
+        )
         done = {x: _tradeoff_point(float(x)) for x in weights if x <= w}
-        st.plotly_chart(viz.line_figure([str(x) for x in done], {"Dice": [q.dice for q in done.values()],
-                                                                  "folding % / 100": [q.folding_percent / 100 for q in
-                                                                                      done.values()]},
-                                        title="Trade-off so far", x_title="lambda", height=260, markers=True),
-                        width="stretch", key="lab_r_curve")
+        st.plotly_chart(
+            viz.line_figure(
+                [str(x) for x in done],
+                {
+                    "Dice": [q.dice for q in done.values()],
+                    "folding % / 100": [q.folding_percent / 100 for q in done.values()],
+                },
+                title="Trade-off so far",
+                x_title="lambda",
+                height=260,
+                markers=True,
+            ),
+            width="stretch",
+            key="lab_r_curve",
+        )
 
 
 def lab_diffeomorphisms() -> None:
@@ -137,40 +192,68 @@ def lab_diffeomorphisms() -> None:
         r = _diffeo(float(amp), int(steps))
         st.metric("Folding, u = v", f"{r['direct']['folding_percent']:.2f} %")
         st.metric("Folding, u = exp(v)", f"{r['exp']['folding_percent']:.2f} %")
-        _explain("Adding a large displacement in one step can cross neighbouring points over each other: the "
-                 "grid folds (det J <= 0). A diffeomorphic method treats the field as a <b>velocity</b> and "
-                 "follows it in many tiny steps; scaling and squaring does this with a few compositions "
-                 "(2^steps tiny steps). The result stays invertible. With 0 steps both are the same.")
+        _explain(
+            "Adding a large displacement in one step can cross neighbouring points over each other: the "
+            "grid folds (det J <= 0). A diffeomorphic method treats the field as a <b>velocity</b> and "
+            "follows it in many tiny steps; scaling and squaring does this with a few compositions "
+            "(2^steps tiny steps). The result stays invertible. With 0 steps both are the same."
+        )
     with c2:
         img = _phantom()
         a, b = st.columns(2)
-        for col, key, title in ((a, "direct", "u = v (one big step)"), (b, "exp", "u = exp(v) (scaling & squaring)")):
+        for col, key, title in (
+            (a, "direct", "u = v (one big step)"),
+            (b, "exp", "u = exp(v) (scaling & squaring)"),
+        ):
             u = r[key]["displacement"]
-            col.plotly_chart(viz.grid_overlay_figure(transforms.warp_image(img, u), u, step=4, title=title,
-                                                     height=340), width="stretch", key=f"lab_d_grid_{key}")
-            col.plotly_chart(viz.jacobian_figure(r[key]["jacobian"], title="det J", height=300), width="stretch",
-                             key=f"lab_d_jac_{key}")
+            col.plotly_chart(
+                viz.grid_overlay_figure(transforms.warp_image(img, u), u, step=4, title=title, height=340),
+                width="stretch",
+                key=f"lab_d_grid_{key}",
+            )
+            col.plotly_chart(
+                viz.jacobian_figure(r[key]["jacobian"], title="det J", height=300),
+                width="stretch",
+                key=f"lab_d_jac_{key}",
+            )
 
 
 def lab_multiresolution() -> None:
     c1, c2 = st.columns([1, 2])
     with c1:
-        level = st.select_slider("Resolution level", [0, 1, 2, 3], value=2, key="lab_m_level",
-                                 format_func=lambda v: f"1/{2 ** v}")
+        level = st.select_slider(
+            "Resolution level", [0, 1, 2, 3], value=2, key="lab_m_level", format_func=lambda v: f"1/{2**v}"
+        )
         metric = st.radio("Metric", list(landscape.METRICS), horizontal=True, key="lab_m_metric")
-        _explain("Coarse levels blur away small detail, so the cost curve has one wide valley: the optimiser "
-                 "finds the right basin from far away. Finer levels then sharpen the answer. This is why most "
-                 "methods run a pyramid (e.g. 4, 2, 1) and spend most iterations at the coarse levels.")
+        _explain(
+            "Coarse levels blur away small detail, so the cost curve has one wide valley: the optimiser "
+            "finds the right basin from far away. Finer levels then sharpen the answer. This is why most "
+            "methods run a pyramid (e.g. 4, 2, 1) and spend most iterations at the coarse levels."
+        )
     with c2:
         series = {}
         for lv in range(level + 1):
             values, costs = _landscape("translation", "T1-like", lv)
-            series[f"level 1/{2 ** lv}"] = costs[metric]
-        st.plotly_chart(viz.line_figure(values, series, title=f"{metric} cost vs shift at each level",
-                                        x_title="shift (full-resolution voxels)", y_title="normalised cost",
-                                        height=360), width="stretch", key="lab_m_plot")
-        st.plotly_chart(viz.image_figure(landscape.downsample(_phantom(), level), title=f"Image at 1/{2 ** level}",
-                                         height=260), width="stretch", key="lab_m_img")
+            series[f"level 1/{2**lv}"] = costs[metric]
+        st.plotly_chart(
+            viz.line_figure(
+                values,
+                series,
+                title=f"{metric} cost vs shift at each level",
+                x_title="shift (full-resolution voxels)",
+                y_title="normalised cost",
+                height=360,
+            ),
+            width="stretch",
+            key="lab_m_plot",
+        )
+        st.plotly_chart(
+            viz.image_figure(
+                landscape.downsample(_phantom(), level), title=f"Image at 1/{2**level}", height=260
+            ),
+            width="stretch",
+            key="lab_m_img",
+        )
 
 
 def lab_landmarks() -> None:
@@ -179,40 +262,75 @@ def lab_landmarks() -> None:
         n = st.slider("Number of fiducials", 3, 12, 4, key="lab_l_n")
         spread = st.slider("Spread of fiducials (mm)", 5.0, 60.0, 20.0, key="lab_l_spread")
         fle = st.slider("FLE: localisation error (mm RMS)", 0.0, 5.0, 1.0, 0.1, key="lab_l_fle")
-        _explain("<b>FLE</b>: how precisely each fiducial is clicked. <b>FRE</b>: how well the fitted transform "
-                 "matches the fiducials; it is small even when the registration is poor elsewhere. <b>TRE</b>: "
-                 "the error at the target you care about. TRE grows with distance from the fiducials' centre "
-                 "and shrinks with more, more widely spread fiducials: do not trust a low FRE.")
+        _explain(
+            "<b>FLE</b>: how precisely each fiducial is clicked. <b>FRE</b>: how well the fitted transform "
+            "matches the fiducials; it is small even when the registration is poor elsewhere. <b>TRE</b>: "
+            "the error at the target you care about. TRE grows with distance from the fiducials' centre "
+            "and shrinks with more, more widely spread fiducials: do not trust a low FRE."
+        )
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
     fid = np.stack([spread * np.cos(angles), spread * np.sin(angles)], 1)
     targets = np.stack([np.linspace(0, 80, 9), np.zeros(9)], 1)
     r = fiducials.simulate(fid, targets, fle, trials=400)
     with c2:
-        st.plotly_chart(viz.line_figure(targets[:, 0], {"TRE (simulated)": r["tre_rms"],
-                                                        "TRE (Fitzpatrick prediction)": r["tre_predicted"],
-                                                        "FRE": np.full(len(targets), r["fre_rms"])},
-                                        title="Error at a target vs its distance from the fiducials' centre",
-                                        x_title="target distance (mm)", y_title="RMS error (mm)", height=360,
-                                        markers=True), width="stretch", key="lab_l_plot")
+        st.plotly_chart(
+            viz.line_figure(
+                targets[:, 0],
+                {
+                    "TRE (simulated)": r["tre_rms"],
+                    "TRE (Fitzpatrick prediction)": r["tre_predicted"],
+                    "FRE": np.full(len(targets), r["fre_rms"]),
+                },
+                title="Error at a target vs its distance from the fiducials' centre",
+                x_title="target distance (mm)",
+                y_title="RMS error (mm)",
+                height=360,
+                markers=True,
+            ),
+            width="stretch",
+            key="lab_l_plot",
+        )
         import plotly.graph_objects as go
-        fig = go.Figure([go.Scatter(x=fid[:, 0], y=fid[:, 1], mode="markers", name="fiducials",
-                                    marker={"size": 11, "color": "#2f6fed"}),
-                         go.Scatter(x=targets[:, 0], y=targets[:, 1], mode="markers", name="targets",
-                                    marker={"size": 9, "symbol": "x", "color": "#ff2d55"})])
+
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=fid[:, 0],
+                    y=fid[:, 1],
+                    mode="markers",
+                    name="fiducials",
+                    marker={"size": 11, "color": "#2f6fed"},
+                ),
+                go.Scatter(
+                    x=targets[:, 0],
+                    y=targets[:, 1],
+                    mode="markers",
+                    name="targets",
+                    marker={"size": 9, "symbol": "x", "color": "#ff2d55"},
+                ),
+            ]
+        )
         fig.update_layout(height=260, template="plotly_white", margin={"l": 10, "r": 10, "t": 10, "b": 10})
         fig.update_yaxes(scaleanchor="x")
         st.plotly_chart(fig, width="stretch", key="lab_l_layout")
 
 
-LABS = {"Transformations": lab_transformations, "Similarity landscapes": lab_similarity,
-        "Regularisation trade-off": lab_regularisation, "Diffeomorphisms and folding": lab_diffeomorphisms,
-        "Multi-resolution": lab_multiresolution, "FLE / FRE / TRE": lab_landmarks}
+LABS = {
+    "Transformations": lab_transformations,
+    "Similarity landscapes": lab_similarity,
+    "Regularisation trade-off": lab_regularisation,
+    "Diffeomorphisms and folding": lab_diffeomorphisms,
+    "Multi-resolution": lab_multiresolution,
+    "FLE / FRE / TRE": lab_landmarks,
+}
 
 
 def body() -> None:
     st.title("Learn")
-    st.markdown('<p class="rl-lead">Small interactive labs: move a slider, watch the picture, read two lines.</p>',
-                unsafe_allow_html=True)
+    st.markdown(
+        '<p class="rl-lead">Small interactive labs: move a slider, watch the picture, read two lines.</p>',
+        unsafe_allow_html=True,
+    )
     lab = st.segmented_control("Concept", list(LABS), default="Transformations", key="learn_lab")
     with st.container(border=True):
         LABS[lab or "Transformations"]()

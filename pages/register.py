@@ -18,10 +18,17 @@ from regcore.methods.base import RegistrationCancelled
 
 
 def _swap(pair):
-    return replace(pair, name=f"{pair.name} (swapped)", fixed=pair.moving, moving=pair.fixed,
-                   fixed_labels=pair.moving_labels, moving_labels=pair.fixed_labels,
-                   fixed_landmarks=pair.moving_landmarks, moving_landmarks=pair.fixed_landmarks,
-                   true_displacement=None)
+    return replace(
+        pair,
+        name=f"{pair.name} (swapped)",
+        fixed=pair.moving,
+        moving=pair.fixed,
+        fixed_labels=pair.moving_labels,
+        moving_labels=pair.fixed_labels,
+        fixed_landmarks=pair.moving_landmarks,
+        moving_landmarks=pair.fixed_landmarks,
+        true_displacement=None,
+    )
 
 
 def _choose_method(dims: int):
@@ -30,14 +37,24 @@ def _choose_method(dims: int):
     families = sorted({str(s.family) for s in specs})
     fam_default = next((str(s.family) for s in specs if s.name == wanted), None)
     c1, c2 = st.columns(2)
-    family = c1.selectbox("Method family", families,
-                          index=families.index(fam_default) if fam_default in families else 0, key="reg_family")
+    family = c1.selectbox(
+        "Method family",
+        families,
+        index=families.index(fam_default) if fam_default in families else 0,
+        key="reg_family",
+    )
     in_family = [s for s in specs if str(s.family) == family]
     reasons = {s.name: backend.spec_unavailable_reason(s, dims) for s in in_family}
     names = [s.name for s in in_family]
-    default = names.index(wanted) if wanted in names else next(
-        (i for i, n in enumerate(names) if reasons[n] is None), 0)
-    fmt = {s.name: s.title + (f"  (unavailable: {reasons[s.name]})" if reasons[s.name] else "") for s in in_family}
+    default = (
+        names.index(wanted)
+        if wanted in names
+        else next((i for i, n in enumerate(names) if reasons[n] is None), 0)
+    )
+    fmt = {
+        s.name: s.title + (f"  (unavailable: {reasons[s.name]})" if reasons[s.name] else "")
+        for s in in_family
+    }
     name = c2.selectbox("Method", names, index=default, format_func=fmt.get, key="reg_method")
     spec = in_family[names.index(name)]
     return spec, reasons[name]
@@ -45,6 +62,7 @@ def _choose_method(dims: int):
 
 def _progress_callback(bar, status, holder: dict):
     """Progress callback for regcore methods: draws the bar; returns False when the user interrupted."""
+
     def callback(p) -> bool:
         try:
             bar.progress(float(p.fraction), text=p.message or f"{p.fraction:.0%}")
@@ -54,6 +72,7 @@ def _progress_callback(bar, status, holder: dict):
             holder["interrupt"] = interrupt
             return False
         return True
+
     return callback
 
 
@@ -70,12 +89,13 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
 
     t0 = time.perf_counter()
     try:
-        with limits.RUNS.slot(limits.visitor(), on_wait=queued):  # server-wide and per-visitor limits
-            result, metrics = backend.run_registration(pair, spec.name, overrides,
-                                                       _progress_callback(bar, status, holder), device)
+        with limits.RUNS.slot(limits.client_keys(), on_wait=queued):  # server-wide and per-visitor limits
+            result, metrics = backend.run_registration(
+                pair, spec.name, overrides, _progress_callback(bar, status, holder), device
+            )
     except RegistrationCancelled:
         if "interrupt" in holder:
-            raise holder["interrupt"]  # let Streamlit process the click that cancelled us
+            raise holder["interrupt"] from None  # let Streamlit process the click that cancelled us
         st.warning("Registration cancelled.")
         return
     bar.progress(1.0, text=f"Done in {time.perf_counter() - t0:.1f} s")
@@ -93,9 +113,17 @@ def _runs_table() -> None:
     rows = []
     for label, r in runs.items():
         m = r.metrics
-        rows.append({"run": label, "pair": r.pair_name, "method": r.method,
-                     "mean Dice": m.get("dice_mean"), "mean TRE (mm)": m.get("tre_mean_mm"),
-                     "folding %": m.get("folding_percent"), "runtime (s)": m.get("runtime_s", r.result.runtime_s)})
+        rows.append(
+            {
+                "run": label,
+                "pair": r.pair_name,
+                "method": r.method,
+                "mean Dice": m.get("dice_mean"),
+                "mean TRE (mm)": m.get("tre_mean_mm"),
+                "folding %": m.get("folding_percent"),
+                "runtime (s)": m.get("runtime_s", r.result.runtime_s),
+            }
+        )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     c1, c2 = st.columns([3, 1])
     drop = c1.multiselect("Remove runs", list(runs), key="reg_drop")
@@ -110,8 +138,10 @@ def body() -> None:
     state.ensure_state()
     st.title("Register")
     pair = state.current_pair()
-    st.markdown(f'<p class="rl-lead">Pair: <b>{pair.name}</b> ({pair.fixed.ndim}D). Change it on the Data page.</p>',
-                unsafe_allow_html=True)
+    st.markdown(
+        f'<p class="rl-lead">Pair: <b>{pair.name}</b> ({pair.fixed.ndim}D). Change it on the Data page.</p>',
+        unsafe_allow_html=True,
+    )
     if st.toggle("Swap fixed and moving", key="reg_swap"):
         pair = _swap(pair)
     spec, reason = _choose_method(pair.fixed.ndim)
@@ -139,8 +169,9 @@ def body() -> None:
         label = c2.text_input("Run name", key="reg_label")
     if reason:
         st.warning(f"{spec.title} cannot run here: {reason}.", icon=":material/block:")
-    if st.button("Run registration", type="primary", disabled=bool(reason), key="reg_run",
-                 icon=":material/play_arrow:"):
+    if st.button(
+        "Run registration", type="primary", disabled=bool(reason), key="reg_run", icon=":material/play_arrow:"
+    ):
         try:
             spec.make_config(overrides)  # validate before starting
             if overrides.get("checkpoint"):  # weights only from the server's allowed folders
@@ -159,6 +190,7 @@ def body() -> None:
 
 def _cuda() -> bool:
     import torch
+
     return torch.cuda.is_available()
 
 

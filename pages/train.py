@@ -23,8 +23,17 @@ from regcore.methods.learned.family import all_families, get_family
 from regcore.train import jobs
 from regcore.train.config import COMMON_FIELDS, TrainConfig, config_from_dict
 
-QUICK_DEMO = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "train_shape": [32, 32], "val_pairs": 2,
-              "synthetic_pool": 4, "data": "shapes", "device": "cpu", "threads": 1}
+QUICK_DEMO = {
+    "epochs": 2,
+    "steps_per_epoch": 3,
+    "batch_size": 2,
+    "train_shape": [32, 32],
+    "val_pairs": 2,
+    "synthetic_pool": 4,
+    "data": "shapes",
+    "device": "cpu",
+    "threads": 1,
+}
 TERMINAL = ("stopped", "finished", "failed")
 
 
@@ -43,9 +52,15 @@ def _widget(spec, key: str):
     if spec.type in ("int", "float"):
         lo, hi = spec.range if spec.range else (None, None)
         cast = int if spec.type == "int" else float
-        return st.number_input(label, value=cast(spec.default), min_value=cast(lo) if lo is not None else None,
-                               max_value=cast(hi) if hi is not None else None, help=help_, key=key,
-                               format="%g" if cast is float else "%d")
+        return st.number_input(
+            label,
+            value=cast(spec.default),
+            min_value=cast(lo) if lo is not None else None,
+            max_value=cast(hi) if hi is not None else None,
+            help=help_,
+            key=key,
+            format="%g" if cast is float else "%d",
+        )
     return st.text_input(label, value=str(spec.default), help=help_, key=key)
 
 
@@ -54,8 +69,9 @@ def _family_picker():
     families = [f for f in all_families() if f.needs_training]
     names = [f.name for f in families]
     default = names.index(TrainConfig.family) if TrainConfig.family in names else 0
-    name = st.selectbox("Family", names, index=default, format_func=lambda n: get_family(n).title or n,
-                        key="train_family")
+    name = st.selectbox(
+        "Family", names, index=default, format_func=lambda n: get_family(n).title or n, key="train_family"
+    )
     fam = get_family(name)
     st.caption(f"**How it works.** {fam.summary}  \n*Paper:* {fam.paper}")
     return fam
@@ -109,6 +125,7 @@ def _check_paths(config: TrainConfig) -> None:
     if config.data_path:
         with server_roots.confined():
             from regcore.io.confine import outside_roots
+
             reason = outside_roots(config.data_path)
         if reason:
             raise ValueError(f"data_path {config.data_path!r} {reason}")
@@ -126,22 +143,35 @@ def _start(config: TrainConfig) -> None:
         st.error(f"Cannot start the run: {e}")
         return
     st.session_state["train_selected"] = run_id
-    st.session_state.pop("train_watch", None)      # "Watch run" follows the new run
+    st.session_state.pop("train_watch", None)  # "Watch run" follows the new run
     st.success(f"Started run {run_id}")
 
 
 def runs_table(runs: list[dict]) -> None:
-    rows = [{"run": r["run_id"], "state": r.get("state"), "epoch": r.get("epoch"),
-             "step": f"{r.get('step', 0)}/{r.get('total_steps', '?')}", "family": r["config"].get("family"),
-             "data": r["config"].get("data"), "supervision": r["config"].get("supervision"),
-             "message": r.get("message", "")} for r in runs]
+    rows = [
+        {
+            "run": r["run_id"],
+            "state": r.get("state"),
+            "epoch": r.get("epoch"),
+            "step": f"{r.get('step', 0)}/{r.get('total_steps', '?')}",
+            "family": r["config"].get("family"),
+            "data": r["config"].get("data"),
+            "supervision": r["config"].get("supervision"),
+            "message": r.get("message", ""),
+        }
+        for r in runs
+    ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 def curves(run_ids: list[str]) -> go.Figure:
     """Loss terms per step (left) and validation Dice / folding per epoch (right) for one or more runs."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss terms", "validation"),
-                        specs=[[{}, {"secondary_y": True}]])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("training loss terms", "validation"),
+        specs=[[{}, {"secondary_y": True}]],
+    )
     for run_id in run_ids:
         recs = jobs.metrics(run_id)
         steps = pd.DataFrame([r for r in recs if r.get("kind") == "step"])
@@ -149,12 +179,29 @@ def curves(run_ids: list[str]) -> go.Figure:
         tag = f"{run_id}: " if len(run_ids) > 1 else ""
         if not steps.empty:
             for term in [c for c in steps.columns if c not in ("kind", "epoch", "step", "time_s")]:
-                fig.add_trace(go.Scatter(x=steps["step"], y=steps[term], name=f"{tag}{term}", mode="lines"), 1, 1)
+                fig.add_trace(
+                    go.Scatter(x=steps["step"], y=steps[term], name=f"{tag}{term}", mode="lines"), 1, 1
+                )
         if not epochs.empty:
-            fig.add_trace(go.Scatter(x=epochs["epoch"], y=epochs["val_dice"], name=f"{tag}val Dice",
-                                     mode="lines+markers"), 1, 2)
-            fig.add_trace(go.Scatter(x=epochs["epoch"], y=epochs["val_folding_percent"], name=f"{tag}folding %",
-                                     mode="lines+markers", line={"dash": "dot"}), 1, 2, secondary_y=True)
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs["epoch"], y=epochs["val_dice"], name=f"{tag}val Dice", mode="lines+markers"
+                ),
+                1,
+                2,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs["epoch"],
+                    y=epochs["val_folding_percent"],
+                    name=f"{tag}folding %",
+                    mode="lines+markers",
+                    line={"dash": "dot"},
+                ),
+                1,
+                2,
+                secondary_y=True,
+            )
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_yaxes(title_text="Dice", row=1, col=2)
@@ -183,7 +230,7 @@ def run_controls(run_id: str, status: dict) -> None:
     weights = jobs.weights_path(run_id)
     if cols[2].button("Use this model", disabled=weights is None, key="train_use"):
         cfg = next(r["config"] for r in jobs.list_runs() if r["run_id"] == run_id)
-        method = cfg.get("family", "voxelmorph")       # every family registers a method of the same name
+        method = cfg.get("family", "voxelmorph")  # every family registers a method of the same name
         st.session_state["register_method"] = method
         st.session_state["register_overrides"] = {"checkpoint": str(weights.resolve())}
         st.success(f"The Register page will use {method} with {weights.name} from run {run_id}.")
@@ -207,8 +254,11 @@ def live_view(run_id: str) -> None:
         last = [r for r in recs if r.get("kind") == "epoch"]
         if last:
             c = st.columns(3)
-            c[0].metric("validation Dice", f"{last[-1]['val_dice']:.3f}",
-                        f"{last[-1]['val_dice'] - last[0]['val_dice_before']:+.3f} vs identity")
+            c[0].metric(
+                "validation Dice",
+                f"{last[-1]['val_dice']:.3f}",
+                f"{last[-1]['val_dice'] - last[0]['val_dice_before']:+.3f} vs identity",
+            )
             c[1].metric("folding %", f"{last[-1]['val_folding_percent']:.2f}")
             c[2].metric("epoch", f"{last[-1]['epoch']}")
         st.plotly_chart(curves([run_id]), key=f"train_curves_{run_id}")
@@ -225,8 +275,10 @@ def live_view(run_id: str) -> None:
 
 def main() -> None:
     st.title("Train a registration network")
-    st.caption("Every learned family in RegLab; unsupervised, weakly, fully or dual supervised. "
-               "Runs train in the background and survive a refresh; pick one below to watch it live.")
+    st.caption(
+        "Every learned family in RegLab; unsupervised, weakly, fully or dual supervised. "
+        "Runs train in the background and survive a refresh; pick one below to watch it live."
+    )
     with st.expander("New run", expanded=not jobs.list_runs()):
         config_form()
     runs = jobs.list_runs()
@@ -237,17 +289,28 @@ def main() -> None:
     runs_table(runs)
     ids = [r["run_id"] for r in runs]
     selected = st.session_state.get("train_selected")
-    choice = st.selectbox("Watch run", ids, index=ids.index(selected) if selected in ids else 0, key="train_watch")
+    choice = st.selectbox(
+        "Watch run", ids, index=ids.index(selected) if selected in ids else 0, key="train_watch"
+    )
     st.session_state["train_selected"] = choice
     live_view(choice)
     st.subheader("Compare runs")
-    pick = st.multiselect("Two runs", ids, default=[i for i in st.session_state.get("train_compare", [])
-                                                     if i in ids], max_selections=2, key="train_compare_pick")
+    pick = st.multiselect(
+        "Two runs",
+        ids,
+        default=[i for i in st.session_state.get("train_compare", []) if i in ids],
+        max_selections=2,
+        key="train_compare_pick",
+    )
     st.session_state["train_compare"] = pick
     if len(pick) == 2:
         st.plotly_chart(curves(pick), key="train_compare_chart")
         cfgs = {r["run_id"]: r["config"] for r in runs if r["run_id"] in pick}
-        diff = {k: [cfgs[p].get(k) for p in pick] for k in cfgs[pick[0]] if cfgs[pick[0]].get(k) != cfgs[pick[1]].get(k)}
+        diff = {
+            k: [cfgs[p].get(k) for p in pick]
+            for k in cfgs[pick[0]]
+            if cfgs[pick[0]].get(k) != cfgs[pick[1]].get(k)
+        }
         if diff:
             st.dataframe(pd.DataFrame(diff, index=pick).T.astype(str))
 

@@ -21,14 +21,29 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 IDENTITY = "identity"
-PAIR_KEYS = ("dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent", "sdlogj", "runtime_s", "peak_memory_mb")
-SUMMARY_COLUMNS = (("dice_mean", "Dice", "mean"), ("hd95_mean_mm", "HD95 mm", "mean"), ("tre_mean_mm", "TRE mm", "mean"),
-                   ("folding_percent", "folding %", "mean"), ("sdlogj", "SDlogJ", "mean"),
-                   ("runtime_s", "runtime s (median)", "median"), ("peak_memory_mb", "peak MiB", "max"))
+PAIR_KEYS = (
+    "dice_mean",
+    "hd95_mean_mm",
+    "tre_mean_mm",
+    "folding_percent",
+    "sdlogj",
+    "runtime_s",
+    "peak_memory_mb",
+)
+SUMMARY_COLUMNS = (
+    ("dice_mean", "Dice", "mean"),
+    ("hd95_mean_mm", "HD95 mm", "mean"),
+    ("tre_mean_mm", "TRE mm", "mean"),
+    ("folding_percent", "folding %", "mean"),
+    ("sdlogj", "SDlogJ", "mean"),
+    ("runtime_s", "runtime s (median)", "median"),
+    ("peak_memory_mb", "peak MiB", "max"),
+)
 
 
 def load_pairs(manifest: str | os.PathLike) -> tuple[list, list[str]]:
@@ -66,13 +81,22 @@ def evaluate_identity_pair(pair) -> dict:
     t0 = time.perf_counter()
     moving = prepare_moving(pair.fixed, pair.moving)
     mlab = prepare_moving(pair.fixed, pair.moving_labels) if pair.moving_labels is not None else None
-    metrics = evaluate_identity(pair.fixed, moving, fixed_labels=pair.fixed_labels, moving_labels=mlab,
-                                fixed_landmarks=pair.fixed_landmarks, moving_landmarks=pair.moving_landmarks,
-                                label_names=pair.label_names, method=IDENTITY)
+    metrics = evaluate_identity(
+        pair.fixed,
+        moving,
+        fixed_labels=pair.fixed_labels,
+        moving_labels=mlab,
+        fixed_landmarks=pair.fixed_landmarks,
+        moving_landmarks=pair.moving_landmarks,
+        label_names=pair.label_names,
+        method=IDENTITY,
+    )
     if pair.fixed_labels is not None and pair.moving_labels is not None:
         metrics.setdefault("warnings", []).extend(
-            w for w in label_mismatch_warnings(pair.fixed_labels, pair.moving_labels, pair.label_names)
-            if w not in metrics["warnings"])
+            w
+            for w in label_mismatch_warnings(pair.fixed_labels, pair.moving_labels, pair.label_names)
+            if w not in metrics["warnings"]
+        )
     metrics["runtime_s"] = time.perf_counter() - t0
     return metrics
 
@@ -143,11 +167,27 @@ def run_benchmark(
         tasks += [Task(v.method, ref, v.overrides, label=v.label, device=device) for v in variants]
 
     def on_record(task, rec) -> None:
-        say(f"[{task.pair_name}] {task.label}: " + (f"failed: {rec.get('error')}" if rec.get("status") != "ok" else
-            ", ".join(f"{k}={rec[k]:.4g}" for k in PAIR_KEYS if rec.get(k) is not None)))
+        say(
+            f"[{task.pair_name}] {task.label}: "
+            + (
+                f"failed: {rec.get('error')}"
+                if rec.get("status") != "ok"
+                else ", ".join(f"{k}={rec[k]:.4g}" for k in PAIR_KEYS if rec.get(k) is not None)
+            )
+        )
 
-    records = run_tasks(tasks, out_dir, engine=engine, address=address, num_cpus=num_cpus, threads=threads,
-                        retry_failed=retry_failed, bar=bar, callback=callback, on_record=on_record)
+    records = run_tasks(
+        tasks,
+        out_dir,
+        engine=engine,
+        address=address,
+        num_cpus=num_cpus,
+        threads=threads,
+        retry_failed=retry_failed,
+        bar=bar,
+        callback=callback,
+        on_record=on_record,
+    )
     params = {v.label: (v.method, v.params) for v in variants}
     params[IDENTITY] = (IDENTITY, {})
     rows: list[dict] = []
@@ -159,13 +199,18 @@ def run_benchmark(
             row["error"] = rec.get("error", "unknown error")
         else:
             row.update({k: _finite(rec.get(k)) for k in PAIR_KEYS})
-            row.update(device=rec.get("device"), dice=rec.get("dice") or {}, warnings=rec.get("warnings") or [])
+            row.update(
+                device=rec.get("device"), dice=rec.get("dice") or {}, warnings=rec.get("warnings") or []
+            )
         rows.append(row)
     summary = []
     for label in [IDENTITY, *[v.label for v in variants]]:
         ok = [r for r in rows if r["method"] == label and "error" not in r]
-        entry: dict[str, Any] = {"method": label, "pairs": len(ok),
-                                 "failed": sum(1 for r in rows if r["method"] == label and "error" in r)}
+        entry: dict[str, Any] = {
+            "method": label,
+            "pairs": len(ok),
+            "failed": sum(1 for r in rows if r["method"] == label and "error" in r),
+        }
         if label in params and params[label][0] != label:
             entry.update(base_method=params[label][0], params=params[label][1])
         for key, _, how in SUMMARY_COLUMNS:
@@ -173,8 +218,18 @@ def run_benchmark(
         summary.append(entry)
     eng_name = engine if isinstance(engine, str) else getattr(engine, "name", type(engine).__name__)
     env = {**_environment(device), "engine": eng_name, "address": address, "num_cpus": num_cpus}
-    report = {"manifest": str(manifest), "command": command, "methods": [IDENTITY, *methods], "overrides": overrides,
-              "grid": grid, "summary": summary, "pairs": rows, "errors": errors, "environment": env, "paths": {}}
+    report = {
+        "manifest": str(manifest),
+        "command": command,
+        "methods": [IDENTITY, *methods],
+        "overrides": overrides,
+        "grid": grid,
+        "summary": summary,
+        "pairs": rows,
+        "errors": errors,
+        "environment": env,
+        "paths": {},
+    }
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -191,9 +246,16 @@ def run_benchmark(
 def _environment(device: str) -> dict:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
-            "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "cuda": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -203,22 +265,38 @@ def _fmt(v, digits: int = 3) -> str:
 def to_markdown(report: Mapping) -> str:
     """Summary table (identity first) + one table per pair + errors."""
     head = ["method", "pairs"] + [label for _, label, _ in SUMMARY_COLUMNS]
-    lines = [f"# Benchmark: {Path(report['manifest']).name}", "",
-             *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
-             f"Environment: {json.dumps(report.get('environment', {}))}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# Benchmark: {Path(report['manifest']).name}",
+        "",
+        *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
+        f"Environment: {json.dumps(report.get('environment', {}))}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for s in report["summary"]:
         cells = [s["method"], f"{s['pairs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")]
         cells += [_fmt(s.get(k), 4 if k == "dice_mean" else 2) for k, _, _ in SUMMARY_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     for pair in dict.fromkeys(r["pair"] for r in report["pairs"]):
-        lines += ["", f"## {pair}", "", "| method | Dice | HD95 mm | TRE mm | folding % | SDlogJ | runtime s | peak MiB |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {pair}",
+            "",
+            "| method | Dice | HD95 mm | TRE mm | folding % | SDlogJ | runtime s | peak MiB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in (r for r in report["pairs"] if r["pair"] == pair):
             if "error" in r:
                 lines.append(f"| {r['method']} | failed: {r['error'][:160]} |  |  |  |  |  |  |")
                 continue
-            lines.append("| " + " | ".join([r["method"]] + [_fmt(r.get(k), 4 if k == "dice_mean" else 2) for k in PAIR_KEYS]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [r["method"]] + [_fmt(r.get(k), 4 if k == "dice_mean" else 2) for k in PAIR_KEYS]
+                )
+                + " |"
+            )
     if report.get("errors"):
         lines += ["", "## Manifest rows that could not be loaded", ""] + [f"- {e}" for e in report["errors"]]
     overrides = report.get("overrides")

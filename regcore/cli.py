@@ -41,7 +41,9 @@ def parse_sets(items: Sequence[str] | None, *, qualified: bool = False) -> dict:
         if qualified:
             method, dot, name = key.partition(".")
             if not dot or not method or not name:
-                raise CliError(f"bench --set expects method.key=value (e.g. demons.iterations=20), got {item!r}")
+                raise CliError(
+                    f"bench --set expects method.key=value (e.g. demons.iterations=20), got {item!r}"
+                )
             out.setdefault(method, {})[name] = value.strip()
         else:
             out[key] = value.strip()
@@ -73,11 +75,23 @@ def _load_inputs(args) -> dict:
     fixed = load_image(args.fixed, is_labels=False)
     moving = load_image(args.moving, is_labels=False)
     names = load_label_names(args.label_names) if args.label_names else None
-    out = {"fixed": fixed, "moving": moving, "label_names": names,
-           "fixed_labels": load_image(args.fixed_labels, is_labels=True, label_names=names) if args.fixed_labels else None,
-           "moving_labels": load_image(args.moving_labels, is_labels=True, label_names=names) if args.moving_labels else None,
-           "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry) if args.fixed_landmarks else None,
-           "moving_landmarks": load_landmarks(args.moving_landmarks, geometry=moving.geometry) if args.moving_landmarks else None}
+    out = {
+        "fixed": fixed,
+        "moving": moving,
+        "label_names": names,
+        "fixed_labels": load_image(args.fixed_labels, is_labels=True, label_names=names)
+        if args.fixed_labels
+        else None,
+        "moving_labels": load_image(args.moving_labels, is_labels=True, label_names=names)
+        if args.moving_labels
+        else None,
+        "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry)
+        if args.fixed_landmarks
+        else None,
+        "moving_landmarks": load_landmarks(args.moving_landmarks, geometry=moving.geometry)
+        if args.moving_landmarks
+        else None,
+    }
     if (out["fixed_labels"] is None) != (out["moving_labels"] is None):
         raise CliError("give both --fixed-labels and --moving-labels, or neither")
     if (out["fixed_landmarks"] is None) != (out["moving_landmarks"] is None):
@@ -95,6 +109,7 @@ def _progress_printer(quiet: bool):
         if pct != state["last"]:
             state["last"] = pct
             print(f"  {p.fraction:5.0%} {p.message}", file=sys.stderr)
+
     return cb
 
 
@@ -116,17 +131,30 @@ def cmd_register(args) -> int:
         raise CliError(f"--out {args.out} exists and is not a folder")
     inputs = _load_inputs(args)
     pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
-    result, metrics = run_pair(pair, args.method, overrides, device=args.device,
-                               progress=_progress_printer(args.quiet))
+    result, metrics = run_pair(
+        pair, args.method, overrides, device=args.device, progress=_progress_printer(args.quiet)
+    )
     record = RunRecord(pair, result, metrics, label=args.method)
     from regcore.atomic import atomic_dir
+
     with atomic_dir(args.out) as tmp:  # all files or none: an error leaves no partial results in --out
         paths = save_run(record, tmp)
         if args.report:
             paths["report"] = write_report(record, tmp / REPORT_FILE)
     paths = {role: Path(args.out) / p.name for role, p in paths.items()}
-    summary = {k: metrics.get(k) for k in ("method", "dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent",
-                                           "sdlogj", "runtime_s", "device")}
+    summary = {
+        k: metrics.get(k)
+        for k in (
+            "method",
+            "dice_mean",
+            "hd95_mean_mm",
+            "tre_mean_mm",
+            "folding_percent",
+            "sdlogj",
+            "runtime_s",
+            "device",
+        )
+    }
     print(json.dumps(summary, default=_json_default))
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 0
@@ -147,9 +175,16 @@ def cmd_bench(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise CliError(f"--methods needs a comma-separated list of method names, got {args.methods!r}")
-    report = run_benchmark(args.pairs, methods, overrides=parse_sets(args.set, qualified=True), out_dir=args.out,
-                           device=args.device, log=None, command="regcore " + shlex.join(sys.argv[1:]),
-                           **_batch_kwargs(args))
+    report = run_benchmark(
+        args.pairs,
+        methods,
+        overrides=parse_sets(args.set, qualified=True),
+        out_dir=args.out,
+        device=args.device,
+        log=None,
+        command="regcore " + shlex.join(sys.argv[1:]),
+        **_batch_kwargs(args),
+    )
     _print_batch_summary(report, args.quiet)
     return 0
 
@@ -158,8 +193,15 @@ def _batch_kwargs(args) -> dict:
     """Engine options shared by `bench` and `sweep` (see regcore.batch)."""
     if args.address and args.engine != "ray":
         raise CliError("--address needs --engine ray")
-    return {"engine": args.engine, "address": args.address, "num_cpus": args.num_cpus, "threads": args.threads,
-            "grid": args.grid or None, "retry_failed": args.retry_failed, "bar": not args.quiet}
+    return {
+        "engine": args.engine,
+        "address": args.address,
+        "num_cpus": args.num_cpus,
+        "threads": args.threads,
+        "grid": args.grid or None,
+        "retry_failed": args.retry_failed,
+        "bar": not args.quiet,
+    }
 
 
 def _print_batch_summary(report: dict, quiet: bool) -> None:
@@ -178,14 +220,26 @@ def cmd_sweep(args) -> int:
 
 def _add_batch_options(b: argparse.ArgumentParser) -> None:
     """--engine/--address/--num-cpus/--threads/--grid/--retry-failed of `bench` and `sweep`."""
-    b.add_argument("--engine", default="serial", choices=("serial", "ray"),
-                   help="serial: one task after another in this process (default); ray: one Ray task per "
-                        "(method, pair), on an embedded local Ray or the cluster at --address")
-    b.add_argument("--address", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (with --engine ray)")
+    b.add_argument(
+        "--engine",
+        default="serial",
+        choices=("serial", "ray"),
+        help="serial: one task after another in this process (default); ray: one Ray task per "
+        "(method, pair), on an embedded local Ray or the cluster at --address",
+    )
+    b.add_argument(
+        "--address", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (with --engine ray)"
+    )
     b.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all cores)")
-    b.add_argument("--threads", type=int, help="torch threads per task (ray default 1, serial default torch's)")
-    b.add_argument("--grid", action="append", metavar="[METHOD.]KEY=V1,V2,...",
-                   help="sweep a method parameter over values (repeatable; grid points multiply)")
+    b.add_argument(
+        "--threads", type=int, help="torch threads per task (ray default 1, serial default torch's)"
+    )
+    b.add_argument(
+        "--grid",
+        action="append",
+        metavar="[METHOD.]KEY=V1,V2,...",
+        help="sweep a method parameter over values (repeatable; grid points multiply)",
+    )
     b.add_argument("--retry-failed", action="store_true", help="rerun tasks recorded as failed in --out")
 
 
@@ -204,11 +258,21 @@ def _train_distributed(args) -> int:
     """`train --nproc N [--nnodes M --node-rank R --master-addr A --master-port P]`: torchrun (DDP)."""
     from regcore.train.distributed import launch
 
-    code = launch(args.config, args.out, args.nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
-                  master_addr=args.master_addr, master_port=args.master_port, resume=args.resume)
+    code = launch(
+        args.config,
+        args.out,
+        args.nproc or 1,
+        nnodes=args.nnodes,
+        node_rank=args.node_rank,
+        master_addr=args.master_addr,
+        master_port=args.master_port,
+        resume=args.resume,
+    )
     if code:
-        raise CliError(f"distributed training exited with code {code}; see {Path(args.out) / 'status.json'} "
-                       "and the output above")
+        raise CliError(
+            f"distributed training exited with code {code}; see {Path(args.out) / 'status.json'} "
+            "and the output above"
+        )
     return 0
 
 
@@ -233,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--out", required=True)
     r.add_argument("--quiet", action="store_true")
-    r.add_argument("--report", action="store_true", help="also write the offline HTML QA report (report.html)")
+    r.add_argument(
+        "--report", action="store_true", help="also write the offline HTML QA report (report.html)"
+    )
     r.set_defaults(func=cmd_register)
 
     q = sub.add_parser("report", help="write RUN_DIR/report.html from a folder written by `register --out`")
@@ -266,8 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true")
-    t.add_argument("--nproc", type=int, help="processes per machine (data-parallel DDP via torchrun; gloo on CPU, "
-                                             "NCCL on GPU); batch_size must be a multiple of the total")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        help="processes per machine (data-parallel DDP via torchrun; gloo on CPU, "
+        "NCCL on GPU); batch_size must be a multiple of the total",
+    )
     t.add_argument("--nnodes", type=int, default=1, help="machines taking part (run the command on each)")
     t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 .. nnodes-1")
     t.add_argument("--master-addr", help="address of the machine with --node-rank 0 (multi-machine)")
@@ -287,8 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regcore {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
-        print(f"regcore {args.command}: error: out of memory; use smaller images or a larger machine",
-              file=sys.stderr)
+        print(
+            f"regcore {args.command}: error: out of memory; use smaller images or a larger machine",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"regcore {args.command}: interrupted", file=sys.stderr)
@@ -297,8 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("REGCORE_DEBUG"):
             raise
         msg = " ".join(str(exc).split()) or "no message"
-        print(f"regcore {args.command}: internal error ({type(exc).__name__}: {msg}); please report it "
-              "(REGCORE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"regcore {args.command}: internal error ({type(exc).__name__}: {msg}); please report it "
+            "(REGCORE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -28,7 +28,10 @@ def compile_all() -> dict[str, float]:
     for shape in ((6, 7), (5, 6, 7)):
         ndim = len(shape)
         start = time.perf_counter()
-        image, field = torch.rand(1, 1, *shape), torch.rand(1, ndim, *shape)  # float32; float64 compiles on first use
+        image, field = (
+            torch.rand(1, 1, *shape),
+            torch.rand(1, ndim, *shape),
+        )  # float32; float64 compiles on first use
         for mode in ("bilinear", "nearest"):
             warp(image, field, mode, "zeros")
         timings[f"warp {ndim}D"] = time.perf_counter() - start

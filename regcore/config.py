@@ -18,9 +18,15 @@ from typing import Any
 import numpy as np
 
 
-def param(default: Any, help: str, *, range: tuple[float, float] | None = None,
-          choices: tuple | type[enum.Enum] | None = None, step: float | None = None,
-          advanced: bool = False):
+def param(
+    default: Any,
+    help: str,
+    *,
+    range: tuple[float, float] | None = None,
+    choices: tuple | type[enum.Enum] | None = None,
+    step: float | None = None,
+    advanced: bool = False,
+):
     """Declare a config field with the metadata the UI/CLI need.
 
     Args:
@@ -87,8 +93,18 @@ def describe(config_cls) -> list[ParamSpec]:
         if isinstance(choices, type) and issubclass(choices, enum.Enum):
             choices = tuple(choices)
         default = f.default if f.default is not MISSING else None
-        out.append(ParamSpec(f.name, _type_name(tp), default, meta.get("help", ""), meta.get("range"),
-                             tuple(choices) if choices else None, meta.get("step"), bool(meta.get("advanced"))))
+        out.append(
+            ParamSpec(
+                f.name,
+                _type_name(tp),
+                default,
+                meta.get("help", ""),
+                meta.get("range"),
+                tuple(choices) if choices else None,
+                meta.get("step"),
+                bool(meta.get("advanced")),
+            )
+        )
     return out
 
 
@@ -113,7 +129,9 @@ def type_problem(tp, v) -> str | None:
     if tp is bool:
         return None if isinstance(v, (bool, np.bool_)) else "true or false"
     if tp is int:
-        return None if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) else "an integer"
+        return (
+            None if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) else "an integer"
+        )
     if tp is float:
         ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
         return None if ok else "a number"
@@ -167,7 +185,9 @@ def validate(config) -> None:
             lo, hi = spec.range
             bad = [x for x in v if isinstance(x, (int, float)) and not lo <= x <= hi]
             if bad:
-                raise ValueError(f"{type(config).__name__}.{spec.name} entries must be in [{lo}, {hi}], got {v!r}")
+                raise ValueError(
+                    f"{type(config).__name__}.{spec.name} entries must be in [{lo}, {hi}], got {v!r}"
+                )
         if spec.choices is not None and v not in spec.choices:
             allowed = [_jsonable(c) for c in spec.choices]
             raise ValueError(f"{type(config).__name__}.{spec.name} must be one of {allowed}, got {v!r}")

@@ -6,7 +6,10 @@ import importlib.metadata
 
 # extra name -> (distribution that must be installed, how to install it)
 EXTRAS = {
-    "elastix": ("itk-elastix", "pip install -c constraints.txt 'reglab[elastix]'  (itk-elastix), or `make bench-env`"),
+    "elastix": (
+        "itk-elastix",
+        "pip install -c constraints.txt 'reglab[elastix]'  (itk-elastix), or `make bench-env`",
+    ),
     "ants": ("antspyx", "make bench-env  (antspyx pins numpy<2.4, so it lives in its own venv .venv-bench)"),
 }
 
@@ -29,4 +32,6 @@ def require_extra(name: str, method: str) -> None:
 
     if not extra_available(name):
         _, how = EXTRAS[name]
-        raise MissingExtraError(f"method {method!r} needs the optional extra '{name}', which is not installed: {how}")
+        raise MissingExtraError(
+            f"method {method!r} needs the optional extra '{name}', which is not installed: {how}"
+        )

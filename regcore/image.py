@@ -14,8 +14,8 @@ Conventions (see README "Architecture"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -56,8 +56,10 @@ class Geometry:
         if d.shape != (n, n):
             raise ValueError(f"direction must be {n}x{n}, got {d.shape}")
         if not np.all(np.isfinite(d)) or abs(np.linalg.det(d)) < 1e-6:
-            raise ValueError(f"direction must be a finite, non-singular {n}x{n} matrix (axes not parallel), got "
-                             f"{d.tolist()}")
+            raise ValueError(
+                f"direction must be a finite, non-singular {n}x{n} matrix (axes not parallel), got "
+                f"{d.tolist()}"
+            )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "origin", tuple(float(s) for s in self.origin))
@@ -65,14 +67,14 @@ class Geometry:
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def identity(cls, shape: tuple[int, ...], spacing: float | tuple[float, ...] = 1.0) -> "Geometry":
+    def identity(cls, shape: tuple[int, ...], spacing: float | tuple[float, ...] = 1.0) -> Geometry:
         """Axis-aligned grid at the origin with isotropic (or given) spacing."""
         n = len(shape)
         sp = (float(spacing),) * n if np.isscalar(spacing) else tuple(spacing)
         return cls(tuple(shape), sp, (0.0,) * n, tuple(map(tuple, np.eye(n))))
 
     @classmethod
-    def from_matrix(cls, shape: tuple[int, ...], index_to_world: np.ndarray) -> "Geometry":
+    def from_matrix(cls, shape: tuple[int, ...], index_to_world: np.ndarray) -> Geometry:
         """Build from an ``(n+1, n+1)`` index->LPS-mm matrix (shear is not representable)."""
         m = np.asarray(index_to_world, dtype=float)
         n = len(shape)
@@ -138,11 +140,11 @@ class Geometry:
             out.append(letters[k][0] if col[k] > 0 else letters[k][1])
         return "".join(out)
 
-    def same_grid(self, other: "Geometry", tol: float = 1e-4) -> bool:
+    def same_grid(self, other: Geometry, tol: float = 1e-4) -> bool:
         """True when both describe the same voxel grid (shape and index->world map)."""
         return self.shape == other.shape and np.allclose(self.index_to_world, other.index_to_world, atol=tol)
 
-    def with_shape(self, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> "Geometry":
+    def with_shape(self, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
         """Same origin and direction, a new shape (and spacing)."""
         return replace(self, shape=tuple(shape), spacing=tuple(spacing) if spacing else self.spacing)
 
@@ -189,7 +191,7 @@ class Image:
         is_labels: bool = False,
         label_names: Mapping[int, str] | None = None,
         name: str = "",
-    ) -> "Image":
+    ) -> Image:
         """Wrap a spatial array ``(*S)`` (no channel axis) as a single-channel Image."""
         t = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
         if t.ndim not in (2, 3):
@@ -227,11 +229,11 @@ class Image:
         """``(1, C, *S)`` float view for networks and losses."""
         return self.data[None].float()
 
-    def with_data(self, data: torch.Tensor, **changes) -> "Image":
+    def with_data(self, data: torch.Tensor, **changes) -> Image:
         """Same geometry and metadata, new ``(C, *S)`` tensor."""
         return replace(self, data=data, **changes)
 
-    def to(self, device: torch.device | str) -> "Image":
+    def to(self, device: torch.device | str) -> Image:
         return replace(self, data=self.data.to(device))
 
     def present_labels(self) -> list[int]:
@@ -279,7 +281,7 @@ class Landmarks:
     def ndim(self) -> int:
         return self.points.shape[1]
 
-    def matched(self, other: "Landmarks") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def matched(self, other: Landmarks) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Points of self and other for ids present in both: ``(M, ndim)``, ``(M, ndim)``, ids."""
         common = [i for i in self.ids if i in set(other.ids)]
         if not common:

@@ -34,18 +34,32 @@ import enum
 import importlib.util
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from regcore import viz
 from regcore.image import Image, Landmarks
 
-__all__ = ["Viewer", "View", "VIEWER_ENV", "HEADLESS_MARKERS", "FRONTEND_MARKERS", "frontend_available", "choose_viewer",
-           "volume_view", "pair_view", "displacement_view", "label_lut", "points_mesh_obj", "metrics_table",
-           "TABLE_KEYS"]
+__all__ = [
+    "Viewer",
+    "View",
+    "VIEWER_ENV",
+    "HEADLESS_MARKERS",
+    "FRONTEND_MARKERS",
+    "frontend_available",
+    "choose_viewer",
+    "volume_view",
+    "pair_view",
+    "displacement_view",
+    "label_lut",
+    "points_mesh_obj",
+    "metrics_table",
+    "TABLE_KEYS",
+]
 
 VIEWER_ENV = "REGLAB_VIEWER"
 HEADLESS_MARKERS = ("PYTEST_CURRENT_TEST", "NBMAKE", "CI")
@@ -105,8 +119,10 @@ def choose_viewer(viewer: str | Viewer = Viewer.AUTO) -> tuple[Viewer, str]:
         return choice, "plotly requested"
     if choice in _MODULES:
         if importlib.util.find_spec(_MODULES[choice]) is None:
-            raise ValueError(f"viewer {choice.value!r} needs the {_MODULES[choice]} package: "
-                             f"pip install {_MODULES[choice]} (or the project's 'notebooks' extra)")
+            raise ValueError(
+                f"viewer {choice.value!r} needs the {_MODULES[choice]} package: "
+                f"pip install {_MODULES[choice]} (or the project's 'notebooks' extra)"
+            )
         return choice, f"{choice.value} requested"
     ok, why = frontend_available()
     if not ok:
@@ -131,6 +147,7 @@ class View:
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
+
         display(self.obj)
 
     def __repr__(self) -> str:
@@ -161,7 +178,9 @@ def _points_mm(points, image: Image) -> np.ndarray | None:
         return np.asarray(points.points, float)
     pts = np.asarray(points, float)
     if pts.ndim != 2 or pts.shape[1] != image.ndim:
-        raise ValueError(f"points must be Landmarks or an (N, {image.ndim}) array of LPS mm, got shape {pts.shape}")
+        raise ValueError(
+            f"points must be Landmarks or an (N, {image.ndim}) array of LPS mm, got shape {pts.shape}"
+        )
     return pts
 
 
@@ -169,11 +188,16 @@ def _points_mm(points, image: Image) -> np.ndarray | None:
 def label_lut(values, label_names: Mapping[int, str] | None = None) -> dict:
     """NiiVue label colour table (``R, G, B, A, I, labels``) for label ``values`` in :data:`viz.PALETTE` colours."""
     values = sorted(int(v) for v in values if int(v) != 0)
-    rgb = [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in viz.PALETTE]
+    rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in viz.PALETTE]
     cols = [rgb[k % len(rgb)] for k in range(len(values))]
-    return {"R": [0] + [c[0] for c in cols], "G": [0] + [c[1] for c in cols], "B": [0] + [c[2] for c in cols],
-            "A": [0] + [255] * len(values), "I": [0] + values,
-            "labels": [""] + [(label_names or {}).get(v, f"label {v}") for v in values]}
+    return {
+        "R": [0] + [c[0] for c in cols],
+        "G": [0] + [c[1] for c in cols],
+        "B": [0] + [c[2] for c in cols],
+        "A": [0] + [255] * len(values),
+        "I": [0] + values,
+        "labels": [""] + [(label_names or {}).get(v, f"label {v}") for v in values],
+    }
 
 
 def points_mesh_obj(points_lps_mm: np.ndarray, radius_mm: float = 2.0) -> str:
@@ -182,7 +206,9 @@ def points_mesh_obj(points_lps_mm: np.ndarray, radius_mm: float = 2.0) -> str:
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise ValueError(f"points must be (N, 3) LPS mm, got shape {pts.shape}")
     ras = pts * np.array([-1.0, -1.0, 1.0])
-    corners = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float) * radius_mm
+    corners = (
+        np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float) * radius_mm
+    )
     faces = [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]
     lines = []
     for k, p in enumerate(ras):
@@ -202,25 +228,50 @@ def _nifti_bytes(image: Image, name: str) -> tuple[bytes, str]:
 def _niivue(layers: list[tuple[str, Image, dict]], points_mm, height: int, label_names):
     from ipyniivue import NiiVue, ShowRender, SliceType
 
-    nv = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
-                is_radiological_convention=True, back_color=(0, 0, 0, 1), show_3d_crosshair=True,
-                mesh_thickness_on_2d=3.0, crosshair_color=(0.2, 0.8, 1.0, 0.8), is_orient_cube=True)
+    nv = NiiVue(
+        height=height,
+        slice_type=SliceType.MULTIPLANAR,
+        multiplanar_show_render=ShowRender.ALWAYS,
+        is_radiological_convention=True,
+        back_color=(0, 0, 0, 1),
+        show_3d_crosshair=True,
+        mesh_thickness_on_2d=3.0,
+        crosshair_color=(0.2, 0.8, 1.0, 0.8),
+        is_orient_cube=True,
+    )
     volumes = []
     for name, image, opts in layers:
         data, fname = _nifti_bytes(image, name)
-        volumes.append({"data": data, "name": fname, **{k: v for k, v in opts.items() if k in NIIVUE_OPTIONS}})
+        volumes.append(
+            {"data": data, "name": fname, **{k: v for k, v in opts.items() if k in NIIVUE_OPTIONS}}
+        )
     nv.load_volumes(volumes)
     for vol, (_, image, opts) in zip(nv.volumes, layers):
         if opts.get("lut"):
             vol.set_colormap_label(label_lut(image.present_labels(), label_names))
     if points_mm is not None and len(points_mm):
-        nv.load_meshes([{"data": points_mesh_obj(points_mm).encode(), "name": "landmarks.obj",
-                         "rgba255": [255, 214, 10, 255]}])
+        nv.load_meshes(
+            [
+                {
+                    "data": points_mesh_obj(points_mm).encode(),
+                    "name": "landmarks.obj",
+                    "rgba255": [255, 214, 10, 255],
+                }
+            ]
+        )
     return nv
 
 
-def _build(layers: list[tuple[str, Image, dict]], *, points, viewer, height: int, title: str,
-           label_names, overlay_name: str) -> View:
+def _build(
+    layers: list[tuple[str, Image, dict]],
+    *,
+    points,
+    viewer,
+    height: int,
+    title: str,
+    label_names,
+    overlay_name: str,
+) -> View:
     base = layers[0][1]
     if base.ndim != 3:
         raise ValueError(f"3D views need a 3D image, got {base.ndim}D; use regcore.viz panels for 2D")
@@ -232,60 +283,132 @@ def _build(layers: list[tuple[str, Image, dict]], *, points, viewer, height: int
     labels = next((im for _, im, o in layers if o.get("lut")), None)
     overlay = next(((n, im, o) for n, im, o in layers[1:] if not o.get("lut")), None)
     fig = viz.triplanar_figure(
-        base, labels=labels, label_names=label_names,
+        base,
+        labels=labels,
+        label_names=label_names,
         points=base.geometry.world_to_index_points(pts) if pts is not None else None,
-        overlay=overlay[1] if overlay else None, overlay_name=overlay_name or (overlay[0] if overlay else ""),
+        overlay=overlay[1] if overlay else None,
+        overlay_name=overlay_name or (overlay[0] if overlay else ""),
         overlay_colorscale=overlay[2].get("plotly_colorscale", "Hot") if overlay else "Hot",
         overlay_threshold=overlay[2].get("cal_min", 0.0) if overlay else 0.0,
-        title=title, height=max(240, height // 2 + 60))
+        title=title,
+        height=max(240, height // 2 + 60),
+    )
     return View(choice, fig, reason, names)
 
 
 # -- public views -----------------------------------------------------------------------------------------
-def volume_view(image: Image, *, labels=None, points=None, label_names: Mapping[int, str] | None = None,
-                label_opacity: float = 0.35, viewer: str | Viewer = Viewer.AUTO, height: int = 480,
-                title: str = "") -> View:
+def volume_view(
+    image: Image,
+    *,
+    labels=None,
+    points=None,
+    label_names: Mapping[int, str] | None = None,
+    label_opacity: float = 0.35,
+    viewer: str | Viewer = Viewer.AUTO,
+    height: int = 480,
+    title: str = "",
+) -> View:
     """A 3D image with an optional label overlay (names on hover) and landmarks (Landmarks or (N, 3) LPS mm)."""
     if not isinstance(image, Image):
         raise TypeError(f"image must be a regcore Image, got {type(image).__name__}")
-    layers = [(image.name or "image", image, {"colormap": "gray"})]
+    layers: list[tuple[str, Image, dict[str, Any]]] = [(image.name or "image", image, {"colormap": "gray"})]
     if labels is not None:
         lab = _image(labels, "labels", labels=True, like=image)
         layers.append(("labels", lab, {"opacity": label_opacity, "lut": True}))
         label_names = label_names or lab.label_names
-    return _build(layers, points=points, viewer=viewer, height=height, title=title, label_names=label_names,
-                  overlay_name="")
+    return _build(
+        layers,
+        points=points,
+        viewer=viewer,
+        height=height,
+        title=title,
+        label_names=label_names,
+        overlay_name="",
+    )
 
 
-def pair_view(fixed: Image, warped, *, labels=None, opacity: float = 0.5, viewer: str | Viewer = Viewer.AUTO,
-              height: int = 480, title: str = "warped (colour) over fixed (grey)") -> View:
+def pair_view(
+    fixed: Image,
+    warped,
+    *,
+    labels=None,
+    opacity: float = 0.5,
+    viewer: str | Viewer = Viewer.AUTO,
+    height: int = 480,
+    title: str = "warped (colour) over fixed (grey)",
+) -> View:
     """The warped (or moving) image in colour over the fixed image: where they disagree, edges double."""
     if not isinstance(fixed, Image):
         raise TypeError(f"fixed must be a regcore Image, got {type(fixed).__name__}")
     w = _image(warped, "warped", like=fixed)
-    layers = [("fixed", fixed, {"colormap": "gray"}),
-              ("warped", w, {"colormap": "warm", "opacity": opacity, "plotly_colorscale": "Inferno",
-                             "cal_min": float(np.percentile(w.numpy(), 60))})]
+    layers: list[tuple[str, Image, dict[str, Any]]] = [
+        ("fixed", fixed, {"colormap": "gray"}),
+        (
+            "warped",
+            w,
+            {
+                "colormap": "warm",
+                "opacity": opacity,
+                "plotly_colorscale": "Inferno",
+                "cal_min": float(np.percentile(w.numpy(), 60)),
+            },
+        ),
+    ]
     if labels is not None:
-        layers.append(("labels", _image(labels, "labels", labels=True, like=fixed), {"opacity": 0.3, "lut": True}))
-    return _build(layers, points=None, viewer=viewer, height=height, title=title, label_names=None,
-                  overlay_name="warped")
+        layers.append(
+            ("labels", _image(labels, "labels", labels=True, like=fixed), {"opacity": 0.3, "lut": True})
+        )
+    return _build(
+        layers,
+        points=None,
+        viewer=viewer,
+        height=height,
+        title=title,
+        label_names=None,
+        overlay_name="warped",
+    )
 
 
-def displacement_view(image: Image, displacement, *, points=None, threshold_mm: float = 0.5,
-                      viewer: str | Viewer = Viewer.AUTO, height: int = 480,
-                      title: str = "|u| (mm) over the fixed image") -> View:
+def displacement_view(
+    image: Image,
+    displacement,
+    *,
+    points=None,
+    threshold_mm: float = 0.5,
+    viewer: str | Viewer = Viewer.AUTO,
+    height: int = 480,
+    title: str = "|u| (mm) over the fixed image",
+) -> View:
     """Displacement magnitude in mm (``displacement`` ``(1, 3, *S)`` voxels, fixed -> moving) over the image;
     magnitudes below ``threshold_mm`` are transparent."""
     if not isinstance(image, Image):
         raise TypeError(f"image must be a regcore Image, got {type(image).__name__}")
     mag = viz.magnitude(displacement, image.spacing)
     mag_image = _image(mag.astype(np.float32), "displacement_mm", like=image)
-    layers = [("image", image, {"colormap": "gray"}),
-              ("displacement_mm", mag_image, {"colormap": "hot", "opacity": 0.7, "cal_min": float(threshold_mm),
-                                              "cal_max": float(mag.max()) or 1.0, "plotly_colorscale": "Hot"})]
-    return _build(layers, points=points, viewer=viewer, height=height, title=title, label_names=None,
-                  overlay_name="|u| mm")
+    layers = [
+        ("image", image, {"colormap": "gray"}),
+        (
+            "displacement_mm",
+            mag_image,
+            {
+                "colormap": "hot",
+                "opacity": 0.7,
+                "cal_min": float(threshold_mm),
+                "cal_max": float(mag.max()) or 1.0,
+                "plotly_colorscale": "Hot",
+            },
+        ),
+    ]
+    return _build(
+        layers,
+        points=points,
+        viewer=viewer,
+        height=height,
+        title=title,
+        label_names=None,
+        overlay_name="|u| mm",
+    )
 
 
 # -- tables --------------------------------------------------------------------------------------------------
@@ -300,5 +423,7 @@ def metrics_table(runs: Mapping[str, Mapping[str, Any]], keys: tuple[str, ...] =
 
     if not runs:
         raise ValueError("runs must contain at least one name -> metrics dict")
-    rows = {name: {k: (m.get(k) if m.get(k) is not None else np.nan) for k in keys} for name, m in runs.items()}
+    rows = {
+        name: {k: (m.get(k) if m.get(k) is not None else np.nan) for k in keys} for name, m in runs.items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(keys))

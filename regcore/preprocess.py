@@ -20,8 +20,8 @@ __all__ = ["NormaliseMethod", "resample_to", "normalise", "crop_or_pad", "histog
 
 
 class NormaliseMethod(enum.StrEnum):
-    MINMAX = "minmax"          # (x - min) / (max - min) -> [0, 1]
-    ZSCORE = "zscore"          # (x - mean) / std
+    MINMAX = "minmax"  # (x - min) / (max - min) -> [0, 1]
+    ZSCORE = "zscore"  # (x - mean) / std
     PERCENTILE = "percentile"  # clip to [p_low, p_high] percentiles, then -> [0, 1]
 
 
@@ -47,7 +47,11 @@ def _affine_grid(theta: torch.Tensor, shape: tuple[int, ...], device, dtype) -> 
     n = len(shape)
     out = theta[:, n].to(device=device, dtype=dtype).view(*([1] * n), n)
     for axis, size in enumerate(shape):  # grid xyz component k reads tensor axis n-1-k
-        coord = torch.linspace(-1.0, 1.0, size, dtype=torch.float64) if size > 1 else -torch.ones(1, dtype=torch.float64)
+        coord = (
+            torch.linspace(-1.0, 1.0, size, dtype=torch.float64)
+            if size > 1
+            else -torch.ones(1, dtype=torch.float64)
+        )
         term = (coord[:, None] * theta[:, n - 1 - axis][None, :]).to(device=device, dtype=dtype)
         view = [1] * n + [n]
         view[axis] = size
@@ -59,8 +63,14 @@ _TIE_NUDGE = 1e-4
 """Voxels added to nearest-neighbour sampling positions so that exact ties round up, as in ITK."""
 
 
-def _sampling_grid(ref_to_img: np.ndarray, image_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                   shift: float, device, dtype) -> torch.Tensor:
+def _sampling_grid(
+    ref_to_img: np.ndarray,
+    image_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    shift: float,
+    device,
+    dtype,
+) -> torch.Tensor:
     """grid_sample grid ``(1, *out_shape, n)`` reading image voxel ``ref_to_img @ v + shift`` at output voxel v."""
     n = len(image_shape)
     matrix = torch.as_tensor(ref_to_img[:n], dtype=torch.float64).clone()
@@ -72,8 +82,9 @@ def _sampling_grid(ref_to_img: np.ndarray, image_shape: tuple[int, ...], out_sha
     return _affine_grid(theta, out_shape, device, dtype)
 
 
-def _inside_mask(ref_to_img: np.ndarray, image_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 device) -> torch.Tensor:
+def _inside_mask(
+    ref_to_img: np.ndarray, image_shape: tuple[int, ...], out_shape: tuple[int, ...], device
+) -> torch.Tensor:
     """``(1, *out_shape)`` bool: the image voxel index read at each output voxel lies in
     ``[-0.5, size - 0.5)`` on every axis (ITK's inside-the-buffer rule), computed separably in float64."""
     n = len(out_shape)
@@ -83,7 +94,9 @@ def _inside_mask(ref_to_img: np.ndarray, image_shape: tuple[int, ...], out_shape
         for d, size in enumerate(out_shape):
             view = [1] * n
             view[d] = size
-            coord = coord + (float(ref_to_img[i, d]) * torch.arange(size, dtype=torch.float64, device=device)).view(view)
+            coord = coord + (
+                float(ref_to_img[i, d]) * torch.arange(size, dtype=torch.float64, device=device)
+            ).view(view)
         inside &= (coord >= -0.5) & (coord < image_shape[i] - 0.5)
     return inside
 
@@ -136,14 +149,22 @@ def resample_to(image: Image, reference: Geometry, *, mode: str | None = None, d
         grid = _sampling_grid(ref_to_img, image.shape, padded, _TIE_NUDGE, device, work).reshape(shape_out)
         out = F.grid_sample(src, grid, mode="nearest", padding_mode="border", align_corners=True)
     del grid
-    out = out.movedim(0, 1).reshape(image.data.shape[0], slabs * depth, *reference.shape[1:])[:, : reference.shape[0]]
+    out = out.movedim(0, 1).reshape(image.data.shape[0], slabs * depth, *reference.shape[1:])[
+        :, : reference.shape[0]
+    ]
     if needs_mask:
         inside = _inside_mask(ref_to_img, image.shape, reference.shape, device)
         out = torch.where(inside, out, torch.as_tensor(float(default), dtype=work, device=device))
     if not image.data.is_floating_point():
         out = out.round()
-    return Image(out.to(image.data.dtype), reference, is_labels=image.is_labels, label_names=image.label_names,
-                 name=image.name, meta=dict(image.meta))
+    return Image(
+        out.to(image.data.dtype),
+        reference,
+        is_labels=image.is_labels,
+        label_names=image.label_names,
+        name=image.name,
+        meta=dict(image.meta),
+    )
 
 
 def _statistics_mask(image: Image, foreground: bool, mask) -> torch.Tensor | None:
@@ -151,7 +172,7 @@ def _statistics_mask(image: Image, foreground: bool, mask) -> torch.Tensor | Non
     if mask is None:
         return image.data != 0 if foreground else None
     m = mask.data if isinstance(mask, Image) else torch.as_tensor(mask)
-    if tuple(m.shape[-image.ndim:]) != image.shape or m.ndim not in (image.ndim, image.ndim + 1):
+    if tuple(m.shape[-image.ndim :]) != image.shape or m.ndim not in (image.ndim, image.ndim + 1):
         raise ValueError(f"mask must have spatial shape {image.shape}, got {tuple(m.shape)}")
     m = m.to(image.device).bool().reshape(-1, *image.shape)
     return m.expand_as(image.data) if m.shape[0] == 1 else m
@@ -182,7 +203,9 @@ def normalise(
     try:
         method = NormaliseMethod(method)
     except ValueError:
-        raise ValueError(f"method must be one of {[m.value for m in NormaliseMethod]}, got {method!r}") from None
+        raise ValueError(
+            f"method must be one of {[m.value for m in NormaliseMethod]}, got {method!r}"
+        ) from None
     lo_p, hi_p = (float(p) for p in percentiles)
     if not 0.0 <= lo_p < hi_p <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
@@ -200,7 +223,9 @@ def normalise(
         else:
             q = np.percentile(values.detach().cpu().numpy(), [lo_p, hi_p])
             lo, hi = (torch.tensor(v, dtype=x.dtype, device=x.device) for v in q)
-        out = ((x.clamp(lo, hi) if method == NormaliseMethod.PERCENTILE else x) - lo) / (hi - lo).clamp_min(1e-8)
+        out = ((x.clamp(lo, hi) if method == NormaliseMethod.PERCENTILE else x) - lo) / (hi - lo).clamp_min(
+            1e-8
+        )
     if foreground and mask is None:
         out = out * m
     return image.with_data(out)
@@ -229,12 +254,24 @@ def crop_or_pad(image: Image, shape: tuple[int, ...], *, value: float = 0.0) -> 
     out[tuple(dst)] = image.data[tuple(src)]
     origin = image.geometry.index_to_world_points(np.asarray([before], dtype=float))[0]
     geometry = Geometry(shape, image.spacing, tuple(origin), image.geometry.direction)
-    return Image(out, geometry, is_labels=image.is_labels, label_names=image.label_names, name=image.name,
-                 meta=dict(image.meta))
+    return Image(
+        out,
+        geometry,
+        is_labels=image.is_labels,
+        label_names=image.label_names,
+        name=image.name,
+        meta=dict(image.meta),
+    )
 
 
-def histogram_match(image: Image, reference: Image, *, levels: int = 256, match_points: int = 7,
-                    threshold_at_mean: bool = True) -> Image:
+def histogram_match(
+    image: Image,
+    reference: Image,
+    *,
+    levels: int = 256,
+    match_points: int = 7,
+    threshold_at_mean: bool = True,
+) -> Image:
     """Map ``image`` intensities so its histogram matches ``reference`` (SimpleITK
     HistogramMatchingImageFilter; ``threshold_at_mean`` ignores voxels below each image's mean,
     i.e. the background). Returns float32 on the image's own grid."""
@@ -271,31 +308,43 @@ def check_pair(fixed: Image, moving: Image) -> list[str]:
     fg, mg = fixed.geometry, moving.geometry
     out = []
     if not fg.same_grid(mg):
-        out.append(f"different voxel grids (fixed {fg.shape} @ {_mm(fg.spacing)} mm, moving {mg.shape} @ "
-                   f"{_mm(mg.spacing)} mm): moving will be resampled onto the fixed grid")
+        out.append(
+            f"different voxel grids (fixed {fg.shape} @ {_mm(fg.spacing)} mm, moving {mg.shape} @ "
+            f"{_mm(mg.spacing)} mm): moving will be resampled onto the fixed grid"
+        )
     if fg.orientation_codes() != mg.orientation_codes():
-        out.append(f"different orientations (fixed {fg.orientation_codes()}, moving {mg.orientation_codes()}): "
-                   "handled through physical space, but check the headers if the result looks flipped")
+        out.append(
+            f"different orientations (fixed {fg.orientation_codes()}, moving {mg.orientation_codes()}): "
+            "handled through physical space, but check the headers if the result looks flipped"
+        )
     ratio = max(max(a, b) / min(a, b) for a, b in zip(_world_spacing(fg), _world_spacing(mg)))
     if ratio > 1.5:
-        out.append(f"voxel sizes differ by {ratio:.1f}x along a world axis (fixed {_mm(fg.spacing)} mm, moving "
-                   f"{_mm(mg.spacing)} mm): resampling loses detail; consider registering at the coarser spacing")
+        out.append(
+            f"voxel sizes differ by {ratio:.1f}x along a world axis (fixed {_mm(fg.spacing)} mm, moving "
+            f"{_mm(mg.spacing)} mm): resampling loses detail; consider registering at the coarser spacing"
+        )
     (flo, fhi), (mlo, mhi) = _world_bounds(fg), _world_bounds(mg)
     overlap = np.minimum(fhi, mhi) - np.maximum(flo, mlo)
     if np.any(overlap <= 0):
-        out.append("the images do not overlap in physical space: check origins/headers, or start with a "
-                   "centre-of-mass alignment")
+        out.append(
+            "the images do not overlap in physical space: check origins/headers, or start with a "
+            "centre-of-mass alignment"
+        )
     elif np.prod(overlap) < 0.1 * min(np.prod(fhi - flo), np.prod(mhi - mlo)):
-        out.append(f"the images overlap in only {100 * np.prod(overlap) / min(np.prod(fhi - flo), np.prod(mhi - mlo)):.0f}"
-                   " % of the smaller field of view: check origins or start with a centre-of-mass alignment")
+        out.append(
+            f"the images overlap in only {100 * np.prod(overlap) / min(np.prod(fhi - flo), np.prod(mhi - mlo)):.0f}"
+            " % of the smaller field of view: check origins or start with a centre-of-mass alignment"
+        )
     if fixed.is_labels != moving.is_labels:
         out.append("one image is a label map and the other is not")
     elif not fixed.is_labels:
         (a0, a1), (b0, b1) = _robust_range(fixed), _robust_range(moving)
         wa, wb = max(a1 - a0, 1e-12), max(b1 - b0, 1e-12)
         if max(wa, wb) / min(wa, wb) > 10 or a1 < b0 or b1 < a0:
-            out.append(f"intensity ranges differ a lot (fixed {a0:.3g}..{a1:.3g}, moving {b0:.3g}..{b1:.3g}): "
-                       "normalise both, or use a multimodal similarity (MI, NMI, MIND)")
+            out.append(
+                f"intensity ranges differ a lot (fixed {a0:.3g}..{a1:.3g}, moving {b0:.3g}..{b1:.3g}): "
+                "normalise both, or use a multimodal similarity (MI, NMI, MIND)"
+            )
     return out
 
 

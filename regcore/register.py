@@ -12,7 +12,8 @@ with its moving partner in world space.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -54,15 +55,21 @@ def prepare_moving(fixed: Image, moving: Image) -> Image:
     return resample_to(moving, fixed.geometry)
 
 
-def label_mismatch_warnings(fixed_labels: Image, moving_labels: Image,
-                            label_names: Mapping[int, str] | None = None) -> list[str]:
+def label_mismatch_warnings(
+    fixed_labels: Image, moving_labels: Image, label_names: Mapping[int, str] | None = None
+) -> list[str]:
     """Messages for label values present in one map but not the other (they score no Dice)."""
     fixed_set, moving_set = set(fixed_labels.present_labels()), set(moving_labels.present_labels())
     out = []
     for side, only in (("fixed", fixed_set - moving_set), ("moving", moving_set - fixed_set)):
         if only:
-            named = [f"{v} ({label_names[v]})" if label_names and v in label_names else str(v) for v in sorted(only)]
-            out.append(f"label value(s) present only in the {side} labels (no overlap possible): {', '.join(named)}")
+            named = [
+                f"{v} ({label_names[v]})" if label_names and v in label_names else str(v)
+                for v in sorted(only)
+            ]
+            out.append(
+                f"label value(s) present only in the {side} labels (no overlap possible): {', '.join(named)}"
+            )
     return out
 
 
@@ -108,7 +115,9 @@ def run_registration(
     fixed_labels = _check_image(fixed_labels, "fixed_labels", labels=True, optional=True)
     moving_labels = _check_image(moving_labels, "moving_labels", labels=True, optional=True)
     if fixed.ndim != moving.ndim:
-        raise ValueError(f"fixed and moving must have the same dimensionality, got {fixed.ndim}D and {moving.ndim}D")
+        raise ValueError(
+            f"fixed and moving must have the same dimensionality, got {fixed.ndim}D and {moving.ndim}D"
+        )
     for arg, lab, img in (("fixed_labels", fixed_labels, fixed), ("moving_labels", moving_labels, moving)):
         if lab is not None and lab.shape != img.shape:
             raise ValueError(f"{arg} shape {lab.shape} must match its image's shape {img.shape}")
@@ -133,8 +142,11 @@ def run_registration(
     moving_labels_on_fixed = prepare_moving(fixed, moving_labels) if moving_labels is not None else None
     if fixed_labels is not None and not fixed_labels.geometry.same_grid(fixed.geometry):
         fixed_labels = prepare_moving(fixed, fixed_labels)
-    names = label_names or (fixed_labels.label_names if fixed_labels is not None else None) or \
-        (moving_labels.label_names if moving_labels is not None else None)
+    names = (
+        label_names
+        or (fixed_labels.label_names if fixed_labels is not None else None)
+        or (moving_labels.label_names if moving_labels is not None else None)
+    )
 
     f_in = _maybe_normalise(fixed, config)
     m_in = _maybe_normalise(moving_on_fixed, config)
@@ -150,13 +162,21 @@ def run_registration(
     if moving_labels_on_fixed is not None:
         from regcore.spatial.warp import warp_labels
 
-        lab = warp_labels(moving_labels_on_fixed.data[None].to(result.displacement.device), result.displacement)
+        lab = warp_labels(
+            moving_labels_on_fixed.data[None].to(result.displacement.device), result.displacement
+        )
         result.extras["warped_labels"] = moving_labels_on_fixed.with_data(lab[0].cpu())
 
     from regcore.metrics.evaluate import evaluate
 
-    metrics = evaluate(result, fixed_labels=fixed_labels, moving_labels=moving_labels_on_fixed,
-                       fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks, label_names=names)
+    metrics = evaluate(
+        result,
+        fixed_labels=fixed_labels,
+        moving_labels=moving_labels_on_fixed,
+        fixed_landmarks=fixed_landmarks,
+        moving_landmarks=moving_landmarks,
+        label_names=names,
+    )
     if fixed_labels is not None and moving_labels_on_fixed is not None:
         metrics.setdefault("warnings", [])
         for w in label_mismatch_warnings(fixed_labels, moving_labels, names):
@@ -166,15 +186,28 @@ def run_registration(
     return result, metrics
 
 
-def run_pair(pair, method: str, overrides: Mapping[str, Any] | None = None, *, device: str = "auto",
-             progress: ProgressCallback | None = None) -> tuple[RegistrationResult, dict]:
+def run_pair(
+    pair,
+    method: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> tuple[RegistrationResult, dict]:
     """:func:`run_registration` on a ``regcore.data.Pair`` (labels, landmarks and names included)."""
     for attr in ("fixed", "moving"):
         if not hasattr(pair, attr):
             raise TypeError(f"pair must be a regcore.data.Pair, got {type(pair).__name__}")
     return run_registration(
-        pair.fixed, pair.moving, method, overrides,
-        fixed_labels=getattr(pair, "fixed_labels", None), moving_labels=getattr(pair, "moving_labels", None),
-        fixed_landmarks=getattr(pair, "fixed_landmarks", None), moving_landmarks=getattr(pair, "moving_landmarks", None),
-        label_names=getattr(pair, "label_names", None), device=device, progress=progress,
+        pair.fixed,
+        pair.moving,
+        method,
+        overrides,
+        fixed_labels=getattr(pair, "fixed_labels", None),
+        moving_labels=getattr(pair, "moving_labels", None),
+        fixed_landmarks=getattr(pair, "fixed_landmarks", None),
+        moving_landmarks=getattr(pair, "moving_landmarks", None),
+        label_names=getattr(pair, "label_names", None),
+        device=device,
+        progress=progress,
     )

@@ -35,16 +35,31 @@ td:first-child,th:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;
 figure{margin:0;text-align:center;font-size:12px;color:#5b6778}img{width:250px;border-radius:6px}
 .warn{background:#fff4e5;border-left:3px solid #f59f00;padding:6px 10px;margin:6px 0}"""
 
-SUMMARY_KEYS = (("dice_mean", "mean Dice"), ("hd95_mean_mm", "mean HD95 (mm)"), ("tre_mean_mm", "mean TRE (mm)"),
-                ("folding_percent", "folding (%)"), ("sdlogj", "SDlogJ"), ("ncc", "NCC"),
-                ("runtime_s", "runtime (s)"), ("peak_memory_mb", "peak memory (MiB)"))
+SUMMARY_KEYS = (
+    ("dice_mean", "mean Dice"),
+    ("hd95_mean_mm", "mean HD95 (mm)"),
+    ("tre_mean_mm", "mean TRE (mm)"),
+    ("folding_percent", "folding (%)"),
+    ("sdlogj", "SDlogJ"),
+    ("ncc", "NCC"),
+    ("runtime_s", "runtime (s)"),
+    ("peak_memory_mb", "peak memory (MiB)"),
+)
 """(metrics key, row title) of the summary table, in order."""
 
 _PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
-def _png(a: np.ndarray, *, cmap: str = "gray", vmin=None, vmax=None, overlay=None, contours=(),
-         flips=(False, False)) -> str:
+def _png(
+    a: np.ndarray,
+    *,
+    cmap: str = "gray",
+    vmin=None,
+    vmax=None,
+    overlay=None,
+    contours=(),
+    flips=(False, False),
+) -> str:
     """A 2D slice (axis 0 horizontal, as in :mod:`regcore.viz`) as a data: URL."""
     from matplotlib.figure import (
         Figure,  # no pyplot: no global state, safe in server threads
@@ -88,8 +103,15 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def qa_report_html(view: RunSlice, metrics: Mapping, before: Mapping | None = None, *,
-                   title: str = "Registration QA", pair_name: str = "", method: str = "") -> str:
+def qa_report_html(
+    view: RunSlice,
+    metrics: Mapping,
+    before: Mapping | None = None,
+    *,
+    title: str = "Registration QA",
+    pair_name: str = "",
+    method: str = "",
+) -> str:
     """Self-contained HTML report from one slice of a run.
 
     Args:
@@ -108,56 +130,100 @@ def qa_report_html(view: RunSlice, metrics: Mapping, before: Mapping | None = No
     lim = max(float(np.abs(jac - 1).max()), 0.05)
     tile = max(4, min(f.shape) // 8)
     panels = [
-        ("Fixed", _png(f, flips=flips)), ("Moving (before)", _png(m, flips=flips)),
+        ("Fixed", _png(f, flips=flips)),
+        ("Moving (before)", _png(m, flips=flips)),
         ("Warped moving (after)", _png(w, flips=flips)),
         ("Checkerboard before", _png(viz.checkerboard(f, m, tile), flips=flips)),
         ("Checkerboard after", _png(viz.checkerboard(f, w, tile), flips=flips)),
         ("Difference after (warped - fixed)", _png(w - f, cmap="RdBu_r", vmin=-1, vmax=1, flips=flips)),
-        ("Jacobian determinant (red squares: folding)",
-         _png(jac, cmap="RdBu_r", vmin=1 - lim, vmax=1 + lim, overlay=jac <= 0, flips=flips)),
+        (
+            "Jacobian determinant (red squares: folding)",
+            _png(jac, cmap="RdBu_r", vmin=1 - lim, vmax=1 + lim, overlay=jac <= 0, flips=flips),
+        ),
     ]
     if view.fixed_labels is not None:
-        panels.append(("Contours before: fixed (cyan) / moving (orange)",
-                       _png(f, contours=((view.fixed_labels, "#00e5ff"), (view.moving_labels, "#ff9f1c")),
-                            flips=flips)))
-        panels.append(("Contours after: fixed (cyan) / warped (orange)",
-                       _png(f, contours=((view.fixed_labels, "#00e5ff"), (view.warped_labels, "#ff9f1c")),
-                            flips=flips)))
-    summary = [{"metric": label, "before": before.get(k), "after": metrics.get(k)}
-               for k, label in SUMMARY_KEYS if metrics.get(k) is not None]
+        panels.append(
+            (
+                "Contours before: fixed (cyan) / moving (orange)",
+                _png(
+                    f, contours=((view.fixed_labels, "#00e5ff"), (view.moving_labels, "#ff9f1c")), flips=flips
+                ),
+            )
+        )
+        panels.append(
+            (
+                "Contours after: fixed (cyan) / warped (orange)",
+                _png(
+                    f, contours=((view.fixed_labels, "#00e5ff"), (view.warped_labels, "#ff9f1c")), flips=flips
+                ),
+            )
+        )
+    summary = [
+        {"metric": label, "before": before.get(k), "after": metrics.get(k)}
+        for k, label in SUMMARY_KEYS
+        if metrics.get(k) is not None
+    ]
     dice = metrics.get("dice") or {}
-    per = [{"structure": s, "Dice before": (before.get("dice") or {}).get(s), "Dice after": v,
-            "HD95 after (mm)": (metrics.get("hd95") or {}).get(s)} for s, v in dice.items()]
+    per = [
+        {
+            "structure": s,
+            "Dice before": (before.get("dice") or {}).get(s),
+            "Dice after": v,
+            "HD95 after (mm)": (metrics.get("hd95") or {}).get(s),
+        }
+        for s, v in dice.items()
+    ]
     tre_before, tre_after = before.get("tre") or {}, metrics.get("tre") or {}
-    per_lm = [{"landmark": i, "TRE before (mm)": tre_before.get(i), "TRE after (mm)": v} for i, v in tre_after.items()]
-    warnings = "".join(f'<div class="warn">{html.escape(str(x))}</div>' for x in metrics.get("warnings") or [])
-    figs = "".join(f'<figure><img alt="{html.escape(t)}" src="{src}"><figcaption>{html.escape(t)}</figcaption>'
-                   f"</figure>" for t, src in panels)
+    per_lm = [
+        {"landmark": i, "TRE before (mm)": tre_before.get(i), "TRE after (mm)": v}
+        for i, v in tre_after.items()
+    ]
+    warnings = "".join(
+        f'<div class="warn">{html.escape(str(x))}</div>' for x in metrics.get("warnings") or []
+    )
+    figs = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="{src}"><figcaption>{html.escape(t)}</figcaption></figure>'
+        for t, src in panels
+    )
     where = "" if view.axis is None else f" ({_PLANES.get(view.axis, view.axis)} slice {view.index})"
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<div class='sub'>Pair: {html.escape(pair_name)} · method: {html.escape(method)} · "
-            f"device: {html.escape(str(metrics.get('device', '')))} · {when} · RegLab</div>{warnings}"
-            f"<h2>Summary</h2>{_table(summary)}<h2>Images{html.escape(where)}</h2><div class='grid'>{figs}</div>"
-            f"{'<h2>Per structure</h2>' + _table(per) if per else ''}"
-            f"{'<h2>Per landmark</h2>' + _table(per_lm) if per_lm else ''}"
-            "<p class='sub'>Checkerboard: alternating tiles of fixed and moving; edges should line up after "
-            "registration. Jacobian determinant: local volume change (1 = none, red = growth, blue = shrinkage); "
-            "values <= 0 mean the deformation folds and is not physically plausible.</p></body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<div class='sub'>Pair: {html.escape(pair_name)} · method: {html.escape(method)} · "
+        f"device: {html.escape(str(metrics.get('device', '')))} · {when} · RegLab</div>{warnings}"
+        f"<h2>Summary</h2>{_table(summary)}<h2>Images{html.escape(where)}</h2><div class='grid'>{figs}</div>"
+        f"{'<h2>Per structure</h2>' + _table(per) if per else ''}"
+        f"{'<h2>Per landmark</h2>' + _table(per_lm) if per_lm else ''}"
+        "<p class='sub'>Checkerboard: alternating tiles of fixed and moving; edges should line up after "
+        "registration. Jacobian determinant: local volume change (1 = none, red = growth, blue = shrinkage); "
+        "values <= 0 mean the deformation folds and is not physically plausible.</p></body></html>"
+    )
 
 
-def run_report_html(record: RunRecord, axis: int | None = None, index: int | None = None, *,
-                    title: str = "Registration QA") -> str:
+def run_report_html(
+    record: RunRecord, axis: int | None = None, index: int | None = None, *, title: str = "Registration QA"
+) -> str:
     """:func:`qa_report_html` of a :class:`RunRecord` at one slice (3D default: the middle axial slice)."""
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
-    return qa_report_html(record.slice(axis, index), record.metrics, record.before_metrics, title=title,
-                          pair_name=record.pair_name, method=record.method)
+    return qa_report_html(
+        record.slice(axis, index),
+        record.metrics,
+        record.before_metrics,
+        title=title,
+        pair_name=record.pair_name,
+        method=record.method,
+    )
 
 
-def write_report(run: RunRecord | str | Path, path: str | Path | None = None, *, axis: int | None = None,
-                 index: int | None = None) -> Path:
+def write_report(
+    run: RunRecord | str | Path,
+    path: str | Path | None = None,
+    *,
+    axis: int | None = None,
+    index: int | None = None,
+) -> Path:
     """Write the QA report of a RunRecord, or of a run folder (default ``RUN_DIR/report.html``).
 
     Raises ValueError naming the file when the run folder is incomplete.

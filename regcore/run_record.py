@@ -48,10 +48,17 @@ from regcore.metrics.landmarks import LandmarkErrors, landmark_errors
 __all__ = ["RUN_FILES", "RunRecord", "RunSlice", "load_run", "save_run"]
 
 RUN_FILES = {
-    "warped": "warped.nii.gz", "displacement": "displacement.nii.gz", "fixed": "fixed.nii.gz",
-    "moving": "moving.nii.gz", "fixed_labels": "fixed_labels.nii.gz", "moving_labels": "moving_labels.nii.gz",
-    "warped_labels": "warped_labels.nii.gz", "fixed_landmarks": "fixed_landmarks.csv",
-    "moving_landmarks": "moving_landmarks.csv", "metrics": "metrics.json", "metrics_before": "metrics_before.json",
+    "warped": "warped.nii.gz",
+    "displacement": "displacement.nii.gz",
+    "fixed": "fixed.nii.gz",
+    "moving": "moving.nii.gz",
+    "fixed_labels": "fixed_labels.nii.gz",
+    "moving_labels": "moving_labels.nii.gz",
+    "warped_labels": "warped_labels.nii.gz",
+    "fixed_landmarks": "fixed_landmarks.csv",
+    "moving_landmarks": "moving_landmarks.csv",
+    "metrics": "metrics.json",
+    "metrics_before": "metrics_before.json",
     "run": "run.json",
 }
 """File names inside a run folder, by role."""
@@ -118,12 +125,16 @@ class RunRecord:
         if not isinstance(self.result, RegistrationResult):
             raise TypeError(f"result must be a RegistrationResult, got {type(self.result).__name__}")
         if not isinstance(self.metrics, dict):
-            raise TypeError(f"metrics must be a dict (regcore.metrics.evaluate), got {type(self.metrics).__name__}")
+            raise TypeError(
+                f"metrics must be a dict (regcore.metrics.evaluate), got {type(self.metrics).__name__}"
+            )
         geom = self.result.fixed.geometry
         u = self.result.displacement
         if not isinstance(u, torch.Tensor) or tuple(u.shape) != (1, geom.ndim, *geom.shape):
-            raise ValueError(f"result.displacement must be (1, {geom.ndim}, *{geom.shape}), got "
-                             f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+            raise ValueError(
+                f"result.displacement must be (1, {geom.ndim}, *{geom.shape}), got "
+                f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}"
+            )
 
     # -- plain facts -------------------------------------------------------------------------
     @property
@@ -184,9 +195,14 @@ class RunRecord:
             from regcore.metrics.evaluate import evaluate_identity
 
             self.before = evaluate_identity(
-                self.result.fixed, self.result.moving, fixed_labels=self.fixed_labels,
-                moving_labels=self.moving_labels, fixed_landmarks=self.pair.fixed_landmarks,
-                moving_landmarks=self.pair.moving_landmarks, label_names=self.label_names or None)
+                self.result.fixed,
+                self.result.moving,
+                fixed_labels=self.fixed_labels,
+                moving_labels=self.moving_labels,
+                fixed_landmarks=self.pair.fixed_landmarks,
+                moving_landmarks=self.pair.moving_landmarks,
+                label_names=self.label_names or None,
+            )
         return self.before
 
     @cached_property
@@ -230,14 +246,26 @@ class RunRecord:
 
         r = self.result
         disp = r.displacement[0].detach().float().cpu().numpy()
-        labels = {k: (img.numpy() if img is not None else None)
-                  for k, img in (("fixed_labels", self.fixed_labels), ("moving_labels", self.moving_labels),
-                                 ("warped_labels", self.warped_labels))}
+        labels = {
+            k: (img.numpy() if img is not None else None)
+            for k, img in (
+                ("fixed_labels", self.fixed_labels),
+                ("moving_labels", self.moving_labels),
+                ("warped_labels", self.warped_labels),
+            )
+        }
         codes = r.fixed.geometry.orientation_codes()
-        return RunSlice(fixed=take(r.fixed.numpy()), moving=take(r.moving.numpy()), warped=take(r.warped.numpy()),
-                        disp=disp if axis is None else viz.slice_field(disp, axis, index), jac=take(self.jacobian),
-                        **{k: take(v) for k, v in labels.items()}, axis=axis, index=index,
-                        flips=viz.display_flips(codes, viz.slice_axes(self.ndim, axis)))
+        return RunSlice(
+            fixed=take(r.fixed.numpy()),
+            moving=take(r.moving.numpy()),
+            warped=take(r.warped.numpy()),
+            disp=disp if axis is None else viz.slice_field(disp, axis, index),
+            jac=take(self.jacobian),
+            **{k: take(v) for k, v in labels.items()},
+            axis=axis,
+            index=index,
+            flips=viz.display_flips(codes, viz.slice_axes(self.ndim, axis)),
+        )
 
 
 # -- run folder -------------------------------------------------------------------------------------
@@ -257,6 +285,7 @@ def _dump(obj: Any) -> str:
         if isinstance(v, float) and not math.isfinite(v):
             return None
         return v
+
     return json.dumps(clean(obj), indent=2, default=_json_default)
 
 
@@ -286,8 +315,9 @@ def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
 
     paths: dict[str, Path] = {
         "warped": save_image(first_channel(r.warped), out / RUN_FILES["warped"]),
-        "displacement": save_displacement(r.displacement.detach().float().cpu(), r.fixed.geometry,
-                                          out / RUN_FILES["displacement"]),
+        "displacement": save_displacement(
+            r.displacement.detach().float().cpu(), r.fixed.geometry, out / RUN_FILES["displacement"]
+        ),
         "fixed": save_image(first_channel(r.fixed), out / RUN_FILES["fixed"]),
         "moving": save_image(first_channel(r.moving), out / RUN_FILES["moving"]),
     }
@@ -299,9 +329,19 @@ def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
         lm = getattr(record.pair, role)
         if lm is not None:
             paths[role] = save_landmarks(lm, out / RUN_FILES[role])
-    for role, data in (("metrics", record.metrics), ("metrics_before", record.before_metrics),
-                       ("run", {"label": record.label, "pair": record.pair_name, "method": record.method,
-                                "label_names": {str(k): v for k, v in record.label_names.items()}})):
+    for role, data in (
+        ("metrics", record.metrics),
+        ("metrics_before", record.before_metrics),
+        (
+            "run",
+            {
+                "label": record.label,
+                "pair": record.pair_name,
+                "method": record.method,
+                "label_names": {str(k): v for k, v in record.label_names.items()},
+            },
+        ),
+    ):
         paths[role] = out / RUN_FILES[role]
         paths[role].write_text(_dump(data))
     return paths
@@ -331,39 +371,67 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise ValueError(f"{d}: not a folder (give the --out folder of `regcore register`)")
     for role in REQUIRED_FILES:
         if not (d / RUN_FILES[role]).is_file():
-            raise ValueError(f"{d / RUN_FILES[role]}: file not found (is {d} a folder written by "
-                             f"`regcore register --out`?)")
+            raise ValueError(
+                f"{d / RUN_FILES[role]}: file not found (is {d} a folder written by "
+                f"`regcore register --out`?)"
+            )
     info = _read_json(d / RUN_FILES["run"]) if (d / RUN_FILES["run"]).is_file() else {}
     try:
         names = {int(k): str(v) for k, v in (info.get("label_names") or {}).items()}
     except (TypeError, ValueError, AttributeError):
         raise ValueError(f"{d / RUN_FILES['run']}: label_names must map label values to names") from None
     metrics = _read_json(d / RUN_FILES["metrics"])
-    before = _read_json(d / RUN_FILES["metrics_before"]) if (d / RUN_FILES["metrics_before"]).is_file() else None
+    before = (
+        _read_json(d / RUN_FILES["metrics_before"]) if (d / RUN_FILES["metrics_before"]).is_file() else None
+    )
     fixed = load_image(d / RUN_FILES["fixed"], is_labels=False)
     moving = load_image(d / RUN_FILES["moving"], is_labels=False)
     warped = load_image(d / RUN_FILES["warped"], is_labels=False)
     u, geom = load_displacement(d / RUN_FILES["displacement"])
     for role, img in (("moving", moving), ("warped", warped)):
         if not img.geometry.same_grid(fixed.geometry):
-            raise ValueError(f"{d / RUN_FILES[role]}: grid {img.shape} differs from {RUN_FILES['fixed']} "
-                             f"{fixed.shape}; a run folder holds images on the fixed grid")
+            raise ValueError(
+                f"{d / RUN_FILES[role]}: grid {img.shape} differs from {RUN_FILES['fixed']} "
+                f"{fixed.shape}; a run folder holds images on the fixed grid"
+            )
     if not geom.same_grid(fixed.geometry):
-        raise ValueError(f"{d / RUN_FILES['displacement']}: field grid {geom.shape} differs from "
-                         f"{RUN_FILES['fixed']} {fixed.shape} (shape, spacing, origin and direction must match)")
-    labels = {role: load_image(d / RUN_FILES[role], is_labels=True, label_names=names or None)
-              if (d / RUN_FILES[role]).is_file() else None
-              for role in ("fixed_labels", "moving_labels", "warped_labels")}
-    landmarks = {role: load_landmarks(d / RUN_FILES[role], geometry=fixed.geometry)
-                 if (d / RUN_FILES[role]).is_file() else None for role in ("fixed_landmarks", "moving_landmarks")}
-    result = RegistrationResult(method=str(metrics.get("method") or info.get("method") or "unknown"), fixed=fixed,
-                                moving=moving, warped=warped, displacement=u,
-                                runtime_s=float(metrics.get("runtime_s") or 0.0),
-                                peak_memory_mb=float(metrics.get("peak_memory_mb") or 0.0),
-                                device=str(metrics.get("device") or "cpu"))
+        raise ValueError(
+            f"{d / RUN_FILES['displacement']}: field grid {geom.shape} differs from "
+            f"{RUN_FILES['fixed']} {fixed.shape} (shape, spacing, origin and direction must match)"
+        )
+    labels = {
+        role: load_image(d / RUN_FILES[role], is_labels=True, label_names=names or None)
+        if (d / RUN_FILES[role]).is_file()
+        else None
+        for role in ("fixed_labels", "moving_labels", "warped_labels")
+    }
+    landmarks = {
+        role: load_landmarks(d / RUN_FILES[role], geometry=fixed.geometry)
+        if (d / RUN_FILES[role]).is_file()
+        else None
+        for role in ("fixed_landmarks", "moving_landmarks")
+    }
+    result = RegistrationResult(
+        method=str(metrics.get("method") or info.get("method") or "unknown"),
+        fixed=fixed,
+        moving=moving,
+        warped=warped,
+        displacement=u,
+        runtime_s=float(metrics.get("runtime_s") or 0.0),
+        peak_memory_mb=float(metrics.get("peak_memory_mb") or 0.0),
+        device=str(metrics.get("device") or "cpu"),
+    )
     if labels["warped_labels"] is not None:
         result.extras["warped_labels"] = labels["warped_labels"]
-    pair = Pair(name=str(info.get("pair") or d.name), fixed=fixed, moving=moving,
-                fixed_labels=labels["fixed_labels"], moving_labels=labels["moving_labels"], label_names=names or None,
-                **landmarks)
-    return RunRecord(pair=pair, result=result, metrics=metrics, label=str(info.get("label") or d.name), before=before)
+    pair = Pair(
+        name=str(info.get("pair") or d.name),
+        fixed=fixed,
+        moving=moving,
+        fixed_labels=labels["fixed_labels"],
+        moving_labels=labels["moving_labels"],
+        label_names=names or None,
+        **landmarks,
+    )
+    return RunRecord(
+        pair=pair, result=result, metrics=metrics, label=str(info.get("label") or d.name), before=before
+    )

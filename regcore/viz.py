@@ -15,9 +15,28 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-           "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-           "#808000", "#ffd8b1", "#000075", "#808080")
+PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#ffe119",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+    "#008080",
+    "#e6beff",
+    "#9a6324",
+    "#fffac8",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#ffd8b1",
+    "#000075",
+    "#808080",
+)
 FOLD_COLOR = "#ff2d55"
 
 
@@ -62,7 +81,7 @@ def extract_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
 def slice_field(disp: np.ndarray, axis: int, index: int) -> np.ndarray:
     """In-plane components of a displacement ``(ndim, *S)`` at a slice -> ``(2, H, W)`` voxels."""
     disp = np.asarray(disp)
-    if disp.ndim == 4 and disp.shape[0] == 1 and disp.shape[1] == 2:   # (1, 2, H, W)
+    if disp.ndim == 4 and disp.shape[0] == 1 and disp.shape[1] == 2:  # (1, 2, H, W)
         disp = disp[0]
     if disp.ndim == 5:
         disp = disp[0]
@@ -84,8 +103,9 @@ def slice_axes(ndim: int, axis: int | None) -> tuple[int, int]:
     return p, q
 
 
-def points_in_slice(index_points: np.ndarray, axis: int | None, index: int | None,
-                    tol: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def points_in_slice(
+    index_points: np.ndarray, axis: int | None, index: int | None, tol: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Voxel points ``(N, ndim)`` -> in-plane coordinates ``(M, 2)`` of those within ``tol`` voxels of
     the slice, and the ``(N,)`` boolean mask of which were kept. 2D points are all kept."""
     pts = np.asarray(index_points, dtype=float)
@@ -140,32 +160,65 @@ def _panel_layout(shape: tuple[int, int], title: str, flips: tuple[bool, bool], 
     w, h = shape  # axis p size (x), axis q size (y)
     return {
         "title": {"text": title, "x": 0.5, "font": {"size": 13}} if title else None,
-        "height": height, "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4},
-        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#000", "showlegend": False,
-        "dragmode": "pan", "uirevision": "keep",
-        "xaxis": {"visible": False, "range": [w - 0.5, -0.5] if flips[0] else [-0.5, w - 0.5], "constrain": "domain"},
-        "yaxis": {"visible": False, "range": [h - 0.5, -0.5] if flips[1] else [-0.5, h - 0.5],
-                  "scaleanchor": "x", "scaleratio": 1, "constrain": "domain"},
+        "height": height,
+        "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "#000",
+        "showlegend": False,
+        "dragmode": "pan",
+        "uirevision": "keep",
+        "xaxis": {
+            "visible": False,
+            "range": [w - 0.5, -0.5] if flips[0] else [-0.5, w - 0.5],
+            "constrain": "domain",
+        },
+        "yaxis": {
+            "visible": False,
+            "range": [h - 0.5, -0.5] if flips[1] else [-0.5, h - 0.5],
+            "scaleanchor": "x",
+            "scaleratio": 1,
+            "constrain": "domain",
+        },
     }
 
 
-def image_figure(a: np.ndarray, *, title: str = "", level: float | None = None, width: float | None = None,
-                 colorscale: str | list = "gray", flips: tuple[bool, bool] = (False, False), height: int = 360,
-                 zmid: float | None = None, showscale: bool = False, zmin=None, zmax=None,
-                 hover_name: str = "value") -> go.Figure:
+def image_figure(
+    a: np.ndarray,
+    *,
+    title: str = "",
+    level: float | None = None,
+    width: float | None = None,
+    colorscale: str | list = "gray",
+    flips: tuple[bool, bool] = (False, False),
+    height: int = 360,
+    zmid: float | None = None,
+    showscale: bool = False,
+    zmin=None,
+    zmax=None,
+    hover_name: str = "value",
+) -> go.Figure:
     """Grey-scale (or colour-mapped) 2D slice ``a[i, j]`` with i horizontal, j vertical."""
     a = _check_2d("a", as_array(a)).astype(float)
     if zmin is None and zmax is None and zmid is None:
         if level is None or width is None:
             level, width = auto_window(a)
         zmin, zmax = level - width / 2, level + width / 2
-    trace = {"type": "heatmap", "z": a.T, "colorscale": colorscale, "zmin": zmin, "zmax": zmax, "zmid": zmid,
-             "showscale": showscale, "hovertemplate": f"x=%{{x}} y=%{{y}}<br>{hover_name}=%{{z:.3g}}<extra></extra>"}
+    trace = {
+        "type": "heatmap",
+        "z": a.T,
+        "colorscale": colorscale,
+        "zmin": zmin,
+        "zmax": zmax,
+        "zmid": zmid,
+        "showscale": showscale,
+        "hovertemplate": f"x=%{{x}} y=%{{y}}<br>{hover_name}=%{{z:.3g}}<extra></extra>",
+    }
     return go.Figure({"data": [trace], "layout": _panel_layout(a.shape, title, flips, height)})
 
 
-def add_label_overlay(fig: go.Figure, labels: np.ndarray, label_names: Mapping[int, str] | None = None,
-                      opacity: float = 0.45) -> go.Figure:
+def add_label_overlay(
+    fig: go.Figure, labels: np.ndarray, label_names: Mapping[int, str] | None = None, opacity: float = 0.45
+) -> go.Figure:
     """Colour label map ``(H, W)`` over a panel; hover shows the structure name; 0 is transparent."""
     lab = _check_2d("labels", as_array(labels)).astype(int)
     values = [v for v in np.unique(lab) if v != 0]
@@ -181,14 +234,31 @@ def add_label_overlay(fig: go.Figure, labels: np.ndarray, label_names: Mapping[i
     scale = []
     for k, c in enumerate(PALETTE):
         scale += [[k / n, c], [(k + 1) / n, c]]
-    fig.add_trace(go.Heatmap(z=index.T, customdata=names.T, colorscale=scale, zmin=0, zmax=n, showscale=False,
-                             opacity=opacity, hoverongaps=False,
-                             hovertemplate="%{customdata}<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=index.T,
+            customdata=names.T,
+            colorscale=scale,
+            zmin=0,
+            zmax=n,
+            showscale=False,
+            opacity=opacity,
+            hoverongaps=False,
+            hovertemplate="%{customdata}<extra></extra>",
+        )
+    )
     return fig
 
 
-def add_contours(fig: go.Figure, labels: np.ndarray, *, color: str = "#00e5ff", dash: str = "solid",
-                 name: str = "", max_labels: int = 40) -> go.Figure:
+def add_contours(
+    fig: go.Figure,
+    labels: np.ndarray,
+    *,
+    color: str = "#00e5ff",
+    dash: str = "solid",
+    name: str = "",
+    max_labels: int = 40,
+) -> go.Figure:
     """Outline each structure of a label map ``(H, W)`` (skimage marching squares at 0.5)."""
     from skimage.measure import find_contours
 
@@ -200,26 +270,59 @@ def add_contours(fig: go.Figure, labels: np.ndarray, *, color: str = "#00e5ff", 
             xs += list(c[:, 0]) + [None]
             ys += list(c[:, 1]) + [None]
     if xs:
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
-                                   line={"color": color, "width": 1.3, "dash": dash}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=name,
+                hoverinfo="skip",
+                line={"color": color, "width": 1.3, "dash": dash},
+            )
+        )
     return fig
 
 
-def add_points(fig: go.Figure, points: np.ndarray, *, color: str = "#ffd60a", name: str = "landmarks",
-               ids: Sequence[str] | None = None, symbol: str = "circle") -> go.Figure:
+def add_points(
+    fig: go.Figure,
+    points: np.ndarray,
+    *,
+    color: str = "#ffd60a",
+    name: str = "landmarks",
+    ids: Sequence[str] | None = None,
+    symbol: str = "circle",
+) -> go.Figure:
     """Scatter ``(N, 2)`` points given in slice voxel coordinates (x = axis p, y = axis q)."""
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
-                             text=list(ids) if ids is not None else None,
-                             marker={"color": color, "size": 8, "symbol": symbol, "line": {"color": "#000", "width": 1}},
-                             hovertemplate="%{text}<extra>" + name + "</extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=pts[:, 0],
+            y=pts[:, 1],
+            mode="markers",
+            name=name,
+            text=list(ids) if ids is not None else None,
+            marker={"color": color, "size": 8, "symbol": symbol, "line": {"color": "#000", "width": 1}},
+            hovertemplate="%{text}<extra>" + name + "</extra>",
+        )
+    )
     return fig
 
 
 # -- comparison panels ------------------------------------------------------------------------
-def slice_figure(image: np.ndarray, *, labels: np.ndarray | None = None, label_names=None,
-                 points: np.ndarray | None = None, point_ids=None, title: str = "", level=None, width=None,
-                 flips=(False, False), height: int = 360, label_opacity: float = 0.35) -> go.Figure:
+def slice_figure(
+    image: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    label_names=None,
+    points: np.ndarray | None = None,
+    point_ids=None,
+    title: str = "",
+    level=None,
+    width=None,
+    flips=(False, False),
+    height: int = 360,
+    label_opacity: float = 0.35,
+) -> go.Figure:
     """One viewer panel: image, optional label overlay with names, optional landmarks."""
     fig = image_figure(image, title=title, level=level, width=width, flips=flips, height=height)
     if labels is not None:
@@ -229,15 +332,29 @@ def slice_figure(image: np.ndarray, *, labels: np.ndarray | None = None, label_n
     return fig
 
 
-def checkerboard_figure(fixed: np.ndarray, moving: np.ndarray, tile: int = 16, *, title: str = "Checkerboard",
-                        flips=(False, False), height: int = 360) -> go.Figure:
+def checkerboard_figure(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    tile: int = 16,
+    *,
+    title: str = "Checkerboard",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
     """Checkerboard of fixed/moving, each normalised to [0, 1] first so tiles are comparable."""
     f, m = normalise01(as_array(fixed)), normalise01(as_array(moving))
     return image_figure(checkerboard(f, m, tile), title=title, zmin=0, zmax=1, flips=flips, height=height)
 
 
-def blend_figure(fixed: np.ndarray, moving: np.ndarray, alpha: float = 0.5, *, title: str = "Blend",
-                 flips=(False, False), height: int = 360) -> go.Figure:
+def blend_figure(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    alpha: float = 0.5,
+    *,
+    title: str = "Blend",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
     """``(1 - alpha) * fixed + alpha * moving`` after normalising both to [0, 1]."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -245,33 +362,90 @@ def blend_figure(fixed: np.ndarray, moving: np.ndarray, alpha: float = 0.5, *, t
     return image_figure((1 - alpha) * f + alpha * m, title=title, zmin=0, zmax=1, flips=flips, height=height)
 
 
-def difference_figure(fixed: np.ndarray, moving: np.ndarray, *, title: str = "Difference (moving - fixed)",
-                      flips=(False, False), height: int = 360) -> go.Figure:
+def difference_figure(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    title: str = "Difference (moving - fixed)",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
     """Signed difference of the [0, 1]-normalised images on a diverging scale centred at 0."""
     d = normalise01(as_array(moving)) - normalise01(as_array(fixed))
     lim = float(np.abs(d).max()) or 1.0
-    return image_figure(d, title=title, colorscale="RdBu_r", zmin=-lim, zmax=lim, flips=flips, height=height,
-                        showscale=True, hover_name="difference")
+    return image_figure(
+        d,
+        title=title,
+        colorscale="RdBu_r",
+        zmin=-lim,
+        zmax=lim,
+        flips=flips,
+        height=height,
+        showscale=True,
+        hover_name="difference",
+    )
 
 
-def flicker_figure(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str] = ("fixed", "warped"),
-                   flips=(False, False), height: int = 360, frames: int = 12, duration_ms: int = 450) -> go.Figure:
+def flicker_figure(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    names: tuple[str, str] = ("fixed", "warped"),
+    flips=(False, False),
+    height: int = 360,
+    frames: int = 12,
+    duration_ms: int = 450,
+) -> go.Figure:
     """Two-frame animation alternating ``a`` and ``b`` (both normalised to [0, 1]); press Flicker to play."""
     fa, fb = normalise01(as_array(a)), normalise01(as_array(b))
     if fa.shape != fb.shape:
         raise ValueError(f"a {fa.shape} and b {fb.shape} must have the same shape")
     fig = image_figure(fa, zmin=0, zmax=1, flips=flips, height=height, title=names[0])
-    fig.frames = [go.Frame(data=[go.Heatmap(z=(fa if k % 2 == 0 else fb).T)], name=str(k),
-                           layout=go.Layout(title_text=names[k % 2])) for k in range(frames)]
-    fig.update_layout(updatemenus=[{"type": "buttons", "showactive": False, "x": 0.02, "y": 0.02, "xanchor": "left",
-                                    "buttons": [{"label": "Flicker", "method": "animate",
-                                                 "args": [None, {"frame": {"duration": duration_ms, "redraw": True},
-                                                                 "transition": {"duration": 0}}]}]}])
+    fig.frames = [
+        go.Frame(
+            data=[go.Heatmap(z=(fa if k % 2 == 0 else fb).T)],
+            name=str(k),
+            layout=go.Layout(title_text=names[k % 2]),
+        )
+        for k in range(frames)
+    ]
+    fig.update_layout(
+        updatemenus=[
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0.02,
+                "y": 0.02,
+                "xanchor": "left",
+                "buttons": [
+                    {
+                        "label": "Flicker",
+                        "method": "animate",
+                        "args": [
+                            None,
+                            {
+                                "frame": {"duration": duration_ms, "redraw": True},
+                                "transition": {"duration": 0},
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
     return fig
 
 
-def grid_overlay_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, title: str = "Deformation grid",
-                        flips=(False, False), height: int = 360, color: str = "#ffd60a") -> go.Figure:
+def grid_overlay_figure(
+    image: np.ndarray,
+    disp2d: np.ndarray,
+    *,
+    step: int = 8,
+    title: str = "Deformation grid",
+    flips=(False, False),
+    height: int = 360,
+    color: str = "#ffd60a",
+) -> go.Figure:
     """Grid lines of the fixed grid carried by phi = x + u (``disp2d`` (2, H, W) voxels) over the image."""
     u = np.asarray(disp2d, dtype=float)
     if u.ndim != 3 or u.shape[0] != 2:
@@ -294,8 +468,16 @@ def grid_overlay_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8,
     return fig
 
 
-def quiver_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, scale: float = 1.0,
-                  title: str = "Displacement (voxels)", flips=(False, False), height: int = 360) -> go.Figure:
+def quiver_figure(
+    image: np.ndarray,
+    disp2d: np.ndarray,
+    *,
+    step: int = 8,
+    scale: float = 1.0,
+    title: str = "Displacement (voxels)",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
     """Arrows from each sampled fixed voxel x to x + scale * u(x); colour = |u| in voxels."""
     u = np.asarray(disp2d, dtype=float)
     if u.ndim != 3 or u.shape[0] != 2:
@@ -309,31 +491,63 @@ def quiver_figure(image: np.ndarray, disp2d: np.ndarray, *, step: int = 8, scale
         xs += [x0, x0 + a, None]
         ys += [y0, y0 + b, None]
     mag = np.hypot(du, dv).ravel()
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00e5ff", "width": 1.5}, hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=(ii + du).ravel(), y=(jj + dv).ravel(), mode="markers",
-                               marker={"size": 4, "color": mag, "colorscale": "Turbo"},
-                               hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00e5ff", "width": 1.5}, hoverinfo="skip")
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=(ii + du).ravel(),
+            y=(jj + dv).ravel(),
+            mode="markers",
+            marker={"size": 4, "color": mag, "colorscale": "Turbo"},
+            hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>",
+        )
+    )
     return fig
 
 
-def jacobian_figure(jac2d: np.ndarray, *, title: str = "Jacobian determinant", flips=(False, False),
-                    height: int = 360) -> go.Figure:
+def jacobian_figure(
+    jac2d: np.ndarray, *, title: str = "Jacobian determinant", flips=(False, False), height: int = 360
+) -> go.Figure:
     """det(J) on a diverging scale centred at 1 (blue shrink, red grow); folded voxels (<= 0) outlined."""
     j = _check_2d("jac2d", as_array(jac2d)).astype(float)
     lim = max(float(np.abs(j - 1).max()), 0.05)
-    fig = image_figure(j, title=title, colorscale="RdBu_r", zmin=1 - lim, zmax=1 + lim, flips=flips,
-                       height=height, showscale=True, hover_name="det J")
+    fig = image_figure(
+        j,
+        title=title,
+        colorscale="RdBu_r",
+        zmin=1 - lim,
+        zmax=1 + lim,
+        flips=flips,
+        height=height,
+        showscale=True,
+        hover_name="det J",
+    )
     folded = np.argwhere(j <= 0)
     if len(folded):
-        fig.add_trace(go.Scatter(x=folded[:, 0], y=folded[:, 1], mode="markers", name="folded",
-                                   marker={"symbol": "square-open", "size": 6, "color": FOLD_COLOR},
-                                   hovertemplate="folded voxel<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=folded[:, 0],
+                y=folded[:, 1],
+                mode="markers",
+                name="folded",
+                marker={"symbol": "square-open", "size": 6, "color": FOLD_COLOR},
+                hovertemplate="folded voxel<extra></extra>",
+            )
+        )
     return fig
 
 
-def landmark_tre_figure(image: np.ndarray, fixed_pts: np.ndarray, moving_pts: np.ndarray, *,
-                        ids: Sequence[str] | None = None, title: str = "Landmarks and TRE",
-                        flips=(False, False), height: int = 360) -> go.Figure:
+def landmark_tre_figure(
+    image: np.ndarray,
+    fixed_pts: np.ndarray,
+    moving_pts: np.ndarray,
+    *,
+    ids: Sequence[str] | None = None,
+    title: str = "Landmarks and TRE",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
     """Fixed landmarks (circles) with an arrow to where the registration maps them (crosses).
 
     Both ``(N, 2)`` in slice voxel coordinates; the arrow length is the in-plane residual error.
@@ -347,7 +561,9 @@ def landmark_tre_figure(image: np.ndarray, fixed_pts: np.ndarray, moving_pts: np
     for a, b in zip(f, m):
         xs += [a[0], b[0], None]
         ys += [a[1], b[1], None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#ff9f1c", "width": 2}, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#ff9f1c", "width": 2}, hoverinfo="skip")
+    )
     add_points(fig, f, ids=ids, name="fixed", color="#ffd60a")
     add_points(fig, m, ids=ids, name="mapped", color="#ff2d55", symbol="x")
     return fig
@@ -355,54 +571,97 @@ def landmark_tre_figure(image: np.ndarray, fixed_pts: np.ndarray, moving_pts: np
 
 # -- charts -----------------------------------------------------------------------------------
 def _chart_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title={"text": title, "x": 0.0, "font": {"size": 14}}, height=height, template="plotly_white",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "font": {"size": 14}},
+        height=height,
+        template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
-def metric_bar_figure(values: Mapping[str, Mapping[str, float]], *, title: str = "Dice per structure",
-                      height: int = 380) -> go.Figure:
+def metric_bar_figure(
+    values: Mapping[str, Mapping[str, float]], *, title: str = "Dice per structure", height: int = 380
+) -> go.Figure:
     """Grouped bars: ``values[run][structure] -> value`` (one colour per run)."""
     if not values:
         raise ValueError("values must contain at least one run")
     fig = go.Figure()
     for k, (run, per) in enumerate(values.items()):
-        fig.add_trace(go.Bar(name=str(run), x=list(per.keys()), y=list(per.values()),
-                             marker_color=PALETTE[k % len(PALETTE)]))
+        fig.add_trace(
+            go.Bar(
+                name=str(run),
+                x=list(per.keys()),
+                y=list(per.values()),
+                marker_color=PALETTE[k % len(PALETTE)],
+            )
+        )
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-45, automargin=True)
     return _chart_layout(fig, title, height)
 
 
-def metric_box_figure(values: Mapping[str, Sequence[float]], *, title: str = "Dice distribution",
-                      height: int = 380) -> go.Figure:
+def metric_box_figure(
+    values: Mapping[str, Sequence[float]], *, title: str = "Dice distribution", height: int = 380
+) -> go.Figure:
     """One box (with points) per run over its per-structure values."""
     if not values:
         raise ValueError("values must contain at least one run")
     fig = go.Figure()
     for k, (run, vals) in enumerate(values.items()):
-        fig.add_trace(go.Box(y=list(vals), name=str(run), boxpoints="all", jitter=0.3,
-                             marker_color=PALETTE[k % len(PALETTE)]))
+        fig.add_trace(
+            go.Box(
+                y=list(vals),
+                name=str(run),
+                boxpoints="all",
+                jitter=0.3,
+                marker_color=PALETTE[k % len(PALETTE)],
+            )
+        )
     return _chart_layout(fig, title, height)
 
 
-def loss_curve_figure(history: Sequence[Mapping[str, float]], *, title: str = "Loss", height: int = 260) -> go.Figure:
+def loss_curve_figure(
+    history: Sequence[Mapping[str, float]], *, title: str = "Loss", height: int = 260
+) -> go.Figure:
     """One line per loss term over iterations (``history[i][term]``)."""
     fig = go.Figure()
     keys = sorted({k for h in history for k in h})
     for k, key in enumerate(keys):
-        fig.add_trace(go.Scatter(y=[h.get(key) for h in history], mode="lines", name=key,
-                                 line={"color": PALETTE[k % len(PALETTE)]}))
+        fig.add_trace(
+            go.Scatter(
+                y=[h.get(key) for h in history],
+                mode="lines",
+                name=key,
+                line={"color": PALETTE[k % len(PALETTE)]},
+            )
+        )
     return _chart_layout(fig, title, height)
 
 
-def line_figure(x: Sequence[float], series: Mapping[str, Sequence[float]], *, title: str = "", x_title: str = "",
-                y_title: str = "", height: int = 320, markers: bool = False) -> go.Figure:
+def line_figure(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    x_title: str = "",
+    y_title: str = "",
+    height: int = 320,
+    markers: bool = False,
+) -> go.Figure:
     """Simple multi-line chart used by the concept labs (e.g. similarity vs translation)."""
     fig = go.Figure()
     for k, (name, ys) in enumerate(series.items()):
-        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers" if markers else "lines", name=name,
-                                 line={"color": PALETTE[k % len(PALETTE)], "width": 2}))
+        fig.add_trace(
+            go.Scatter(
+                x=list(x),
+                y=list(ys),
+                mode="lines+markers" if markers else "lines",
+                name=name,
+                line={"color": PALETTE[k % len(PALETTE)], "width": 2},
+            )
+        )
     fig.update_xaxes(title=x_title)
     fig.update_yaxes(title=y_title)
     return _chart_layout(fig, title, height)
@@ -430,25 +689,43 @@ def magnitude(disp, spacing: Sequence[float] | None = None) -> np.ndarray:
         if len(spacing) != u.shape[0]:
             raise ValueError(f"spacing must have {u.shape[0]} entries (one per axis), got {tuple(spacing)}")
         u = u * np.asarray(spacing, float).reshape(-1, *([1] * (u.ndim - 1)))
-    return np.sqrt((u ** 2).sum(0))
+    return np.sqrt((u**2).sum(0))
 
 
-def add_heat_overlay(fig: go.Figure, values: np.ndarray, *, colorscale: str = "Hot", zmin: float | None = None,
-                     zmax: float | None = None, threshold: float | None = 0.0, opacity: float = 0.6,
-                     name: str = "value", showscale: bool = True) -> go.Figure:
+def add_heat_overlay(
+    fig: go.Figure,
+    values: np.ndarray,
+    *,
+    colorscale: str = "Hot",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    threshold: float | None = 0.0,
+    opacity: float = 0.6,
+    name: str = "value",
+    showscale: bool = True,
+) -> go.Figure:
     """Colour map of a scalar slice ``(H, W)`` (an error, |u|, a variance) over a panel; values at or below
     ``threshold`` stay transparent (None = draw everything)."""
     v = _check_2d("values", as_array(values)).astype(float)
     shown = np.where(v > threshold, v, np.nan) if threshold is not None else v
-    fig.add_trace(go.Heatmap(z=shown.T, colorscale=colorscale, zmin=zmin if zmin is not None else float(np.nanmin(v)),
-                             zmax=zmax if zmax is not None else float(np.nanmax(v)), opacity=opacity,
-                             showscale=showscale, hoverongaps=False,
-                             hovertemplate=f"x=%{{x}} y=%{{y}}<br>{name}=%{{z:.3g}}<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=shown.T,
+            colorscale=colorscale,
+            zmin=zmin if zmin is not None else float(np.nanmin(v)),
+            zmax=zmax if zmax is not None else float(np.nanmax(v)),
+            opacity=opacity,
+            showscale=showscale,
+            hoverongaps=False,
+            hovertemplate=f"x=%{{x}} y=%{{y}}<br>{name}=%{{z:.3g}}<extra></extra>",
+        )
+    )
     return fig
 
 
-def panel_grid(panels: Sequence[go.Figure], *, cols: int | None = None, height: int | None = None,
-               title: str = "") -> go.Figure:
+def panel_grid(
+    panels: Sequence[go.Figure], *, cols: int | None = None, height: int | None = None, title: str = ""
+) -> go.Figure:
     """Image panels of this module (``image_figure``, ``slice_figure``, ``jacobian_figure``, ...) side by
     side in one figure, each keeping its traces, axis ranges (flips), square voxels and title.
 
@@ -465,8 +742,13 @@ def panel_grid(panels: Sequence[go.Figure], *, cols: int | None = None, height: 
         raise ValueError(f"cols must be >= 1, got {cols}")
     rows = -(-len(panels) // cols)
     titles = [(p.layout.title.text or "") if p.layout.title else "" for p in panels]
-    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.03,
-                         vertical_spacing=0.08 if rows > 1 else 0.0)
+    grid = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.03,
+        vertical_spacing=0.08 if rows > 1 else 0.0,
+    )
     for k, panel in enumerate(panels):
         r, c = divmod(k, cols)
         ref = "" if k == 0 else str(k + 1)
@@ -474,34 +756,65 @@ def panel_grid(panels: Sequence[go.Figure], *, cols: int | None = None, height: 
         ydom = grid.layout[f"yaxis{ref}"].domain
         for trace in panel.data:
             if getattr(trace, "showscale", None):
-                trace = go.Heatmap(trace).update(colorbar={"x": xdom[1], "xanchor": "left", "thickness": 10,
-                                                           "y": (ydom[0] + ydom[1]) / 2, "len": ydom[1] - ydom[0]})
+                trace = go.Heatmap(trace).update(
+                    colorbar={
+                        "x": xdom[1],
+                        "xanchor": "left",
+                        "thickness": 10,
+                        "y": (ydom[0] + ydom[1]) / 2,
+                        "len": ydom[1] - ydom[0],
+                    }
+                )
             grid.add_trace(trace, row=r + 1, col=c + 1)
         src_x, src_y = panel.layout.xaxis, panel.layout.yaxis
         grid.update_xaxes(visible=False, range=src_x.range, constrain="domain", row=r + 1, col=c + 1)
-        grid.update_yaxes(visible=False, range=src_y.range, constrain="domain", scaleanchor=f"x{ref}",
-                          scaleratio=1, row=r + 1, col=c + 1)
+        grid.update_yaxes(
+            visible=False,
+            range=src_y.range,
+            constrain="domain",
+            scaleanchor=f"x{ref}",
+            scaleratio=1,
+            row=r + 1,
+            col=c + 1,
+        )
     per_row = panels[0].layout.height or 300
-    grid.update_layout(height=height or per_row * rows + (30 if title else 0), showlegend=False,
-                       margin={"l": 4, "r": 4, "t": 50 if title else 30, "b": 4}, plot_bgcolor="#000",
-                       paper_bgcolor="rgba(0,0,0,0)", dragmode="pan",
-                       title={"text": title, "x": 0.5} if title else None)
+    grid.update_layout(
+        height=height or per_row * rows + (30 if title else 0),
+        showlegend=False,
+        margin={"l": 4, "r": 4, "t": 50 if title else 30, "b": 4},
+        plot_bgcolor="#000",
+        paper_bgcolor="rgba(0,0,0,0)",
+        dragmode="pan",
+        title={"text": title, "x": 0.5} if title else None,
+    )
     grid.update_annotations(font_size=12)
     return grid
 
 
 def plane_name(codes: str | None, axis: int) -> str:
-    """"axial", "coronal" or "sagittal" for the plane cut along tensor ``axis`` (from orientation codes)."""
+    """ "axial", "coronal" or "sagittal" for the plane cut along tensor ``axis`` (from orientation codes)."""
     letter = (codes or "   ")[axis]
     return {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal", "L": "sagittal", "R": "sagittal"}.get(
-        letter, f"axis {axis}")
+        letter, f"axis {axis}"
+    )
 
 
-def triplanar_figure(volume, *, labels=None, label_names: Mapping[int, str] | None = None, points=None,
-                     overlay=None, overlay_name: str = "value", overlay_colorscale: str = "Hot",
-                     overlay_range: tuple[float, float] | None = None, overlay_threshold: float | None = 0.0,
-                     center: Sequence[int] | None = None, codes: str | None = None, title: str = "",
-                     height: int = 300) -> go.Figure:
+def triplanar_figure(
+    volume,
+    *,
+    labels=None,
+    label_names: Mapping[int, str] | None = None,
+    points=None,
+    overlay=None,
+    overlay_name: str = "value",
+    overlay_colorscale: str = "Hot",
+    overlay_range: tuple[float, float] | None = None,
+    overlay_threshold: float | None = 0.0,
+    center: Sequence[int] | None = None,
+    codes: str | None = None,
+    title: str = "",
+    height: int = 300,
+) -> go.Figure:
     """Three orthogonal slices of a 3D volume through ``center`` (voxel index; default the middle).
 
     ``volume``, ``labels`` (label map) and ``overlay`` (a scalar map such as |u| in mm) are ``(*S)``
@@ -526,12 +839,28 @@ def triplanar_figure(volume, *, labels=None, label_names: Mapping[int, str] | No
         cut = (lambda a: a) if axis is None else (lambda a, ax=axis: extract_slice(a, ax, centre[ax]))
         name = "slice" if axis is None else f"{plane_name(codes, axis)} ({centre[axis]})"
         flips = display_flips(codes, slice_axes(vol.ndim, axis))
-        fig = slice_figure(cut(vol), labels=cut(lab) if lab is not None else None, label_names=label_names,
-                           title=name, level=level, width=width, flips=flips, height=height)
+        fig = slice_figure(
+            cut(vol),
+            labels=cut(lab) if lab is not None else None,
+            label_names=label_names,
+            title=name,
+            level=level,
+            width=width,
+            flips=flips,
+            height=height,
+        )
         if ovl is not None:
             lo, hi = overlay_range or (float(np.nanmin(ovl)), float(np.nanmax(ovl)))
-            add_heat_overlay(fig, cut(ovl), colorscale=overlay_colorscale, zmin=lo, zmax=hi,
-                             threshold=overlay_threshold, name=overlay_name, showscale=axis in (None, 2))
+            add_heat_overlay(
+                fig,
+                cut(ovl),
+                colorscale=overlay_colorscale,
+                zmin=lo,
+                zmax=hi,
+                threshold=overlay_threshold,
+                name=overlay_name,
+                showscale=axis in (None, 2),
+            )
         if points is not None and len(points):
             in_plane, _ = points_in_slice(as_array(points), axis, None if axis is None else centre[axis])
             if len(in_plane):
@@ -540,10 +869,18 @@ def triplanar_figure(volume, *, labels=None, label_names: Mapping[int, str] | No
     return panel_grid(panels, height=height, title=title)
 
 
-def registration_panels(result, *, labels=None, show: Sequence[str] = ("fixed", "moving", "warped", "before",
-                                                                       "after", "grid", "jacobian"),
-                        grid_step: int = 6, cols: int | None = None, height: int = 260, title: str = "",
-                        axis: int | None = None, index: int | None = None) -> go.Figure:
+def registration_panels(
+    result,
+    *,
+    labels=None,
+    show: Sequence[str] = ("fixed", "moving", "warped", "before", "after", "grid", "jacobian"),
+    grid_step: int = 6,
+    cols: int | None = None,
+    height: int = 260,
+    title: str = "",
+    axis: int | None = None,
+    index: int | None = None,
+) -> go.Figure:
     """The usual pictures of one registration side by side: ``result`` is a ``RegistrationResult`` (fixed,
     moving on the fixed grid, warped, displacement ``(1, n, *S)`` voxels fixed -> moving).
 
@@ -570,12 +907,25 @@ def registration_panels(result, *, labels=None, show: Sequence[str] = ("fixed", 
         "warped": lambda: image_figure(w, title=f"warped ({result.method})", flips=flips, height=height),
         "before": lambda: difference_figure(f, m, title="moving - fixed", flips=flips, height=height),
         "after": lambda: difference_figure(f, w, title="warped - fixed", flips=flips, height=height),
-        "grid": lambda: grid_overlay_figure(w, slice_field(u, axis, index) if ndim == 3 else u, step=grid_step,
-                                            title="deformation grid", flips=flips, height=height),
-        "jacobian": lambda: jacobian_figure(cut(jacobian_determinant(result.displacement.detach().cpu())[0]),
-                                            title="det J", flips=flips, height=height),
-        "magnitude": lambda: add_heat_overlay(image_figure(f, title="|u| (mm)", flips=flips, height=height),
-                                              cut(magnitude(u, result.fixed.spacing)), name="|u| mm"),
+        "grid": lambda: grid_overlay_figure(
+            w,
+            slice_field(u, axis, index) if ndim == 3 else u,
+            step=grid_step,
+            title="deformation grid",
+            flips=flips,
+            height=height,
+        ),
+        "jacobian": lambda: jacobian_figure(
+            cut(jacobian_determinant(result.displacement.detach().cpu())[0]),
+            title="det J",
+            flips=flips,
+            height=height,
+        ),
+        "magnitude": lambda: add_heat_overlay(
+            image_figure(f, title="|u| (mm)", flips=flips, height=height),
+            cut(magnitude(u, result.fixed.spacing)),
+            name="|u| mm",
+        ),
     }
     unknown = [s for s in show if s not in builders]
     if unknown:

@@ -28,5 +28,13 @@ class SlowDemons:
 
 
 if "slow_demons" not in _REGISTRY:
-    register_method(MethodSpec(name="slow_demons", title="Demons after a pause (test)", config_cls=SlowDemonsConfig,
-                               factory=SlowDemons, family=Family.DIFFEOMORPHIC, dims=(2, 3)))
+    register_method(
+        MethodSpec(
+            name="slow_demons",
+            title="Demons after a pause (test)",
+            config_cls=SlowDemonsConfig,
+            factory=SlowDemons,
+            family=Family.DIFFEOMORPHIC,
+            dims=(2, 3),
+        )
+    )

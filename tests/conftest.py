@@ -29,7 +29,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def smooth_random_field(shape: tuple[int, ...], magnitude: float, seed: int = 0, sigma: float = 4.0) -> torch.Tensor:
+def smooth_random_field(
+    shape: tuple[int, ...], magnitude: float, seed: int = 0, sigma: float = 4.0
+) -> torch.Tensor:
     """Random smooth displacement ``(1, ndim, *shape)`` in voxels with max |u| ~= magnitude."""
     from scipy.ndimage import gaussian_filter
 

@@ -116,14 +116,22 @@ def _api(case: dict):
         return {"labels": n, "dice_mean": out["dice_mean"], "seconds": time.perf_counter() - t0}
     if call == "dice_array":
         import numpy as np
+
         arr = np.zeros((64, 64), np.int64)
         arr[10:20, 10:20] = int(a[0])
         return dice_per_label(arr, arr)
     if call == "register_labels":
         fixed, moving = load_image(a[0]), load_image(a[1])
         lab = load_image(a[2], is_labels=True)
-        _, metrics = run_registration(fixed, moving, "affine", {"iterations": (5,), "levels": (1,)},
-                                      fixed_labels=lab, moving_labels=lab, device="cpu")
+        _, metrics = run_registration(
+            fixed,
+            moving,
+            "affine",
+            {"iterations": (5,), "levels": (1,)},
+            fixed_labels=lab,
+            moving_labels=lab,
+            device="cpu",
+        )
         return {"dice_mean": metrics.get("dice_mean")}
     if call == "load_folder":
         ds = load_folder(a[0])
@@ -135,6 +143,7 @@ def _run_engine_case(case: dict) -> dict:
     res: dict = {}
     if case["entry"] == "cli":
         from regcore import cli
+
         with _captured_stderr() as box:
             try:
                 res["rc"] = cli.main(case["argv"])
@@ -145,7 +154,9 @@ def _run_engine_case(case: dict) -> dict:
         with _captured_stderr() as box:
             try:
                 value = _api(case)
-                res["returned"] = value if isinstance(value, (dict, list, str, int, float)) else type(value).__name__
+                res["returned"] = (
+                    value if isinstance(value, (dict, list, str, int, float)) else type(value).__name__
+                )
             except Exception as e:  # noqa: BLE001 - the point: record what escaped
                 res["exception"] = type(e).__name__
                 res["message"] = str(e)
@@ -161,6 +172,7 @@ _AT = {}
 
 def _app():
     from streamlit.testing.v1 import AppTest
+
     if "at" not in _AT:
         root = Path(__file__).resolve().parents[1]
         os.chdir(root)
@@ -174,18 +186,31 @@ def _app():
 def _run_app_case(case: dict) -> dict:
     at = _app()
     before = at.session_state["pair"]
-    for key in ("up_fixed", "up_moving", "up_fixed_labels", "up_moving_labels", "up_fixed_lm", "up_moving_lm",
-                "up_names"):
+    for key in (
+        "up_fixed",
+        "up_moving",
+        "up_fixed_labels",
+        "up_moving_labels",
+        "up_fixed_lm",
+        "up_moving_lm",
+        "up_names",
+    ):
         spec = case["uploads"].get(key)
-        at.file_uploader(key=key).set_value(None if spec is None else
-                                            (spec[0], Path(spec[1]).read_bytes(), "application/octet-stream"))
+        at.file_uploader(key=key).set_value(
+            None if spec is None else (spec[0], Path(spec[1]).read_bytes(), "application/octet-stream")
+        )
     with _captured_stderr() as box:
         at.run()
         at.button(key="data_use_upload").click().run()
     errors = [e.value for e in at.error]
-    return {"errors": errors, "exception": [e.value for e in at.exception], "stderr": box["text"],
-            "pair_kept": at.session_state["pair"] is before, "pair_name": at.session_state["pair"].name,
-            "page_alive": any("Current pair" in h.value for h in at.subheader)}
+    return {
+        "errors": errors,
+        "exception": [e.value for e in at.exception],
+        "stderr": box["text"],
+        "pair_kept": at.session_state["pair"] is before,
+        "pair_name": at.session_state["pair"].name,
+        "page_alive": any("Current pair" in h.value for h in at.subheader),
+    }
 
 
 def main(spec_path: str, out_path: str) -> int:
@@ -216,8 +241,11 @@ def main(spec_path: str, out_path: str) -> int:
             res = {"exception": "MemoryError", "message": "the case hit the address-space limit"}
         except Exception as e:  # noqa: BLE001 - the runner itself must report, not die
             _AT.clear()  # a fresh app session for the next case
-            res = {"exception": f"runner: {type(e).__name__}", "message": str(e),
-                   "traceback": "".join(traceback.format_exception(e))[-2000:]}
+            res = {
+                "exception": f"runner: {type(e).__name__}",
+                "message": str(e),
+                "traceback": "".join(traceback.format_exception(e))[-2000:],
+            }
         finally:
             signal.alarm(0)
         res["seconds"] = time.perf_counter() - t0

@@ -26,7 +26,7 @@ def write_pair(folder: Path) -> dict[str, Path]:
     yy, xx = np.mgrid[:32, :32]
     out = {}
     for name, shift in (("fixed", 0), ("moving", 2)):
-        disk = ((yy - 16 - shift) ** 2 + (xx - 16) ** 2 < 64)
+        disk = (yy - 16 - shift) ** 2 + (xx - 16) ** 2 < 64
         img = (disk * 1.0 + 0.05 * np.sin(xx / 3.0)).astype(np.float32)
         nib.save(nib.Nifti1Image(img, np.eye(4)), f / f"{name}.nii.gz")
         nib.save(nib.Nifti1Image(disk.astype(np.uint8), np.eye(4)), f / f"{name}_labels.nii.gz")
@@ -45,9 +45,17 @@ def write_tables(folder: Path) -> Cases:
         "landmarks_binary": (b"\x00\xff\xfe" * 300, "error", "landmarks_binary.csv"),
         "landmarks_nan": (b"id,x,y\n1,nan,3\n", "error", "landmarks_nan.csv: coordinates contain NaN"),
         "landmarks_inf": (b"id,x,y\n1,1e999,3\n", "error", "landmarks_inf.csv: coordinates contain NaN"),
-        "landmarks_no_columns": (b"a,b,c\n1,2,3\n", "error", "landmarks_no_columns.csv: expected a header row"),
+        "landmarks_no_columns": (
+            b"a,b,c\n1,2,3\n",
+            "error",
+            "landmarks_no_columns.csv: expected a header row",
+        ),
         "landmarks_text_values": (b"id,x,y\n1,left,3\n", "error", "landmarks_text_values.csv: non-numeric"),
-        "landmarks_duplicate_ids": (b"id,x,y\n1,1,1\n1,2,2\n", "error", "landmarks_duplicate_ids.csv: landmark ids"),
+        "landmarks_duplicate_ids": (
+            b"id,x,y\n1,1,1\n1,2,2\n",
+            "error",
+            "landmarks_duplicate_ids.csv: landmark ids",
+        ),
         "landmarks_missing_cell": (b"id,x,y\n1,2\n", "error", "landmarks_missing_cell.csv"),
         "landmarks_latin1": ("id,x,y\n\xe9,1,2\n".encode("latin-1"), "error", "landmarks_latin1.csv"),
         "landmarks_3d_for_2d": (b"id,x,y,z\n1,1,2,3\n", "error", "landmarks_3d_for_2d.csv"),
@@ -65,8 +73,18 @@ def write_tables(folder: Path) -> Cases:
     return out
 
 
-BASE_RECIPE = {"family": "voxelmorph", "dims": 2, "data": "shapes", "train_shape": [32, 32], "epochs": 1,
-               "steps_per_epoch": 1, "batch_size": 1, "val_pairs": 1, "synthetic_pool": 2, "device": "cpu"}
+BASE_RECIPE = {
+    "family": "voxelmorph",
+    "dims": 2,
+    "data": "shapes",
+    "train_shape": [32, 32],
+    "epochs": 1,
+    "steps_per_epoch": 1,
+    "batch_size": 1,
+    "val_pairs": 1,
+    "synthetic_pool": 2,
+    "device": "cpu",
+}
 
 
 def write_recipes(folder: Path) -> Cases:
@@ -84,7 +102,10 @@ def write_recipes(folder: Path) -> Cases:
         "recipe_unknown_family": ({"family": "nope"}, "unknown learned family 'nope'"),
         "recipe_untrusted_module": ({"family": "evil", "family_module": "antigravity"}, "antigravity"),
         "recipe_family_config_list": ({"family_config": [1, 2]}, "family_config must be a mapping"),
-        "recipe_giant_channels": ({"family_config": {"channels": [100000, 100000]}}, "channels entries must be in"),
+        "recipe_giant_channels": (
+            {"family_config": {"channels": [100000, 100000]}},
+            "channels entries must be in",
+        ),
         "recipe_train_shape_text": ({"train_shape": [32, "x"]}, "TrainConfig.train_shape must be a list"),
         "recipe_train_shape_huge": ({"train_shape": [100000, 100000]}, "TrainConfig.train_shape entries"),
         "recipe_dims_4": ({"dims": 4}, "TrainConfig.dims"),
@@ -97,11 +118,13 @@ def write_recipes(folder: Path) -> Cases:
         text = json.dumps({**BASE_RECIPE, **change}).replace("Infinity", "1e999")
         p.write_text(text)
         out[case] = (p, ("error", needle))
-    raw = {"recipe_not_json": (b"{epochs: 3", "cannot parse config"),
-           "recipe_top_level_list": (b"[1, 2, 3]", "config must be a mapping"),
-           "recipe_binary": (b"\xff\xd8\xff" * 50, "recipe_binary.json"),
-           "recipe_bad_toml": (b"epochs = = 3", "cannot parse config"),
-           "recipe_oversized": (b'{"epochs": 1, "pad": "' + b"x" * (2 * 1024**2) + b'"}', "larger than")}
+    raw = {
+        "recipe_not_json": (b"{epochs: 3", "cannot parse config"),
+        "recipe_top_level_list": (b"[1, 2, 3]", "config must be a mapping"),
+        "recipe_binary": (b"\xff\xd8\xff" * 50, "recipe_binary.json"),
+        "recipe_bad_toml": (b"epochs = = 3", "cannot parse config"),
+        "recipe_oversized": (b'{"epochs": 1, "pad": "' + b"x" * (2 * 1024**2) + b'"}', "larger than"),
+    }
     for case, (data, needle) in raw.items():
         p = f / (f"{case}.toml" if "toml" in case else f"{case}.json")
         p.write_bytes(data)
@@ -117,6 +140,7 @@ class _Exploit:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -138,10 +162,17 @@ def write_checkpoints(folder: Path) -> Cases:
     save("ckpt_future_version", {**good, "version": 99}, "newer than supported")
     save("ckpt_missing_state", {k: v for k, v in good.items() if k != "state_dict"}, "lacks ['state_dict']")
     save("ckpt_state_not_tensors", {**good, "state_dict": {"a": "b"}}, "state_dict is not a mapping")
-    save("ckpt_shape_mismatch", {**good, "state_dict": {**good["state_dict"], first: torch.zeros(3)}},
-         "do not fit family")
+    save(
+        "ckpt_shape_mismatch",
+        {**good, "state_dict": {**good["state_dict"], first: torch.zeros(3)}},
+        "do not fit family",
+    )
     save("ckpt_giant_family_config", {**good, "family_config": {"channels": [512] * 12}}, "do not fit family")
-    save("ckpt_out_of_range_config", {**good, "family_config": {"channels": [10**7]}}, "channels entries must be in")
+    save(
+        "ckpt_out_of_range_config",
+        {**good, "family_config": {"channels": [10**7]}},
+        "channels entries must be in",
+    )
     save("ckpt_untrusted_module", {**good, "family": "evil", "family_module": "antigravity"}, "antigravity")
     save("ckpt_dims_7", {**good, "dims": 7}, "dims = 7")
     save("ckpt_spacing_nan", {**good, "spacing_mm": float("nan")}, "spacing_mm = nan")
@@ -156,7 +187,10 @@ def write_checkpoints(folder: Path) -> Cases:
     marker = f / "PWNED"
     with open(f / "ckpt_pickle_exploit.pt", "wb") as fh:
         pickle.dump({"format": "reglab-checkpoint", "x": _Exploit(marker)}, fh)
-    out["ckpt_pickle_exploit"] = (f / "ckpt_pickle_exploit.pt", ("error", "ckpt_pickle_exploit.pt is corrupt"))
+    out["ckpt_pickle_exploit"] = (
+        f / "ckpt_pickle_exploit.pt",
+        ("error", "ckpt_pickle_exploit.pt is corrupt"),
+    )
     return out
 
 
@@ -171,11 +205,21 @@ def write_manifests(folder: Path, pair: dict[str, Path], images: dict[str, Path]
         "manifest_empty": ("", "error", "needs a header"),
         "manifest_binary": ("\x00\x01\x02garbage", "error", "manifest_binary.csv"),
         "manifest_missing_files": (head + "x,nothere.nii.gz,alsonot.nii.gz\n", "error", "nothere.nii.gz"),
-        "manifest_traversal": (head + "x,../../../../../../etc/shadow.nii.gz,../../x.nii\n", "error", "shadow.nii.gz"),
-        "manifest_hostile_image_row": (head + f"bad,{images['nifti_declares_1_5gib_raw']},{pair['moving']}\n"
-                                       + good, "ok", "liar.nii"),
-        "manifest_only_hostile_rows": (head + f"bad,{images['zip_bomb_declared']},{pair['moving']}\n", "ok",
-                                       "bomb.zip"),
+        "manifest_traversal": (
+            head + "x,../../../../../../etc/shadow.nii.gz,../../x.nii\n",
+            "error",
+            "shadow.nii.gz",
+        ),
+        "manifest_hostile_image_row": (
+            head + f"bad,{images['nifti_declares_1_5gib_raw']},{pair['moving']}\n" + good,
+            "ok",
+            "liar.nii",
+        ),
+        "manifest_only_hostile_rows": (
+            head + f"bad,{images['zip_bomb_declared']},{pair['moving']}\n",
+            "ok",
+            "bomb.zip",
+        ),
     }
     out: Cases = {}
     for case, (text, kind, needle) in rows.items():

@@ -18,6 +18,7 @@ TIMEOUT = 240
 
 def registered_pages() -> list[str]:
     from pages import _nav as nav
+
     return [p.name for p in nav.PAGES]
 
 
@@ -31,6 +32,7 @@ def _chdir():
 
 def open_page(page: str) -> AppTest:
     from pages import _nav as nav
+
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     spec = nav.page(page)
     if not spec.default:
@@ -52,6 +54,7 @@ def test_every_page_renders_cleanly(page):
 
 def test_page_registry_matches_the_pages_folder():
     from pages import _nav as nav
+
     scripts = {f"pages/{f.name}" for f in (ROOT / "pages").glob("*.py") if not f.name.startswith("_")}
     assert {p.path for p in nav.PAGES} == scripts, "every page script is registered once, nothing else"
     assert sum(p.default for p in nav.PAGES) == 1 and nav.PAGES[0].default
@@ -64,6 +67,7 @@ def test_app_draws_one_sidebar_link_per_registered_page_and_hides_the_folder_lis
     import tomllib
 
     from pages import _nav as nav
+
     at = open_page("home")
     links = [el.proto.label for el in at.sidebar.get("page_link")]
     assert links == [p.title for p in nav.PAGES]
@@ -81,12 +85,15 @@ def test_a_fresh_server_opens_a_page_url_inside_the_app_navigation(page, monkeyp
     from streamlit.runtime.pages_manager import PagesManager
 
     from pages import _nav as nav
+
     monkeypatch.setattr(PagesManager, "uses_pages_directory", True)  # as on a fresh server
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page(nav.page(page).path).run()  # before the first run: the URL's page, as the browser asks
     assert_clean(at)
-    assert PagesManager.uses_pages_directory is False, f"pages/{page}.py ran without app.py's navigation " \
+    assert PagesManager.uses_pages_directory is False, (
+        f"pages/{page}.py ran without app.py's navigation "
         f"(call pages._nav.ensure_app_navigation({page!r}) first, or run the page body with state.run_page)"
+    )
     assert [el.proto.label for el in at.sidebar.get("page_link")] == [p.title for p in nav.PAGES]
     assert at.title, "the page itself was drawn"
 
@@ -94,6 +101,7 @@ def test_a_fresh_server_opens_a_page_url_inside_the_app_navigation(page, monkeyp
 def test_home_registers_the_sample_pair_and_improves_dice():
     from regcore.metrics import evaluate_identity
     from regcore.run_record import RunRecord
+
     at = open_page("home")
     dice = next(m for m in at.metric if m.label == "Mean Dice")
     assert dice.value != "n/a"
@@ -103,18 +111,27 @@ def test_home_registers_the_sample_pair_and_improves_dice():
     assert isinstance(run, RunRecord)
     # the delta is after - before, where before is regcore's evaluate_identity on the same pair
     r = run.result
-    before = evaluate_identity(r.fixed, r.moving, fixed_labels=run.fixed_labels, moving_labels=run.moving_labels,
-                               fixed_landmarks=run.pair.fixed_landmarks, moving_landmarks=run.pair.moving_landmarks,
-                               label_names=run.label_names)
+    before = evaluate_identity(
+        r.fixed,
+        r.moving,
+        fixed_labels=run.fixed_labels,
+        moving_labels=run.moving_labels,
+        fixed_landmarks=run.pair.fixed_landmarks,
+        moving_landmarks=run.pair.moving_landmarks,
+        label_names=run.label_names,
+    )
     assert float(dice.delta) == pytest.approx(run.metrics["dice_mean"] - before["dice_mean"], abs=1e-3)
     tre = next(m for m in at.metric if m.label == "Mean TRE")
-    assert float(tre.delta.split()[0]) == pytest.approx(run.metrics["tre_mean_mm"] - before["tre_mean_mm"], abs=1e-2)
+    assert float(tre.delta.split()[0]) == pytest.approx(
+        run.metrics["tre_mean_mm"] - before["tre_mean_mm"], abs=1e-2
+    )
 
 
 def test_home_falls_back_to_the_shapes_sample_when_the_brain_sample_fails(monkeypatch):
     import streamlit as st
 
     from pages import _backend as backend
+
     real = backend.sample_pair
 
     def no_brain(dataset="brain", dims=2, **kw):
@@ -150,8 +167,12 @@ def test_data_page_corrupt_upload_gives_clear_error_and_keeps_the_pair():
     at = open_page("data")
     pair_before = at.session_state["pair"]
     at.segmented_control(key="data_source").set_value("Upload").run()
-    at.file_uploader(key="up_fixed").set_value(("fixed.nii.gz", b"this is not a nifti file", "application/gzip"))
-    at.file_uploader(key="up_moving").set_value(("moving.mha", b"\x00\x01garbage", "application/octet-stream"))
+    at.file_uploader(key="up_fixed").set_value(
+        ("fixed.nii.gz", b"this is not a nifti file", "application/gzip")
+    )
+    at.file_uploader(key="up_moving").set_value(
+        ("moving.mha", b"\x00\x01garbage", "application/octet-stream")
+    )
     at.run()
     at.button(key="data_use_upload").click().run()
     assert not at.exception
@@ -163,8 +184,10 @@ def test_data_page_corrupt_upload_gives_clear_error_and_keeps_the_pair():
 def test_register_page_runs_a_2d_registration_and_stores_it():
     at = open_page("register")
     from pages import _state as state
+
     method = state.default_method(2)
     from pages import _backend as backend
+
     family = str(backend.get_spec(method).family)
     at.selectbox(key="reg_family").set_value(family).run()
     at.selectbox(key="reg_method").set_value(method).run()
@@ -181,6 +204,7 @@ def test_register_page_runs_a_2d_registration_and_stores_it():
 def test_register_page_honours_train_page_selection():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     from pages import _backend as backend
+
     learned = [s for s in backend.method_specs() if s.needs_training]
     if not learned:
         pytest.skip("no learned method registered yet")
@@ -199,7 +223,9 @@ def test_evaluate_page_shows_tables_plots_and_exports():
     assert "mean Dice" in table.columns and len(table) >= 2, "a 'before' row and the run"
     run = next(iter(at.session_state["runs"].values()))
     before_row = table[table["run"].str.startswith("before")].iloc[0]
-    assert before_row["mean Dice"] == pytest.approx(run.before_metrics["dice_mean"]), "before = RunRecord.before_metrics"
+    assert before_row["mean Dice"] == pytest.approx(run.before_metrics["dice_mean"]), (
+        "before = RunRecord.before_metrics"
+    )
     assert any("Dice per structure" in m.value for m in at.markdown), "per-structure Dice table"
     at.slider(key="eval_tile").set_value(8).run()
     assert_clean(at)
@@ -209,8 +235,13 @@ def test_evaluate_page_shows_tables_plots_and_exports():
 
 def test_learn_labs_render():
     at = open_page("learn")
-    for lab in ["Transformations", "Similarity landscapes", "Diffeomorphisms and folding", "Multi-resolution",
-                "FLE / FRE / TRE"]:
+    for lab in [
+        "Transformations",
+        "Similarity landscapes",
+        "Diffeomorphisms and folding",
+        "Multi-resolution",
+        "FLE / FRE / TRE",
+    ]:
         at.segmented_control(key="learn_lab").set_value(lab).run()
         assert_clean(at)
 
@@ -244,10 +275,12 @@ def test_page_wrapper_turns_exceptions_into_messages():
         import streamlit as st
 
         from pages import _state as state
+
         st.session_state["kept"] = 1
 
         def body():
             raise ValueError("spacing must be > 0, got -1")
+
         state.run_page(body, "test")
         st.write("still alive")
 
@@ -260,6 +293,7 @@ def test_page_wrapper_turns_exceptions_into_messages():
 
 def test_evaluate_every_view_renders():
     from pages._views import VIEWS
+
     at = open_page("evaluate")
     assert at.segmented_control(key="eval_view").options == [v.title for v in VIEWS]
     run = next(iter(at.session_state["runs"].values()))
@@ -269,14 +303,18 @@ def test_evaluate_every_view_renders():
         if view.title == "Jacobian":  # the number comes from the run's metrics, not from the page
             assert any(f"{run.metrics['folding_percent']:.3f} %" in c.value for c in at.caption)
         if view.title == "Landmarks":
-            assert any(f"{run.before_metrics['tre_mean_mm']:.2f} mm before -> {run.metrics['tre_mean_mm']:.2f} mm"
-                       in c.value for c in at.caption)
+            assert any(
+                f"{run.before_metrics['tre_mean_mm']:.2f} mm before -> {run.metrics['tre_mean_mm']:.2f} mm"
+                in c.value
+                for c in at.caption
+            )
 
 
 def test_a_new_view_is_one_registered_function():
     import streamlit as st
 
     from pages import _views as views
+
     with pytest.raises(ValueError, match="already registered"):
         views.view("Checkerboard")(lambda ctx: None)
     n = len(views.VIEWS)
@@ -284,6 +322,7 @@ def test_a_new_view_is_one_registered_function():
     @views.view("Test-only view", "draws the run's method")
     def _test_view(ctx):
         st.write(f"method={ctx.record.method} shape={ctx.view.fixed.shape}")
+
     try:
         at = open_page("evaluate")
         at.segmented_control(key="eval_view").set_value("Test-only view").run()

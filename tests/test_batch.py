@@ -59,7 +59,9 @@ def manifest(tmp_path) -> Path:
 
 
 def test_manifest_refs_and_task_keys(manifest, tmp_path):
-    (manifest.parent / "bad.csv").write_text("name,fixed,moving\nok,f0.nii.gz,m0.nii.gz\nmissing,f0.nii.gz,nope.nii.gz\n")
+    (manifest.parent / "bad.csv").write_text(
+        "name,fixed,moving\nok,f0.nii.gz,m0.nii.gz\nmissing,f0.nii.gz,nope.nii.gz\n"
+    )
     refs, errors = manifest_refs(manifest.parent / "bad.csv")
     assert [r.name for r in refs] == ["ok"] and Path(refs[0].fixed).is_absolute()
     assert len(errors) == 1 and "line 3" in errors[0] and "nope.nii.gz" in errors[0]
@@ -67,8 +69,17 @@ def test_manifest_refs_and_task_keys(manifest, tmp_path):
     assert errors == [] and len(refs) == 2 and refs[0].label_names.endswith("names.csv")
     a, b = Task("demons", refs[0], {"iterations": "5"}), Task("demons", refs[0], {"iterations": "5"})
     assert a.key == b.key and len(a.key) == 16 and a.label == "demons"
-    assert len({a.key, Task("demons", refs[1], {"iterations": "5"}).key, Task("demons", refs[0]).key,
-                Task("fireants", refs[0], {"iterations": "5"}).key}) == 4
+    assert (
+        len(
+            {
+                a.key,
+                Task("demons", refs[1], {"iterations": "5"}).key,
+                Task("demons", refs[0]).key,
+                Task("fireants", refs[0], {"iterations": "5"}).key,
+            }
+        )
+        == 4
+    )
     with pytest.raises(TypeError, match="Task.pair"):
         Task("demons", "not a pair")
     with pytest.raises(ValueError, match="pairs manifest must be an existing CSV"):
@@ -89,17 +100,19 @@ def test_execute_task_is_idempotent_and_records_failures(manifest, tmp_path, mon
     monkeypatch.setattr(register, "run_pair", lambda *a, **k: pytest.fail("a finished task ran again"))
     assert execute_task(task, out)["dice_mean"] == rec["dice_mean"]
     bad = Task("demons", PairRef("broken", fixed=str(tmp_path / "gone.nii.gz"), moving=ref.moving))
-    failed = execute_task(bad, out)   # a data error: recorded, never raised
+    failed = execute_task(bad, out)  # a data error: recorded, never raised
     assert failed["status"] == "failed" and "gone.nii.gz" in failed["error"]
     assert any("failed:" in line for line in failed["log"])
 
 
 def test_serial_run_skips_finished_tasks_after_an_interrupted_run(manifest, tmp_path):
     refs = manifest_refs(manifest)[0]
-    tasks = [Task(m, r, {"iterations": "5"} if m == "demons" else {}) for r in refs for m in ("identity", "demons")]
+    tasks = [
+        Task(m, r, {"iterations": "5"} if m == "demons" else {}) for r in refs for m in ("identity", "demons")
+    ]
     out = tmp_path / "batch"
 
-    def interrupt(status):   # a STOP file after the first finished task = an interrupted run
+    def interrupt(status):  # a STOP file after the first finished task = an interrupted run
         if status["done"] == 1:
             (out / STOP_FILE).touch()
 
@@ -119,11 +132,16 @@ def test_serial_run_skips_finished_tasks_after_an_interrupted_run(manifest, tmp_
 def test_map_registrations_generic_api_with_outputs(manifest, tmp_path):
     from regcore.data import load_manifest
 
-    pair = load_manifest(manifest).manifest_pairs[0]          # an in-memory Pair
-    records = map_registrations([Task("demons", pair, {"iterations": "5"}, save_outputs=True),
-                                 ("identity", pair)], out_dir=tmp_path / "atlas")
+    pair = load_manifest(manifest).manifest_pairs[0]  # an in-memory Pair
+    records = map_registrations(
+        [Task("demons", pair, {"iterations": "5"}, save_outputs=True), ("identity", pair)],
+        out_dir=tmp_path / "atlas",
+    )
     assert [r["status"] for r in records] == ["ok", "ok"]
-    assert Path(records[0]["outputs"]["warped"]).is_file() and Path(records[0]["outputs"]["displacement"]).is_file()
+    assert (
+        Path(records[0]["outputs"]["warped"]).is_file()
+        and Path(records[0]["outputs"]["displacement"]).is_file()
+    )
     with pytest.raises(TypeError, match="tasks must hold"):
         map_registrations(["demons"])
     with pytest.raises(ValueError, match="engine must be one of"):
@@ -132,14 +150,25 @@ def test_map_registrations_generic_api_with_outputs(manifest, tmp_path):
 
 def test_grid_parsing_and_expansion():
     grid = parse_grid(["weight=0.1,1", "demons.sigma_elastic=0.5,2"], ["dense", "svf", "demons"])
-    assert grid == {"dense": {"weight": ["0.1", "1"]}, "svf": {"weight": ["0.1", "1"]},
-                    "demons": {"sigma_elastic": ["0.5", "2"]}}
+    assert grid == {
+        "dense": {"weight": ["0.1", "1"]},
+        "svf": {"weight": ["0.1", "1"]},
+        "demons": {"sigma_elastic": ["0.5", "2"]},
+    }
     variants = expand(["dense", "demons"], grid, {"demons": {"iterations": "5"}})
-    assert [v.label for v in variants] == ["dense[weight=0.1]", "dense[weight=1]", "demons[sigma_elastic=0.5]",
-                                           "demons[sigma_elastic=2]"]
+    assert [v.label for v in variants] == [
+        "dense[weight=0.1]",
+        "dense[weight=1]",
+        "demons[sigma_elastic=0.5]",
+        "demons[sigma_elastic=2]",
+    ]
     assert variants[2].overrides == {"iterations": "5", "sigma_elastic": "0.5"}
-    for bad, msg in ((["weight"], "KEY=V1,V2"), (["nope=1,2"], "has a parameter 'nope'"),
-                     (["fireants.weight=1"], "not in --methods"), (["demons.bogus=1"], "unknown parameter 'bogus'")):
+    for bad, msg in (
+        (["weight"], "KEY=V1,V2"),
+        (["nope=1,2"], "has a parameter 'nope'"),
+        (["fireants.weight=1"], "not in --methods"),
+        (["demons.bogus=1"], "unknown parameter 'bogus'"),
+    ):
         with pytest.raises(ValueError, match=msg):
             parse_grid(bad, ["demons", "dense"])
     with pytest.raises(ValueError, match="sigma_elastic"):
@@ -153,15 +182,29 @@ def test_pareto_front():
 
 def test_cli_sweep_writes_table_and_pareto_plots(manifest, tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = main(["sweep", "--pairs", str(manifest), "--methods", "demons", "--set", "demons.iterations=5",
-                 "--grid", "sigma_elastic=0.5,3", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "sweep",
+            "--pairs",
+            str(manifest),
+            "--methods",
+            "demons",
+            "--set",
+            "demons.iterations=5",
+            "--grid",
+            "sigma_elastic=0.5,3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "results.json").read_text())
     labels = [s["method"] for s in report["summary"]]
     assert labels == ["identity", "demons[sigma_elastic=0.5]", "demons[sigma_elastic=3]"]
     assert report["summary"][1]["params"] == {"sigma_elastic": "0.5"} and report["summary"][1]["pairs"] == 2
     smooth, rough = report["summary"][2], report["summary"][1]
-    assert smooth["sdlogj"] < rough["sdlogj"]          # the teaching point: more regularisation, smoother field
+    assert smooth["sdlogj"] < rough["sdlogj"]  # the teaching point: more regularisation, smoother field
     assert "| demons[sigma_elastic=3] |" in (out / "sweep.md").read_text()
     html = (out / "pareto.html").read_text()
     assert "Dice vs folding %" in html and "Dice vs runtime" in html
@@ -171,12 +214,40 @@ def test_cli_sweep_writes_table_and_pareto_plots(manifest, tmp_path, capsys):
 
 
 def test_bench_grid_and_write_sweep_outputs_without_registration(tmp_path):
-    report = {"manifest": "m.csv", "grid": {"dense": {"weight": ["0.1", "1"]}}, "summary": [
-        {"method": "identity", "pairs": 1, "failed": 0, "dice_mean": 0.4, "folding_percent": 0.0, "runtime_s": 0.01},
-        {"method": "dense[weight=0.1]", "base_method": "dense", "params": {"weight": "0.1"}, "pairs": 1, "failed": 0,
-         "dice_mean": 0.7, "folding_percent": 0.5, "runtime_s": 1.0},
-        {"method": "dense[weight=1]", "base_method": "dense", "params": {"weight": "1"}, "pairs": 1, "failed": 0,
-         "dice_mean": 0.65, "folding_percent": 0.0, "runtime_s": 1.1}]}
+    report = {
+        "manifest": "m.csv",
+        "grid": {"dense": {"weight": ["0.1", "1"]}},
+        "summary": [
+            {
+                "method": "identity",
+                "pairs": 1,
+                "failed": 0,
+                "dice_mean": 0.4,
+                "folding_percent": 0.0,
+                "runtime_s": 0.01,
+            },
+            {
+                "method": "dense[weight=0.1]",
+                "base_method": "dense",
+                "params": {"weight": "0.1"},
+                "pairs": 1,
+                "failed": 0,
+                "dice_mean": 0.7,
+                "folding_percent": 0.5,
+                "runtime_s": 1.0,
+            },
+            {
+                "method": "dense[weight=1]",
+                "base_method": "dense",
+                "params": {"weight": "1"},
+                "pairs": 1,
+                "failed": 0,
+                "dice_mean": 0.65,
+                "folding_percent": 0.0,
+                "runtime_s": 1.1,
+            },
+        ],
+    }
     paths = write_sweep_outputs(report, tmp_path)
     md = Path(paths["sweep_markdown"]).read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith(("| dense", "| identity"))]
@@ -185,8 +256,22 @@ def test_bench_grid_and_write_sweep_outputs_without_registration(tmp_path):
 
 
 def test_bench_engine_arguments_are_checked(manifest, tmp_path, capsys):
-    assert main(["bench", "--pairs", str(manifest), "--methods", "demons", "--out", str(tmp_path / "x"),
-                 "--address", "auto"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--pairs",
+                str(manifest),
+                "--methods",
+                "demons",
+                "--out",
+                str(tmp_path / "x"),
+                "--address",
+                "auto",
+            ]
+        )
+        == 2
+    )
     assert "--address needs --engine ray" in capsys.readouterr().err
     with pytest.raises(ValueError, match="engine must be one of"):
         run_benchmark(manifest, ["demons"], engine="spark")
@@ -210,8 +295,9 @@ def test_background_batch_job_runs_and_survives_as_files(manifest, tmp_path, mon
     with pytest.raises(ValueError, match="unknown method"):
         jobs.start(manifest, ["nope"])
     batch_id = jobs.start(manifest, ["demons"], overrides={"demons": {"iterations": "5"}})
-    assert _wait(lambda: jobs.status(batch_id)["state"] in ("finished", "failed") and jobs.report(batch_id)), \
-        (jobs.batch_path(batch_id) / "worker.log").read_text()
+    assert _wait(
+        lambda: jobs.status(batch_id)["state"] in ("finished", "failed") and jobs.report(batch_id)
+    ), (jobs.batch_path(batch_id) / "worker.log").read_text()
     status = jobs.status(batch_id)
     assert status["state"] == "finished" and status["done"] == status["total"] == 4 and status["failed"] == 0
     rows = jobs.tasks(batch_id)
@@ -232,16 +318,23 @@ def test_batch_page_shows_a_finished_batch(manifest, tmp_path, monkeypatch):
     monkeypatch.setenv("REGLAB_BATCH_DIR", str(tmp_path / "batches"))
     folder = jobs.batches_dir() / "20000101-000000-test"
     folder.mkdir(parents=True)
-    (folder / "job.json").write_text(json.dumps({"manifest": str(manifest), "methods": ["demons"], "engine": "serial"}))
-    run_benchmark(manifest, ["demons"], overrides={"demons": {"iterations": "5"}}, grid=["sigma_elastic=1,2"],
-                  out_dir=folder)
+    (folder / "job.json").write_text(
+        json.dumps({"manifest": str(manifest), "methods": ["demons"], "engine": "serial"})
+    )
+    run_benchmark(
+        manifest,
+        ["demons"],
+        overrides={"demons": {"iterations": "5"}},
+        grid=["sigma_elastic=1,2"],
+        out_dir=folder,
+    )
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
     at.switch_page("pages/batch.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith("Batch")
     texts = " ".join(str(m.value) for m in at.metric)
-    assert "6/6" in texts                                     # 2 pairs x (identity + 2 grid points)
+    assert "6/6" in texts  # 2 pairs x (identity + 2 grid points)
     frames = [df.value for df in at.dataframe]
     assert any("demons[sigma_elastic=2]" in df.astype(str).to_string() for df in frames)
 
@@ -270,8 +363,17 @@ def test_ddp_sharding_and_launch_command():
 def test_import_regcore_batch_stays_light():
     import subprocess
 
-    code = ("import sys, regcore, regcore.batch, regcore.cli; regcore.cli.build_parser(); "
-            "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ}, timeout=120, check=False)
+    code = (
+        "import sys, regcore, regcore.batch, regcore.cli; regcore.cli.build_parser(); "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+        timeout=120,
+        check=False,
+    )
     assert out.stdout.split() == ["False"], out.stderr

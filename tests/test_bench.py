@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_random_field
 from scipy.ndimage import gaussian_filter
 
-from conftest import smooth_random_field
 from regcore.bench import run_benchmark
 from regcore.cli import main
 from regcore.image import Image
@@ -19,7 +19,6 @@ from regcore.io import save_image
 from regcore.spatial.warp import warp, warp_labels
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "benchmarks" / "manifests"
-
 
 
 @pytest.fixture
@@ -39,8 +38,10 @@ def tiny_manifest(tmp_path) -> Path:
     save_image(Image.from_array(ml[0, 0], is_labels=True), tmp_path / "m_seg.nii.gz")
     (tmp_path / "names.csv").write_text("value,name\n1,big\n2,small\n")
     csv = tmp_path / "pairs.csv"
-    csv.write_text("name,fixed,moving,fixed_labels,moving_labels,label_names\n"
-                   "tiny,f.nii.gz,m.nii.gz,f_seg.nii.gz,m_seg.nii.gz,names.csv\n")
+    csv.write_text(
+        "name,fixed,moving,fixed_labels,moving_labels,label_names\n"
+        "tiny,f.nii.gz,m.nii.gz,f_seg.nii.gz,m_seg.nii.gz,names.csv\n"
+    )
     return csv
 
 
@@ -48,8 +49,12 @@ def test_run_benchmark_identity_first_and_improvement(tiny_manifest, tmp_path, m
     import regcore.extras as extras
 
     monkeypatch.setattr(extras, "extra_available", lambda name: False)  # ants_syn must fail, not stop the run
-    report = run_benchmark(tiny_manifest, ["demons", "ants_syn"], overrides={"demons": {"iterations": "20"}},
-                           out_dir=tmp_path / "res")
+    report = run_benchmark(
+        tiny_manifest,
+        ["demons", "ants_syn"],
+        overrides={"demons": {"iterations": "20"}},
+        out_dir=tmp_path / "res",
+    )
     assert [s["method"] for s in report["summary"]] == ["identity", "demons", "ants_syn"]
     ident, demons, ants = report["summary"]
     assert ident["folding_percent"] == 0 and ident["dice_mean"] is not None
@@ -66,20 +71,37 @@ def test_run_benchmark_identity_first_and_improvement(tiny_manifest, tmp_path, m
 
 def test_cli_bench_writes_results(tiny_manifest, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["bench", "--pairs", str(tiny_manifest), "--methods", "demons", "--set", "demons.iterations=10",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "bench",
+            "--pairs",
+            str(tiny_manifest),
+            "--methods",
+            "demons",
+            "--set",
+            "demons.iterations=10",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "results.json").read_text())
-    assert data["summary"][0]["method"] == "identity" and data["overrides"] == {"demons": {"iterations": "10"}}
+    assert data["summary"][0]["method"] == "identity" and data["overrides"] == {
+        "demons": {"iterations": "10"}
+    }
     assert (out / "results.md").read_text().count("| identity |") == 2  # summary + per-pair table
 
 
-@pytest.mark.parametrize("argv_tail,expected", [
-    (["--methods", "nope"], "unknown method 'nope'"),
-    (["--methods", "demons", "--set", "demons.bogus=1"], "unknown parameter 'bogus'"),
-    (["--methods", "demons", "--set", "iterations=1"], "method.key=value"),
-    (["--methods", "demons", "--set", "bspline.iterations=1"], "not in --methods"),
-])
+@pytest.mark.parametrize(
+    "argv_tail,expected",
+    [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--methods", "demons", "--set", "demons.bogus=1"], "unknown parameter 'bogus'"),
+        (["--methods", "demons", "--set", "iterations=1"], "method.key=value"),
+        (["--methods", "demons", "--set", "bspline.iterations=1"], "not in --methods"),
+    ],
+)
 def test_cli_bench_bad_arguments(tiny_manifest, tmp_path, capsys, argv_tail, expected):
     assert main(["bench", "--pairs", str(tiny_manifest), "--out", str(tmp_path / "x"), *argv_tail]) == 2
     err = capsys.readouterr().err
@@ -93,12 +115,16 @@ def test_missing_manifest_is_refused(tmp_path):
         run_benchmark(tmp_path / "none.csv", "demons")
 
 
-@pytest.mark.parametrize("name,pairs", [("brain2d", 1), pytest.param("brain3d", 2, marks=pytest.mark.slow),
-                                        ("histology2d", 1), ("spine", 1)])
+@pytest.mark.parametrize(
+    "name,pairs",
+    [("brain2d", 1), pytest.param("brain3d", 2, marks=pytest.mark.slow), ("histology2d", 1), ("spine", 1)],
+)
 def test_committed_manifests_load(shared_data, name, pairs):
     from regcore.bench import load_pairs
 
     loaded, errors = load_pairs(MANIFESTS / f"{name}.csv")
     assert errors == [] and len(loaded) == pairs
     for p in loaded:
-        assert (p.fixed_labels is not None) or (p.fixed_landmarks is not None and len(p.fixed_landmarks) == 80)
+        assert (p.fixed_labels is not None) or (
+            p.fixed_landmarks is not None and len(p.fixed_landmarks) == 80
+        )

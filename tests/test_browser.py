@@ -23,8 +23,16 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SLOW_MS = 240_000  # generous: the CI machine may be shared
 
 
@@ -42,9 +50,25 @@ def _start_server(log_name: str):
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / log_name, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -106,9 +130,12 @@ def page(server, browser):
 def _settle(page) -> None:
     """Wait until Streamlit has finished the current script run."""
     page.wait_for_timeout(500)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-                           " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
-                           ".includes('Running')", timeout=SLOW_MS)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
+        ".includes('Running')",
+        timeout=SLOW_MS,
+    )
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=SLOW_MS)
     page.wait_for_timeout(800)
 
@@ -125,6 +152,7 @@ def _sidebar_links(page) -> list[str]:
 
 def _registered_titles() -> list[str]:
     from pages import _nav as nav
+
     return [p.title for p in nav.PAGES]
 
 
@@ -134,7 +162,9 @@ def _sidebar_text(page) -> str:
 
 
 def _goto_nav(page, label: str) -> None:
-    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').get_by_text(label, exact=True).click()
+    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').get_by_text(
+        label, exact=True
+    ).click()
     _settle(page)
 
 
@@ -178,8 +208,13 @@ def test_fresh_server_direct_page_urls_land_on_their_page(fresh_server, browser)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         # (url path, text in that page's main area)
-        for path, ready in (("data", "Current pair"), ("evaluate", "No runs yet"), ("train", "Train"),
-                            ("learn", "Concept"), ("register", "Run registration")):
+        for path, ready in (
+            ("data", "Current pair"),
+            ("evaluate", "No runs yet"),
+            ("train", "Train"),
+            ("learn", "Concept"),
+            ("register", "Run registration"),
+        ):
             pg = ctx.new_page()
             pg.set_default_timeout(SLOW_MS)
             _watch_first_load(pg, f"{fresh_server}/{path}", ready, f"00_fresh_{path}")
@@ -221,7 +256,7 @@ def test_every_page_registration_checkerboard_and_dice(server, page):
     page.screenshot(path=str(ARTIFACTS / "05_register.png"), full_page=True)
 
     _goto_nav(page, "Evaluate & compare")
-    page.get_by_text("After: fixed | warped").first.wait_for()   # checkerboard title (plotly SVG text)
+    page.get_by_text("After: fixed | warped").first.wait_for()  # checkerboard title (plotly SVG text)
     page.get_by_text("Dice per structure").first.wait_for()
     _settle(page)
     _no_traceback(page)

@@ -32,8 +32,12 @@ def write_pair(folder, size: int = 48):
     ml = torch.tensor(labels)[None, None]
     geom = Geometry((size, size), (1.0, 1.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0)))
     flipped = Geometry((size, size), (1.0, 1.0), (size - 1.0, 0.0), ((-1.0, 0.0), (0.0, 1.0)))
-    paths = {"fixed": folder / "fixed.nii.gz", "moving": folder / "moving.nii.gz",
-             "fixed_labels": folder / "fixed_seg.nii.gz", "moving_labels": folder / "moving_seg.nii.gz"}
+    paths = {
+        "fixed": folder / "fixed.nii.gz",
+        "moving": folder / "moving.nii.gz",
+        "fixed_labels": folder / "fixed_seg.nii.gz",
+        "moving_labels": folder / "moving_seg.nii.gz",
+    }
     save_image(Image(warp(m, u)[0], geom), paths["fixed"])
     save_image(Image(warp_labels(ml, u)[0], geom, is_labels=True), paths["fixed_labels"])
     save_image(Image(m[0].flip(1), flipped), paths["moving"])
@@ -48,11 +52,21 @@ def test_methods_json_lists_every_method(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert {m["name"] for m in listed} == {s.name for s in all_specs()}
     for m in listed:
-        assert {"name", "family", "supervision", "dims", "needs_training", "available", "parameters"} <= set(m)
+        assert {"name", "family", "supervision", "dims", "needs_training", "available", "parameters"} <= set(
+            m
+        )
         for p in m["parameters"]:
             assert {"name", "type", "default", "range", "help"} <= set(p) and p["help"]
     names = {m["name"] for m in listed}
-    assert {"bspline", "demons", "sitk_affine_mi", "sitk_bspline", "sitk_demons", "elastix", "ants_syn"} <= names
+    assert {
+        "bspline",
+        "demons",
+        "sitk_affine_mi",
+        "sitk_bspline",
+        "sitk_demons",
+        "elastix",
+        "ants_syn",
+    } <= names
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +75,63 @@ def registered(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     paths = write_pair(folder)
     out = folder / "out"
-    code = main(["register", "--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--method", "demons",
-                 "--fixed-labels", str(paths["fixed_labels"]), "--moving-labels", str(paths["moving_labels"]),
-                 "--set", "iterations=30", "--set", "levels=2", "--device", "cpu", "--out", str(out), "--quiet",
-                 "--report"])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(paths["fixed"]),
+            "--moving",
+            str(paths["moving"]),
+            "--method",
+            "demons",
+            "--fixed-labels",
+            str(paths["fixed_labels"]),
+            "--moving-labels",
+            str(paths["moving_labels"]),
+            "--set",
+            "iterations=30",
+            "--set",
+            "levels=2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+            "--report",
+        ]
+    )
     return paths, out, code
 
 
 def test_register_round_trip_matches_simpleitk(registered):
     paths, out, code = registered
     assert code == 0
-    for name in ("warped.nii.gz", "displacement.nii.gz", "warped_labels.nii.gz", "metrics.json", "fixed.nii.gz",
-                 "moving.nii.gz", "fixed_labels.nii.gz", "moving_labels.nii.gz", "metrics_before.json", "run.json",
-                 "report.html"):
+    for name in (
+        "warped.nii.gz",
+        "displacement.nii.gz",
+        "warped_labels.nii.gz",
+        "metrics.json",
+        "fixed.nii.gz",
+        "moving.nii.gz",
+        "fixed_labels.nii.gz",
+        "moving_labels.nii.gz",
+        "metrics_before.json",
+        "run.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("method", "dice_mean", "dice", "hd95_mean_mm", "folding_percent", "sdlogj", "runtime_s",
-                "peak_memory_mb", "device"):
+    for key in (
+        "method",
+        "dice_mean",
+        "dice",
+        "hd95_mean_mm",
+        "folding_percent",
+        "sdlogj",
+        "runtime_s",
+        "peak_memory_mb",
+        "device",
+    ):
         assert key in metrics, key
     assert metrics["method"] == "demons" and metrics["device"] == "cpu"
     before = json.loads((out / "metrics_before.json").read_text())
@@ -89,8 +143,14 @@ def test_register_round_trip_matches_simpleitk(registered):
 
     fl = load_image(paths["fixed_labels"], is_labels=True)
     ml = resample_to(load_image(paths["moving_labels"], is_labels=True), fl.geometry)
-    ident = np.mean([2 * ((fl.numpy() == k) & (ml.numpy() == k)).sum() / ((fl.numpy() == k).sum() + (ml.numpy() == k).sum())
-                     for k in (1, 2, 3)])
+    ident = np.mean(
+        [
+            2
+            * ((fl.numpy() == k) & (ml.numpy() == k)).sum()
+            / ((fl.numpy() == k).sum() + (ml.numpy() == k).sum())
+            for k in (1, 2, 3)
+        ]
+    )
     assert metrics["dice_mean"] > ident + 0.03
     assert before["dice_mean"] == pytest.approx(ident, abs=1e-6), "metrics_before.json is the identity row"
 
@@ -98,7 +158,9 @@ def test_register_round_trip_matches_simpleitk(registered):
     fixed = sitk.ReadImage(str(paths["fixed"]))
     field = sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64)
     tx = sitk.DisplacementFieldTransform(field)
-    resampled = sitk.Resample(sitk.ReadImage(str(paths["moving"]), sitk.sitkFloat32), fixed, tx, sitk.sitkLinear, 0.0)
+    resampled = sitk.Resample(
+        sitk.ReadImage(str(paths["moving"]), sitk.sitkFloat32), fixed, tx, sitk.sitkLinear, 0.0
+    )
     ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "warped.nii.gz")))
     theirs = sitk.GetArrayFromImage(resampled)
     inner = (slice(6, -6), slice(6, -6))
@@ -163,10 +225,30 @@ def test_report_errors_name_the_file_and_exit_2(registered, tmp_path, capsys):
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     paths = write_pair(tmp_path, size=16)
-    base = ["register", "--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--out", str(tmp_path / "o")]
+    base = [
+        "register",
+        "--fixed",
+        str(paths["fixed"]),
+        "--moving",
+        str(paths["moving"]),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     cases = [
-        (["register", "--fixed", str(tmp_path / "nope.nii.gz"), "--moving", str(paths["moving"]), "--method", "demons",
-          "--out", str(tmp_path / "o")], "nope.nii.gz"),
+        (
+            [
+                "register",
+                "--fixed",
+                str(tmp_path / "nope.nii.gz"),
+                "--moving",
+                str(paths["moving"]),
+                "--method",
+                "demons",
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "nope.nii.gz",
+        ),
         (base + ["--method", "no_such_method"], "unknown method 'no_such_method'"),
         (base + ["--method", "demons", "--set", "iterations"], "--set expects key=value"),
         (base + ["--method", "demons", "--set", "bogus=1"], "unknown parameter 'bogus'"),
@@ -188,5 +270,8 @@ def test_argparse_errors_exit_2(capsys):
 def test_train_without_config_file_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.json"), "--out", str(tmp_path / "run")]) == 2
     err = _one_line_error(capsys)
-    assert err == f"regcore train: error: --config must be an existing file, got {str(tmp_path / 'missing.json')!r}"
+    assert (
+        err
+        == f"regcore train: error: --config must be an existing file, got {str(tmp_path / 'missing.json')!r}"
+    )
     assert not (tmp_path / "run").exists(), "nothing is written for a bad config"

@@ -1,7 +1,7 @@
 """regcore.config: typed configs the UI and CLI build widgets/flags from."""
 
 import enum
-from dataclasses import dataclass, FrozenInstanceError
+from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
@@ -33,8 +33,12 @@ def test_describe_lists_fields_with_metadata():
 
 
 def test_from_overrides_parses_strings_like_the_cli():
-    cfg = from_overrides(DemoConfig, {"iterations": "50", "similarity": "mse", "levels": "2,1", "symmetric": "true"})
-    assert cfg.iterations == 50 and cfg.similarity is Sim.MSE and cfg.levels == (2, 1) and cfg.symmetric is True
+    cfg = from_overrides(
+        DemoConfig, {"iterations": "50", "similarity": "mse", "levels": "2,1", "symmetric": "true"}
+    )
+    assert (
+        cfg.iterations == 50 and cfg.similarity is Sim.MSE and cfg.levels == (2, 1) and cfg.symmetric is True
+    )
     assert to_dict(cfg)["similarity"] == "mse"
     with pytest.raises(FrozenInstanceError):
         cfg.iterations = 3  # type: ignore[misc]

@@ -23,7 +23,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from hostile_images import write_images, write_labels
 from hostile_inputs import write_checkpoints, write_manifests, write_pair, write_recipes, write_tables
 
@@ -43,51 +42,149 @@ def _engine_cases(root: Path) -> list[dict]:
 
     def register(case_id, expect, *extra, fixed=None, moving=None, method="affine"):
         sets = ["--set", "iterations=5", "--set", "levels=1"] if method == "affine" else []
-        argv = ["register", "--fixed", str(fixed or pair["fixed"]), "--moving", str(moving or pair["moving"]),
-                "--method", method, *sets, "--device", "cpu", "--quiet", "--out", out(case_id), *extra]
+        argv = [
+            "register",
+            "--fixed",
+            str(fixed or pair["fixed"]),
+            "--moving",
+            str(moving or pair["moving"]),
+            "--method",
+            method,
+            *sets,
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            out(case_id),
+            *extra,
+        ]
         cases.append({"id": case_id, "entry": "cli", "argv": argv, "out": out(case_id), "expect": expect})
 
     for cid, (path, expect) in images.items():
         kind, _ = expect
-        cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_image", "args": [str(path)], "expect": expect})
+        cases.append(
+            {"id": f"api/{cid}", "entry": "api", "call": "load_image", "args": [str(path)], "expect": expect}
+        )
         if kind == "ok":
             register(f"cli/{cid}", expect, fixed=path, moving=path)
         else:
             register(f"cli/{cid}", expect, fixed=path)
     for cid, (path, expect) in labels.items():
         if cid == "labels_10000":
-            cases.append({"id": f"api/{cid}", "entry": "api", "call": "label_overlap", "args": [str(path)],
-                          "expect": expect})
+            cases.append(
+                {
+                    "id": f"api/{cid}",
+                    "entry": "api",
+                    "call": "label_overlap",
+                    "args": [str(path)],
+                    "expect": expect,
+                }
+            )
             continue
-        cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_image", "args": [str(path)],
-                      "kwargs": {"is_labels": True}, "expect": expect})
+        cases.append(
+            {
+                "id": f"api/{cid}",
+                "entry": "api",
+                "call": "load_image",
+                "args": [str(path)],
+                "kwargs": {"is_labels": True},
+                "expect": expect,
+            }
+        )
         register(f"cli/{cid}", expect, "--fixed-labels", str(path), "--moving-labels", str(path))
     for value in (65535, 2**40, 2**62):
-        cases.append({"id": f"api/dice_label_value_{value}", "entry": "api", "call": "dice_array", "args": [value],
-                      "expect": ("ok", None)})
+        cases.append(
+            {
+                "id": f"api/dice_label_value_{value}",
+                "entry": "api",
+                "call": "dice_array",
+                "args": [value],
+                "expect": ("ok", None),
+            }
+        )
     for cid, (path, expect) in write_tables(root / "tables").items():
         if cid.startswith("names"):
-            cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_label_names", "args": [str(path)],
-                          "expect": expect})
-            register(f"cli/{cid}", expect, "--fixed-labels", str(pair["fixed_labels"]), "--moving-labels",
-                     str(pair["moving_labels"]), "--label-names", str(path))
+            cases.append(
+                {
+                    "id": f"api/{cid}",
+                    "entry": "api",
+                    "call": "load_label_names",
+                    "args": [str(path)],
+                    "expect": expect,
+                }
+            )
+            register(
+                f"cli/{cid}",
+                expect,
+                "--fixed-labels",
+                str(pair["fixed_labels"]),
+                "--moving-labels",
+                str(pair["moving_labels"]),
+                "--label-names",
+                str(path),
+            )
         else:
-            cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_landmarks", "args": [str(path)],
-                          "expect": expect})
-            register(f"cli/{cid}", expect, "--fixed-landmarks", str(path), "--moving-landmarks",
-                     str(pair["moving_landmarks"]))
+            cases.append(
+                {
+                    "id": f"api/{cid}",
+                    "entry": "api",
+                    "call": "load_landmarks",
+                    "args": [str(path)],
+                    "expect": expect,
+                }
+            )
+            register(
+                f"cli/{cid}",
+                expect,
+                "--fixed-landmarks",
+                str(path),
+                "--moving-landmarks",
+                str(pair["moving_landmarks"]),
+            )
     for cid, (path, expect) in write_recipes(root / "recipes").items():
-        cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_config", "args": [str(path)], "expect": expect})
-        cases.append({"id": f"cli/{cid}", "entry": "cli", "argv": ["train", "--config", str(path), "--out",
-                                                                   out(cid)], "out": out(cid), "expect": expect})
+        cases.append(
+            {"id": f"api/{cid}", "entry": "api", "call": "load_config", "args": [str(path)], "expect": expect}
+        )
+        cases.append(
+            {
+                "id": f"cli/{cid}",
+                "entry": "cli",
+                "argv": ["train", "--config", str(path), "--out", out(cid)],
+                "out": out(cid),
+                "expect": expect,
+            }
+        )
     for cid, (path, expect) in write_checkpoints(root / "checkpoints").items():
-        cases.append({"id": f"api/{cid}", "entry": "api", "call": "load_model", "args": [str(path)], "expect": expect})
+        cases.append(
+            {"id": f"api/{cid}", "entry": "api", "call": "load_model", "args": [str(path)], "expect": expect}
+        )
         register(f"cli/{cid}", expect, "--set", f"checkpoint={path}", method="voxelmorph")
     hostile = {cid: p for cid, (p, _) in images.items()}
     for cid, (path, expect) in write_manifests(root / "manifests", pair, hostile).items():
-        cases.append({"id": f"cli/{cid}", "entry": "cli", "out": out(cid), "expect": expect,
-                      "argv": ["bench", "--pairs", str(path), "--methods", "affine", "--set", "affine.iterations=5",
-                               "--set", "affine.levels=1", "--device", "cpu", "--quiet", "--out", out(cid)]})
+        cases.append(
+            {
+                "id": f"cli/{cid}",
+                "entry": "cli",
+                "out": out(cid),
+                "expect": expect,
+                "argv": [
+                    "bench",
+                    "--pairs",
+                    str(path),
+                    "--methods",
+                    "affine",
+                    "--set",
+                    "affine.iterations=5",
+                    "--set",
+                    "affine.levels=1",
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                    "--out",
+                    out(cid),
+                ],
+            }
+        )
     usage = {
         "cli/unknown_method": (["--method", "nope"], "unknown method 'nope'"),
         "cli/set_wrong_type": (["--set", "iterations=many"], "iterations"),
@@ -97,17 +194,36 @@ def _engine_cases(root: Path) -> list[dict]:
         "cli/missing_moving": (["--moving", str(root / "nothere.nii.gz")], "nothere.nii.gz: file not found"),
         "cli/moving_is_a_folder_without_dicom": (["--moving", str(root / "pair")], "no DICOM series found"),
         "cli/dims_mismatch": (["--moving", str(images["nifti_negative_pixdim_loads"][0])], "moving is 3D"),
-        "cli/labels_shape_mismatch": (["--fixed-labels", str(labels["labels_10000"][0]), "--moving-labels",
-                                       str(labels["labels_10000"][0])], "fixed_labels shape"),
+        "cli/labels_shape_mismatch": (
+            [
+                "--fixed-labels",
+                str(labels["labels_10000"][0]),
+                "--moving-labels",
+                str(labels["labels_10000"][0]),
+            ],
+            "fixed_labels shape",
+        ),
     }
     for cid, (change, needle) in usage.items():
-        argv = ["register", "--fixed", str(pair["fixed"]), "--moving", str(pair["moving"]), "--method", "affine",
-                "--device", "cpu", "--quiet", "--out", out(cid)]
+        argv = [
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(pair["moving"]),
+            "--method",
+            "affine",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            out(cid),
+        ]
         for k in range(0, len(change), 2):
             if change[k] in argv and change[k] not in ("--set", "--fixed-labels", "--moving-labels"):
                 argv[argv.index(change[k]) + 1] = change[k + 1]
             else:
-                argv += change[k:k + 2]
+                argv += change[k : k + 2]
         cases.append({"id": cid, "entry": "cli", "argv": argv, "out": out(cid), "expect": ("error", needle)})
     return cases
 
@@ -122,33 +238,105 @@ def _app_cases(root: Path) -> list[dict]:
     tables = {cid: p for cid, (p, _) in write_tables(root / "app_tables").items()}
     big = root / "app_images" / "over_budget.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((400, 400), np.float32), np.eye(4)), big)
-    good = {"up_fixed": ("fixed.nii.gz", str(pair["fixed"])), "up_moving": ("moving.nii.gz", str(pair["moving"]))}
+    good = {
+        "up_fixed": ("fixed.nii.gz", str(pair["fixed"])),
+        "up_moving": ("moving.nii.gz", str(pair["moving"])),
+    }
 
     def up(key, cid, path, name=None):
         return {**good, key: (name or Path(path).name, str(path))}
 
-    cases = [{"id": "app/mha_absolute_datafile", "entry": "app", "expect": ("error", "abs.mha"),  # .mhd: not offered
-              "uploads": {**good, "up_fixed": ("abs.mha", str(images["mhd_absolute_datafile"]))}}]
-    for cid in ("nifti_garbage", "nifti_declares_1_5gib_raw", "nifti_declares_1_5gib_gz", "nifti_rgb",
-                "nifti_parallel_axes", "nifti_inf_origin", "nifti_sheared", "zip_bomb_declared",
-                "zip_many_members", "zip_dicm_garbage", "mha_declares_huge", "nifti_gz_stream_short", "nifti_true_4d"):
-        cases.append({"id": f"app/{cid}", "entry": "app", "uploads": up("up_fixed", cid, images[cid]),
-                      "expect": ("error", Path(images[cid]).name)})
-    cases.append({"id": "app/over_voxel_budget", "entry": "app", "uploads": up("up_moving", "big", big),
-                  "expect": ("error", "over_budget.nii.gz")})
-    cases.append({"id": "app/labels_negative", "entry": "app", "uploads": {**good, "up_fixed_labels": (
-        "neg_seg.nii.gz", str(labels["labels_negative"]))}, "expect": ("error", "neg_seg.nii.gz")})
-    cases.append({"id": "app/landmarks_binary", "entry": "app", "uploads": {**good, "up_fixed_lm": (
-        "lm.csv", str(tables["landmarks_binary"]))}, "expect": ("error", "lm.csv")})
-    cases.append({"id": "app/landmarks_nan", "entry": "app", "uploads": {**good, "up_moving_lm": (
-        "lm_nan.csv", str(tables["landmarks_nan"]))}, "expect": ("error", "lm_nan.csv")})
-    cases.append({"id": "app/names_binary", "entry": "app", "uploads": {**good, "up_names": (
-        "names.csv", str(tables["names_binary"]))}, "expect": ("error", "names.csv")})
-    cases.append({"id": "app/traversal_file_name", "entry": "app", "uploads": {
-        **good, "up_fixed": ("../../../../tmp/evil/fixed.nii.gz", str(pair["fixed"]))}, "expect": ("ok", None)})
-    cases.append({"id": "app/labels_2pow40", "entry": "app", "uploads": {
-        **good, "up_fixed_labels": ("big_seg.nii.gz", str(labels["labels_2pow40"])),
-        "up_moving_labels": ("big_seg.nii.gz", str(labels["labels_2pow40"]))}, "expect": ("ok", None)})
+    cases = [
+        {
+            "id": "app/mha_absolute_datafile",
+            "entry": "app",
+            "expect": ("error", "abs.mha"),  # .mhd: not offered
+            "uploads": {**good, "up_fixed": ("abs.mha", str(images["mhd_absolute_datafile"]))},
+        }
+    ]
+    for cid in (
+        "nifti_garbage",
+        "nifti_declares_1_5gib_raw",
+        "nifti_declares_1_5gib_gz",
+        "nifti_rgb",
+        "nifti_parallel_axes",
+        "nifti_inf_origin",
+        "nifti_sheared",
+        "zip_bomb_declared",
+        "zip_many_members",
+        "zip_dicm_garbage",
+        "mha_declares_huge",
+        "nifti_gz_stream_short",
+        "nifti_true_4d",
+    ):
+        cases.append(
+            {
+                "id": f"app/{cid}",
+                "entry": "app",
+                "uploads": up("up_fixed", cid, images[cid]),
+                "expect": ("error", Path(images[cid]).name),
+            }
+        )
+    cases.append(
+        {
+            "id": "app/over_voxel_budget",
+            "entry": "app",
+            "uploads": up("up_moving", "big", big),
+            "expect": ("error", "over_budget.nii.gz"),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/labels_negative",
+            "entry": "app",
+            "uploads": {**good, "up_fixed_labels": ("neg_seg.nii.gz", str(labels["labels_negative"]))},
+            "expect": ("error", "neg_seg.nii.gz"),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/landmarks_binary",
+            "entry": "app",
+            "uploads": {**good, "up_fixed_lm": ("lm.csv", str(tables["landmarks_binary"]))},
+            "expect": ("error", "lm.csv"),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/landmarks_nan",
+            "entry": "app",
+            "uploads": {**good, "up_moving_lm": ("lm_nan.csv", str(tables["landmarks_nan"]))},
+            "expect": ("error", "lm_nan.csv"),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/names_binary",
+            "entry": "app",
+            "uploads": {**good, "up_names": ("names.csv", str(tables["names_binary"]))},
+            "expect": ("error", "names.csv"),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/traversal_file_name",
+            "entry": "app",
+            "uploads": {**good, "up_fixed": ("../../../../tmp/evil/fixed.nii.gz", str(pair["fixed"]))},
+            "expect": ("ok", None),
+        }
+    )
+    cases.append(
+        {
+            "id": "app/labels_2pow40",
+            "entry": "app",
+            "uploads": {
+                **good,
+                "up_fixed_labels": ("big_seg.nii.gz", str(labels["labels_2pow40"])),
+                "up_moving_labels": ("big_seg.nii.gz", str(labels["labels_2pow40"])),
+            },
+            "expect": ("ok", None),
+        }
+    )
     return cases
 
 
@@ -157,13 +345,26 @@ def _run(mode: str, root: Path, cases: list[dict], env: dict) -> subprocess.Pope
     warm = []
     if mode == "engine":
         warm = [c for c in cases if c["id"] == "cli/nifti_negative_pixdim_loads"][:1]
-    spec.write_text(json.dumps({"mode": mode, "watch": str(root), "limit_gib": 2, "timeout_s": 90,
-                                "warmup": warm, "cases": cases}))
+    spec.write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "watch": str(root),
+                "limit_gib": 2,
+                "timeout_s": 90,
+                "warmup": warm,
+                "cases": cases,
+            }
+        )
+    )
     tmp = root.parent / f"tmp_{mode}"
     tmp.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, str(HERE / "corpus_runner.py"), str(spec),
-                             str(root.parent / f"res_{mode}.json")],
-                            env={**env, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "corpus_runner.py"), str(spec), str(root.parent / f"res_{mode}.json")],
+        env={**env, "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 _BUILT: dict = {}
@@ -173,6 +374,7 @@ def _build() -> tuple[Path, list[dict], list[dict]]:
     """The corpus files and cases, generated once per test session (collection needs the ids)."""
     if not _BUILT:
         import tempfile
+
         root = Path(tempfile.mkdtemp(prefix="reglab_corpus_"))
         _BUILT.update(root=root, engine=_engine_cases(root / "engine"), app=_app_cases(root / "app"))
     return _BUILT["root"], _BUILT["engine"], _BUILT["app"]
@@ -185,6 +387,7 @@ def corpus():
     import fcntl
     import shutil
     import tempfile
+
     root, engine, app = _build()
     expect = {c["id"]: c for c in engine + app}
     uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
@@ -204,9 +407,18 @@ def corpus():
 
 def _run_corpus(root: Path, engine: list[dict], app: list[dict]) -> dict:
     """Both runners at once (each watches its own tree); ``{case id: result}``."""
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
-           "REGLAB_MAX_UPLOAD_MB": "1", "REGLAB_MAX_UPLOAD_VOXELS": "100000", "REGLAB_RUNS_DIR": str(root / "runs")}
-    procs = {"engine": _run("engine", root / "engine", engine, env), "app": _run("app", root / "app", app, env)}
+    env = {
+        **os.environ,
+        "MALLOC_ARENA_MAX": "2",
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+        "REGLAB_MAX_UPLOAD_MB": "1",
+        "REGLAB_MAX_UPLOAD_VOXELS": "100000",
+        "REGLAB_RUNS_DIR": str(root / "runs"),
+    }
+    procs = {
+        "engine": _run("engine", root / "engine", engine, env),
+        "app": _run("app", root / "app", app, env),
+    }
     results = {}
     for mode, proc in procs.items():
         log = proc.communicate(timeout=600)[0].decode(errors="replace")
@@ -271,12 +483,28 @@ def test_corpus_size_and_entry_points(corpus):
     assert len(cases) >= 80
     assert {"cli", "api", "app"} <= set(by_entry)
     groups = Counter(cid.split("/")[1].split("_")[0] for cid in cases)
-    assert {"nifti", "mha", "nrrd", "zip", "labels", "landmarks", "names", "recipe", "ckpt", "manifest"} <= set(groups)
+    assert {
+        "nifti",
+        "mha",
+        "nrrd",
+        "zip",
+        "labels",
+        "landmarks",
+        "names",
+        "recipe",
+        "ckpt",
+        "manifest",
+    } <= set(groups)
     peak = max(r["peak_rss_mb"] for r in corpus["results"].values())
     slowest = max(r["seconds"] for r in corpus["results"].values())
     assert peak < PEAK_LIMIT_MB and slowest < CASE_SECONDS
-    summary = {"cases": len(cases), "by_entry": dict(by_entry), "by_group": dict(groups), "peak_rss_mb": peak,
-               "slowest_s": slowest}
+    summary = {
+        "cases": len(cases),
+        "by_entry": dict(by_entry),
+        "by_group": dict(groups),
+        "peak_rss_mb": peak,
+        "slowest_s": slowest,
+    }
     (corpus["root"] / "summary.json").write_text(json.dumps(summary))
     print(json.dumps(summary))
 
@@ -286,7 +514,12 @@ def test_cli_as_a_real_process_prints_one_line_and_exits_2(corpus):
     root = corpus["root"]
     for cid in ("cli/nifti_parallel_axes", "cli/recipe_batch_size_list", "cli/zip_bomb_declared"):
         argv = corpus["cases"][cid]["argv"]
-        p = subprocess.run([sys.executable, "-m", "regcore.cli", *argv], capture_output=True, text=True, timeout=120,
-                           cwd=root)
+        p = subprocess.run(
+            [sys.executable, "-m", "regcore.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+        )
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, (cid, p.stderr[-1500:])

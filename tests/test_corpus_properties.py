@@ -23,10 +23,12 @@ from hypothesis import strategies as st  # noqa: E402
 from regcore.image import Geometry, Image, Landmarks  # noqa: E402
 from regcore.io import ImageIOError, load_image, load_landmarks  # noqa: E402
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    derandomize=True)
-ANY_FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                      st.sampled_from([0.0, -1.0, 1e30, -1e-30, 1.0]))
+SETTINGS = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+ANY_FLOAT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, -1.0, 1e30, -1e-30, 1.0])
+)
 DATATYPES = [2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304, 0, 1, 9999, -4]
 
 
@@ -46,7 +48,9 @@ def nifti_bytes(draw):
         h["datatype"] = draw(st.sampled_from(DATATYPES))
         h["bitpix"] = draw(st.sampled_from([8, 16, 32, 64, 0, 7]))
     if draw(st.booleans()):
-        h["pixdim"] = [draw(st.sampled_from([1.0, -1.0, 0.0]))] + draw(st.lists(ANY_FLOAT, min_size=7, max_size=7))
+        h["pixdim"] = [draw(st.sampled_from([1.0, -1.0, 0.0]))] + draw(
+            st.lists(ANY_FLOAT, min_size=7, max_size=7)
+        )
     for row in ("srow_x", "srow_y", "srow_z"):
         if draw(st.booleans()):
             h[row] = draw(st.lists(ANY_FLOAT, min_size=4, max_size=4))
@@ -66,6 +70,7 @@ def nifti_bytes(draw):
 @given(data=nifti_bytes(), gz=st.booleans())
 def test_any_nifti_header_loads_cleanly_or_is_refused_naming_the_file(data, gz):
     import gzip
+
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / ("fuzz.nii.gz" if gz else "fuzz.nii")
         p.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
@@ -82,14 +87,23 @@ def test_any_nifti_header_loads_cleanly_or_is_refused_naming_the_file(data, gz):
         assert np.isfinite(img.data.numpy()).all()
 
 
-CELL = st.one_of(st.text(alphabet="0123456789.-+eEinfaxyz,\"; \t", max_size=12),
-                 st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str))
+CELL = st.one_of(
+    st.text(alphabet='0123456789.-+eEinfaxyz,"; \t', max_size=12),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers().map(str),
+)
 
 
 @st.composite
 def landmark_csv(draw):
-    header = draw(st.one_of(st.just(["id", "x", "y"]), st.just(["x", "y"]), st.just(["label", "x_lps", "y_lps", "z_lps"]),
-                            st.lists(st.sampled_from(["id", "x", "y", "z", "q", "x_px", ""]), max_size=5)))
+    header = draw(
+        st.one_of(
+            st.just(["id", "x", "y"]),
+            st.just(["x", "y"]),
+            st.just(["label", "x_lps", "y_lps", "z_lps"]),
+            st.lists(st.sampled_from(["id", "x", "y", "z", "q", "x_px", ""]), max_size=5),
+        )
+    )
     rows = draw(st.lists(st.lists(CELL, min_size=0, max_size=5), max_size=8))
     text = "\n".join(",".join(r) for r in [header, *rows])
     return draw(st.sampled_from(["utf-8", "latin-1"])), text
@@ -112,13 +126,42 @@ def test_any_landmark_csv_loads_or_is_refused_naming_the_file(csv_text, binary):
 
 
 JSON_VALUE = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-              st.text(max_size=8), st.sampled_from(["shapes", "brain", "lncc", "mse", "weak", "cpu", "voxelmorph"])),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-    max_leaves=6)
-RECIPE_KEYS = ["family", "dims", "data", "data_path", "spacing_mm", "train_shape", "supervision", "similarity",
-               "epochs", "steps_per_epoch", "batch_size", "lr", "augment", "seed", "device", "threads",
-               "family_config", "val_pairs", "synthetic_pool", "time_limit_min", "unknown_key"]
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**6), 10**6),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+        st.sampled_from(["shapes", "brain", "lncc", "mse", "weak", "cpu", "voxelmorph"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+RECIPE_KEYS = [
+    "family",
+    "dims",
+    "data",
+    "data_path",
+    "spacing_mm",
+    "train_shape",
+    "supervision",
+    "similarity",
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "lr",
+    "augment",
+    "seed",
+    "device",
+    "threads",
+    "family_config",
+    "val_pairs",
+    "synthetic_pool",
+    "time_limit_min",
+    "unknown_key",
+]
 
 
 @SETTINGS
@@ -127,6 +170,7 @@ def test_any_recipe_is_exactly_typed_or_refused_naming_the_field(changes):
     from dataclasses import fields
 
     from regcore.train.config import TrainConfig, config_from_dict
+
     base = {"family": "voxelmorph", "dims": 2, "data": "shapes", "train_shape": [32, 32]}
     try:
         cfg = config_from_dict(json.loads(json.dumps({**base, **changes})))
@@ -135,7 +179,7 @@ def test_any_recipe_is_exactly_typed_or_refused_naming_the_field(changes):
         assert "\n" not in msg.strip(), msg
         assert any(k in msg for k in ("TrainConfig", "family", "config", "Config.")), msg
         return
-    for f in fields(TrainConfig):   # accepted: every value has its declared type, bools are not ints
+    for f in fields(TrainConfig):  # accepted: every value has its declared type, bools are not ints
         v = getattr(cfg, f.name)
         if f.type in ("int", int):
             assert type(v) is int, (f.name, v)

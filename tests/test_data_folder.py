@@ -35,11 +35,11 @@ def user_folder(tmp_path) -> Path:
         _nifti(tmp_path / "images" / f"{stem}.nii.gz", _image(shape, seed))
     (tmp_path / "images" / "broken.nii.gz").write_bytes(b"\x1f\x8b this is not a nifti")
     _nifti(tmp_path / "labels" / "a_seg.nii.gz", _labels(shape))
-    _nifti(tmp_path / "labels" / "b.nii.gz", _labels(shape))                  # same stem
-    _nifti(tmp_path / "labels" / "T2_crop_cordseg.nii.gz", _labels(shape))    # -> T2_crop (longest stem)
-    _nifti(tmp_path / "labels" / "T2_gmseg.nii.gz", _labels(shape))           # -> T2
-    _nifti(tmp_path / "labels" / "T2_zz_seg.nii.gz", _labels(shape))          # -> T2, an alternative
-    _nifti(tmp_path / "labels" / "orphan_seg.nii.gz", _labels(shape))         # matches no image: ignored
+    _nifti(tmp_path / "labels" / "b.nii.gz", _labels(shape))  # same stem
+    _nifti(tmp_path / "labels" / "T2_crop_cordseg.nii.gz", _labels(shape))  # -> T2_crop (longest stem)
+    _nifti(tmp_path / "labels" / "T2_gmseg.nii.gz", _labels(shape))  # -> T2
+    _nifti(tmp_path / "labels" / "T2_zz_seg.nii.gz", _labels(shape))  # -> T2, an alternative
+    _nifti(tmp_path / "labels" / "orphan_seg.nii.gz", _labels(shape))  # matches no image: ignored
     lm = tmp_path / "landmarks"
     lm.mkdir()
     (lm / "a.csv").write_text("id,x,y,z\n1,-1.0,-2.0,3.0\n2,-4.0,-5.0,6.0\n")

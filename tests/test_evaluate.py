@@ -17,9 +17,28 @@ from regcore.metrics import evaluate, evaluate_identity, label_overlap
 from regcore.spatial.warp import warp
 
 EXPECTED_KEYS = {
-    "method", "dice_mean", "dice", "hd95_mean_mm", "hd95", "assd_mean_mm", "assd", "tre_mean_mm",
-    "tre_median_mm", "tre_std_mm", "tre", "folding_percent", "sdlogj", "ndv_percent", "jacobian_min",
-    "ncc", "mse", "ssim", "runtime_s", "peak_memory_mb", "device", "warnings",
+    "method",
+    "dice_mean",
+    "dice",
+    "hd95_mean_mm",
+    "hd95",
+    "assd_mean_mm",
+    "assd",
+    "tre_mean_mm",
+    "tre_median_mm",
+    "tre_std_mm",
+    "tre",
+    "folding_percent",
+    "sdlogj",
+    "ndv_percent",
+    "jacobian_min",
+    "ncc",
+    "mse",
+    "ssim",
+    "runtime_s",
+    "peak_memory_mb",
+    "device",
+    "warnings",
 }
 SHIFT = (3.0, -2.0)  # voxels: moving content sits at fixed content + SHIFT
 
@@ -46,21 +65,29 @@ def synthetic_case():
 def registered_result(fixed, moving) -> RegistrationResult:
     u = torch.tensor(SHIFT).view(1, 2, 1, 1).expand(1, 2, *fixed.shape).clone()
     warped = moving.with_data(warp(moving.batch(), u)[0])
-    return RegistrationResult("oracle", fixed, moving, warped, u, runtime_s=0.5, peak_memory_mb=3.0, device="cpu")
+    return RegistrationResult(
+        "oracle", fixed, moving, warped, u, runtime_s=0.5, peak_memory_mb=3.0, device="cpu"
+    )
 
 
 def test_evaluate_oracle_vs_identity():
     fixed, moving, fl, ml, flm, mlm = synthetic_case()
-    row = evaluate(registered_result(fixed, moving), fixed_labels=fl, moving_labels=ml,
-                   fixed_landmarks=flm, moving_landmarks=mlm)
+    row = evaluate(
+        registered_result(fixed, moving),
+        fixed_labels=fl,
+        moving_labels=ml,
+        fixed_landmarks=flm,
+        moving_landmarks=mlm,
+    )
     assert set(row) == EXPECTED_KEYS
     json.dumps(row, allow_nan=False)  # strict JSON: plain types, no NaN
     assert row["method"] == "oracle" and row["runtime_s"] == 0.5 and row["device"] == "cpu"
     assert row["dice"] == {"disk": 1.0, "square": 1.0} and row["hd95_mean_mm"] == 0.0
     assert row["tre_mean_mm"] == pytest.approx(0.0, abs=1e-9)
     assert row["folding_percent"] == 0.0 and row["sdlogj"] == 0.0 and row["ndv_percent"] == 0.0
-    base = evaluate_identity(fixed, moving, fixed_labels=fl, moving_labels=ml, fixed_landmarks=flm,
-                             moving_landmarks=mlm)
+    base = evaluate_identity(
+        fixed, moving, fixed_labels=fl, moving_labels=ml, fixed_landmarks=flm, moving_landmarks=mlm
+    )
     assert set(base) == EXPECTED_KEYS and base["method"] == "identity"
     assert base["dice_mean"] < 0.8 and base["hd95_mean_mm"] > 1.0
     assert base["tre_mean_mm"] == pytest.approx(math.hypot(3 * 1.5, 2 * 0.8))
@@ -126,14 +153,19 @@ def test_real_brain_slices_identity_matches_monai(shared_data):
     fa, ma = (_load(d / "images" / f"OASIS_OAS1_045{k}_MR1_axial103.nii.gz") for k in (5, 6))
     fl, ml = (_load(d / "labels" / f"OASIS_OAS1_045{k}_MR1_axial103_seg35.nii.gz", True) for k in (5, 6))
     names = _names(shared_data)
-    row = evaluate_identity(Image.from_array(fa), Image.from_array(ma), fixed_labels=fl, moving_labels=ml,
-                            label_names=names)
+    row = evaluate_identity(
+        Image.from_array(fa), Image.from_array(ma), fixed_labels=fl, moving_labels=ml, label_names=names
+    )
     json.dumps(row, allow_nan=False)
     assert 0.3 < row["dice_mean"] < 0.95 and row["ncc"] > 0.5
     assert "Left-Cerebral-White-Matter" in row["dice"]
     for lab in (1, 2, 3):
-        hd = compute_hausdorff_distance(torch.tensor(ml == lab)[None, None], torch.tensor(fl == lab)[None, None],
-                                        include_background=True, percentile=95)
+        hd = compute_hausdorff_distance(
+            torch.tensor(ml == lab)[None, None],
+            torch.tensor(fl == lab)[None, None],
+            include_background=True,
+            percentile=95,
+        )
         assert row["hd95"][names[lab]] == pytest.approx(float(hd), rel=1e-5)
 
 
@@ -144,10 +176,17 @@ def test_real_brain_3d_full_evaluation_speed(shared_data):
     fa, ma = (_load(d / "images" / f"OASIS_OAS1_045{k}_MR1.nii.gz") for k in (5, 6))
     fl, ml = (_load(d / "labels" / f"OASIS_OAS1_045{k}_MR1_seg35.nii.gz", True) for k in (5, 6))
     t0 = time.perf_counter()
-    row = evaluate_identity(Image.from_array(fa), Image.from_array(ma), fixed_labels=fl, moving_labels=ml,
-                            label_names=_names(shared_data))
+    row = evaluate_identity(
+        Image.from_array(fa),
+        Image.from_array(ma),
+        fixed_labels=fl,
+        moving_labels=ml,
+        label_names=_names(shared_data),
+    )
     elapsed = time.perf_counter() - t0
-    print(f"3D evaluate_identity: {elapsed:.1f} s, dice_mean {row['dice_mean']:.3f}, "
-          f"hd95 {row['hd95_mean_mm']:.2f} mm")
+    print(
+        f"3D evaluate_identity: {elapsed:.1f} s, dice_mean {row['dice_mean']:.3f}, "
+        f"hd95 {row['hd95_mean_mm']:.2f} mm"
+    )
     assert len(row["dice"]) >= 30 and 0.4 < row["dice_mean"] < 0.75
     assert elapsed < 120

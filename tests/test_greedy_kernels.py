@@ -55,8 +55,9 @@ def test_smooth_matches_scipy_truncated_at_two_sigma(shape, sigma):
     field = torch.randn(1, len(shape), *shape)
     ours = field[0].numpy().copy()
     greedy_kernels.GreedyWorkspace(shape).smooth(ours, sigma)
-    ref = np.stack([gaussian_filter(c.astype(np.float64), sigma, mode="nearest", truncate=2.0)
-                    for c in field[0].numpy()])
+    ref = np.stack(
+        [gaussian_filter(c.astype(np.float64), sigma, mode="nearest", truncate=2.0) for c in field[0].numpy()]
+    )
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
@@ -91,13 +92,17 @@ def test_compiled_iterations_follow_the_torch_iterations(shape, monkeypatch):
     shift[:, -1] = 1.5
     moving = warp(fixed, shift)
     ndim = len(shape)
-    config = replace(fireants.resolve_preset(fireants.FireANTsConfig(), ndim), levels=(2, 1), iterations=(15, 15))
+    config = replace(
+        fireants.resolve_preset(fireants.FireANTsConfig(), ndim), levels=(2, 1), iterations=(15, 15)
+    )
     compiled = fireants.greedy_displacement(fixed, moving, config)
     monkeypatch.setattr(greedy_kernels, "AVAILABLE", False)
     reference = fireants.greedy_displacement(fixed, moving, config)
     assert float((compiled - reference).abs().max()) < 1e-3
     interior = (slice(None), slice(-1, None)) + (slice(4, -4),) * ndim
-    assert float(compiled[interior].mean()) == pytest.approx(-1.5, abs=0.4)  # moving = fixed shifted by +1.5: u = -1.5
+    assert float(compiled[interior].mean()) == pytest.approx(
+        -1.5, abs=0.4
+    )  # moving = fixed shifted by +1.5: u = -1.5
 
 
 def test_compose_with_non_finite_step_stays_in_memory():
@@ -137,8 +142,15 @@ def test_compiled_demons_follow_the_torch_demons(shape, monkeypatch):
     shift[:, 0] = 1.2
     moving = warp(fixed, shift)
     config = demons.DemonsConfig(levels=2, iterations=15)
-    run = lambda: demons.DemonsMethod().register(Image.from_array(fixed[0, 0]), Image.from_array(moving[0, 0]),  # noqa: E731
-                                                 config).displacement
+    run = lambda: (
+        demons.DemonsMethod()
+        .register(
+            Image.from_array(fixed[0, 0]),
+            Image.from_array(moving[0, 0]),  # noqa: E731
+            config,
+        )
+        .displacement
+    )
     compiled = run()
     monkeypatch.setattr(greedy_kernels, "AVAILABLE", False)
     reference = run()

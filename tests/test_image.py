@@ -53,7 +53,9 @@ def test_world_index_round_trip_matches_simpleitk():
     s.SetSpacing(g.spacing)
     s.SetOrigin(g.origin)
     s.SetDirection(tuple(q.reshape(-1)))
-    np.testing.assert_allclose(pts, [s.TransformContinuousIndexToPhysicalPoint(tuple(i)) for i in idx], atol=1e-9)
+    np.testing.assert_allclose(
+        pts, [s.TransformContinuousIndexToPhysicalPoint(tuple(i)) for i in idx], atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("n", [2, 3])

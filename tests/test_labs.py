@@ -34,6 +34,7 @@ def test_warp_image_identity_and_shift():
 
 def test_kabsch_matches_scipy_align_vectors_in_3d():
     from scipy.spatial.transform import Rotation
+
     rng = np.random.default_rng(1)
     src = rng.normal(size=(10, 3))
     rot = Rotation.from_euler("xyz", [20, -35, 50], degrees=True)
@@ -79,7 +80,7 @@ def test_landscape_minimum_is_at_alignment_and_mse_fails_multimodal():
         assert values[np.argmin(mono[metric])] == 0, metric
     _, multi = landscape.landscape(t1, t2, values=values, metrics=("MI", "MSE"), normalise=False)
     assert values[np.argmin(multi["MI"])] == 0
-    depth = lambda c: (c.max() - c.min()) / abs(c).max()   # 1 = the cost vanishes at its minimum
+    depth = lambda c: (c.max() - c.min()) / abs(c).max()  # 1 = the cost vanishes at its minimum
     assert depth(multi["MSE"]) < 0.6 < depth(multi["MI"]), "MSE keeps a large residual across contrasts"
     with pytest.raises(ValueError, match="kind must be"):
         landscape.landscape(t1, t1, kind="shear")
@@ -101,8 +102,10 @@ def test_exp_removes_the_folding_of_a_velocity_used_directly():
 
 
 def test_regularisation_weight_trades_folding_for_dice():
-    loose, stiff = tradeoff.register_with_weight(0.0, size=32, iterations=60), \
-        tradeoff.register_with_weight(30.0, size=32, iterations=60)
+    loose, stiff = (
+        tradeoff.register_with_weight(0.0, size=32, iterations=60),
+        tradeoff.register_with_weight(30.0, size=32, iterations=60),
+    )
     assert loose.folding_percent > stiff.folding_percent
     assert loose.roughness > stiff.roughness
     _fi, _mi, fl, ml = tradeoff.demo_pair(32)

@@ -28,8 +28,8 @@ def test_every_family_declares_its_card_and_builds_in_2d_and_3d():
 def test_band_limited_field_is_the_inverse_fourier_transform():
     k, shape = 8, (32, 40)
     coeffs = torch.zeros(1, 4, k, k)
-    coeffs[0, 0, 0, 0] = 1.5                       # frequency 0, component 0: constant 1.5
-    coeffs[0, 1, 1, 0] = 0.5                       # frequency (1, 0), component 1: 0.5 exp(2 pi i x / 32)
+    coeffs[0, 0, 0, 0] = 1.5  # frequency 0, component 0: constant 1.5
+    coeffs[0, 1, 1, 0] = 0.5  # frequency (1, 0), component 1: 0.5 exp(2 pi i x / 32)
     v = band_limited_field(coeffs, shape)
     assert torch.allclose(v[0, 0], torch.full(shape, 1.5), atol=1e-6)
     x = torch.arange(shape[0], dtype=torch.float32).view(-1, 1).expand(shape)
@@ -44,7 +44,7 @@ def test_dirnet_constant_control_points_give_a_constant_field():
         nets["head"].out.bias.copy_(torch.tensor([1.0, -2.0]))
     x = torch.rand(1, 1, 16, 24)
     u = fam.predict(nets, x, x, cfg).displacement
-    assert torch.allclose(u[0, 0], torch.ones(16, 24), atol=1e-5)   # B-splines are a partition of unity
+    assert torch.allclose(u[0, 0], torch.ones(16, 24), atol=1e-5)  # B-splines are a partition of unity
     assert torch.allclose(u[0, 1], torch.full((16, 24), -2.0), atol=1e-5)
 
 
@@ -66,13 +66,13 @@ def test_cyclemorph_reports_inverse_consistency():
     x = torch.rand(1, 1, 16, 16)
     pred = fam.predict(nets, x, torch.rand(1, 1, 16, 16), cfg)
     assert pred.extras["backward_displacement"].shape == pred.displacement.shape
-    assert 0.0 <= pred.extras["inverse_consistency_error_vox"] < 1e-3   # untrained nets: near-zero fields
+    assert 0.0 <= pred.extras["inverse_consistency_error_vox"] < 1e-3  # untrained nets: near-zero fields
 
 
 def test_probabilistic_kl_is_smallest_at_the_prior_variance():
     mean = torch.zeros(1, 2, 8, 8)
     lam = 10.0
-    best = math.log(1.0 / (lam * 2 * 2))             # d/dlogvar [lam 2n var - logvar] = 0
+    best = math.log(1.0 / (lam * 2 * 2))  # d/dlogvar [lam 2n var - logvar] = 0
     values = [float(kl_divergence(mean, torch.full_like(mean, best + d), lam)) for d in (-1.0, 0.0, 1.0)]
     assert values[1] < values[0] and values[1] < values[2]
     rough = mean.clone()
@@ -80,8 +80,9 @@ def test_probabilistic_kl_is_smallest_at_the_prior_variance():
     assert float(kl_divergence(rough, torch.full_like(mean, best), lam)) > values[1]
 
 
-@pytest.mark.parametrize("name", ["hypermorph", "prob_voxelmorph", "lku_net", "dirnet", "deepflash", "cyclemorph",
-                                  "lapirn"])
+@pytest.mark.parametrize(
+    "name", ["hypermorph", "prob_voxelmorph", "lku_net", "dirnet", "deepflash", "cyclemorph", "lapirn"]
+)
 def test_untrained_family_predicts_near_identity(name):
     fam = get_family(name)
     cfg = fam.make_config({})

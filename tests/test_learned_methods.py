@@ -32,8 +32,16 @@ def _tmp_checkpoint(tmp_path, family="voxelmorph", dims=2, spacing=2.0):
     fam = get_family(family)
     values = {"channels": [8, 8, 8, 8]} if family == "voxelmorph" else {}
     nets = fam.build(dims, fam.make_config(values))
-    return save_checkpoint(tmp_path / f"{family}{dims}d.pt", {"family": family, "dims": dims, "family_config": values,
-                                                                "spacing_mm": spacing, "state_dict": nets.state_dict()})
+    return save_checkpoint(
+        tmp_path / f"{family}{dims}d.pt",
+        {
+            "family": family,
+            "dims": dims,
+            "family_config": values,
+            "spacing_mm": spacing,
+            "state_dict": nets.state_dict(),
+        },
+    )
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -42,13 +50,14 @@ def test_registered_with_shipped_2d_weights(name):
     assert spec.family == Family.LEARNED and spec.needs_training and spec.dims == (2, 3)
     weights = spec.factory().default_checkpoint(2)
     assert weights.is_file() and weights.parent == MODELS_DIR, weights
-    assert weights.with_suffix(".md").is_file()             # every shipped weight file has its model card
+    assert weights.with_suffix(".md").is_file()  # every shipped weight file has its model card
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_shipped_model_improves_dice_on_a_sample_brain_pair(name):
     """A short real registration: the default sample data (regcore.data), pair 3 -> 7."""
     from regcore.data import sample_pair
+
     pair = sample_pair("brain", 2, 3, 7, resolution_mm=2.0)
     f, m, fl, ml = pair.fixed, pair.moving, pair.fixed_labels.data[None], pair.moving_labels.data[None]
     spec = registry.get(name)
@@ -65,7 +74,9 @@ def test_affine_net_result_is_consistent():
     res = spec.factory().register(f, m, spec.make_config())
     assert res.affine.shape == (2, 3)
     dense = affine_to_displacement(res.affine[None], f.shape)
-    assert torch.allclose(dense, res.displacement, atol=0.05)   # bilinear resize of an affine field is exact-ish
+    assert torch.allclose(
+        dense, res.displacement, atol=0.05
+    )  # bilinear resize of an affine field is exact-ish
 
 
 def test_identical_images_give_small_displacement():
@@ -81,7 +92,7 @@ def test_3d_checkpoint_runs_and_keeps_conventions(tmp_path):
     spec = registry.get("voxelmorph")
     res = spec.factory().register(img, img, spec.make_config({"checkpoint": str(ckpt)}))
     assert res.displacement.shape == (1, 3, 18, 22, 26)
-    assert res.extras["model_shape"] == (20, 24, 28)          # padded to the U-Net's divisor (4)
+    assert res.extras["model_shape"] == (20, 24, 28)  # padded to the U-Net's divisor (4)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
@@ -97,8 +108,12 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="is a 3D model but the images are 2D"):
         method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, dims=3))}))
     with pytest.raises(ValueError, match="holds a 'affine_net' model"):
-        method.register(f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, family="affine_net"))}))
-    old = save_checkpoint(tmp_path / "v1.pt", {"arch": {"model": "voxelmorph"}, "state_dict": {}, "spacing_mm": 2.0})
+        method.register(
+            f, m, spec.make_config({"checkpoint": str(_tmp_checkpoint(tmp_path, family="affine_net"))})
+        )
+    old = save_checkpoint(
+        tmp_path / "v1.pt", {"arch": {"model": "voxelmorph"}, "state_dict": {}, "spacing_mm": 2.0}
+    )
     torch.save({**torch.load(old, weights_only=True), "version": 1}, old)
     with pytest.raises(CheckpointError, match="made by an older RegLab"):
         method.register(f, m, spec.make_config({"checkpoint": str(old)}))
@@ -115,12 +130,17 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 def test_real_oasis_slice_dice_improves(shared_data, name):
     """Never trained on OASIS: the shipped 2D model still raises Dice on the real 0456 -> 0455 slice."""
     import nibabel as nib
+
     d = shared_data / "brain2d"
-    load = lambda p: np.asarray(nib.load(p).dataobj).squeeze()   # noqa: E731
+    load = lambda p: np.asarray(nib.load(p).dataobj).squeeze()  # noqa: E731
     fixed = Image.from_array(load(d / "images/OASIS_OAS1_0455_MR1_axial103.nii.gz").astype(np.float32))
     moving = Image.from_array(load(d / "images/OASIS_OAS1_0456_MR1_axial103.nii.gz").astype(np.float32))
-    fl = torch.from_numpy(load(d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
-    ml = torch.from_numpy(load(d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz").astype(np.int64))[None, None]
+    fl = torch.from_numpy(load(d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz").astype(np.int64))[
+        None, None
+    ]
+    ml = torch.from_numpy(load(d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz").astype(np.int64))[
+        None, None
+    ]
     spec = registry.get(name)
     res = spec.factory().register(fixed, moving, spec.make_config())
     before = float(dice_per_pair(fl, ml, torch.zeros_like(res.displacement)))
@@ -133,6 +153,7 @@ def test_instance_optimisation_refines_the_network_field():
     """refine_iterations > 0 starts from the network's field and raises Dice on a real sample pair."""
     from regcore.data import sample_pair
     from regcore.register import run_pair
+
     pair = sample_pair("brain", 2, 3, 7, resolution_mm=2.0)
     plain, m0 = run_pair(pair, "voxelmorph", {"refine_iterations": 0}, device="cpu")
     refined, m1 = run_pair(pair, "voxelmorph", {"refine_iterations": 30}, device="cpu")
@@ -144,8 +165,16 @@ def test_instance_optimisation_refines_the_network_field():
 def test_probabilistic_family_returns_a_variance_map(tmp_path):
     fam = get_family("prob_voxelmorph")
     nets = fam.build(2, fam.make_config({"widths": [8, 8]}))
-    ckpt = save_checkpoint(tmp_path / "p.pt", {"family": fam.name, "dims": 2, "family_config": {"widths": [8, 8]},
-                                                "spacing_mm": 2.0, "state_dict": nets.state_dict()})
+    ckpt = save_checkpoint(
+        tmp_path / "p.pt",
+        {
+            "family": fam.name,
+            "dims": 2,
+            "family_config": {"widths": [8, 8]},
+            "spacing_mm": 2.0,
+            "state_dict": nets.state_dict(),
+        },
+    )
     f, m, _, _ = _pair()
     spec = registry.get("prob_voxelmorph")
     res = spec.factory().register(f, m, spec.make_config({"checkpoint": str(ckpt), "samples": 4}))
@@ -160,10 +189,22 @@ def test_hypermorph_lambda_changes_the_field(tmp_path):
     with torch.no_grad():
         for p in nets.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    ckpt = save_checkpoint(tmp_path / "h.pt", {"family": fam.name, "dims": 2, "family_config": {"widths": [8, 8]},
-                                                "spacing_mm": 2.0, "state_dict": nets.state_dict()})
+    ckpt = save_checkpoint(
+        tmp_path / "h.pt",
+        {
+            "family": fam.name,
+            "dims": 2,
+            "family_config": {"widths": [8, 8]},
+            "spacing_mm": 2.0,
+            "state_dict": nets.state_dict(),
+        },
+    )
     f, m, _, _ = _pair()
     spec = registry.get("hypermorph")
-    u = [spec.factory().register(f, m, spec.make_config({"checkpoint": str(ckpt), "regularization": lam})).displacement
-         for lam in (0.0, 1.0)]
+    u = [
+        spec.factory()
+        .register(f, m, spec.make_config({"checkpoint": str(ckpt), "regularization": lam}))
+        .displacement
+        for lam in (0.0, 1.0)
+    ]
     assert not torch.allclose(u[0], u[1])

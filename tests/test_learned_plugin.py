@@ -38,15 +38,20 @@ class ToyConfig:
 class ToyCNN(LearnedFamily):
     name = "toy_cnn"
     title = "Toy CNN (test plug-in)"
-    summary = "Two convolutions predict a displacement; defined in a test module to prove the contract is open."
+    summary = (
+        "Two convolutions predict a displacement; defined in a test module to prove the contract is open."
+    )
     paper = "none"
     Config = ToyConfig
     Settings = LearnedSettings
     dims = (2,)
 
     def build(self, dims, config):
-        net = nn.Sequential(nn.Conv2d(2, config.width, 5, padding=2), nn.LeakyReLU(0.2),
-                            nn.Conv2d(config.width, 2, 5, padding=2))
+        net = nn.Sequential(
+            nn.Conv2d(2, config.width, 5, padding=2),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(config.width, 2, 5, padding=2),
+        )
         nn.init.zeros_(net[2].weight)
         nn.init.zeros_(net[2].bias)
         return nn.ModuleDict({"net": net})
@@ -58,9 +63,20 @@ class ToyCNN(LearnedFamily):
         return Prediction(displacement=nets["net"](torch.cat([moving, fixed], 1)))
 
 
-TOY_RECIPE = {"family": "toy_cnn", "family_config": {"width": 6}, "epochs": 2, "steps_per_epoch": 4,
-              "batch_size": 2, "val_pairs": 2, "synthetic_pool": 4, "lr": 0.01, "device": "cpu", "threads": 1,
-              "supervision": "unsupervised", "similarity": "mse"}
+TOY_RECIPE = {
+    "family": "toy_cnn",
+    "family_config": {"width": 6},
+    "epochs": 2,
+    "steps_per_epoch": 4,
+    "batch_size": 2,
+    "val_pairs": 2,
+    "synthetic_pool": 4,
+    "lr": 0.01,
+    "device": "cpu",
+    "threads": 1,
+    "supervision": "unsupervised",
+    "similarity": "mse",
+}
 
 
 @pytest.fixture(scope="module")
@@ -99,23 +115,45 @@ def _pair():
 
 def test_toy_registers_through_run_registration(trained_toy):
     pair = _pair()
-    result, metrics = run_registration(pair.fixed, pair.moving, "toy_cnn", {"checkpoint": str(trained_toy)},
-                                       fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
+    result, metrics = run_registration(
+        pair.fixed,
+        pair.moving,
+        "toy_cnn",
+        {"checkpoint": str(trained_toy)},
+        fixed_labels=pair.fixed_labels,
+        moving_labels=pair.moving_labels,
+    )
     assert result.method == "toy_cnn" and result.displacement.shape == (1, 2, *pair.fixed.shape)
-    assert result.displacement.abs().max() > 0          # trained weights moved away from the zero init
+    assert result.displacement.abs().max() > 0  # trained weights moved away from the zero init
     assert 0.0 <= metrics["dice_mean"] <= 1.0
 
 
 def test_toy_registers_through_the_cli(trained_toy, tmp_path):
     from regcore.io import save_image
+
     pair = _pair()
     paths = {}
     for key in ("fixed", "moving"):
         paths[key] = tmp_path / f"{key}.nii.gz"
         save_image(getattr(pair, key), paths[key])
     out = tmp_path / "out"
-    rc = cli.main(["register", "--fixed", str(paths["fixed"]), "--moving", str(paths["moving"]), "--method",
-                   "toy_cnn", "--set", f"checkpoint={trained_toy}", "--device", "cpu", "--out", str(out)])
+    rc = cli.main(
+        [
+            "register",
+            "--fixed",
+            str(paths["fixed"]),
+            "--moving",
+            str(paths["moving"]),
+            "--method",
+            "toy_cnn",
+            "--set",
+            f"checkpoint={trained_toy}",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert json.loads((out / "metrics.json").read_text())["method"] == "toy_cnn"
     assert (out / "displacement.nii.gz").is_file() or any(out.glob("displacement.*"))
@@ -130,13 +168,26 @@ def test_toy_is_listed_by_methods_json(capsys):
 
 def test_a_fresh_process_loads_the_plugin_from_the_environment():
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "REGCORE_PLUGINS": __name__,
-           "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "regcore.cli", "methods", "--json"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {
+        **os.environ,
+        "REGCORE_PLUGINS": __name__,
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "regcore.cli", "methods", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "toy_cnn" in {m["name"] for m in json.loads(out.stdout)}
-    bad = subprocess.run([sys.executable, "-m", "regcore.cli", "methods"], capture_output=True, text=True,
-                         env={**env, "REGCORE_PLUGINS": "no_such_plugin_module"}, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "regcore.cli", "methods"],
+        capture_output=True,
+        text=True,
+        env={**env, "REGCORE_PLUGINS": "no_such_plugin_module"},
+        timeout=120,
+    )
     assert bad.returncode == 2 and "REGCORE_PLUGINS names module 'no_such_plugin_module'" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_random_field
 
 from regcore.losses import Regularizer, inverse_consistency, make_regularizer
 from regcore.losses.regularizers import (
@@ -13,7 +14,6 @@ from regcore.losses.regularizers import (
     FoldingPenalty,
     inverse_consistency_residual,
 )
-from conftest import smooth_random_field
 from regcore.spatial.warp import warp
 
 

@@ -94,7 +94,7 @@ def test_mind_is_invariant_to_linear_remap_and_inversion():
     assert ref.shape == (1, 12, 16, 18, 20)
     torch.testing.assert_close(mind_ssc(3.0 * f + 7.0), ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(mind_ssc(1.0 - f), ref, atol=1e-5, rtol=1e-5)
-    nonlinear = mind_ssc(f ** 2)  # monotonic but not linear: close, not equal
+    nonlinear = mind_ssc(f**2)  # monotonic but not linear: close, not equal
     assert float((nonlinear - ref).abs().mean()) < 0.1
     assert float((mind_ssc(shifted(f, 3)) - ref).abs().mean()) > float((nonlinear - ref).abs().mean())
 
@@ -118,7 +118,9 @@ def test_mask_restricts_the_loss():
     ncc_crop = float(make_similarity("ncc", 2)(f[..., :10].contiguous(), w[..., :10].contiguous()))
     assert ncc_masked == pytest.approx(ncc_crop, abs=1e-5)
     mi_masked = float(make_similarity("mi", 2, normalise=False)(f, w, mask))
-    mi_crop = float(make_similarity("mi", 2, normalise=False)(f[..., :10].contiguous(), w[..., :10].contiguous()))
+    mi_crop = float(
+        make_similarity("mi", 2, normalise=False)(f[..., :10].contiguous(), w[..., :10].contiguous())
+    )
     assert mi_masked == pytest.approx(mi_crop, abs=1e-5)
 
 
@@ -128,7 +130,7 @@ def test_batch_is_mean_of_items():
     for name in ("mse", "ncc", "mi", "nmi", "cr", "lncc"):
         loss = make_similarity(name, 2)
         both = float(loss(f, w))
-        items = np.mean([float(loss(f[i:i + 1], w[i:i + 1])) for i in range(2)])
+        items = np.mean([float(loss(f[i : i + 1], w[i : i + 1])) for i in range(2)])
         assert both == pytest.approx(items, abs=1e-5), name
 
 
@@ -149,7 +151,9 @@ def test_lncc_matches_monai(kernel, monai_kernel, shape):
     from monai.losses import LocalNormalizedCrossCorrelationLoss
 
     f, w = smooth_image(shape, 0), smooth_image(shape, 1) + 0.2 * smooth_image(shape, 0)
-    ref = LocalNormalizedCrossCorrelationLoss(spatial_dims=len(shape), kernel_size=7, kernel_type=monai_kernel)
+    ref = LocalNormalizedCrossCorrelationLoss(
+        spatial_dims=len(shape), kernel_size=7, kernel_type=monai_kernel
+    )
     ours = LocalNCCLoss(window=7, kernel=kernel)
     assert float(ours(f, w)) == pytest.approx(float(ref(w, f)), abs=1e-5)
 
@@ -173,8 +177,14 @@ def test_ssim_matches_skimage_and_monai(shape):
     f, w = smooth_image(shape, 0, dtype=torch.float64), smooth_image(shape, 1, dtype=torch.float64)
     w = 0.5 * w + 0.5 * f
     ours = float(ssim_map(f, w, data_range=1.0).mean())
-    ref = structural_similarity(f[0, 0].numpy(), w[0, 0].numpy(), gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False, data_range=1.0)
+    ref = structural_similarity(
+        f[0, 0].numpy(),
+        w[0, 0].numpy(),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+    )
     assert ours == pytest.approx(ref, abs=1e-6)
     monai = float(SSIMMetric(spatial_dims=len(shape), data_range=1.0)(w.float(), f.float()).mean())
     assert ours == pytest.approx(monai, abs=1e-4)
@@ -194,9 +204,15 @@ def test_nmi_range_and_cr_function_of_fixed():
 
 
 GRADCHECK_LOSSES = {
-    "mse": {}, "mae": {}, "ncc": {}, "lncc": {"window": 3}, "lncc_gauss": {"window": 3},
-    "mi": {"bins": 8, "normalise": False}, "nmi": {"bins": 8, "normalise": False},
-    "cr": {"bins": 8, "normalise": False}, "mind": {"radius": 1, "dilation": 1},
+    "mse": {},
+    "mae": {},
+    "ncc": {},
+    "lncc": {"window": 3},
+    "lncc_gauss": {"window": 3},
+    "mi": {"bins": 8, "normalise": False},
+    "nmi": {"bins": 8, "normalise": False},
+    "cr": {"bins": 8, "normalise": False},
+    "mind": {"radius": 1, "dilation": 1},
     "ssim": {"window": 3},
 }
 
@@ -257,8 +273,9 @@ def test_bad_input_messages():
 FAST_REGISTRATION = {"mse", "lncc", "mi"}
 
 
-@pytest.mark.parametrize("name", [n if n in FAST_REGISTRATION else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in Similarity])
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_REGISTRATION else pytest.param(n, marks=pytest.mark.slow) for n in Similarity]
+)
 def test_gradient_descent_recovers_a_translation(name):
     """Optimise a constant displacement t with Adam; multimodal losses see an inverted moving image."""
     from regcore.spatial.warp import warp
@@ -285,7 +302,9 @@ def test_sampled_mi_with_seed_is_repeatable_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
     values = [float(first(fixed, warped)) for _ in range(2)]
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert float(second(fixed, warped)) == values[0] and values[1] != values[0]  # same stream, and it advances
+    assert (
+        float(second(fixed, warped)) == values[0] and values[1] != values[0]
+    )  # same stream, and it advances
 
 
 # -- the one name -> loss factory -----------------------------------------------------------
@@ -299,10 +318,22 @@ def test_make_similarity_defaults_follow_the_dimension():
         assert (gauss.window, gauss.kernel_name) == (window, "gaussian")
     assert make_similarity("mi", 3).samples == 200_000 and make_similarity("mi", 2).samples is None
     assert make_similarity("nmi", 3, samples=None).samples is None  # options override the defaults
-    assert make_similarity("lncc", 3, window=5).window == 5 and make_similarity("ssim", 2, window=5).window == 5
+    assert (
+        make_similarity("lncc", 3, window=5).window == 5 and make_similarity("ssim", 2, window=5).window == 5
+    )
     assert isinstance(make_similarity("mse", 3, window=5), type(make_similarity("mse", 2)))  # window ignored
-    assert SimilarityName is Similarity and {s.value for s in Similarity} >= {"lncc", "ncc", "mse", "mi", "nmi",
-                                                                            "mind", "cr", "ssim", "mae", "lncc_gauss"}
+    assert SimilarityName is Similarity and {s.value for s in Similarity} >= {
+        "lncc",
+        "ncc",
+        "mse",
+        "mi",
+        "nmi",
+        "mind",
+        "cr",
+        "ssim",
+        "mae",
+        "lncc_gauss",
+    }
 
 
 def test_regularizer_names_build_the_same_modules():
@@ -310,7 +341,10 @@ def test_regularizer_names_build_the_same_modules():
 
     assert regularizer_loss is make_regularizer
     for name in Regularizer:
-        assert type(make_regularizer(name)).__name__.lower().startswith(("diffusion", "totalvariation", "bending",
-                                                                          "folding", "noregularizer"))
+        assert (
+            type(make_regularizer(name))
+            .__name__.lower()
+            .startswith(("diffusion", "totalvariation", "bending", "folding", "noregularizer"))
+        )
     with pytest.raises(ValueError, match="must be one of"):
         make_regularizer("elastic")

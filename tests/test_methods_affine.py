@@ -11,9 +11,9 @@ import torch
 from scipy import ndimage
 
 from regcore.image import Geometry, Image
+from regcore.losses import make_similarity
 from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
-from regcore.losses import make_similarity
 from regcore.methods.classical.filters import box_filter
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
@@ -27,7 +27,7 @@ def _blob_image(shape=(64, 64), seed=0) -> np.ndarray:
     img = ndimage.gaussian_filter(g.standard_normal(shape), 3.0)
     yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     img = img / np.abs(img).max() + 2.0 * np.exp(-((yy - 0.2) ** 2 + (xx + 0.1) ** 2 * 2) / 0.2)
-    img *= (yy ** 2 + xx ** 2) < 0.85
+    img *= (yy**2 + xx**2) < 0.85
     return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
 
 
@@ -69,8 +69,9 @@ def test_affine_recovers_known_affine_with_ncc():
     assert after < 0.3 * before, (before, after)
     assert after < 0.5
     # the affine and the dense field describe the same map
-    np.testing.assert_allclose(affine_to_displacement(result.affine[None], (64, 64)).numpy(),
-                               result.displacement.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        affine_to_displacement(result.affine[None], (64, 64)).numpy(), result.displacement.numpy(), atol=1e-4
+    )
     assert result.warped.shape == fixed.shape and result.loss_history
 
 
@@ -94,11 +95,16 @@ def test_affine_handles_anisotropic_spacing_and_3d():
     g = np.random.default_rng(1)
     vol = ndimage.gaussian_filter(g.standard_normal(shape), 2.0).astype(np.float32)
     fixed = Image.from_array(vol, spacing=(1.0, 1.0, 2.0))
-    moving_t = warp(fixed.batch(), affine_to_displacement(_about_centre(np.eye(3), (1.5, -1.0, 0.5), shape), shape))
+    moving_t = warp(
+        fixed.batch(), affine_to_displacement(_about_centre(np.eye(3), (1.5, -1.0, 0.5), shape), shape)
+    )
     moving = Image.from_array(moving_t[0, 0], geometry=fixed.geometry)
     spec = registry.get("affine")
-    result = spec.factory().register(fixed, moving, spec.make_config(
-        {"similarity": "ncc", "levels": (1,), "iterations": (60,), "learning_rate": 0.02}))
+    result = spec.factory().register(
+        fixed,
+        moving,
+        spec.make_config({"similarity": "ncc", "levels": (1,), "iterations": (60,), "learning_rate": 0.02}),
+    )
     # moving = fixed o (x + s) => fixed = moving o (x - s): translation of -s voxels
     np.testing.assert_allclose(result.affine[:, 3].numpy(), [-1.5, 1.0, -0.5], atol=0.3)
     assert result.displacement.shape == (1, 3, *shape)
@@ -184,8 +190,12 @@ def test_lncc_gradient_matches_autograd_and_regcore_loss():
 
 def test_resize_field_keeps_a_linear_map():
     shape, small = (33, 41), (17, 21)
-    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in small], indexing="ij"))[None]
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in small], indexing="ij"))[
+        None
+    ]
     u_small = 0.1 * grid  # u(x) = 0.1 x in small voxels
     u_big = resize_field(u_small, shape)
-    big = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))[None]
+    big = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))[
+        None
+    ]
     torch.testing.assert_close(u_big, 0.1 * big, atol=1e-4, rtol=1e-4)

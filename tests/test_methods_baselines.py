@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import smooth_random_field
 from scipy.ndimage import gaussian_filter
 
-from conftest import smooth_random_field
 from regcore.image import Geometry, Image
 from regcore.methods.classical.library_convert import to_sitk, transform_to_voxel_displacement
 from regcore.methods.registry import MissingExtraError, get
 from regcore.spatial.warp import warp, warp_labels
-
 
 
 def labelled_pair(size: int = 64, magnitude: float = 3.0):
@@ -30,13 +29,19 @@ def labelled_pair(size: int = 64, magnitude: float = 3.0):
     u[:, 0] += 1.5  # plus a translation so the affine baseline has something to find
     moving = torch.tensor(img, dtype=torch.float32)[None, None]
     mlab = torch.tensor(labels)[None, None]
-    return (Image.from_array(warp(moving, u)[0, 0]), Image.from_array(moving[0, 0]),
-            warp_labels(mlab, u)[0, 0], mlab[0, 0])
+    return (
+        Image.from_array(warp(moving, u)[0, 0]),
+        Image.from_array(moving[0, 0]),
+        warp_labels(mlab, u)[0, 0],
+        mlab[0, 0],
+    )
 
 
 def dice_mean(a, b) -> float:
     ks = [k for k in torch.unique(a).tolist() if k]
-    return float(np.mean([2 * float(((a == k) & (b == k)).sum()) / float((a == k).sum() + (b == k).sum()) for k in ks]))
+    return float(
+        np.mean([2 * float(((a == k) & (b == k)).sum()) / float((a == k).sum() + (b == k).sum()) for k in ks])
+    )
 
 
 def test_translation_converts_to_voxels_with_spacing_and_direction():
@@ -57,11 +62,14 @@ def test_to_sitk_keeps_voxels_and_geometry():
     assert img.TransformIndexToPhysicalPoint((1, 1, 1)) == (2.0, 4.0, 6.0)
 
 
-@pytest.mark.parametrize("method,overrides", [
-    ("sitk_affine_mi", {"iterations": 60}),
-    ("sitk_bspline", {"iterations": 30, "grid_spacing_mm": 12.0, "metric": "mean_squares"}),
-    ("sitk_demons", {"iterations": 30}),
-])
+@pytest.mark.parametrize(
+    "method,overrides",
+    [
+        ("sitk_affine_mi", {"iterations": 60}),
+        ("sitk_bspline", {"iterations": 30, "grid_spacing_mm": 12.0, "metric": "mean_squares"}),
+        ("sitk_demons", {"iterations": 30}),
+    ],
+)
 def test_sitk_methods_raise_dice(method, overrides):
     fixed, moving, flab, mlab = labelled_pair()
     spec = get(method)
@@ -87,10 +95,14 @@ def test_sitk_affine_matrix_matches_its_field():
 def test_sitk_rejects_different_grids():
     fixed, moving, *_ = labelled_pair(size=32)
     with pytest.raises(ValueError, match="same grid"):
-        get("sitk_demons").factory().register(fixed, Image.from_array(torch.zeros(8, 8)), get("sitk_demons").make_config())
+        get("sitk_demons").factory().register(
+            fixed, Image.from_array(torch.zeros(8, 8)), get("sitk_demons").make_config()
+        )
 
 
-@pytest.mark.parametrize("method,extra,hint", [("elastix", "elastix", "pip install"), ("ants_syn", "ants", "make bench-env")])
+@pytest.mark.parametrize(
+    "method,extra,hint", [("elastix", "elastix", "pip install"), ("ants_syn", "ants", "make bench-env")]
+)
 def test_missing_extra_message(monkeypatch, method, extra, hint):
     import regcore.extras as extras
     import regcore.methods.classical.elastix as elastix_mod
@@ -114,6 +126,7 @@ def test_optional_baselines_raise_dice_when_installed(method, module):
     pytest.importorskip(module)
     if method == "elastix":
         from regcore.methods.classical.elastix import elastix_installed
+
         if not elastix_installed():
             pytest.skip("itk-elastix not installed")
     fixed, moving, flab, mlab = labelled_pair()

@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_random_field
 from scipy.interpolate import BSpline
 from scipy.ndimage import gaussian_filter
 
-from conftest import smooth_random_field
 from regcore.image import Image
 from regcore.methods.base import RegistrationCancelled
 from regcore.methods.registry import get
 from regcore.spatial.bspline import bspline_basis_matrix, bspline_to_displacement, control_grid_shape
 from regcore.spatial.warp import warp, warp_labels
-
 
 
 def synthetic_pair(size: int = 64, magnitude: float = 3.0, seed: int = 0):
@@ -32,8 +31,13 @@ def synthetic_pair(size: int = 64, magnitude: float = 3.0, seed: int = 0):
     mlab = torch.tensor(labels)[None, None]
     fixed = warp(moving, u_true)
     flab = warp_labels(mlab, u_true)
-    return (Image.from_array(fixed[0, 0]), Image.from_array(moving[0, 0]),
-            Image.from_array(flab[0, 0], is_labels=True), Image.from_array(mlab[0, 0], is_labels=True), u_true)
+    return (
+        Image.from_array(fixed[0, 0]),
+        Image.from_array(moving[0, 0]),
+        Image.from_array(flab[0, 0], is_labels=True),
+        Image.from_array(mlab[0, 0], is_labels=True),
+        u_true,
+    )
 
 
 def dice_mean(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -81,12 +85,15 @@ def test_bspline_displacement_rejects_bad_coefficients():
 
 
 # -- registrations -------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,overrides,max_ratio", [
-    ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1}, 0.35),
-    ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1, "similarity": "mind"}, 0.5),
-    ("demons", {"iterations": 40, "levels": 2}, 0.6),
-    ("demons", {"iterations": 40, "levels": 2, "force": "passive", "diffeomorphic": False}, 0.6),
-])
+@pytest.mark.parametrize(
+    "method,overrides,max_ratio",
+    [
+        ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1}, 0.35),
+        ("bspline", {"iterations": 40, "grid_spacing": 6, "bending_weight": 0.1, "similarity": "mind"}, 0.5),
+        ("demons", {"iterations": 40, "levels": 2}, 0.6),
+        ("demons", {"iterations": 40, "levels": 2, "force": "passive", "diffeomorphic": False}, 0.6),
+    ],
+)
 def test_recovers_known_deformation_and_raises_dice(method, overrides, max_ratio):
     fixed, moving, flab, mlab, u_true = synthetic_pair()
     spec = get(method)
@@ -105,13 +112,17 @@ def test_real_oasis_2d_pair_dice_improves(shared_data, method):
     from regcore.register import run_pair
 
     d = shared_data / "brain2d"
-    pair = load_pair(d / "images/OASIS_OAS1_0455_MR1_axial103.nii.gz", d / "images/OASIS_OAS1_0456_MR1_axial103.nii.gz",
-                     fixed_labels=d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz",
-                     moving_labels=d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz")
+    pair = load_pair(
+        d / "images/OASIS_OAS1_0455_MR1_axial103.nii.gz",
+        d / "images/OASIS_OAS1_0456_MR1_axial103.nii.gz",
+        fixed_labels=d / "labels/OASIS_OAS1_0455_MR1_axial103_seg35.nii.gz",
+        moving_labels=d / "labels/OASIS_OAS1_0456_MR1_axial103_seg35.nii.gz",
+    )
     from regcore.metrics.evaluate import evaluate_identity
 
-    base = evaluate_identity(pair.fixed, pair.moving, fixed_labels=pair.fixed_labels,
-                             moving_labels=pair.moving_labels)["dice_mean"]
+    base = evaluate_identity(
+        pair.fixed, pair.moving, fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels
+    )["dice_mean"]
     _, metrics = run_pair(pair, method, {"iterations": 30})
     assert metrics["dice_mean"] > base + 0.05, (base, metrics["dice_mean"])
     assert metrics["folding_percent"] < 1.0
@@ -151,7 +162,9 @@ def test_progress_callback_can_cancel(method):
 
     spec = get(method)
     with pytest.raises(RegistrationCancelled):
-        spec.factory().register(fixed, moving, spec.make_config({"iterations": 20}), progress=stop_after_first)
+        spec.factory().register(
+            fixed, moving, spec.make_config({"iterations": 20}), progress=stop_after_first
+        )
     assert len(seen) == 1 and 0 <= seen[0] <= 1
 
 
@@ -159,7 +172,10 @@ def test_bspline_large_levels_run_coarser_with_the_same_control_density():
     from regcore.methods.classical.bspline import evaluation_grid
 
     brain = (160, 192, 224)  # 6.9M voxels
-    assert evaluation_grid(brain, 1, 8, 2_000_000) == (2, 4)  # half resolution, half spacing: same physical grid
+    assert evaluation_grid(brain, 1, 8, 2_000_000) == (
+        2,
+        4,
+    )  # half resolution, half spacing: same physical grid
     assert evaluation_grid(brain, 2, 8, 2_000_000) == (2, 8)  # already small enough
     assert evaluation_grid(brain, 1, 8, 100_000) == (4, 2)  # stops at spacing 2 even if still too large
     assert evaluation_grid(brain, 1, 3, 1_000) == (1, 3)  # odd spacing cannot be halved: unchanged

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_random_field
 from scipy import ndimage
 
-from conftest import smooth_random_field
 from regcore.image import Image
 from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
@@ -20,8 +20,14 @@ FAST = {
     "dense": {"levels": (2, 1), "iterations": (40, 30), "learning_rate": 0.2, "weight": 0.5},
     "svf": {"levels": (2, 1), "iterations": (40, 30), "learning_rate": 0.2, "weight": 0.5},
     "fireants": {"preset": "custom", "levels": (2, 1), "iterations": (60, 30), "step_size": 0.5},
-    "convexadam": {"grid_step": 2, "search_radius": 3, "io_level": 1, "iterations": 80, "learning_rate": 0.2,
-                   "weight": 0.3},
+    "convexadam": {
+        "grid_step": 2,
+        "search_radius": 3,
+        "io_level": 1,
+        "iterations": 80,
+        "learning_rate": 0.2,
+        "weight": 0.3,
+    },
 }
 # Remaining mean error as a fraction of the initial one. MIND descriptors are patch-based, which
 # blurs the optimum by about a voxel on this small image, so ConvexAdam gets a looser bound.
@@ -53,8 +59,13 @@ def _synthetic_pair(magnitude=3.0):
     fixed_t = warp(moving_t, u_true)
     lab_t = torch.tensor(lab)[None, None]
     fixed_lab = warp_labels(lab_t, u_true)
-    return (Image.from_array(fixed_t[0, 0], name="fixed"), Image.from_array(moving_t[0, 0], name="moving"),
-            fixed_lab[0, 0].numpy(), lab, u_true)
+    return (
+        Image.from_array(fixed_t[0, 0], name="fixed"),
+        Image.from_array(moving_t[0, 0], name="moving"),
+        fixed_lab[0, 0].numpy(),
+        lab,
+        u_true,
+    )
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,13 +75,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def _folding_percent(u: torch.Tensor) -> float:
     from regcore.spatial.jacobian import jacobian_determinant
+
     return float((jacobian_determinant(u) <= 0).float().mean() * 100)
 
 
 def _run(name, fixed, moving, overrides=None, progress=None):
     spec = registry.get(name)
-    return spec.factory().register(fixed, moving, spec.make_config({**FAST[name], **(overrides or {})}),
-                                   progress=progress)
+    return spec.factory().register(
+        fixed, moving, spec.make_config({**FAST[name], **(overrides or {})}), progress=progress
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +186,12 @@ def test_fireants_3d_smoke():
     u_true = smooth_random_field(shape, 1.5, seed=2, sigma=5.0)
     moving = torch.tensor(vol)[None, None]
     fixed = warp(moving, u_true)
-    result = _run("fireants", Image.from_array(fixed[0, 0]), Image.from_array(moving[0, 0]),
-                  {"levels": (2, 1), "iterations": (40, 20)})
+    result = _run(
+        "fireants",
+        Image.from_array(fixed[0, 0]),
+        Image.from_array(moving[0, 0]),
+        {"levels": (2, 1), "iterations": (40, 20)},
+    )
     inner = (slice(None), slice(None), slice(4, -4), slice(4, -4), slice(4, -4))
     before = float(u_true[inner].norm(dim=1).mean())
     after = float((result.displacement - u_true)[inner].norm(dim=1).mean())

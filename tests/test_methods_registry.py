@@ -64,6 +64,7 @@ def test_resolve_device():
 
 def test_timer_measures_wall_time():
     import time
+
     with Timer(torch.device("cpu")) as t:
         time.sleep(0.05)
     assert 0.04 < t.runtime_s < 1.0 and t.peak_memory_mb >= 0
@@ -71,6 +72,7 @@ def test_timer_measures_wall_time():
 
 def test_missing_extra_message_names_install_command(monkeypatch):
     from regcore import extras
+
     monkeypatch.setattr(extras, "extra_available", lambda name: False)
     with pytest.raises(MissingExtraError, match=r"needs the optional extra 'elastix'.*pip install"):
         extras.require_extra("elastix", "elastix")

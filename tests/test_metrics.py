@@ -66,9 +66,12 @@ def test_hd95_and_assd_match_monai(shape, spacing):
     for lab, name in ((1, "one"), (2, "two"), (3, "three")):
         pa = torch.tensor(b == lab)[None, None]  # monai: y_pred = warped, y = fixed
         pf = torch.tensor(a == lab)[None, None]
-        hd = float(compute_hausdorff_distance(pa, pf, include_background=True, percentile=95, spacing=spacing))
-        asd = float(compute_average_surface_distance(pa, pf, include_background=True, symmetric=True,
-                                                      spacing=spacing))
+        hd = float(
+            compute_hausdorff_distance(pa, pf, include_background=True, percentile=95, spacing=spacing)
+        )
+        asd = float(
+            compute_average_surface_distance(pa, pf, include_background=True, symmetric=True, spacing=spacing)
+        )
         assert ours["hd95"][name] == pytest.approx(hd, rel=1e-5), name
         assert ours["assd"][name] == pytest.approx(asd, rel=1e-5), name
         d_ab, d_ba = surface_distances(a == lab, b == lab, spacing)  # erosion-based path agrees
@@ -93,7 +96,9 @@ def test_absent_labels_give_nan_and_a_warning_never_an_error():
     assert not math.isnan(res["hd95_mean_mm"])
     empty = label_overlap(np.zeros((8, 8), int), np.zeros((8, 8), int))
     assert empty["dice"] == {} and math.isnan(empty["dice_mean"])
-    assert mean_dice(a, b) == res["dice_mean"] and math.isnan(mean_dice(np.zeros((8, 8), int), np.zeros((8, 8), int)))
+    assert mean_dice(a, b) == res["dice_mean"] and math.isnan(
+        mean_dice(np.zeros((8, 8), int), np.zeros((8, 8), int))
+    )
     scored = dice_per_label(a, b, labels=[1, 3, 9])  # 9 absent from both: NaN, left out of the mean
     assert scored[3] == 0.0 and math.isnan(scored[9])
     assert mean_dice(a, b, labels=[1, 3, 9]) == pytest.approx(0.5)
@@ -171,11 +176,18 @@ def test_tre_warns_outside_grid_and_validates():
 @pytest.mark.parametrize("shape", [(16, 18), (10, 11, 12)])
 def test_identity_and_scaling_fields(shape):
     zero = torch.zeros(1, len(shape), *shape)
-    assert deformation_metrics(zero) == {"folding_percent": 0.0, "sdlogj": 0.0, "ndv_percent": 0.0,
-                                         "jacobian_min": 1.0, "jacobian_max": 1.0}
+    assert deformation_metrics(zero) == {
+        "folding_percent": 0.0,
+        "sdlogj": 0.0,
+        "ndv_percent": 0.0,
+        "jacobian_min": 1.0,
+        "jacobian_max": 1.0,
+    }
     scale = 0.2 * identity_field(shape)  # phi = 1.2 x: det = 1.2^n everywhere
     m = deformation_metrics(scale)
-    assert m["jacobian_min"] == pytest.approx(1.2 ** len(shape)) and m["sdlogj"] == pytest.approx(0.0, abs=1e-9)
+    assert m["jacobian_min"] == pytest.approx(1.2 ** len(shape)) and m["sdlogj"] == pytest.approx(
+        0.0, abs=1e-9
+    )
     assert m["folding_percent"] == 0.0 and m["ndv_percent"] == 0.0
     flip = -2.0 * identity_field(shape)  # phi = -x: det = (-1)^n
     if len(shape) == 3:
@@ -216,14 +228,17 @@ def liu_reference_ndv(u: np.ndarray) -> np.ndarray:
 
     dets = []
     import itertools
+
     for signs in itertools.product("+-", repeat=n):
         dets.append(det_of([along(kern[s], a) for a, s in enumerate(signs)]))
     if n == 3:
+
         def plane(offsets):  # phi(x + offsets) - phi(x)
             k = np.zeros((3, 3, 3, 1))
             k[1, 1, 1, 0] = -1
             k[tuple(1 + o for o in offsets) + (0,)] = 1
             return ndimage.correlate(trans, k, mode="nearest")
+
         dets.append(det_of([plane((-1, -1, 0)), plane((-1, 0, -1)), plane((0, -1, -1))]))
         dets.append(det_of([plane((1, 1, 0)), plane((0, 1, 1)), plane((1, 0, 1))]))
     w = 1 / 6 if n == 3 else 1 / 2
@@ -247,7 +262,9 @@ def test_inverse_consistency_error_in_mm():
     exact = inverse_consistency_error(t, -t, spacing=(2.0, 1.0, 1.5))
     assert exact["max_mm"] == pytest.approx(0.0, abs=1e-12)
     off = inverse_consistency_error(t, torch.zeros_like(t), spacing=(2.0, 1.0, 1.5))
-    assert off["mean_mm"] == pytest.approx(np.hypot(2.0, 3.0)) and off["p95_mm"] == pytest.approx(np.hypot(2.0, 3.0))
+    assert off["mean_mm"] == pytest.approx(np.hypot(2.0, 3.0)) and off["p95_mm"] == pytest.approx(
+        np.hypot(2.0, 3.0)
+    )
     with pytest.raises(ValueError, match="spacing"):
         inverse_consistency_error(t, t, spacing=(1.0, 1.0))
 
@@ -266,8 +283,9 @@ def test_intensity_metrics_vs_numpy_and_skimage():
     assert m["ssd"] == pytest.approx(np.sum((f - w) ** 2))
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((f - w) ** 2)))
     assert m["ncc"] == pytest.approx(np.corrcoef(f.ravel(), w.ravel())[0, 1])
-    ref = structural_similarity(f, w, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                data_range=f.max() - f.min())
+    ref = structural_similarity(
+        f, w, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=f.max() - f.min()
+    )
     assert m["ssim"] == pytest.approx(ref, abs=1e-6)  # Image.from_array stores float32
     mask = np.zeros(f.shape, bool)
     mask[:20] = True

@@ -9,7 +9,7 @@ from scipy.ndimage import zoom
 
 from regcore.nets.affine_head import AffineHead, normalised_to_voxel_affine
 from regcore.nets.inputs import field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
-from regcore.nets.spatial_ops import affine_to_displacement, integrate_svf, resize_field, resize_image
+from regcore.nets.spatial_ops import integrate_svf, resize_field, resize_image
 from regcore.nets.swin import SwinFlowNet
 from regcore.nets.unet import FlowUNet
 from regcore.spatial.grid import affine_to_normalised
@@ -25,7 +25,7 @@ def test_dense_backbones_output_near_zero_field(net_cls, dims, shape):
     net = net_cls(dims, **kw)
     out = net(torch.rand(2, 2, *shape))
     assert out.shape == (2, dims, *shape)
-    assert out.abs().max() < 1e-2          # near-identity at initialisation
+    assert out.abs().max() < 1e-2  # near-identity at initialisation
 
 
 def test_affine_head_starts_at_identity():
@@ -38,16 +38,16 @@ def test_normalised_to_voxel_affine_matches_grid_module():
     """Round trip through regcore.spatial.grid.affine_to_normalised (the one conversion owner)."""
     g = torch.Generator().manual_seed(1)
     shape = (20, 33)
-    theta = torch.eye(2, 3)[None] + 0.1 * torch.randn(1, 2, 3, generator=g)   # tensor-axis order
+    theta = torch.eye(2, 3)[None] + 0.1 * torch.randn(1, 2, 3, generator=g)  # tensor-axis order
     voxel = normalised_to_voxel_affine(theta, shape)
-    back = affine_to_normalised(voxel, shape)                                    # xyz order
+    back = affine_to_normalised(voxel, shape)  # xyz order
     expected = torch.cat([theta[:, :, :2].flip(-1).flip(-2), theta[:, :, 2:].flip(-2)], -1)
     assert torch.allclose(back, expected, atol=1e-5)
 
 
 def test_integrate_svf_small_velocity_is_nearly_itself(tmp_path):
     v = 0.05 * torch.ones(1, 2, 16, 16)
-    assert torch.allclose(integrate_svf(v), v, atol=1e-4)   # a constant velocity integrates to itself
+    assert torch.allclose(integrate_svf(v), v, atol=1e-4)  # a constant velocity integrates to itself
 
 
 def test_resize_image_matches_scipy_zoom():
@@ -62,8 +62,8 @@ def test_resize_image_matches_scipy_zoom():
 
 def test_resize_field_rescales_voxel_units():
     u = torch.zeros(1, 2, 11, 21)
-    u[:, 0], u[:, 1] = 1.0, -2.0                       # constant shift in model voxels
-    big = resize_field(u, (21, 41))                      # twice the resolution (corner aligned)
+    u[:, 0], u[:, 1] = 1.0, -2.0  # constant shift in model voxels
+    big = resize_field(u, (21, 41))  # twice the resolution (corner aligned)
     assert torch.allclose(big[:, 0], torch.full_like(big[:, 0], 2.0))
     assert torch.allclose(big[:, 1], torch.full_like(big[:, 1], -4.0))
 

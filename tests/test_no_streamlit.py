@@ -33,6 +33,8 @@ print(len(imported), "modules imported;", len(skipped), "skipped:", skipped)
 
 
 def test_importing_every_regcore_module_never_imports_streamlit():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "modules imported" in proc.stdout

@@ -45,7 +45,7 @@ def test_page_starts_a_run_and_shows_metrics(runs_dir):
     at.button(key="train_use").click().run()
     assert at.session_state["register_method"] == "voxelmorph"
     assert at.session_state["register_overrides"]["checkpoint"].endswith(".pt")
-    assert isinstance(at.session_state["train_selected"], str)     # the page keeps only run ids
+    assert isinstance(at.session_state["train_selected"], str)  # the page keeps only run ids
 
 
 def test_bad_form_values_show_an_error_not_a_traceback(runs_dir):
@@ -62,12 +62,16 @@ def test_bad_form_values_show_an_error_not_a_traceback(runs_dir):
 def test_every_trainable_family_gets_its_own_form(runs_dir):
     """The form is built from the family registry: picking a family shows its card and its own fields."""
     from regcore.methods.learned.family import all_families
+
     at = AppTest.from_file(PAGE, default_timeout=30)
     at.run()
     for fam in (f for f in all_families() if f.needs_training):
         at.selectbox(key="train_family").set_value(fam.name).run()
         assert not at.exception and not at.error
         assert any(fam.summary[:40] in c.value for c in at.caption)
-        keys = {w.key for w in list(at.text_input) + list(at.number_input) + list(at.checkbox) + list(at.selectbox)}
+        keys = {
+            w.key
+            for w in list(at.text_input) + list(at.number_input) + list(at.checkbox) + list(at.selectbox)
+        }
         for field in fam.config_dict(fam.make_config({})):
             assert f"train_{fam.name}_fam_{field}" in keys, (fam.name, field)

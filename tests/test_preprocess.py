@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import smooth_random_field
+from test_io import oblique_geometry
+
 from regcore.image import Geometry, Image
 from regcore.io import load_image, save_image
-from regcore.preprocess import NormaliseMethod, check_pair, crop_or_pad, histogram_match, normalise, resample_to
-from test_io import oblique_geometry
+from regcore.preprocess import (
+    NormaliseMethod,
+    check_pair,
+    crop_or_pad,
+    histogram_match,
+    normalise,
+    resample_to,
+)
 
 
 def to_sitk(image: Image) -> sitk.Image:
@@ -42,10 +49,14 @@ def smooth_image(geometry: Geometry, seed: int = 0) -> Image:
 
 
 CASES = {
-    "3d": (oblique_geometry((20, 22, 18), (1.0, 1.3, 1.6), (0.0, 5.0, -3.0), (0.2, 0.1, -0.3)),
-           oblique_geometry((17, 25, 21), (1.4, 0.9, 1.1), (2.0, 1.0, -6.0), (-0.4, 0.3, 0.2))),
-    "2d": (oblique_geometry((40, 36), (0.8, 1.1), (3.0, -2.0), (0.3,)),
-           oblique_geometry((33, 45), (1.2, 0.7), (-4.0, 1.0), (-0.5,))),
+    "3d": (
+        oblique_geometry((20, 22, 18), (1.0, 1.3, 1.6), (0.0, 5.0, -3.0), (0.2, 0.1, -0.3)),
+        oblique_geometry((17, 25, 21), (1.4, 0.9, 1.1), (2.0, 1.0, -6.0), (-0.4, 0.3, 0.2)),
+    ),
+    "2d": (
+        oblique_geometry((40, 36), (0.8, 1.1), (3.0, -2.0), (0.3,)),
+        oblique_geometry((33, 45), (1.2, 0.7), (-4.0, 1.0), (-0.5,)),
+    ),
 }
 
 
@@ -143,7 +154,9 @@ def test_resample_undoes_a_simpleitk_reorientation_of_real_brain(tmp_path, share
     # A different spacing: halve the resolution with SimpleITK, then compare our resampling.
     coarse = crop_or_pad(original, (80, 96, 112))
     ref2 = replace(coarse.geometry, shape=(40, 48, 56), spacing=(2.0, 2.0, 2.0))
-    np.testing.assert_allclose(resample_to(coarse, ref2).numpy(), sitk_resample(coarse, ref2, False), atol=1e-5)
+    np.testing.assert_allclose(
+        resample_to(coarse, ref2).numpy(), sitk_resample(coarse, ref2, False), atol=1e-5
+    )
 
 
 def test_normalise_methods():
@@ -157,8 +170,11 @@ def test_normalise_methods():
     z = normalise(img, NormaliseMethod.ZSCORE).numpy()
     assert z.mean() == pytest.approx(0.0, abs=1e-4) and z.std() == pytest.approx(1.0, abs=1e-4)
     lo, hi = np.percentile(arr, [2, 98])
-    np.testing.assert_allclose(normalise(img, "percentile", percentiles=(2, 98)).numpy(),
-                               (np.clip(arr, lo, hi) - lo) / (hi - lo), atol=1e-5)
+    np.testing.assert_allclose(
+        normalise(img, "percentile", percentiles=(2, 98)).numpy(),
+        (np.clip(arr, lo, hi) - lo) / (hi - lo),
+        atol=1e-5,
+    )
     fg = normalise(img, "zscore", foreground=True).numpy()
     fg_vals = arr[arr != 0]
     np.testing.assert_allclose(fg[arr != 0], (fg_vals - fg_vals.mean()) / fg_vals.std(), atol=1e-4)
@@ -166,8 +182,9 @@ def test_normalise_methods():
     mask = np.zeros(g.shape, bool)
     mask[15:] = True
     sub = arr[15:]
-    np.testing.assert_allclose(normalise(img, "minmax", mask=mask).numpy(),
-                               (arr - sub.min()) / (sub.max() - sub.min()), atol=1e-5)
+    np.testing.assert_allclose(
+        normalise(img, "minmax", mask=mask).numpy(), (arr - sub.min()) / (sub.max() - sub.min()), atol=1e-5
+    )
 
 
 def test_normalise_validation():
@@ -190,13 +207,16 @@ def test_normalise_validation():
 def test_crop_or_pad_keeps_world_positions(case):
     g = CASES[case][0]
     img = smooth_image(g)
-    new_shape = tuple(s + (5 if k % 2 == 0 else -6) for k, s in enumerate(g.shape))  # pad some axes, crop others
+    new_shape = tuple(
+        s + (5 if k % 2 == 0 else -6) for k, s in enumerate(g.shape)
+    )  # pad some axes, crop others
     out = crop_or_pad(img, new_shape)
     assert out.shape == new_shape and out.geometry.spacing == g.spacing
     # Same values as resampling onto the new grid through physical space (voxel centres coincide).
     np.testing.assert_allclose(out.numpy(), resample_to(img, out.geometry, mode="nearest").numpy(), atol=1e-6)
-    np.testing.assert_allclose(crop_or_pad(crop_or_pad(img, tuple(s + 4 for s in g.shape)), g.shape).numpy(),
-                               img.numpy())
+    np.testing.assert_allclose(
+        crop_or_pad(crop_or_pad(img, tuple(s + 4 for s in g.shape)), g.shape).numpy(), img.numpy()
+    )
     with pytest.raises(ValueError, match="shape must be"):
         crop_or_pad(img, (10,))
 
@@ -220,15 +240,21 @@ def test_check_pair_warnings():
     g = CASES["3d"][0]
     img = smooth_image(g)
     assert check_pair(img, img) == []
-    coarse = Image.from_array(np.ones((10, 11, 9), np.float32) * 2.5,
-                              replace(g, shape=(10, 11, 9), spacing=tuple(2.5 * s for s in g.spacing)))
+    coarse = Image.from_array(
+        np.ones((10, 11, 9), np.float32) * 2.5,
+        replace(g, shape=(10, 11, 9), spacing=tuple(2.5 * s for s in g.spacing)),
+    )
     warnings = " | ".join(check_pair(img, coarse))
     assert "different voxel grids" in warnings and "voxel sizes differ by 2.5x" in warnings
     # Same spacings in another axis order: differs along world axes, so it warns.
     d = np.zeros((3, 3))
     d[[1, 2, 0], [0, 1, 2]] = 1.0
-    aniso = Image.from_array(np.ones((20, 22, 18)), Geometry((20, 22, 18), (1.0, 1.0, 3.0), g.origin, tuple(map(tuple, np.eye(3)))))
-    permuted = Image.from_array(np.ones((20, 22, 18)), Geometry((20, 22, 18), (1.0, 1.0, 3.0), g.origin, tuple(map(tuple, d))))
+    aniso = Image.from_array(
+        np.ones((20, 22, 18)), Geometry((20, 22, 18), (1.0, 1.0, 3.0), g.origin, tuple(map(tuple, np.eye(3))))
+    )
+    permuted = Image.from_array(
+        np.ones((20, 22, 18)), Geometry((20, 22, 18), (1.0, 1.0, 3.0), g.origin, tuple(map(tuple, d)))
+    )
     assert any("voxel sizes differ by 3.0x" in w for w in check_pair(aniso, permuted))
     assert not any("voxel sizes" in w for w in check_pair(aniso, aniso))
     flipped = Image(img.data, replace(g, direction=tuple(map(tuple, -g.direction_matrix))))
@@ -238,7 +264,8 @@ def test_check_pair_warnings():
     bright = img.with_data(img.data * 1000.0)
     assert any("intensity ranges differ" in w for w in check_pair(img, bright))
     assert check_pair(img, Image.from_array(np.ones((4, 5)))) == [
-        "fixed is 3D and moving is 2D: both must be 2D or both 3D"]
+        "fixed is 3D and moving is 2D: both must be 2D or both 3D"
+    ]
     with pytest.raises(TypeError, match="moving must be a regcore Image"):
         check_pair(img, "moving.nii.gz")
 
@@ -248,7 +275,9 @@ def test_saved_then_loaded_pair_is_consistent(tmp_path):
     moving = smooth_image(moving_g)
     path = save_image(moving, tmp_path / "m.nii.gz")
     loaded = load_image(path)
-    np.testing.assert_allclose(resample_to(loaded, fixed_g).numpy(), resample_to(moving, fixed_g).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        resample_to(loaded, fixed_g).numpy(), resample_to(moving, fixed_g).numpy(), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 2), (6, 4, 9), (8, 3)])

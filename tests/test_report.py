@@ -39,8 +39,13 @@ def assert_offline(html: str) -> None:
 
 
 def test_qa_report_is_self_contained_html():
-    html = qa_report_html(synthetic_slice(), {"dice_mean": 0.9, "dice": {"cortex": 0.9}, "folding_percent": 0.1},
-                          {"dice_mean": 0.6, "dice": {"cortex": 0.6}}, pair_name="a <- b", method="demo")
+    html = qa_report_html(
+        synthetic_slice(),
+        {"dice_mean": 0.9, "dice": {"cortex": 0.9}, "folding_percent": 0.1},
+        {"dice_mean": 0.6, "dice": {"cortex": 0.6}},
+        pair_name="a <- b",
+        method="demo",
+    )
     assert_offline(html)
     assert html.count("data:image/png;base64,") == 9, "7 panels + contours before/after"
     assert "cortex" in html and "a &lt;- b" in html and "0.6" in html and "0.9" in html
@@ -81,12 +86,16 @@ def test_write_report_for_a_record_and_a_run_folder(tmp_path):
 def test_3d_report_pictures_the_middle_axial_slice_unless_told():
     geom = Geometry.identity((12, 14, 10), (1.0, 1.0, 2.0))
     img = Image.from_array(np.random.default_rng(1).random((12, 14, 10)).astype(np.float32), geom)
-    rec = RunRecord(Pair("3d", img, img), RegistrationResult("x", img, img, img, torch.zeros(1, 3, 12, 14, 10)), {})
+    rec = RunRecord(
+        Pair("3d", img, img), RegistrationResult("x", img, img, img, torch.zeros(1, 3, 12, 14, 10)), {}
+    )
     assert "axial slice 5" in run_report_html(rec)
     assert "sagittal slice 2" in run_report_html(rec, 0, 2)
 
 
 def test_report_module_never_imports_streamlit():
     code = "import sys, regcore.report, regcore.run_record; assert 'streamlit' not in sys.modules"
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr

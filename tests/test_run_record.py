@@ -33,13 +33,16 @@ def shifted_pair(shape=(40, 44)) -> Pair:
     moving_labels = np.roll(labels, (3, -2), axis=(0, 1))
     names = {1: "disk", 2: "square"}
     idx = np.array([[18.0, 20.0], [28.0, 8.0], [10.5, 30.25]])
-    return Pair(name="shifted", fixed=Image.from_array(labels.astype(np.float32) / 2, geom),
-                moving=Image.from_array(moving_labels.astype(np.float32) / 2, geom),
-                fixed_labels=Image.from_array(labels, geom, is_labels=True, label_names=names),
-                moving_labels=Image.from_array(moving_labels, geom, is_labels=True, label_names=names),
-                fixed_landmarks=Landmarks(geom.index_to_world_points(idx), ["c", "s", "x"]),
-                moving_landmarks=Landmarks(geom.index_to_world_points(idx + SHIFT), ["c", "s", "x"]),
-                label_names=names)
+    return Pair(
+        name="shifted",
+        fixed=Image.from_array(labels.astype(np.float32) / 2, geom),
+        moving=Image.from_array(moving_labels.astype(np.float32) / 2, geom),
+        fixed_labels=Image.from_array(labels, geom, is_labels=True, label_names=names),
+        moving_labels=Image.from_array(moving_labels, geom, is_labels=True, label_names=names),
+        fixed_landmarks=Landmarks(geom.index_to_world_points(idx), ["c", "s", "x"]),
+        moving_landmarks=Landmarks(geom.index_to_world_points(idx + SHIFT), ["c", "s", "x"]),
+        label_names=names,
+    )
 
 
 def oracle_record(pair: Pair | None = None) -> RunRecord:
@@ -47,16 +50,27 @@ def oracle_record(pair: Pair | None = None) -> RunRecord:
     u = torch.tensor(SHIFT).view(1, 2, 1, 1).expand(1, 2, *pair.fixed.shape).clone()
     warped = pair.moving.with_data(warp(pair.moving.batch(), u)[0])
     result = RegistrationResult("oracle", pair.fixed, pair.moving, warped, u, runtime_s=0.5, device="cpu")
-    metrics = evaluate(result, fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels,
-                       fixed_landmarks=pair.fixed_landmarks, moving_landmarks=pair.moving_landmarks)
+    metrics = evaluate(
+        result,
+        fixed_labels=pair.fixed_labels,
+        moving_labels=pair.moving_labels,
+        fixed_landmarks=pair.fixed_landmarks,
+        moving_landmarks=pair.moving_landmarks,
+    )
     return RunRecord(pair, result, metrics, label="oracle run")
 
 
 def test_before_metrics_is_evaluate_identity_computed_once():
     rec = oracle_record()
     p = rec.pair
-    expected = evaluate_identity(p.fixed, p.moving, fixed_labels=p.fixed_labels, moving_labels=p.moving_labels,
-                                 fixed_landmarks=p.fixed_landmarks, moving_landmarks=p.moving_landmarks)
+    expected = evaluate_identity(
+        p.fixed,
+        p.moving,
+        fixed_labels=p.fixed_labels,
+        moving_labels=p.moving_labels,
+        fixed_landmarks=p.fixed_landmarks,
+        moving_landmarks=p.moving_landmarks,
+    )
     before = rec.before_metrics
     assert before == expected
     assert rec.before_metrics is before, "cached on the record"
@@ -74,8 +88,12 @@ def test_landmark_errors_before_after_and_fixed_grid_positions():
     np.testing.assert_allclose(lm.mapped_index, lm.moving_index, atol=1e-9)
     assert lm.ids == ["c", "s", "x"] and len(lm) == 3
     # the same numbers target_registration_error (and so evaluate) reports
-    tre = target_registration_error(rec.pair.fixed_landmarks, rec.pair.moving_landmarks, rec.result.displacement,
-                                    rec.result.fixed.geometry)
+    tre = target_registration_error(
+        rec.pair.fixed_landmarks,
+        rec.pair.moving_landmarks,
+        rec.result.displacement,
+        rec.result.fixed.geometry,
+    )
     assert lm.stats()["tre"] == tre["tre"] and lm.stats("before")["mean_mm"] == pytest.approx(shift_mm)
     assert rec.metrics["tre"] == pytest.approx(tre["tre"])
 
@@ -107,7 +125,12 @@ def test_jacobian_of_a_linear_field_is_analytic():
 def test_slices_2d_and_3d():
     rec = oracle_record()
     s = rec.slice()
-    assert isinstance(s, RunSlice) and s.axis is None and s.fixed.shape == (40, 44) and s.disp.shape == (2, 40, 44)
+    assert (
+        isinstance(s, RunSlice)
+        and s.axis is None
+        and s.fixed.shape == (40, 44)
+        and s.disp.shape == (2, 40, 44)
+    )
     np.testing.assert_array_equal(s.warped_labels, s.fixed_labels)  # the oracle warp is exact on labels
     geom = Geometry.identity((12, 14, 10), (1.0, 1.2, 2.0))
     img = Image.from_array(np.random.default_rng(0).random((12, 14, 10)).astype(np.float32), geom)
@@ -128,7 +151,9 @@ def test_record_validates_its_parts():
         RunRecord("pair", rec.result, {})
     with pytest.raises(TypeError, match="RegistrationResult"):
         RunRecord(rec.pair, {"result": 1}, {})
-    bad = RegistrationResult("x", rec.result.fixed, rec.result.moving, rec.result.warped, torch.zeros(1, 2, 3, 3))
+    bad = RegistrationResult(
+        "x", rec.result.fixed, rec.result.moving, rec.result.warped, torch.zeros(1, 2, 3, 3)
+    )
     with pytest.raises(ValueError, match="displacement must be"):
         RunRecord(rec.pair, bad, {})
 

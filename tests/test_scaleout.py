@@ -44,12 +44,29 @@ def ray_cluster():
     """`ray start --head --num-cpus 2 --port <free>` on loopback, in its own process group; stopped at the end."""
     ray_exe = Path(sys.executable).with_name("ray")
     port = _free_port()
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))     # short: Ray's socket paths have a length limit
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
     log = open(temp / "start.log", "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen([str(ray_exe), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-                             "--include-dashboard", "false",
-                             "--disable-usage-stats", "--temp-dir", str(temp)],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(ray_exe),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            "2",
+            "--port",
+            str(port),
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
         t0 = time.time()
@@ -58,7 +75,7 @@ def ray_cluster():
             time.sleep(0.5)
         yield address
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):     # only the process group this fixture started
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # only the process group this fixture started
             try:
                 os.killpg(proc.pid, sig)
                 proc.wait(timeout=15)
@@ -69,13 +86,33 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _bench(manifest: Path, out: Path, *extra: str, methods: str = "demons", sets=("demons.iterations=5",),
-           background: bool = False):
-    cmd = [sys.executable, "-m", "regcore.cli", "bench", "--pairs", str(manifest), "--methods", methods,
-           "--out", str(out), "--quiet", *[a for s in sets for a in ("--set", s)], *extra]
+def _bench(
+    manifest: Path,
+    out: Path,
+    *extra: str,
+    methods: str = "demons",
+    sets=("demons.iterations=5",),
+    background: bool = False,
+):
+    cmd = [
+        sys.executable,
+        "-m",
+        "regcore.cli",
+        "bench",
+        "--pairs",
+        str(manifest),
+        "--methods",
+        methods,
+        "--out",
+        str(out),
+        "--quiet",
+        *[a for s in sets for a in ("--set", s)],
+        *extra,
+    ]
     if background:
-        return subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        return subprocess.Popen(
+            cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=420, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((out / "results.json").read_text())
@@ -100,7 +137,7 @@ def test_cluster_via_address_and_embedded_ray_give_the_serial_metrics(ray_cluste
 
     manifest = make_manifest(tmp_path / "data", n_pairs=2)
     threads = torch.get_num_threads(), numba.get_num_threads()
-    try:   # in this process: the serial engine, 1 thread per task like a Ray worker
+    try:  # in this process: the serial engine, 1 thread per task like a Ray worker
         serial = run_benchmark(manifest, ["demons"], overrides={"demons": {"iterations": "5"}}, threads=1)
     finally:
         torch.set_num_threads(threads[0])
@@ -110,7 +147,7 @@ def test_cluster_via_address_and_embedded_ray_give_the_serial_metrics(ray_cluste
     assert cluster["environment"]["engine"] == embedded["environment"]["engine"] == "ray"
     assert all("error" not in r for r in serial["pairs"] + cluster["pairs"] + embedded["pairs"])
     assert len(serial["pairs"]) == 4
-    assert _metrics(cluster) == _metrics(serial) == _metrics(embedded)     # identical, not merely close
+    assert _metrics(cluster) == _metrics(serial) == _metrics(embedded)  # identical, not merely close
     hosts = {json.loads(p.read_text())["pid"] for p in (tmp_path / "cluster" / "tasks").glob("*.json")}
     assert os.getpid() not in hosts
 
@@ -118,11 +155,22 @@ def test_cluster_via_address_and_embedded_ray_give_the_serial_metrics(ray_cluste
 def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
     manifest = make_manifest(tmp_path / "data", n_pairs=2)
     out = tmp_path / "out"
-    proc = _bench(manifest, out, "--engine", "ray", "--address", ray_cluster, methods="slow_demons",
-                  sets=("slow_demons.iterations=5", "slow_demons.sleep_s=4"), background=True)
+    proc = _bench(
+        manifest,
+        out,
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        methods="slow_demons",
+        sets=("slow_demons.iterations=5", "slow_demons.sleep_s=4"),
+        background=True,
+    )
     try:
         _wait_for(lambda: (out / "tasks.json").is_file())
-        slow = [t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"]
+        slow = [
+            t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"
+        ]
         victim = {}
 
         def started():
@@ -134,7 +182,7 @@ def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
             return False
 
         _wait_for(started)
-        time.sleep(1.0)                                   # inside the 4 s pause of the task
+        time.sleep(1.0)  # inside the 4 s pause of the task
         os.kill(victim["pid"], signal.SIGKILL)
         output, _ = proc.communicate(timeout=300)
     finally:
@@ -150,20 +198,39 @@ def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
 def test_rerun_after_a_killed_driver_skips_finished_tasks(ray_cluster, tmp_path):
     manifest = make_manifest(tmp_path / "data", n_pairs=3)
     out = tmp_path / "out"
-    proc = _bench(manifest, out, "--engine", "ray", "--address", ray_cluster, methods="slow_demons",
-                  sets=("slow_demons.iterations=5", "slow_demons.sleep_s=2"), background=True)
+    proc = _bench(
+        manifest,
+        out,
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        methods="slow_demons",
+        sets=("slow_demons.iterations=5", "slow_demons.sleep_s=2"),
+        background=True,
+    )
     try:
         _wait_for(lambda: (out / "tasks.json").is_file())
-        slow = {t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"}
+        slow = {
+            t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"
+        }
         _wait_for(lambda: any((out / "tasks" / f"{k}.json").is_file() for k in slow))
     finally:
-        proc.kill()                                       # the driver dies mid-run (SIGKILL)
+        proc.kill()  # the driver dies mid-run (SIGKILL)
         proc.communicate(timeout=60)
     time.sleep(2.0)
     finished = {p.stem: p.stat().st_mtime_ns for p in (out / "tasks").glob("*.json")}
     assert len(finished) >= 1 and not (out / "results.json").exists()
-    report = _bench(manifest, out, "--engine", "ray", "--address", ray_cluster, methods="slow_demons",
-                    sets=("slow_demons.iterations=5", "slow_demons.sleep_s=2"))
+    report = _bench(
+        manifest,
+        out,
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        methods="slow_demons",
+        sets=("slow_demons.iterations=5", "slow_demons.sleep_s=2"),
+    )
     assert len(report["pairs"]) == 6 and all("error" not in r for r in report["pairs"])
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "finished" and status["skipped"] >= len(finished)
@@ -180,25 +247,41 @@ def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
     from regcore.cli import main
     from regcore.train import run_training
 
-    recipe = {"family": "voxelmorph", "dims": 2, "data": "shapes", "train_shape": [32, 32], "batch_size": 4,
-              "synthetic_pool": 4, "epochs": 2, "steps_per_epoch": 3, "val_pairs": 2, "device": "cpu", "threads": 1,
-              "lr": 0.003}
+    recipe = {
+        "family": "voxelmorph",
+        "dims": 2,
+        "data": "shapes",
+        "train_shape": [32, 32],
+        "batch_size": 4,
+        "synthetic_pool": 4,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "val_pairs": 2,
+        "device": "cpu",
+        "threads": 1,
+        "lr": 0.003,
+    }
     (tmp_path / "two_epochs.json").write_text(json.dumps(recipe))
     (tmp_path / "one_epoch.json").write_text(json.dumps({**recipe, "epochs": 1}))
     import torch
 
     threads = torch.get_num_threads()
     try:
-        run_training(tmp_path / "two_epochs.json", tmp_path / "single")    # 1 process, global batch 4
+        run_training(tmp_path / "two_epochs.json", tmp_path / "single")  # 1 process, global batch 4
     finally:
         torch.set_num_threads(threads)
     reference = _losses(tmp_path / "single")
     ddp = tmp_path / "ddp"
-    assert main(["train", "--config", str(tmp_path / "one_epoch.json"), "--out", str(ddp), "--nproc", "2"]) == 0
+    assert (
+        main(["train", "--config", str(tmp_path / "one_epoch.json"), "--out", str(ddp), "--nproc", "2"]) == 0
+    )
     assert len(_losses(ddp)) == 3 and (ddp / "checkpoints" / "last.pt").is_file()
     config = json.loads((ddp / "config.json").read_text())
-    (ddp / "config.json").write_text(json.dumps({**config, "epochs": 2}))      # continue for a second epoch
-    assert main(["train", "--config", str(ddp / "config.json"), "--out", str(ddp), "--nproc", "2", "--resume"]) == 0
+    (ddp / "config.json").write_text(json.dumps({**config, "epochs": 2}))  # continue for a second epoch
+    assert (
+        main(["train", "--config", str(ddp / "config.json"), "--out", str(ddp), "--nproc", "2", "--resume"])
+        == 0
+    )
     losses = _losses(ddp)
     assert len(losses) == 6 and losses[0] != losses[-1]
     assert losses == pytest.approx(reference, rel=1e-4, abs=1e-5)

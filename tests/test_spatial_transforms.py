@@ -14,11 +14,11 @@ from scipy.interpolate import BSpline
 from scipy.ndimage import gaussian_filter, zoom
 
 from regcore.spatial import affine as aff
+from regcore.spatial import smooth_kernels, warp_kernels
 from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
 from regcore.spatial.compose import compose, inverse_consistency_error, invert
 from regcore.spatial.jacobian import jacobian_determinant
 from regcore.spatial.resize import pyramid, resize_field, resize_image
-from regcore.spatial import smooth_kernels, warp_kernels
 from regcore.spatial.smooth import gaussian_kernel_1d, gaussian_smooth, kernel_radius
 from regcore.spatial.svf import integrate_svf, squaring_steps
 from regcore.spatial.warp import warp
@@ -56,16 +56,22 @@ def test_parameter_round_trips(n):
     a_back, t_back = aff.matrix_to_rigid_params(rigid, shape)
     assert torch.allclose(a_back, angles, atol=1e-5) and torch.allclose(t_back, trans, atol=1e-4)
     params = 0.1 * torch.randn(2, n, n + 1, generator=g)
-    assert torch.allclose(aff.matrix_to_affine_params(aff.affine_params_to_matrix(params, shape), shape), params, atol=1e-5)
+    assert torch.allclose(
+        aff.matrix_to_affine_params(aff.affine_params_to_matrix(params, shape), shape), params, atol=1e-5
+    )
     sim = aff.similarity_matrix(angles, trans, torch.full((2, 1), math.log(1.5)), shape)
     assert torch.allclose(torch.linalg.det(sim[:, :, :n]), torch.full((2,), 1.5**n), atol=1e-4)
     centre = aff.image_centre(shape)
-    assert torch.allclose(torch.einsum("bij,j->bi", sim[:, :, :n], centre) + sim[:, :, n], centre + trans, atol=1e-4)
+    assert torch.allclose(
+        torch.einsum("bij,j->bi", sim[:, :, :n], centre) + sim[:, :, n], centre + trans, atol=1e-4
+    )
 
 
 def test_compose_and_invert_affine():
     g = torch.Generator().manual_seed(2)
-    a = torch.cat([torch.eye(3) + 0.1 * torch.randn(3, 3, generator=g), torch.randn(3, 1, generator=g)], 1)[None]
+    a = torch.cat([torch.eye(3) + 0.1 * torch.randn(3, 3, generator=g), torch.randn(3, 1, generator=g)], 1)[
+        None
+    ]
     ident = aff.compose_affine(a, aff.invert_affine(a))
     assert torch.allclose(ident, torch.cat([torch.eye(3), torch.zeros(3, 1)], 1)[None], atol=1e-5)
 
@@ -188,7 +194,9 @@ def test_bspline_matches_scipy_1d_and_2d():
         mats.append(BSpline.design_matrix(np.arange(size, dtype=float), knots, 3).toarray())
         coef = g.standard_normal(n_ctrl)  # 1D: scipy's BSpline evaluates the same curve
         ref = BSpline(knots, coef, 3)(np.arange(size, dtype=float))
-        ctrl_1d = torch.tensor(coef)[None, None, :, None].expand(1, 2, n_ctrl, control_grid_shape((size, 2), (s, 1))[1])
+        ctrl_1d = torch.tensor(coef)[None, None, :, None].expand(
+            1, 2, n_ctrl, control_grid_shape((size, 2), (s, 1))[1]
+        )
         one = bspline_to_displacement(ctrl_1d.contiguous(), (size, 2), (s, 1))
         assert np.abs(one[0, 0, :, 0].numpy() - ref).max() < 1e-10
     ref2 = np.einsum("xi,cij,yj->cxy", mats[0], c, mats[1])
@@ -252,7 +260,9 @@ def test_compose_bad_input():
 def test_gaussian_smooth_matches_scipy_nearest(sigma):
     x = torch.rand(2, 2, 14, 15, 16, dtype=torch.float64)
     sig = sigma if isinstance(sigma, tuple) else (sigma,) * 3
-    ref = np.stack([[gaussian_filter(x[b, c].numpy(), sig, mode="nearest") for c in range(2)] for b in range(2)])
+    ref = np.stack(
+        [[gaussian_filter(x[b, c].numpy(), sig, mode="nearest") for c in range(2)] for b in range(2)]
+    )
     assert np.abs(gaussian_smooth(x, sigma).numpy() - ref).max() < 1e-12
 
 
@@ -265,7 +275,9 @@ def test_gaussian_smooth_truncated_at_two_sigma_matches_scipy(sigma):
 
 
 @pytest.mark.skipif(not smooth_kernels.AVAILABLE, reason="numba is not installed")
-@pytest.mark.parametrize("shape,sigma", [((2, 3, 20, 23, 9), 0.75), ((1, 2, 31, 5), (2.0, 0.5)), ((1, 1, 12, 13, 14), 3.0)])
+@pytest.mark.parametrize(
+    "shape,sigma", [((2, 3, 20, 23, 9), 0.75), ((1, 2, 31, 5), (2.0, 0.5)), ((1, 1, 12, 13, 14), 3.0)]
+)
 def test_gaussian_smooth_compiled_backend_matches_torch_backend_and_scipy(shape, sigma):
     """CPU float32 without autograd runs the numba kernels; with autograd the torch adds: same values."""
     x = torch.rand(*shape)
@@ -284,7 +296,9 @@ def test_gaussian_kernel_weights():
     k = gaussian_kernel_1d(1.5, truncate=2.0, dtype=torch.float64)
     assert k.numel() == 7 and float(k.sum()) == pytest.approx(1.0) and torch.equal(k, k.flip(0))
     raw = gaussian_kernel_1d(2.0, radius=4, normalise=False, dtype=torch.float64)
-    torch.testing.assert_close(raw, torch.exp(-0.5 * (torch.arange(-4.0, 5.0, dtype=torch.float64) / 2.0) ** 2))
+    torch.testing.assert_close(
+        raw, torch.exp(-0.5 * (torch.arange(-4.0, 5.0, dtype=torch.float64) / 2.0) ** 2)
+    )
     with pytest.raises(ValueError, match="sigma"):
         gaussian_kernel_1d(0.0)
     with pytest.raises(ValueError, match="radius"):
@@ -325,7 +339,9 @@ def test_resize_field_keeps_an_affine_transform():
     u_fine = aff.affine_to_displacement(a, fine)
     s = torch.tensor([(c - 1) / (f - 1) for f, c in zip(fine, coarse)])
     a_coarse = torch.cat([s[:, None] * a[0, :, :3] / s[None, :], (s * a[0, :, 3])[:, None]], 1)[None]
-    assert torch.allclose(resize_field(u_fine, coarse), aff.affine_to_displacement(a_coarse, coarse), atol=1e-4)
+    assert torch.allclose(
+        resize_field(u_fine, coarse), aff.affine_to_displacement(a_coarse, coarse), atol=1e-4
+    )
 
 
 def test_resize_nearest_labels_and_pyramid():

@@ -98,7 +98,7 @@ def test_batch_broadcast_both_ways():
 
 def test_choose_slabs_uses_threads_only_for_large_cpu_volumes():
     big = torch.zeros(1, 3, 64, 64, 64)
-    expected = min(torch.get_num_threads(), 64 ** 3 // 65536)
+    expected = min(torch.get_num_threads(), 64**3 // 65536)
     assert choose_slabs(big[:, :1], big) == max(1, expected)
     assert choose_slabs(torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8)) == 1
 
@@ -156,7 +156,9 @@ def test_real_brain_slice_translation(shared_data):
 def test_real_brain_volume_fast_path_matches_grid_sample(shared_data):
     import nibabel as nib
 
-    arr = np.asarray(nib.load(shared_data / "brain3d/images/OASIS_OAS1_0455_MR1.nii.gz").dataobj, dtype=np.float32)
+    arr = np.asarray(
+        nib.load(shared_data / "brain3d/images/OASIS_OAS1_0455_MR1.nii.gz").dataobj, dtype=np.float32
+    )
     x = torch.from_numpy(arr[32:128, 48:144, 64:160].copy())[None, None]  # 96^3 crop through the brain
     u = smooth_random_field(tuple(x.shape[2:]), 4.0, seed=11, sigma=6.0)
     with torch.no_grad():

@@ -7,19 +7,26 @@ import time
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from regcore.methods.learned.family import StepContext, all_families, get_family
 from regcore.train import jobs, run_training
 from regcore.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from regcore.train.config import TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from regcore.train.config import config_from_dict, config_to_dict, load_config, save_config
 from regcore.train.datasets import PairSource, shapes_pair
 from regcore.train.objectives import dice_per_pair, folding_percent, similarity_module, warped_label_dice_loss
 from regcore.train.status import read_metrics
 
-TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "train_shape": [32, 32], "val_pairs": 2,
-        "synthetic_pool": 4, "device": "cpu", "threads": 1}
+TINY = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "train_shape": [32, 32],
+    "val_pairs": 2,
+    "synthetic_pool": 4,
+    "device": "cpu",
+    "threads": 1,
+}
 
 
 def _write(tmp_path, **over) -> str:
@@ -29,6 +36,7 @@ def _write(tmp_path, **over) -> str:
 
 
 # -- config -------------------------------------------------------------------------------------
+
 
 def test_config_round_trip_and_errors(tmp_path):
     c = config_from_dict(TINY)
@@ -60,9 +68,11 @@ def test_config_round_trip_and_errors(tmp_path):
 
 # -- data and losses ------------------------------------------------------------------------------
 
+
 def test_shapes_pair_true_displacement_maps_moving_onto_fixed():
     """moving o (id + u_true) reproduces the fixed label map (the convention the losses rely on)."""
     from regcore.spatial.warp import warp_labels
+
     s = shapes_pair((48, 48), np.random.default_rng(3))
     warped = warp_labels(s["moving_labels"][None], s["true_displacement"][None])
     assert torch.equal(warped, s["fixed_labels"][None])
@@ -78,11 +88,12 @@ def test_batches_depend_on_seed_and_step_only():
 
 def test_hard_dice_matches_monai():
     from monai.metrics import DiceMetric
+
     g = torch.Generator().manual_seed(0)
     f = torch.randint(0, 4, (1, 1, 24, 24), generator=g)
     m = torch.randint(0, 4, (1, 1, 24, 24), generator=g)
     ours = dice_per_pair(f, m, torch.zeros(1, 2, 24, 24))
-    oh = lambda x: torch.nn.functional.one_hot(x[:, 0], 4).movedim(-1, 1)   # noqa: E731
+    oh = lambda x: torch.nn.functional.one_hot(x[:, 0], 4).movedim(-1, 1)  # noqa: E731
     ref = DiceMetric(include_background=False, reduction="mean")(oh(m), oh(f))
     assert torch.allclose(ours, ref.mean().float(), atol=1e-6)
 
@@ -90,27 +101,36 @@ def test_hard_dice_matches_monai():
 def test_soft_dice_is_zero_loss_for_identical_labels():
     lab = torch.randint(1, 4, (1, 1, 16, 16))
     assert warped_label_dice_loss(lab, lab, torch.zeros(1, 2, 16, 16)) < 1e-5
-    other = torch.where(lab == 1, 7, lab)          # any label values, e.g. 7 instead of 1
+    other = torch.where(lab == 1, 7, lab)  # any label values, e.g. 7 instead of 1
     assert warped_label_dice_loss(lab, other, torch.zeros(1, 2, 16, 16)) > 0.1
 
 
 def test_folding_percent_counts_non_positive_jacobians():
     fold = torch.zeros(1, 2, 8, 8)
-    fold[0, 0] = -2.0 * torch.arange(8.0).view(8, 1)      # x -> -x along axis 0: det = -1
+    fold[0, 0] = -2.0 * torch.arange(8.0).view(8, 1)  # x -> -x along axis 0: det = -1
     assert folding_percent(fold) == 100.0
     assert folding_percent(torch.zeros(1, 2, 8, 8)) == 0.0
 
 
 def _context(cfg):
-    return StepContext(config=cfg, family_config=cfg.family_config, similarity=similarity_module(cfg.similarity, 2))
+    return StepContext(
+        config=cfg, family_config=cfg.family_config, similarity=similarity_module(cfg.similarity, 2)
+    )
 
 
 TRAINABLE = [f.name for f in all_families() if f.needs_training and 2 in f.dims]
-MODES = {"weakly supervised": "weak", "fully supervised": "full", "dual": "dual", "unsupervised": "unsupervised"}
+MODES = {
+    "weakly supervised": "weak",
+    "fully supervised": "full",
+    "dual": "dual",
+    "unsupervised": "unsupervised",
+}
 # Every supervision mode through the default family; every family with its own mode and unsupervised.
-CASES = sorted({("voxelmorph", m) for m in MODES.values()}
-               | {(f, "unsupervised") for f in TRAINABLE}
-               | {(f, MODES[str(get_family(f).supervision)]) for f in TRAINABLE})
+CASES = sorted(
+    {("voxelmorph", m) for m in MODES.values()}
+    | {(f, "unsupervised") for f in TRAINABLE}
+    | {(f, MODES[str(get_family(f).supervision)]) for f in TRAINABLE}
+)
 
 
 @pytest.mark.parametrize("family,supervision", CASES)
@@ -118,9 +138,19 @@ def test_a_few_steps_lower_the_loss(family, supervision):
     """Every trainable family's own train_step lowers its loss on a fixed batch (each supervision mode)."""
     fam = get_family(family)
     shape = [64, 64] if fam.divisor(2, fam.make_config({})) >= 16 and family != "voxelmorph" else [32, 32]
-    cfg = config_from_dict({**TINY, "family": family, "supervision": supervision, "lr": 3e-3, "train_shape": shape,
-                            "intensity_augment": False, "augment": False,
-                            "regularizer_weight": 0.1, "field_weight": 0.1})
+    cfg = config_from_dict(
+        {
+            **TINY,
+            "family": family,
+            "supervision": supervision,
+            "lr": 3e-3,
+            "train_shape": shape,
+            "intensity_augment": False,
+            "augment": False,
+            "regularizer_weight": 0.1,
+            "field_weight": 0.1,
+        }
+    )
     torch.manual_seed(0)
     nets = fam.build(2, cfg.family_config)
     opts = fam.optimizers(nets, cfg.lr)
@@ -143,6 +173,7 @@ def test_full_supervision_without_true_fields_is_a_clear_error():
 
 # -- loop, stop/resume, checkpoints ----------------------------------------------------------------
 
+
 def test_run_writes_status_metrics_checkpoint_and_previews(tmp_path):
     out = tmp_path / "run"
     final = run_training(_write(tmp_path), out)
@@ -157,20 +188,22 @@ def test_run_writes_status_metrics_checkpoint_and_previews(tmp_path):
     data = load_checkpoint(final)
     assert data["family"] == "voxelmorph" and "optimizers" not in data
     nets = get_family("voxelmorph").build(2, get_family("voxelmorph").make_config(data["family_config"]))
-    nets.load_state_dict(data["state_dict"])          # family + constructor arguments rebuild the weights
+    nets.load_state_dict(data["state_dict"])  # family + constructor arguments rebuild the weights
 
 
 def test_stop_and_resume_gives_identical_weights(tmp_path, monkeypatch):
     import regcore.train.loop as loop
+
     cfg = _write(tmp_path, epochs=2, steps_per_epoch=3)
     ref = run_training(cfg, tmp_path / "ref")
 
     real_append = loop.append_metrics
 
-    def stop_after_step_2(run_dir, record):   # deterministic "user pressed stop" after step 2
+    def stop_after_step_2(run_dir, record):  # deterministic "user pressed stop" after step 2
         real_append(run_dir, record)
         if record.get("kind") == "step" and record["step"] == 2:
             (run_dir / "STOP").touch()
+
     monkeypatch.setattr(loop, "append_metrics", stop_after_step_2)
     out = tmp_path / "interrupted"
     run_training(cfg, out)
@@ -187,8 +220,9 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt or unreadable"):
         load_checkpoint(bad)
-    good = save_checkpoint(tmp_path / "good.pt", {"family": "affine_net", "dims": 2,
-                                                  "state_dict": {}, "spacing_mm": 2.0})
+    good = save_checkpoint(
+        tmp_path / "good.pt", {"family": "affine_net", "dims": 2, "state_dict": {}, "spacing_mm": 2.0}
+    )
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -210,6 +244,7 @@ def test_resume_without_checkpoint_fails_cleanly(tmp_path):
 
 # -- jobs (separate process) --------------------------------------------------------------------
 
+
 def test_job_runs_in_background_process(tmp_path, monkeypatch):
     monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path / "runs"))
     run_id = jobs.start({**TINY, "epochs": 1})
@@ -230,10 +265,11 @@ def test_job_runs_in_background_process(tmp_path, monkeypatch):
 
 def test_dead_worker_reads_as_failed(tmp_path, monkeypatch):
     from regcore.train.status import write_status
+
     monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path))
     d = tmp_path / "r1"
     d.mkdir()
     save_config(config_from_dict(TINY), d / "config.json")
-    write_status(d, state="running", pid=2**22 + 12345)      # no such process
+    write_status(d, state="running", pid=2**22 + 12345)  # no such process
     st = jobs.status("r1")
     assert st["state"] == "failed" and "ended unexpectedly" in st["message"]

@@ -81,7 +81,7 @@ def test_display_flips_follow_orientation_codes():
 
 def test_blend_and_difference_are_exact_at_the_ends():
     f = np.random.default_rng(0).random((6, 5))
-    m = f ** 2
+    m = f**2
     blend0 = viz.blend_figure(f, m, 0.0).data[0].z
     assert np.allclose(blend0, viz.normalise01(f).T)
     same = viz.difference_figure(f, f).data[0].z
@@ -131,6 +131,7 @@ def test_label_overlay_hover_names_and_transparent_background():
 
 def test_contours_match_skimage_marching_squares():
     from skimage.measure import find_contours
+
     lab = np.zeros((20, 20), int)
     lab[5:15, 4:12] = 1
     fig = viz.add_contours(go.Figure(), lab)
@@ -166,6 +167,7 @@ def test_as_array_accepts_image_tensor_and_array():
 def test_viz_does_not_import_streamlit():
     import subprocess
     import sys
+
     code = "import sys, regcore.viz, regcore.labs.tradeoff, regcore.labs.landscape; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -56,7 +56,7 @@ def test_batch_broadcast_and_integer_labels():
     u = _field(3, shape, 2.0)
     out = warp(moving, u)
     for b in range(3):
-        assert torch.allclose(out[b:b + 1], warp(moving, u[b:b + 1], slabs=1), atol=5e-5)
+        assert torch.allclose(out[b : b + 1], warp(moving, u[b : b + 1], slabs=1), atol=5e-5)
     labels = torch.randint(0, 7, (1, 1, *shape), dtype=torch.int16)
     warped = warp(labels, u[:1].round() + 0.2, "nearest", "zeros")
     assert warped.dtype == torch.int16 and set(warped.unique().tolist()) <= set(labels.unique().tolist())

@@ -28,16 +28,26 @@ __all__ = ["PairRef", "Task", "manifest_refs", "map_registrations", "run_tasks"]
 def __getattr__(name: str):
     if name in ("Task", "PairRef", "manifest_refs"):
         from regcore.batch import tasks
+
         return getattr(tasks, name)
     if name == "run_tasks":
         from regcore.batch.engine import run_tasks
+
         return run_tasks
     raise AttributeError(f"module 'regcore.batch' has no attribute {name!r}")
 
 
-def map_registrations(tasks: Iterable[Any], *, engine: str | Any = "serial", out_dir=None, address: str | None = None,
-                      num_cpus: int | None = None, threads: int | None = None, bar: bool = False,
-                      callback=None) -> list[dict]:
+def map_registrations(
+    tasks: Iterable[Any],
+    *,
+    engine: str | Any = "serial",
+    out_dir=None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    threads: int | None = None,
+    bar: bool = False,
+    callback=None,
+) -> list[dict]:
     """Run many registrations on one engine; returns one result record per task, in order.
 
     Args:
@@ -61,5 +71,13 @@ def map_registrations(tasks: Iterable[Any], *, engine: str | Any = "serial", out
             items.append(Task(t[0], t[1], dict(t[2]) if len(t) == 3 and t[2] else {}))
         else:
             raise TypeError(f"tasks must hold Task objects or (method, pair[, overrides]) tuples, got {t!r}")
-    return run_tasks(items, out_dir, engine=engine, address=address, num_cpus=num_cpus, threads=threads, bar=bar,
-                     callback=callback)
+    return run_tasks(
+        items,
+        out_dir,
+        engine=engine,
+        address=address,
+        num_cpus=num_cpus,
+        threads=threads,
+        bar=bar,
+        callback=callback,
+    )

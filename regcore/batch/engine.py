@@ -55,8 +55,9 @@ class SerialEngine:
     def start(self) -> None:
         pass
 
-    def run(self, tasks: Sequence[Task], out_dir: str | None, should_stop: Stop,
-            submitted: Callable[[int], None]) -> Iterator[tuple[Task, dict]]:
+    def run(
+        self, tasks: Sequence[Task], out_dir: str | None, should_stop: Stop, submitted: Callable[[int], None]
+    ) -> Iterator[tuple[Task, dict]]:
         for task in tasks:
             if should_stop():
                 return
@@ -79,7 +80,9 @@ def _remote(max_retries: int):
     import ray
 
     if max_retries not in _REMOTES:
-        _REMOTES[max_retries] = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_ray_execute)
+        _REMOTES[max_retries] = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(
+            _ray_execute
+        )
     return _REMOTES[max_retries]
 
 
@@ -96,8 +99,13 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, threads: int | None = 1,
-                 max_retries: int = MAX_RETRIES) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        threads: int | None = 1,
+        max_retries: int = MAX_RETRIES,
+    ) -> None:
         if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
             raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
@@ -107,7 +115,7 @@ class RayEngine:
 
     def start(self) -> None:
         if self.address:
-            _use_token_if_available()    # before ray reads its config
+            _use_token_if_available()  # before ray reads its config
         try:
             import ray
         except ImportError as e:  # pragma: no cover - ray is a dependency
@@ -115,23 +123,30 @@ class RayEngine:
         if ray.is_initialized():
             return
         env = {k: os.environ[k] for k in ("REGCORE_PLUGINS", "REGCORE_WARP_BACKEND") if os.environ.get(k)}
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "logging_level": logging.ERROR, "configure_logging": True}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+            "configure_logging": True,
+        }
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
         if self.address:
             try:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise RuntimeError(f"cannot join the Ray cluster at --address {self.address!r}: "
-                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; start one with "
-                                   "`ray start --head` or leave --address out for a local Ray") from None
+                raise RuntimeError(
+                    f"cannot join the Ray cluster at --address {self.address!r}: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; start one with "
+                    "`ray start --head` or leave --address out for a local Ray"
+                ) from None
         else:
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, **kwargs)
         self._owned = True
 
-    def run(self, tasks: Sequence[Task], out_dir: str | None, should_stop: Stop,
-            submitted: Callable[[int], None]) -> Iterator[tuple[Task, dict]]:
+    def run(
+        self, tasks: Sequence[Task], out_dir: str | None, should_stop: Stop, submitted: Callable[[int], None]
+    ) -> Iterator[tuple[Task, dict]]:
         import ray
 
         remote = _remote(self.max_retries)
@@ -144,10 +159,18 @@ class RayEngine:
                 task = by_ref[ref]
                 try:
                     record = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the worker died more than max_retries times
+                except ray.exceptions.RayError as e:
                     first = (str(e).strip().splitlines() or [""])[0][:300]
-                    record = failure_record(task, f"{type(e).__name__}: the worker running this task died "
-                                                  f"{self.max_retries + 1} times ({first})")
+                    if isinstance(
+                        e, ray.exceptions.RayTaskError
+                    ):  # raised past execute_task (not an Exception)
+                        record = failure_record(task, f"{type(e).__name__}: {first}")
+                    else:  # the worker died more than max_retries times
+                        record = failure_record(
+                            task,
+                            f"{type(e).__name__}: the worker running this task died "
+                            f"{self.max_retries + 1} times ({first})",
+                        )
                 yield task, record
             if pending and should_stop():
                 for ref in pending:
@@ -172,21 +195,28 @@ def _use_token_if_available() -> None:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
     if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
-        if "ray" in sys.modules:     # already imported (e.g. by the app): refresh Ray's cached config
+        if "ray" in sys.modules:  # already imported (e.g. by the app): refresh Ray's cached config
             try:
-                from ray._raylet import Config
+                from ray._raylet import Config  # type: ignore[attr-defined]
 
                 Config.initialize("")
             except Exception:  # noqa: BLE001, S110 - private API; joining then fails with Ray's own message
                 pass
 
 
-def make_engine(engine: str | Any = "serial", *, address: str | None = None, num_cpus: int | None = None,
-                threads: int | None = None):
+def make_engine(
+    engine: str | Any = "serial",
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    threads: int | None = None,
+):
     """An engine object from a name (``serial`` or ``ray``); an engine object passes through."""
     if not isinstance(engine, str):
         if not all(hasattr(engine, a) for a in ("start", "run", "close")):
-            raise TypeError(f"engine must be one of {ENGINES} or an engine object, got {type(engine).__name__}")
+            raise TypeError(
+                f"engine must be one of {ENGINES} or an engine object, got {type(engine).__name__}"
+            )
         return engine
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -197,11 +227,19 @@ def make_engine(engine: str | Any = "serial", *, address: str | None = None, num
     return RayEngine(address=address, num_cpus=num_cpus, threads=1 if threads is None else threads)
 
 
-def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike | None = None, *, engine: str | Any = "serial",
-              address: str | None = None, num_cpus: int | None = None, threads: int | None = None,
-              retry_failed: bool = False, bar: bool = False,
-              callback: Callable[[dict], None] | None = None,
-              on_record: Callable[[Task, dict], None] | None = None) -> list[dict]:
+def run_tasks(
+    tasks: Sequence[Task],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    engine: str | Any = "serial",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    threads: int | None = None,
+    retry_failed: bool = False,
+    bar: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    on_record: Callable[[Task, dict], None] | None = None,
+) -> list[dict]:
     """Run every task on ``engine`` and return their result records, in the order of ``tasks``.
 
     Tasks whose result is already in ``out_dir`` are skipped (failed ones rerun with ``retry_failed``).
@@ -220,17 +258,25 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike | None = None, *
     eng = make_engine(engine, address=address, num_cpus=num_cpus, threads=threads)
     unique = list({t.key: t for t in tasks}.values())
     records = done_records(out, unique, retry_failed=retry_failed)
-    if out is not None:   # the task list, so the app can show what waits
+    if out is not None:  # the task list, so the app can show what waits
         write_json_atomic(out / TASK_LIST, [t.describe() for t in unique])
     todo = [t for t in unique if t.key not in records]
-    progress = BatchProgress(len(unique), skipped=len(records), out_dir=out, engine=eng.name, bar=bar,
-                             failed_before=sum(r.get("status") != OK for r in records.values()), callback=callback)
+    progress = BatchProgress(
+        len(unique),
+        skipped=len(records),
+        out_dir=out,
+        engine=eng.name,
+        bar=bar,
+        failed_before=sum(r.get("status") != OK for r in records.values()),
+        callback=callback,
+    )
     state, message = "finished", ""
     try:
         if todo:
             eng.start()
-            for task, record in eng.run(todo, str(out) if out else None, lambda: stop_requested(out),
-                                        progress.submitted):
+            for task, record in eng.run(
+                todo, str(out) if out else None, lambda: stop_requested(out), progress.submitted
+            ):
                 records[task.key] = record
                 if out is not None:
                     write_json_atomic(out / "tasks" / f"{task.key}.json", record)
@@ -238,7 +284,10 @@ def run_tasks(tasks: Sequence[Task], out_dir: str | os.PathLike | None = None, *
                 if on_record is not None:
                     on_record(task, record)
         if len(records) < len(unique):
-            state, message = "stopped", f"stopped: {len(records)} of {len(unique)} tasks done; run again to continue"
+            state, message = (
+                "stopped",
+                f"stopped: {len(records)} of {len(unique)} tasks done; run again to continue",
+            )
     except KeyboardInterrupt:
         state, message = "stopped", "interrupted; run again to continue"
         raise

@@ -36,7 +36,13 @@ def batches_dir() -> Path:
 
 
 def batch_path(batch_id: str) -> Path:
-    if not isinstance(batch_id, str) or not batch_id or "/" in batch_id or "\\" in batch_id or batch_id.startswith("."):
+    if (
+        not isinstance(batch_id, str)
+        or not batch_id
+        or "/" in batch_id
+        or "\\" in batch_id
+        or batch_id.startswith(".")
+    ):
         raise ValueError(f"batch_id must be a plain folder name, got {batch_id!r}")
     p = batches_dir() / batch_id
     if not (p / JOB_FILE).is_file():
@@ -44,9 +50,18 @@ def batch_path(batch_id: str) -> Path:
     return p
 
 
-def start(manifest: str | os.PathLike, methods: list[str], *, overrides: dict | None = None,
-          grid: list[str] | dict | None = None, engine: str = "serial", address: str | None = None,
-          num_cpus: int | None = None, device: str = "auto", batch_id: str | None = None) -> str:
+def start(
+    manifest: str | os.PathLike,
+    methods: list[str],
+    *,
+    overrides: dict | None = None,
+    grid: list[str] | dict | None = None,
+    engine: str = "serial",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    device: str = "auto",
+    batch_id: str | None = None,
+) -> str:
     """Validate the request (unknown method, bad parameter or grid -> ValueError) and launch the batch."""
     from regcore.batch.engine import ENGINES
     from regcore.batch.sweep import expand, parse_grid
@@ -70,9 +85,18 @@ def start(manifest: str | os.PathLike, methods: list[str], *, overrides: dict | 
     if p.exists():
         raise ValueError(f"batch {batch_id!r} already exists in {batches_dir()}")
     p.mkdir(parents=True)
-    job = {"manifest": str(Path(manifest).resolve()), "methods": methods, "overrides": overrides or {},
-           "grid": grid_map, "engine": engine, "address": address or None, "num_cpus": num_cpus, "device": device,
-           "pairs": len(refs), "created": time.time()}
+    job = {
+        "manifest": str(Path(manifest).resolve()),
+        "methods": methods,
+        "overrides": overrides or {},
+        "grid": grid_map,
+        "engine": engine,
+        "address": address or None,
+        "num_cpus": num_cpus,
+        "device": device,
+        "pairs": len(refs),
+        "created": time.time(),
+    }
     (p / JOB_FILE).write_text(json.dumps(job, indent=2))
     _launch(p)
     return batch_id
@@ -84,8 +108,14 @@ def _launch(p: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
     (p / STOP_FILE).unlink(missing_ok=True)
     with open(p / "worker.log", "a") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
     write_status(p, state="queued", pid=proc.pid, message="starting")
 
 
@@ -110,8 +140,12 @@ def status(batch_id: str) -> dict[str, Any]:
     if st.get("state") in ACTIVE and not _alive(st.get("pid")):
         st = read_status(p) or st
         if st.get("state") in ACTIVE:
-            st = write_status(p, state="failed", message="the batch process ended unexpectedly; see worker.log, "
-                                                          "then resume (finished tasks are kept)")
+            st = write_status(
+                p,
+                state="failed",
+                message="the batch process ended unexpectedly; see worker.log, "
+                "then resume (finished tasks are kept)",
+            )
     rows = tasks(batch_id)
     st["running"] = sum(r["state"] == "running" for r in rows)
     return {**st, "batch_id": batch_id, "job": json.loads((p / JOB_FILE).read_text())}
@@ -135,9 +169,18 @@ def tasks(batch_id: str) -> list[dict[str, Any]]:
         start_file = p / TASKS_DIR / f"{t['key']}.start"
         attempts = len(start_file.read_text().splitlines()) if start_file.is_file() else 0
         state = rec["status"] if rec else ("running" if attempts and active else "waiting")
-        rows.append({"key": t["key"], "variant": t["label"], "pair": t["pair"], "state": state, "attempts": attempts,
-                     "wall_s": rec.get("wall_s") if rec else None, "dice_mean": rec.get("dice_mean") if rec else None,
-                     "error": rec.get("error", "") if rec else ""})
+        rows.append(
+            {
+                "key": t["key"],
+                "variant": t["label"],
+                "pair": t["pair"],
+                "state": state,
+                "attempts": attempts,
+                "wall_s": rec.get("wall_s") if rec else None,
+                "dice_mean": rec.get("dice_mean") if rec else None,
+                "error": rec.get("error", "") if rec else "",
+            }
+        )
     return rows
 
 
@@ -181,17 +224,28 @@ def list_batches() -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m regcore.batch.jobs", description="run one background batch")
+    parser = argparse.ArgumentParser(
+        prog="python -m regcore.batch.jobs", description="run one background batch"
+    )
     parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     job = json.loads((args.folder / JOB_FILE).read_text())
     from regcore.bench import run_benchmark
 
     try:
-        run_benchmark(job["manifest"], job["methods"], overrides=job.get("overrides"), out_dir=args.folder,
-                      device=job.get("device", "auto"), engine=job.get("engine", "serial"),
-                      address=job.get("address"), num_cpus=job.get("num_cpus"), grid=job.get("grid") or None,
-                      log=lambda s: print(s, flush=True), command=f"batch job {args.folder.name}")
+        run_benchmark(
+            job["manifest"],
+            job["methods"],
+            overrides=job.get("overrides"),
+            out_dir=args.folder,
+            device=job.get("device", "auto"),
+            engine=job.get("engine", "serial"),
+            address=job.get("address"),
+            num_cpus=job.get("num_cpus"),
+            grid=job.get("grid") or None,
+            log=lambda s: print(s, flush=True),
+            command=f"batch job {args.folder.name}",
+        )
     except Exception as e:  # noqa: BLE001 - recorded for the page
         traceback.print_exc()
         write_status(args.folder, state="failed", message=f"{type(e).__name__}: {e}")

@@ -59,8 +59,17 @@ class BatchProgress:
         callback: called with the status dict after each change.
     """
 
-    def __init__(self, total: int, *, skipped: int = 0, failed_before: int = 0, out_dir=None, engine: str = "",
-                 bar: bool = False, callback: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        skipped: int = 0,
+        failed_before: int = 0,
+        out_dir=None,
+        engine: str = "",
+        bar: bool = False,
+        callback: Callable[[dict], None] | None = None,
+    ) -> None:
         self.total, self.skipped = int(total), int(skipped)
         self.done, self.failed, self.in_flight = int(skipped), int(failed_before), 0
         self.out_dir, self.engine, self.callback = out_dir, engine, callback
@@ -71,8 +80,15 @@ class BatchProgress:
             try:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=self.total, initial=self.done, unit="task", desc=f"regcore [{engine}]",
-                                 file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+                self._bar = tqdm(
+                    total=self.total,
+                    initial=self.done,
+                    unit="task",
+                    desc=f"regcore [{engine}]",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    smoothing=0.1,
+                )
                 self._bar.set_postfix(failed=self.failed, refresh=False)
             except ImportError:
                 self._plain = True
@@ -86,9 +102,19 @@ class BatchProgress:
         return (time.time() - self.t0) / new * (self.total - self.done)
 
     def snapshot(self, state: str = "running", message: str = "") -> dict[str, Any]:
-        return {"state": state, "engine": self.engine, "total": self.total, "skipped": self.skipped,
-                "done": self.done, "failed": self.failed, "in_flight": self.in_flight, "eta_s": self.eta_s,
-                "elapsed_s": time.time() - self.t0, "message": message, "pid": os.getpid()}
+        return {
+            "state": state,
+            "engine": self.engine,
+            "total": self.total,
+            "skipped": self.skipped,
+            "done": self.done,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "eta_s": self.eta_s,
+            "elapsed_s": time.time() - self.t0,
+            "message": message,
+            "pid": os.getpid(),
+        }
 
     def _report(self, state: str, message: str = "") -> dict[str, Any]:
         snap = self.snapshot(state, message)
@@ -116,11 +142,15 @@ class BatchProgress:
                 self._bar.write(f"  failed: {what}: {record.get('error', '')[:200]}", file=sys.stderr)
         elif self._plain:
             eta = self.eta_s
-            print(f"[{self.done}/{self.total}] {msg}" + (f" (ETA {eta:.0f} s)" if eta else ""), file=sys.stderr)
+            print(
+                f"[{self.done}/{self.total}] {msg}" + (f" (ETA {eta:.0f} s)" if eta else ""), file=sys.stderr
+            )
         self._report("running", msg)
 
     def close(self, state: str = "finished", message: str = "") -> dict[str, Any]:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        return self._report(state, message or f"{self.done - self.failed} ok, {self.failed} failed of {self.total}")
+        return self._report(
+            state, message or f"{self.done - self.failed} ok, {self.failed} failed of {self.total}"
+        )

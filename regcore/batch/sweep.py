@@ -24,8 +24,11 @@ from typing import Any
 
 __all__ = ["Variant", "expand", "pareto_figures", "pareto_front", "parse_grid", "write_sweep_outputs"]
 
-AXES = (("folding_percent", "folding %", "dice_vs_folding"), ("runtime_s", "runtime s (median)", "dice_vs_runtime"),
-        ("sdlogj", "SDlogJ (field roughness)", "dice_vs_sdlogj"))
+AXES = (
+    ("folding_percent", "folding %", "dice_vs_folding"),
+    ("runtime_s", "runtime s (median)", "dice_vs_runtime"),
+    ("sdlogj", "SDlogJ (field roughness)", "dice_vs_sdlogj"),
+)
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,33 @@ def parse_grid(items: Sequence[str] | None, methods: Sequence[str]) -> dict[str,
         method, dot, name = key.partition(".")
         if dot:
             if method not in methods:
-                raise ValueError(f"--grid {item!r} names method {method!r}, which is not in --methods {list(methods)}")
+                raise ValueError(
+                    f"--grid {item!r} names method {method!r}, which is not in --methods {list(methods)}"
+                )
             targets = [method]
             names = {f.name for f in dataclasses.fields(get(method).config_cls)}
             if name not in names:
-                raise ValueError(f"--grid {item!r}: unknown parameter {name!r} of {method}; known: {sorted(names)}")
+                raise ValueError(
+                    f"--grid {item!r}: unknown parameter {name!r} of {method}; known: {sorted(names)}"
+                )
         else:
             name = key
             targets = [m for m in methods if name in {f.name for f in dataclasses.fields(get(m).config_cls)}]
             if not targets:
-                raise ValueError(f"--grid {item!r}: none of the methods {list(methods)} has a parameter {name!r} "
-                                 "(see `regcore methods`)")
+                raise ValueError(
+                    f"--grid {item!r}: none of the methods {list(methods)} has a parameter {name!r} "
+                    "(see `regcore methods`)"
+                )
         for m in targets:
             grid.setdefault(m, {})[name] = vals
     return grid
 
 
-def expand(methods: Sequence[str], grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-           overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[Variant]:
+def expand(
+    methods: Sequence[str],
+    grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Variant]:
     """Every variant: for each method, the cartesian product of its grid values (fixed ``overrides``
     apply underneath). Each combination is validated (ValueError names the parameter) before any work."""
     from regcore.methods.registry import get
@@ -101,8 +113,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     front = []
     for i in idx:
         xi, yi = points[i]
-        dominated = any((points[j][0] <= xi and points[j][1] >= yi) and (points[j][0] < xi or points[j][1] > yi)
-                        for j in idx if j != i)
+        dominated = any(
+            (points[j][0] <= xi and points[j][1] >= yi) and (points[j][0] < xi or points[j][1] > yi)
+            for j in idx
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
@@ -122,17 +137,41 @@ def pareto_figures(report: Mapping) -> dict[str, Any]:
         fig = go.Figure()
         for method in dict.fromkeys(r.get("base_method", r["method"]) for r in rows):
             pts = [r for r in rows if r.get("base_method", r["method"]) == method]
-            fig.add_trace(go.Scatter(
-                x=[r.get(key) for r in pts], y=[r["dice_mean"] for r in pts], mode="markers+text", name=method,
-                text=[_short(r) for r in pts], textposition="top center", marker={"size": 10},
-                hovertemplate="%{text}<br>" + title + " %{x:.3g}<br>Dice %{y:.4f}<extra>" + method + "</extra>"))
-        pts = [(r.get(key), r["dice_mean"]) for r in rows]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.get(key) for r in pts],
+                    y=[r["dice_mean"] for r in pts],
+                    mode="markers+text",
+                    name=method,
+                    text=[_short(r) for r in pts],
+                    textposition="top center",
+                    marker={"size": 10},
+                    hovertemplate="%{text}<br>"
+                    + title
+                    + " %{x:.3g}<br>Dice %{y:.4f}<extra>"
+                    + method
+                    + "</extra>",
+                )
+            )
+        pts = [(r.get(key), r["dice_mean"]) for r in rows]  # type: ignore[misc]
         front = pareto_front(pts)
         if len(front) > 1:
-            fig.add_trace(go.Scatter(x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines",
-                                     name="Pareto front", line={"dash": "dash", "color": "gray"}))
-        fig.update_layout(title=f"Dice vs {title}", xaxis_title=title, yaxis_title="mean Dice", template="plotly_white",
-                          height=480)
+            fig.add_trace(
+                go.Scatter(
+                    x=[pts[i][0] for i in front],
+                    y=[pts[i][1] for i in front],
+                    mode="lines",
+                    name="Pareto front",
+                    line={"dash": "dash", "color": "gray"},
+                )
+            )
+        fig.update_layout(
+            title=f"Dice vs {title}",
+            xaxis_title=title,
+            yaxis_title="mean Dice",
+            template="plotly_white",
+            height=480,
+        )
         figs[name] = fig
     return figs
 
@@ -155,11 +194,19 @@ def _png(report: Mapping, path: Path) -> Path:
             pts = [r for r in rows if r.get("base_method", r["method"]) == method and r.get(key) is not None]
             ax.scatter([r[key] for r in pts], [r["dice_mean"] for r in pts], label=method, s=40)
             for r in pts:
-                ax.annotate(_short(r), (r[key], r["dice_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        pts = [(r.get(key), r["dice_mean"]) for r in rows]
+                ax.annotate(
+                    _short(r), (r[key], r["dice_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+        pts = [(r.get(key), r["dice_mean"]) for r in rows]  # type: ignore[misc]
         front = pareto_front(pts)
         if len(front) > 1:
-            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="gray", label="Pareto front")
+            ax.plot(
+                [pts[i][0] for i in front],
+                [pts[i][1] for i in front],
+                "--",
+                color="gray",
+                label="Pareto front",
+            )
         ax.set_xlabel(title)
         ax.set_ylabel("mean Dice")
         ax.set_title(f"Dice vs {title}")
@@ -184,14 +231,21 @@ def sweep_markdown(report: Mapping) -> str:
     def f(v, d=3):
         return "n/a" if v is None else f"{v:.{d}f}"
 
-    lines = [f"# Sweep: {Path(str(report.get('manifest', ''))).name}", "",
-             f"Grid: `{report.get('grid') or {}}`", "",
-             "| variant | pairs | Dice | HD95 mm | folding % | SDlogJ | runtime s | Pareto |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Sweep: {Path(str(report.get('manifest', ''))).name}",
+        "",
+        f"Grid: `{report.get('grid') or {}}`",
+        "",
+        "| variant | pairs | Dice | HD95 mm | folding % | SDlogJ | runtime s | Pareto |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['pairs']}" + (f" ({r['failed']} failed)" if r.get("failed") else "") +
-                     f" | {f(r.get('dice_mean'), 4)} | {f(r.get('hd95_mean_mm'), 2)} | {f(r.get('folding_percent'), 3)}"
-                     f" | {f(r.get('sdlogj'), 3)} | {f(r.get('runtime_s'), 2)} | {'yes' if r['method'] in on_front else ''} |")
+        lines.append(
+            f"| {r['method']} | {r['pairs']}"
+            + (f" ({r['failed']} failed)" if r.get("failed") else "")
+            + f" | {f(r.get('dice_mean'), 4)} | {f(r.get('hd95_mean_mm'), 2)} | {f(r.get('folding_percent'), 3)}"
+            f" | {f(r.get('sdlogj'), 3)} | {f(r.get('runtime_s'), 2)} | {'yes' if r['method'] in on_front else ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -199,11 +253,17 @@ def write_sweep_outputs(report: Mapping, out_dir: str | Path) -> dict[str, str]:
     """Write ``sweep.md``, ``pareto.html`` and ``pareto.png`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"sweep_markdown": out / "sweep.md", "pareto_html": out / "pareto.html", "pareto_png": out / "pareto.png"}
+    paths = {
+        "sweep_markdown": out / "sweep.md",
+        "pareto_html": out / "pareto.html",
+        "pareto_png": out / "pareto.png",
+    }
     paths["sweep_markdown"].write_text(sweep_markdown(report))
     figs = list(pareto_figures(report).values())
-    html = ["<html><head><meta charset='utf-8'><title>RegLab sweep</title></head><body>",
-            f"<h2>RegLab sweep: {Path(str(report.get('manifest', ''))).name}</h2>"]
+    html = [
+        "<html><head><meta charset='utf-8'><title>RegLab sweep</title></head><body>",
+        f"<h2>RegLab sweep: {Path(str(report.get('manifest', ''))).name}</h2>",
+    ]
     for i, fig in enumerate(figs):
         html.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
     html.append("</body></html>")

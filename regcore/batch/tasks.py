@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 IDENTITY = "identity"
-PAIR_KEYS = ("dice_mean", "hd95_mean_mm", "tre_mean_mm", "folding_percent", "sdlogj", "runtime_s", "peak_memory_mb")
+PAIR_KEYS = (
+    "dice_mean",
+    "hd95_mean_mm",
+    "tre_mean_mm",
+    "folding_percent",
+    "sdlogj",
+    "runtime_s",
+    "peak_memory_mb",
+)
 TASKS_DIR = "tasks"
 OK, FAILED = "ok", "failed"
 
@@ -106,12 +114,16 @@ def manifest_refs(manifest: str | os.PathLike) -> tuple[list[PairRef], list[str]
         raise ValueError(f"{p}: not a readable CSV manifest ({exc})") from exc
     header = [(h or "").strip().lower() for h in (rows[0].keys() if rows else [])]
     if not rows or not {"fixed", "moving"} <= set(header):
-        raise ValueError(f"{p}: a pairs manifest needs a header with at least 'fixed,moving' "
-                         f"(all columns: {','.join(MANIFEST_COLUMNS)}), got {header}")
+        raise ValueError(
+            f"{p}: a pairs manifest needs a header with at least 'fixed,moving' "
+            f"(all columns: {','.join(MANIFEST_COLUMNS)}), got {header}"
+        )
     refs, errors = [], []
     unknown = set(header) - set(MANIFEST_COLUMNS)
     if unknown:
-        errors.append(f"{p}: unknown column(s) {sorted(unknown)} ignored; known: {','.join(MANIFEST_COLUMNS)}")
+        errors.append(
+            f"{p}: unknown column(s) {sorted(unknown)} ignored; known: {','.join(MANIFEST_COLUMNS)}"
+        )
     for line, row in enumerate(rows, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         paths = {k: str((p.parent / row[k]).resolve()) if row.get(k) else None for k in MANIFEST_COLUMNS[1:]}
@@ -153,7 +165,9 @@ class Task:
         if not isinstance(self.overrides, Mapping):
             raise TypeError(f"Task.overrides must be a mapping, got {type(self.overrides).__name__}")
         if not hasattr(self.pair, "name"):
-            raise TypeError(f"Task.pair must be a PairRef or a regcore.data.Pair, got {type(self.pair).__name__}")
+            raise TypeError(
+                f"Task.pair must be a PairRef or a regcore.data.Pair, got {type(self.pair).__name__}"
+            )
         object.__setattr__(self, "overrides", dict(self.overrides))
         if not self.label:
             object.__setattr__(self, "label", self.method)
@@ -166,14 +180,25 @@ class Task:
     def key(self) -> str:
         """Stable id of (method, overrides, pair, device, outputs): the result file's name."""
         pair = self.pair.identity() if isinstance(self.pair, PairRef) else {"name": self.pair_name}
-        ident = {"method": self.method, "overrides": {str(k): str(v) for k, v in sorted(self.overrides.items())},
-                 "pair": pair, "device": self.device, "outputs": self.save_outputs}
+        ident = {
+            "method": self.method,
+            "overrides": {str(k): str(v) for k, v in sorted(self.overrides.items())},
+            "pair": pair,
+            "device": self.device,
+            "outputs": self.save_outputs,
+        }
         return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary (stored in the result record)."""
-        return {"key": self.key, "method": self.method, "label": self.label, "pair": self.pair_name,
-                "overrides": {str(k): v for k, v in self.overrides.items()}, "device": self.device}
+        return {
+            "key": self.key,
+            "method": self.method,
+            "label": self.label,
+            "pair": self.pair_name,
+            "overrides": {str(k): v for k, v in self.overrides.items()},
+            "device": self.device,
+        }
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -208,8 +233,9 @@ def read_result(path: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and data.get("status") in (OK, FAILED) else None
 
 
-def done_records(out_dir: str | os.PathLike | None, tasks: list[Task], *,
-                 retry_failed: bool = False) -> dict[str, dict]:
+def done_records(
+    out_dir: str | os.PathLike | None, tasks: list[Task], *, retry_failed: bool = False
+) -> dict[str, dict]:
     """``{key: record}`` of the tasks already finished in ``out_dir`` (failed ones too, unless ``retry_failed``)."""
     if out_dir is None:
         return {}
@@ -249,7 +275,7 @@ def set_threads(threads: int | None) -> None:
     try:
         import numba
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001, S110 - numba is optional here
         pass
 
@@ -262,8 +288,13 @@ def _reachable(out_dir: str | os.PathLike | None) -> Path | None:
     return p if p.is_dir() and os.access(p, os.W_OK) else None
 
 
-def execute_task(task: Task, out_dir: str | os.PathLike | None = None, *, threads: int | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def execute_task(
+    task: Task,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run ``task`` and return its result record; never raises for a data or method error.
 
     When ``out_dir`` is reachable from this process the record is also written there (atomically),
@@ -304,8 +335,14 @@ def execute_task(task: Task, out_dir: str | os.PathLike | None = None, *, thread
         return True
 
     say(f"{task.label} on {task.pair_name} (host {host}, pid {pid}, attempt {attempts})")
-    record: dict[str, Any] = {**task.describe(), "status": OK, "host": host, "pid": pid, "attempts": attempts,
-                              "started": started}
+    record: dict[str, Any] = {
+        **task.describe(),
+        "status": OK,
+        "host": host,
+        "pid": pid,
+        "attempts": attempts,
+        "started": started,
+    }
     try:
         pair = task.pair.load() if isinstance(task.pair, PairRef) else task.pair
         if task.method == IDENTITY:
@@ -315,12 +352,16 @@ def execute_task(task: Task, out_dir: str | os.PathLike | None = None, *, thread
         else:
             from regcore.register import run_pair
 
-            result, metrics = run_pair(pair, task.method, task.overrides, device=task.device, progress=progress)
+            result, metrics = run_pair(
+                pair, task.method, task.overrides, device=task.device, progress=progress
+            )
         record.update(metrics_row(metrics))
         if task.save_outputs and result is not None:
             if tdir is None:
-                raise ValueError(f"save_outputs needs the batch folder {out_dir} to be writable from this worker "
-                                 f"({host}); put it on a shared filesystem")
+                raise ValueError(
+                    f"save_outputs needs the batch folder {out_dir} to be writable from this worker "
+                    f"({host}); put it on a shared filesystem"
+                )
             from regcore.run_record import RunRecord, save_run
 
             paths = save_run(RunRecord(pair, result, metrics, label=task.label), tdir / task.key)
@@ -343,5 +384,13 @@ def execute_task(task: Task, out_dir: str | os.PathLike | None = None, *, thread
 def failure_record(task: Task, error: str, **extra: Any) -> dict[str, Any]:
     """The record of a task that never returned (its worker died more often than the engine retries)."""
     now = time.time()
-    return {**task.describe(), "status": FAILED, "error": error, "started": now, "finished": now, "wall_s": 0.0,
-            "log": [error], **extra}
+    return {
+        **task.describe(),
+        "status": FAILED,
+        "error": error,
+        "started": now,
+        "finished": now,
+        "wall_s": 0.0,
+        "log": [error],
+        **extra,
+    }

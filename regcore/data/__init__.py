@@ -13,9 +13,16 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Pair": "pairs", "sample_pair": "pairs", "list_sample_datasets": "pairs",
-    "FolderDataset": "folder", "load_folder": "folder", "load_manifest": "folder", "load_pair": "folder",
-    "build": "samples", "ensure_samples": "samples", "sample_root": "samples",
+    "Pair": "pairs",
+    "sample_pair": "pairs",
+    "list_sample_datasets": "pairs",
+    "FolderDataset": "folder",
+    "load_folder": "folder",
+    "load_manifest": "folder",
+    "load_pair": "folder",
+    "build": "samples",
+    "ensure_samples": "samples",
+    "sample_root": "samples",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -55,9 +55,11 @@ class SubjectTransform:
         return {prefix + "control_velocity_mm": self.control_velocity_mm, prefix + "affine": self.affine}
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str = "") -> "SubjectTransform":
-        return cls(np.asarray(arrays[prefix + "control_velocity_mm"], dtype=np.float64),
-                   np.asarray(arrays[prefix + "affine"], dtype=np.float64))
+    def from_arrays(cls, arrays, prefix: str = "") -> SubjectTransform:
+        return cls(
+            np.asarray(arrays[prefix + "control_velocity_mm"], dtype=np.float64),
+            np.asarray(arrays[prefix + "affine"], dtype=np.float64),
+        )
 
     def forward_displacement(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> torch.Tensor:
         """Dense ``w`` ``(1, ndim, *shape)`` float32 voxels with ``psi(x) = x + w(x)`` on the given grid."""
@@ -72,7 +74,7 @@ class SubjectTransform:
         c = torch.tensor([(n - 1) * h / 2 for n, h in zip(shape, spacing)], dtype=torch.float32)
         m = torch.from_numpy(self.affine[:, : self.ndim]).float()
         t = torch.from_numpy(self.affine[:, self.ndim]).float()
-        y_mm = ((x + s) * sp).reshape(self.ndim, -1) - c[:, None]      # exp(v)(x) in mm, centred
+        y_mm = ((x + s) * sp).reshape(self.ndim, -1) - c[:, None]  # exp(v)(x) in mm, centred
         out_mm = torch.addmm((c + t)[:, None], m, y_mm)
         return out_mm.reshape(1, self.ndim, *shape) / sp - x
 
@@ -89,7 +91,9 @@ def sample_field(field: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out.astype(np.float64))
 
 
-def invert_points(forward: torch.Tensor, targets_vox: torch.Tensor, iterations: int = 30) -> tuple[torch.Tensor, float]:
+def invert_points(
+    forward: torch.Tensor, targets_vox: torch.Tensor, iterations: int = 30
+) -> tuple[torch.Tensor, float]:
     """Solve ``x + w(x) = y`` for each target y by fixed-point iteration ``x <- y - w(x)``.
 
     Args:
@@ -107,8 +111,9 @@ def invert_points(forward: torch.Tensor, targets_vox: torch.Tensor, iterations: 
     return x, residual
 
 
-def relative_displacement(forward_fixed: torch.Tensor, forward_moving: torch.Tensor,
-                          iterations: int = 12) -> tuple[torch.Tensor, float]:
+def relative_displacement(
+    forward_fixed: torch.Tensor, forward_moving: torch.Tensor, iterations: int = 12
+) -> tuple[torch.Tensor, float]:
     """Ground truth ``u`` with ``phi = psi_moving^-1 o psi_fixed``, ``phi(x) = x + u(x)``.
 
     Both fields ``(1, ndim, *S)`` voxels on the same grid. Then ``moving(phi(x)) =
@@ -117,7 +122,9 @@ def relative_displacement(forward_fixed: torch.Tensor, forward_moving: torch.Ten
     Returns ``(1, ndim, *S)`` float32 voxels and the max residual in voxels.
     """
     if forward_fixed.shape != forward_moving.shape:
-        raise ValueError(f"fields must share a shape, got {tuple(forward_fixed.shape)} and {tuple(forward_moving.shape)}")
+        raise ValueError(
+            f"fields must share a shape, got {tuple(forward_fixed.shape)} and {tuple(forward_moving.shape)}"
+        )
     w_f, w_m = forward_fixed.float(), forward_moving.float()
     u = w_f - w_m
     for _ in range(iterations):
@@ -130,10 +137,18 @@ def relative_displacement(forward_fixed: torch.Tensor, forward_moving: torch.Ten
     return u, residual
 
 
-def random_transform(ndim: int, fov_mm: tuple[float, ...], rng: np.random.Generator, *,
-                     max_displacement_mm: float = 5.0, smoothness_mm: float = 16.0,
-                     control_spacing_mm: float = 8.0, max_rotation_deg: float = 3.0,
-                     max_translation_mm: float = 3.0, max_scaling: float = 0.03) -> SubjectTransform:
+def random_transform(
+    ndim: int,
+    fov_mm: tuple[float, ...],
+    rng: np.random.Generator,
+    *,
+    max_displacement_mm: float = 5.0,
+    smoothness_mm: float = 16.0,
+    control_spacing_mm: float = 8.0,
+    max_rotation_deg: float = 3.0,
+    max_translation_mm: float = 3.0,
+    max_scaling: float = 0.03,
+) -> SubjectTransform:
     """Draw a random ``SubjectTransform``.
 
     Args:
@@ -156,8 +171,13 @@ def random_transform(ndim: int, fov_mm: tuple[float, ...], rng: np.random.Genera
     return SubjectTransform(v, random_affine(ndim, rng, max_rotation_deg, max_translation_mm, max_scaling))
 
 
-def random_affine(ndim: int, rng: np.random.Generator, max_rotation_deg: float,
-                  max_translation_mm: float, max_scaling: float) -> np.ndarray:
+def random_affine(
+    ndim: int,
+    rng: np.random.Generator,
+    max_rotation_deg: float,
+    max_translation_mm: float,
+    max_scaling: float,
+) -> np.ndarray:
     """``(ndim, ndim+1)`` [R S | t] in mm: uniform rotation(s), per-axis scaling and translation."""
     angles = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg, 1 if ndim == 2 else 3))
     rot = np.eye(ndim)

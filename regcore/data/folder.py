@@ -33,8 +33,16 @@ from regcore.data.pairs import Pair
 from regcore.image import Image, Landmarks
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".zip")
-MANIFEST_COLUMNS = ("name", "fixed", "moving", "fixed_labels", "moving_labels", "fixed_landmarks",
-                    "moving_landmarks", "label_names")
+MANIFEST_COLUMNS = (
+    "name",
+    "fixed",
+    "moving",
+    "fixed_labels",
+    "moving_labels",
+    "fixed_landmarks",
+    "moving_landmarks",
+    "label_names",
+)
 PAIR_STRATEGIES = ("all", "consecutive", "to_first")
 
 
@@ -97,9 +105,17 @@ class FolderDataset:
     def pair(self, fixed: int | str, moving: int | str) -> Pair:
         """The pair of two subjects (index or stem)."""
         f, m = self.subject(fixed), self.subject(moving)
-        return _make_pair(f"{f.stem} <- {m.stem}", f.image, m.image, f.labels, m.labels, f.landmarks,
-                          m.landmarks, self.label_names, {"source": str(self.root), "fixed_files": f.files,
-                                                          "moving_files": m.files})
+        return _make_pair(
+            f"{f.stem} <- {m.stem}",
+            f.image,
+            m.image,
+            f.labels,
+            m.labels,
+            f.landmarks,
+            m.landmarks,
+            self.label_names,
+            {"source": str(self.root), "fixed_files": f.files, "moving_files": m.files},
+        )
 
     def pairs(self, strategy: str = "all") -> list[Pair]:
         """Manifest pairs as listed; for a folder: ``"all"`` (i < j, fixed = i), ``"consecutive"``
@@ -109,10 +125,14 @@ class FolderDataset:
         if strategy not in PAIR_STRATEGIES:
             raise ValueError(f"strategy must be one of {PAIR_STRATEGIES}, got {strategy!r}")
         n = len(self.subjects)
-        index = {"all": list(itertools.combinations(range(n), 2)),
-                 "consecutive": [(i, i + 1) for i in range(n - 1)],
-                 "to_first": [(0, j) for j in range(1, n)]}[strategy]
-        return [self.pair(i, j) for i, j in index if self.subjects[i].image.ndim == self.subjects[j].image.ndim]
+        index = {
+            "all": list(itertools.combinations(range(n), 2)),
+            "consecutive": [(i, i + 1) for i in range(n - 1)],
+            "to_first": [(0, j) for j in range(1, n)],
+        }[strategy]
+        return [
+            self.pair(i, j) for i, j in index if self.subjects[i].image.ndim == self.subjects[j].image.ndim
+        ]
 
 
 def _names_for(label_names, *label_images) -> dict[int, str] | None:
@@ -122,16 +142,27 @@ def _names_for(label_names, *label_images) -> dict[int, str] | None:
     return {v: f"label_{v}" for v in present} or None
 
 
-def _make_pair(name, fixed, moving, fixed_labels, moving_labels, fixed_landmarks, moving_landmarks,
-               label_names, meta) -> Pair:
+def _make_pair(
+    name, fixed, moving, fixed_labels, moving_labels, fixed_landmarks, moving_landmarks, label_names, meta
+) -> Pair:
     names = _names_for(label_names, fixed_labels, moving_labels)
     if fixed_labels is not None and names:
         fixed_labels = fixed_labels.with_data(fixed_labels.data, label_names=names)
     if moving_labels is not None and names:
         moving_labels = moving_labels.with_data(moving_labels.data, label_names=names)
-    return Pair(name=name, fixed=fixed, moving=moving, fixed_labels=fixed_labels, moving_labels=moving_labels,
-                fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks, true_displacement=None,
-                label_names=names, modality="", meta={"synthetic": False, **meta})
+    return Pair(
+        name=name,
+        fixed=fixed,
+        moving=moving,
+        fixed_labels=fixed_labels,
+        moving_labels=moving_labels,
+        fixed_landmarks=fixed_landmarks,
+        moving_landmarks=moving_landmarks,
+        true_displacement=None,
+        label_names=names,
+        modality="",
+        meta={"synthetic": False, **meta},
+    )
 
 
 def _owner(name: str, stems: list[str]) -> str | None:
@@ -151,7 +182,7 @@ def _rank_label_file(stem: str, label_stem: str) -> tuple[int, str]:
         return 1, label_stem
     if label_stem == stem:
         return 2, label_stem
-    return (3 if "seg" in label_stem[len(stem):].lower() else 4), label_stem
+    return (3 if "seg" in label_stem[len(stem) :].lower() else 4), label_stem
 
 
 def load_folder(path: str | os.PathLike) -> FolderDataset:
@@ -166,7 +197,9 @@ def load_folder(path: str | os.PathLike) -> FolderDataset:
     if root.is_file() and root.suffix.lower() == ".csv":
         return load_manifest(root)
     if not root.is_dir():
-        raise ValueError(f"path must be a folder with images/ (or a pairs CSV), got {str(root)!r} which does not exist")
+        raise ValueError(
+            f"path must be a folder with images/ (or a pairs CSV), got {str(root)!r} which does not exist"
+        )
     img_dir = root / "images"
     if not img_dir.is_dir():
         manifests = sorted(root.glob("*.csv"))
@@ -186,17 +219,24 @@ def load_folder(path: str | os.PathLike) -> FolderDataset:
         except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, the rest still load
             ds.errors.append(_message(p, exc))
             continue
-        ds.subjects.append(Subject(_stem(p), image.with_data(image.data, name=_stem(p)), files={"image": str(p)}))
+        ds.subjects.append(
+            Subject(_stem(p), image.with_data(image.data, name=_stem(p)), files={"image": str(p)})
+        )
     if not ds.subjects and not ds.errors:
         ds.errors.append(f"{img_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     stems = ds.stems
     by_stem = {s.stem: s for s in ds.subjects}
-    for kind, folder, suffixes in (("labels", root / "labels", IMAGE_SUFFIXES), ("landmarks", root / "landmarks", (".csv",))):
+    for kind, folder, suffixes in (
+        ("labels", root / "labels", IMAGE_SUFFIXES),
+        ("landmarks", root / "landmarks", (".csv",)),
+    ):
         if not folder.is_dir():
             continue
         owned: dict[str, list[Path]] = {}
         for f in sorted(folder.iterdir()):
-            fstem = _stem(f) if kind == "labels" else (f.name[:-4] if f.name.lower().endswith(".csv") else None)
+            fstem = (
+                _stem(f) if kind == "labels" else (f.name[:-4] if f.name.lower().endswith(".csv") else None)
+            )
             if fstem is None or f.name.startswith(("label_names", ".")):
                 continue
             owner = _owner(fstem, stems)
@@ -211,8 +251,10 @@ def load_folder(path: str | os.PathLike) -> FolderDataset:
                     if kind == "labels":
                         value = load_image(f, is_labels=True, label_names=ds.label_names)
                         if value.shape != subject.image.shape or value.ndim != subject.image.ndim:
-                            raise ValueError(f"{f}: label map shape {value.shape} does not match image "
-                                             f"{subject.files['image']} shape {subject.image.shape}")
+                            raise ValueError(
+                                f"{f}: label map shape {value.shape} does not match image "
+                                f"{subject.files['image']} shape {subject.image.shape}"
+                            )
                     else:
                         value = load_landmarks(f, geometry=subject.image.geometry)
                 except Exception as exc:  # noqa: BLE001
@@ -231,8 +273,17 @@ def _message(path: Path, exc: Exception) -> str:
     return text if str(path) in text else f"{path}: {text}"
 
 
-def load_pair(fixed: str | os.PathLike, moving: str | os.PathLike, *, fixed_labels=None, moving_labels=None,
-              fixed_landmarks=None, moving_landmarks=None, label_names=None, name: str | None = None) -> Pair:
+def load_pair(
+    fixed: str | os.PathLike,
+    moving: str | os.PathLike,
+    *,
+    fixed_labels=None,
+    moving_labels=None,
+    fixed_landmarks=None,
+    moving_landmarks=None,
+    label_names=None,
+    name: str | None = None,
+) -> Pair:
     """A :class:`Pair` from files (paths or None). ``label_names``: a CSV path or a dict.
 
     Raises ``regcore.io.ImageIOError`` (a ValueError) naming the file that failed.
@@ -250,9 +301,18 @@ def load_pair(fixed: str | os.PathLike, moving: str | os.PathLike, *, fixed_labe
         if lab is not None and lab.shape != img.shape:
             raise ValueError(f"{arg} shape {lab.shape} does not match its image shape {img.shape}")
     title = name or f"{f_img.name} <- {m_img.name}"
-    files = {k: str(v) for k, v in dict(fixed=fixed, moving=moving, fixed_labels=fixed_labels,
-                                        moving_labels=moving_labels, fixed_landmarks=fixed_landmarks,
-                                        moving_landmarks=moving_landmarks).items() if v}
+    files = {
+        k: str(v)
+        for k, v in dict(
+            fixed=fixed,
+            moving=moving,
+            fixed_labels=fixed_labels,
+            moving_labels=moving_labels,
+            fixed_landmarks=fixed_landmarks,
+            moving_landmarks=moving_landmarks,
+        ).items()
+        if v
+    }
     return _make_pair(title, f_img, m_img, f_lab, m_lab, f_lm, m_lm, names, {"files": files})
 
 
@@ -268,12 +328,16 @@ def load_manifest(csv_path: str | os.PathLike) -> FolderDataset:
         raise ValueError(f"{p}: not a readable CSV manifest ({exc})") from exc
     header = [h.strip().lower() for h in (rows[0].keys() if rows else [])]
     if not rows or not {"fixed", "moving"} <= set(header):
-        raise ValueError(f"{p}: a pairs manifest needs a header with at least 'fixed,moving' "
-                         f"(all columns: {','.join(MANIFEST_COLUMNS)}), got {header}")
+        raise ValueError(
+            f"{p}: a pairs manifest needs a header with at least 'fixed,moving' "
+            f"(all columns: {','.join(MANIFEST_COLUMNS)}), got {header}"
+        )
     ds = FolderDataset(root=p.parent)
     unknown = set(header) - set(MANIFEST_COLUMNS)
     if unknown:
-        ds.errors.append(f"{p}: unknown column(s) {sorted(unknown)} ignored; known: {','.join(MANIFEST_COLUMNS)}")
+        ds.errors.append(
+            f"{p}: unknown column(s) {sorted(unknown)} ignored; known: {','.join(MANIFEST_COLUMNS)}"
+        )
     for line, row in enumerate(rows, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         paths = {k: (p.parent / row[k] if row.get(k) else None) for k in MANIFEST_COLUMNS[1:]}

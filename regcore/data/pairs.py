@@ -8,9 +8,9 @@ The same :class:`Pair` comes from a user's folder (:mod:`regcore.data.folder`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -58,7 +58,9 @@ class Pair:
             if img is not None and (not isinstance(img, Image) or not img.is_labels):
                 raise TypeError(f"Pair.{attr} must be a label-map Image (is_labels=True) or None")
         if self.fixed.ndim != self.moving.ndim:
-            raise ValueError(f"fixed is {self.fixed.ndim}D but moving is {self.moving.ndim}D in pair {self.name!r}")
+            raise ValueError(
+                f"fixed is {self.fixed.ndim}D but moving is {self.moving.ndim}D in pair {self.name!r}"
+            )
         u = self.true_displacement
         if u is not None:
             expected = (1, self.fixed.ndim, *self.fixed.shape)
@@ -76,21 +78,29 @@ class Pair:
     def summary(self) -> dict:
         """Short JSON-friendly description (for the Data page and CLI)."""
         return {
-            "name": self.name, "ndim": self.ndim, "fixed_shape": list(self.fixed.shape),
-            "moving_shape": list(self.moving.shape), "spacing_mm": list(self.fixed.spacing),
+            "name": self.name,
+            "ndim": self.ndim,
+            "fixed_shape": list(self.fixed.shape),
+            "moving_shape": list(self.moving.shape),
+            "spacing_mm": list(self.fixed.spacing),
             "labels": self.fixed_labels is not None and self.moving_labels is not None,
             "n_structures": len(self.label_names or {}),
             "landmarks": len(self.fixed_landmarks) if self.fixed_landmarks is not None else 0,
-            "ground_truth": self.has_ground_truth, "modality": self.modality,
+            "ground_truth": self.has_ground_truth,
+            "modality": self.modality,
         }
 
 
 _DESCRIPTIONS = {
-    "brain": ("Synthetic subjects made from the MNI152 2009a template with 41 Neuromorphometrics-derived "
-              "structures, random smooth diffeomorphisms (a few mm) + small affine, bias field, noise; "
-              "T1 and a T2-like contrast. Exact ground-truth displacement and landmarks."),
-    "shapes": ("SynthMorph-style random label maps (12 labels), warped per subject and rendered in a "
-               "random contrast each. Exact ground truth. For teaching and contrast-agnostic training."),
+    "brain": (
+        "Synthetic subjects made from the MNI152 2009a template with 41 Neuromorphometrics-derived "
+        "structures, random smooth diffeomorphisms (a few mm) + small affine, bias field, noise; "
+        "T1 and a T2-like contrast. Exact ground-truth displacement and landmarks."
+    ),
+    "shapes": (
+        "SynthMorph-style random label maps (12 labels), warped per subject and rendered in a "
+        "random contrast each. Exact ground truth. For teaching and contrast-agnostic training."
+    ),
 }
 
 
@@ -100,16 +110,26 @@ def list_sample_datasets() -> list[dict]:
     Cheap: reads manifests only, never builds.
     """
     out = []
-    for dataset, dims, resolutions, contrasts in (("brain", (2, 3), (1.0, 2.0), ("t1", "t2")),
-                                                  ("shapes", (2, 3), (1.0,), ("synth",))):
+    for dataset, dims, resolutions, contrasts in (
+        ("brain", (2, 3), (1.0, 2.0), ("t1", "t2")),
+        ("shapes", (2, 3), (1.0,), ("synth",)),
+    ):
         built = {}
         for d in dims:
             for r in resolutions:
                 m = read_manifest(sample_root() / UnitSpec(dataset, d, r).name)
                 built[f"{d}d_{r:g}mm"] = len(m["subjects"]) if m else 0
-        out.append({"name": dataset, "dims": list(dims), "resolutions_mm": list(resolutions),
-                    "contrasts": list(contrasts), "ground_truth": True, "built": built,
-                    "description": _DESCRIPTIONS[dataset]})
+        out.append(
+            {
+                "name": dataset,
+                "dims": list(dims),
+                "resolutions_mm": list(resolutions),
+                "contrasts": list(contrasts),
+                "ground_truth": True,
+                "built": built,
+                "description": _DESCRIPTIONS[dataset],
+            }
+        )
     return out
 
 
@@ -123,7 +143,9 @@ def _subject(manifest: dict, which, arg: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def _forward_field(unit: str, sid: str, shape: tuple[int, ...], spacing: tuple[float, ...], stamp: float) -> torch.Tensor:
+def _forward_field(
+    unit: str, sid: str, shape: tuple[int, ...], spacing: tuple[float, ...], stamp: float
+) -> torch.Tensor:
     """psi of one subject as a dense field (cached per process; ``stamp`` invalidates on rebuild)."""
     return load_transform(Path(unit) / "transforms" / f"{sid}.npz").forward_displacement(shape, spacing)
 
@@ -132,11 +154,14 @@ def _forward_field(unit: str, sid: str, shape: tuple[int, ...], spacing: tuple[f
 def _cached_truth(unit: str, fid: str, mid: str, shape, spacing, stamp: float) -> tuple[torch.Tensor, float]:
     if fid == mid:
         return torch.zeros(1, len(shape), *shape), 0.0
-    return deform.relative_displacement(_forward_field(unit, fid, shape, spacing, stamp),
-                                        _forward_field(unit, mid, shape, spacing, stamp))
+    return deform.relative_displacement(
+        _forward_field(unit, fid, shape, spacing, stamp), _forward_field(unit, mid, shape, spacing, stamp)
+    )
 
 
-def _true_displacement(unit: str, fid: str, mid: str, shape, spacing, stamp: float) -> tuple[torch.Tensor, float]:
+def _true_displacement(
+    unit: str, fid: str, mid: str, shape, spacing, stamp: float
+) -> tuple[torch.Tensor, float]:
     truth, residual = _cached_truth(unit, fid, mid, tuple(shape), tuple(spacing), stamp)
     return truth.clone(), residual
 
@@ -151,9 +176,17 @@ def _load_subject(unit: Path, sid: str, contrast: str, names: dict[int, str]):
     return image, labels, landmarks
 
 
-def sample_pair(dataset: str = "brain", dims: int = 2, fixed: int | str = 0, moving: int | str = 1,
-                contrast: str | None = None, resolution_mm: float = 2.0, *, fixed_contrast: str | None = None,
-                root=None) -> Pair:
+def sample_pair(
+    dataset: str = "brain",
+    dims: int = 2,
+    fixed: int | str = 0,
+    moving: int | str = 1,
+    contrast: str | None = None,
+    resolution_mm: float = 2.0,
+    *,
+    fixed_contrast: str | None = None,
+    root=None,
+) -> Pair:
     """A built-in pair with exact ground truth (the sample set is built on first use).
 
     Args:
@@ -186,15 +219,28 @@ def sample_pair(dataset: str = "brain", dims: int = 2, fixed: int | str = 0, mov
     f_img, f_lab, f_lm = _load_subject(unit, fid, fixed_contrast, names)
     m_img, m_lab, m_lm = _load_subject(unit, mid, contrast, names)
     geom = f_img.geometry
-    truth, residual = _true_displacement(str(unit), fid, mid, geom.shape, geom.spacing,
-                                         (unit / "manifest.json").stat().st_mtime)
+    truth, residual = _true_displacement(
+        str(unit), fid, mid, geom.shape, geom.spacing, (unit / "manifest.json").stat().st_mtime
+    )
     modality = fixed_contrast if fixed_contrast == contrast else f"{fixed_contrast}/{contrast}"
     tag = f"{dims}D" + (f" {manifest['resolution_mm']:g}mm" if dataset == "brain" else "")
     return Pair(
         name=f"{dataset} {tag}: {fid} {fixed_contrast} <- {mid} {contrast}",
-        fixed=f_img, moving=m_img, fixed_labels=f_lab, moving_labels=m_lab,
-        fixed_landmarks=f_lm, moving_landmarks=m_lm, true_displacement=truth, label_names=names,
+        fixed=f_img,
+        moving=m_img,
+        fixed_labels=f_lab,
+        moving_labels=m_lab,
+        fixed_landmarks=f_lm,
+        moving_landmarks=m_lm,
+        true_displacement=truth,
+        label_names=names,
         modality=modality,
-        meta={"dataset": dataset, "unit": str(unit), "fixed_subject": fid, "moving_subject": mid,
-              "ground_truth_residual_vox": residual, "synthetic": True},
+        meta={
+            "dataset": dataset,
+            "unit": str(unit),
+            "fixed_subject": fid,
+            "moving_subject": mid,
+            "ground_truth_residual_vox": residual,
+            "synthetic": True,
+        },
     )

@@ -33,7 +33,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from regcore.data import subjects as _subjects
 
 FORMAT_VERSION = 1
@@ -76,8 +75,11 @@ class UnitSpec:
 
 
 DEFAULT_UNITS = (
-    UnitSpec("brain", 2, 1.0), UnitSpec("brain", 2, 2.0), UnitSpec("brain", 3, 2.0),
-    UnitSpec("shapes", 2), UnitSpec("shapes", 3),
+    UnitSpec("brain", 2, 1.0),
+    UnitSpec("brain", 2, 2.0),
+    UnitSpec("brain", 3, 2.0),
+    UnitSpec("shapes", 2),
+    UnitSpec("shapes", 3),
 )
 
 
@@ -104,8 +106,14 @@ def _unit_current(unit_dir: Path, subjects: int, seed: int) -> bool:
     return m is not None and len(m.get("subjects", ())) >= subjects and m.get("seed") == seed
 
 
-def build_unit(spec: UnitSpec, root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJECTS,
-               seed: int = DEFAULT_SEED, force: bool = False) -> Path:
+def build_unit(
+    spec: UnitSpec,
+    root: str | os.PathLike | None = None,
+    *,
+    subjects: int = DEFAULT_SUBJECTS,
+    seed: int = DEFAULT_SEED,
+    force: bool = False,
+) -> Path:
     """Build one unit atomically into ``root/spec.name``; returns its folder. Skips a current unit."""
     if not isinstance(subjects, int) or subjects < 2:
         raise ValueError(f"subjects must be an int >= 2, got {subjects!r}")
@@ -117,8 +125,12 @@ def build_unit(spec: UnitSpec, root: str | os.PathLike | None = None, *, subject
     try:
         t0 = time.perf_counter()
         manifest = _subjects.build_subjects(spec, tmp, subjects=subjects, seed=seed)
-        manifest.update(format_version=FORMAT_VERSION, unit=spec.name, seed=seed,
-                        build_seconds=round(time.perf_counter() - t0, 2))
+        manifest.update(
+            format_version=FORMAT_VERSION,
+            unit=spec.name,
+            seed=seed,
+            build_seconds=round(time.perf_counter() - t0, 2),
+        )
         manifest["size_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache is shared like any other folder
@@ -145,10 +157,17 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build(root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJECTS,
-          resolution_mm: float | tuple[float, ...] | None = None, datasets: tuple[str, ...] = DATASETS,
-          dims: tuple[int, ...] = (2, 3), seed: int = DEFAULT_SEED, force: bool = False,
-          quiet: bool = True) -> dict[str, dict | None]:
+def build(
+    root: str | os.PathLike | None = None,
+    *,
+    subjects: int = DEFAULT_SUBJECTS,
+    resolution_mm: float | tuple[float, ...] | None = None,
+    datasets: tuple[str, ...] = DATASETS,
+    dims: tuple[int, ...] = (2, 3),
+    seed: int = DEFAULT_SEED,
+    force: bool = False,
+    quiet: bool = True,
+) -> dict[str, dict | None]:
     """Build sample units; returns ``{unit name: manifest}``.
 
     Args:
@@ -167,7 +186,9 @@ def build(root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJ
         units = [u for u in DEFAULT_UNITS if u.dataset in datasets and u.dims in dims]
     else:
         res = (resolution_mm,) if isinstance(resolution_mm, (int, float)) else tuple(resolution_mm)
-        units = [UnitSpec(d, k, r) for d in datasets for k in dims for r in (res if d == "brain" else res[:1])]
+        units = [
+            UnitSpec(d, k, r) for d in datasets for k in dims for r in (res if d == "brain" else res[:1])
+        ]
     out = {}
     for spec in units:
         t0 = time.perf_counter()
@@ -180,8 +201,9 @@ def build(root: str | os.PathLike | None = None, *, subjects: int = DEFAULT_SUBJ
     return out
 
 
-def ensure_unit(dataset: str, dims: int, resolution_mm: float = 2.0,
-                root: str | os.PathLike | None = None) -> Path:
+def ensure_unit(
+    dataset: str, dims: int, resolution_mm: float = 2.0, root: str | os.PathLike | None = None
+) -> Path:
     """Folder of one unit, built on first use (cheap when cached)."""
     spec = UnitSpec(dataset, dims, resolution_mm)
     target = sample_root(root) / spec.name
@@ -205,26 +227,39 @@ def ensure_samples(root: str | os.PathLike | None = None, *, resolution_mm: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m regcore.data.samples",
-                                     description="Build RegLab's built-in sample data (cached).")
+    parser = argparse.ArgumentParser(
+        prog="python -m regcore.data.samples", description="Build RegLab's built-in sample data (cached)."
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing when the cache is current")
-    parser.add_argument("--resolution", type=float, action="append",
-                        help="also build the 3D brain at this resolution in mm (e.g. 1); repeatable")
-    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="subjects per set (default 10)")
+    parser.add_argument(
+        "--resolution",
+        type=float,
+        action="append",
+        help="also build the 3D brain at this resolution in mm (e.g. 1); repeatable",
+    )
+    parser.add_argument(
+        "--subjects", type=int, default=DEFAULT_SUBJECTS, help="subjects per set (default 10)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--out", default=None, help="output folder (default $REGLAB_SAMPLE_DIR or sample_data/)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default $REGLAB_SAMPLE_DIR or sample_data/)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     kw = dict(subjects=args.subjects, seed=args.seed, force=args.force, quiet=args.quiet)
     built = build(args.out, **kw)
     if args.resolution:
-        built.update(build(args.out, resolution_mm=tuple(args.resolution), datasets=("brain",), dims=(3,), **kw))
+        built.update(
+            build(args.out, resolution_mm=tuple(args.resolution), datasets=("brain",), dims=(3,), **kw)
+        )
     root = sample_root(args.out)
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     if not args.quiet:
-        print(f"sample data ready in {root}: {len(built)} sets, {size / 2**20:.1f} MiB, "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"sample data ready in {root}: {len(built)} sets, {size / 2**20:.1f} MiB, "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
     return 0
 
 

@@ -40,11 +40,20 @@ def _slice(array: np.ndarray, axis: int, position: int) -> np.ndarray:
 def _image2d(volume: Image, axis: int, position: int, labels: bool) -> Image:
     data = _slice(volume.data[0].numpy(), axis, position)
     spacing = tuple(s for i, s in enumerate(volume.spacing) if i != axis)
-    return Image.from_array(data.astype(np.int64 if labels else np.float32), spacing=spacing, is_labels=labels)
+    return Image.from_array(
+        data.astype(np.int64 if labels else np.float32), spacing=spacing, is_labels=labels
+    )
 
 
-def slice_pairs(folder: str | os.PathLike, split: str = "train", *, axes: tuple[int, ...] = (0, 1, 2),
-                stride: int = 3, per_axis: int | None = None, min_foreground: float = 0.25) -> list[Pair]:
+def slice_pairs(
+    folder: str | os.PathLike,
+    split: str = "train",
+    *,
+    axes: tuple[int, ...] = (0, 1, 2),
+    stride: int = 3,
+    per_axis: int | None = None,
+    min_foreground: float = 0.25,
+) -> list[Pair]:
     """2D pairs (same axis and position, every ordered pair of labelled subjects) from a 3D folder.
 
     Args:
@@ -66,24 +75,42 @@ def slice_pairs(folder: str | os.PathLike, split: str = "train", *, axes: tuple[
     ds = load_folder(folder)
     subjects = [s for s in ds.subjects if s.labels is not None and s.image.ndim == 3]
     if len(subjects) < 2:
-        raise ValueError(f"{folder} needs at least two labelled 3D images for slice pairs, found {len(subjects)}")
+        raise ValueError(
+            f"{folder} needs at least two labelled 3D images for slice pairs, found {len(subjects)}"
+        )
     names = ds.label_names
     pairs: list[Pair] = []
     for axis in axes:
-        counts = [np.count_nonzero(s.labels.data[0].numpy(), axis=tuple(a for a in range(3) if a != axis))
-                  for s in subjects]
+        counts = [
+            np.count_nonzero(s.labels.data[0].numpy(), axis=tuple(a for a in range(3) if a != axis))
+            for s in subjects
+        ]
         enough = np.minimum.reduce([c / max(c.max(), 1) for c in counts]) >= min_foreground
         positions = [p for p in range(len(enough)) if enough[p] and (split == "all" or split_of(p) == split)]
         positions = positions[::stride]
         if per_axis is not None and len(positions) > per_axis:
-            positions = [positions[i] for i in np.linspace(0, len(positions) - 1, per_axis).round().astype(int)]
+            positions = [
+                positions[i] for i in np.linspace(0, len(positions) - 1, per_axis).round().astype(int)
+            ]
         for p in positions:
             for f, m in itertools.permutations(subjects, 2):
-                pairs.append(Pair(
-                    name=f"{f.stem} <- {m.stem}, axis {axis} slice {p}",
-                    fixed=_image2d(f.image, axis, p, False), moving=_image2d(m.image, axis, p, False),
-                    fixed_labels=_image2d(f.labels, axis, p, True), moving_labels=_image2d(m.labels, axis, p, True),
-                    label_names=names, modality="t1",
-                    meta={"source": str(Path(folder)), "axis": axis, "position": p, "split": split_of(p),
-                          "fixed": f.stem, "moving": m.stem}))
+                pairs.append(
+                    Pair(
+                        name=f"{f.stem} <- {m.stem}, axis {axis} slice {p}",
+                        fixed=_image2d(f.image, axis, p, False),
+                        moving=_image2d(m.image, axis, p, False),
+                        fixed_labels=_image2d(f.labels, axis, p, True),
+                        moving_labels=_image2d(m.labels, axis, p, True),
+                        label_names=names,
+                        modality="t1",
+                        meta={
+                            "source": str(Path(folder)),
+                            "axis": axis,
+                            "position": p,
+                            "split": split_of(p),
+                            "fixed": f.stem,
+                            "moving": m.stem,
+                        },
+                    )
+                )
     return pairs

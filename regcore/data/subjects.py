@@ -20,14 +20,34 @@ from regcore.image import Geometry
 from regcore.spatial.warp import warp
 
 LANDMARK_RESIDUAL_LIMIT_VOX = 0.05
-BRAIN_DEFORMATION = dict(max_displacement_mm=5.0, smoothness_mm=16.0, control_spacing_mm=8.0,
-                         max_rotation_deg=3.0, max_translation_mm=3.0, max_scaling=0.03)
+BRAIN_DEFORMATION = dict(
+    max_displacement_mm=5.0,
+    smoothness_mm=16.0,
+    control_spacing_mm=8.0,
+    max_rotation_deg=3.0,
+    max_translation_mm=3.0,
+    max_scaling=0.03,
+)
 SHAPES = {2: (128, 128), 3: (64, 64, 64)}
 SHAPES_LABELS = 12
-SHAPES_DEFORMATION = {2: dict(max_displacement_mm=6.0, smoothness_mm=12.0, control_spacing_mm=8.0,
-                              max_rotation_deg=5.0, max_translation_mm=4.0, max_scaling=0.05),
-                      3: dict(max_displacement_mm=4.0, smoothness_mm=10.0, control_spacing_mm=6.0,
-                              max_rotation_deg=4.0, max_translation_mm=3.0, max_scaling=0.04)}
+SHAPES_DEFORMATION = {
+    2: dict(
+        max_displacement_mm=6.0,
+        smoothness_mm=12.0,
+        control_spacing_mm=8.0,
+        max_rotation_deg=5.0,
+        max_translation_mm=4.0,
+        max_scaling=0.05,
+    ),
+    3: dict(
+        max_displacement_mm=4.0,
+        smoothness_mm=10.0,
+        control_spacing_mm=6.0,
+        max_rotation_deg=4.0,
+        max_translation_mm=3.0,
+        max_scaling=0.04,
+    ),
+}
 
 
 def subject_id(k: int) -> str:
@@ -47,7 +67,9 @@ def ras_affine(geometry: Geometry, slice_z_mm: float = 0.0) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def write_nifti(path: Path, array: np.ndarray, geometry: Geometry, *, labels: bool, slice_z_mm: float = 0.0) -> None:
+def write_nifti(
+    path: Path, array: np.ndarray, geometry: Geometry, *, labels: bool, slice_z_mm: float = 0.0
+) -> None:
     """Write ``(*S)`` as .nii.gz: labels uint8; images in [0, 1] as uint8 with scl_slope 1/255."""
     if labels:
         data = np.asarray(array).astype(np.uint8)
@@ -99,7 +121,13 @@ def load_transform(path: Path) -> deform.SubjectTransform:
 
 # -- templates ------------------------------------------------------------------------------------
 def _brain_template(spec):
-    from regcore.data.template import STRUCTURES, load_brain_template, slice_grid, sample_grid, template_landmarks
+    from regcore.data.template import (
+        STRUCTURES,
+        load_brain_template,
+        sample_grid,
+        slice_grid,
+        template_landmarks,
+    )
 
     tpl = load_brain_template(spec.resolution_mm, axial_slice=spec.dims == 2)
     slice_z = 0.0
@@ -110,8 +138,17 @@ def _brain_template(spec):
     points, ids = template_landmarks(tpl.labels, tpl.t1, names=STRUCTURES)
     present = {int(v) for v in np.unique(tpl.labels)} - {0}
     names = {k: v for k, v in STRUCTURES.items() if k in present}
-    return dict(geometry=tpl.geometry, channels=channels, labels=tpl.labels, points=points, ids=ids,
-                names=names, slice_z=slice_z, deformation=BRAIN_DEFORMATION, contrasts=("t1", "t2"))
+    return dict(
+        geometry=tpl.geometry,
+        channels=channels,
+        labels=tpl.labels,
+        points=points,
+        ids=ids,
+        names=names,
+        slice_z=slice_z,
+        deformation=BRAIN_DEFORMATION,
+        contrasts=("t1", "t2"),
+    )
 
 
 def _shapes_template(spec, rng):
@@ -121,8 +158,17 @@ def _shapes_template(spec, rng):
 
     names = {k: f"shape_{k:02d}" for k in range(1, SHAPES_LABELS + 1)}
     points, ids = template_landmarks(labels, labels.astype(np.float32), n_salient=0, names=names)
-    return dict(geometry=Geometry.identity(shape, 1.0), channels=None, labels=labels, points=points, ids=ids,
-                names=names, slice_z=0.0, deformation=SHAPES_DEFORMATION[spec.dims], contrasts=("synth",))
+    return dict(
+        geometry=Geometry.identity(shape, 1.0),
+        channels=None,
+        labels=labels,
+        points=points,
+        ids=ids,
+        names=names,
+        slice_z=0.0,
+        deformation=SHAPES_DEFORMATION[spec.dims],
+        contrasts=("synth",),
+    )
 
 
 def _render_brain(channels: torch.Tensor, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -157,23 +203,41 @@ def build_subjects(spec, out: Path, *, subjects: int, seed: int) -> dict:
         else:
             images = {"synth": synth.render(seg, rng)}
         for contrast, img in images.items():
-            write_nifti(out / "images" / f"{sid}_{contrast}.nii.gz", img, geom, labels=False,
-                        slice_z_mm=tpl["slice_z"])
+            write_nifti(
+                out / "images" / f"{sid}_{contrast}.nii.gz",
+                img,
+                geom,
+                labels=False,
+                slice_z_mm=tpl["slice_z"],
+            )
         write_nifti(out / "labels" / f"{sid}_seg.nii.gz", seg, geom, labels=True, slice_z_mm=tpl["slice_z"])
         pts_vox, residual = deform.invert_points(w, points_t)
         residuals.append(residual)
-        write_landmarks(out / "landmarks" / f"{sid}.csv", tpl["ids"], geom.index_to_world_points(pts_vox.numpy()))
+        write_landmarks(
+            out / "landmarks" / f"{sid}.csv", tpl["ids"], geom.index_to_world_points(pts_vox.numpy())
+        )
         save_transform(out / "transforms" / f"{sid}.npz", transform)
         ids.append(sid)
     if max(residuals) > LANDMARK_RESIDUAL_LIMIT_VOX:
-        raise RuntimeError(f"landmark inversion residual {max(residuals):.3g} voxels exceeds "
-                           f"{LANDMARK_RESIDUAL_LIMIT_VOX}: the random deformation is too strong")
+        raise RuntimeError(
+            f"landmark inversion residual {max(residuals):.3g} voxels exceeds "
+            f"{LANDMARK_RESIDUAL_LIMIT_VOX}: the random deformation is too strong"
+        )
     return {
-        "dataset": spec.dataset, "dims": spec.dims, "resolution_mm": spec.resolution_mm,
-        "subjects": ids, "contrasts": list(tpl["contrasts"]), "n_landmarks": len(tpl["ids"]),
-        "geometry": {"shape": list(geom.shape), "spacing": list(geom.spacing), "origin": list(geom.origin),
-                     "direction": [list(r) for r in geom.direction]},
+        "dataset": spec.dataset,
+        "dims": spec.dims,
+        "resolution_mm": spec.resolution_mm,
+        "subjects": ids,
+        "contrasts": list(tpl["contrasts"]),
+        "n_landmarks": len(tpl["ids"]),
+        "geometry": {
+            "shape": list(geom.shape),
+            "spacing": list(geom.spacing),
+            "origin": list(geom.origin),
+            "direction": [list(r) for r in geom.direction],
+        },
         "slice_z_mm": tpl["slice_z"] if spec.dims == 2 and spec.dataset == "brain" else None,
-        "deformation": tpl["deformation"], "landmark_inversion_residual_vox": round(max(residuals), 6),
+        "deformation": tpl["deformation"],
+        "landmark_inversion_residual_vox": round(max(residuals), 6),
         "transform": "subject = template o psi; psi = affine o exp(v) maps subject voxels to template voxels",
     }

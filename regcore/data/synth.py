@@ -28,7 +28,9 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def _smooth_noise(shape: tuple[int, ...], channels: int, scale: float, rng: np.random.Generator) -> torch.Tensor:
+def _smooth_noise(
+    shape: tuple[int, ...], channels: int, scale: float, rng: np.random.Generator
+) -> torch.Tensor:
     """``(1, channels, *shape)`` float32 noise: Gaussian noise on a grid ``scale`` times coarser, upsampled."""
     coarse = tuple(max(2, int(round(s / scale))) for s in shape)
     noise = torch.from_numpy(rng.standard_normal((1, channels, *coarse)).astype(np.float32))
@@ -36,8 +38,14 @@ def _smooth_noise(shape: tuple[int, ...], channels: int, scale: float, rng: np.r
     return F.interpolate(noise, size=shape, mode=mode, align_corners=True)
 
 
-def random_label_map(shape, n_labels: int, rng: np.random.Generator, *, scale: float | None = None,
-                     warp_voxels: float | None = None) -> np.ndarray:
+def random_label_map(
+    shape,
+    n_labels: int,
+    rng: np.random.Generator,
+    *,
+    scale: float | None = None,
+    warp_voxels: float | None = None,
+) -> np.ndarray:
     """Random label map ``(*shape)`` int64 with values ``1..n_labels`` (every voxel labelled).
 
     Args:
@@ -63,9 +71,15 @@ def random_label_map(shape, n_labels: int, rng: np.random.Generator, *, scale: f
     return channels[0].argmax(0).numpy().astype(np.int64) + 1
 
 
-def render(labels: np.ndarray, rng: np.random.Generator, *, noise_std: tuple[float, float] = (0.0, 0.05),
-           blur_voxels: tuple[float, float] = (0.0, 1.0), bias_strength: float = 0.3,
-           gamma_log_std: float = 0.25) -> np.ndarray:
+def render(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    noise_std: tuple[float, float] = (0.0, 0.05),
+    blur_voxels: tuple[float, float] = (0.0, 1.0),
+    bias_strength: float = 0.3,
+    gamma_log_std: float = 0.25,
+) -> np.ndarray:
     """Render a label map as an image of random contrast: ``(*S)`` float32 in [0, 1].
 
     Per label: a uniform random mean in [0, 1] and Gaussian noise with a random std in
@@ -75,13 +89,17 @@ def render(labels: np.ndarray, rng: np.random.Generator, *, noise_std: tuple[flo
     """
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be a 2D or 3D integer array, got shape {labels.shape} dtype {labels.dtype}")
+        raise ValueError(
+            f"labels must be a 2D or 3D integer array, got shape {labels.shape} dtype {labels.dtype}"
+        )
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     values, inverse = np.unique(labels, return_inverse=True)
     means = rng.uniform(0.0, 1.0, len(values))
     stds = rng.uniform(*noise_std, len(values))
-    img = means[inverse].reshape(labels.shape) + stds[inverse].reshape(labels.shape) * rng.standard_normal(labels.shape)
+    img = means[inverse].reshape(labels.shape) + stds[inverse].reshape(labels.shape) * rng.standard_normal(
+        labels.shape
+    )
     sigma = rng.uniform(*blur_voxels)
     if sigma > 0.05:
         img = gaussian_filter(img, sigma)
@@ -99,8 +117,15 @@ def bias_field(shape, rng: np.random.Generator, strength: float = 0.3) -> np.nda
     return np.exp(strength * n)
 
 
-def mri_artefacts(image: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None, *,
-                  bias_strength: float = 0.15, noise_std: float = 0.015, gamma_log_std: float = 0.1) -> np.ndarray:
+def mri_artefacts(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    mask: np.ndarray | None = None,
+    *,
+    bias_strength: float = 0.15,
+    noise_std: float = 0.015,
+    gamma_log_std: float = 0.1,
+) -> np.ndarray:
     """Bias field, contrast (gamma) jitter and Rician-like noise for a [0, 1] image; ``(*S)`` float32 in [0, 1].
 
     ``mask`` (bool, same shape) keeps the background at zero before noise is added.
@@ -110,6 +135,7 @@ def mri_artefacts(image: np.ndarray, rng: np.random.Generator, mask: np.ndarray 
     img = img * bias_field(img.shape, rng, bias_strength)
     if mask is not None:
         img = img * mask
-    noisy = np.hypot(img + noise_std * rng.standard_normal(img.shape), noise_std * rng.standard_normal(img.shape))
+    noisy = np.hypot(
+        img + noise_std * rng.standard_normal(img.shape), noise_std * rng.standard_normal(img.shape)
+    )
     return np.clip(noisy / max(np.percentile(noisy, 99.9), 1e-6), 0.0, 1.0).astype(np.float32)
-

@@ -29,8 +29,27 @@ FOV_SIZE_MM = (160.0, 192.0, 160.0)
 AXIAL_SLICE_Z_MM = 8.0  # MNI z of the 2D slice: through ventricles, thalami, basal ganglia
 
 _LOBES = {
-    "Frontal-Cortex": ("AOrG", "FO", "FRP", "GRe", "LOrG", "MFC", "MFG", "MOrG", "MPrG", "MSFG", "OpIFG",
-                       "OrIFG", "POrG", "PrG", "SCA", "SFG", "SMC", "TrIFG", "CO"),
+    "Frontal-Cortex": (
+        "AOrG",
+        "FO",
+        "FRP",
+        "GRe",
+        "LOrG",
+        "MFC",
+        "MFG",
+        "MOrG",
+        "MPrG",
+        "MSFG",
+        "OpIFG",
+        "OrIFG",
+        "POrG",
+        "PrG",
+        "SCA",
+        "SFG",
+        "SMC",
+        "TrIFG",
+        "CO",
+    ),
     "Parietal-Cortex": ("AnG", "MPoG", "PCu", "PO", "PoG", "SMG", "SPL"),
     "Temporal-Cortex": ("Ent", "FuG", "ITG", "MTG", "PHG", "PP", "PT", "STG", "TMP", "TTG"),
     "Occipital-Cortex": ("Calc", "Cun", "IOG", "LiG", "MOG", "OCP", "OFuG", "SOG"),
@@ -40,15 +59,26 @@ _LOBES = {
 _PAIRED = {  # structure -> Neuromorphometrics names without the Left_/Right_ prefix
     "Cerebral-White-Matter": ("Cerebral_White_Matter",),
     "Lateral-Ventricle": ("Lateral_Ventricle", "Inf_Lat_Vent"),
-    "Thalamus": ("Thalamus_Proper",), "Caudate": ("Caudate",), "Putamen": ("Putamen",),
-    "Pallidum": ("Pallidum",), "Hippocampus": ("Hippocampus",), "Amygdala": ("Amygdala",),
-    "Accumbens": ("Accumbens_Area",), "Ventral-DC": ("Ventral_DC", "Basal_Forebrain", "vessel"),
-    "Cerebellum-Cortex": ("Cerebellum_Exterior",), "Cerebellum-White-Matter": ("Cerebellum_White_Matter",),
+    "Thalamus": ("Thalamus_Proper",),
+    "Caudate": ("Caudate",),
+    "Putamen": ("Putamen",),
+    "Pallidum": ("Pallidum",),
+    "Hippocampus": ("Hippocampus",),
+    "Amygdala": ("Amygdala",),
+    "Accumbens": ("Accumbens_Area",),
+    "Ventral-DC": ("Ventral_DC", "Basal_Forebrain", "vessel"),
+    "Cerebellum-Cortex": ("Cerebellum_Exterior",),
+    "Cerebellum-White-Matter": ("Cerebellum_White_Matter",),
 }
 _SINGLE = {
-    "3rd-Ventricle": ("3rd_Ventricle",), "4th-Ventricle": ("4th_Ventricle",), "Brain-Stem": ("Brain_Stem",),
-    "Cerebellar-Vermis": ("Cerebellar_Vermal_Lobules_I-V", "Cerebellar_Vermal_Lobules_VI-VII",
-                          "Cerebellar_Vermal_Lobules_VIII-X"),
+    "3rd-Ventricle": ("3rd_Ventricle",),
+    "4th-Ventricle": ("4th_Ventricle",),
+    "Brain-Stem": ("Brain_Stem",),
+    "Cerebellar-Vermis": (
+        "Cerebellar_Vermal_Lobules_I-V",
+        "Cerebellar_Vermal_Lobules_VI-VII",
+        "Cerebellar_Vermal_Lobules_VIII-X",
+    ),
     "CSF": ("CSF",),
 }
 
@@ -72,7 +102,9 @@ STRUCTURES: dict[int, str] = {i + 1: name for i, (name, _) in enumerate(_structu
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the {name!r} package is not installed; `pip install {name}` provides the template")
+        raise FileNotFoundError(
+            f"the {name!r} package is not installed; `pip install {name}` provides the template"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -183,8 +215,9 @@ def merge_atlas(atlas: np.ndarray, labels_csv: Path, brain_mask: np.ndarray) -> 
     return np.where(brain_mask, filled, 0).astype(np.int16)
 
 
-def template_landmarks(labels: np.ndarray, t1: np.ndarray, n_salient: int = 24,
-                       names: dict[int, str] | None = None) -> tuple[np.ndarray, list[str]]:
+def template_landmarks(
+    labels: np.ndarray, t1: np.ndarray, n_salient: int = 24, names: dict[int, str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Landmarks on the template grid: ``(N, ndim)`` voxel points and ids.
 
     Structure centroids (``centroid:<name>``, skipped when the centroid falls outside the
@@ -203,8 +236,9 @@ def template_landmarks(labels: np.ndarray, t1: np.ndarray, n_salient: int = 24,
         ids.append(f"centroid:{names.get(value, value)}")
     fg = distance_transform_edt(labels > 0) > 4
     response = np.abs(gaussian_laplace(t1.astype(np.float64), 1.5)) * fg
-    peaks = peak_local_max(response, min_distance=max(3, min(labels.shape) // 12), num_peaks=n_salient,
-                           exclude_border=3)
+    peaks = peak_local_max(
+        response, min_distance=max(3, min(labels.shape) // 12), num_peaks=n_salient, exclude_border=3
+    )
     for k, p in enumerate(sorted(map(tuple, peaks))):
         points.append(np.asarray(p, dtype=float))
         ids.append(f"salient:{k:02d}")

@@ -11,18 +11,30 @@ Conventions (docs/ARCHITECTURE.md):
 * Every error about a file is an :class:`ImageIOError` (a ``ValueError``) naming the file.
 """
 
-
 from __future__ import annotations
 
 from regcore.io.errors import DEFAULT_MAX_VOXELS, ImageIOError
 from regcore.io.images import load_image, save_image
 from regcore.io.tables import load_label_names, load_landmarks, save_landmarks
 from regcore.io.transforms import (
-    affine_voxel_to_world, load_affine_tfm, load_displacement, save_affine_tfm, save_displacement,
+    affine_voxel_to_world,
+    load_affine_tfm,
+    load_displacement,
+    save_affine_tfm,
+    save_displacement,
 )
 
 __all__ = [
-    "ImageIOError", "DEFAULT_MAX_VOXELS", "load_image", "save_image", "load_landmarks",
-    "save_landmarks", "load_label_names", "save_displacement", "load_displacement",
-    "affine_voxel_to_world", "save_affine_tfm", "load_affine_tfm",
+    "ImageIOError",
+    "DEFAULT_MAX_VOXELS",
+    "load_image",
+    "save_image",
+    "load_landmarks",
+    "save_landmarks",
+    "load_label_names",
+    "save_displacement",
+    "load_displacement",
+    "affine_voxel_to_world",
+    "save_affine_tfm",
+    "load_affine_tfm",
 ]

@@ -30,20 +30,69 @@ STREAM_CHECK_MIN_BYTES = 16 * 1024**2
 """Compressed data declaring fewer bytes than this is simply read (the allocation is harmless)."""
 CHUNK = 1 << 20
 
-META_TYPES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
-              "MET_ULONG": 8, "MET_LONG": 8, "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
-NRRD_TYPES = {1: ("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t", "char"),
-              2: ("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
-                  "unsigned short", "unsigned short int", "uint16", "uint16_t"),
-              4: ("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float"),
-              8: ("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
-                  "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t",
-                  "double")}
-META_GEOMETRY = {"offset": "Offset", "origin": "Origin", "position": "Position", "elementspacing": "ElementSpacing",
-                 "elementsize": "ElementSize", "transformmatrix": "TransformMatrix", "rotation": "Rotation",
-                 "orientation": "Orientation", "centerofrotation": "CenterOfRotation"}
-NRRD_GEOMETRY = {"space origin": "space origin", "space directions": "space directions", "spacings": "spacings",
-                 "thicknesses": "thicknesses"}
+META_TYPES = {
+    "MET_UCHAR": 1,
+    "MET_CHAR": 1,
+    "MET_USHORT": 2,
+    "MET_SHORT": 2,
+    "MET_UINT": 4,
+    "MET_INT": 4,
+    "MET_ULONG": 8,
+    "MET_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_LONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+NRRD_TYPES = {
+    1: ("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t", "char"),
+    2: (
+        "short",
+        "short int",
+        "signed short",
+        "signed short int",
+        "int16",
+        "int16_t",
+        "ushort",
+        "unsigned short",
+        "unsigned short int",
+        "uint16",
+        "uint16_t",
+    ),
+    4: ("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float"),
+    8: (
+        "longlong",
+        "long long",
+        "long long int",
+        "signed long long",
+        "signed long long int",
+        "int64",
+        "int64_t",
+        "ulonglong",
+        "unsigned long long",
+        "unsigned long long int",
+        "uint64",
+        "uint64_t",
+        "double",
+    ),
+}
+META_GEOMETRY = {
+    "offset": "Offset",
+    "origin": "Origin",
+    "position": "Position",
+    "elementspacing": "ElementSpacing",
+    "elementsize": "ElementSize",
+    "transformmatrix": "TransformMatrix",
+    "rotation": "Rotation",
+    "orientation": "Orientation",
+    "centerofrotation": "CenterOfRotation",
+}
+NRRD_GEOMETRY = {
+    "space origin": "space origin",
+    "space directions": "space directions",
+    "spacings": "spacings",
+    "thicknesses": "thicknesses",
+}
 HEADER_LIMIT = 64 * 1024
 """Text headers longer than this are not parsed here (left to the reader)."""
 
@@ -67,8 +116,10 @@ def declared_bytes(shape, itemsize: int, channels: int = 1) -> int:
 def check_raw_size(path: Path, needed: int, available: int, what: str = "voxel data") -> None:
     """Uncompressed data: ``needed`` declared bytes must fit in the ``available`` bytes of the file."""
     if needed > available:
-        raise ImageIOError(f"{path}: header declares {_human(needed)} of {what} but the file holds only "
-                           f"{_human(max(available, 0))}: the file is truncated or its header is wrong")
+        raise ImageIOError(
+            f"{path}: header declares {_human(needed)} of {what} but the file holds only "
+            f"{_human(max(available, 0))}: the file is truncated or its header is wrong"
+        )
 
 
 def check_compressed_size(path: Path, needed: int, compressed: int, stream=None) -> None:
@@ -78,9 +129,11 @@ def check_compressed_size(path: Path, needed: int, compressed: int, stream=None)
     chunks, never kept); None to skip the streamed count.
     """
     if needed > DEFLATE_MAX_RATIO * max(compressed, 1) + (1 << 20):
-        raise ImageIOError(f"{path}: header declares {_human(needed)} of voxel data, more than {_human(compressed)} "
-                           f"of compressed data can hold (at most {DEFLATE_MAX_RATIO}:1): the file is truncated or "
-                           "its header is wrong")
+        raise ImageIOError(
+            f"{path}: header declares {_human(needed)} of voxel data, more than {_human(compressed)} "
+            f"of compressed data can hold (at most {DEFLATE_MAX_RATIO}:1): the file is truncated or "
+            "its header is wrong"
+        )
     if stream is None or needed < STREAM_CHECK_MIN_BYTES:
         return
     got = 0
@@ -94,8 +147,10 @@ def check_compressed_size(path: Path, needed: int, compressed: int, stream=None)
     except (OSError, EOFError, zlib.error) as exc:
         raise ImageIOError(f"{path}: compressed data is corrupt after {_human(got)} ({exc})") from None
     if got < needed:
-        raise ImageIOError(f"{path}: header declares {_human(needed)} of data but the compressed stream holds only "
-                           f"{_human(got)}: the file is truncated")
+        raise ImageIOError(
+            f"{path}: header declares {_human(needed)} of data but the compressed stream holds only "
+            f"{_human(got)}: the file is truncated"
+        )
 
 
 def check_nifti_size(path: Path, header, shape) -> None:
@@ -121,17 +176,29 @@ def _finite_fields(path: Path, kv: dict[str, str], names: dict[str, str]) -> Non
         except ValueError:
             values = [float("nan")]
         if not all(np.isfinite(values)):
-            raise ImageIOError(f"{path}: {field} = {kv[key]!r} is not a list of finite numbers; fix the header")
+            raise ImageIOError(
+                f"{path}: {field} = {kv[key]!r} is not a list of finite numbers; fix the header"
+            )
 
 
 def confined_data_file(path: Path, name: str, field: str) -> Path:
     """A detached header's data file: a plain file name in the header's folder, else ImageIOError."""
     name = name.strip()
-    bad = (not name or name.upper() == "LIST" or "%" in name or " " in name or "/" in name or "\\" in name
-           or name in (".", "..") or re.match(r"^[A-Za-z]:", name) is not None)
+    bad = (
+        not name
+        or name.upper() == "LIST"
+        or "%" in name
+        or " " in name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or re.match(r"^[A-Za-z]:", name) is not None
+    )
     if bad:
-        raise ImageIOError(f"{path}: {field} = {name!r}; regcore reads only a data file named plainly in the "
-                           "header's own folder (no paths, lists or patterns)")
+        raise ImageIOError(
+            f"{path}: {field} = {name!r}; regcore reads only a data file named plainly in the "
+            "header's own folder (no paths, lists or patterns)"
+        )
     return path.parent / name
 
 
@@ -152,7 +219,9 @@ def _header_text(path: Path, terminator) -> tuple[list[str], int, bool]:
 
 def check_metaimage(path: Path) -> None:
     """MetaImage (.mha/.mhd): confine ElementDataFile and check the declared size against the data."""
-    lines, header_len, found = _header_text(path, lambda ln: ln.split("=", 1)[0].strip().lower() == "elementdatafile")
+    lines, header_len, found = _header_text(
+        path, lambda ln: ln.split("=", 1)[0].strip().lower() == "elementdatafile"
+    )
     kv = {}
     for ln in lines:
         key, sep, value = ln.partition("=")

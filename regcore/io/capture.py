@@ -53,7 +53,7 @@ class Notes:
             if lines:
                 text = lines[0]
                 if "): " in text and text.split("(", 1)[0].isidentifier():
-                    text = text.split("): ", 1)[1]   # "GDCMSeriesFileNames (0x55..): No Series" -> "No Series"
+                    text = text.split("): ", 1)[1]  # "GDCMSeriesFileNames (0x55..): No Series" -> "No Series"
                 return text[:160]
         return ""
 
@@ -179,7 +179,9 @@ def library_output() -> Iterator[Notes]:
     try:
         with _stderr_to(notes), warnings.catch_warnings():
             warnings.simplefilter("always")
-            warnings.showwarning = lambda message, category, *_a, **_k: notes.add(f"{category.__name__}: {message}")
+            warnings.showwarning = lambda message, category, *_a, **_k: notes.add(
+                f"{category.__name__}: {message}"
+            )
             yield notes
     finally:
         stack.remove(notes)

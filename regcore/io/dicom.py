@@ -44,17 +44,23 @@ def inspect_zip(path: Path, zf: zipfile.ZipFile, max_voxels: int) -> tuple[list[
     """The members to extract (DICOM files) and notes about the rest; ImageIOError for a hostile zip."""
     infos = [i for i in zf.infolist() if not i.is_dir()]
     if len(infos) > MAX_ZIP_MEMBERS:
-        raise ImageIOError(f"{path}: zip holds {len(infos):,} files, more than {MAX_ZIP_MEMBERS:,}; zip one DICOM "
-                           "series per archive")
+        raise ImageIOError(
+            f"{path}: zip holds {len(infos):,} files, more than {MAX_ZIP_MEMBERS:,}; zip one DICOM "
+            "series per archive"
+        )
     budget = _budget(max_voxels, len(infos))
     total = sum(i.file_size for i in infos)
     if total > budget:
-        raise ImageIOError(f"{path}: zip expands to {_human(total)}, more than the budget of {_human(budget)} for "
-                           "one DICOM series; refusing to extract it")
+        raise ImageIOError(
+            f"{path}: zip expands to {_human(total)}, more than the budget of {_human(budget)} for "
+            "one DICOM series; refusing to extract it"
+        )
     keep, skipped = [], 0
     for info in infos:
         if info.flag_bits & 0x1:
-            raise ImageIOError(f"{path}: zip member {info.filename!r} is encrypted; extract it yourself first")
+            raise ImageIOError(
+                f"{path}: zip member {info.filename!r} is encrypted; extract it yourself first"
+            )
         if info.file_size < PREAMBLE:
             skipped += 1
             continue
@@ -65,14 +71,17 @@ def inspect_zip(path: Path, zf: zipfile.ZipFile, max_voxels: int) -> tuple[list[
         else:
             skipped += 1
     if not keep:
-        raise ImageIOError(f"{path}: no DICOM files in the zip: none of its {len(infos):,} files starts with the "
-                           "DICOM preamble ('DICM' at byte 128)")
+        raise ImageIOError(
+            f"{path}: no DICOM files in the zip: none of its {len(infos):,} files starts with the "
+            "DICOM preamble ('DICM' at byte 128)"
+        )
     notes = [f"{skipped} non-DICOM file(s) in the zip ignored"] if skipped else []
     return keep, notes
 
 
-def extract_members(path: Path, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], dest: Path,
-                    max_voxels: int) -> None:
+def extract_members(
+    path: Path, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], dest: Path, max_voxels: int
+) -> None:
     """Stream ``members`` into ``dest`` as ``00000.dcm, ...``, counting real bytes against the budget."""
     budget, written = _budget(max_voxels, len(members)), 0
     for k, info in enumerate(members):
@@ -82,8 +91,10 @@ def extract_members(path: Path, zf: zipfile.ZipFile, members: list[zipfile.ZipIn
                 got += len(block)
                 written += len(block)
                 if got > info.file_size or written > budget:
-                    raise ImageIOError(f"{path}: zip member {info.filename!r} expands beyond its declared size or "
-                                       "the budget; refusing the archive")
+                    raise ImageIOError(
+                        f"{path}: zip member {info.filename!r} expands beyond its declared size or "
+                        "the budget; refusing the archive"
+                    )
                 dst.write(block)
 
 
@@ -96,8 +107,10 @@ def series_in(path: Path, root: Path) -> list[tuple[Path, str, list[str]]]:
         if p.is_dir() and not p.is_symlink():
             folders.append(p)
             if len(folders) > MAX_SCAN_DIRS:
-                raise ImageIOError(f"{path}: more than {MAX_SCAN_DIRS} sub-folders to search for DICOM files; "
-                                   "point to the series folder itself")
+                raise ImageIOError(
+                    f"{path}: more than {MAX_SCAN_DIRS} sub-folders to search for DICOM files; "
+                    "point to the series folder itself"
+                )
     found = []
     for folder in folders:
         for sid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ():
@@ -117,13 +130,17 @@ def read_dicom_dir(path: Path, root: Path, max_voxels: int) -> tuple[np.ndarray,
     _, sid, files = series[0]
     meta: dict = {"format": "dicom", "series_uid": sid, "warnings": []}
     if len(series) > 1:
-        meta["warnings"].append(f"{len(series)} DICOM series found; loaded the largest ({len(files)} slices, UID {sid})")
+        meta["warnings"].append(
+            f"{len(series)} DICOM series found; loaded the largest ({len(files)} slices, UID {sid})"
+        )
     info = sitk.ImageFileReader()
     info.SetFileName(files[0])
     try:
         info.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageIOError(f"{path}: unreadable DICOM slice {Path(files[0]).name} ({first_line(exc)})") from exc
+        raise ImageIOError(
+            f"{path}: unreadable DICOM slice {Path(files[0]).name} ({first_line(exc)})"
+        ) from exc
     check_voxels(path, (*info.GetSize()[:2], len(files)), max_voxels)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -131,8 +148,9 @@ def read_dicom_dir(path: Path, root: Path, max_voxels: int) -> tuple[np.ndarray,
         image = reader.Execute()
     except RuntimeError as exc:
         raise ImageIOError(f"{path}: DICOM series could not be read ({first_line(exc)})") from exc
-    data, geometry = array_from_sitk(path, image, tuple(image.GetSize()), image.GetNumberOfComponentsPerPixel(),
-                                     DICOM)
+    data, geometry = array_from_sitk(
+        path, image, tuple(image.GetSize()), image.GetNumberOfComponentsPerPixel(), DICOM
+    )
     return data, geometry, meta
 
 
@@ -147,8 +165,15 @@ def read_dicom_zip(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, d
         data, geometry, meta = read_dicom_dir(path, tmp, max_voxels)
         meta["warnings"] = notes + meta["warnings"]
         return data, geometry, meta
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError,
-            RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise ImageIOError(f"{path}: not a readable zip archive ({first_line(exc)})") from None
     finally:
         if tmp is not None:

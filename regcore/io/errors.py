@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 DEFAULT_MAX_VOXELS = 512 * 1024**2
 """Largest voxel count :func:`regcore.io.load_image` reads (checked from the header before the data)."""
 

@@ -32,20 +32,29 @@ class GeometryFields:
     direction: str
 
 
-NIFTI_SFORM = GeometryFields("sform offset (srow_x/y/z[3])", "sform axis lengths (srow_x/y/z)",
-                             "sform axes (srow_x/y/z)")
+NIFTI_SFORM = GeometryFields(
+    "sform offset (srow_x/y/z[3])", "sform axis lengths (srow_x/y/z)", "sform axes (srow_x/y/z)"
+)
 NIFTI_QFORM = GeometryFields("qform offset (qoffset_x/y/z)", "pixdim", "qform rotation (quatern_b/c/d)")
 NIFTI_PIXDIM = GeometryFields("header origin", "pixdim", "pixdim")
 METAIMAGE = GeometryFields("Offset", "ElementSpacing", "TransformMatrix")
 NRRD = GeometryFields("space origin", "space directions (lengths)", "space directions")
-DICOM = GeometryFields("ImagePositionPatient (0020,0032)", "PixelSpacing (0028,0030) / slice spacing",
-                       "ImageOrientationPatient (0020,0037) / slice positions")
+DICOM = GeometryFields(
+    "ImagePositionPatient (0020,0032)",
+    "PixelSpacing (0028,0030) / slice spacing",
+    "ImageOrientationPatient (0020,0037) / slice positions",
+)
 
 
 def fields_for(suffix: str) -> GeometryFields:
     """The field names of a SimpleITK-read format, by file suffix."""
-    return NRRD if suffix in (".nrrd", ".nhdr") else METAIMAGE if suffix in (".mha", ".mhd") else \
-        GeometryFields("origin", "spacing", "direction")
+    return (
+        NRRD
+        if suffix in (".nrrd", ".nhdr")
+        else METAIMAGE
+        if suffix in (".mha", ".mhd")
+        else GeometryFields("origin", "spacing", "direction")
+    )
 
 
 def _fmt(values) -> str:
@@ -69,28 +78,37 @@ def checked_geometry(path: Path, shape, spacing, origin, direction, fields: Geom
         raise ImageIOError(f"{path}: header geometry does not match its {n}D shape {shape}")
     bad = [i for i, s in enumerate(sp) if not np.isfinite(s) or s <= 0]
     if bad:
-        raise ImageIOError(f"{path}: {fields.spacing} gives voxel size {_fmt(sp)} mm; every axis needs a finite "
-                           f"size > 0 (axis {bad[0]} has {sp[bad[0]]:.6g})")
+        raise ImageIOError(
+            f"{path}: {fields.spacing} gives voxel size {_fmt(sp)} mm; every axis needs a finite "
+            f"size > 0 (axis {bad[0]} has {sp[bad[0]]:.6g})"
+        )
     if not np.all(np.isfinite(org)):
         raise ImageIOError(f"{path}: {fields.origin} is not finite {_fmt(org)}; fix the header's origin")
     if not np.all(np.isfinite(d)):
-        raise ImageIOError(f"{path}: {fields.direction} holds NaN or infinite values; fix the header's orientation")
+        raise ImageIOError(
+            f"{path}: {fields.direction} holds NaN or infinite values; fix the header's orientation"
+        )
     norms = np.linalg.norm(d, axis=0)
     if np.any(norms < SINGULAR_TOL) or abs(np.linalg.det(d / np.where(norms > 0, norms, 1))) < SINGULAR_TOL:
         i, j = _most_parallel(d)
-        raise ImageIOError(f"{path}: {fields.direction} is singular: axes {i} and {j} are parallel, so voxels "
-                           "have no valid position in space; fix the header's orientation")
-    gram = (d.T @ d)
+        raise ImageIOError(
+            f"{path}: {fields.direction} is singular: axes {i} and {j} are parallel, so voxels "
+            "have no valid position in space; fix the header's orientation"
+        )
+    gram = d.T @ d
     off = np.abs(gram - np.diag(np.diag(gram)))
     if np.any(np.abs(norms - 1.0) > ORTHOGONALITY_TOL):
         k = int(np.argmax(np.abs(norms - 1.0)))
-        raise ImageIOError(f"{path}: {fields.direction} is not orthonormal: axis {k} has length {norms[k]:.6g} "
-                           "(expected 1)")
+        raise ImageIOError(
+            f"{path}: {fields.direction} is not orthonormal: axis {k} has length {norms[k]:.6g} (expected 1)"
+        )
     if off.max() > ORTHOGONALITY_TOL:
         i, j = np.unravel_index(int(np.argmax(off)), off.shape)
         angle = float(np.degrees(np.arccos(np.clip(gram[i, j], -1.0, 1.0))))
-        raise ImageIOError(f"{path}: {fields.direction} is sheared: axes {min(i, j)} and {max(i, j)} meet at "
-                           f"{angle:.2f} degrees, not 90; resample the image onto an orthogonal grid first")
+        raise ImageIOError(
+            f"{path}: {fields.direction} is sheared: axes {min(i, j)} and {max(i, j)} meet at "
+            f"{angle:.2f} degrees, not 90; resample the image onto an orthogonal grid first"
+        )
     return Geometry(shape, tuple(sp), tuple(org), tuple(map(tuple, d)))
 
 
@@ -100,12 +118,15 @@ def checked_geometry_from_matrix(path: Path, shape, index_to_world, fields: Geom
     m = np.asarray(index_to_world, dtype=float)
     a = m[:n, :n]
     if not np.all(np.isfinite(a)):
-        raise ImageIOError(f"{path}: {fields.direction} holds NaN or infinite values; fix the header's orientation")
+        raise ImageIOError(
+            f"{path}: {fields.direction} holds NaN or infinite values; fix the header's orientation"
+        )
     spacing = np.linalg.norm(a, axis=0)
     if np.any(spacing <= 0):
         axis = int(np.argmin(spacing))
-        raise ImageIOError(f"{path}: {fields.spacing} gives axis {axis} zero length; every axis needs a voxel "
-                           "size > 0")
+        raise ImageIOError(
+            f"{path}: {fields.spacing} gives axis {axis} zero length; every axis needs a voxel size > 0"
+        )
     return checked_geometry(path, shape, spacing, m[:n, n], a / spacing, fields)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -19,11 +19,22 @@ from regcore.io.budget import check_metaimage, check_nifti_size, check_nrrd
 from regcore.io.capture import library_output
 from regcore.io.dicom import read_dicom_dir, read_dicom_zip
 from regcore.io.errors import (
-    DEFAULT_MAX_VOXELS, ImageIOError, check_readable, check_voxels, first_line, spatial_shape,
+    DEFAULT_MAX_VOXELS,
+    ImageIOError,
+    check_readable,
+    check_voxels,
+    first_line,
+    spatial_shape,
 )
 from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from regcore.io.geometry import (
-    NIFTI_PIXDIM, NIFTI_QFORM, NIFTI_SFORM, GeometryFields, checked_geometry, checked_geometry_from_matrix, fields_for,
+    NIFTI_PIXDIM,
+    NIFTI_QFORM,
+    NIFTI_SFORM,
+    GeometryFields,
+    checked_geometry,
+    checked_geometry_from_matrix,
+    fields_for,
 )
 from regcore.io.sitk_arrays import array_from_sitk, sitk_from_array
 from regcore.io.tables import load_label_names
@@ -40,23 +51,30 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
 
     try:
         img = nib.load(str(path))
-        header_shape = tuple(int(s) for s in img.shape)
-        dtype = img.header.get_data_dtype()
+        header_shape = tuple(int(s) for s in img.shape)  # type: ignore[attr-defined]
+        dtype = img.header.get_data_dtype()  # type: ignore[attr-defined]
     except Exception as exc:  # nibabel raises many types for bad headers / bad gzip
-        raise ImageIOError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {first_line(exc)})") from None
+        raise ImageIOError(
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     if any(s < 1 for s in header_shape):
-        raise ImageIOError(f"{path}: header field dim declares shape {header_shape} with a zero or negative size")
+        raise ImageIOError(
+            f"{path}: header field dim declares shape {header_shape} with a zero or negative size"
+        )
     check_voxels(path, header_shape, max_voxels)
     shape = spatial_shape(path, header_shape)
     if dtype.names or dtype.kind not in "biuf":
-        raise ImageIOError(f"{path}: header field datatype is {_nifti_type_name(img.header)} (RGB, complex or "
-                           "vector voxels); regcore expects one real scalar per voxel: convert to grayscale first")
+        raise ImageIOError(
+            f"{path}: header field datatype is {_nifti_type_name(img.header)} (RGB, complex or "
+            "vector voxels); regcore expects one real scalar per voxel: convert to grayscale first"
+        )
     check_nifti_size(path, img.header, header_shape)
     try:
         affine, form, meta = _nifti_affine(img)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # e.g. an impossible qform quaternion
-        raise ImageIOError(f"{path}: header orientation (qform quatern_b/c/d or sform) cannot be decoded "
-                           f"({first_line(exc)})") from None
+        raise ImageIOError(
+            f"{path}: header orientation (qform quatern_b/c/d or sform) cannot be decoded ({first_line(exc)})"
+        ) from None
     lps = affine.copy()
     lps[:2] *= -1.0  # RAS -> LPS (RAS_TO_LPS @ affine, without turning an infinite entry into NaN)
     n = len(shape)
@@ -65,12 +83,15 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
     matrix[:n, n] = lps[:n, 3]
     geometry = checked_geometry_from_matrix(path, shape, matrix, form)
     try:
-        data = np.asarray(img.dataobj)
+        data = np.asarray(img.dataobj)  # type: ignore[attr-defined]
     except MemoryError:
-        raise ImageIOError(f"{path}: not enough memory for {np.prod(header_shape):,} voxels of {dtype}") from None
+        raise ImageIOError(
+            f"{path}: not enough memory for {np.prod(header_shape):,} voxels of {dtype}"
+        ) from None
     except Exception as exc:  # truncated/corrupt gzip: EOFError, zlib.error, OSError, ValueError
-        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({type(exc).__name__}: "
-                           f"{first_line(exc)})") from None
+        raise ImageIOError(
+            f"{path}: voxel data is truncated or corrupt ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     return data.reshape(shape), geometry, meta
 
 
@@ -100,7 +121,9 @@ def _nifti_affine(img) -> tuple[np.ndarray, GeometryFields, dict]:
         if not (orthogonal and agree):
             affine = np.asarray(header.get_qform(), dtype=float)
             form = NIFTI_QFORM
-            meta["warnings"].append("sform has shear or scales that disagree with pixdim; used the qform (as ITK)")
+            meta["warnings"].append(
+                "sform has shear or scales that disagree with pixdim; used the qform (as ITK)"
+            )
     return affine, form, meta
 
 
@@ -118,8 +141,14 @@ def _read_itk(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
     check_voxels(path, size, max_voxels)
     n = len(spatial_shape(path, size))
     dim = reader.GetDimension()
-    checked_geometry(path, size[:n], reader.GetSpacing()[:n], reader.GetOrigin()[:n],  # before any voxel is read
-                     np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n], fields_for(suffix))
+    checked_geometry(
+        path,
+        size[:n],
+        reader.GetSpacing()[:n],
+        reader.GetOrigin()[:n],  # before any voxel is read
+        np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n],
+        fields_for(suffix),
+    )
     if suffix in (".mha", ".mhd"):  # detached data file confined, declared size vs the data, before reading
         check_metaimage(path)
     else:
@@ -179,8 +208,10 @@ def _finite_values(p: Path, data: np.ndarray, allow_nan: bool) -> tuple[np.ndarr
     if not count:
         return data, 0
     if not allow_nan:
-        raise ImageIOError(f"{p}: {count:,} voxels are NaN or infinite (or beyond float32 range); pass "
-                           "allow_nan=True to replace them by 0")
+        raise ImageIOError(
+            f"{p}: {count:,} voxels are NaN or infinite (or beyond float32 range); pass "
+            "allow_nan=True to replace them by 0"
+        )
     return np.where(bad, 0, data), count
 
 
@@ -192,7 +223,9 @@ def _label_array(p: Path, data: np.ndarray) -> np.ndarray:
     elif data.dtype == np.uint64 and data.size and data.max() > np.iinfo(np.int64).max:
         raise ImageIOError(f"{p}: label values up to {int(data.max())} exceed the int64 range")
     if data.size and data.dtype.kind in "if" and data.min() < 0:
-        raise ImageIOError(f"{p}: label maps hold non-negative integer codes, got values down to {data.min()}")
+        raise ImageIOError(
+            f"{p}: label maps hold non-negative integer codes, got values down to {data.min()}"
+        )
     return np.ascontiguousarray(data, dtype=np.int64)
 
 
@@ -246,8 +279,14 @@ def load_image(
     else:
         tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     stem = p.name[: -len(suffix)] if suffix and p.name.lower().endswith(suffix) else p.name
-    return Image(tensor[None], geometry, is_labels=bool(is_labels), label_names=names if is_labels else None,
-                 name=stem, meta=meta)
+    return Image(
+        tensor[None],
+        geometry,
+        is_labels=bool(is_labels),
+        label_names=names if is_labels else None,
+        name=stem,
+        meta=meta,
+    )
 
 
 def _storage_array(image: Image) -> np.ndarray:
@@ -295,5 +334,3 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
     except (OSError, RuntimeError) as exc:
         raise ImageIOError(f"{p}: could not write image ({first_line(exc)})") from exc
     return p
-
-

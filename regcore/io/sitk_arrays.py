@@ -15,20 +15,28 @@ from regcore.io.errors import ImageIOError, spatial_shape
 from regcore.io.geometry import GeometryFields, checked_geometry
 
 
-def geometry_from_sitk(image, n: int, path: Path | None = None, fields: GeometryFields | None = None) -> Geometry:
+def geometry_from_sitk(
+    image, n: int, path: Path | None = None, fields: GeometryFields | None = None
+) -> Geometry:
     """Geometry of the first ``n`` axes of a SimpleITK image; with ``path`` it is validated
     (:func:`regcore.io.geometry.checked_geometry`, errors name the file and ``fields``)."""
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n]
-    size, spacing, origin = tuple(image.GetSize()[:n]), tuple(image.GetSpacing()[:n]), tuple(image.GetOrigin()[:n])
+    size, spacing, origin = (
+        tuple(image.GetSize()[:n]),
+        tuple(image.GetSpacing()[:n]),
+        tuple(image.GetOrigin()[:n]),
+    )
     if path is not None:
-        return checked_geometry(path, size, spacing, origin, direction,
-                                fields or GeometryFields("origin", "spacing", "direction"))
+        return checked_geometry(
+            path, size, spacing, origin, direction, fields or GeometryFields("origin", "spacing", "direction")
+        )
     return Geometry(size, spacing, origin, tuple(map(tuple, direction)))
 
 
-def array_from_sitk(path: Path, image, size: tuple[int, ...], components: int,
-                    fields: GeometryFields | None = None) -> tuple[np.ndarray, Geometry]:
+def array_from_sitk(
+    path: Path, image, size: tuple[int, ...], components: int, fields: GeometryFields | None = None
+) -> tuple[np.ndarray, Geometry]:
     """Scalar voxels ``(*S)`` in tensor axis order and the validated Geometry of a SimpleITK image."""
     import SimpleITK as sitk
 
@@ -41,8 +49,10 @@ def array_from_sitk(path: Path, image, size: tuple[int, ...], components: int,
     geometry = geometry_from_sitk(image, len(shape), path, fields)
     data = sitk.GetArrayFromImage(image).T.reshape(shape)  # (k, j, i) -> (i, j, k)
     if data.dtype.kind not in "biuf":
-        raise ImageIOError(f"{path}: voxels of type {data.dtype} (complex or structured); regcore expects one real "
-                           "scalar per voxel")
+        raise ImageIOError(
+            f"{path}: voxels of type {data.dtype} (complex or structured); regcore expects one real "
+            "scalar per voxel"
+        )
     return np.ascontiguousarray(data), geometry
 
 

@@ -11,7 +11,6 @@ import numpy as np
 from regcore.image import Geometry, Landmarks
 from regcore.io.errors import ImageIOError, check_readable
 
-
 # -- landmarks and label names ------------------------------------------------------------
 MAX_CSV_BYTES = 64 * 1024**2
 """Landmark and label-name tables larger than this are refused before reading."""
@@ -38,7 +37,9 @@ def _column(header: list[str], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def load_landmarks(path: str | os.PathLike, geometry: Geometry | None = None, *, units: str = "auto") -> Landmarks:
+def load_landmarks(
+    path: str | os.PathLike, geometry: Geometry | None = None, *, units: str = "auto"
+) -> Landmarks:
     """Read a landmark CSV with a header into LPS mm.
 
     Accepted headers: ``id,x,y[,z]``, ``label_value,x_lps,y_lps,z_lps``, ``id,x_px,y_px``.
@@ -80,8 +81,10 @@ def load_landmarks(path: str | os.PathLike, geometry: Geometry | None = None, *,
     if len(set(ids)) != len(ids):
         raise ImageIOError(f"{p}: landmark ids are not unique")
     if geometry is not None and geometry.ndim != pts.shape[1]:
-        raise ImageIOError(f"{p}: {pts.shape[1]}D points for a {geometry.ndim}D image (geometry is "
-                           f"{geometry.ndim}D); give x,y{',z' if geometry.ndim == 3 else ''} columns")
+        raise ImageIOError(
+            f"{p}: {pts.shape[1]}D points for a {geometry.ndim}D image (geometry is "
+            f"{geometry.ndim}D); give x,y{',z' if geometry.ndim == 3 else ''} columns"
+        )
     if pixel and geometry is not None:
         pts = geometry.index_to_world_points(pts)
     return Landmarks(pts, tuple(ids))
@@ -113,7 +116,9 @@ def load_label_names(path: str | os.PathLike) -> dict[int, str]:
         value_col = next((i for i, h in enumerate(header) if h.endswith("_id") or h.endswith("id")), None)
     name_col = _column(header, ("name", "label_name", "structure", "region"))
     if value_col is None or name_col is None:
-        raise ImageIOError(f"{p}: expected a value column (value/index/seg35_id) and a 'name' column, got {header}")
+        raise ImageIOError(
+            f"{p}: expected a value column (value/index/seg35_id) and a 'name' column, got {header}"
+        )
     out: dict[int, str] = {}
     for k, r in enumerate(rows, start=2):
         try:
@@ -121,5 +126,3 @@ def load_label_names(path: str | os.PathLike) -> dict[int, str]:
         except (ValueError, IndexError) as exc:
             raise ImageIOError(f"{p}: line {k}: bad label row {r} ({exc})") from exc
     return out
-
-

@@ -36,7 +36,9 @@ def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str 
         raise ValueError(f"displacement must be (1, {n}, *{geometry.shape}), got {tuple(displacement.shape)}")
     p = Path(path)
     if suffix_of(p) not in NIFTI_SUFFIXES + ITK_SUFFIXES:
-        raise ImageIOError(f"{p}: cannot write a displacement field as {suffix_of(p)!r}; use .nii.gz, .mha or .nrrd")
+        raise ImageIOError(
+            f"{p}: cannot write a displacement field as {suffix_of(p)!r}; use .nii.gz, .mha or .nrrd"
+        )
     u = displacement[0].detach().cpu().double().numpy()
     a = geometry.index_to_world[:n, :n]
     d_mm = np.einsum("ij,j...->...i", a, u)  # (*S, n)
@@ -75,7 +77,11 @@ def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:
 def affine_voxel_to_world(affine, fixed_geometry: Geometry, moving_geometry: Geometry) -> np.ndarray:
     """Voxel affine ``(n, n+1)`` (fixed voxel -> moving voxel) -> ``(n+1, n+1)`` world map (fixed LPS mm ->
     moving LPS mm): ``moving.index_to_world @ A @ fixed.world_to_index``."""
-    a = affine.detach().cpu().double().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine, float)
+    a = (
+        affine.detach().cpu().double().numpy()
+        if isinstance(affine, torch.Tensor)
+        else np.asarray(affine, float)
+    )
     n = fixed_geometry.ndim
     if a.shape == (1, n, n + 1):
         a = a[0]

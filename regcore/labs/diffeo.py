@@ -14,9 +14,12 @@ from regcore.spatial.jacobian import jacobian_determinant
 from regcore.spatial.svf import integrate_svf
 
 
-def random_velocity(shape: tuple[int, int], amplitude: float, smoothness: float = 6.0, seed: int = 0) -> torch.Tensor:
+def random_velocity(
+    shape: tuple[int, int], amplitude: float, smoothness: float = 6.0, seed: int = 0
+) -> torch.Tensor:
     """Smooth random 2D velocity ``(1, 2, H, W)`` with max |v| = ``amplitude`` voxels."""
     from scipy.ndimage import gaussian_filter
+
     if amplitude < 0:
         raise ValueError(f"amplitude must be >= 0, got {amplitude}")
     rng = np.random.default_rng(seed)
@@ -25,12 +28,18 @@ def random_velocity(shape: tuple[int, int], amplitude: float, smoothness: float 
     return torch.tensor(np.stack(comps)[None] / peak * amplitude, dtype=torch.float32)
 
 
-def compare(shape=(96, 96), amplitude: float = 8.0, steps: int = 7, smoothness: float = 6.0, seed: int = 0) -> dict:
+def compare(
+    shape=(96, 96), amplitude: float = 8.0, steps: int = 7, smoothness: float = 6.0, seed: int = 0
+) -> dict:
     """Folding of ``u = v`` vs ``u = exp(v)``: fields, det J maps, folding % and min det J."""
     v = random_velocity(shape, amplitude, smoothness, seed)
     out = {}
     for name, u in (("direct", v), ("exp", integrate_svf(v, steps))):
         jac = jacobian_determinant(u.double())[0].numpy()
-        out[name] = {"displacement": u[0].numpy(), "jacobian": jac,
-                     "folding_percent": float((jac <= 0).mean() * 100), "min_jacobian": float(jac.min())}
+        out[name] = {
+            "displacement": u[0].numpy(),
+            "jacobian": jac,
+            "folding_percent": float((jac <= 0).mean() * 100),
+            "min_jacobian": float(jac.min()),
+        }
     return out

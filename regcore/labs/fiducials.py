@@ -37,18 +37,21 @@ def predicted_tre_rms(fiducials: np.ndarray, targets: np.ndarray, fle_rms: float
     fc = f - c
     tc = np.atleast_2d(np.asarray(targets, float)) - c
     if d == 2:
-        rho2 = np.mean(np.sum(fc ** 2, 1))
-        factor = 1 + np.sum(tc ** 2, 1) / (2 * rho2)
+        rho2 = np.mean(np.sum(fc**2, 1))
+        factor = 1 + np.sum(tc**2, 1) / (2 * rho2)
     else:
         _, _, axes = np.linalg.svd(fc, full_matrices=False)
+
         def dist2(p, ax):
-            return np.sum(p ** 2, 1) - (p @ ax) ** 2
+            return np.sum(p**2, 1) - (p @ ax) ** 2
+
         factor = 1 + sum(dist2(tc, ax) / np.mean(dist2(fc, ax)) for ax in axes) / 3
-    return np.sqrt(fle_rms ** 2 / n * factor)
+    return np.sqrt(fle_rms**2 / n * factor)
 
 
-def simulate(fiducials: np.ndarray, targets: np.ndarray, fle_rms: float, trials: int = 500,
-             seed: int = 0) -> dict[str, float | np.ndarray]:
+def simulate(
+    fiducials: np.ndarray, targets: np.ndarray, fle_rms: float, trials: int = 500, seed: int = 0
+) -> dict[str, float | np.ndarray]:
     """Monte Carlo: perturb fiducials by FLE, fit rigid, report RMS FRE and per-target RMS TRE (mm)."""
     f, t = np.asarray(fiducials, float), np.atleast_2d(np.asarray(targets, float))
     if fle_rms < 0:
@@ -63,5 +66,8 @@ def simulate(fiducials: np.ndarray, targets: np.ndarray, fle_rms: float, trials:
         r, tr = kabsch(noisy, f)
         fre2.append(np.mean(np.sum((noisy @ r.T + tr - f) ** 2, 1)))
         tre2.append(np.sum((t @ r.T + tr - t) ** 2, 1))
-    return {"fre_rms": float(np.sqrt(np.mean(fre2))), "tre_rms": np.sqrt(np.mean(tre2, 0)),
-            "tre_predicted": predicted_tre_rms(f, t, fle_rms)}
+    return {
+        "fre_rms": float(np.sqrt(np.mean(fre2))),
+        "tre_rms": np.sqrt(np.mean(tre2, 0)),
+        "tre_predicted": predicted_tre_rms(f, t, fle_rms),
+    }

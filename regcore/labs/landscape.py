@@ -40,12 +40,21 @@ def downsample(image: np.ndarray, level: int) -> np.ndarray:
     if level == 0:
         return np.asarray(image, float)
     from scipy.ndimage import gaussian_filter
-    f = 2 ** level
+
+    f = 2**level
     return gaussian_filter(np.asarray(image, float), f / 2)[::f, ::f]
 
 
-def landscape(fixed: np.ndarray, moving: np.ndarray, *, kind: str = "translation", values=None,
-              metrics=METRICS, level: int = 0, normalise: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def landscape(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    kind: str = "translation",
+    values=None,
+    metrics=METRICS,
+    level: int = 0,
+    normalise: bool = True,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Cost of each metric vs a 1-parameter motion of ``moving``.
 
     Args:
@@ -66,8 +75,11 @@ def landscape(fixed: np.ndarray, moving: np.ndarray, *, kind: str = "translation
     losses = {k: make_similarity(k.lower(), 2) for k in metrics}
     out = {k: np.empty(len(values)) for k in metrics}
     for n, v in enumerate(values):
-        u = (rigid_displacement(f.shape, tx=v / 2 ** level) if kind == "translation"
-             else rigid_displacement(f.shape, angle_deg=v))
+        u = (
+            rigid_displacement(f.shape, tx=v / 2**level)
+            if kind == "translation"
+            else rigid_displacement(f.shape, angle_deg=v)
+        )
         w = warp_image(m, u)
         for k in metrics:
             out[k][n] = _cost(losses[k], f, w)

@@ -26,11 +26,14 @@ LABEL_NAMES = {1: "head", 2: "left lobe", 3: "right lobe", 4: "core"}
 CONTRASTS = {"T1-like": (0.0, 0.5, 0.9, 0.8, 0.25), "T2-like": (0.0, 0.7, 0.2, 0.35, 0.95)}
 
 
-def phantom_image(labels: np.ndarray, contrast: str = "T1-like", noise: float = 0.02, seed: int = 0) -> np.ndarray:
+def phantom_image(
+    labels: np.ndarray, contrast: str = "T1-like", noise: float = 0.02, seed: int = 0
+) -> np.ndarray:
     """Intensity image from a label map: one grey value per label (contrast) + smooth texture + noise."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     from scipy.ndimage import gaussian_filter
+
     img = np.asarray(CONTRASTS[contrast])[labels].astype(float)
     img = gaussian_filter(img, 0.8)
     rng = np.random.default_rng(seed)

@@ -39,7 +39,9 @@ def demo_pair(size: int = 48):
     return phantom_image(fl), phantom_image(ml, seed=1), fl, ml
 
 
-def register_with_weight(weight: float, size: int = 48, iterations: int = 100, lr: float = 0.5) -> TradeoffPoint:
+def register_with_weight(
+    weight: float, size: int = 48, iterations: int = 100, lr: float = 0.5
+) -> TradeoffPoint:
     """Run the small dense registration at one smoothness weight (>= 0)."""
     if weight < 0:
         raise ValueError(f"weight must be >= 0, got {weight}")
@@ -59,10 +61,13 @@ def register_with_weight(weight: float, size: int = 48, iterations: int = 100, l
         rough = float(diffusion(disp))
         warped = warp(m, disp)[0, 0].numpy()
     jac = jacobian_determinant(disp.double())[0].numpy()
-    return TradeoffPoint(float(weight), mean_dice(fl, wl), float((jac <= 0).mean() * 100), rough,
-                         disp[0].numpy(), warped)
+    return TradeoffPoint(
+        float(weight), mean_dice(fl, wl), float((jac <= 0).mean() * 100), rough, disp[0].numpy(), warped
+    )
 
 
-def sweep(weights=(0.0, 0.3, 1.0, 3.0, 10.0, 30.0), size: int = 48, iterations: int = 100) -> list[TradeoffPoint]:
+def sweep(
+    weights=(0.0, 0.3, 1.0, 3.0, 10.0, 30.0), size: int = 48, iterations: int = 100
+) -> list[TradeoffPoint]:
     """:func:`register_with_weight` for each weight, in order."""
     return [register_with_weight(w, size, iterations) for w in weights]

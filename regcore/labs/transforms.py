@@ -17,7 +17,9 @@ def _centred_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.nd
     return ii - c[0], jj - c[1], c
 
 
-def matrix_displacement(matrix: np.ndarray, translation: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
+def matrix_displacement(
+    matrix: np.ndarray, translation: tuple[float, float], shape: tuple[int, int]
+) -> np.ndarray:
     """u(x) = A (x - c) + c + t - x for a 2x2 matrix A about the centre c."""
     a = np.asarray(matrix, dtype=float)
     if a.shape != (2, 2):
@@ -34,7 +36,9 @@ def rigid_displacement(shape, angle_deg: float = 0.0, tx: float = 0.0, ty: float
     return matrix_displacement(np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]), (tx, ty), shape)
 
 
-def affine_displacement(shape, angle_deg=0.0, scale_x=1.0, scale_y=1.0, shear=0.0, tx=0.0, ty=0.0) -> np.ndarray:
+def affine_displacement(
+    shape, angle_deg=0.0, scale_x=1.0, scale_y=1.0, shear=0.0, tx=0.0, ty=0.0
+) -> np.ndarray:
     """Rotation @ shear @ scale about the centre, then translation."""
     if scale_x <= 0 or scale_y <= 0:
         raise ValueError(f"scale_x and scale_y must be > 0, got {scale_x}, {scale_y}")
@@ -53,13 +57,18 @@ def deformable_displacement(shape, amplitude: float = 3.0, waves: float = 2.0, s
     h, w = shape
     ii, jj = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
     k = 2 * np.pi * waves
-    return amplitude * np.stack([np.sin(k * jj + ph[0]) * np.cos(k * ii / 2 + ph[1]),
-                                 np.sin(k * ii + ph[2]) * np.cos(k * jj / 2 + ph[3])])
+    return amplitude * np.stack(
+        [
+            np.sin(k * jj + ph[0]) * np.cos(k * ii / 2 + ph[1]),
+            np.sin(k * ii + ph[2]) * np.cos(k * jj / 2 + ph[3]),
+        ]
+    )
 
 
 def warp_image(image: np.ndarray, disp: np.ndarray, order: int = 1) -> np.ndarray:
     """``image o phi`` with scipy (linear by default, nearest edge) -> same shape."""
     from scipy.ndimage import map_coordinates
+
     image = np.asarray(image, dtype=float)
     if disp.shape != (2,) + image.shape:
         raise ValueError(f"disp must be (2, *image.shape) = {(2,) + image.shape}, got {disp.shape}")

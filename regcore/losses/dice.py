@@ -34,12 +34,16 @@ def one_hot(labels: torch.Tensor, num_labels: int, dtype=torch.float32) -> torch
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim not in (4, 5) or labels.shape[1] != 1:
-        raise ValueError(f"labels must be (B, 1, *S) with 2 or 3 spatial dims, got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be (B, 1, *S) with 2 or 3 spatial dims, got shape {tuple(labels.shape)}"
+        )
     if labels.is_floating_point() and not torch.equal(labels, labels.round()):
         raise ValueError("labels must hold integer label codes, got non-integer floats")
     codes = labels[:, 0].long()
     if codes.numel() and (codes.min() < 0 or codes.max() >= num_labels):
-        raise ValueError(f"labels must lie in [0, {num_labels - 1}], got [{int(codes.min())}, {int(codes.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {num_labels - 1}], got [{int(codes.min())}, {int(codes.max())}]"
+        )
     return torch.nn.functional.one_hot(codes, num_labels).movedim(-1, 1).to(dtype)
 
 
@@ -48,10 +52,14 @@ def _check_pair(fixed: torch.Tensor, warped: torch.Tensor) -> None:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim not in (4, 5) or not t.is_floating_point():
-            raise ValueError(f"{arg} must be a float (B, L, *S) one-hot/probability tensor with 2 or 3 spatial "
-                             f"dims, got shape {tuple(t.shape)} dtype {t.dtype}")
+            raise ValueError(
+                f"{arg} must be a float (B, L, *S) one-hot/probability tensor with 2 or 3 spatial "
+                f"dims, got shape {tuple(t.shape)} dtype {t.dtype}"
+            )
     if fixed.shape != warped.shape:
-        raise ValueError(f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} must have the same shape")
+        raise ValueError(
+            f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} must have the same shape"
+        )
 
 
 def soft_dice(fixed: torch.Tensor, warped: torch.Tensor, *, include_background: bool = False) -> torch.Tensor:
@@ -68,7 +76,9 @@ def soft_dice(fixed: torch.Tensor, warped: torch.Tensor, *, include_background: 
     return dice_from_counts((fixed * warped).sum(dims), fixed.sum(dims), warped.sum(dims))
 
 
-def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, *, include_background: bool = False) -> torch.Tensor:
+def soft_dice_loss(
+    fixed: torch.Tensor, warped: torch.Tensor, *, include_background: bool = False
+) -> torch.Tensor:
     """``1 - mean soft Dice`` over batch items and labels present in fixed or warped (scalar in [0, 1]).
 
     Inputs as :func:`soft_dice`; 0 for identical hard one-hot maps. With no label present anywhere the

@@ -101,7 +101,9 @@ def _defaults(key: Similarity, dims: int) -> dict:
     return {}
 
 
-def make_similarity(name: str | Similarity, dims: int, *, window: int | None = None, **options) -> sim.SimilarityLoss:
+def make_similarity(
+    name: str | Similarity, dims: int, *, window: int | None = None, **options
+) -> sim.SimilarityLoss:
     """Similarity loss ``name`` for ``dims``-D images (2 or 3).
 
     Args:

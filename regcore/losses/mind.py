@@ -32,8 +32,11 @@ def ssc_pairs(ndim: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
             off = [0] * ndim
             off[axis] = sign
             neighbours.append(tuple(off))
-    return [(a, b) for a, b in itertools.combinations(neighbours, 2)
-            if sum((x - y) ** 2 for x, y in zip(a, b)) == 2]
+    return [
+        (a, b)
+        for a, b in itertools.combinations(neighbours, 2)
+        if sum((x - y) ** 2 for x, y in zip(a, b)) == 2
+    ]
 
 
 def _shift(padded: torch.Tensor, offset: tuple[int, ...], pad: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -55,8 +58,10 @@ def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2, eps: float
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.ndim not in (4, 5) or not image.is_floating_point():
-        raise ValueError(f"image must be a float (B, C, *S) tensor with 2 or 3 spatial dims, "
-                         f"got shape {tuple(image.shape)} dtype {image.dtype}")
+        raise ValueError(
+            f"image must be a float (B, C, *S) tensor with 2 or 3 spatial dims, "
+            f"got shape {tuple(image.shape)} dtype {image.dtype}"
+        )
     for arg, v, lo in (("radius", radius, 0), ("dilation", dilation, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{arg} must be an int >= {lo} (voxels), got {v!r}")
@@ -65,9 +70,16 @@ def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2, eps: float
     shape = tuple(image.shape[2:])
     x = image.reshape(b * c, 1, *shape)
     padded = F.pad(x, [dilation] * (2 * ndim), mode="replicate")
-    scaled = [(tuple(dilation * o for o in pa), tuple(dilation * o for o in pb)) for pa, pb in ssc_pairs(ndim)]
-    diff = torch.cat([(_shift(padded, oa, dilation, shape) - _shift(padded, ob, dilation, shape)) ** 2
-                      for oa, ob in scaled], dim=1)
+    scaled = [
+        (tuple(dilation * o for o in pa), tuple(dilation * o for o in pb)) for pa, pb in ssc_pairs(ndim)
+    ]
+    diff = torch.cat(
+        [
+            (_shift(padded, oa, dilation, shape) - _shift(padded, ob, dilation, shape)) ** 2
+            for oa, ob in scaled
+        ],
+        dim=1,
+    )
     if radius > 0:
         pool = F.avg_pool3d if ndim == 3 else F.avg_pool2d
         diff = pool(F.pad(diff, [radius] * (2 * ndim), mode="replicate"), 2 * radius + 1, stride=1)
@@ -91,5 +103,7 @@ class MINDLoss(SimilarityLoss):
         self.radius, self.dilation = radius, dilation
 
     def _loss(self, fixed, warped, mask):
-        diff = (mind_ssc(fixed, self.radius, self.dilation) - mind_ssc(warped, self.radius, self.dilation)) ** 2
+        diff = (
+            mind_ssc(fixed, self.radius, self.dilation) - mind_ssc(warped, self.radius, self.dilation)
+        ) ** 2
         return masked_mean(diff, mask)

@@ -25,7 +25,9 @@ from regcore.spatial.compose import compose
 from regcore.spatial.jacobian import jacobian_determinant
 
 
-def _slab(x: torch.Tensor, axis: int, start: int | None, stop: int | None, inner: bool = False) -> torch.Tensor:
+def _slab(
+    x: torch.Tensor, axis: int, start: int | None, stop: int | None, inner: bool = False
+) -> torch.Tensor:
     """Slice spatial ``axis`` to ``[start:stop]`` (others full, or ``[1:-1]`` when ``inner``)."""
     idx = [slice(None), slice(None)] + [slice(1, -1) if inner else slice(None)] * (x.ndim - 2)
     idx[2 + axis] = slice(start, stop)
@@ -67,8 +69,8 @@ class DiffusionRegularizer(DisplacementPenalty):
 
     def _penalty(self, u):
         if self.scheme == "central":
-            return sum(g ** 2 for g in central_differences(u)).mean()
-        return sum((d ** 2).mean() for d in forward_differences(u))
+            return sum(g**2 for g in central_differences(u)).mean()
+        return sum((d**2).mean() for d in forward_differences(u))
 
 
 class TotalVariationRegularizer(DisplacementPenalty):
@@ -88,10 +90,10 @@ class BendingEnergyRegularizer(DisplacementPenalty):
         energy = 0.0
         for i in range(n):
             d_ii = _slab(u, i, 2, None, True) - 2 * _slab(u, i, 1, -1, True) + _slab(u, i, None, -2, True)
-            energy = energy + d_ii ** 2
+            energy = energy + d_ii**2
             for j in range(i + 1, n):
                 d_ij = self._mixed(u, i, j)
-                energy = energy + 2 * d_ij ** 2
+                energy = energy + 2 * d_ij**2
         return energy.mean()
 
     @staticmethod
@@ -100,6 +102,7 @@ class BendingEnergyRegularizer(DisplacementPenalty):
             idx = [slice(None), slice(None)] + [slice(1, -1)] * (u.ndim - 2)
             idx[2 + i], idx[2 + j] = si, sj
             return u[tuple(idx)]
+
         p, m = slice(2, None), slice(None, -2)
         return (at(p, p) - at(p, m) - at(m, p) + at(m, m)) / 4.0
 

@@ -32,15 +32,23 @@ def check_image_pair(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tens
         if not t.is_floating_point():
             raise TypeError(f"{arg} must be a floating-point tensor, got dtype {t.dtype}")
     if fixed.shape != warped.shape:
-        raise ValueError(f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} must have the same shape")
+        raise ValueError(
+            f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} must have the same shape"
+        )
     if mask is not None:
         if not isinstance(mask, torch.Tensor):
             raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-        ok = (mask.ndim == fixed.ndim and mask.shape[1] == 1 and mask.shape[2:] == fixed.shape[2:]
-              and mask.shape[0] in (1, fixed.shape[0]))
+        ok = (
+            mask.ndim == fixed.ndim
+            and mask.shape[1] == 1
+            and mask.shape[2:] == fixed.shape[2:]
+            and mask.shape[0] in (1, fixed.shape[0])
+        )
         if not ok:
-            raise ValueError(f"mask must be (B or 1, 1, *S) matching fixed {tuple(fixed.shape)}, "
-                             f"got shape {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must be (B or 1, 1, *S) matching fixed {tuple(fixed.shape)}, "
+                f"got shape {tuple(mask.shape)}"
+            )
     return fixed.ndim - 2
 
 
@@ -81,7 +89,9 @@ def separable_filter(x: torch.Tensor, kernel: torch.Tensor, padding: str = "same
 class SimilarityLoss(nn.Module):
     """Base class: validates inputs, then calls ``_loss(fixed, warped, mask)``."""
 
-    def forward(self, fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_image_pair(fixed, warped, mask)
         return self._loss(fixed, warped, mask)
 
@@ -139,7 +149,9 @@ class LocalNCCLoss(SimilarityLoss):
     Local sums use separable zero-padded convolutions. Result in [-1, 0]; -1 = perfect.
     """
 
-    def __init__(self, window: int = 9, kernel: str = "box", sigma: float | None = None, smooth_dr: float = 1e-5):
+    def __init__(
+        self, window: int = 9, kernel: str = "box", sigma: float | None = None, smooth_dr: float = 1e-5
+    ):
         super().__init__()
         self.window = _check_window(window)
         if kernel not in ("box", "gaussian"):
@@ -182,8 +194,15 @@ class _ParzenHistogram(SimilarityLoss):
             global torch RNG is left alone; None draws from the global RNG.
     """
 
-    def __init__(self, bins: int = 32, sigma_ratio: float = 0.5, normalise: bool = True,
-                 samples: int | None = None, eps: float = 1e-7, seed: int | None = None):
+    def __init__(
+        self,
+        bins: int = 32,
+        sigma_ratio: float = 0.5,
+        normalise: bool = True,
+        samples: int | None = None,
+        eps: float = 1e-7,
+        seed: int | None = None,
+    ):
         super().__init__()
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
             raise ValueError(f"bins must be an int >= 2, got {bins!r}")
@@ -293,9 +312,17 @@ class CorrelationRatioLoss(_ParzenHistogram):
 # -- structural similarity ----------------------------------------------------------------
 
 
-def ssim_map(fixed: torch.Tensor, warped: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
-             kernel: str = "gaussian", data_range: float | None = 1.0,
-             k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_map(
+    fixed: torch.Tensor,
+    warped: torch.Tensor,
+    *,
+    window: int = 11,
+    sigma: float = 1.5,
+    kernel: str = "gaussian",
+    data_range: float | None = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """Local SSIM (Wang et al. 2004) on the valid region: ``(B, C, *(S - window + 1))``.
 
     Same definition as ``monai.metrics.SSIMMetric`` and ``skimage.metrics.structural_similarity(
@@ -319,20 +346,32 @@ def ssim_map(fixed: torch.Tensor, warped: torch.Tensor, *, window: int = 11, sig
     s_ff = separable_filter(fixed * fixed, k, "valid") - mu_f * mu_f
     s_ww = separable_filter(warped * warped, k, "valid") - mu_w * mu_w
     s_fw = separable_filter(fixed * warped, k, "valid") - mu_f * mu_w
-    return ((2 * mu_f * mu_w + c1) * (2 * s_fw + c2)) / ((mu_f ** 2 + mu_w ** 2 + c1) * (s_ff + s_ww + c2))
+    return ((2 * mu_f * mu_w + c1) * (2 * s_fw + c2)) / ((mu_f**2 + mu_w**2 + c1) * (s_ff + s_ww + c2))
 
 
 class SSIMLoss(SimilarityLoss):
     """``1 - mean SSIM`` over the valid region (see :func:`ssim_map`); 0 for identical images."""
 
-    def __init__(self, window: int = 11, sigma: float = 1.5, kernel: str = "gaussian",
-                 data_range: float | None = 1.0):
+    def __init__(
+        self, window: int = 11, sigma: float = 1.5, kernel: str = "gaussian", data_range: float | None = 1.0
+    ):
         super().__init__()
-        self.window, self.sigma, self.kernel, self.data_range = _check_window(window), sigma, kernel, data_range
+        self.window, self.sigma, self.kernel, self.data_range = (
+            _check_window(window),
+            sigma,
+            kernel,
+            data_range,
+        )
 
     def _loss(self, fixed, warped, mask):
-        s = ssim_map(fixed, warped, window=self.window, sigma=self.sigma, kernel=self.kernel,
-                     data_range=self.data_range)
+        s = ssim_map(
+            fixed,
+            warped,
+            window=self.window,
+            sigma=self.sigma,
+            kernel=self.kernel,
+            data_range=self.data_range,
+        )
         if mask is not None:
             r = self.window // 2
             mask = mask[(slice(None), slice(None)) + (slice(r, -r or None),) * (fixed.ndim - 2)]

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -47,7 +48,12 @@ def report(progress: ProgressCallback | None, fraction: float, message: str = ""
     """Helper for methods: call the callback and raise RegistrationCancelled if it returns False."""
     if progress is None:
         return
-    if progress(Progress(float(min(max(fraction, 0.0), 1.0)), message, {k: float(v) for k, v in losses.items()})) is False:
+    if (
+        progress(
+            Progress(float(min(max(fraction, 0.0), 1.0)), message, {k: float(v) for k, v in losses.items()})
+        )
+        is False
+    ):
         raise RegistrationCancelled(message or "cancelled")
 
 
@@ -89,8 +95,9 @@ class RegistrationResult:
 class Method(Protocol):
     """Protocol for a registration method instance (built by a registry factory)."""
 
-    def register(self, fixed: Image, moving: Image, config: Any,
-                 progress: ProgressCallback | None = None) -> RegistrationResult: ...
+    def register(
+        self, fixed: Image, moving: Image, config: Any, progress: ProgressCallback | None = None
+    ) -> RegistrationResult: ...
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -99,7 +106,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device 'cuda' requested but torch.cuda.is_available() is False; use 'cpu' or 'auto'")
+        raise ValueError(
+            "device 'cuda' requested but torch.cuda.is_available() is False; use 'cpu' or 'auto'"
+        )
     return dev
 
 
@@ -133,6 +142,7 @@ def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
             import os
+
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return 0.0
@@ -140,4 +150,5 @@ def _rss_mb() -> float:
 
 def _peak_rss_mb() -> float:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

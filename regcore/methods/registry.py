@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 import importlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from regcore.config import describe, from_overrides
 
@@ -23,7 +25,7 @@ class Family(enum.StrEnum):
 
 
 class Supervision(enum.StrEnum):
-    NONE = "none"                 # classical: optimises one pair, no training
+    NONE = "none"  # classical: optimises one pair, no training
     UNSUPERVISED = "unsupervised"
     WEAK = "weakly supervised"
     FULL = "fully supervised"
@@ -64,10 +66,16 @@ class MethodSpec:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "title": self.title, "family": str(self.family),
-            "supervision": str(self.supervision), "dims": list(self.dims),
-            "needs_training": self.needs_training, "description": self.description,
-            "requires": self.requires, "available": self.available(), "paper": self.paper,
+            "name": self.name,
+            "title": self.title,
+            "family": str(self.family),
+            "supervision": str(self.supervision),
+            "dims": list(self.dims),
+            "needs_training": self.needs_training,
+            "description": self.description,
+            "requires": self.requires,
+            "available": self.available(),
+            "paper": self.paper,
             "parameters": [p.to_json() for p in describe(self.config_cls)],
         }
 
@@ -76,6 +84,7 @@ class MethodSpec:
         if not self.requires:
             return True
         from regcore.extras import extra_available
+
         return extra_available(self.requires)
 
 
@@ -100,15 +109,24 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+_LOAD_LOCK = threading.RLock()
+
+
 def _load_builtins() -> None:
+    """Import the built-in method modules once. Thread-safe: a second browser session asking while the
+    first is still importing waits for the full registry instead of seeing it half-empty."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
-    from regcore.methods.learned.family import load_plugins
-    load_plugins()
+    with _LOAD_LOCK:
+        if _loaded:
+            return
+        for mod in BUILTIN_MODULES:
+            importlib.import_module(mod)
+        from regcore.methods.learned.family import load_plugins
+
+        load_plugins()
+        _loaded = True
 
 
 def all_specs() -> list[MethodSpec]:

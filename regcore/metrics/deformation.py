@@ -44,13 +44,17 @@ def _masked(values: torch.Tensor, mask) -> torch.Tensor:
     """Flatten ``(B, *S)`` values, keeping voxels where mask (``(*S)`` or ``(B, *S)``-broadcastable) is true."""
     if mask is None:
         return values.flatten()
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask, device=values.device)
+    m = torch.as_tensor(
+        np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask, device=values.device
+    )
     while m.ndim > values.ndim:
         m = m[0]
     try:
         return values[m.bool().expand_as(values)]
     except RuntimeError:
-        raise ValueError(f"mask shape {tuple(m.shape)} does not match the grid {tuple(values.shape[1:])}") from None
+        raise ValueError(
+            f"mask shape {tuple(m.shape)} does not match the grid {tuple(values.shape[1:])}"
+        ) from None
 
 
 @torch.no_grad()
@@ -114,8 +118,10 @@ def _simplex_determinants(u: torch.Tensor) -> list[torch.Tensor]:
     def det(columns):  # columns: (B, n, *S) edge vectors -> det of the matrix [component, column]
         return small_det([[col[:, r] for col in columns] for r in range(n)])
 
-    dets = [det([plus[a] if s > 0 else minus[a] for a, s in enumerate(signs)])
-            for signs in itertools.product((1, -1), repeat=n)]
+    dets = [
+        det([plus[a] if s > 0 else minus[a] for a, s in enumerate(signs)])
+        for signs in itertools.product((1, -1), repeat=n)
+    ]
     if n == 3:  # the two central tetrahedra of the cube decompositions (Liu's j1*, j2*)
         centre = pad[tuple(full())]
 
@@ -159,12 +165,21 @@ def inverse_consistency_error(u_fwd, u_bwd, spacing=1.0, mask=None) -> dict:
     res = inverse_consistency_residual(fwd, bwd.to(fwd.dtype))
     scale = torch.as_tensor(sp, dtype=res.dtype, device=res.device).view(1, n, *([1] * n))
     err = _masked((res * scale).norm(dim=1), mask).double().cpu().numpy()
-    return {"mean_mm": float(err.mean()), "std_mm": float(err.std()),
-            "p95_mm": float(np.percentile(err, 95)), "max_mm": float(err.max())}
+    return {
+        "mean_mm": float(err.mean()),
+        "std_mm": float(err.std()),
+        "p95_mm": float(np.percentile(err, 95)),
+        "max_mm": float(err.max()),
+    }
 
 
 def deformation_metrics(u, mask=None) -> dict:
     """``{"folding_percent", "sdlogj", "ndv_percent", "jacobian_min", "jacobian_max"}`` for one field."""
     det = _masked(jacobian_determinant_map(u), mask)
-    return {"folding_percent": _folding(det), "sdlogj": _sdlogj(det), "ndv_percent": ndv_percent(u, mask),
-            "jacobian_min": float(det.min()), "jacobian_max": float(det.max())}
+    return {
+        "folding_percent": _folding(det),
+        "sdlogj": _sdlogj(det),
+        "ndv_percent": ndv_percent(u, mask),
+        "jacobian_min": float(det.min()),
+        "jacobian_max": float(det.max()),
+    }

@@ -16,7 +16,8 @@ resampled) and are warped here by nearest neighbour with ``result.displacement``
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ import torch
 from regcore.image import Image, Landmarks
 from regcore.methods.base import RegistrationResult
 from regcore.metrics.deformation import deformation_metrics
-from regcore.metrics.intensity import mse as intensity_mse, ncc as intensity_ncc, ssim as intensity_ssim
+from regcore.metrics.intensity import mse as intensity_mse
+from regcore.metrics.intensity import ncc as intensity_ncc
+from regcore.metrics.intensity import ssim as intensity_ssim
 from regcore.metrics.landmarks import target_registration_error
 from regcore.metrics.overlap import as_label_array, label_overlap
 
@@ -49,17 +52,25 @@ def _clean(v: Any) -> Any:
 
 def _label_tensor(labels, arg: str, geometry) -> torch.Tensor:
     if isinstance(labels, Image) and not labels.geometry.same_grid(geometry):
-        raise ValueError(f"{arg} must lie on the fixed grid {geometry.shape} (resample it with "
-                         f"regcore.preprocess.resample_to first), got grid {labels.geometry.shape}")
+        raise ValueError(
+            f"{arg} must lie on the fixed grid {geometry.shape} (resample it with "
+            f"regcore.preprocess.resample_to first), got grid {labels.geometry.shape}"
+        )
     arr = as_label_array(labels, arg, geometry.ndim)
     if arr.shape != geometry.shape:
         raise ValueError(f"{arg} shape {arr.shape} must equal the fixed grid shape {geometry.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def evaluate(result: RegistrationResult, *, fixed_labels=None, moving_labels=None,
-             fixed_landmarks: Landmarks | None = None, moving_landmarks: Landmarks | None = None,
-             label_names: Mapping[int, str] | None = None) -> dict:
+def evaluate(
+    result: RegistrationResult,
+    *,
+    fixed_labels=None,
+    moving_labels=None,
+    fixed_landmarks: Landmarks | None = None,
+    moving_landmarks: Landmarks | None = None,
+    label_names: Mapping[int, str] | None = None,
+) -> dict:
     """All metrics of one registration (see module docstring for the keys and units).
 
     Args:
@@ -73,13 +84,26 @@ def evaluate(result: RegistrationResult, *, fixed_labels=None, moving_labels=Non
     geom = result.fixed.geometry
     u = result.displacement
     if not isinstance(u, torch.Tensor) or tuple(u.shape) != (1, geom.ndim, *geom.shape):
-        raise ValueError(f"result.displacement must be (1, {geom.ndim}, *{geom.shape}), "
-                         f"got {tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+        raise ValueError(
+            f"result.displacement must be (1, {geom.ndim}, *{geom.shape}), "
+            f"got {tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}"
+        )
     out: dict[str, Any] = {
-        "method": str(result.method), "dice_mean": None, "dice": {}, "hd95_mean_mm": None, "hd95": {},
-        "assd_mean_mm": None, "assd": {}, "tre_mean_mm": None, "tre_median_mm": None, "tre_std_mm": None,
-        "tre": {}, "runtime_s": float(result.runtime_s), "peak_memory_mb": float(result.peak_memory_mb),
-        "device": str(result.device), "warnings": [],
+        "method": str(result.method),
+        "dice_mean": None,
+        "dice": {},
+        "hd95_mean_mm": None,
+        "hd95": {},
+        "assd_mean_mm": None,
+        "assd": {},
+        "tre_mean_mm": None,
+        "tre_median_mm": None,
+        "tre_std_mm": None,
+        "tre": {},
+        "runtime_s": float(result.runtime_s),
+        "peak_memory_mb": float(result.peak_memory_mb),
+        "device": str(result.device),
+        "warnings": [],
     }
     warnings: list[str] = out["warnings"]
 
@@ -95,8 +119,14 @@ def evaluate(result: RegistrationResult, *, fixed_labels=None, moving_labels=Non
         moving_arr = _label_tensor(moving_labels, "moving_labels", geom)
         warped = _warp_labels(moving_arr, u)
         ov = label_overlap(fixed_arr.numpy(), warped, spacing=geom.spacing, label_names=names)
-        out.update(dice_mean=ov["dice_mean"], dice=ov["dice"], hd95_mean_mm=ov["hd95_mean_mm"], hd95=ov["hd95"],
-                   assd_mean_mm=ov["assd_mean_mm"], assd=ov["assd"])
+        out.update(
+            dice_mean=ov["dice_mean"],
+            dice=ov["dice"],
+            hd95_mean_mm=ov["hd95_mean_mm"],
+            hd95=ov["hd95"],
+            assd_mean_mm=ov["assd_mean_mm"],
+            assd=ov["assd"],
+        )
         warnings.extend(ov["warnings"])
 
     # -- landmarks ---------------------------------------------------------------------
@@ -104,8 +134,12 @@ def evaluate(result: RegistrationResult, *, fixed_labels=None, moving_labels=Non
         warnings.append("TRE needs both fixed_landmarks and moving_landmarks; only one was given")
     elif fixed_landmarks is not None:
         tre = target_registration_error(fixed_landmarks, moving_landmarks, u, geom)
-        out.update(tre_mean_mm=tre["mean_mm"], tre_median_mm=tre["median_mm"], tre_std_mm=tre["std_mm"],
-                   tre=tre["tre"])
+        out.update(
+            tre_mean_mm=tre["mean_mm"],
+            tre_median_mm=tre["median_mm"],
+            tre_std_mm=tre["std_mm"],
+            tre=tre["tre"],
+        )
         warnings.extend(tre["warnings"])
 
     # -- deformation and intensity -----------------------------------------------------
@@ -115,7 +149,9 @@ def evaluate(result: RegistrationResult, *, fixed_labels=None, moving_labels=Non
         out.update(folding_percent=0.0, sdlogj=0.0, ndv_percent=0.0, jacobian_min=1.0)
     out["mse"] = intensity_mse(result.fixed, result.warped)
     out["ncc"] = intensity_ncc(result.fixed, result.warped)
-    out["ssim"] = intensity_ssim(result.fixed, result.warped) if np.prod(geom.shape) <= SSIM_MAX_VOXELS else None
+    out["ssim"] = (
+        intensity_ssim(result.fixed, result.warped) if np.prod(geom.shape) <= SSIM_MAX_VOXELS else None
+    )
     return _clean(out)
 
 
@@ -129,9 +165,17 @@ def _warp_labels(labels: torch.Tensor, u: torch.Tensor) -> np.ndarray:
     return out[0, 0].cpu().numpy()
 
 
-def evaluate_identity(fixed: Image, moving: Image, *, fixed_labels=None, moving_labels=None,
-                      fixed_landmarks: Landmarks | None = None, moving_landmarks: Landmarks | None = None,
-                      label_names: Mapping[int, str] | None = None, method: str = "identity") -> dict:
+def evaluate_identity(
+    fixed: Image,
+    moving: Image,
+    *,
+    fixed_labels=None,
+    moving_labels=None,
+    fixed_landmarks: Landmarks | None = None,
+    moving_landmarks: Landmarks | None = None,
+    label_names: Mapping[int, str] | None = None,
+    method: str = "identity",
+) -> dict:
     """The same dict as :func:`evaluate` for "no registration" (zero displacement, warped = moving).
 
     ``moving`` must already be on the fixed grid.
@@ -140,10 +184,19 @@ def evaluate_identity(fixed: Image, moving: Image, *, fixed_labels=None, moving_
         if not isinstance(img, Image):
             raise TypeError(f"{arg} must be a regcore Image, got {type(img).__name__}")
     if not fixed.geometry.same_grid(moving.geometry):
-        raise ValueError(f"moving must lie on the fixed grid {fixed.shape} (resample it with "
-                         f"regcore.preprocess.resample_to first), got grid {moving.shape}")
+        raise ValueError(
+            f"moving must lie on the fixed grid {fixed.shape} (resample it with "
+            f"regcore.preprocess.resample_to first), got grid {moving.shape}"
+        )
     zero = torch.zeros((1, fixed.ndim, *fixed.shape), dtype=torch.float32, device=fixed.device)
-    result = RegistrationResult(method=method, fixed=fixed, moving=moving, warped=moving, displacement=zero,
-                                device=str(fixed.device))
-    return evaluate(result, fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_landmarks=fixed_landmarks,
-                    moving_landmarks=moving_landmarks, label_names=label_names)
+    result = RegistrationResult(
+        method=method, fixed=fixed, moving=moving, warped=moving, displacement=zero, device=str(fixed.device)
+    )
+    return evaluate(
+        result,
+        fixed_labels=fixed_labels,
+        moving_labels=moving_labels,
+        fixed_landmarks=fixed_landmarks,
+        moving_landmarks=moving_landmarks,
+        label_names=label_names,
+    )

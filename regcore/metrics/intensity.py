@@ -29,7 +29,9 @@ def _as_batch(x, arg: str, ndim: int | None) -> torch.Tensor:
     while t.ndim < ndim + 2:
         t = t[None]
     if t.ndim != ndim + 2:
-        raise ValueError(f"{arg} must be (*S), (C, *S) or (B, C, *S) with {ndim} spatial dims, got {tuple(t.shape)}")
+        raise ValueError(
+            f"{arg} must be (*S), (C, *S) or (B, C, *S) with {ndim} spatial dims, got {tuple(t.shape)}"
+        )
     return t
 
 
@@ -40,7 +42,9 @@ def _pair(fixed, warped, mask):
         raise ValueError(f"fixed {tuple(f.shape)} and warped {tuple(w.shape)} must have the same shape")
     m = None
     if mask is not None:
-        m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)).bool()
+        m = torch.as_tensor(
+            np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+        ).bool()
         while m.ndim > f.ndim - 2 and m.shape[0] == 1:
             m = m[0]
         if tuple(m.shape) != tuple(f.shape[2:]):
@@ -89,7 +93,11 @@ def ssim(fixed, warped, data_range: float | None = None, window: int = 11, sigma
 
 def intensity_metrics(fixed, warped, mask=None) -> dict:
     """``{"mse", "rmse", "ssd", "ncc", "ssim"}`` as Python floats."""
-    out = {"mse": mse(fixed, warped, mask), "ssd": ssd(fixed, warped, mask), "ncc": ncc(fixed, warped, mask),
-           "ssim": ssim(fixed, warped)}
+    out = {
+        "mse": mse(fixed, warped, mask),
+        "ssd": ssd(fixed, warped, mask),
+        "ncc": ncc(fixed, warped, mask),
+        "ssim": ssim(fixed, warped),
+    }
     out["rmse"] = float(np.sqrt(out["mse"]))
     return out

@@ -24,8 +24,14 @@ def landmark_stats(distances_mm: dict[str, float]) -> dict:
     if v.size == 0:
         nan = float("nan")
         return {"tre": {}, "mean_mm": nan, "median_mm": nan, "std_mm": nan, "max_mm": nan, "n": 0}
-    return {"tre": {k: float(x) for k, x in distances_mm.items()}, "mean_mm": float(v.mean()),
-            "median_mm": float(np.median(v)), "std_mm": float(v.std()), "max_mm": float(v.max()), "n": int(v.size)}
+    return {
+        "tre": {k: float(x) for k, x in distances_mm.items()},
+        "mean_mm": float(v.mean()),
+        "median_mm": float(np.median(v)),
+        "std_mm": float(v.std()),
+        "max_mm": float(v.max()),
+        "n": int(v.size),
+    }
 
 
 def sample_displacement(displacement, index_points: np.ndarray) -> np.ndarray:
@@ -33,14 +39,19 @@ def sample_displacement(displacement, index_points: np.ndarray) -> np.ndarray:
 
     Points outside the grid take the value at the nearest border voxel.
     """
-    u = displacement.detach().cpu().double().numpy() if isinstance(displacement, torch.Tensor) else np.asarray(
-        displacement, dtype=float)
+    u = (
+        displacement.detach().cpu().double().numpy()
+        if isinstance(displacement, torch.Tensor)
+        else np.asarray(displacement, dtype=float)
+    )
     if u.ndim == len(index_points[0]) + 2:
         if u.shape[0] != 1:
             raise ValueError(f"displacement must have batch size 1, got shape {u.shape}")
         u = u[0]
     coords = np.asarray(index_points, dtype=float).T
-    return np.stack([ndimage.map_coordinates(u[c], coords, order=1, mode="nearest") for c in range(u.shape[0])], 1)
+    return np.stack(
+        [ndimage.map_coordinates(u[c], coords, order=1, mode="nearest") for c in range(u.shape[0])], 1
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,8 +93,12 @@ class LandmarkErrors:
         return landmark_stats(dict(zip(self.ids, values.tolist())))
 
 
-def landmark_errors(fixed_landmarks: Landmarks, moving_landmarks: Landmarks,
-                    displacement=None, fixed_geometry: Geometry | None = None) -> LandmarkErrors:
+def landmark_errors(
+    fixed_landmarks: Landmarks,
+    moving_landmarks: Landmarks,
+    displacement=None,
+    fixed_geometry: Geometry | None = None,
+) -> LandmarkErrors:
     """Per-landmark before/after errors (see module docstring for the direction).
 
     Args:
@@ -96,18 +111,24 @@ def landmark_errors(fixed_landmarks: Landmarks, moving_landmarks: Landmarks,
         if not isinstance(lm, Landmarks):
             raise TypeError(f"{arg} must be a regcore.image.Landmarks, got {type(lm).__name__}")
     if fixed_landmarks.ndim != moving_landmarks.ndim:
-        raise ValueError(f"landmark sets differ in dimension: {fixed_landmarks.ndim} vs {moving_landmarks.ndim}")
+        raise ValueError(
+            f"landmark sets differ in dimension: {fixed_landmarks.ndim} vs {moving_landmarks.ndim}"
+        )
     if fixed_geometry is not None and not isinstance(fixed_geometry, Geometry):
         raise TypeError(f"fixed_geometry must be a Geometry or None, got {type(fixed_geometry).__name__}")
     if displacement is not None and fixed_geometry is None:
         raise TypeError("fixed_geometry must be a Geometry when a displacement is given, got NoneType")
     if fixed_geometry is not None and fixed_geometry.ndim != fixed_landmarks.ndim:
-        raise ValueError(f"landmarks are {fixed_landmarks.ndim}D but the fixed grid is {fixed_geometry.ndim}D")
+        raise ValueError(
+            f"landmarks are {fixed_landmarks.ndim}D but the fixed grid is {fixed_geometry.ndim}D"
+        )
     pts_f, pts_m, ids = fixed_landmarks.matched(moving_landmarks)
     warnings = []
     unmatched = sorted(set(fixed_landmarks.ids) ^ set(moving_landmarks.ids))
     if unmatched:
-        warnings.append(f"{len(unmatched)} landmark id(s) present in only one set were ignored: {unmatched[:10]}")
+        warnings.append(
+            f"{len(unmatched)} landmark id(s) present in only one set were ignored: {unmatched[:10]}"
+        )
     mapped = pts_f
     idx_f = idx_m = idx_mapped = None
     if fixed_geometry is not None:
@@ -115,26 +136,45 @@ def landmark_errors(fixed_landmarks: Landmarks, moving_landmarks: Landmarks,
         idx_m = fixed_geometry.world_to_index_points(pts_m)
         idx_mapped = idx_f
     if displacement is not None:
-        shape = tuple(displacement.shape[-fixed_geometry.ndim:])
-        if shape != fixed_geometry.shape or displacement.shape[-fixed_geometry.ndim - 1] != fixed_geometry.ndim:
-            raise ValueError(f"displacement {tuple(displacement.shape)} does not match the fixed grid "
-                             f"{fixed_geometry.shape} (expected (1, {fixed_geometry.ndim}, *shape))")
+        shape = tuple(displacement.shape[-fixed_geometry.ndim :])
+        if (
+            shape != fixed_geometry.shape
+            or displacement.shape[-fixed_geometry.ndim - 1] != fixed_geometry.ndim
+        ):
+            raise ValueError(
+                f"displacement {tuple(displacement.shape)} does not match the fixed grid "
+                f"{fixed_geometry.shape} (expected (1, {fixed_geometry.ndim}, *shape))"
+            )
         outside = np.any((idx_f < -0.5) | (idx_f > np.array(fixed_geometry.shape) - 0.5), axis=1)
         if outside.any():
-            warnings.append(f"{int(outside.sum())} fixed landmark(s) lie outside the fixed grid; their "
-                            f"displacement is taken from the nearest border voxel: "
-                            f"{[ids[i] for i in np.nonzero(outside)[0][:10]]}")
+            warnings.append(
+                f"{int(outside.sum())} fixed landmark(s) lie outside the fixed grid; their "
+                f"displacement is taken from the nearest border voxel: "
+                f"{[ids[i] for i in np.nonzero(outside)[0][:10]]}"
+            )
         idx_mapped = idx_f + sample_displacement(displacement, idx_f)
         mapped = fixed_geometry.index_to_world_points(idx_mapped)
-    return LandmarkErrors(ids=list(ids), fixed_mm=pts_f, moving_mm=pts_m, mapped_mm=np.asarray(mapped, float),
-                          before_mm=np.linalg.norm(pts_f - pts_m, axis=1),
-                          after_mm=np.linalg.norm(mapped - pts_m, axis=1),
-                          fixed_index=idx_f, moving_index=idx_m, mapped_index=idx_mapped,
-                          unmatched=unmatched, warnings=warnings)
+    return LandmarkErrors(
+        ids=list(ids),
+        fixed_mm=pts_f,
+        moving_mm=pts_m,
+        mapped_mm=np.asarray(mapped, float),
+        before_mm=np.linalg.norm(pts_f - pts_m, axis=1),
+        after_mm=np.linalg.norm(mapped - pts_m, axis=1),
+        fixed_index=idx_f,
+        moving_index=idx_m,
+        mapped_index=idx_mapped,
+        unmatched=unmatched,
+        warnings=warnings,
+    )
 
 
-def target_registration_error(fixed_landmarks: Landmarks, moving_landmarks: Landmarks,
-                              displacement=None, fixed_geometry: Geometry | None = None) -> dict:
+def target_registration_error(
+    fixed_landmarks: Landmarks,
+    moving_landmarks: Landmarks,
+    displacement=None,
+    fixed_geometry: Geometry | None = None,
+) -> dict:
     """TRE in mm for landmarks matched by id (see module docstring for the direction).
 
     Args:

@@ -17,7 +17,8 @@ label, then exact nearest-surface distances with a KD-tree per label (as MONAI d
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,6 @@ from scipy.spatial import cKDTree
 
 from regcore.image import Image
 from regcore.losses.dice import dice_from_counts
-
 
 MAX_SURFACE_LABELS = 1000
 """Label maps with more labels than this get Dice only (surface distances would take minutes)."""
@@ -50,8 +50,10 @@ def as_label_array(labels, arg: str = "labels", ndim: int | None = None) -> np.n
     while arr.ndim > (ndim or 3) and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim not in (2, 3):
-        raise ValueError(f"{arg} must be a 2D or 3D label map (optionally with singleton batch/channel axes), "
-                         f"got shape {tuple(data.shape)}")
+        raise ValueError(
+            f"{arg} must be a 2D or 3D label map (optionally with singleton batch/channel axes), "
+            f"got shape {tuple(data.shape)}"
+        )
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
             raise ValueError(f"{arg} must hold integer label values, got non-integer floats")
@@ -113,9 +115,14 @@ def label_counts(fixed: np.ndarray, warped: np.ndarray) -> tuple[np.ndarray, ...
         values = np.flatnonzero(size_f + size_w)
         return values, size_f[values], size_w[values], inter[values]
     values, codes = np.unique(np.concatenate([f, w]), return_inverse=True)
-    cf, cw = codes[: f.size], codes[f.size:]
+    cf, cw = codes[: f.size], codes[f.size :]
     k = len(values)
-    return values, np.bincount(cf, minlength=k), np.bincount(cw, minlength=k), np.bincount(cf[same], minlength=k)
+    return (
+        values,
+        np.bincount(cf, minlength=k),
+        np.bincount(cw, minlength=k),
+        np.bincount(cf[same], minlength=k),
+    )
 
 
 def mean_dice(fixed, warped, labels: list[int] | None = None) -> float:
@@ -173,8 +180,16 @@ def _distances(pts_a: np.ndarray, pts_b: np.ndarray, sp: np.ndarray) -> tuple[np
     return cKDTree(b).query(a, workers=-1)[0], cKDTree(a).query(b, workers=-1)[0]
 
 
-def label_overlap(fixed, warped, *, spacing=1.0, label_names: Mapping[int, str] | None = None,
-                  labels: list[int] | None = None, surface: bool = True, percentile: float = 95.0) -> dict:
+def label_overlap(
+    fixed,
+    warped,
+    *,
+    spacing=1.0,
+    label_names: Mapping[int, str] | None = None,
+    labels: list[int] | None = None,
+    surface: bool = True,
+    percentile: float = 95.0,
+) -> dict:
     """Per-structure Dice, HD95 and ASSD between two label maps on the same grid.
 
     Args:
@@ -203,11 +218,13 @@ def label_overlap(fixed, warped, *, spacing=1.0, label_names: Mapping[int, str] 
     notes = []
     if surface and len(dice) > MAX_SURFACE_LABELS:
         surface = False
-        notes.append(f"{len(dice):,} labels present, more than {MAX_SURFACE_LABELS:,}: HD95/ASSD skipped "
-                     "(Dice computed for all)")
+        notes.append(
+            f"{len(dice):,} labels present, more than {MAX_SURFACE_LABELS:,}: HD95/ASSD skipped "
+            "(Dice computed for all)"
+        )
     surf_a, surf_b = (surface_points(a), surface_points(b)) if surface else ({}, {})
     present_a, present_b = set(np.unique(a).tolist()), set(np.unique(b).tolist())
-    out = {"dice": {}, "hd95": {}, "assd": {}, "absent": {}, "warnings": notes}
+    out: dict[str, Any] = {"dice": {}, "hd95": {}, "assd": {}, "absent": {}, "warnings": notes}
     for lab, d in dice.items():
         name = label_name(lab, label_names)
         in_a, in_b = lab in present_a, lab in present_b
@@ -216,8 +233,10 @@ def label_overlap(fixed, warped, *, spacing=1.0, label_names: Mapping[int, str] 
         if not (in_a and in_b):
             side = "fixed and warped" if not (in_a or in_b) else ("fixed" if not in_a else "warped")
             out["absent"][name] = side
-            out["warnings"].append(f"label {lab} ({name}) is absent from the {side} label map: "
-                                   f"Dice {'undefined' if np.isnan(d) else 0}, HD95/ASSD undefined (NaN)")
+            out["warnings"].append(
+                f"label {lab} ({name}) is absent from the {side} label map: "
+                f"Dice {'undefined' if np.isnan(d) else 0}, HD95/ASSD undefined (NaN)"
+            )
         elif surface:
             d_ab, d_ba = _distances(surf_a[lab], surf_b[lab], np.asarray(sp))
             hd = float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))

@@ -48,7 +48,7 @@ class AffineHead(nn.Module):
         self.dims = dims
         self.encoder = nn.Sequential(*layers)
         self.pool = (nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d)(4)
-        self.fc = nn.Linear(cin * 4 ** dims, dims * (dims + 1))
+        self.fc = nn.Linear(cin * 4**dims, dims * (dims + 1))
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
         self.divisor = 1

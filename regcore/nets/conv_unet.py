@@ -55,8 +55,15 @@ class ConvUNet(nn.Module):
         condition_dim: size of the FiLM condition vector (0 = unconditioned).
     """
 
-    def __init__(self, dims: int, in_channels: int = 2, out_channels: int | None = None,
-                 widths: tuple[int, ...] = (16, 32, 32, 32), large_kernel: int = 0, condition_dim: int = 0):
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int = 2,
+        out_channels: int | None = None,
+        widths: tuple[int, ...] = (16, 32, 32, 32),
+        large_kernel: int = 0,
+        condition_dim: int = 0,
+    ):
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims!r}")
@@ -67,18 +74,25 @@ class ConvUNet(nn.Module):
         out_channels = out_channels or dims
         self.dims, self.divisor = dims, self.divisor_for(widths)
         self.stem = Block(dims, in_channels, widths[0], large_kernel)
-        self.down = nn.ModuleList(Block(dims, widths[i], widths[i + 1], 0, stride=2) for i in range(len(widths) - 1))
+        self.down = nn.ModuleList(
+            Block(dims, widths[i], widths[i + 1], 0, stride=2) for i in range(len(widths) - 1)
+        )
         self.enc = nn.ModuleList(Block(dims, w, w, large_kernel) for w in widths[1:])
-        self.dec = nn.ModuleList(Block(dims, widths[i + 1] + widths[i], widths[i], large_kernel)
-                                 for i in reversed(range(len(widths) - 1)))
+        self.dec = nn.ModuleList(
+            Block(dims, widths[i + 1] + widths[i], widths[i], large_kernel)
+            for i in reversed(range(len(widths) - 1))
+        )
         self.head = _conv(dims)(widths[0], out_channels, 3, padding=1)
         nn.init.normal_(self.head.weight, std=1e-5)
         nn.init.zeros_(self.head.bias)
         blocks = [self.stem, *self.enc, *self.dec]
         self.film: nn.Sequential | None = None
         if condition_dim:
-            self.film = nn.Sequential(nn.Linear(condition_dim, 64), nn.LeakyReLU(0.2),
-                                      nn.Linear(64, 2 * sum(b.main.out_channels for b in blocks)))
+            self.film = nn.Sequential(
+                nn.Linear(condition_dim, 64),
+                nn.LeakyReLU(0.2),
+                nn.Linear(64, 2 * sum(b.main.out_channels for b in blocks)),
+            )
         if self.film is not None:
             nn.init.zeros_(self.film[2].weight)
             nn.init.zeros_(self.film[2].bias)
@@ -120,6 +134,6 @@ class ConvUNet(nn.Module):
         out, i = [], 0
         for b in [self.stem, *self.enc, *self.dec]:
             c = b.main.out_channels
-            out.append((params[:, i:i + c], params[:, i + c:i + 2 * c]))
+            out.append((params[:, i : i + c], params[:, i + c : i + 2 * c]))
             i += 2 * c
         return out

@@ -61,9 +61,13 @@ class ModelGrid:
         return out
 
 
-def plan_model_grid(image_shape: tuple[int, ...], image_spacing: tuple[float, ...],
-                    model_spacing: float | None, divisor: int,
-                    min_shape: tuple[int, ...] | None = None) -> ModelGrid:
+def plan_model_grid(
+    image_shape: tuple[int, ...],
+    image_spacing: tuple[float, ...],
+    model_spacing: float | None,
+    divisor: int,
+    min_shape: tuple[int, ...] | None = None,
+) -> ModelGrid:
     """Shape at ``model_spacing`` mm (None: keep the image grid), padded to a multiple of ``divisor``
     and at least to ``min_shape`` (the training canvas, so inference sees what training saw)."""
     if model_spacing is None:
@@ -87,7 +91,9 @@ def to_model_grid(x: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
 
 def field_to_image_grid(u: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
     """Model-grid displacement ``(B, n, *padded)`` -> image-grid displacement ``(B, n, *image_shape)`` (voxels)."""
-    crop = (slice(None), slice(None)) + tuple(slice(o, o + r) for o, r in zip(grid.offsets, grid.resized_shape))
+    crop = (slice(None), slice(None)) + tuple(
+        slice(o, o + r) for o, r in zip(grid.offsets, grid.resized_shape)
+    )
     u = u[crop]
     if grid.resized_shape != grid.image_shape:
         u = resize_field(u, grid.image_shape)

@@ -20,8 +20,12 @@ from torch import nn
 
 def _conv_block(dims: int, cin: int, cout: int) -> nn.Sequential:
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
-    return nn.Sequential(conv(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-                         conv(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(
+        conv(cin, cout, 3, padding=1),
+        nn.LeakyReLU(0.2, inplace=True),
+        conv(cout, cout, 3, padding=1),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
 
 
 class SwinFlowNet(nn.Module):
@@ -39,26 +43,39 @@ class SwinFlowNet(nn.Module):
 
     divisor = 32
 
-    def __init__(self, dims: int, embed_dim: int = 12, window: int = 4,
-                 depths: tuple[int, ...] = (1, 1, 1, 1), heads: tuple[int, ...] = (2, 2, 4, 4),
-                 skip_channels: int = 16, decoder_max_channels: int = 32):
+    def __init__(
+        self,
+        dims: int,
+        embed_dim: int = 12,
+        window: int = 4,
+        depths: tuple[int, ...] = (1, 1, 1, 1),
+        heads: tuple[int, ...] = (2, 2, 4, 4),
+        skip_channels: int = 16,
+        decoder_max_channels: int = 32,
+    ):
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims!r}")
         if len(depths) != 4 or len(heads) != 4:
             raise ValueError(f"depths and heads need 4 entries (stages), got {depths!r}, {heads!r}")
         for i, h in enumerate(heads):
-            if (embed_dim * 2 ** i) % h:
-                raise ValueError(f"stage {i}: width {embed_dim * 2 ** i} not divisible by heads {h}")
+            if (embed_dim * 2**i) % h:
+                raise ValueError(f"stage {i}: width {embed_dim * 2**i} not divisible by heads {h}")
         self.dims = dims
-        self.encoder = SwinTransformer(in_chans=2, embed_dim=embed_dim, window_size=(window,) * dims,
-                                       patch_size=(2,) * dims, depths=tuple(depths), num_heads=tuple(heads),
-                                       spatial_dims=dims)
-        widths = [embed_dim * 2 ** i for i in range(5)]           # strides 2, 4, 8, 16, 32
-        self.skip = _conv_block(dims, 2, skip_channels)              # stride 1
+        self.encoder = SwinTransformer(
+            in_chans=2,
+            embed_dim=embed_dim,
+            window_size=(window,) * dims,
+            patch_size=(2,) * dims,
+            depths=tuple(depths),
+            num_heads=tuple(heads),
+            spatial_dims=dims,
+        )
+        widths = [embed_dim * 2**i for i in range(5)]  # strides 2, 4, 8, 16, 32
+        self.skip = _conv_block(dims, 2, skip_channels)  # stride 1
         self.decoders = nn.ModuleList()
         cin = widths[4]
-        for w in reversed(widths[:4]):                               # 32->16->8->4->2
+        for w in reversed(widths[:4]):  # 32->16->8->4->2
             out = min(w, decoder_max_channels)
             self.decoders.append(_conv_block(dims, cin + w, out))
             cin = out

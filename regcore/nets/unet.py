@@ -27,16 +27,25 @@ class FlowUNet(nn.Module):
         final_channels: widths of the convolutions after the U-Net.
     """
 
-    def __init__(self, dims: int, channels: tuple[int, ...] = (16, 32, 32, 32, 32, 32),
-                 final_channels: tuple[int, ...] = (16, 16)):
+    def __init__(
+        self,
+        dims: int,
+        channels: tuple[int, ...] = (16, 32, 32, 32, 32, 32),
+        final_channels: tuple[int, ...] = (16, 16),
+    ):
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims!r}")
         if len(channels) < 2 or len(channels) % 2:
             raise ValueError(f"channels must be an even-length tuple (pairs), got {channels!r}")
         self.dims = dims
-        self.backbone = VoxelMorphUNet(spatial_dims=dims, in_channels=2, unet_out_channels=final_channels[0],
-                                       channels=tuple(channels), final_conv_channels=tuple(final_channels))
+        self.backbone = VoxelMorphUNet(
+            spatial_dims=dims,
+            in_channels=2,
+            unet_out_channels=final_channels[0],
+            channels=tuple(channels),
+            final_conv_channels=tuple(final_channels),
+        )
         # MONAI's last convolution ("final_conv_out") already outputs ``dims`` channels:
         # initialise it near zero so an untrained net predicts (almost) the identity.
         last = [m for m in self.backbone.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))][-1]

@@ -95,8 +95,9 @@ def rigid_matrix(angles: torch.Tensor, translation: torch.Tensor, shape: tuple[i
     return similarity_matrix(angles, translation, torch.zeros_like(translation[..., :1]), shape)
 
 
-def similarity_matrix(angles: torch.Tensor, translation: torch.Tensor, log_scale: torch.Tensor,
-                      shape: tuple[int, ...]) -> torch.Tensor:
+def similarity_matrix(
+    angles: torch.Tensor, translation: torch.Tensor, log_scale: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
     """Similarity ``(B, n, n+1)``: isotropic scale ``exp(log_scale (B, 1))`` times rotation,
     about the image centre, plus ``translation (B, n)`` voxels."""
     shape = _check_shape(shape)
@@ -200,7 +201,9 @@ def moments_init(fixed: torch.Tensor, moving: torch.Tensor, principal_axes: bool
         if t.ndim not in (4, 5):
             raise ValueError(f"{name} must be (B, C, *S) with 2 or 3 spatial dims, got {tuple(t.shape)}")
     if fixed.shape[2:] != moving.shape[2:] or fixed.shape[0] != moving.shape[0]:
-        raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must share batch and grid")
+        raise ValueError(
+            f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must share batch and grid"
+        )
     dtype = torch.float64
     c_f, cov_f = _moments(fixed.to(dtype))
     c_m, cov_m = _moments(moving.to(dtype))
@@ -212,10 +215,14 @@ def moments_init(fixed: torch.Tensor, moving: torch.Tensor, principal_axes: bool
         _, e_m = torch.linalg.eigh(cov_m)
         best = None
         for signs in range(2**n):
-            flip = torch.tensor([(-1.0) ** ((signs >> i) & 1) for i in range(n)], dtype=dtype, device=fixed.device)
+            flip = torch.tensor(
+                [(-1.0) ** ((signs >> i) & 1) for i in range(n)], dtype=dtype, device=fixed.device
+            )
             cand = (e_m * flip) @ e_f.transpose(1, 2)
             ok = torch.linalg.det(cand) > 0
-            score = torch.where(ok, cand.diagonal(dim1=1, dim2=2).sum(-1), torch.full_like(ok, -1e9, dtype=dtype))
+            score = torch.where(
+                ok, cand.diagonal(dim1=1, dim2=2).sum(-1), torch.full_like(ok, -1e9, dtype=dtype)
+            )
             if best is None:
                 best, best_score = cand, score
             else:
@@ -224,11 +231,21 @@ def moments_init(fixed: torch.Tensor, moving: torch.Tensor, principal_axes: bool
                 best_score = torch.maximum(score, best_score)
         rot = best
     offset = c_m - torch.einsum("bij,bj->bi", rot, c_f)
-    return torch.cat([rot, offset.unsqueeze(-1)], dim=-1).to(fixed.dtype if fixed.is_floating_point() else torch.float32)
+    return torch.cat([rot, offset.unsqueeze(-1)], dim=-1).to(
+        fixed.dtype if fixed.is_floating_point() else torch.float32
+    )
 
 
 __all__ = [
-    "affine_to_displacement", "rotation_matrix", "rigid_matrix", "similarity_matrix",
-    "affine_params_to_matrix", "matrix_to_affine_params", "matrix_to_rigid_params",
-    "compose_affine", "invert_affine", "moments_init", "image_centre",
+    "affine_to_displacement",
+    "rotation_matrix",
+    "rigid_matrix",
+    "similarity_matrix",
+    "affine_params_to_matrix",
+    "matrix_to_affine_params",
+    "matrix_to_rigid_params",
+    "compose_affine",
+    "invert_affine",
+    "moments_init",
+    "image_centre",
 ]

@@ -15,7 +15,7 @@ by matmul (exact, differentiable, any positive real spacing).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -39,14 +39,18 @@ def cubic_bspline(t: torch.Tensor) -> torch.Tensor:
     return torch.where(a < 1.0, inner, outer)
 
 
-def bspline_basis_matrix(size: int, n_control: int, spacing: float, device=None, dtype=torch.float32) -> torch.Tensor:
+def bspline_basis_matrix(
+    size: int, n_control: int, spacing: float, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """``(size, n_control)`` matrix ``M[x, j] = B3(x / spacing - (j - 1))``."""
     x = torch.arange(size, device=device, dtype=torch.float64)[:, None]
     j = torch.arange(n_control, device=device, dtype=torch.float64)[None, :]
     return cubic_bspline(x / spacing - (j - 1.0)).to(dtype)
 
 
-def bspline_to_displacement(coeffs: torch.Tensor, shape: Sequence[int], spacing_vox: float | Sequence[float]) -> torch.Tensor:
+def bspline_to_displacement(
+    coeffs: torch.Tensor, shape: Sequence[int], spacing_vox: float | Sequence[float]
+) -> torch.Tensor:
     """Dense displacement ``(B, n, *shape)`` (voxels) from control coefficients ``(B, n, *C)``.
 
     Args:
@@ -59,7 +63,12 @@ def bspline_to_displacement(coeffs: torch.Tensor, shape: Sequence[int], spacing_
     shape = tuple(int(s) for s in shape)
     expected = control_grid_shape(shape, spacing_vox)
     n = len(shape)
-    if coeffs.ndim != n + 2 or coeffs.shape[1] != n or tuple(coeffs.shape[2:]) != expected or not coeffs.is_floating_point():
+    if (
+        coeffs.ndim != n + 2
+        or coeffs.shape[1] != n
+        or tuple(coeffs.shape[2:]) != expected
+        or not coeffs.is_floating_point()
+    ):
         raise ValueError(
             f"coeffs must be float (B, {n}, {', '.join(map(str, expected))}) for shape {shape} and spacing "
             f"{spacing_vox!r}; got {tuple(coeffs.shape)} {coeffs.dtype}"

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -22,7 +22,9 @@ def check_field(u: torch.Tensor, arg: str = "u", min_size: int = 1) -> int:
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"{arg} must be a torch.Tensor, got {type(u).__name__}")
     if u.ndim not in (4, 5) or u.shape[1] != u.ndim - 2:
-        raise ValueError(f"{arg} must be (B, ndim, *S) with ndim = 2 or 3 spatial dims, got shape {tuple(u.shape)}")
+        raise ValueError(
+            f"{arg} must be (B, ndim, *S) with ndim = 2 or 3 spatial dims, got shape {tuple(u.shape)}"
+        )
     if not u.is_floating_point():
         raise TypeError(f"{arg} must be a floating-point tensor, got dtype {u.dtype}")
     if any(s < min_size for s in u.shape[2:]):

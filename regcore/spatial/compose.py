@@ -28,7 +28,9 @@ def compose(u_outer: torch.Tensor, u_inner: torch.Tensor) -> torch.Tensor:
     check_field(u_outer, "u_outer")
     check_field(u_inner, "u_inner")
     if u_outer.shape[1:] != u_inner.shape[1:]:
-        raise ValueError(f"u_outer {tuple(u_outer.shape)} and u_inner {tuple(u_inner.shape)} must share (n, *S)")
+        raise ValueError(
+            f"u_outer {tuple(u_outer.shape)} and u_inner {tuple(u_inner.shape)} must share (n, *S)"
+        )
     return u_inner + warp(u_outer, u_inner, padding_mode="border")
 
 

@@ -94,8 +94,9 @@ class _SlabGrid(torch.autograd.Function):
         full, remainder = (depth // dk, depth % dk)
         dev, dt = displacement.device, displacement.dtype
         layout = (b, slabs, n, dk, *rest)
-        if out is not None and (tuple(out.shape) == layout and out.dtype == dt and out.device == dev
-                                and out.is_contiguous()):
+        if out is not None and (
+            tuple(out.shape) == layout and out.dtype == dt and out.device == dev and out.is_contiguous()
+        ):
             buf = out
         else:
             buf = torch.empty(layout, device=dev, dtype=dt)
@@ -137,7 +138,9 @@ def slab_grid_layout(displacement_shape: tuple[int, ...], slabs: int = 1) -> tup
     return (b, -(-depth // dk), n, dk, *rest)
 
 
-def displacement_to_slab_grid(displacement: torch.Tensor, slabs: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
+def displacement_to_slab_grid(
+    displacement: torch.Tensor, slabs: int = 1, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Voxel displacement ``(B, ndim, *S)`` -> grid_sample grid split along tensor axis 0.
 
     Returns ``(B * k, Dk, *S[1:], ndim)`` (xyz order, [-1, 1], align_corners=True) with

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,9 @@ def _check(x: torch.Tensor, name: str) -> int:
     return x.ndim - 2
 
 
-def target_shape(shape: Sequence[int], size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None) -> tuple[int, ...]:
+def target_shape(
+    shape: Sequence[int], size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None
+) -> tuple[int, ...]:
     """New spatial shape from an explicit ``size`` or a ``scale`` factor (``round(N * scale)``, >= 1)."""
     n = len(shape)
     if (size is None) == (scale is None):
@@ -59,8 +61,13 @@ def _nearest(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return out
 
 
-def resize_image(x: torch.Tensor, size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None,
-                 mode: str | ResizeMode = "linear", antialias: bool = True) -> torch.Tensor:
+def resize_image(
+    x: torch.Tensor,
+    size: Sequence[int] | None = None,
+    scale: float | Sequence[float] | None = None,
+    mode: str | ResizeMode = "linear",
+    antialias: bool = True,
+) -> torch.Tensor:
     """Resize ``x (B, C, *S)`` to ``size`` or by ``scale`` (align_corners grid correspondence).
 
     ``linear`` smooths with sigma ``(f - 1) / 2`` voxels along each axis shrunk by
@@ -78,12 +85,16 @@ def resize_image(x: torch.Tensor, size: Sequence[int] | None = None, scale: floa
     if mode is ResizeMode.NEAREST:
         return _nearest(x, size)
     if not x.is_floating_point():
-        raise TypeError(f"x must be floating point for mode {mode.value!r}, got {x.dtype} (use mode='nearest')")
+        raise TypeError(
+            f"x must be floating point for mode {mode.value!r}, got {x.dtype} (use mode='nearest')"
+        )
     if mode is ResizeMode.AREA:
         return F.adaptive_avg_pool3d(x, size) if n == 3 else F.adaptive_avg_pool2d(x, size)
     if antialias:
-        sigma = [max(0.0, ((old - 1) / max(new - 1, 1) - 1.0) / 2.0) if new < old else 0.0
-                 for old, new in zip(x.shape[2:], size)]
+        sigma = [
+            max(0.0, ((old - 1) / max(new - 1, 1) - 1.0) / 2.0) if new < old else 0.0
+            for old, new in zip(x.shape[2:], size)
+        ]
         if any(s > 0 for s in sigma):
             x = gaussian_smooth(x, sigma)
     return F.interpolate(x, size=size, mode=_LINEAR[n], align_corners=True)
@@ -101,8 +112,11 @@ def resize_field(u: torch.Tensor, size: Sequence[int], antialias: bool = False) 
     old = tuple(u.shape[2:])
     size = target_shape(old, size=size)
     out = resize_image(u, size=size, mode=ResizeMode.LINEAR, antialias=antialias)
-    factors = torch.tensor([(b - 1) / (a - 1) if a > 1 and b > 1 else 1.0 for a, b in zip(old, size)],
-                           device=u.device, dtype=u.dtype)
+    factors = torch.tensor(
+        [(b - 1) / (a - 1) if a > 1 and b > 1 else 1.0 for a, b in zip(old, size)],
+        device=u.device,
+        dtype=u.dtype,
+    )
     return out * factors.view(1, n, *([1] * n))
 
 

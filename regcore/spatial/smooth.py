@@ -16,7 +16,7 @@ Backends (equal up to float32 rounding, ``tests/test_spatial_transforms.py``):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,15 @@ def kernel_radius(sigma: float, truncate: float = 4.0) -> int:
     return int(truncate * float(sigma) + 0.5)
 
 
-def gaussian_kernel_1d(sigma: float, truncate: float = 4.0, *, radius: int | None = None, normalise: bool = True,
-                       device=None, dtype=torch.float32) -> torch.Tensor:
+def gaussian_kernel_1d(
+    sigma: float,
+    truncate: float = 4.0,
+    *,
+    radius: int | None = None,
+    normalise: bool = True,
+    device=None,
+    dtype=torch.float32,
+) -> torch.Tensor:
     """Samples of ``exp(-x^2 / (2 sigma^2))`` at the integer offsets ``x = -radius..radius`` (voxels).
 
     Args:
@@ -66,7 +73,9 @@ def gaussian_smooth(x: torch.Tensor, sigma: float | Sequence[float], truncate: f
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim not in (3, 4, 5) or not x.is_floating_point():
-        raise ValueError(f"x must be a float (B, C, *S) tensor with 1-3 spatial dims, got {tuple(x.shape)} {x.dtype}")
+        raise ValueError(
+            f"x must be a float (B, C, *S) tensor with 1-3 spatial dims, got {tuple(x.shape)} {x.dtype}"
+        )
     if not truncate > 0:
         raise ValueError(f"truncate must be > 0 (sigmas), got {truncate!r}")
     n = x.ndim - 2
@@ -75,8 +84,13 @@ def gaussian_smooth(x: torch.Tensor, sigma: float | Sequence[float], truncate: f
         return x
     weights = [gaussian_kernel_1d(s, truncate, dtype=torch.float64) if s > 0 else None for s in sigmas]
     needs_autograd = torch.is_grad_enabled() and x.requires_grad
-    if (smooth_kernels.AVAILABLE and not needs_autograd and n in (2, 3) and x.device.type == "cpu"
-            and x.dtype == torch.float32):
+    if (
+        smooth_kernels.AVAILABLE
+        and not needs_autograd
+        and n in (2, 3)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+    ):
         return _smooth_compiled(x, weights)
     for axis, w in enumerate(weights):
         if w is not None:
@@ -92,12 +106,12 @@ def _smooth_axis(x: torch.Tensor, taps: list[float], axis: int) -> torch.Tensor:
     for k in range(1, r + 1):
         w = taps[r + k]
         if k < n:
-            out.narrow(axis, k, n - k).add_(x.narrow(axis, 0, n - k), alpha=w)        # x[i - k]
-            out.narrow(axis, 0, n - k).add_(x.narrow(axis, k, n - k), alpha=w)        # x[i + k]
+            out.narrow(axis, k, n - k).add_(x.narrow(axis, 0, n - k), alpha=w)  # x[i - k]
+            out.narrow(axis, 0, n - k).add_(x.narrow(axis, k, n - k), alpha=w)  # x[i + k]
             head, tail = out.narrow(axis, 0, k), out.narrow(axis, n - k, k)
         else:  # every neighbour at distance k lies outside: both are edge values
             head = tail = out
-        head.add_(x.narrow(axis, 0, 1).expand_as(head), alpha=w)                      # replicate border
+        head.add_(x.narrow(axis, 0, 1).expand_as(head), alpha=w)  # replicate border
         tail.add_(x.narrow(axis, n - 1, 1).expand_as(tail), alpha=w)
     return out
 

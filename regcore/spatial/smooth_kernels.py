@@ -62,16 +62,19 @@ if AVAILABLE:
     _PASSES = (_gauss_z, _gauss_y, _gauss_x)
 
 
-def separable_gaussian(array: np.ndarray, spare: np.ndarray, taps: tuple[np.ndarray | None, ...],
-                       threads: int) -> np.ndarray:
+def separable_gaussian(
+    array: np.ndarray, spare: np.ndarray, taps: tuple[np.ndarray | None, ...], threads: int
+) -> np.ndarray:
     """Filter ``array`` ``(C, Z, Y, X)`` float32 along Z, Y, X with ``taps[axis]`` (odd float32 arrays;
     None skips that axis), ping-ponging with ``spare`` (same shape). Returns whichever of the two
     holds the result; ``array`` is overwritten. Raises RuntimeError when numba is unavailable."""
     if not AVAILABLE:
         raise RuntimeError("numba is not available; use the torch backend of gaussian_smooth")
     if array.ndim != 4 or spare.shape != array.shape or len(taps) != 3:
-        raise ValueError(f"need (C, Z, Y, X) array and spare of one shape and 3 tap arrays, got {array.shape}, "
-                         f"{spare.shape}, {len(taps)}")
+        raise ValueError(
+            f"need (C, Z, Y, X) array and spare of one shape and 3 tap arrays, got {array.shape}, "
+            f"{spare.shape}, {len(taps)}"
+        )
     src, dst = array, spare
     with warp_kernels.KERNEL_LOCK:
         warp_kernels.set_threads(threads)

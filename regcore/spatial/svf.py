@@ -54,8 +54,12 @@ def integrate_svf(velocity: torch.Tensor, steps: int | None = 7) -> torch.Tensor
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be None or an int in [0, {MAX_STEPS}], got {steps!r}")
     needs_autograd = torch.is_grad_enabled() and velocity.requires_grad
-    if (not needs_autograd and warp_kernels.AVAILABLE and velocity.device.type == "cpu"
-            and velocity.dtype in (torch.float32, torch.float64)):
+    if (
+        not needs_autograd
+        and warp_kernels.AVAILABLE
+        and velocity.device.type == "cpu"
+        and velocity.dtype in (torch.float32, torch.float64)
+    ):
         return _integrate_compiled(velocity.detach(), steps)
     u = velocity / (2.0**steps)
     for _ in range(steps):

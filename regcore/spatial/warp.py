@@ -49,7 +49,8 @@ def _grid_buffer(displacement: torch.Tensor, slabs: int, needs_autograd: bool) -
     numel = math.prod(layout)
     flat = getattr(_BUFFERS, "grid", None)
     stale = flat is not None and (
-        flat.dtype != displacement.dtype or flat.numel() < numel
+        flat.dtype != displacement.dtype
+        or flat.numel() < numel
         or (flat.is_inference() and not torch.is_inference_mode_enabled())
     )
     if flat is None or stale:
@@ -117,8 +118,14 @@ def choose_slabs(moving: torch.Tensor, displacement: torch.Tensor) -> int:
     return int(max(1, min(threads, by_size, displacement.shape[2])))
 
 
-def _sample_slabs(moving: torch.Tensor, displacement: torch.Tensor, slabs: int, mode: str, padding: str,
-                  buffer: torch.Tensor | None) -> torch.Tensor:
+def _sample_slabs(
+    moving: torch.Tensor,
+    displacement: torch.Tensor,
+    slabs: int,
+    mode: str,
+    padding: str,
+    buffer: torch.Tensor | None,
+) -> torch.Tensor:
     """One batch item: moving ``(1, C, *S)``, displacement ``(1, n, *S)`` -> ``(1, C, *S)``."""
     grid = displacement_to_slab_grid(displacement, slabs, out=buffer)  # (k, Dk, *rest, n)
     k, dk = grid.shape[:2]
@@ -128,23 +135,42 @@ def _sample_slabs(moving: torch.Tensor, displacement: torch.Tensor, slabs: int, 
     return out[:, :, : moving.shape[2]]
 
 
-def _compiled_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str) -> torch.Tensor | None:
+def _compiled_warp(
+    src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str
+) -> torch.Tensor | None:
     """The numba kernel path (CPU, float32/64, no autograd); None when numba is unavailable."""
-    if not warp_kernels.AVAILABLE or src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64):
+    if (
+        not warp_kernels.AVAILABLE
+        or src.device.type != "cpu"
+        or src.dtype not in (torch.float32, torch.float64)
+    ):
         return None
     src, disp = src.detach().contiguous(), disp.detach().contiguous()
     out = torch.empty(batch, *src.shape[1:], dtype=src.dtype)
     threads = torch.get_num_threads()
     for b in range(batch):
-        done = warp_kernels.resample(src[min(b, src.shape[0] - 1)].numpy(), disp[min(b, disp.shape[0] - 1)].numpy(),
-                                     out[b].numpy(), mode, padding, threads)
+        done = warp_kernels.resample(
+            src[min(b, src.shape[0] - 1)].numpy(),
+            disp[min(b, disp.shape[0] - 1)].numpy(),
+            out[b].numpy(),
+            mode,
+            padding,
+            threads,
+        )
         if not done:
             return None
     return out
 
 
-def _torch_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, padding: str, slabs: int | None,
-                needs_autograd: bool) -> torch.Tensor:
+def _torch_warp(
+    src: torch.Tensor,
+    disp: torch.Tensor,
+    batch: int,
+    mode: str,
+    padding: str,
+    slabs: int | None,
+    needs_autograd: bool,
+) -> torch.Tensor:
     """grid_sample path (any device, autograd): slab-parallel on CPU, one call elsewhere."""
     k = choose_slabs(src, disp) if slabs is None else slabs
     if k == 1:
@@ -157,8 +183,14 @@ def _torch_warp(src: torch.Tensor, disp: torch.Tensor, batch: int, mode: str, pa
     else:
         buffer = _grid_buffer(disp[:1], k, needs_autograd)
         items = [
-            _sample_slabs(src[min(b, src.shape[0] - 1)][None], disp[min(b, disp.shape[0] - 1)][None],
-                          k, mode, padding, buffer)
+            _sample_slabs(
+                src[min(b, src.shape[0] - 1)][None],
+                disp[min(b, disp.shape[0] - 1)][None],
+                k,
+                mode,
+                padding,
+                buffer,
+            )
             for b in range(batch)
         ]
         out = items[0] if batch == 1 else torch.cat(items, dim=0)
@@ -206,7 +238,11 @@ def warp(
     disp = displacement.to(src.dtype)
     batch = max(src.shape[0], disp.shape[0])
     needs_autograd = torch.is_grad_enabled() and (src.requires_grad or disp.requires_grad)
-    out = _compiled_warp(src, disp, batch, mode.value, padding.value) if slabs is None and not needs_autograd else None
+    out = (
+        _compiled_warp(src, disp, batch, mode.value, padding.value)
+        if slabs is None and not needs_autograd
+        else None
+    )
     if out is None:
         out = _torch_warp(src, disp, batch, mode.value, padding.value, slabs, needs_autograd)
     return out if is_float else out.round().to(moving.dtype)
@@ -224,7 +260,9 @@ def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tenso
         values, codes = torch.unique(labels, return_inverse=True)
         if values[0] != 0:  # outside the image is code 0 = background
             values, codes = torch.cat([values.new_zeros(1), values]), codes + 1
-        out = warp(codes.to(labels.dtype), displacement, mode=Interpolation.NEAREST, padding_mode=Padding.ZEROS)
+        out = warp(
+            codes.to(labels.dtype), displacement, mode=Interpolation.NEAREST, padding_mode=Padding.ZEROS
+        )
         return values[out.long()]
     return warp(labels, displacement, mode=Interpolation.NEAREST, padding_mode=Padding.ZEROS)
 

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 """Whether the compiled kernels can be used in this process."""
 
+
 class _KernelSection:
     """Context manager held around every compiled parallel kernel call.
 
@@ -78,8 +79,13 @@ KERNEL_LOCK = _KernelSection()
 if AVAILABLE:
     # Shared by every regcore kernel: cached on disk, GIL released, no bounds checks (kernels check
     # their own indices), fastmath without 'nnan'/'ninf' so that NaN/inf guards survive optimisation.
-    NUMBA_OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
-                         fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+    NUMBA_OPTIONS = dict(
+        cache=True,
+        nogil=True,
+        boundscheck=False,
+        error_model="numpy",
+        fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
+    )
     jit = numba.njit(**NUMBA_OPTIONS)
     parallel_jit = numba.njit(parallel=True, **NUMBA_OPTIONS)
     _jit, _pjit = jit, parallel_jit
@@ -122,7 +128,9 @@ if AVAILABLE:
                             a = im[z0, y0, x0] + wx * (im[z0, y0, x0 + 1] - im[z0, y0, x0])
                             b = im[z0, y0 + 1, x0] + wx * (im[z0, y0 + 1, x0 + 1] - im[z0, y0 + 1, x0])
                             d = im[z0 + 1, y0, x0] + wx * (im[z0 + 1, y0, x0 + 1] - im[z0 + 1, y0, x0])
-                            e = im[z0 + 1, y0 + 1, x0] + wx * (im[z0 + 1, y0 + 1, x0 + 1] - im[z0 + 1, y0 + 1, x0])
+                            e = im[z0 + 1, y0 + 1, x0] + wx * (
+                                im[z0 + 1, y0 + 1, x0 + 1] - im[z0 + 1, y0 + 1, x0]
+                            )
                             ab = a + wy * (b - a)
                             value = ab + wz * ((d + wy * (e - d)) - ab)
                         else:
@@ -210,12 +218,17 @@ if AVAILABLE:
                 for c in range(c_count):
                     out[c, y, x] = image[c, iy, ix] if inside else 0.0
 
-    _KERNELS = {("bilinear", 3): _linear_3d, ("bilinear", 2): _linear_2d,
-                ("nearest", 3): _nearest_3d, ("nearest", 2): _nearest_2d}
+    _KERNELS = {
+        ("bilinear", 3): _linear_3d,
+        ("bilinear", 2): _linear_2d,
+        ("nearest", 3): _nearest_3d,
+        ("nearest", 2): _nearest_2d,
+    }
 
 
-def resample(image: np.ndarray, displacement: np.ndarray, out: np.ndarray, mode: str, padding: str,
-             threads: int) -> bool:
+def resample(
+    image: np.ndarray, displacement: np.ndarray, out: np.ndarray, mode: str, padding: str, threads: int
+) -> bool:
     """Write ``image o (id + displacement)`` into ``out``; False (nothing written) if numba is unavailable.
 
     ``image``/``out`` ``(C, *S)`` and ``displacement`` ``(ndim, *S)``: C-contiguous (strided
@@ -240,8 +253,10 @@ def compose(outer: np.ndarray, inner: np.ndarray, out: np.ndarray, threads: int)
     if not AVAILABLE:
         return False
     if not (outer.shape == inner.shape == out.shape and outer.shape[0] == outer.ndim - 1):
-        raise ValueError(f"compose needs three (ndim, *S) fields of one shape, got {outer.shape}, {inner.shape}, "
-                         f"{out.shape}")
+        raise ValueError(
+            f"compose needs three (ndim, *S) fields of one shape, got {outer.shape}, {inner.shape}, "
+            f"{out.shape}"
+        )
     with KERNEL_LOCK:
         set_threads(threads)
         _KERNELS[("bilinear", inner.shape[0])](outer, inner, out, PADDING_CODES["border"], True)

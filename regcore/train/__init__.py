@@ -11,6 +11,7 @@ from __future__ import annotations
 def run_training(config_path, out_dir, resume: bool = False):
     """Train the recipe at ``config_path`` into ``out_dir``; see :func:`regcore.train.loop.run_training`."""
     from regcore.train.loop import run_training as _run
+
     return _run(config_path, out_dir, resume=resume)
 
 

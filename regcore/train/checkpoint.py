@@ -45,24 +45,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     from regcore.io.capture import library_output
+
     with library_output() as notes:  # torch's pickle warnings: summarised, never printed
         try:
             data = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # torch.load raises many types on damaged files (RuntimeError, EOFError, IndexError...)
+        except (
+            Exception
+        ) as e:  # torch.load raises many types on damaged files (RuntimeError, EOFError, IndexError...)
             first = str(e).splitlines()[0] if str(e) else ""
             summary = f" {notes.summary()}" if notes.count else ""
-            raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {first[:300]}); "
-                                  f"retrain or pick another file{summary}") from None
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {first[:300]}); "
+                f"retrain or pick another file{summary}"
+            ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a RegLab checkpoint (expected format {FORMAT!r})")
     if int(data.get("version", 0)) < VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {data.get('version')}, made by an older RegLab "
-                              f"(version {VERSION} is needed); retrain it with `regcore train`")
+        raise CheckpointError(
+            f"checkpoint {path} has version {data.get('version')}, made by an older RegLab "
+            f"(version {VERSION} is needed); retrain it with `regcore train`"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     if int(data.get("version", 0)) > VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {data['version']}, newer than supported {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has version {data['version']}, newer than supported {VERSION}"
+        )
     _check_fields(path, data)
     return data
 
@@ -75,7 +84,9 @@ def _check_fields(path: Path, data: dict[str, Any]) -> None:
     if isinstance(data["dims"], bool) or data["dims"] not in (2, 3):
         problems.append(f"dims = {data['dims']!r} (expected 2 or 3)")
     sd = data["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+    if not isinstance(sd, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
+    ):
         problems.append("state_dict is not a mapping of parameter names to tensors")
     sp = data["spacing_mm"]
     if isinstance(sp, bool) or not isinstance(sp, (int, float)) or not math.isfinite(sp) or sp <= 0:
@@ -83,9 +94,11 @@ def _check_fields(path: Path, data: dict[str, Any]) -> None:
     if not isinstance(data.get("family_config") or {}, dict):
         problems.append("family_config is not a mapping")
     shape = data.get("train_shape")
-    if shape is not None and (not isinstance(shape, (list, tuple)) or len(shape) != data["dims"]
-                              or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4096
-                                         for s in shape)):
+    if shape is not None and (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != data["dims"]
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4096 for s in shape)
+    ):
         problems.append(f"train_shape = {shape!r} (expected {data['dims']} sizes in 1..4096)")
     module = data.get("family_module")
     if module is not None and not isinstance(module, str):
@@ -97,6 +110,7 @@ def _check_fields(path: Path, data: dict[str, Any]) -> None:
 def build_nets(data: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.ModuleDict:
     """The family networks a loaded checkpoint describes, with its weights, in eval mode."""
     from regcore.methods.learned.family import get_family
+
     family = get_family(str(data["family"]), data.get("family_module"))
     try:
         config = family.make_config(data.get("family_config") or {})
@@ -108,9 +122,10 @@ def build_nets(data: dict[str, Any], device: str | torch.device = "cpu") -> torc
         nets = family.build(int(data["dims"]), config)  # as large as the weights already in memory
         nets.load_state_dict(data["state_dict"])
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint weights do not fit family {data['family']!r} with "
-                              f"{data.get('family_config')}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint weights do not fit family {data['family']!r} with "
+            f"{data.get('family_config')}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     return nets.to(device).eval()
 
 

@@ -19,18 +19,18 @@ from regcore.losses import Similarity as SimilarityName
 
 
 class DataSource(enum.StrEnum):
-    BRAIN = "brain"          # regcore.data sample brain pairs
-    SHAPES = "shapes"        # SynthMorph-style random label maps, generated on the fly
-    MIXED = "mixed"          # alternate brain and shapes batches
-    FOLDER = "folder"        # a folder or manifest CSV (data_path), via regcore.data.load_folder/manifest
-    SLICES = "slices"        # 2D slice pairs of a labelled 3D folder (data_path), training positions only
+    BRAIN = "brain"  # regcore.data sample brain pairs
+    SHAPES = "shapes"  # SynthMorph-style random label maps, generated on the fly
+    MIXED = "mixed"  # alternate brain and shapes batches
+    FOLDER = "folder"  # a folder or manifest CSV (data_path), via regcore.data.load_folder/manifest
+    SLICES = "slices"  # 2D slice pairs of a labelled 3D folder (data_path), training positions only
 
 
 class SupervisionMode(enum.StrEnum):
-    UNSUPERVISED = "unsupervised"   # similarity + regulariser
-    WEAK = "weak"                   # + Dice of warped one-hot labels
-    FULL = "full"                   # MSE to the ground-truth displacement (+ regulariser)
-    DUAL = "dual"                   # ground-truth field + similarity (+ regulariser)
+    UNSUPERVISED = "unsupervised"  # similarity + regulariser
+    WEAK = "weak"  # + Dice of warped one-hot labels
+    FULL = "full"  # MSE to the ground-truth displacement (+ regulariser)
+    DUAL = "dual"  # ground-truth field + similarity (+ regulariser)
 
 
 @dataclass(frozen=True)
@@ -39,55 +39,96 @@ class TrainConfig:
     ``family_config`` (an instance of ``get_family(family).Config``). Sizes are voxels of the model
     grid; spacing in mm."""
 
-    family: str = param("voxelmorph", "Learned family to train (any registered family; see `regcore methods`).")
+    family: str = param(
+        "voxelmorph", "Learned family to train (any registered family; see `regcore methods`)."
+    )
     dims: int = param(2, "Spatial dimensions of the training data.", choices=(2, 3))
-    data: DataSource = param(DataSource.SHAPES, "Training pairs: sample brains, synthetic shapes, both, a folder, or "
-                             "2D slices of a labelled 3D folder (training positions; regcore.data.slices).")
-    data_path: str = param("", "Folder or manifest CSV (data = folder), or a labelled 3D folder (data = slices).",
-                           advanced=True)
-    spacing_mm: float = param(2.0, "Model resolution in mm per voxel; inputs are resampled to it.", range=(0.5, 8.0))
-    train_shape: tuple[int, ...] = param((96, 112), "Model-grid shape (voxels) pairs are padded/cropped to; "
-                                         "each size a multiple of the family's divisor.", range=(8, 1024))
-    supervision: SupervisionMode = param(SupervisionMode.UNSUPERVISED, "Loss: unsupervised, weak (labels), full "
-                                         "(true fields) or dual (field + similarity).")
+    data: DataSource = param(
+        DataSource.SHAPES,
+        "Training pairs: sample brains, synthetic shapes, both, a folder, or "
+        "2D slices of a labelled 3D folder (training positions; regcore.data.slices).",
+    )
+    data_path: str = param(
+        "", "Folder or manifest CSV (data = folder), or a labelled 3D folder (data = slices).", advanced=True
+    )
+    spacing_mm: float = param(
+        2.0, "Model resolution in mm per voxel; inputs are resampled to it.", range=(0.5, 8.0)
+    )
+    train_shape: tuple[int, ...] = param(
+        (96, 112),
+        "Model-grid shape (voxels) pairs are padded/cropped to; "
+        "each size a multiple of the family's divisor.",
+        range=(8, 1024),
+    )
+    supervision: SupervisionMode = param(
+        SupervisionMode.UNSUPERVISED,
+        "Loss: unsupervised, weak (labels), full (true fields) or dual (field + similarity).",
+    )
     similarity: SimilarityName = param(SimilarityName.LNCC, "Image similarity term.")
     similarity_weight: float = param(1.0, "Weight of the image similarity.", range=(0.0, 100.0))
-    regularizer_weight: float = param(1.0, "Weight of the diffusion regulariser (mean squared gradient, voxels).",
-                                      range=(0.0, 100.0))
+    regularizer_weight: float = param(
+        1.0, "Weight of the diffusion regulariser (mean squared gradient, voxels).", range=(0.0, 100.0)
+    )
     dice_weight: float = param(1.0, "Weight of the soft Dice term (weak supervision).", range=(0.0, 100.0))
-    field_weight: float = param(0.1, "Weight of the ground-truth field MSE (voxels^2; full/dual).", range=(0.0, 100.0))
+    field_weight: float = param(
+        0.1, "Weight of the ground-truth field MSE (voxels^2; full/dual).", range=(0.0, 100.0)
+    )
     epochs: int = param(10, "Number of epochs.", range=(1, 10000))
     steps_per_epoch: int = param(50, "Optimiser steps per epoch.", range=(1, 100000))
     batch_size: int = param(4, "Pairs per step.", range=(1, 256))
     lr: float = param(1e-3, "Adam learning rate.", range=(1e-6, 1.0))
     augment: bool = param(True, "Random flips and small affine jitter of training pairs.")
-    intensity_augment: bool = param(True, "Random gamma, contrast and noise so models generalise across scanners.")
-    synthetic_pool: int = param(0, "Synthetic shapes: pre-generate this many pairs and draw from them "
-                                "(0 = a fresh pair every draw; a pool is much faster on CPU).", range=(0, 100000))
+    intensity_augment: bool = param(
+        True, "Random gamma, contrast and noise so models generalise across scanners."
+    )
+    synthetic_pool: int = param(
+        0,
+        "Synthetic shapes: pre-generate this many pairs and draw from them "
+        "(0 = a fresh pair every draw; a pool is much faster on CPU).",
+        range=(0, 100000),
+    )
     val_pairs: int = param(4, "Fixed validation pairs (Dice, folding) evaluated every epoch.", range=(1, 64))
     seed: int = param(0, "Random seed (weights, data, augmentation).", range=(0, 2**31 - 1))
-    time_limit_min: float = param(0.0, "Stop (as finished) after this many minutes of training; 0 = no limit.",
-                                  range=(0.0, 100000.0), advanced=True)
-    device: str = param("auto", "auto = CUDA when available (with AMP), else CPU.", choices=("auto", "cpu", "cuda"))
+    time_limit_min: float = param(
+        0.0,
+        "Stop (as finished) after this many minutes of training; 0 = no limit.",
+        range=(0.0, 100000.0),
+        advanced=True,
+    )
+    device: str = param(
+        "auto", "auto = CUDA when available (with AMP), else CPU.", choices=("auto", "cpu", "cuda")
+    )
     threads: int = param(0, "CPU threads for torch (0 = torch default).", range=(0, 256), advanced=True)
-    init_checkpoint: str = param("", "Start from these weights (fine-tuning); empty = random init.", advanced=True)
-    family_config: Any = field(default=None, metadata={"help": "The family's own hyperparameters.", "nested": True})
+    init_checkpoint: str = param(
+        "", "Start from these weights (fine-tuning); empty = random init.", advanced=True
+    )
+    family_config: Any = field(
+        default=None, metadata={"help": "The family's own hyperparameters.", "nested": True}
+    )
 
     def __post_init__(self) -> None:
         fam = self.learned_family()
         if self.family_config is None:
             object.__setattr__(self, "family_config", fam.make_config({}))
         elif not isinstance(self.family_config, fam.Config):
-            raise TypeError(f"TrainConfig.family_config must be a {fam.Config.__name__} for family {self.family!r}, "
-                            f"got {type(self.family_config).__name__}")
+            raise TypeError(
+                f"TrainConfig.family_config must be a {fam.Config.__name__} for family {self.family!r}, "
+                f"got {type(self.family_config).__name__}"
+            )
         if self.dims not in fam.dims:
-            raise ValueError(f"TrainConfig.dims = {self.dims}, but family {self.family!r} supports {fam.dims}")
+            raise ValueError(
+                f"TrainConfig.dims = {self.dims}, but family {self.family!r} supports {fam.dims}"
+            )
         if len(self.train_shape) != self.dims:
-            raise ValueError(f"TrainConfig.train_shape must have {self.dims} entries (dims), got {self.train_shape}")
+            raise ValueError(
+                f"TrainConfig.train_shape must have {self.dims} entries (dims), got {self.train_shape}"
+            )
         divisor = fam.divisor(self.dims, self.family_config)
         if any(s % divisor or s < divisor for s in self.train_shape):
-            raise ValueError(f"TrainConfig.train_shape sizes must be positive multiples of {divisor} for "
-                             f"{self.family}, got {self.train_shape}")
+            raise ValueError(
+                f"TrainConfig.train_shape sizes must be positive multiples of {divisor} for "
+                f"{self.family}, got {self.train_shape}"
+            )
         if self.data in (DataSource.FOLDER, DataSource.SLICES) and not self.data_path:
             raise ValueError(f"TrainConfig.data_path is required when data = '{self.data}'")
         if self.data == DataSource.SLICES and self.dims != 2:
@@ -96,6 +137,7 @@ class TrainConfig:
     def learned_family(self):
         """The :class:`~regcore.methods.learned.family.LearnedFamily` this recipe trains."""
         from regcore.methods.learned.family import get_family
+
         return get_family(self.family)
 
 
@@ -110,33 +152,40 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     Common fields not given take the family's :meth:`recipe` defaults, then TrainConfig's.
     """
     from regcore.methods.learned.family import get_family
+
     if not isinstance(values, dict):
         raise TypeError(f"config must be a mapping, got {type(values).__name__}")
     values = dict(values)
     if "model" in values:
-        raise ValueError("TrainConfig key 'model' is now 'family' (e.g. \"family\": \"voxelmorph\"), and family "
-                         "options such as 'diffeomorphic' go under 'family_config'")
+        raise ValueError(
+            "TrainConfig key 'model' is now 'family' (e.g. \"family\": \"voxelmorph\"), and family "
+            "options such as 'diffeomorphic' go under 'family_config'"
+        )
     module = values.pop("family_module", None)
     family_values = values.pop("family_config", None) or {}
     if not isinstance(family_values, dict):
         raise TypeError(f"TrainConfig.family_config must be a mapping, got {type(family_values).__name__}")
     unknown = sorted(set(values) - set(COMMON_FIELDS))
     if unknown:
-        raise ValueError(f"unknown TrainConfig key {unknown[0]!r}; known: {sorted(COMMON_FIELDS) + ['family_config']}")
+        raise ValueError(
+            f"unknown TrainConfig key {unknown[0]!r}; known: {sorted(COMMON_FIELDS) + ['family_config']}"
+        )
     name = values.get("family", TrainConfig.family)
     if not isinstance(name, str):
         raise TypeError(f"TrainConfig.family must be a string, got {type(name).__name__}")
     fam = get_family(name, module)
     dims = values.get("dims", TrainConfig.dims)
     defaults = fam.recipe(dims) if dims in (2, 3) else {}
-    clean = {**defaults, **values}   # lists become tuples for tuple fields only (from_overrides)
+    clean = {**defaults, **values}  # lists become tuples for tuple fields only (from_overrides)
     enums = {"data": DataSource, "supervision": SupervisionMode, "similarity": SimilarityName}
     for k, e in enums.items():
         if k in clean and not isinstance(clean[k], e):
             try:
                 clean[k] = e(clean[k])
             except (TypeError, ValueError):
-                raise ValueError(f"TrainConfig.{k} must be one of {[m.value for m in e]}, got {clean[k]!r}") from None
+                raise ValueError(
+                    f"TrainConfig.{k} must be one of {[m.value for m in e]}, got {clean[k]!r}"
+                ) from None
     try:
         family_config = fam.make_config(family_values)
     except (TypeError, ValueError) as e:
@@ -153,8 +202,10 @@ def load_config(path: str | Path) -> TrainConfig:
     if not p.is_file():
         raise ValueError(f"config file not found: {p}")
     if p.stat().st_size > MAX_RECIPE_BYTES:
-        raise ValueError(f"config {p} is {p.stat().st_size:,} bytes, larger than {MAX_RECIPE_BYTES:,}: a recipe is a "
-                         "few hundred bytes")
+        raise ValueError(
+            f"config {p} is {p.stat().st_size:,} bytes, larger than {MAX_RECIPE_BYTES:,}: a recipe is a "
+            "few hundred bytes"
+        )
     try:
         text = p.read_text()
         values = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
@@ -169,7 +220,9 @@ def load_config(path: str | Path) -> TrainConfig:
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """JSON-friendly dict (enums as strings, tuples as lists, the family config nested)."""
     fam = config.learned_family()
-    out = {k: list(v) if isinstance(v, tuple) else v for k, v in to_dict(config).items() if k != "family_config"}
+    out = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in to_dict(config).items() if k != "family_config"
+    }
     out["family_config"] = fam.config_dict(config.family_config)
     if not fam.module().startswith("regcore."):
         out["family_module"] = fam.module()
@@ -180,5 +233,13 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2))
 
 
-__all__ = ["TrainConfig", "DataSource", "SupervisionMode", "load_config", "save_config", "config_from_dict",
-           "config_to_dict", "replace"]
+__all__ = [
+    "TrainConfig",
+    "DataSource",
+    "SupervisionMode",
+    "load_config",
+    "save_config",
+    "config_from_dict",
+    "config_to_dict",
+    "replace",
+]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from regcore.nets.inputs import normalise_intensity, plan_model_grid, to_model_grid
 from regcore.nets.spatial_ops import affine_to_displacement, resize_image
-from regcore.spatial.warp import warp, warp_labels
+from regcore.spatial.warp import warp_labels
 from regcore.train.config import DataSource, TrainConfig
 
 Sample = dict[str, torch.Tensor]
@@ -31,7 +31,10 @@ Sample = dict[str, torch.Tensor]
 
 # -- synthetic shapes (SynthMorph-style) ------------------------------------------------------
 
-def _smooth_field(shape: tuple[int, ...], magnitude: float, scale: float, rng: np.random.Generator) -> torch.Tensor:
+
+def _smooth_field(
+    shape: tuple[int, ...], magnitude: float, scale: float, rng: np.random.Generator
+) -> torch.Tensor:
     """Random smooth displacement ``(1, n, *shape)`` (voxels), max |u| = magnitude."""
     coarse = tuple(max(2, int(round(s / scale))) for s in shape)
     noise = torch.from_numpy(rng.standard_normal((1, len(shape), *coarse)).astype(np.float32))
@@ -39,8 +42,9 @@ def _smooth_field(shape: tuple[int, ...], magnitude: float, scale: float, rng: n
     return u * (magnitude / u.norm(dim=1).max().clamp_min(1e-6))
 
 
-def _random_affine(shape: tuple[int, ...], rng: np.random.Generator, rotation_deg: float, scale: float,
-                   shift_vox: float) -> torch.Tensor:
+def _random_affine(
+    shape: tuple[int, ...], rng: np.random.Generator, rotation_deg: float, scale: float, shift_vox: float
+) -> torch.Tensor:
     """Voxel affine ``(1, n, n+1)`` about the grid centre (fixed voxel -> moving voxel)."""
     n = len(shape)
     if n == 2:
@@ -48,6 +52,7 @@ def _random_affine(shape: tuple[int, ...], rng: np.random.Generator, rotation_de
         rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     else:
         from scipy.spatial.transform import Rotation
+
         rot = Rotation.from_rotvec(np.radians(rng.uniform(-rotation_deg, rotation_deg, 3))).as_matrix()
     m = rot @ np.diag(np.exp(rng.uniform(-scale, scale, n)))
     c = (np.array(shape) - 1) / 2.0
@@ -55,8 +60,13 @@ def _random_affine(shape: tuple[int, ...], rng: np.random.Generator, rotation_de
     return torch.tensor(np.concatenate([m, t[:, None]], 1)[None], dtype=torch.float32)
 
 
-def shapes_pair(shape: tuple[int, ...], rng: np.random.Generator, *, max_displacement: float | None = None,
-                affine: bool = True) -> Sample:
+def shapes_pair(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    max_displacement: float | None = None,
+    affine: bool = True,
+) -> Sample:
     """One synthetic pair with known displacement (fixed -> moving).
 
     A random label map ``L`` is the moving label map; the fixed label map is ``L o psi`` with a
@@ -77,12 +87,18 @@ def shapes_pair(shape: tuple[int, ...], rng: np.random.Generator, *, max_displac
     render_seed = int(rng.integers(2**31))
     moving = render(labels[0, 0].numpy(), np.random.default_rng(render_seed))
     fixed = render(fixed_labels[0, 0].numpy(), np.random.default_rng(render_seed))
-    return {"moving": torch.from_numpy(moving)[None], "fixed": torch.from_numpy(fixed)[None],
-            "moving_labels": labels[0], "fixed_labels": fixed_labels[0],
-            "true_displacement": u[0], "has_true": torch.tensor(True)}
+    return {
+        "moving": torch.from_numpy(moving)[None],
+        "fixed": torch.from_numpy(fixed)[None],
+        "moving_labels": labels[0],
+        "fixed_labels": fixed_labels[0],
+        "true_displacement": u[0],
+        "has_true": torch.tensor(True),
+    }
 
 
 # -- real pairs (sample brains, folders) -------------------------------------------------------
+
 
 def _centre_fit(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Centre crop/zero-pad the spatial axes of ``(C, *S)`` to ``shape``."""
@@ -100,7 +116,7 @@ def _centre_fit(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def _pad_arg(ndim: int, axis: int, lo: int, hi: int) -> list[int]:
     """``F.pad`` argument padding only ``axis`` of an ``ndim``-D tensor by (lo, hi)."""
     out = [0] * (2 * ndim)
-    k = ndim - 1 - axis                       # F.pad lists the last axis first
+    k = ndim - 1 - axis  # F.pad lists the last axis first
     out[2 * k], out[2 * k + 1] = lo, hi
     return out
 
@@ -109,16 +125,26 @@ def pair_to_sample(pair: Any, config: TrainConfig) -> Sample:
     """A ``regcore.data.Pair`` (moving already on the fixed grid) -> a sample on the model grid."""
     fixed, moving = pair.fixed, pair.moving
     if fixed.ndim != config.dims:
-        raise ValueError(f"pair {getattr(pair, 'name', '')!r} is {fixed.ndim}D but config.dims = {config.dims}")
+        raise ValueError(
+            f"pair {getattr(pair, 'name', '')!r} is {fixed.ndim}D but config.dims = {config.dims}"
+        )
     grid = plan_model_grid(fixed.shape, fixed.spacing, config.spacing_mm, 1)
-    img = lambda im: normalise_intensity(to_model_grid(im.batch(), grid))[0]        # noqa: E731
-    lab = lambda im: (to_model_grid_labels(im.batch(), grid)[0] if im is not None    # noqa: E731
-                      else torch.zeros((1, *grid.resized_shape), dtype=torch.long))
-    out = {"moving": img(moving), "fixed": img(fixed),
-           "moving_labels": lab(pair.moving_labels), "fixed_labels": lab(pair.fixed_labels)}
+    img = lambda im: normalise_intensity(to_model_grid(im.batch(), grid))[0]  # noqa: E731
+    lab = lambda im: (
+        to_model_grid_labels(im.batch(), grid)[0]
+        if im is not None  # noqa: E731
+        else torch.zeros((1, *grid.resized_shape), dtype=torch.long)
+    )
+    out = {
+        "moving": img(moving),
+        "fixed": img(fixed),
+        "moving_labels": lab(pair.moving_labels),
+        "fixed_labels": lab(pair.fixed_labels),
+    }
     true = getattr(pair, "true_displacement", None)
     if true is not None:
         from regcore.nets.spatial_ops import resize_field
+
         out["true_displacement"] = resize_field(true.float(), grid.resized_shape)[0]
     else:
         out["true_displacement"] = torch.zeros((config.dims, *grid.resized_shape))
@@ -138,18 +164,24 @@ def to_model_grid_labels(labels: torch.Tensor, grid) -> torch.Tensor:
 def _brain_pairs(config: TrainConfig, max_subjects: int = 8) -> list[Any]:
     """All ordered pairs of the sample brain subjects (moving != fixed)."""
     from regcore.data import sample_pair
+
     pairs = []
     for f in range(max_subjects):
         for m in range(max_subjects):
             if f == m:
                 continue
             try:
-                pairs.append(sample_pair(dataset="brain", dims=config.dims, fixed=f, moving=m,
-                                         resolution_mm=config.spacing_mm))
+                pairs.append(
+                    sample_pair(
+                        dataset="brain", dims=config.dims, fixed=f, moving=m, resolution_mm=config.spacing_mm
+                    )
+                )
             except (ValueError, IndexError):
                 continue
     if not pairs:
-        raise ValueError("no sample brain pairs could be built (regcore.data.sample_pair failed for every index)")
+        raise ValueError(
+            "no sample brain pairs could be built (regcore.data.sample_pair failed for every index)"
+        )
     return pairs
 
 
@@ -157,6 +189,7 @@ def _folder_pairs(config: TrainConfig) -> list[Any]:
     from pathlib import Path
 
     from regcore import data
+
     path = Path(config.data_path)
     if not path.exists():
         raise ValueError(f"TrainConfig.data_path does not exist: {path}")
@@ -168,6 +201,7 @@ def _folder_pairs(config: TrainConfig) -> list[Any]:
 
 
 # -- augmentation -------------------------------------------------------------------------------
+
 
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Random gamma, contrast/brightness and noise on a [0, 1] image ``(1, *T)``; stays in [0, 1]."""
@@ -187,6 +221,7 @@ def flip_sample(sample: Sample, axis: int) -> Sample:
 
 # -- the source ----------------------------------------------------------------------------------
 
+
 @dataclass
 class PairSource:
     """Draws training batches and fixed validation pairs for a :class:`TrainConfig`."""
@@ -204,15 +239,18 @@ class PairSource:
             self._real = [pair_to_sample(p, c) for p in _folder_pairs(c)]
         elif c.data == DataSource.SLICES:
             from regcore.data.slices import slice_pairs
+
             self._real = [pair_to_sample(p, c) for p in slice_pairs(c.data_path, "train")]
 
     def _draw(self, rng: np.random.Generator, use_real: bool) -> Sample:
         if use_real:
             return self._real[int(rng.integers(len(self._real)))]
         if self.config.synthetic_pool:
-            if self._pool is None:   # depends on the seed only, so resumed runs see the same pool
+            if self._pool is None:  # depends on the seed only, so resumed runs see the same pool
                 g = np.random.default_rng([self.config.seed, 777])
-                self._pool = [shapes_pair(tuple(self.config.train_shape), g) for _ in range(self.config.synthetic_pool)]
+                self._pool = [
+                    shapes_pair(tuple(self.config.train_shape), g) for _ in range(self.config.synthetic_pool)
+                ]
             return self._pool[int(rng.integers(len(self._pool)))]
         return shapes_pair(tuple(self.config.train_shape), rng, affine=True)
 
@@ -225,7 +263,7 @@ class PairSource:
             s = dict(self._draw(rng, use_real))
             if c.augment:
                 for axis in range(c.dims):
-                    if rng.random() < 0.5 and axis > 0:   # no up-down flips: anatomy keeps its orientation
+                    if rng.random() < 0.5 and axis > 0:  # no up-down flips: anatomy keeps its orientation
                         s = flip_sample(s, axis)
             if c.intensity_augment:
                 s["moving"] = augment_intensity(s["moving"], rng)
@@ -238,7 +276,9 @@ class PairSource:
         if self._val is None:
             c = self.config
             if self._real:
-                idx = np.linspace(0, len(self._real) - 1, min(c.val_pairs, len(self._real))).round().astype(int)
+                idx = (
+                    np.linspace(0, len(self._real) - 1, min(c.val_pairs, len(self._real))).round().astype(int)
+                )
                 items = [self._real[i] for i in idx]
             else:
                 g = np.random.default_rng([c.seed, 10**6])

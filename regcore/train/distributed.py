@@ -65,14 +65,16 @@ class DistContext:
 
     def check_batch_size(self, batch_size: int) -> None:
         if self.enabled and batch_size % self.world_size:
-            raise ValueError(f"TrainConfig.batch_size ({batch_size}) must be a multiple of the number of processes "
-                             f"({self.world_size}) so every process gets an equal share of each batch")
+            raise ValueError(
+                f"TrainConfig.batch_size ({batch_size}) must be a multiple of the number of processes "
+                f"({self.world_size}) so every process gets an equal share of each batch"
+            )
 
     def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This process's items ``rank, rank+N, ...`` of a global batch (every value has a leading batch axis)."""
         if not self.enabled:
             return batch
-        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
+        return {k: v[self.rank :: self.world_size] for k, v in batch.items()}
 
     def attach(self, nets: torch.nn.Module) -> None:
         """Average every parameter's gradient over the processes as soon as backward accumulates it."""
@@ -144,8 +146,12 @@ def context(device: torch.device) -> DistContext:
     import torch.distributed as dist
 
     backend = "nccl" if device.type == "cuda" else "gloo"
-    ctx = DistContext(rank=int(os.environ["RANK"]), world_size=world,
-                      local_rank=int(os.environ.get("LOCAL_RANK", "0")), backend=backend)
+    ctx = DistContext(
+        rank=int(os.environ["RANK"]),
+        world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        backend=backend,
+    )
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(ctx.local_rank)
@@ -153,8 +159,16 @@ def context(device: torch.device) -> DistContext:
     return ctx
 
 
-def launch_command(out_dir: str | Path, nproc: int, *, nnodes: int = 1, node_rank: int = 0,
-                   master_addr: str | None = None, master_port: int | None = None, resume: bool = False) -> list[str]:
+def launch_command(
+    out_dir: str | Path,
+    nproc: int,
+    *,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    resume: bool = False,
+) -> list[str]:
     """The torchrun command that trains the run folder ``out_dir`` (holding ``config.json``)."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc must be a positive integer, got {nproc!r}")
@@ -168,15 +182,32 @@ def launch_command(out_dir: str | Path, nproc: int, *, nnodes: int = 1, node_ran
     else:
         if not master_addr:
             raise ValueError("--nnodes > 1 needs --master-addr (the address of the node with --node-rank 0)")
-        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", master_addr,
-                "--master-port", str(master_port or 29500)]
+        cmd += [
+            "--nnodes",
+            str(nnodes),
+            "--node-rank",
+            str(node_rank),
+            "--master-addr",
+            master_addr,
+            "--master-port",
+            str(master_port or 29500),
+        ]
     cmd += ["-m", "regcore.train.worker", str(out_dir)] + (["--resume"] if resume else [])
     return cmd
 
 
-def launch(config_path: str | Path, out_dir: str | Path, nproc: int, *, nnodes: int = 1, node_rank: int = 0,
-           master_addr: str | None = None, master_port: int | None = None, resume: bool = False,
-           env: dict[str, str] | None = None) -> int:
+def launch(
+    config_path: str | Path,
+    out_dir: str | Path,
+    nproc: int,
+    *,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    resume: bool = False,
+    env: dict[str, str] | None = None,
+) -> int:
     """Write ``out_dir/config.json`` and train it with ``nproc`` processes per node; returns torchrun's exit code."""
     from regcore.train.config import load_config, save_config
 
@@ -185,8 +216,15 @@ def launch(config_path: str | Path, out_dir: str | Path, nproc: int, *, nnodes: 
     out.mkdir(parents=True, exist_ok=True)
     if Path(config_path).resolve() != (out / "config.json").resolve():
         save_config(config, out / "config.json")
-    cmd = launch_command(out, nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
-                         master_port=master_port, resume=resume)
+    cmd = launch_command(
+        out,
+        nproc,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        resume=resume,
+    )
     paths = [str(Path(__file__).resolve().parents[2])] + [p for p in sys.path if p and Path(p).is_dir()]
     run_env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), **(env or {})}
     if config.threads:

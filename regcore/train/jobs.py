@@ -19,7 +19,7 @@ from typing import Any
 
 from regcore.train.status import STOP_FILE, read_metrics, read_status, write_status
 
-_PROCS: dict[str, subprocess.Popen] = {}   # children of this process (reaped on status())
+_PROCS: dict[str, subprocess.Popen] = {}  # children of this process (reaped on status())
 
 
 def runs_dir() -> Path:
@@ -41,6 +41,7 @@ def run_path(run_id: str) -> Path:
 
 def _as_config(config: Any):
     from regcore.train.config import TrainConfig, config_from_dict, load_config
+
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, dict):
@@ -57,8 +58,9 @@ def _launch(run_id: str, resume: bool) -> None:
     paths = [str(Path(__file__).resolve().parents[2])] + [p for p in sys.path if p and Path(p).is_dir()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
     log = open(p / "worker.log", "a")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
     log.close()
     _PROCS[run_id] = proc
     write_status(p, state="queued", pid=proc.pid, message="starting worker" + (" (resume)" if resume else ""))
@@ -70,6 +72,7 @@ def start(config: Any, run_id: str | None = None) -> str:
     Returns the run id (``YYYYmmdd-HHMMSS-<family><dims>d-<hex>`` unless given).
     """
     from regcore.train.config import save_config
+
     cfg = _as_config(config)
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.family}{cfg.dims}d-{secrets.token_hex(2)}"
     p = runs_dir() / run_id
@@ -110,10 +113,14 @@ def status(run_id: str) -> dict[str, Any]:
         _PROCS.pop(run_id, None)
     st = read_status(p) or {"state": "queued", "message": "no status yet"}
     if st.get("state") in ("queued", "running") and not _alive(st.get("pid")):
-        st = read_status(p) or st   # the worker may have just finished
+        st = read_status(p) or st  # the worker may have just finished
         if st.get("state") in ("queued", "running"):
-            st = write_status(p, state="failed", pid=st.get("pid"),
-                              message="the training process ended unexpectedly; see worker.log, then resume")
+            st = write_status(
+                p,
+                state="failed",
+                pid=st.get("pid"),
+                message="the training process ended unexpectedly; see worker.log, then resume",
+            )
     return {**st, "run_id": run_id}
 
 

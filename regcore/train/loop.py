@@ -21,9 +21,6 @@ only, so on CPU a stopped-and-resumed run ends with the same weights as an unint
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,18 +35,29 @@ from regcore.train.status import STOP_FILE, append_metrics, write_status  # noqa
 
 def _device(config: TrainConfig) -> torch.device:
     from regcore.methods.base import resolve_device
+
     return resolve_device(config.device)
 
 
-def _payload(config: TrainConfig, nets, optimizers: dict | None, epoch: int, step: int, elapsed: float,
-             metrics: dict) -> dict[str, Any]:
+def _payload(
+    config: TrainConfig, nets, optimizers: dict | None, epoch: int, step: int, elapsed: float, metrics: dict
+) -> dict[str, Any]:
     """Checkpoint contents: family name + constructor arguments + weights (+ optimisers and RNG to resume)."""
     fam = config.learned_family()
-    payload = {"family": fam.name, "family_module": fam.module(), "dims": int(config.dims),
-               "family_config": fam.config_dict(config.family_config), "config": config_to_dict(config),
-               "spacing_mm": float(config.spacing_mm), "train_shape": list(config.train_shape),
-               "state_dict": {k: v.detach().cpu() for k, v in nets.state_dict().items()},
-               "epoch": int(epoch), "step": int(step), "elapsed_s": float(elapsed), "metrics": metrics}
+    payload = {
+        "family": fam.name,
+        "family_module": fam.module(),
+        "dims": int(config.dims),
+        "family_config": fam.config_dict(config.family_config),
+        "config": config_to_dict(config),
+        "spacing_mm": float(config.spacing_mm),
+        "train_shape": list(config.train_shape),
+        "state_dict": {k: v.detach().cpu() for k, v in nets.state_dict().items()},
+        "epoch": int(epoch),
+        "step": int(step),
+        "elapsed_s": float(elapsed),
+        "metrics": metrics,
+    }
     if optimizers is not None:
         payload["optimizers"] = {k: opt.state_dict() for k, opt in optimizers.items()}
         payload["rng"] = {"torch": torch.get_rng_state()}
@@ -60,6 +68,7 @@ def _payload(config: TrainConfig, nets, optimizers: dict | None, epoch: int, ste
 def validate(family, nets, batch: dict[str, torch.Tensor], ctx, device) -> dict[str, float]:
     """Validation Dice (before/after), folding % and loss of the family's prediction on the fixed batch."""
     from regcore.train.objectives import dice_per_pair, folding_percent
+
     nets.eval()
     b = {k: v.to(device) for k, v in batch.items()}
     pred = family.predict(nets, b["moving"], b["fixed"], ctx.family_config)
@@ -67,10 +76,12 @@ def validate(family, nets, batch: dict[str, torch.Tensor], ctx, device) -> dict[
     u = pred.displacement.float()
     zero = torch.zeros_like(u)
     nets.train()
-    return {"val_dice": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], u))),
-            "val_dice_before": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero))),
-            "val_folding_percent": folding_percent(u),
-            "val_loss": float(terms["total"])}
+    return {
+        "val_dice": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], u))),
+        "val_dice_before": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero))),
+        "val_folding_percent": folding_percent(u),
+        "val_loss": float(terms["total"]),
+    }
 
 
 def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = False) -> Path:
@@ -88,14 +99,16 @@ def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = Fa
     if Path(config_path).resolve() != (out / "config.json").resolve():
         save_config(config, out / "config.json")
     from regcore.train.distributed import context
-    dist = context(_device(config))   # 1 process unless launched by torchrun (`regcore train --nproc N`)
-    if dist.is_main:                  # only rank 0 writes to the run folder
+
+    dist = context(_device(config))  # 1 process unless launched by torchrun (`regcore train --nproc N`)
+    if dist.is_main:  # only rank 0 writes to the run folder
         (out / STOP_FILE).unlink(missing_ok=True)
     try:
         return _train(config, out, resume, dist)
     except BaseException as e:  # record every failure for the UI, then re-raise
         if dist.is_main:
             from regcore.train.recovery import failure_message
+
             write_status(out, state="failed", message=failure_message(e, out))
         raise
     finally:
@@ -116,6 +129,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     from regcore.train.distributed import DistContext
+
     dist = dist or DistContext()
     device = dist.device(_device(config))
     dist.check_batch_size(config.batch_size)
@@ -129,14 +143,18 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
     torch.manual_seed(config.seed)
     family = config.learned_family()
     if not family.needs_training:
-        raise ValueError(f"family {family.name!r} optimises each pair at registration time; there is nothing "
-                         "to train (use `regcore register --method " + family.name + "`)")
+        raise ValueError(
+            f"family {family.name!r} optimises each pair at registration time; there is nothing "
+            "to train (use `regcore register --method " + family.name + "`)"
+        )
     nets = family.build(config.dims, config.family_config).to(device)
     if config.init_checkpoint:
         init = load_checkpoint(config.init_checkpoint)
         if init["family"] != family.name:
-            raise CheckpointError(f"init_checkpoint {config.init_checkpoint} holds a {init['family']!r} model, "
-                                  f"not {family.name!r}")
+            raise CheckpointError(
+                f"init_checkpoint {config.init_checkpoint} holds a {init['family']!r} model, "
+                f"not {family.name!r}"
+            )
         nets.load_state_dict(init["state_dict"])
     optimizers = family.optimizers(nets, config.lr)
     step, epoch, elapsed = 0, 0, 0.0
@@ -149,17 +167,21 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
                 optimizers[name].load_state_dict(state)
         torch.set_rng_state(data["rng"]["torch"])
         step, epoch, elapsed = int(data["step"]), int(data["epoch"]), float(data.get("elapsed_s", 0.0))
-        if dist.is_main:   # curves continue from the checkpoint (steps after it are redone)
+        if dist.is_main:  # curves continue from the checkpoint (steps after it are redone)
             from regcore.train.recovery import truncate_metrics
+
             truncate_metrics(out, step)
-    dist.broadcast(nets)   # every process starts from rank 0's weights
-    dist.attach(nets)      # and averages its gradients over the processes
+    dist.broadcast(nets)  # every process starts from rank 0's weights
+    dist.attach(nets)  # and averages its gradients over the processes
     source = PairSource(config)
     val_batch = source.validation()
-    ctx = StepContext(config=config, family_config=config.family_config,
-                      similarity=similarity_module(config.similarity, config.dims).to(device),
-                      autocast=(lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else None,
-                      scaler=torch.amp.GradScaler("cuda") if use_amp else None)
+    ctx = StepContext(
+        config=config,
+        family_config=config.family_config,
+        similarity=similarity_module(config.similarity, config.dims).to(device),
+        autocast=(lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else None,
+        scaler=torch.amp.GradScaler("cuda") if use_amp else None,
+    )
     nets.train()
     t0 = time.perf_counter() - elapsed
     last_val: dict[str, float] = {}
@@ -171,53 +193,106 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
         if not dist.is_main:
             return path
         from regcore.train.recovery import require_finite
-        require_finite(nets, step)   # never overwrite the last good checkpoint with NaN weights
-        return save_checkpoint(path, _payload(config, nets, optimizers if with_state else None, epoch, step,
-                                              time.perf_counter() - t0, last_val))
+
+        require_finite(nets, step)  # never overwrite the last good checkpoint with NaN weights
+        return save_checkpoint(
+            path,
+            _payload(
+                config,
+                nets,
+                optimizers if with_state else None,
+                epoch,
+                step,
+                time.perf_counter() - t0,
+                last_val,
+            ),
+        )
 
     while step < total_steps:
         timed_out = bool(config.time_limit_min and time.perf_counter() - t0 > 60.0 * config.time_limit_min)
         stop_now = (out / STOP_FILE).exists()
-        timed_out, stop_now = dist.decide([timed_out, stop_now], device)   # rank 0 decides for all
+        timed_out, stop_now = dist.decide([timed_out, stop_now], device)  # rank 0 decides for all
         if timed_out:
             break
         if stop_now:
             checkpoint(ckpt_path)
             if dist.is_main:
                 (out / STOP_FILE).unlink(missing_ok=True)
-            write_status(out, state="stopped", epoch=epoch, step=step, total_steps=total_steps,
-                         message=f"stopped at step {step}; resume to continue")
+            write_status(
+                out,
+                state="stopped",
+                epoch=epoch,
+                step=step,
+                total_steps=total_steps,
+                message=f"stopped at step {step}; resume to continue",
+            )
             return ckpt_path
         rng = np.random.default_rng([config.seed, step])
-        batch = {k: v.to(device) for k, v in dist.shard(source.batch(rng)).items()}   # items rank, rank+N, ...
+        batch = {k: v.to(device) for k, v in dist.shard(source.batch(rng)).items()}  # items rank, rank+N, ...
         ctx.step = step
         terms = dist.average(family.train_step(nets, optimizers, batch, ctx), device)
         step += 1
-        append_metrics(out, {"kind": "step", "epoch": epoch + 1, "step": step, "time_s": time.perf_counter() - t0,
-                             **terms})
+        append_metrics(
+            out,
+            {"kind": "step", "epoch": epoch + 1, "step": step, "time_s": time.perf_counter() - t0, **terms},
+        )
         if step % config.steps_per_epoch == 0:
             epoch = step // config.steps_per_epoch
             if dist.is_main:
                 last_val = validate(family, nets, val_batch, ctx, device)
-            append_metrics(out, {"kind": "epoch", "epoch": epoch, "step": step,
-                                 "time_s": time.perf_counter() - t0, **last_val})
+            append_metrics(
+                out,
+                {
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    "step": step,
+                    "time_s": time.perf_counter() - t0,
+                    **last_val,
+                },
+            )
             try:
                 if dist.is_main:
-                    save_preview(family, nets, config.family_config, val_batch,
-                                 out / "previews" / f"epoch_{epoch:03d}.png", device,
-                                 title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}")
+                    save_preview(
+                        family,
+                        nets,
+                        config.family_config,
+                        val_batch,
+                        out / "previews" / f"epoch_{epoch:03d}.png",
+                        device,
+                        title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}",
+                    )
             except Exception as e:  # a preview must never kill a run
                 append_metrics(out, {"kind": "warning", "step": step, "message": f"preview failed: {e}"})
             checkpoint(ckpt_path)
-        write_status(out, state="running", epoch=epoch, step=step, total_steps=total_steps,
-                     message=f"epoch {epoch + (step % config.steps_per_epoch > 0)}/{config.epochs}, "
-                             f"step {step}/{total_steps}, loss {terms['total']:.4f}")
+        write_status(
+            out,
+            state="running",
+            epoch=epoch,
+            step=step,
+            total_steps=total_steps,
+            message=f"epoch {epoch + (step % config.steps_per_epoch > 0)}/{config.epochs}, "
+            f"step {step}/{total_steps}, loss {terms['total']:.4f}",
+        )
 
-    if step % config.steps_per_epoch and dist.is_main:   # time limit hit mid-epoch: validate the final weights
+    if step % config.steps_per_epoch and dist.is_main:  # time limit hit mid-epoch: validate the final weights
         last_val = validate(family, nets, val_batch, ctx, device)
-        append_metrics(out, {"kind": "epoch", "epoch": step / config.steps_per_epoch, "step": step,
-                             "time_s": time.perf_counter() - t0, **last_val})
+        append_metrics(
+            out,
+            {
+                "kind": "epoch",
+                "epoch": step / config.steps_per_epoch,
+                "step": step,
+                "time_s": time.perf_counter() - t0,
+                **last_val,
+            },
+        )
     final = checkpoint(out / "model.pt", with_state=False)
-    write_status(out, state="finished", epoch=epoch, step=step, total_steps=total_steps,
-                 message=f"val Dice {last_val.get('val_dice', float('nan')):.3f}")
+    write_status(
+        out,
+        state="finished",
+        epoch=epoch,
+        step=step,
+        total_steps=total_steps,
+        message=f"val Dice {last_val.get('val_dice', float('nan')):.3f}",
+    )
     return final

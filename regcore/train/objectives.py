@@ -34,11 +34,13 @@ def diffusion_regularizer(u: torch.Tensor) -> torch.Tensor:
     return make_regularizer("diffusion")(u) / (u.ndim - 2)
 
 
-def warped_label_dice_loss(fixed_labels: torch.Tensor, moving_labels: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def warped_label_dice_loss(
+    fixed_labels: torch.Tensor, moving_labels: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
     """:func:`regcore.losses.soft_dice_loss` of the fixed labels vs the moving labels' one-hot maps warped
     (bilinearly, so differentiable in ``u``) by ``u`` ``(B, n, *S)``. Labels ``(B, 1, *S)``, any values."""
     values, codes = torch.unique(torch.cat([fixed_labels, moving_labels], 1), return_inverse=True)
-    if values[0] != 0:                       # channel 0 is background for the loss
+    if values[0] != 0:  # channel 0 is background for the loss
         codes = codes + 1
     k = int(codes.max()) + 1
     fixed = one_hot(codes[:, :1], k)
@@ -46,8 +48,9 @@ def warped_label_dice_loss(fixed_labels: torch.Tensor, moving_labels: torch.Tens
     return soft_dice_loss(fixed, warped)
 
 
-def registration_losses(config: TrainConfig, prediction: Any, batch: dict[str, torch.Tensor],
-                        similarity: torch.nn.Module) -> dict[str, torch.Tensor]:
+def registration_losses(
+    config: TrainConfig, prediction: Any, batch: dict[str, torch.Tensor], similarity: torch.nn.Module
+) -> dict[str, torch.Tensor]:
     """Named loss terms (unweighted) and their weighted ``total`` for one batch.
 
     Args:
@@ -69,8 +72,10 @@ def registration_losses(config: TrainConfig, prediction: Any, batch: dict[str, t
     if mode in (SupervisionMode.FULL, SupervisionMode.DUAL):
         has = batch["has_true"].bool()
         if not bool(has.any()):
-            raise ValueError(f"supervision '{mode}' needs ground-truth displacements, but the data source "
-                             f"'{config.data}' provided none in this batch")
+            raise ValueError(
+                f"supervision '{mode}' needs ground-truth displacements, but the data source "
+                f"'{config.data}' provided none in this batch"
+            )
         terms["field"] = ((u[has] - batch["true_displacement"][has]) ** 2).mean()
         weights["field"] = config.field_weight
     if prediction.affine is None:

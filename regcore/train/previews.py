@@ -17,10 +17,12 @@ def _central(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def save_preview(family, nets, family_config, batch: dict[str, torch.Tensor], path: str | Path, device,
-                 title: str = "") -> Path:
+def save_preview(
+    family, nets, family_config, batch: dict[str, torch.Tensor], path: str | Path, device, title: str = ""
+) -> Path:
     """Predict validation pair 0 of ``batch`` with a learned family and save the three panels as PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -46,7 +48,7 @@ def save_preview(family, nets, family_config, batch: dict[str, torch.Tensor], pa
     axes[0].imshow(checkerboard(f, w, max(1, max(f.shape) // 8)), cmap="gray")
     axes[0].set_title("checkerboard fixed / warped")
     axes[1].imshow(f, cmap="gray", alpha=0.5)
-    gy, gx = np.mgrid[0:f.shape[0], 0:f.shape[1]].astype(float)
+    gy, gx = np.mgrid[0 : f.shape[0], 0 : f.shape[1]].astype(float)
     py, px = gy + disp[0], gx + disp[1]
     step = max(f.shape) // 16
     for k in range(0, f.shape[0], step):

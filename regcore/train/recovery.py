@@ -33,6 +33,7 @@ def require_finite(nets: torch.nn.Module, step: int) -> None:
 def _checkpoint_epoch(out: Path) -> int | None:
     try:
         from regcore.train.checkpoint import load_checkpoint
+
         return int(load_checkpoint(out / "checkpoints" / "last.pt")["epoch"])
     except (ValueError, KeyError, TypeError):
         return None
@@ -42,9 +43,13 @@ def failure_message(exc: BaseException, out: Path) -> str:
     """The status message of a failed run: for NaN/inf, what is kept and how to continue."""
     if isinstance(exc, NonFiniteLoss):
         epoch = _checkpoint_epoch(out)
-        kept = (f"the last good checkpoint (epoch {epoch}) is kept in checkpoints/last.pt; lower lr or the loss "
-                "weights and resume" if epoch is not None else "no epoch had finished, so there is no checkpoint; "
-                "lower lr or the loss weights and start again")
+        kept = (
+            f"the last good checkpoint (epoch {epoch}) is kept in checkpoints/last.pt; lower lr or the loss "
+            "weights and resume"
+            if epoch is not None
+            else "no epoch had finished, so there is no checkpoint; "
+            "lower lr or the loss weights and start again"
+        )
         return f"stopped: {exc}; {kept}"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted; resume to continue from the last checkpoint"

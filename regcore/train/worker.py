@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
     _trust_run_family(run_dir)
     from regcore.train.loop import run_training
+
     try:
         run_training(run_dir / "config.json", run_dir, resume=args.resume)
     except Exception:
@@ -42,6 +43,7 @@ def _trust_run_family(run_dir: Path) -> None:
     import json
 
     from regcore.methods.learned.family import trust_module
+
     try:
         module = json.loads((run_dir / "config.json").read_text()).get("family_module")
     except (OSError, ValueError, AttributeError):

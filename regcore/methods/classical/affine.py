@@ -39,18 +39,31 @@ class TransformKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class AffineConfig:
-    transform: TransformKind = param(TransformKind.AFFINE, "Rigid (rotation + translation) or full affine.",
-                                     choices=TransformKind)
-    similarity: Similarity = param(Similarity.MI, "Similarity; MI (default) also works across modalities, "
-                                   "NCC/MSE for the same contrast.", choices=Similarity)
+    transform: TransformKind = param(
+        TransformKind.AFFINE, "Rigid (rotation + translation) or full affine.", choices=TransformKind
+    )
+    similarity: Similarity = param(
+        Similarity.MI,
+        "Similarity; MI (default) also works across modalities, NCC/MSE for the same contrast.",
+        choices=Similarity,
+    )
     window: int = param(7, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 21), step=2)
     levels: tuple[int, ...] = param((4, 2), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((150, 60), "Adam iterations per level.")
-    learning_rate: float = param(0.01, "Adam learning rate (normalised units: 1 = half the image extent, "
-                                 "radians for angles).", range=(1e-4, 0.5), step=0.001)
-    init: str = param("centre_of_mass", "Initialisation: centre_of_mass (moments) or identity.",
-                      choices=("centre_of_mass", "identity"))
-    device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    learning_rate: float = param(
+        0.01,
+        "Adam learning rate (normalised units: 1 = half the image extent, radians for angles).",
+        range=(1e-4, 0.5),
+        step=0.001,
+    )
+    init: str = param(
+        "centre_of_mass",
+        "Initialisation: centre_of_mass (moments) or identity.",
+        choices=("centre_of_mass", "identity"),
+    )
+    device: str = param(
+        "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 class _Frame:
@@ -64,7 +77,7 @@ class _Frame:
 
     def voxel_matrix(self, linear: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``q = linear p + t`` in the frame -> ``(n, n+1)`` voxel matrix (fixed voxel -> moving voxel)."""
-        a = linear * self.s.view(1, -1) / self.s.view(-1, 1)          # S^-1 R S
+        a = linear * self.s.view(1, -1) / self.s.view(-1, 1)  # S^-1 R S
         offset = (self.c - linear @ self.c + self.scale * t) / self.s  # S^-1 (c - R c + L t)
         return torch.cat([a, offset[:, None]], 1)
 
@@ -97,8 +110,9 @@ class AffineMethod:
     name = "affine"
     config_cls = AffineConfig
 
-    def register(self, fixed: Image, moving: Image, config: AffineConfig | None = None,
-                 progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: AffineConfig | None = None, progress=None
+    ) -> RegistrationResult:
         config = config or self.config_cls()
         ndim = validate_pair(fixed, moving)
         levels, iterations = validate_schedule(config.levels, config.iterations)
@@ -121,9 +135,14 @@ class AffineMethod:
             optimiser = torch.optim.Adam(list(params.values()), lr=config.learning_rate)
             for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
                 f_l, m_l = downsample(f, factor), downsample(m, factor)
-                frame_l = _Frame(tuple(f_l.shape[2:]),
-                                 tuple(sp * (s - 1) / max(sl - 1, 1) for sp, s, sl in
-                                       zip(fixed.spacing, fixed.shape, f_l.shape[2:])), device)
+                frame_l = _Frame(
+                    tuple(f_l.shape[2:]),
+                    tuple(
+                        sp * (s - 1) / max(sl - 1, 1)
+                        for sp, s, sl in zip(fixed.spacing, fixed.shape, f_l.shape[2:])
+                    ),
+                    device,
+                )
                 for it in range(n_iter):
                     optimiser.zero_grad(set_to_none=True)
                     loss = similarity(f_l, _warp_affine(m_l, _matrix(kind, params, frame_l)))
@@ -131,17 +150,35 @@ class AffineMethod:
                     optimiser.step()
                     value = loss.item()
                     history.append({"similarity": value, "level": float(level)})
-                    tracker.tick(level, it, f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
-                                 similarity=value)
+                    tracker.tick(
+                        level,
+                        it,
+                        f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
+                        similarity=value,
+                    )
             with torch.no_grad():
                 matrix = _matrix(kind, params, frame)
                 u = affine_to_displacement(matrix[None], fixed.shape)
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history, affine=matrix)
+        return build_result(
+            self.name,
+            fixed,
+            moving,
+            u,
+            timer=timer,
+            device=device,
+            config=config,
+            loss_history=history,
+            affine=matrix,
+        )
 
 
-SPEC_AFFINE = register_method(MethodSpec(
-    name="affine", title="Affine (intensity-based)", config_cls=AffineConfig, factory=AffineMethod,
-    family=Family.AFFINE,
-    description="12-parameter (3D) affine by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
-))
+SPEC_AFFINE = register_method(
+    MethodSpec(
+        name="affine",
+        title="Affine (intensity-based)",
+        config_cls=AffineConfig,
+        factory=AffineMethod,
+        family=Family.AFFINE,
+        description="12-parameter (3D) affine by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
+    )
+)

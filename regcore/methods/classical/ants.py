@@ -37,11 +37,19 @@ class AntsTransform(enum.StrEnum):
 
 @dataclass(frozen=True)
 class AntsConfig:
-    transform: AntsTransform = param(AntsTransform.SYN_ONLY, "ANTs type_of_transform: SyNOnly (deformable only; inputs "
-                                     "already share a grid), SyN / SyNRA (affine first), ElasticSyN, SyNCC.")
-    iterations: tuple[int, ...] = param((40, 20, 0), "SyN iterations per level, coarse to fine (reg_iterations).")
-    metric: str = param("mattes", "SyN metric (syn_metric): mattes (multi-modal), CC or meansquares.",
-                        choices=("mattes", "CC", "meansquares", "demons"))
+    transform: AntsTransform = param(
+        AntsTransform.SYN_ONLY,
+        "ANTs type_of_transform: SyNOnly (deformable only; inputs "
+        "already share a grid), SyN / SyNRA (affine first), ElasticSyN, SyNCC.",
+    )
+    iterations: tuple[int, ...] = param(
+        (40, 20, 0), "SyN iterations per level, coarse to fine (reg_iterations)."
+    )
+    metric: str = param(
+        "mattes",
+        "SyN metric (syn_metric): mattes (multi-modal), CC or meansquares.",
+        choices=("mattes", "CC", "meansquares", "demons"),
+    )
     seed: int = param(1, "Random seed (ANTs sampling).", range=(0, 2**31 - 1), advanced=True)
 
 
@@ -59,19 +67,35 @@ class AntsSynMethod:
         report(progress, 0.0, "ANTs registration running")
         with Timer(torch.device("cpu")) as timer, tempfile.TemporaryDirectory(prefix="reglab_ants_") as tmp:
             f, m = to_ants(fixed), to_ants(moving)
-            reg = ants.registration(fixed=f, moving=m, type_of_transform=str(config.transform),
-                                    reg_iterations=tuple(config.iterations), syn_metric=config.metric,
-                                    random_seed=config.seed, outprefix=str(Path(tmp) / "reg_"))
-            composed = ants.apply_transforms(fixed=f, moving=m, transformlist=reg["fwdtransforms"],
-                                             compose=str(Path(tmp) / "fwd_"))
+            reg = ants.registration(
+                fixed=f,
+                moving=m,
+                type_of_transform=str(config.transform),
+                reg_iterations=tuple(config.iterations),
+                syn_metric=config.metric,
+                random_seed=config.seed,
+                outprefix=str(Path(tmp) / "reg_"),
+            )
+            composed = ants.apply_transforms(
+                fixed=f, moving=m, transformlist=reg["fwdtransforms"], compose=str(Path(tmp) / "fwd_")
+            )
             u = sitk_field_to_voxels(sitk.ReadImage(str(composed)), fixed.geometry)
         report(progress, 1.0, "ANTs registration done")
-        return build_result(self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[])
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[]
+        )
 
 
-register_method(MethodSpec(
-    name="ants_syn", title="ANTs SyN", config_cls=AntsConfig, factory=AntsSynMethod, family=Family.BASELINE,
-    dims=(2, 3), requires="ants",
-    description="ANTsPy SyN (symmetric normalisation), the classic diffeomorphic baseline; needs the 'ants' "
-                "extra (make bench-env).",
-))
+register_method(
+    MethodSpec(
+        name="ants_syn",
+        title="ANTs SyN",
+        config_cls=AntsConfig,
+        factory=AntsSynMethod,
+        family=Family.BASELINE,
+        dims=(2, 3),
+        requires="ants",
+        description="ANTsPy SyN (symmetric normalisation), the classic diffeomorphic baseline; needs the 'ants' "
+        "extra (make bench-env).",
+    )
+)

@@ -34,22 +34,40 @@ from regcore.spatial.warp import warp
 
 @dataclass(frozen=True)
 class BSplineConfig:
-    similarity: Similarity = param(Similarity.LNCC, "Similarity measure; mi, nmi, cr or mind for multi-modal pairs.")
-    grid_spacing: int = param(8, "Control-point spacing in voxels of each level (the finest level's spacing in "
-                              "full-resolution voxels).", range=(2, 64))
-    levels: int = param(3, "Resolution levels (factor 2 each), each adding a residual B-spline.", range=(1, 5))
+    similarity: Similarity = param(
+        Similarity.LNCC, "Similarity measure; mi, nmi, cr or mind for multi-modal pairs."
+    )
+    grid_spacing: int = param(
+        8,
+        "Control-point spacing in voxels of each level (the finest level's spacing in "
+        "full-resolution voxels).",
+        range=(2, 64),
+    )
+    levels: int = param(
+        3, "Resolution levels (factor 2 each), each adding a residual B-spline.", range=(1, 5)
+    )
     iterations: int = param(80, "Adam iterations per level.", range=(1, 2000))
-    learning_rate: float = param(0.2, "Adam step size (voxels of the level per iteration, roughly).",
-                                 range=(0.001, 5.0), step=0.01)
-    bending_weight: float = param(20.0, "Weight of the bending energy of the displacement (voxel units).",
-                                  range=(0.0, 100.0), step=0.1)
-    max_level_voxels: int = param(2_000_000, "A level whose image has more voxels is optimised on the image "
-                                  "downsampled by 2 (repeatedly) with the control spacing halved, so its B-spline "
-                                  "keeps the same physical control-point density: keeps a 1 mm 3D brain to minutes "
-                                  "on CPU. Raise it on a GPU.", range=(1_000, 1_000_000_000))
+    learning_rate: float = param(
+        0.2, "Adam step size (voxels of the level per iteration, roughly).", range=(0.001, 5.0), step=0.01
+    )
+    bending_weight: float = param(
+        20.0, "Weight of the bending energy of the displacement (voxel units).", range=(0.0, 100.0), step=0.1
+    )
+    max_level_voxels: int = param(
+        2_000_000,
+        "A level whose image has more voxels is optimised on the image "
+        "downsampled by 2 (repeatedly) with the control spacing halved, so its B-spline "
+        "keeps the same physical control-point density: keeps a 1 mm 3D brain to minutes "
+        "on CPU. Raise it on a GPU.",
+        range=(1_000, 1_000_000_000),
+    )
     window: int = param(7, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 21), advanced=True)
-    normalise: bool = param(True, "Min-max normalise both images to [0, 1] before registering.", advanced=True)
-    device: str = param("auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    normalise: bool = param(
+        True, "Min-max normalise both images to [0, 1] before registering.", advanced=True
+    )
+    device: str = param(
+        "auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 class _Adam:
@@ -72,7 +90,9 @@ class _Adam:
         self.param.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
-def evaluation_grid(shape: tuple[int, ...], factor: int, grid_spacing: int, max_voxels: int) -> tuple[int, int]:
+def evaluation_grid(
+    shape: tuple[int, ...], factor: int, grid_spacing: int, max_voxels: int
+) -> tuple[int, int]:
     """Image downsampling factor and control spacing (voxels of that image) for one level.
 
     Starts at the level's ``factor`` and ``grid_spacing``; while the downsampled image has more than
@@ -90,7 +110,9 @@ class BSplineMethod:
 
     name = "bspline"
 
-    def register(self, fixed: Image, moving: Image, config: BSplineConfig, progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: BSplineConfig, progress=None
+    ) -> RegistrationResult:
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
         f0, m0 = fixed.batch().to(device), moving.batch().to(device)
@@ -100,7 +122,9 @@ class BSplineMethod:
         bending = make_regularizer("bending")
         return self._run(fixed, moving, config, progress, device, f0, m0, similarity, bending)
 
-    def _run(self, fixed, moving, config, progress, device, f0, m0, similarity, bending) -> RegistrationResult:
+    def _run(
+        self, fixed, moving, config, progress, device, f0, m0, similarity, bending
+    ) -> RegistrationResult:
         ndim = fixed.ndim
         factors = halving_factors(config.levels)
         ticker = LevelProgress(progress, (config.iterations,) * len(factors), report_every=10)
@@ -108,14 +132,17 @@ class BSplineMethod:
         with Timer(device) as timer:
             base = None
             for level, level_factor in enumerate(factors):
-                factor, spacing = evaluation_grid(tuple(f0.shape[2:]), level_factor, config.grid_spacing,
-                                                  config.max_level_voxels)
+                factor, spacing = evaluation_grid(
+                    tuple(f0.shape[2:]), level_factor, config.grid_spacing, config.max_level_voxels
+                )
                 f, m = downsample(f0, factor), downsample(m0, factor)
                 shape = tuple(f.shape[2:])
-                base = (torch.zeros(1, ndim, *shape, device=device) if base is None
-                        else resize_field(base, shape)).detach()
-                coeffs = torch.zeros(1, ndim, *control_grid_shape(shape, spacing), device=device,
-                                     requires_grad=True)
+                base = (
+                    torch.zeros(1, ndim, *shape, device=device) if base is None else resize_field(base, shape)
+                ).detach()
+                coeffs = torch.zeros(
+                    1, ndim, *control_grid_shape(shape, spacing), device=device, requires_grad=True
+                )
                 adam = _Adam(coeffs, config.learning_rate)
                 for it in range(config.iterations):
                     coeffs.grad = None
@@ -128,18 +155,30 @@ class BSplineMethod:
                     sim_v, reg_v = float(sim.detach()), float(reg.detach())
                     if it % 10 == 0 or it == config.iterations - 1:
                         history.append({"similarity": sim_v, "regularizer": reg_v, "level": float(level)})
-                    ticker.tick(level, it, f"level {level + 1}/{len(factors)}, iter {it + 1}/{config.iterations}",
-                                similarity=sim_v, regularizer=reg_v)
+                    ticker.tick(
+                        level,
+                        it,
+                        f"level {level + 1}/{len(factors)}, iter {it + 1}/{config.iterations}",
+                        similarity=sim_v,
+                        regularizer=reg_v,
+                    )
                 with torch.no_grad():
                     base = base + bspline_to_displacement(coeffs, shape, spacing)
             u = resize_field(base, fixed.shape).detach()
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history)
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+        )
 
 
-register_method(MethodSpec(
-    name="bspline", title="B-spline FFD", config_cls=BSplineConfig, factory=BSplineMethod,
-    family=Family.DEFORMABLE, dims=(2, 3),
-    description="Cubic B-spline free-form deformation, hierarchical over 3 levels, any similarity "
-                "(LNCC, MI, MIND, ...) plus bending energy, optimised with Adam.",
-))
+register_method(
+    MethodSpec(
+        name="bspline",
+        title="B-spline FFD",
+        config_cls=BSplineConfig,
+        factory=BSplineMethod,
+        family=Family.DEFORMABLE,
+        dims=(2, 3),
+        description="Cubic B-spline free-form deformation, hierarchical over 3 levels, any similarity "
+        "(LNCC, MI, MIND, ...) plus bending energy, optimised with Adam.",
+    )
+)

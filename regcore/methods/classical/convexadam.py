@@ -39,18 +39,27 @@ class ConvexAdamConfig:
     mind_radius: int = param(1, "MIND-SSC patch radius in voxels.", range=(0, 3))
     mind_dilation: int = param(2, "MIND-SSC neighbour distance in voxels.", range=(1, 4))
     grid_step: int = param(4, "Coarse grid spacing of the discrete search, in voxels.", range=(2, 8))
-    search_radius: int = param(4, "Discrete search half-width in coarse voxels (displacements up to "
-                               "radius * grid_step voxels).", range=(1, 8))
+    search_radius: int = param(
+        4,
+        "Discrete search half-width in coarse voxels (displacements up to radius * grid_step voxels).",
+        range=(1, 8),
+    )
     coupling_steps: int = param(5, "Coupled convex optimisation rounds (0 = plain argmin).", range=(0, 10))
-    io_level: int = param(2, "Downsampling factor of the Adam instance optimisation (1 = full resolution).",
-                          range=(1, 4))
-    iterations: int = param(60, "Adam instance-optimisation iterations (0 = discrete result only).",
-                            range=(0, 1000))
-    learning_rate: float = param(0.5, "Adam learning rate in voxels of the io_level grid.", range=(1e-3, 2.0),
-                                 step=0.05)
-    weight: float = param(0.5, "Diffusion regulariser weight in the instance optimisation.", range=(0.0, 100.0),
-                          step=0.05)
-    device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    io_level: int = param(
+        2, "Downsampling factor of the Adam instance optimisation (1 = full resolution).", range=(1, 4)
+    )
+    iterations: int = param(
+        60, "Adam instance-optimisation iterations (0 = discrete result only).", range=(0, 1000)
+    )
+    learning_rate: float = param(
+        0.5, "Adam learning rate in voxels of the io_level grid.", range=(1e-3, 2.0), step=0.05
+    )
+    weight: float = param(
+        0.5, "Diffusion regulariser weight in the instance optimisation.", range=(0.0, 100.0), step=0.05
+    )
+    device: str = param(
+        "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 def _pool(x: torch.Tensor, step: int) -> torch.Tensor:
@@ -58,14 +67,19 @@ def _pool(x: torch.Tensor, step: int) -> torch.Tensor:
     return pool(x, step, stride=step, ceil_mode=True)
 
 
-def cost_volume(feat_fixed: torch.Tensor, feat_moving: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+def cost_volume(
+    feat_fixed: torch.Tensor, feat_moving: torch.Tensor, radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SSD cost of every integer displacement: returns ``cost (D, *S)`` and ``offsets (D, ndim)``
     (voxels, fixed -> moving: cost[d, x] = |F(x) - M(x + offsets[d])|^2 averaged over channels)."""
     ndim = feat_fixed.ndim - 2
     shape = feat_fixed.shape[2:]
     padded = F.pad(feat_moving, [radius] * (2 * ndim), mode="replicate")
-    offsets = torch.tensor(list(itertools.product(range(-radius, radius + 1), repeat=ndim)),
-                           device=feat_fixed.device, dtype=feat_fixed.dtype)
+    offsets = torch.tensor(
+        list(itertools.product(range(-radius, radius + 1), repeat=ndim)),
+        device=feat_fixed.device,
+        dtype=feat_fixed.dtype,
+    )
     costs = []
     for off in offsets.long().tolist():
         index = [slice(None), slice(None)] + [slice(radius + o, radius + o + s) for o, s in zip(off, shape)]
@@ -73,14 +87,16 @@ def cost_volume(feat_fixed: torch.Tensor, feat_moving: torch.Tensor, radius: int
     return torch.stack(costs), offsets
 
 
-def coupled_convex(cost: torch.Tensor, offsets: torch.Tensor, rounds: int, smooth_sigma: float = 1.0) -> torch.Tensor:
+def coupled_convex(
+    cost: torch.Tensor, offsets: torch.Tensor, rounds: int, smooth_sigma: float = 1.0
+) -> torch.Tensor:
     """Smooth displacement ``(1, ndim, *S)`` from a cost volume ``(D, *S)`` by alternating argmin of
     ``cost + c_k |d - d_smooth|^2`` and Gaussian smoothing, with weights ``c_k`` rising geometrically."""
     ndim = offsets.shape[1]
     scale = cost.mean().clamp_min(1e-12)
     cost = cost / scale
     radius2 = float(offsets.abs().max() ** 2) or 1.0
-    field = offsets[cost.argmin(0)].movedim(-1, 0)[None]               # (1, ndim, *S)
+    field = offsets[cost.argmin(0)].movedim(-1, 0)[None]  # (1, ndim, *S)
     smooth = gaussian_smooth(field, smooth_sigma, truncate=TRUNCATE)
     for k in range(rounds):
         coupling = 0.3 * 3.0 ** (k - rounds + 1) * ndim / radius2
@@ -95,8 +111,9 @@ class ConvexAdamMethod:
 
     name = "convexadam"
 
-    def register(self, fixed: Image, moving: Image, config: ConvexAdamConfig | None = None,
-                 progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: ConvexAdamConfig | None = None, progress=None
+    ) -> RegistrationResult:
         config = config or ConvexAdamConfig()
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
@@ -114,20 +131,41 @@ class ConvexAdamMethod:
                 report(progress, 0.15, "discrete search")
                 u_coarse = coupled_convex(cost, offsets, config.coupling_steps)
                 # coarse voxel k sits at fine voxel (k + 0.5) * step - 0.5: a scaling by step
-                u0 = F.interpolate(u_coarse * config.grid_step, size=tuple(shape),
-                                   mode="trilinear" if len(shape) == 3 else "bilinear", align_corners=False)
+                u0 = F.interpolate(
+                    u_coarse * config.grid_step,
+                    size=tuple(shape),
+                    mode="trilinear" if len(shape) == 3 else "bilinear",
+                    align_corners=False,
+                )
                 report(progress, 0.25, "coupled convex optimisation")
             if config.iterations > 0:
                 sim = make_similarity("mse", len(shape))  # MSE of the MIND descriptors
                 u = optimise_field(
-                    mind_f, mind_m, levels=(config.io_level,), iterations=(config.iterations,),
-                    learning_rate=config.learning_rate, similarity=sim,
-                    regularizer=make_regularizer("diffusion"), weight=config.weight, init=u0,
-                    progress=_offset_progress(progress, 0.25), history=history)
+                    mind_f,
+                    mind_m,
+                    levels=(config.io_level,),
+                    iterations=(config.iterations,),
+                    learning_rate=config.learning_rate,
+                    similarity=sim,
+                    regularizer=make_regularizer("diffusion"),
+                    weight=config.weight,
+                    init=u0,
+                    progress=_offset_progress(progress, 0.25),
+                    history=history,
+                )
             else:
                 u = u0
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history, extras={"discrete_displacement": u0.detach().cpu()})
+        return build_result(
+            self.name,
+            fixed,
+            moving,
+            u,
+            timer=timer,
+            device=device,
+            config=config,
+            loss_history=history,
+            extras={"discrete_displacement": u0.detach().cpu()},
+        )
 
 
 def _offset_progress(progress, start: float):
@@ -138,12 +176,18 @@ def _offset_progress(progress, start: float):
     def wrapped(p):
         p.fraction = start + (1.0 - start) * p.fraction
         return progress(p)
+
     return wrapped
 
 
-SPEC = register_method(MethodSpec(
-    name="convexadam", title="ConvexAdam (MIND + discrete search + Adam)", config_cls=ConvexAdamConfig,
-    factory=ConvexAdamMethod, family=Family.DEFORMABLE,
-    description="MIND-SSC features, coupled convex discrete displacement search on a coarse grid, then Adam "
-                "instance optimisation with diffusion regularisation. Handles large motion and multimodal pairs.",
-))
+SPEC = register_method(
+    MethodSpec(
+        name="convexadam",
+        title="ConvexAdam (MIND + discrete search + Adam)",
+        config_cls=ConvexAdamConfig,
+        factory=ConvexAdamMethod,
+        family=Family.DEFORMABLE,
+        description="MIND-SSC features, coupled convex discrete displacement search on a coarse grid, then Adam "
+        "instance optimisation with diffusion regularisation. Handles large motion and multimodal pairs.",
+    )
+)

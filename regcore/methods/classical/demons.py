@@ -49,18 +49,38 @@ class DemonsForce(enum.StrEnum):
 class DemonsConfig:
     levels: int = param(3, "Resolution levels (factor 2 each); 1 = full resolution only.", range=(1, 5))
     iterations: int = param(50, "Iterations per resolution level.", range=(1, 1000))
-    force: DemonsForce = param(DemonsForce.SYMMETRIC, "Demons force: symmetric (ESM, fixed+warped gradient), "
-                               "passive (fixed gradient) or active (warped gradient).")
-    sigma_elastic: float = param(1.5, "Gaussian smoothing of the displacement after each step (voxels; "
-                                 "diffusion-like regularisation). 0 = none.", range=(0.0, 10.0), step=0.25)
-    sigma_fluid: float = param(0.5, "Gaussian smoothing of each update (voxels; fluid-like). 0 = none.",
-                               range=(0.0, 10.0), step=0.25)
-    max_step: float = param(0.5, "Largest update per iteration (voxels of the current level); sets the "
-                            "demons normaliser K = 1 / (4 max_step^2), which bounds |d| <= max_step.",
-                            range=(0.1, 10.0), step=0.1, advanced=True)
-    diffeomorphic: bool = param(True, "Exponentiate each update (diffeomorphic demons); False = additive demons.")
-    normalise: bool = param(True, "Min-max normalise both images to [0, 1] before registering.", advanced=True)
-    device: str = param("auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    force: DemonsForce = param(
+        DemonsForce.SYMMETRIC,
+        "Demons force: symmetric (ESM, fixed+warped gradient), "
+        "passive (fixed gradient) or active (warped gradient).",
+    )
+    sigma_elastic: float = param(
+        1.5,
+        "Gaussian smoothing of the displacement after each step (voxels; "
+        "diffusion-like regularisation). 0 = none.",
+        range=(0.0, 10.0),
+        step=0.25,
+    )
+    sigma_fluid: float = param(
+        0.5, "Gaussian smoothing of each update (voxels; fluid-like). 0 = none.", range=(0.0, 10.0), step=0.25
+    )
+    max_step: float = param(
+        0.5,
+        "Largest update per iteration (voxels of the current level); sets the "
+        "demons normaliser K = 1 / (4 max_step^2), which bounds |d| <= max_step.",
+        range=(0.1, 10.0),
+        step=0.1,
+        advanced=True,
+    )
+    diffeomorphic: bool = param(
+        True, "Exponentiate each update (diffeomorphic demons); False = additive demons."
+    )
+    normalise: bool = param(
+        True, "Min-max normalise both images to [0, 1] before registering.", advanced=True
+    )
+    device: str = param(
+        "auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +95,9 @@ def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(grads, dim=1)
 
 
-def demons_step(fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, max_step: float) -> torch.Tensor:
+def demons_step(
+    fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, max_step: float
+) -> torch.Tensor:
     """One demons force field ``(B, n, *S)`` (voxels), ``|d| <= max_step`` by construction."""
     diff = fixed - warped
     if force == DemonsForce.PASSIVE:
@@ -92,19 +114,27 @@ def demons_step(fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, m
 
 def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n_iter: int):
     """Callback ``(iteration, mse_fn)``: every 10th (and the last) iteration logs the MSE and reports progress."""
+
     def report(it: int, mse_fn) -> None:
         if it % 10 == 0 or it == n_iter - 1:
             mse = float(mse_fn())
             history.append({"similarity": mse, "level": float(level)})
-            ticker.tick(level, it, f"level {level + 1}/{n_levels}, iter {it + 1}/{n_iter}", force=True, similarity=mse)
+            ticker.tick(
+                level, it, f"level {level + 1}/{n_levels}, iter {it + 1}/{n_iter}", force=True, similarity=mse
+            )
+
     return report
 
 
-def _iterate_torch(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report) -> torch.Tensor:
+def _iterate_torch(
+    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report
+) -> torch.Tensor:
     """``config.iterations`` demons iterations with torch ops (any device); returns the new ``u``."""
     for it in range(config.iterations):
         w = warp(m, u)
-        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), config.sigma_fluid, truncate=TRUNCATE)
+        d = gaussian_smooth(
+            demons_step(f, w, config.force, config.max_step), config.sigma_fluid, truncate=TRUNCATE
+        )
         u = compose(u, integrate_svf(d, steps=None)) if config.diffeomorphic else u + d
         u = gaussian_smooth(u, config.sigma_elastic, truncate=TRUNCATE)
         report(it, lambda: ((f - w) ** 2).mean())
@@ -114,7 +144,9 @@ def _iterate_torch(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: De
 _FORCE_CODES = {DemonsForce.PASSIVE: 0, DemonsForce.ACTIVE: 1, DemonsForce.SYMMETRIC: 2}
 
 
-def _iterate_compiled(f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report) -> torch.Tensor:
+def _iterate_compiled(
+    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report
+) -> torch.Tensor:
     """The same iterations as :func:`_iterate_torch` with the fused numba kernels of ``greedy_kernels``
     on buffers allocated once per level (CPU float32)."""
     spatial = tuple(f.shape[2:])
@@ -145,7 +177,9 @@ class DemonsMethod:
 
     name = "demons"
 
-    def register(self, fixed: Image, moving: Image, config: DemonsConfig, progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: DemonsConfig, progress=None
+    ) -> RegistrationResult:
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
         f0 = fixed.batch().to(device)[:, :1]
@@ -165,15 +199,22 @@ class DemonsMethod:
                     u = _iterate_compiled(f, m, u, config, report)
                 else:
                     u = _iterate_torch(f, m, u, config, report)
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history)
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+        )
 
 
-register_method(MethodSpec(
-    name="demons", title="Diffeomorphic demons", config_cls=DemonsConfig, factory=DemonsMethod,
-    family=Family.DIFFEOMORPHIC, dims=(2, 3),
-    description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
-                "smoothing and a multi-resolution pyramid; best for same-contrast images.",
-))
+register_method(
+    MethodSpec(
+        name="demons",
+        title="Diffeomorphic demons",
+        config_cls=DemonsConfig,
+        factory=DemonsMethod,
+        family=Family.DIFFEOMORPHIC,
+        dims=(2, 3),
+        description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
+        "smoothing and a multi-resolution pyramid; best for same-contrast images.",
+    )
+)
 
 __all__ = ["DemonsConfig", "DemonsForce", "DemonsMethod", "demons_step", "spatial_gradient"]

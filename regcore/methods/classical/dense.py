@@ -10,8 +10,8 @@ run coarse to fine; ``u`` is upsampled (and its voxel units rescaled) between le
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -29,28 +29,50 @@ from regcore.spatial.warp import warp
 
 @dataclass(frozen=True)
 class DenseConfig:
-    similarity: Similarity = param(Similarity.LNCC, "Similarity between fixed and warped moving.",
-                                   choices=Similarity)
+    similarity: Similarity = param(
+        Similarity.LNCC, "Similarity between fixed and warped moving.", choices=Similarity
+    )
     window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
-    regularizer: Regularizer = param(Regularizer.DIFFUSION, "Smoothness penalty on the displacement.",
-                                     choices=(Regularizer.DIFFUSION, Regularizer.BENDING, Regularizer.TV))
-    weight: float = param(1.0, "Regulariser weight (higher = smoother, less accurate).", range=(0.0, 100.0),
-                          step=0.1)
+    regularizer: Regularizer = param(
+        Regularizer.DIFFUSION,
+        "Smoothness penalty on the displacement.",
+        choices=(Regularizer.DIFFUSION, Regularizer.BENDING, Regularizer.TV),
+    )
+    weight: float = param(
+        1.0, "Regulariser weight (higher = smoother, less accurate).", range=(0.0, 100.0), step=0.1
+    )
     levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((100, 50, 20), "Adam iterations per level.")
-    learning_rate: float = param(0.1, "Adam learning rate in voxels of the level grid per step.",
-                                 range=(1e-3, 2.0), step=0.01)
-    max_level_voxels: int = param(2_000_000, "Levels (after the first) whose grid has more voxels are skipped and "
-                                  "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
-                                  range=(1_000, 1_000_000_000))
-    device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    learning_rate: float = param(
+        0.1, "Adam learning rate in voxels of the level grid per step.", range=(1e-3, 2.0), step=0.01
+    )
+    max_level_voxels: int = param(
+        2_000_000,
+        "Levels (after the first) whose grid has more voxels are skipped and "
+        "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
+        range=(1_000, 1_000_000_000),
+    )
+    device: str = param(
+        "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
-def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterations, learning_rate: float,
-                   similarity, regularizer, weight: float,
-                   to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
-                   progress=None, history: list | None = None, init: torch.Tensor | None = None,
-                   max_level_voxels: int | None = None) -> torch.Tensor:
+def optimise_field(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    *,
+    levels,
+    iterations,
+    learning_rate: float,
+    similarity,
+    regularizer,
+    weight: float,
+    to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
+    progress=None,
+    history: list | None = None,
+    init: torch.Tensor | None = None,
+    max_level_voxels: int | None = None,
+) -> torch.Tensor:
     """Multi-level Adam on a field parameter ``p`` ``(1, ndim, *S_level)`` (voxel units of its level).
 
     ``init`` (optional, ``(1, ndim, *S_any)`` in voxels of its own grid) starts the first level.
@@ -64,12 +86,19 @@ def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterati
     tracker = LevelProgress(progress, iterations)
     p = init
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
-        too_big = max_level_voxels is not None and math.prod(level_shape(fixed.shape[2:], factor)) > max_level_voxels
+        too_big = (
+            max_level_voxels is not None
+            and math.prod(level_shape(fixed.shape[2:], factor)) > max_level_voxels
+        )
         if p is not None and level > 0 and too_big:
             continue
         f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
         shape = tuple(f_l.shape[2:])
-        p = torch.zeros(1, ndim, *shape, device=fixed.device) if p is None else resize_field(p.detach(), shape)
+        p = (
+            torch.zeros(1, ndim, *shape, device=fixed.device)
+            if p is None
+            else resize_field(p.detach(), shape)
+        )
         p.requires_grad_(True)
         optimiser = torch.optim.Adam([p], lr=learning_rate)
         for it in range(n_iter):
@@ -81,23 +110,44 @@ def optimise_field(fixed: torch.Tensor, moving: torch.Tensor, *, levels, iterati
             optimiser.step()
             s, r = sim.item(), reg.item()
             if history is not None:
-                history.append({"similarity": s, "regularizer": r, "total": s + weight * r, "level": float(level)})
-            tracker.tick(level, it, f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
-                         similarity=s, regularizer=r)
+                history.append(
+                    {"similarity": s, "regularizer": r, "total": s + weight * r, "level": float(level)}
+                )
+            tracker.tick(
+                level,
+                it,
+                f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
+                similarity=s,
+                regularizer=r,
+            )
     return resize_field(p.detach(), tuple(fixed.shape[2:]))
 
 
-def optimise_configured_field(fixed: torch.Tensor, moving: torch.Tensor, config, *, progress=None,
-                              history: list | None = None,
-                              to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> torch.Tensor:
+def optimise_configured_field(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    config,
+    *,
+    progress=None,
+    history: list | None = None,
+    to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
+) -> torch.Tensor:
     """:func:`optimise_field` with the schedule, similarity (``window``), regulariser, weight and
     ``max_level_voxels`` of a :class:`DenseConfig`-like config (dense, svf)."""
-    return optimise_field(fixed, moving, levels=config.levels, iterations=config.iterations,
-                          learning_rate=config.learning_rate,
-                          similarity=make_similarity(config.similarity, fixed.ndim - 2, window=config.window),
-                          regularizer=make_regularizer(config.regularizer), weight=config.weight,
-                          to_displacement=to_displacement, progress=progress, history=history,
-                          max_level_voxels=config.max_level_voxels)
+    return optimise_field(
+        fixed,
+        moving,
+        levels=config.levels,
+        iterations=config.iterations,
+        learning_rate=config.learning_rate,
+        similarity=make_similarity(config.similarity, fixed.ndim - 2, window=config.window),
+        regularizer=make_regularizer(config.regularizer),
+        weight=config.weight,
+        to_displacement=to_displacement,
+        progress=progress,
+        history=history,
+        max_level_voxels=config.max_level_voxels,
+    )
 
 
 class DenseMethod:
@@ -105,8 +155,9 @@ class DenseMethod:
 
     name = "dense"
 
-    def register(self, fixed: Image, moving: Image, config: DenseConfig | None = None,
-                 progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: DenseConfig | None = None, progress=None
+    ) -> RegistrationResult:
         config = config or DenseConfig()
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
@@ -114,13 +165,19 @@ class DenseMethod:
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
             u = optimise_configured_field(f, m, config, progress=progress, history=history)
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history)
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+        )
 
 
-SPEC = register_method(MethodSpec(
-    name="dense", title="Dense displacement (regularised)", config_cls=DenseConfig, factory=DenseMethod,
-    family=Family.DEFORMABLE,
-    description="Free-form voxel displacement optimised by Adam with a diffusion/bending penalty, "
-                "multi-resolution. Not guaranteed diffeomorphic.",
-))
+SPEC = register_method(
+    MethodSpec(
+        name="dense",
+        title="Dense displacement (regularised)",
+        config_cls=DenseConfig,
+        factory=DenseMethod,
+        family=Family.DEFORMABLE,
+        description="Free-form voxel displacement optimised by Adam with a diffusion/bending penalty, "
+        "multi-resolution. Not guaranteed diffeomorphic.",
+    )
+)

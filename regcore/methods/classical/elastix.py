@@ -42,7 +42,10 @@ def elastix_installed() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("itk") is not None and importlib.util.find_spec("itk.ElastixPython") is not None
+        return (
+            importlib.util.find_spec("itk") is not None
+            and importlib.util.find_spec("itk.ElastixPython") is not None
+        )
     except (ImportError, ValueError):
         return False
 
@@ -54,7 +57,9 @@ class ElastixMethod:
         if not elastix_installed():
             require_extra("elastix", self.name)  # raises MissingExtraError with the install command
 
-    def register(self, fixed: Image, moving: Image, config: ElastixConfig, progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: ElastixConfig, progress=None
+    ) -> RegistrationResult:
         import itk
 
         check_same_grid(fixed, moving)
@@ -62,16 +67,22 @@ class ElastixMethod:
         with Timer(torch.device("cpu")) as timer:
             f, m = to_itk(fixed), to_itk(moving)
             params = itk.ParameterObject.New()
-            kinds = {"affine": ["affine"], "bspline": ["bspline"], "affine+bspline": ["affine", "bspline"]}[str(config.stages)]
+            kinds = {"affine": ["affine"], "bspline": ["bspline"], "affine+bspline": ["affine", "bspline"]}[
+                str(config.stages)
+            ]
             for kind in kinds:
                 pm = params.GetDefaultParameterMap(kind, config.resolutions, config.grid_spacing_mm)
                 pm["MaximumNumberOfIterations"] = [str(config.iterations)]
                 params.AddParameterMap(pm)
-            _, result_params = itk.elastix_registration_method(f, m, parameter_object=params, log_to_console=False)
+            _, result_params = itk.elastix_registration_method(
+                f, m, parameter_object=params, log_to_console=False
+            )
             field = _deformation_field(itk, m, result_params)
             u = itk_array_field_to_voxels(itk.array_from_image(field), fixed.geometry)  # (*S reversed, n) mm
         report(progress, 1.0, "elastix done")
-        return build_result(self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[])
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=[]
+        )
 
 
 def _deformation_field(itk, moving_itk, result_params):
@@ -93,8 +104,15 @@ def _deformation_field(itk, moving_itk, result_params):
         return itk.image_duplicator(field)
 
 
-register_method(MethodSpec(
-    name="elastix", title="elastix (B-spline)", config_cls=ElastixConfig, factory=ElastixMethod,
-    family=Family.BASELINE, dims=(2, 3), requires="elastix",
-    description="elastix default B-spline (optionally affine first) with Mattes MI; needs the 'elastix' extra.",
-))
+register_method(
+    MethodSpec(
+        name="elastix",
+        title="elastix (B-spline)",
+        config_cls=ElastixConfig,
+        factory=ElastixMethod,
+        family=Family.BASELINE,
+        dims=(2, 3),
+        requires="elastix",
+        description="elastix default B-spline (optionally affine first) with Mattes MI; needs the 'elastix' extra.",
+    )
+)

@@ -21,7 +21,7 @@ def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
             out.narrow(axis, k, n - k).add_(x.narrow(axis, 0, n - k))
             out.narrow(axis, 0, n - k).add_(x.narrow(axis, k, n - k))
         x = out
-    return x / float(window ** ndim)
+    return x / float(window**ndim)
 
 
 def image_gradient(x: torch.Tensor) -> torch.Tensor:

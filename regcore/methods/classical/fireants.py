@@ -31,7 +31,13 @@ from regcore.methods.classical.filters import image_gradient
 from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.methods.classical.progress import LevelProgress
-from regcore.methods.classical.pyramid import TRUNCATE, downsample, level_shape, resize_field, validate_schedule
+from regcore.methods.classical.pyramid import (
+    TRUNCATE,
+    downsample,
+    level_shape,
+    resize_field,
+    validate_schedule,
+)
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial import warp_kernels
@@ -41,29 +47,57 @@ from regcore.spatial.warp import warp
 
 @dataclass(frozen=True)
 class FireANTsConfig:
-    similarity: Similarity = param(Similarity.LNCC, "Similarity; box LNCC (default, fastest) uses an exact analytic "
-                                   "gradient, others use autograd on the warped image.", choices=Similarity)
-    window: int = param(5, "Local window in voxels at every level (odd; lncc, lncc_gauss, ssim).", range=(3, 15),
-                        step=2)
-    preset: str = param("auto", "auto: the tuned schedule for the image dimension (3D: levels (4, 2, 1), iterations "
-                        "(100, 50, 20), step 1.0, update sigma 0.75; 2D: levels (2, 1), iterations (80, 50), step 0.5, "
-                        "update sigma 1.0); custom: use the four fields below.", choices=("auto", "custom"))
+    similarity: Similarity = param(
+        Similarity.LNCC,
+        "Similarity; box LNCC (default, fastest) uses an exact analytic "
+        "gradient, others use autograd on the warped image.",
+        choices=Similarity,
+    )
+    window: int = param(
+        5, "Local window in voxels at every level (odd; lncc, lncc_gauss, ssim).", range=(3, 15), step=2
+    )
+    preset: str = param(
+        "auto",
+        "auto: the tuned schedule for the image dimension (3D: levels (4, 2, 1), iterations "
+        "(100, 50, 20), step 1.0, update sigma 0.75; 2D: levels (2, 1), iterations (80, 50), step 0.5, "
+        "update sigma 1.0); custom: use the four fields below.",
+        choices=("auto", "custom"),
+    )
     levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine (preset=custom).")
-    iterations: tuple[int, ...] = param((100, 50, 20), "Iterations per level, most at coarse levels (preset=custom).")
-    step_size: float = param(1.0, "Largest voxel displacement of one update, in voxels of the current level "
-                             "(preset=custom).", range=(0.01, 5.0), step=0.05)
-    smooth_grad_sigma: float = param(0.75, "Gaussian sigma (voxels) applied to each update: fluid regularisation "
-                                     "(preset=custom).", range=(0.0, 5.0), step=0.25)
-    max_level_voxels: int = param(20_000_000, "Levels whose grid has more voxels are skipped (the field of the "
-                                  "previous level is upsampled). The default runs a 1 mm brain (7M voxels) at full "
-                                  "resolution; lower it to trade accuracy for speed and memory (a 7M-voxel level "
-                                  "costs ~0.6 s per iteration on 2 CPU cores; whole 3D run peaks at ~1 GB).",
-                                  range=(1_000, 1_000_000_000))
-    smooth_warp_sigma: float = param(0.5, "Gaussian sigma (voxels) applied to the field after each update: "
-                                     "elastic regularisation.", range=(0.0, 5.0), step=0.25)
+    iterations: tuple[int, ...] = param(
+        (100, 50, 20), "Iterations per level, most at coarse levels (preset=custom)."
+    )
+    step_size: float = param(
+        1.0,
+        "Largest voxel displacement of one update, in voxels of the current level (preset=custom).",
+        range=(0.01, 5.0),
+        step=0.05,
+    )
+    smooth_grad_sigma: float = param(
+        0.75,
+        "Gaussian sigma (voxels) applied to each update: fluid regularisation (preset=custom).",
+        range=(0.0, 5.0),
+        step=0.25,
+    )
+    max_level_voxels: int = param(
+        20_000_000,
+        "Levels whose grid has more voxels are skipped (the field of the "
+        "previous level is upsampled). The default runs a 1 mm brain (7M voxels) at full "
+        "resolution; lower it to trade accuracy for speed and memory (a 7M-voxel level "
+        "costs ~0.6 s per iteration on 2 CPU cores; whole 3D run peaks at ~1 GB).",
+        range=(1_000, 1_000_000_000),
+    )
+    smooth_warp_sigma: float = param(
+        0.5,
+        "Gaussian sigma (voxels) applied to the field after each update: elastic regularisation.",
+        range=(0.0, 5.0),
+        step=0.25,
+    )
     beta1: float = param(0.9, "Adam first-moment decay.", range=(0.0, 0.999), advanced=True)
     beta2: float = param(0.99, "Adam second-moment decay.", range=(0.0, 0.9999), advanced=True)
-    device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    device: str = param(
+        "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 AUTO_PRESETS = {
@@ -82,13 +116,14 @@ def resolve_preset(config: FireANTsConfig, ndim: int) -> FireANTsConfig:
     return replace(config, preset="custom", **AUTO_PRESETS[ndim])
 
 
-def _similarity_gradient(sim_name: str, sim_module, fixed: torch.Tensor, warped: torch.Tensor,
-                         window: int) -> tuple[float, torch.Tensor]:
+def _similarity_gradient(
+    sim_name: str, sim_module, fixed: torch.Tensor, warped: torch.Tensor, window: int
+) -> tuple[float, torch.Tensor]:
     """Loss value and ``dL/dwarped`` ``(1, C, *S)``."""
     if sim_name == Similarity.LNCC:
         losses, grads = [], []
         for c in range(fixed.shape[1]):
-            loss, grad = lncc_and_gradient(fixed[:, c:c + 1], warped[:, c:c + 1], window)
+            loss, grad = lncc_and_gradient(fixed[:, c : c + 1], warped[:, c : c + 1], window)
             losses.append(loss)
             grads.append(grad / fixed.shape[1])
         return float(sum(losses) / len(losses)), torch.cat(grads, 1)
@@ -115,25 +150,35 @@ class _Adam:
         self.t += 1
         self.m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
         self.v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        m_hat = self.m / (1 - self.beta1 ** self.t)
-        v_hat = self.v / (1 - self.beta2 ** self.t)
+        m_hat = self.m / (1 - self.beta1**self.t)
+        v_hat = self.v / (1 - self.beta2**self.t)
         return m_hat / (v_hat.sqrt() + self.eps)
 
 
-def _iteration_reporter(history: list | None, tracker: LevelProgress, level: int, n_levels: int, factor: int,
-                        n_iter: int):
+def _iteration_reporter(
+    history: list | None, tracker: LevelProgress, level: int, n_levels: int, factor: int, n_iter: int
+):
     """Callback ``(iteration, loss)`` that records the loss history and reports progress (may cancel)."""
+
     def report(it: int, loss: float) -> None:
         if history is not None:
             history.append({"similarity": loss, "level": float(level)})
-        tracker.tick(level, it, f"level {level + 1}/{n_levels} (x{factor}), iter {it + 1}/{n_iter}", similarity=loss)
+        tracker.tick(
+            level, it, f"level {level + 1}/{n_levels} (x{factor}), iter {it + 1}/{n_iter}", similarity=loss
+        )
+
     return report
 
 
 def _can_use_compiled(sim_name: str, fixed: torch.Tensor) -> bool:
     """The fused numba iteration covers box LNCC on one-channel float32 CPU images."""
-    return (greedy_kernels.AVAILABLE and sim_name == Similarity.LNCC and fixed.device.type == "cpu"
-            and fixed.dtype == torch.float32 and fixed.shape[1] == 1)
+    return (
+        greedy_kernels.AVAILABLE
+        and sim_name == Similarity.LNCC
+        and fixed.device.type == "cpu"
+        and fixed.dtype == torch.float32
+        and fixed.shape[1] == 1
+    )
 
 
 def _iterate_torch(f_l, m_l, u, adam, config, n_iter, sim_name, sim_module, on_iteration) -> torch.Tensor:
@@ -141,8 +186,7 @@ def _iterate_torch(f_l, m_l, u, adam, config, n_iter, sim_name, sim_module, on_i
     for it in range(n_iter):
         warped = warp(m_l, u)
         loss, d_warped = _similarity_gradient(sim_name, sim_module, f_l, warped, config.window)
-        grad = (d_warped * image_gradient(warped.sum(1, keepdim=True)
-                                          if warped.shape[1] > 1 else warped))
+        grad = d_warped * image_gradient(warped.sum(1, keepdim=True) if warped.shape[1] > 1 else warped)
         if config.smooth_grad_sigma > 0:
             grad = gaussian_smooth(grad, config.smooth_grad_sigma, truncate=TRUNCATE)
         d = adam.direction(grad)
@@ -180,19 +224,28 @@ def _iterate_compiled(f_l, m_l, u, adam, config, n_iter, on_iteration) -> torch.
     return torch.from_numpy(field)[None]
 
 
-def greedy_displacement(fixed: torch.Tensor, moving: torch.Tensor, config: FireANTsConfig,
-                        progress=None, history: list | None = None) -> torch.Tensor:
+def greedy_displacement(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    config: FireANTsConfig,
+    progress=None,
+    history: list | None = None,
+) -> torch.Tensor:
     """Run the greedy multi-level optimisation on ``(1, C, *S)`` tensors; returns ``u`` ``(1, ndim, *S)``
     (fixed voxels, fixed -> moving) at full resolution."""
     levels, iterations = validate_schedule(config.levels, config.iterations)
     ndim = fixed.ndim - 2
     sim_name = Similarity(str(config.similarity))
-    sim_module = None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, window=config.window)
+    sim_module = (
+        None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, window=config.window)
+    )
     tracker = LevelProgress(progress, iterations)
     u = None
     adam = None
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
-        if u is not None and (n_iter == 0 or math.prod(level_shape(fixed.shape[2:], factor)) > config.max_level_voxels):
+        if u is not None and (
+            n_iter == 0 or math.prod(level_shape(fixed.shape[2:], factor)) > config.max_level_voxels
+        ):
             continue  # too large for the budget (or nothing to do): the coarser field is upsampled at the end
         f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
         shape = tuple(f_l.shape[2:])
@@ -217,8 +270,9 @@ class FireANTsMethod:
 
     name = "fireants"
 
-    def register(self, fixed: Image, moving: Image, config: FireANTsConfig | None = None,
-                 progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: FireANTsConfig | None = None, progress=None
+    ) -> RegistrationResult:
         config = config or FireANTsConfig()
         config = resolve_preset(config, validate_pair(fixed, moving))
         device = pick_device(config.device, fixed)
@@ -226,13 +280,19 @@ class FireANTsMethod:
         with Timer(device) as timer, torch.no_grad():
             f, m = pair_tensors(fixed, moving, device)
             u = greedy_displacement(f, m, config, progress, history)
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history)
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+        )
 
 
-SPEC = register_method(MethodSpec(
-    name="fireants", title="FireANTs-style greedy (diffeomorphic)", config_cls=FireANTsConfig,
-    factory=FireANTsMethod, family=Family.DIFFEOMORPHIC,
-    description="Multi-scale greedy compositive updates with normalised Adam steps, Gaussian smoothing of "
-                "update and field, LNCC. Fast and accurate; the default deformable method.",
-))
+SPEC = register_method(
+    MethodSpec(
+        name="fireants",
+        title="FireANTs-style greedy (diffeomorphic)",
+        config_cls=FireANTsConfig,
+        factory=FireANTsMethod,
+        family=Family.DIFFEOMORPHIC,
+        description="Multi-scale greedy compositive updates with normalised Adam steps, Gaussian smoothing of "
+        "update and field, LNCC. Fast and accurate; the default deformable method.",
+    )
+)

@@ -140,8 +140,16 @@ if AVAILABLE:
             for y in range(ny):
                 for x in range(nx):
                     i, j = fixed[z, y, x], warped[z, y, x]
-                    g = -scale * norm * (i * terms[0, z, y, x] - terms[1, z, y, x]
-                                         - j * terms[2, z, y, x] + terms[3, z, y, x])
+                    g = (
+                        -scale
+                        * norm
+                        * (
+                            i * terms[0, z, y, x]
+                            - terms[1, z, y, x]
+                            - j * terms[2, z, y, x]
+                            + terms[3, z, y, x]
+                        )
+                    )
                     if first_axis == 0:
                         if nz == 1:
                             out[0, z, y, x] = 0.0
@@ -242,7 +250,9 @@ if AVAILABLE:
                         elif mode == 1:
                             j = _half_difference(warped, z, y, x, a)
                         else:
-                            j = 0.5 * (_half_difference(fixed, z, y, x, a) + _half_difference(warped, z, y, x, a))
+                            j = 0.5 * (
+                                _half_difference(fixed, z, y, x, a) + _half_difference(warped, z, y, x, a)
+                            )
                         out[a - first_axis, z, y, x] = j
                         norm2 += j * j
                     denom = norm2 + diff * diff * k_inv
@@ -253,11 +263,13 @@ if AVAILABLE:
 
 def _exclusive(method):
     """Run a workspace method under the kernel lock with torch's thread count."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with warp_kernels.KERNEL_LOCK:
             warp_kernels.set_threads(torch.get_num_threads())
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
@@ -292,13 +304,14 @@ class GreedyWorkspace:
         return spare
 
     @_exclusive
-    def lncc_force(self, fixed: np.ndarray, warped: np.ndarray, window: int, out: np.ndarray,
-                   eps: float = 1e-5) -> float:
+    def lncc_force(
+        self, fixed: np.ndarray, warped: np.ndarray, window: int, out: np.ndarray, eps: float = 1e-5
+    ) -> float:
         """Box LNCC loss ``-mean cc`` of ``(1, *spatial)`` fixed/warped; writes ``dL/dJ * grad J`` to
         ``out`` ``(ndim, *spatial)``."""
         i, j = self._as3d(fixed)[0], self._as3d(warped)[0]
         r = window // 2
-        norm = 1.0 / float(window ** self.ndim)
+        norm = 1.0 / float(window**self.ndim)
         _box_x_of_lncc_terms(i, j, self._stats, r)
         stats = self._box(self._stats, self._spare, 5, r)
         terms = self._spare if stats is self._stats else self._stats
@@ -318,25 +331,43 @@ class GreedyWorkspace:
         taps = gaussian_kernel_1d(sigma, TRUNCATE).numpy()
         a = self._as3d(field)
         per_axis = (None if self._first_axis == 1 else taps, taps, taps)
-        out = smooth_kernels.separable_gaussian(a, self._field_tmp[:field.shape[0]], per_axis,
-                                                torch.get_num_threads())
+        out = smooth_kernels.separable_gaussian(
+            a, self._field_tmp[: field.shape[0]], per_axis, torch.get_num_threads()
+        )
         if out is not a:
             a[...] = out
 
     @_exclusive
-    def adam_step(self, grad: np.ndarray, m: np.ndarray, v: np.ndarray, t: int, beta1: float, beta2: float,
-                  step_size: float, eps: float = 1e-8) -> None:
+    def adam_step(
+        self,
+        grad: np.ndarray,
+        m: np.ndarray,
+        v: np.ndarray,
+        t: int,
+        beta1: float,
+        beta2: float,
+        step_size: float,
+        eps: float = 1e-8,
+    ) -> None:
         """Turn ``grad`` in place into the step ``-step_size * d / max(1, max |d|)``; ``m``, ``v`` updated."""
         g3, m3, v3 = self._as3d(grad), self._as3d(m), self._as3d(v)
-        _adam_direction(g3, m3, v3, beta1, beta2, 1.0 - beta1 ** t, 1.0 - beta2 ** t, eps, self._row_max)
+        _adam_direction(g3, m3, v3, beta1, beta2, 1.0 - beta1**t, 1.0 - beta2**t, eps, self._row_max)
         _scale(g3, -step_size / max(1.0, float(self._row_max.max())))
 
     @_exclusive
-    def demons_force(self, fixed: np.ndarray, warped: np.ndarray, mode: int, max_step: float, out: np.ndarray) -> None:
+    def demons_force(
+        self, fixed: np.ndarray, warped: np.ndarray, mode: int, max_step: float, out: np.ndarray
+    ) -> None:
         """Demons force of ``(1, *spatial)`` fixed/warped into ``out`` ``(ndim, *spatial)``; ``mode`` 0 passive,
         1 active, 2 symmetric; ``|out| <= max_step`` (K = 1 / (4 max_step^2)), as ``demons.demons_step``."""
-        _demons_force(self._as3d(fixed)[0], self._as3d(warped)[0], self._as3d(out), mode,
-                      1.0 / (4.0 * max_step ** 2), self._first_axis)
+        _demons_force(
+            self._as3d(fixed)[0],
+            self._as3d(warped)[0],
+            self._as3d(out),
+            mode,
+            1.0 / (4.0 * max_step**2),
+            self._first_axis,
+        )
 
     @_exclusive
     def max_norm(self, field: np.ndarray) -> float:

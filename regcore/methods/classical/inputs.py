@@ -21,7 +21,9 @@ def validate_pair(fixed: Image, moving: Image) -> int:
         if not isinstance(im, Image):
             raise TypeError(f"{arg} must be a regcore.Image, got {type(im).__name__}")
         if im.is_labels:
-            raise ValueError(f"{arg} is a label map ({im.name!r}); register intensity images and warp labels after")
+            raise ValueError(
+                f"{arg} is a label map ({im.name!r}); register intensity images and warp labels after"
+            )
         if im.ndim not in (2, 3):
             raise ValueError(f"{arg} must be 2D or 3D, got {im.ndim}D with shape {im.shape}")
         if not torch.isfinite(im.data).all():
@@ -29,15 +31,19 @@ def validate_pair(fixed: Image, moving: Image) -> int:
     if fixed.shape != moving.shape:
         raise ValueError(
             f"fixed and moving must lie on the same grid (resample moving with regcore.preprocess.resample_to); "
-            f"got shapes fixed {fixed.shape} and moving {moving.shape}")
+            f"got shapes fixed {fixed.shape} and moving {moving.shape}"
+        )
     if not fixed.geometry.same_grid(moving.geometry):
         raise ValueError(
             f"fixed and moving must lie on the same grid (resample moving with regcore.preprocess.resample_to); "
             f"fixed spacing/origin {fixed.spacing}/{fixed.geometry.origin} != "
-            f"moving {moving.spacing}/{moving.geometry.origin}")
+            f"moving {moving.spacing}/{moving.geometry.origin}"
+        )
     if fixed.data.shape[0] != moving.data.shape[0]:
-        raise ValueError(f"fixed and moving must have the same channel count, got {fixed.data.shape[0]} "
-                         f"and {moving.data.shape[0]}")
+        raise ValueError(
+            f"fixed and moving must have the same channel count, got {fixed.data.shape[0]} "
+            f"and {moving.data.shape[0]}"
+        )
     if min(fixed.shape) < 4:
         raise ValueError(f"images must be at least 4 voxels along every axis, got shape {fixed.shape}")
     return fixed.ndim

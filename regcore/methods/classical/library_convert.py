@@ -20,10 +20,14 @@ from regcore.image import Geometry, Image
 def check_same_grid(fixed: Image, moving: Image) -> None:
     """TypeError unless both are Images; ValueError unless they share a grid shape."""
     if not isinstance(fixed, Image) or not isinstance(moving, Image):
-        raise TypeError(f"fixed and moving must be regcore Images, got {type(fixed).__name__}, {type(moving).__name__}")
+        raise TypeError(
+            f"fixed and moving must be regcore Images, got {type(fixed).__name__}, {type(moving).__name__}"
+        )
     if fixed.shape != moving.shape:
-        raise ValueError(f"fixed and moving must lie on the same grid (resample moving with "
-                         f"regcore.preprocess.resample_to): {fixed.shape} vs {moving.shape}")
+        raise ValueError(
+            f"fixed and moving must lie on the same grid (resample moving with "
+            f"regcore.preprocess.resample_to): {fixed.shape} vs {moving.shape}"
+        )
 
 
 def sitk_pair(fixed: Image, moving: Image):
@@ -66,7 +70,9 @@ def to_ants(image: Image, channel: int = 0):
 
     g = image.geometry
     arr = image.data[channel].detach().cpu().float().numpy()
-    return ants.from_numpy(arr, origin=tuple(g.origin), spacing=tuple(g.spacing), direction=g.direction_matrix)
+    return ants.from_numpy(
+        arr, origin=tuple(g.origin), spacing=tuple(g.spacing), direction=g.direction_matrix
+    )
 
 
 def world_field_to_voxels(field_mm: np.ndarray, geometry: Geometry) -> torch.Tensor:
@@ -80,7 +86,9 @@ def world_field_to_voxels(field_mm: np.ndarray, geometry: Geometry) -> torch.Ten
 def itk_array_field_to_voxels(arr: np.ndarray, geometry: Geometry) -> torch.Tensor:
     """A displacement array as ITK libraries return it (``(*S reversed, n)``, mm) -> ``(1, n, *S)`` voxels."""
     n = geometry.ndim
-    return world_field_to_voxels(np.transpose(np.asarray(arr, np.float64), (*range(n - 1, -1, -1), n)), geometry)
+    return world_field_to_voxels(
+        np.transpose(np.asarray(arr, np.float64), (*range(n - 1, -1, -1), n)), geometry
+    )
 
 
 def sitk_field_to_voxels(field, geometry: Geometry) -> torch.Tensor:
@@ -95,8 +103,18 @@ def transform_to_voxel_displacement(transform, reference) -> torch.Tensor:
     import SimpleITK as sitk
 
     n = reference.GetDimension()
-    geometry = Geometry(reference.GetSize(), reference.GetSpacing(), reference.GetOrigin(),
-                        tuple(map(tuple, np.asarray(reference.GetDirection()).reshape(n, n))))
-    field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, reference.GetSize(),
-                                              reference.GetOrigin(), reference.GetSpacing(), reference.GetDirection())
+    geometry = Geometry(
+        reference.GetSize(),
+        reference.GetSpacing(),
+        reference.GetOrigin(),
+        tuple(map(tuple, np.asarray(reference.GetDirection()).reshape(n, n))),
+    )
+    field = sitk.TransformToDisplacementField(
+        transform,
+        sitk.sitkVectorFloat64,
+        reference.GetSize(),
+        reference.GetOrigin(),
+        reference.GetSpacing(),
+        reference.GetDirection(),
+    )
     return sitk_field_to_voxels(field, geometry)

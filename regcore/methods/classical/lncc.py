@@ -8,8 +8,9 @@ import torch
 from regcore.methods.classical.filters import box_filter
 
 
-def lncc_and_gradient(fixed: torch.Tensor, warped: torch.Tensor, window: int,
-                      eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+def lncc_and_gradient(
+    fixed: torch.Tensor, warped: torch.Tensor, window: int, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Box-window local squared NCC and its exact gradient with respect to ``warped``.
 
     Loss ``L = -mean_x cc(x)``, ``cc = A^2 / (B C)`` with the window sums ``A = cov(I, J)``,

@@ -7,7 +7,7 @@ Displacements ``(B, ndim, *S)`` are in voxels of the grid they live on, fixed ->
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,9 @@ TRUNCATE = 2.0
 convexadam): the schedules were tuned with kernels cut at 2 sigma."""
 
 
-def validate_schedule(levels: Sequence[int], iterations: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def validate_schedule(
+    levels: Sequence[int], iterations: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Check a multi-resolution schedule: ``levels`` are downsampling factors (coarse first, >= 1),
     ``iterations`` one count per level (>= 0). Returns both as int tuples."""
     levels = tuple(int(v) for v in levels)
@@ -28,7 +30,9 @@ def validate_schedule(levels: Sequence[int], iterations: Sequence[int]) -> tuple
     if not levels or any(v < 1 for v in levels):
         raise ValueError(f"levels must be downsampling factors >= 1 (e.g. (4, 2, 1)), got {levels}")
     if len(iterations) != len(levels):
-        raise ValueError(f"iterations must give one count per level: levels {levels}, iterations {iterations}")
+        raise ValueError(
+            f"iterations must give one count per level: levels {levels}, iterations {iterations}"
+        )
     if any(v < 0 for v in iterations):
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     return levels, iterations
@@ -54,8 +58,12 @@ def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
         return image
     ndim = image.ndim - 2
     blurred = gaussian_smooth(image, 0.5 * factor, truncate=TRUNCATE)
-    return F.interpolate(blurred, size=level_shape(image.shape[2:], factor),
-                         mode="trilinear" if ndim == 3 else "bilinear", align_corners=True)
+    return F.interpolate(
+        blurred,
+        size=level_shape(image.shape[2:], factor),
+        mode="trilinear" if ndim == 3 else "bilinear",
+        align_corners=True,
+    )
 
 
 def resize_field(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -17,8 +17,9 @@ from regcore.methods.registry import Family, MethodSpec, register_method
 
 @dataclass(frozen=True)
 class RigidConfig(AffineConfig):
-    transform: TransformKind = param(TransformKind.RIGID, "Rigid (rotation + translation) or full affine.",
-                                     choices=TransformKind)
+    transform: TransformKind = param(
+        TransformKind.RIGID, "Rigid (rotation + translation) or full affine.", choices=TransformKind
+    )
 
 
 class RigidMethod(AffineMethod):
@@ -28,8 +29,13 @@ class RigidMethod(AffineMethod):
     config_cls = RigidConfig
 
 
-SPEC_RIGID = register_method(MethodSpec(
-    name="rigid", title="Rigid (intensity-based)", config_cls=RigidConfig, factory=RigidMethod,
-    family=Family.AFFINE,
-    description="Rotation + translation by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
-))
+SPEC_RIGID = register_method(
+    MethodSpec(
+        name="rigid",
+        title="Rigid (intensity-based)",
+        config_cls=RigidConfig,
+        factory=RigidMethod,
+        family=Family.AFFINE,
+        description="Rotation + translation by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
+    )
+)

@@ -30,25 +30,41 @@ class SitkMetric(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SitkBSplineConfig:
-    metric: SitkMetric = param(SitkMetric.MATTES_MI, "Similarity: Mattes MI (multi-modal), mean squares or correlation.")
-    grid_spacing_mm: float = param(20.0, "Control-point spacing of the final (finest) mesh, mm.", range=(2.0, 200.0))
-    levels: int = param(3, "Resolution levels; the mesh doubles and the image shrink halves each level.", range=(1, 4))
+    metric: SitkMetric = param(
+        SitkMetric.MATTES_MI, "Similarity: Mattes MI (multi-modal), mean squares or correlation."
+    )
+    grid_spacing_mm: float = param(
+        20.0, "Control-point spacing of the final (finest) mesh, mm.", range=(2.0, 200.0)
+    )
+    levels: int = param(
+        3, "Resolution levels; the mesh doubles and the image shrink halves each level.", range=(1, 4)
+    )
     iterations: int = param(200, "Gradient-descent (line search) iterations per level.", range=(1, 2000))
-    sampling_percentage: float = param(0.5, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01)
-    seed: int = param(1, "Random seed of the metric sampling (>= 1; SimpleITK reads 0 as 'use the clock').",
-                      range=(1, 2**31 - 1), advanced=True)
+    sampling_percentage: float = param(
+        0.5, "Fraction of voxels sampled for the metric.", range=(0.01, 1.0), step=0.01
+    )
+    seed: int = param(
+        1,
+        "Random seed of the metric sampling (>= 1; SimpleITK reads 0 as 'use the clock').",
+        range=(1, 2**31 - 1),
+        advanced=True,
+    )
 
 
 def _set_metric(reg, metric: SitkMetric) -> None:
-    {SitkMetric.MATTES_MI: lambda: reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50),
-     SitkMetric.MEAN_SQUARES: reg.SetMetricAsMeanSquares,
-     SitkMetric.CORRELATION: reg.SetMetricAsCorrelation}[SitkMetric(metric)]()
+    {
+        SitkMetric.MATTES_MI: lambda: reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50),
+        SitkMetric.MEAN_SQUARES: reg.SetMetricAsMeanSquares,
+        SitkMetric.CORRELATION: reg.SetMetricAsCorrelation,
+    }[SitkMetric(metric)]()
 
 
 class SitkBSplineMethod:
     name = "sitk_bspline"
 
-    def register(self, fixed: Image, moving: Image, config: SitkBSplineConfig, progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: SitkBSplineConfig, progress=None
+    ) -> RegistrationResult:
         import SimpleITK as sitk
 
         f, m = sitk_pair(fixed, moving)
@@ -66,23 +82,36 @@ class SitkBSplineMethod:
             reg.SetInterpolator(sitk.sitkLinear)
             # Line-search gradient descent with physical-shift scales (LBFGSB keeps stale scales when the
             # mesh is refined between levels; LBFGS2 stopped at iteration 0 on small 2D pairs).
-            reg.SetOptimizerAsGradientDescentLineSearch(learningRate=1.0, numberOfIterations=config.iterations,
-                                                        convergenceMinimumValue=1e-6, convergenceWindowSize=10)
+            reg.SetOptimizerAsGradientDescentLineSearch(
+                learningRate=1.0,
+                numberOfIterations=config.iterations,
+                convergenceMinimumValue=1e-6,
+                convergenceWindowSize=10,
+            )
             reg.SetOptimizerScalesFromPhysicalShift()
             reg.SetInitialTransformAsBSpline(init, inPlace=True, scaleFactors=[1] + [2] * (config.levels - 1))
             reg.SetShrinkFactorsPerLevel(factors)
             reg.SetSmoothingSigmasPerLevel([0.5 * k if k > 1 else 0.0 for k in factors])
             total = config.iterations * config.levels
-            state = attach_progress(reg, progress, history, "bspline", lambda i: i / total, reg.GetMetricValue)
+            state = attach_progress(
+                reg, progress, history, "bspline", lambda i: i / total, reg.GetMetricValue
+            )
             transform = reg.Execute(f, m)
             raise_if_cancelled(state)
             u = transform_to_voxel_displacement(transform, f)
-        return build_result(self.name, fixed, moving, u, timer=timer, device="cpu", config=config,
-                            loss_history=history)
+        return build_result(
+            self.name, fixed, moving, u, timer=timer, device="cpu", config=config, loss_history=history
+        )
 
 
-register_method(MethodSpec(
-    name="sitk_bspline", title="SimpleITK B-spline", config_cls=SitkBSplineConfig,
-    factory=SitkBSplineMethod, family=Family.BASELINE, dims=(2, 3),
-    description="SimpleITK B-spline free-form deformation, gradient descent, mesh refined over a pyramid.",
-))
+register_method(
+    MethodSpec(
+        name="sitk_bspline",
+        title="SimpleITK B-spline",
+        config_cls=SitkBSplineConfig,
+        factory=SitkBSplineMethod,
+        family=Family.BASELINE,
+        dims=(2, 3),
+        description="SimpleITK B-spline free-form deformation, gradient descent, mesh refined over a pyramid.",
+    )
+)

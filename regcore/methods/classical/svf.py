@@ -26,22 +26,33 @@ from regcore.spatial.svf import integrate_svf
 
 @dataclass(frozen=True)
 class SVFConfig:
-    similarity: Similarity = param(Similarity.LNCC, "Similarity between fixed and warped moving.",
-                                   choices=Similarity)
+    similarity: Similarity = param(
+        Similarity.LNCC, "Similarity between fixed and warped moving.", choices=Similarity
+    )
     window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
-    regularizer: Regularizer = param(Regularizer.DIFFUSION, "Smoothness penalty on the velocity field.",
-                                     choices=(Regularizer.DIFFUSION, Regularizer.BENDING))
+    regularizer: Regularizer = param(
+        Regularizer.DIFFUSION,
+        "Smoothness penalty on the velocity field.",
+        choices=(Regularizer.DIFFUSION, Regularizer.BENDING),
+    )
     weight: float = param(1.0, "Regulariser weight (higher = smoother).", range=(0.0, 100.0), step=0.1)
     levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((100, 50, 20), "Adam iterations per level.")
-    learning_rate: float = param(0.1, "Adam learning rate in voxels of the level grid per step.",
-                                 range=(1e-3, 2.0), step=0.01)
-    integration_steps: int = param(7, "Scaling-and-squaring steps (exp(v) = (exp(v / 2^k))^(2^k)).",
-                                   range=(0, 12))
-    max_level_voxels: int = param(2_000_000, "Levels (after the first) whose grid has more voxels are skipped and "
-                                  "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
-                                  range=(1_000, 1_000_000_000))
-    device: str = param("auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    learning_rate: float = param(
+        0.1, "Adam learning rate in voxels of the level grid per step.", range=(1e-3, 2.0), step=0.01
+    )
+    integration_steps: int = param(
+        7, "Scaling-and-squaring steps (exp(v) = (exp(v / 2^k))^(2^k)).", range=(0, 12)
+    )
+    max_level_voxels: int = param(
+        2_000_000,
+        "Levels (after the first) whose grid has more voxels are skipped and "
+        "the coarser field is upsampled: bounds CPU time in 3D. Raise it on a GPU.",
+        range=(1_000, 1_000_000_000),
+    )
+    device: str = param(
+        "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
 
 
 class SVFMethod:
@@ -49,8 +60,9 @@ class SVFMethod:
 
     name = "svf"
 
-    def register(self, fixed: Image, moving: Image, config: SVFConfig | None = None,
-                 progress=None) -> RegistrationResult:
+    def register(
+        self, fixed: Image, moving: Image, config: SVFConfig | None = None, progress=None
+    ) -> RegistrationResult:
         config = config or SVFConfig()
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
@@ -58,18 +70,39 @@ class SVFMethod:
         steps = int(config.integration_steps)
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
-            v = optimise_configured_field(f, m, config, progress=progress, history=history,
-                                          to_displacement=lambda p: integrate_svf(p, steps))
+            v = optimise_configured_field(
+                f,
+                m,
+                config,
+                progress=progress,
+                history=history,
+                to_displacement=lambda p: integrate_svf(p, steps),
+            )
             with torch.no_grad():
                 u = integrate_svf(v, steps)
                 u_inv = integrate_svf(-v, steps)
-        return build_result(self.name, fixed, moving, u, timer=timer, device=device, config=config,
-                            loss_history=history, velocity=v, extras={"inverse_displacement": u_inv.cpu()})
+        return build_result(
+            self.name,
+            fixed,
+            moving,
+            u,
+            timer=timer,
+            device=device,
+            config=config,
+            loss_history=history,
+            velocity=v,
+            extras={"inverse_displacement": u_inv.cpu()},
+        )
 
 
-SPEC = register_method(MethodSpec(
-    name="svf", title="Stationary velocity field (diffeomorphic)", config_cls=SVFConfig, factory=SVFMethod,
-    family=Family.DIFFEOMORPHIC,
-    description="Velocity field integrated by scaling and squaring, optimised by multi-resolution Adam; "
-                "smooth and invertible, with the inverse for free.",
-))
+SPEC = register_method(
+    MethodSpec(
+        name="svf",
+        title="Stationary velocity field (diffeomorphic)",
+        config_cls=SVFConfig,
+        factory=SVFMethod,
+        family=Family.DIFFEOMORPHIC,
+        description="Velocity field integrated by scaling and squaring, optimised by multi-resolution Adam; "
+        "smooth and invertible, with the inverse for free.",
+    )
+)

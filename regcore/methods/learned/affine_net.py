@@ -20,17 +20,20 @@ from regcore.spatial.affine import affine_to_displacement
 
 @dataclass(frozen=True)
 class AffineNetConfig:
-    channels: tuple[int, ...] = param((16, 32, 32, 64, 64), "Encoder widths; each level is a stride-2 conv.",
-                                       range=(1, 512))
+    channels: tuple[int, ...] = param(
+        (16, 32, 32, 64, 64), "Encoder widths; each level is a stride-2 conv.", range=(1, 512)
+    )
 
 
 @register_family
 class AffineNet(LearnedFamily):
     name = "affine_net"
     title = "Affine network (CNN)"
-    summary = ("A small CNN reads the pair and outputs the handful of numbers of one global affine "
-               "transform (rotation, scaling, shear, translation). It is the learned counterpart of "
-               "classical affine registration and the usual first stage before a deformable network.")
+    summary = (
+        "A small CNN reads the pair and outputs the handful of numbers of one global affine "
+        "transform (rotation, scaling, shear, translation). It is the learned counterpart of "
+        "classical affine registration and the usual first stage before a deformable network."
+    )
     paper = "de Vos et al., A deep learning framework for unsupervised affine and deformable image registration, MedIA 2019"
     supervision = Supervision.DUAL
     Config = AffineNetConfig
@@ -38,7 +41,8 @@ class AffineNet(LearnedFamily):
     def build(self, dims: int, config: AffineNetConfig) -> nn.ModuleDict:
         return nn.ModuleDict({"net": AffineHead(dims, channels=config.channels)})
 
-    def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: AffineNetConfig,
-                settings=None) -> Prediction:
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: AffineNetConfig, settings=None
+    ) -> Prediction:
         affine = nets["net"](torch.cat([moving, fixed], 1))
         return Prediction(displacement=affine_to_displacement(affine, tuple(fixed.shape[2:])), affine=affine)

@@ -45,10 +45,12 @@ class DeepFLASH(LearnedFamily):
     name = "deepflash"
     title = "DeepFLASH (band-limited velocity)"
     paper = "Wang & Zhang, DeepFLASH: an efficient network for learning-based medical image registration, CVPR 2020"
-    summary = ("Smooth deformations need only a few slow waves to describe them. This network outputs just "
-               "the lowest Fourier frequencies of a velocity field (16 per axis instead of one value per "
-               "voxel); the inverse Fourier transform turns them into a smooth velocity, which is then "
-               "integrated into a diffeomorphism. Fewer outputs mean a smaller, faster prediction.")
+    summary = (
+        "Smooth deformations need only a few slow waves to describe them. This network outputs just "
+        "the lowest Fourier frequencies of a velocity field (16 per axis instead of one value per "
+        "voxel); the inverse Fourier transform turns them into a smooth velocity, which is then "
+        "integrated into a diffeomorphism. Fewer outputs mean a smaller, faster prediction."
+    )
     supervision = Supervision.UNSUPERVISED
     Config = DeepFLASHConfig
 
@@ -56,18 +58,23 @@ class DeepFLASH(LearnedFamily):
         head = (nn.Conv2d if dims == 2 else nn.Conv3d)(config.features, 2 * dims, 1)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
-        return nn.ModuleDict({"features": ConvUNet(dims, out_channels=config.features, widths=config.widths),
-                              "head": head})
+        return nn.ModuleDict(
+            {"features": ConvUNet(dims, out_channels=config.features, widths=config.widths), "head": head}
+        )
 
     def divisor(self, dims: int, config: DeepFLASHConfig) -> int:
         return ConvUNet.divisor_for(config.widths)
 
-    def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: DeepFLASHConfig,
-                settings=None) -> Prediction:
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: DeepFLASHConfig, settings=None
+    ) -> Prediction:
         n = moving.ndim - 2
         pool = nn.functional.adaptive_avg_pool2d if n == 2 else nn.functional.adaptive_avg_pool3d
         features = nets["features"](torch.cat([moving, fixed], 1))
         coeffs = nets["head"](pool(features, (config.frequencies,) * n))
         v = band_limited_field(coeffs, tuple(fixed.shape[2:]))
-        return Prediction(displacement=integrate_svf(v, steps=config.int_steps), velocity=v,
-                          extras={"fourier_coefficients": coeffs})
+        return Prediction(
+            displacement=integrate_svf(v, steps=config.int_steps),
+            velocity=v,
+            extras={"fourier_coefficients": coeffs},
+        )

@@ -20,8 +20,9 @@ from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
 class DIRNetConfig:
     widths: tuple[int, ...] = param((16, 32, 32, 32), "Feature network channels per level, finest first.")
     features: int = param(16, "Feature channels pooled onto the control grid.", range=(2, 128))
-    control_spacing: int = param(8, "Control-point spacing in model voxels (larger = smoother, fewer points).",
-                                 range=(2, 64))
+    control_spacing: int = param(
+        8, "Control-point spacing in model voxels (larger = smoother, fewer points).", range=(2, 64)
+    )
 
 
 class ControlPointHead(nn.Module):
@@ -45,24 +46,33 @@ class DIRNet(LearnedFamily):
     name = "dirnet"
     title = "DIRNet (B-spline CNN)"
     paper = "de Vos et al., End-to-end unsupervised deformable image registration with a CNN, DLMIA 2017"
-    summary = ("Instead of a vector for every voxel, the network moves a coarse grid of control points, one "
-               "every few voxels, and the field in between is the smooth cubic B-spline through them: the "
-               "same free-form deformation classical B-spline registration optimises, but predicted in one "
-               "pass. The control-point spacing sets how fine the deformation can be.")
+    summary = (
+        "Instead of a vector for every voxel, the network moves a coarse grid of control points, one "
+        "every few voxels, and the field in between is the smooth cubic B-spline through them: the "
+        "same free-form deformation classical B-spline registration optimises, but predicted in one "
+        "pass. The control-point spacing sets how fine the deformation can be."
+    )
     supervision = Supervision.UNSUPERVISED
     Config = DIRNetConfig
 
     def build(self, dims: int, config: DIRNetConfig) -> nn.ModuleDict:
-        return nn.ModuleDict({"features": ConvUNet(dims, out_channels=config.features, widths=config.widths),
-                              "head": ControlPointHead(dims, config.features)})
+        return nn.ModuleDict(
+            {
+                "features": ConvUNet(dims, out_channels=config.features, widths=config.widths),
+                "head": ControlPointHead(dims, config.features),
+            }
+        )
 
     def divisor(self, dims: int, config: DIRNetConfig) -> int:
         return ConvUNet.divisor_for(config.widths)
 
-    def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: DIRNetConfig,
-                settings=None) -> Prediction:
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: DIRNetConfig, settings=None
+    ) -> Prediction:
         shape = tuple(fixed.shape[2:])
         control = control_grid_shape(shape, config.control_spacing)
         coeffs = nets["head"](nets["features"](torch.cat([moving, fixed], 1)), control)
-        return Prediction(displacement=bspline_to_displacement(coeffs, shape, config.control_spacing),
-                          extras={"control_points": coeffs})
+        return Prediction(
+            displacement=bspline_to_displacement(coeffs, shape, config.control_spacing),
+            extras={"control_points": coeffs},
+        )

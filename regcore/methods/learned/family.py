@@ -91,13 +91,21 @@ class NonFiniteLoss(ValueError):
 class LearnedSettings:
     """Inference settings every learned method has; a family subclasses it to add its own."""
 
-    checkpoint: str = param("", "Weights file (.pt) from `regcore train`; empty = the shipped weights "
-                            "assets/models/<family><dims>d.pt.")
+    checkpoint: str = param(
+        "",
+        "Weights file (.pt) from `regcore train`; empty = the shipped weights "
+        "assets/models/<family><dims>d.pt.",
+    )
     device: str = param("auto", "auto = CUDA when available, else CPU.", choices=("auto", "cpu", "cuda"))
-    refine_iterations: int = param(0, "Instance optimisation: Adam steps that refine the network's field on this "
-                                   "pair (LNCC + diffusion, full resolution); 0 = network only.", range=(0, 1000))
-    refine_weight: float = param(1.0, "Diffusion weight of the instance optimisation.", range=(0.0, 100.0),
-                                 advanced=True)
+    refine_iterations: int = param(
+        0,
+        "Instance optimisation: Adam steps that refine the network's field on this "
+        "pair (LNCC + diffusion, full resolution); 0 = network only.",
+        range=(0, 1000),
+    )
+    refine_weight: float = param(
+        1.0, "Diffusion weight of the instance optimisation.", range=(0.0, 100.0), advanced=True
+    )
 
 
 @dataclass(frozen=True)
@@ -158,17 +166,26 @@ class LearnedFamily:
         """Named optimisers; default: one Adam over every weight."""
         return {"main": torch.optim.Adam(nets.parameters(), lr=lr)}
 
-    def losses(self, nets: nn.ModuleDict, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+    def losses(
+        self, nets: nn.ModuleDict, batch: dict[str, torch.Tensor], ctx: StepContext
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms with their weighted ``total`` for one batch (used for training and validation)."""
         from regcore.train.objectives import registration_losses
+
         pred = self.predict(nets, batch["moving"], batch["fixed"], ctx.family_config)
         return registration_losses(ctx.config, pred, batch, ctx.similarity)
 
-    def train_step(self, nets: nn.ModuleDict, optimizers: dict[str, torch.optim.Optimizer],
-                   batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self,
+        nets: nn.ModuleDict,
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch: dict[str, torch.Tensor],
+        ctx: StepContext,
+    ) -> dict[str, float]:
         """One step: loss terms -> backward -> every optimiser steps. Returns the terms as floats."""
         from contextlib import nullcontext
-        with (ctx.autocast() if ctx.autocast else nullcontext()):
+
+        with ctx.autocast() if ctx.autocast else nullcontext():
             terms = self.losses(nets, batch, ctx)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -187,8 +204,14 @@ class LearnedFamily:
         return {k: float(v.detach()) for k, v in terms.items()}
 
     # -- inference -------------------------------------------------------------------------------
-    def predict(self, nets: nn.ModuleDict, moving: torch.Tensor, fixed: torch.Tensor, config: Any,
-                settings: Any = None) -> Prediction:
+    def predict(
+        self,
+        nets: nn.ModuleDict,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        config: Any,
+        settings: Any = None,
+    ) -> Prediction:
         """``moving``, ``fixed`` ``(B, 1, *S)`` in [0, 1] on the model grid -> :class:`Prediction`.
 
         ``settings`` is the registration method's Settings instance (None during training).
@@ -221,20 +244,33 @@ def register_family(cls: type[LearnedFamily]) -> type[LearnedFamily]:
         raise ValueError(f"{cls.__name__}.name must be a non-empty identifier, got {cls.name!r}")
     if cls.name in _FAMILIES and type(_FAMILIES[cls.name]) is not cls:
         if _FAMILIES[cls.name].module() != cls.module():
-            raise ValueError(f"learned family {cls.name!r} is already registered by {_FAMILIES[cls.name].module()}")
+            raise ValueError(
+                f"learned family {cls.name!r} is already registered by {_FAMILIES[cls.name].module()}"
+            )
     family = cls()
     _FAMILIES[cls.name] = family
     from regcore.methods.learned.inference import LearnedMethod
     from regcore.methods.registry import _REGISTRY
+
     _REGISTRY.pop(cls.name, None)  # re-registration of the same family (module reloaded)
 
     def factory() -> LearnedMethod:
         return LearnedMethod(family)
 
-    register_method(MethodSpec(
-        name=cls.name, title=cls.title or cls.name, config_cls=cls.Settings,
-        factory=factory, family=Family.LEARNED, supervision=cls.supervision,
-        dims=cls.dims, needs_training=cls.needs_training, description=cls.summary, paper=cls.paper))
+    register_method(
+        MethodSpec(
+            name=cls.name,
+            title=cls.title or cls.name,
+            config_cls=cls.Settings,
+            factory=factory,
+            family=Family.LEARNED,
+            supervision=cls.supervision,
+            dims=cls.dims,
+            needs_training=cls.needs_training,
+            description=cls.summary,
+            paper=cls.paper,
+        )
+    )
     return cls
 
 
@@ -247,6 +283,7 @@ def load_plugins() -> None:
         except ImportError as e:
             raise ValueError(f"{PLUGIN_ENV} names module {name!r}, which cannot be imported: {e}") from None
     from importlib.metadata import entry_points
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()
 
@@ -264,25 +301,35 @@ def _trusted(module: str) -> bool:
     ``REGCORE_PLUGINS``, modules trusted by :func:`trust_module`, and modules already imported. A file from
     elsewhere can therefore never make regcore import (and run) an arbitrary installed module."""
     import sys
+
     plugins = {m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()}
-    return (module == "regcore" or module.startswith("regcore.") or module in plugins
-            or module in _TRUSTED_MODULES or module in sys.modules)
+    return (
+        module == "regcore"
+        or module.startswith("regcore.")
+        or module in plugins
+        or module in _TRUSTED_MODULES
+        or module in sys.modules
+    )
 
 
 def get_family(name: str, module: str | None = None) -> LearnedFamily:
     """The registered family ``name``; ``module`` (recorded in runs) is imported first when needed and
     trusted (see :func:`_trusted`)."""
     from regcore.methods.registry import all_specs
+
     all_specs()  # built-in families register on import
     if name not in _FAMILIES and module:
         if not isinstance(module, str) or not _trusted(module):
-            raise ValueError(f"learned family {name!r} lives in module {module!r}, which regcore does not import "
-                             f"from a file; name it in {PLUGIN_ENV} to allow it")
+            raise ValueError(
+                f"learned family {name!r} lives in module {module!r}, which regcore does not import "
+                f"from a file; name it in {PLUGIN_ENV} to allow it"
+            )
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"learned family {name!r} lives in module {module!r}, which cannot be imported: "
-                             f"{e}") from None
+            raise ValueError(
+                f"learned family {name!r} lives in module {module!r}, which cannot be imported: {e}"
+            ) from None
     if name not in _FAMILIES:
         raise ValueError(f"unknown learned family {name!r}; known: {sorted(_FAMILIES)}")
     return _FAMILIES[name]
@@ -291,6 +338,7 @@ def get_family(name: str, module: str | None = None) -> LearnedFamily:
 def all_families() -> list[LearnedFamily]:
     """Every registered family, in registration order."""
     from regcore.methods.registry import all_specs
+
     all_specs()
     return list(_FAMILIES.values())
 
@@ -301,4 +349,5 @@ def dense_prediction(field: torch.Tensor, diffeomorphic: bool, int_steps: int) -
     if not diffeomorphic:
         return Prediction(displacement=field)
     from regcore.spatial.svf import integrate_svf
+
     return Prediction(displacement=integrate_svf(field, steps=int_steps), velocity=field)

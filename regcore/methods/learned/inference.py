@@ -23,7 +23,13 @@ import torch
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer, report, resolve_device
 from regcore.methods.learned.refine import refine_displacement
-from regcore.nets.inputs import ModelGrid, field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
+from regcore.nets.inputs import (
+    ModelGrid,
+    field_to_image_grid,
+    normalise_intensity,
+    plan_model_grid,
+    to_model_grid,
+)
 from regcore.spatial.warp import warp
 from regcore.train.checkpoint import CheckpointError, build_nets, load_checkpoint
 
@@ -34,7 +40,9 @@ MODELS_DIR = REPO_ROOT / "assets" / "models"
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint path as given (absolute or relative to the cwd), else relative to the repo root."""
     if not str(path):
-        raise ValueError("checkpoint is empty: give a weights file (e.g. from `regcore train`, runs/<id>/model.pt)")
+        raise ValueError(
+            "checkpoint is empty: give a weights file (e.g. from `regcore train`, runs/<id>/model.pt)"
+        )
     p = Path(path).expanduser()
     if p.is_file() or p.is_absolute():
         return p
@@ -76,8 +84,10 @@ def check_same_grid(fixed: Image, moving: Image) -> None:
         if not isinstance(im, Image):
             raise TypeError(f"{name} must be a regcore.image.Image, got {type(im).__name__}")
     if fixed.shape != moving.shape:
-        raise ValueError(f"fixed shape {fixed.shape} != moving shape {moving.shape}; resample moving onto the "
-                         "fixed grid first (regcore.preprocess.resample_to)")
+        raise ValueError(
+            f"fixed shape {fixed.shape} != moving shape {moving.shape}; resample moving onto the "
+            "fixed grid first (regcore.preprocess.resample_to)"
+        )
 
 
 @dataclass
@@ -100,11 +110,15 @@ class LearnedMethod:
             return resolve_checkpoint(settings.checkpoint)
         default = self.default_checkpoint(dims)
         if not default.is_file():
-            raise CheckpointError(f"no shipped {dims}D weights for {self.family.name!r} ({default.relative_to(REPO_ROOT)}); "
-                                  f"train a model (`regcore train`, the Train page) and pass its model.pt as checkpoint")
+            raise CheckpointError(
+                f"no shipped {dims}D weights for {self.family.name!r} ({default.relative_to(REPO_ROOT)}); "
+                f"train a model (`regcore train`, the Train page) and pass its model.pt as checkpoint"
+            )
         return default
 
-    def networks(self, settings: Any, dims: int, device: torch.device) -> tuple[torch.nn.ModuleDict, Any, dict]:
+    def networks(
+        self, settings: Any, dims: int, device: torch.device
+    ) -> tuple[torch.nn.ModuleDict, Any, dict]:
         """``(networks, family config, checkpoint data)``; a family without training builds fresh networks."""
         fam = self.family
         if not fam.needs_training:
@@ -113,11 +127,15 @@ class LearnedMethod:
         path = self.checkpoint_path(settings, dims)
         nets, data = load_model(path, device)
         if data["family"] != fam.name:
-            raise ValueError(f"checkpoint {path} holds a {data['family']!r} model, "
-                             f"but method {fam.name!r} needs a {fam.name!r} checkpoint")
+            raise ValueError(
+                f"checkpoint {path} holds a {data['family']!r} model, "
+                f"but method {fam.name!r} needs a {fam.name!r} checkpoint"
+            )
         if int(data["dims"]) != dims:
-            raise ValueError(f"checkpoint {path} is a {data['dims']}D model but the images are "
-                             f"{dims}D; pick a {dims}D checkpoint")
+            raise ValueError(
+                f"checkpoint {path} is a {data['dims']}D model but the images are "
+                f"{dims}D; pick a {dims}D checkpoint"
+            )
         return nets, fam.make_config(data.get("family_config")), data
 
     def register(self, fixed: Image, moving: Image, config: Any, progress=None) -> RegistrationResult:
@@ -130,29 +148,44 @@ class LearnedMethod:
         report(progress, 0.2, "predicting")
         train_shape = data.get("train_shape")
         spacing = data.get("spacing_mm")
-        grid = plan_model_grid(fixed.shape, fixed.spacing, float(spacing) if spacing else None,
-                               fam.divisor(fixed.ndim, fam_config),
-                               tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None)
+        grid = plan_model_grid(
+            fixed.shape,
+            fixed.spacing,
+            float(spacing) if spacing else None,
+            fam.divisor(fixed.ndim, fam_config),
+            tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None,
+        )
         with Timer(device) as timer:
             t0 = time.perf_counter()
             fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
             mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
             nets.eval()
-            with (nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad()):
+            with nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad():
                 pred = fam.predict(nets, mov, fix, fam_config, config)
             u = field_to_image_grid(pred.displacement.detach().float(), grid)
             predict_s = time.perf_counter() - t0
             if getattr(config, "refine_iterations", 0):
                 report(progress, 0.5, f"instance optimisation ({config.refine_iterations} steps)")
-                u = refine_displacement(fixed.batch()[:, :1].to(device), moving.batch()[:, :1].to(device), u,
-                                        config.refine_iterations, weight=config.refine_weight)
+                u = refine_displacement(
+                    fixed.batch()[:, :1].to(device),
+                    moving.batch()[:, :1].to(device),
+                    u,
+                    config.refine_iterations,
+                    weight=config.refine_weight,
+                )
             warped = warp(moving.batch().to(device), u)
         report(progress, 1.0, "done")
-        extras: dict[str, Any] = {"model_shape": grid.padded_shape, "predict_s": predict_s,
-                                  "refine_s": timer.runtime_s - predict_s, **pred.extras}
+        extras: dict[str, Any] = {
+            "model_shape": grid.padded_shape,
+            "predict_s": predict_s,
+            "refine_s": timer.runtime_s - predict_s,
+            **pred.extras,
+        }
         if data:
-            extras.update(checkpoint=str(self.checkpoint_path(config, fixed.ndim)),
-                          trained_spacing_mm=float(data["spacing_mm"]))
+            extras.update(
+                checkpoint=str(self.checkpoint_path(config, fixed.ndim)),
+                trained_spacing_mm=float(data["spacing_mm"]),
+            )
         if pred.variance is not None:
             extras["variance"] = field_to_image_grid(pred.variance.detach().float(), grid).cpu()
         affine = None
@@ -162,8 +195,20 @@ class LearnedMethod:
             a = torch.eye(n + 1, device=device)
             a[:n] = pred.affine[0].detach().float()
             affine = (torch.linalg.inv(t) @ a @ t)[:n].cpu()
-        velocity = None if pred.velocity is None else field_to_image_grid(pred.velocity.detach().float(), grid).cpu()
+        velocity = (
+            None if pred.velocity is None else field_to_image_grid(pred.velocity.detach().float(), grid).cpu()
+        )
         return RegistrationResult(
-            method=fam.name, fixed=fixed, moving=moving, warped=moving.with_data(warped[0].to(moving.data.device)),
-            displacement=u.cpu(), affine=affine, velocity=velocity, runtime_s=timer.runtime_s,
-            peak_memory_mb=timer.peak_memory_mb, device=str(device), config=config, extras=extras)
+            method=fam.name,
+            fixed=fixed,
+            moving=moving,
+            warped=moving.with_data(warped[0].to(moving.data.device)),
+            displacement=u.cpu(),
+            affine=affine,
+            velocity=velocity,
+            runtime_s=timer.runtime_s,
+            peak_memory_mb=timer.peak_memory_mb,
+            device=str(device),
+            config=config,
+            extras=extras,
+        )

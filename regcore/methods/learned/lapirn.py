@@ -26,8 +26,11 @@ LEVELS = 3
 @dataclass(frozen=True)
 class LapIRNConfig:
     widths: tuple[int, ...] = param((16, 32, 32), "Channels per level of each level's U-Net, finest first.")
-    stage_steps: tuple[int, ...] = param((200, 200), "Training steps with only the coarsest level, then with the "
-                                         "two coarsest; all three levels train after that.")
+    stage_steps: tuple[int, ...] = param(
+        (200, 200),
+        "Training steps with only the coarsest level, then with the "
+        "two coarsest; all three levels train after that.",
+    )
     int_steps: int = param(7, "Scaling-and-squaring steps of each level's residual velocity.", range=(1, 12))
 
 
@@ -57,10 +60,12 @@ class LapIRN(LearnedFamily):
     name = "lapirn"
     title = "LapIRN (Laplacian pyramid)"
     paper = "Mok & Chung, Large deformation diffeomorphic image registration with Laplacian pyramid networks, MICCAI 2020"
-    summary = ("Large motions are easier to see in small, blurred images. LapIRN first registers quarter-size "
-               "images, then half-size ones after applying that first estimate, then full-size ones, each "
-               "level adding a small smooth correction (a diffeomorphism, so nothing folds). The levels are "
-               "trained one after another, coarse to fine. The Register page can show each level's field.")
+    summary = (
+        "Large motions are easier to see in small, blurred images. LapIRN first registers quarter-size "
+        "images, then half-size ones after applying that first estimate, then full-size ones, each "
+        "level adding a small smooth correction (a diffeomorphism, so nothing folds). The levels are "
+        "trained one after another, coarse to fine. The Register page can show each level's field."
+    )
     supervision = Supervision.UNSUPERVISED
     Config = LapIRNConfig
 
@@ -85,8 +90,9 @@ class LapIRN(LearnedFamily):
                 return min(level, LEVELS)
         return LEVELS
 
-    def pyramid(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LapIRNConfig,
-                levels: int = LEVELS) -> list[torch.Tensor]:
+    def pyramid(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LapIRNConfig, levels: int = LEVELS
+    ) -> list[torch.Tensor]:
         """Displacement after each of the first ``levels`` levels, each at its own resolution (coarse first)."""
         fields: list[torch.Tensor] = []
         u = None
@@ -99,21 +105,27 @@ class LapIRN(LearnedFamily):
             else:
                 u = resize_field(u, tuple(f.shape[2:]))
                 v = nets[f"level{level}"](torch.cat([warp(m, u), f, u], 1))
-                u = compose(u, integrate_svf(v, steps=config.int_steps))   # moving o phi_u o phi_residual
+                u = compose(u, integrate_svf(v, steps=config.int_steps))  # moving o phi_u o phi_residual
             fields.append(u)
         return fields
 
     def losses(self, nets, batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The default registration loss at the resolution of the finest level trained at this step."""
         from regcore.train.objectives import registration_losses
+
         levels = self.active_levels(ctx.family_config, ctx.step if nets.training else None)
         u = self.pyramid(nets, batch["moving"], batch["fixed"], ctx.family_config, levels)[-1]
-        terms = registration_losses(ctx.config, Prediction(displacement=u),
-                                    downsample_batch(batch, 2 ** (LEVELS - levels)), ctx.similarity)
+        terms = registration_losses(
+            ctx.config,
+            Prediction(displacement=u),
+            downsample_batch(batch, 2 ** (LEVELS - levels)),
+            ctx.similarity,
+        )
         terms["levels"] = torch.tensor(float(levels))
         return terms
 
-    def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LapIRNConfig,
-                settings=None) -> Prediction:
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LapIRNConfig, settings=None
+    ) -> Prediction:
         fields = self.pyramid(nets, moving, fixed, config)
         return Prediction(displacement=fields[-1], extras={"level_displacements": fields[:-1]})

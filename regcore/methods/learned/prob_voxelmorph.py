@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from regcore.config import param
-from regcore.methods.learned.family import LearnedFamily, LearnedSettings, Prediction, StepContext, register_family
+from regcore.methods.learned.family import (
+    LearnedFamily,
+    LearnedSettings,
+    Prediction,
+    StepContext,
+    register_family,
+)
 from regcore.methods.registry import Supervision
 from regcore.nets.conv_unet import ConvUNet
 from regcore.spatial.svf import integrate_svf
@@ -19,11 +25,13 @@ from regcore.spatial.svf import integrate_svf
 
 @dataclass(frozen=True)
 class ProbVoxelMorphConfig:
-    widths: tuple[int, ...] = param((16, 32, 32, 32), "U-Net channels per level, finest first.",
-                                     range=(1, 512))
+    widths: tuple[int, ...] = param(
+        (16, 32, 32, 32), "U-Net channels per level, finest first.", range=(1, 512)
+    )
     int_steps: int = param(7, "Scaling-and-squaring steps.", range=(1, 12))
-    prior_lambda: float = param(10.0, "Precision of the smoothness prior on the velocity (larger = smoother).",
-                                range=(0.01, 1000.0))
+    prior_lambda: float = param(
+        10.0, "Precision of the smoothness prior on the velocity (larger = smoother).", range=(0.01, 1000.0)
+    )
     kl_weight: float = param(0.01, "Weight of the KL term in the training loss.", range=(0.0, 10.0))
 
 
@@ -46,10 +54,12 @@ def kl_divergence(mean: torch.Tensor, log_var: torch.Tensor, prior_lambda: float
 class ProbVoxelMorph(LearnedFamily):
     name = "prob_voxelmorph"
     title = "Probabilistic diffeomorphic VoxelMorph"
-    summary = ("The network does not give one answer but a range of them: for every voxel a mean velocity and "
-               "how unsure it is (a variance). Training draws random velocities from that range and asks them "
-               "to align the pair, while a prior keeps the range honest and the field smooth. At registration "
-               "we draw several fields; where they disagree, the registration is uncertain.")
+    summary = (
+        "The network does not give one answer but a range of them: for every voxel a mean velocity and "
+        "how unsure it is (a variance). Training draws random velocities from that range and asks them "
+        "to align the pair, while a prior keeps the range honest and the field smooth. At registration "
+        "we draw several fields; where they disagree, the registration is uncertain."
+    )
     paper = "Dalca et al., Unsupervised learning of probabilistic diffeomorphic registration, MedIA 2019"
     supervision = Supervision.UNSUPERVISED
     Config = ProbVoxelMorphConfig
@@ -57,7 +67,7 @@ class ProbVoxelMorph(LearnedFamily):
 
     def build(self, dims: int, config: ProbVoxelMorphConfig) -> nn.ModuleDict:
         net = ConvUNet(dims, out_channels=2 * dims, widths=config.widths)
-        with torch.no_grad():   # start with small variances (log var = -6)
+        with torch.no_grad():  # start with small variances (log var = -6)
             net.head.bias[dims:] = -6.0
         return nn.ModuleDict({"net": net})
 
@@ -75,6 +85,7 @@ class ProbVoxelMorph(LearnedFamily):
 
     def losses(self, nets, batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         from regcore.train.objectives import registration_losses
+
         cfg = ctx.family_config
         mean, log_var = self.moments(nets, batch["moving"], batch["fixed"])
         v = mean + (0.5 * log_var).exp() * torch.randn_like(mean) if nets.training else mean
@@ -84,14 +95,16 @@ class ProbVoxelMorph(LearnedFamily):
         terms["total"] = terms["total"] + cfg.kl_weight * terms["kl"]
         return terms
 
-    def predict(self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: ProbVoxelMorphConfig,
-                settings=None) -> Prediction:
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: ProbVoxelMorphConfig, settings=None
+    ) -> Prediction:
         mean, log_var = self.moments(nets, moving, fixed)
         u = integrate_svf(mean, steps=config.int_steps)
         k = getattr(settings, "samples", 0) if settings is not None else 0
         if not k:
             return Prediction(displacement=u, velocity=mean, extras={"velocity_log_var": log_var})
         std = (0.5 * log_var).exp()
-        samples = torch.stack([integrate_svf(mean + std * torch.randn_like(mean), steps=config.int_steps)
-                               for _ in range(k)])
+        samples = torch.stack(
+            [integrate_svf(mean + std * torch.randn_like(mean), steps=config.int_steps) for _ in range(k)]
+        )
         return Prediction(displacement=u, velocity=mean, samples=samples, variance=samples.var(0))

@@ -14,8 +14,16 @@ from regcore.nets.inputs import normalise_intensity
 from regcore.spatial.warp import warp
 
 
-def refine_displacement(fixed: torch.Tensor, moving: torch.Tensor, displacement: torch.Tensor, iterations: int,
-                        *, lr: float = 0.2, weight: float = 1.0, similarity: str = "lncc") -> torch.Tensor:
+def refine_displacement(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    displacement: torch.Tensor,
+    iterations: int,
+    *,
+    lr: float = 0.2,
+    weight: float = 1.0,
+    similarity: str = "lncc",
+) -> torch.Tensor:
     """Refined displacement ``(1, n, *S)`` (voxels, fixed -> moving).
 
     Args:

@@ -1,0 +1,315 @@
+"""Load test (a script, not a timed test): N concurrent browser sessions against ONE `streamlit run` server.
+
+Each session (its own Playwright browser context = its own Streamlit session) opens Home, goes to Data,
+uploads its own 2D pair (distinct names and content), registers it on the Register page with the default
+method, and opens Evaluate. Checked: every session finishes; none ever sees another session's pair or
+runs (each page's text is searched for the other sessions' tags); the server answers /_stcore/health
+throughout and is still running at the end. Reported: page response times (action -> the script run
+has finished and the expected text is on the page; p50/p95/max), registration time including the
+queue, and the machine (CPUs, load average).
+
+Usage: ``.venv/bin/python benchmarks/load_test.py [--sessions 10]``; writes
+``benchmarks/results/load_test.{json,md}``. Run when the machine is otherwise idle (``uptime`` < 1).
+Needs chromium (``/usr/bin/chromium``) and the playwright package (``make test-browser`` installs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 900_000
+
+
+def make_pairs(folder: Path, n: int) -> list[dict]:
+    """n distinct 2D pairs (64x64, 1 mm): a disk whose size and shift differ per session."""
+    import nibabel as nib
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:64, :64]
+    pairs = []
+    for k in range(n):
+        tag = f"s{k:02d}x{os.urandom(2).hex()}"
+        files = {}
+        for role, shift in (("fixed", 0), ("moving", 3 + k % 4)):
+            img = (((yy - 32 - shift) ** 2 + (xx - 32) ** 2) < (12 + k) ** 2).astype(np.float32)
+            img += 0.05 * np.sin(xx / (2.0 + k))
+            files[role] = folder / f"{role}_{tag}.nii.gz"
+            nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), files[role])
+        pairs.append({"tag": tag, **files})
+    return pairs
+
+
+def start_server(log: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(360):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"streamlit did not start; see {log}")
+
+
+async def settle(page) -> None:
+    """Until the script run has finished (no 'Running' status, no skeleton)."""
+    await page.wait_for_timeout(300)
+    await page.wait_for_function(
+        "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        " return !s || !s.innerText.includes('Running'); }",
+        timeout=TIMEOUT_MS,
+    )
+    await page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=TIMEOUT_MS
+    )
+
+
+async def timed(name: str, times: list, action, page, ready_text: str | None = None) -> None:
+    t0 = time.perf_counter()
+    await action()
+    if ready_text:
+        await page.get_by_text(ready_text).first.wait_for(timeout=TIMEOUT_MS)
+    await settle(page)
+    times.append({"step": name, "s": time.perf_counter() - t0})
+
+
+async def nav(page, label: str) -> None:
+    await (
+        page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+        .get_by_text(label, exact=True)
+        .click()
+    )
+
+
+async def one_session(browser, url: str, pair: dict, others: list[str], out: dict) -> None:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = await ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    times: list = []
+    seen_others: set[str] = set()
+
+    async def check_isolation():
+        text = await page.content()
+        seen_others.update(t for t in others if t in text)
+        if await page.locator('[data-testid="stException"]').count():
+            raise RuntimeError("a traceback reached the page")
+
+    try:
+        await timed("home", times, lambda: page.goto(url), page, "Mean Dice")
+        await timed("data page", times, lambda: nav(page, "Data"), page, "Current pair")
+        await timed(
+            "choose upload",
+            times,
+            lambda: page.get_by_text("Upload", exact=True).first.click(),
+            page,
+            "Use uploaded pair",
+        )
+        inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+        await inputs.nth(0).set_input_files(str(pair["fixed"]))
+        await inputs.nth(1).set_input_files(str(pair["moving"]))
+        await page.get_by_text(pair["moving"].name).first.wait_for()
+        await settle(page)
+        name = f"{pair['fixed'].name} <- {pair['moving'].name}"
+        await timed(
+            "use upload",
+            times,
+            lambda: page.get_by_role("button", name="Use uploaded pair").click(),
+            page,
+            f"Current pair: {name}",
+        )
+        await check_isolation()
+        await timed("register page", times, lambda: nav(page, "Register"), page, "Run registration")
+        assert await page.get_by_text(name).count(), "the Register page shows this session's pair"
+        t0 = time.perf_counter()
+        await page.get_by_role("button", name="Run registration").click()
+        await page.get_by_text("Saved as run").first.wait_for(timeout=TIMEOUT_MS)
+        await settle(page)
+        out["registration_s"] = time.perf_counter() - t0
+        await check_isolation()
+        await timed(
+            "evaluate page", times, lambda: nav(page, "Evaluate & compare"), page, "Dice per structure"
+        )
+        await check_isolation()
+        out["finished"] = True
+    except Exception as e:  # noqa: BLE001 - recorded and reported
+        out["finished"] = False
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        await page.screenshot(path=str(ROOT / "test-artifacts" / f"load_{pair['tag']}.png"), full_page=True)
+    finally:
+        out["times"] = times
+        out["saw_other_sessions"] = sorted(seen_others)
+        await ctx.close()
+
+
+async def health_probe(url: str, stop: asyncio.Event, record: dict) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            ok = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read()
+            )
+            record["ok"] += ok == b"ok"
+            record["max_s"] = max(record["max_s"], time.perf_counter() - t0)
+        except OSError:
+            record["failed"] += 1
+        await asyncio.sleep(1.0)
+
+
+async def run(n: int, url: str, pairs: list[dict]) -> tuple[list[dict], dict]:
+    from playwright.async_api import async_playwright
+
+    health = {"ok": 0, "failed": 0, "max_s": 0.0}
+    stop = asyncio.Event()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        probe = asyncio.create_task(health_probe(url, stop, health))
+        results = [{"tag": pr["tag"]} for pr in pairs]
+        tags = [pr["tag"] for pr in pairs]
+        await asyncio.gather(
+            *(
+                one_session(browser, url, pr, [t for t in tags if t != pr["tag"]], res)
+                for pr, res in zip(pairs, results)
+            )
+        )
+        stop.set()
+        await probe
+        await browser.close()
+    return results, health
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(round(q * (len(v) - 1)))))] if v else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=10)
+    args = ap.parse_args()
+    if not Path(CHROMIUM).exists():
+        print("chromium not installed (apt-get install -y chromium)", file=sys.stderr)
+        return 2
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="reglab_load_"))
+    pairs = make_pairs(work / "pairs", args.sessions)
+    env = {**os.environ, "REGLAB_RUNS_DIR": str(work / "runs"), "PYTHONUNBUFFERED": "1"}
+    load_before = os.getloadavg()
+    proc, url = start_server(ROOT / "test-artifacts" / "load_test_server.log", env)
+    t0 = time.perf_counter()
+    try:
+        results, health = asyncio.run(run(args.sessions, url, pairs))
+        alive = (
+            proc.poll() is None
+            and urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read() == b"ok"
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    wall = time.perf_counter() - t0
+    page_times = [t["s"] for r in results for t in r["times"]]
+    reg = [r["registration_s"] for r in results if "registration_s" in r]
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "sessions": args.sessions,
+        "wall_s": wall,
+        "all_finished": all(r.get("finished") for r in results),
+        "isolation_ok": not any(r["saw_other_sessions"] for r in results),
+        "server_up": bool(alive),
+        "health_checks": health,
+        "page_response_s": {
+            "n": len(page_times),
+            "p50": pct(page_times, 0.5),
+            "p95": pct(page_times, 0.95),
+            "max": max(page_times, default=0),
+        },
+        "registration_s": {
+            "p50": pct(reg, 0.5),
+            "p95": pct(reg, 0.95),
+            "max": max(reg, default=0),
+            "mean": statistics.fmean(reg) if reg else None,
+        },
+        "sessions_detail": results,
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load_test.json").write_text(json.dumps(report, indent=2, default=str))
+    pr, rg = report["page_response_s"], report["registration_s"]
+    md = [
+        f"# Load test: {args.sessions} concurrent browser sessions, one server",
+        "",
+        f"{report['date']}, {report['cpus']} CPUs ({report['cpu']}), load average before "
+        f"{', '.join(f'{x:.2f}' for x in load_before)}; wall {wall:.0f} s.",
+        "",
+        "| check | result |",
+        "|---|---|",
+        f"| every session finished (upload, register, evaluate) | {report['all_finished']} |",
+        f"| no session saw another's pair or runs | {report['isolation_ok']} |",
+        f"| server up throughout ({health['ok']} health checks ok, {health['failed']} failed) and at the end | "
+        f"{report['server_up'] and not health['failed']} |",
+        f"| page response p50 / p95 / max ({pr['n']} page loads and clicks) | {pr['p50']:.2f} / {pr['p95']:.2f} / "
+        f"{pr['max']:.2f} s |",
+        f"| registration incl. queue p50 / p95 / max | {rg['p50']:.1f} / {rg['p95']:.1f} / {rg['max']:.1f} s |",
+        "",
+    ]
+    failed = [r for r in results if not r.get("finished")]
+    md += [f"- session {r['tag']}: {r.get('error')}" for r in failed]
+    (out / "load_test.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0 if report["all_finished"] and report["isolation_ok"] and report["server_up"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
