@@ -9,8 +9,8 @@ from pages import _roots as server_roots
 from pages import _state as state
 from pages import _widgets as widgets
 
+# Single-file formats only: a detached .mhd/.nhdr header cannot bring its data file in an upload.
 IMAGE_TYPES = ["nii", "gz", "mha", "nrrd", "zip"]
-"""Single-file formats (a detached .mhd/.nhdr header cannot bring its data file in an upload)."""
 MAX_CSV_BYTES = 4 * 1024**2
 
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -163,7 +163,7 @@ def test_toy_is_listed_by_methods_json(capsys):
     assert cli.main(["methods", "--json"]) == 0
     listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert listed["toy_cnn"]["family"] == "learned"
-    assert [p["name"] for p in listed["toy_cnn"]["parameters"]] == ["checkpoint", "device"]
+    assert [p["name"] for p in listed["toy_cnn"]["parameters"]] == [f.name for f in fields(LearnedSettings)]
 
 
 def test_a_fresh_process_loads_the_plugin_from_the_environment():
