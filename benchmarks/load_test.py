@@ -156,7 +156,7 @@ async def one_session(browser, url: str, pair: dict, others: list[str], out: dic
         for label, role in (("Fixed image", "fixed"), ("Moving image", "moving")):
             box = page.locator('[data-testid="stFileUploader"]').filter(has_text=label).first
             await box.locator('input[type="file"]').set_input_files(str(pair[role]))
-        await page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stFileUploaderFile\"]')"
+        await page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stFileChip\"]')"
                                      ".length >= 2", timeout=TIMEOUT_MS)   # both files are on the server
         await settle(page)
         name = f"{pair['fixed'].name} <- {pair['moving'].name}"
