@@ -159,7 +159,7 @@ async def one_session(browser, url: str, pair: dict, others: list[str], out: dic
         await page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stFileChip\"]')"
                                      ".length >= 2", timeout=TIMEOUT_MS)   # both files are on the server
         await settle(page)
-        name = f"{pair['fixed'].name} <- {pair['moving'].name}"
+        name = pair["fixed"].name  # the pair is '<fixed> <- <moving>'; markdown draws the arrow as a glyph
         await timed(
             "use upload",
             times,
