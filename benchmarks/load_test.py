@@ -156,8 +156,9 @@ async def one_session(browser, url: str, pair: dict, others: list[str], out: dic
         for label, role in (("Fixed image", "fixed"), ("Moving image", "moving")):
             box = page.locator('[data-testid="stFileUploader"]').filter(has_text=label).first
             await box.locator('input[type="file"]').set_input_files(str(pair[role]))
-        await page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stFileChip\"]')"
-                                     ".length >= 2", timeout=TIMEOUT_MS)   # both files are on the server
+        await page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=\"stFileChip\"]').length >= 2", timeout=TIMEOUT_MS
+        )  # both files are on the server
         await settle(page)
         name = pair["fixed"].name  # the pair is '<fixed> <- <moving>'; markdown draws the arrow as a glyph
         await timed(
@@ -208,6 +209,7 @@ async def health_probe(url: str, stop: asyncio.Event, record: dict) -> None:
 async def warm_up(url: str) -> float:
     """One visit to Home before the measured sessions, so the numbers are not the server's cold start."""
     from playwright.async_api import async_playwright
+
     t0 = time.perf_counter()
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -263,7 +265,8 @@ def main() -> int:
     load_before = os.getloadavg()
     proc, url = start_server(ROOT / "test-artifacts" / "load_test_server.log", env)
     try:
-        warm_s = asyncio.run(warm_up(url))   # first visit: imports, sample pair, compiled kernels (not counted)
+        # first visit: imports, sample pair, compiled kernels (not counted)
+        asyncio.run(warm_up(url))
         t0 = time.perf_counter()
         results, health = asyncio.run(run(args.sessions, url, pairs))
         alive = (

@@ -5,7 +5,8 @@ axial slices 83, 93, 103, 113; both directions; slice 103 is the shipped brain2d
 folder (nothing is copied into the project). Methods: affine, demons, fireants (+ the identity row),
 so 8 x 4 = 32 tasks. Same process, same run:
 
-1. serial engine (what `regcore bench` does by default: one task after another, torch's default threads);
+1. serial engine, one task after another: with 1 torch thread per task (the same work per task as a Ray
+   worker: the engine comparison) and with torch's default threads (the `regcore bench` default);
 2. Ray engine on an embedded local Ray with 2 CPUs (one task per CPU, 1 thread each). The Ray start-up is
    timed apart (a cluster is started once and reused); the batch time includes everything else
    (submitting, worker processes importing regcore, results written per task).
@@ -148,10 +149,20 @@ def main() -> int:
         manifest = build_pairs(tmp / "data")
         print(f"8 pairs x {len(METHODS)} methods (+ identity) from {DATA}; load average {load_before}")
 
-        t0 = time.perf_counter()
-        serial = run_benchmark(manifest, list(METHODS), out_dir=tmp / "serial", engine="serial")
+        t0 = time.perf_counter()  # torch's default threads (2 here): what `regcore bench` does by default
+        serial_default = run_benchmark(
+            manifest, list(METHODS), out_dir=tmp / "serial_default", engine="serial"
+        )
+        serial_default_s = time.perf_counter() - t0
+        print(f"serial, default threads: {serial_default_s:.1f} s")
+        import torch
+
+        default_threads = torch.get_num_threads()
+        t0 = time.perf_counter()  # 1 thread per task, like each Ray worker: the same work per task
+        serial = run_benchmark(manifest, list(METHODS), out_dir=tmp / "serial", engine="serial", threads=1)
         serial_s = time.perf_counter() - t0
-        print(f"serial: {serial_s:.1f} s")
+        torch.set_num_threads(default_threads)
+        print(f"serial, 1 thread: {serial_s:.1f} s")
 
         import ray
 
@@ -191,6 +202,9 @@ def main() -> int:
         "tasks": n,
         "workers": args.workers,
         "serial_s": serial_s,
+        "serial_default_threads_s": serial_default_s,
+        "speedup_vs_default_threads": serial_default_s / ray_s,
+        "agreement_vs_default_threads": compare(serial_default, par),
         "ray_s": ray_s,
         "speedup": serial_s / ray_s,
         "ray_startup_s": startup_s,
@@ -225,10 +239,15 @@ def to_markdown(r: dict) -> str:
         "",
         "| engine | wall s | speed-up | notes |",
         "|---|---|---|---|",
-        f"| serial | {r['serial_s']:.1f} | 1.00 | sum of task times {r['serial_task_sum_s']:.1f} s |",
+        f"| serial, 1 thread per task | {r['serial_s']:.1f} | 1.00 | sum of task times {r['serial_task_sum_s']:.1f} s |",
+        (
+            f"| serial, torch default threads ({r['cores']}) | {r['serial_default_threads_s']:.1f} | "
+            f"{r['serial_s'] / r['serial_default_threads_s']:.2f} | the `regcore bench` default |"
+        ),
         (
             f"| ray, {r['workers']} workers | {r['ray_s']:.1f} | **{r['speedup']:.2f}** | + {r['ray_startup_s']:.1f} s "
-            f"Ray start-up once ({r['speedup_including_startup']:.2f}x including it) |"
+            f"Ray start-up once ({r['speedup_including_startup']:.2f}x including it); "
+            f"{r['speedup_vs_default_threads']:.2f}x against the default-threads serial run |"
         ),
         "",
         (
@@ -240,7 +259,10 @@ def to_markdown(r: dict) -> str:
         (
             f"- metrics identical (Dice, HD95, folding %, SDlogJ per pair and method): "
             f"**{'yes' if a['identical'] else 'no'}**; Dice identical: {'yes' if a['dice_identical'] else 'no'}; "
-            f"largest relative difference {a['max_relative_difference']:.1e} over {a['rows']} rows"
+            f"largest relative difference {a['max_relative_difference']:.1e} over {a['rows']} rows; against the "
+            f"default-threads serial run: Dice identical "
+            f"{'yes' if r['agreement_vs_default_threads']['dice_identical'] else 'no'}, largest relative difference "
+            f"{r['agreement_vs_default_threads']['max_relative_difference']:.1e} (threaded float sums)"
         ),
         "",
         "| method | median task s, serial | median task s, Ray worker (1 thread) |",

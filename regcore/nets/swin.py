@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 
@@ -62,6 +61,8 @@ class SwinFlowNet(nn.Module):
             if (embed_dim * 2**i) % h:
                 raise ValueError(f"stage {i}: width {embed_dim * 2**i} not divisible by heads {h}")
         self.dims = dims
+        from monai.networks.nets.swin_unetr import SwinTransformer  # lazy: `import monai` costs seconds
+
         self.encoder = SwinTransformer(
             in_chans=2,
             embed_dim=embed_dim,

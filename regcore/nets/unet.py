@@ -13,7 +13,6 @@ fixed -> moving), interpreted by :class:`regcore.nets.registration_net.Registrat
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import VoxelMorphUNet
 from torch import nn
 
 
@@ -39,6 +38,8 @@ class FlowUNet(nn.Module):
         if len(channels) < 2 or len(channels) % 2:
             raise ValueError(f"channels must be an even-length tuple (pairs), got {channels!r}")
         self.dims = dims
+        from monai.networks.nets import VoxelMorphUNet  # lazy: `import monai` costs seconds
+
         self.backbone = VoxelMorphUNet(
             spatial_dims=dims,
             in_channels=2,
