@@ -18,6 +18,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 st.set_page_config(
     page_title="RegLab", page_icon=str(ASSETS / "logo.svg"), layout="wide", initial_sidebar_state="expanded"
 )
-st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
+st.html(f"<style>{(ASSETS / 'style.css').read_text(encoding='utf-8')}</style>")
 st.logo(str(ASSETS / "logo.svg"), size="large")
 nav.run_app_navigation()

@@ -153,7 +153,7 @@ def main() -> None:
         "pass": {"slider": work["median_ms"] <= 200, "home": home["first_open_s"] <= 5},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result, indent=2))
 
 

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2), encoding="utf-8")
     lines = [
         "| case | method | mean Dice | folding % | wall s | CPU s (all threads) |",
         "|---|---|---|---|---|---|",
@@ -192,7 +192,10 @@ def main(argv=None) -> int:
     ]
     out.with_suffix(".md").write_text(
         f"# Classical methods on OASIS brain MRI\n\n{meta['threads']} CPU threads, torch {meta['torch']}, "
-        f"{meta['date']}, 1-min load average at the end {meta['load_average']}.\n\n" + "\n".join(lines) + "\n"
+        f"{meta['date']}, 1-min load average at the end {meta['load_average']}.\n\n"
+        + "\n".join(lines)
+        + "\n",
+        encoding="utf-8",
     )
     return 0
 

@@ -90,7 +90,7 @@ def brain_sample(train_minutes: float, skip_train: bool, out: dict) -> None:
                 "time_limit_min": train_minutes,
             }
             cfg = Path(tmp) / "recipe.json"
-            cfg.write_text(json.dumps(recipe))
+            cfg.write_text(json.dumps(recipe), encoding="utf-8")
             t = time.perf_counter()
             weights = run_training(cfg, Path(tmp) / "run")
             res["train_wall_s"] = time.perf_counter() - t
@@ -173,7 +173,7 @@ def inference_3d(out: dict) -> None:
 def write(out: dict) -> None:
     d = ROOT / "benchmarks" / "results"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "learned.json").write_text(json.dumps(out, indent=2))
+    (d / "learned.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
     lines = [
         "# Learned registration benchmark",
         "",
@@ -201,7 +201,7 @@ def write(out: dict) -> None:
     ):
         if key in out:
             lines += [f"## {title}", "", "```", json.dumps(out[key], indent=1), "```", ""]
-    (d / "learned.md").write_text("\n".join(lines))
+    (d / "learned.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv=None) -> int:

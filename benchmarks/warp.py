@@ -48,7 +48,7 @@ BRAIN = DATA / "brain3d" / "images" / "OASIS_OAS1_0455_MR1.nii.gz"
 
 def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         "targets_met": targets,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "warp.json").write_text(json.dumps(result, indent=2))
-    (args.out / "warp.md").write_text(to_markdown(result))
+    (args.out / "warp.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (args.out / "warp.md").write_text(to_markdown(result), encoding="utf-8")
     print(to_markdown(result))
     return result
 

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         "per_pair": per_pair,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "zoo.json").write_text(json.dumps(result, indent=1))
+    (args.out / "zoo.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     lines = [
         "# Model zoo on held-out real 2D slice pairs",
         "",
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             f"{t['sdlogj']:.3f} | {t['runtime_ms_median']:.0f} | {t['pairs_above_identity']}/{t['pairs']} | "
             f"{t.get('parameters', '')} | {t.get('train_minutes', '')} |"
         )
-    (args.out / "zoo.md").write_text("\n".join(lines) + "\n")
+    (args.out / "zoo.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 

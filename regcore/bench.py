@@ -238,8 +238,8 @@ def run_benchmark(
             from regcore.batch.sweep import write_sweep_outputs
 
             report["paths"].update(write_sweep_outputs(report, out))
-        (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
-        (out / "results.md").write_text(to_markdown(report))
+        (out / "results.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        (out / "results.md").write_text(to_markdown(report), encoding="utf-8")
     return report
 
 

@@ -343,13 +343,13 @@ def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
         ),
     ):
         paths[role] = out / RUN_FILES[role]
-        paths[role].write_text(_dump(data))
+        paths[role].write_text(_dump(data), encoding="utf-8")
     return paths
 
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not readable ({exc})") from None
     except json.JSONDecodeError as exc:

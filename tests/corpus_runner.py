@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
@@ -37,7 +37,7 @@ def _status(key: str) -> int:
 
 def _reset_peak() -> None:
     with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
 
 
 def _snapshot(root: Path, skip: Path | None) -> dict[str, tuple[int, int]]:
@@ -105,7 +105,7 @@ def _api(case: dict):
     if call == "load_config":
         return load_config(a[0])
     if call == "config_from_dict":
-        return config_from_dict(json.loads(Path(a[0]).read_text()))
+        return config_from_dict(json.loads(Path(a[0]).read_text(encoding="utf-8")))
     if call == "load_model":
         return build_nets(load_checkpoint(a[0]))
     if call == "label_overlap":
@@ -214,7 +214,7 @@ def _run_app_case(case: dict) -> dict:
 
 
 def main(spec_path: str, out_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     watch = Path(spec["watch"])
     tmpdir = Path(tempfile.gettempdir())
     runner = _run_app_case if spec["mode"] == "app" else _run_engine_case
@@ -255,9 +255,11 @@ def main(spec_path: str, out_path: str) -> int:
         res["tmp_leftovers"] = sorted(set(os.listdir(tmpdir)) - tmp_before)
         res["out_exists"] = bool(out_dir and out_dir.exists())
         if out_dir and (out_dir / "results.json").is_file():
-            res["results_json"] = (out_dir / "results.json").read_text()[:20000]
+            res["results_json"] = (out_dir / "results.json").read_text(encoding="utf-8")[:20000]
         results.append({"id": case["id"], "entry": case["entry"], **res})
-    Path(out_path).write_text(json.dumps({"results": results, "limit_bytes": limit}, default=str))
+    Path(out_path).write_text(
+        json.dumps({"results": results, "limit_bytes": limit}, default=str), encoding="utf-8"
+    )
     return 0
 
 

@@ -30,7 +30,7 @@ def write_pair(folder: Path) -> dict[str, Path]:
         img = (disk * 1.0 + 0.05 * np.sin(xx / 3.0)).astype(np.float32)
         nib.save(nib.Nifti1Image(img, np.eye(4)), f / f"{name}.nii.gz")
         nib.save(nib.Nifti1Image(disk.astype(np.uint8), np.eye(4)), f / f"{name}_labels.nii.gz")
-        (f / f"{name}_landmarks.csv").write_text("id,x,y\n1,16,16\n2,10,20\n")
+        (f / f"{name}_landmarks.csv").write_text("id,x,y\n1,16,16\n2,10,20\n", encoding="utf-8")
         out[name] = f / f"{name}.nii.gz"
         out[f"{name}_labels"] = f / f"{name}_labels.nii.gz"
         out[f"{name}_landmarks"] = f / f"{name}_landmarks.csv"
@@ -116,7 +116,7 @@ def write_recipes(folder: Path) -> Cases:
     for case, (change, needle) in variants.items():
         p = f / f"{case}.json"
         text = json.dumps({**BASE_RECIPE, **change}).replace("Infinity", "1e999")
-        p.write_text(text)
+        p.write_text(text, encoding="utf-8")
         out[case] = (p, ("error", needle))
     raw = {
         "recipe_not_json": (b"{epochs: 3", "cannot parse config"),
@@ -224,6 +224,6 @@ def write_manifests(folder: Path, pair: dict[str, Path], images: dict[str, Path]
     out: Cases = {}
     for case, (text, kind, needle) in rows.items():
         p = f / f"{case}.csv"
-        p.write_text(text)
+        p.write_text(text, encoding="utf-8")
         out[case] = (p, (kind, needle))
     return out

@@ -71,7 +71,7 @@ def test_app_draws_one_sidebar_link_per_registered_page_and_hides_the_folder_lis
     at = open_page("home")
     links = [el.proto.label for el in at.sidebar.get("page_link")]
     assert links == [p.title for p in nav.PAGES]
-    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["client"]["showSidebarNavigation"] is False, "Streamlit's pages/ listing is never drawn"
     assert config["server"]["fileWatcherType"] == "none"
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_manifest(folder: Path, n_pairs: int = 2, size: int = 32) -> Path:
     """``n_pairs`` small synthetic 2D pairs (two labelled blobs, a smooth known warp) and their CSV."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "names.csv").write_text("value,name\n1,big\n2,small\n")
+    (folder / "names.csv").write_text("value,name\n1,big\n2,small\n", encoding="utf-8")
     lines = ["name,fixed,moving,fixed_labels,moving_labels,label_names"]
     yy, xx = np.mgrid[:size, :size]
     for i in range(n_pairs):
@@ -49,7 +49,7 @@ def make_manifest(folder: Path, n_pairs: int = 2, size: int = 32) -> Path:
         save_image(Image.from_array(ml[0, 0], is_labels=True), folder / f"m{i}_seg.nii.gz")
         lines.append(f"pair{i},f{i}.nii.gz,m{i}.nii.gz,f{i}_seg.nii.gz,m{i}_seg.nii.gz,names.csv")
     csv = folder / "pairs.csv"
-    csv.write_text("\n".join(lines) + "\n")
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv
 
 
@@ -60,7 +60,7 @@ def manifest(tmp_path) -> Path:
 
 def test_manifest_refs_and_task_keys(manifest, tmp_path):
     (manifest.parent / "bad.csv").write_text(
-        "name,fixed,moving\nok,f0.nii.gz,m0.nii.gz\nmissing,f0.nii.gz,nope.nii.gz\n"
+        "name,fixed,moving\nok,f0.nii.gz,m0.nii.gz\nmissing,f0.nii.gz,nope.nii.gz\n", encoding="utf-8"
     )
     refs, errors = manifest_refs(manifest.parent / "bad.csv")
     assert [r.name for r in refs] == ["ok"] and Path(refs[0].fixed).is_absolute()
@@ -93,8 +93,8 @@ def test_execute_task_is_idempotent_and_records_failures(manifest, tmp_path, mon
     task = Task("demons", ref, {"iterations": "5"})
     rec = execute_task(task, out)
     assert rec["status"] == "ok" and rec["dice_mean"] > 0 and rec["attempts"] == 1
-    assert json.loads(result_path(out, task).read_text())["dice_mean"] == rec["dice_mean"]
-    assert "done:" in (out / "tasks" / f"{task.key}.log").read_text()
+    assert json.loads(result_path(out, task).read_text(encoding="utf-8"))["dice_mean"] == rec["dice_mean"]
+    assert "done:" in (out / "tasks" / f"{task.key}.log").read_text(encoding="utf-8")
     from regcore import register
 
     monkeypatch.setattr(register, "run_pair", lambda *a, **k: pytest.fail("a finished task ran again"))
@@ -126,7 +126,7 @@ def test_serial_run_skips_finished_tasks_after_an_interrupted_run(manifest, tmp_
     assert tasks[0].key not in seen and len(seen) == 3 and kept.stat().st_mtime_ns == mtime
     status = read_status(out)
     assert status["state"] == "finished" and status["skipped"] == 1 and status["done"] == 4
-    assert json.loads((out / "tasks.json").read_text())[0]["key"] == tasks[0].key
+    assert json.loads((out / "tasks.json").read_text(encoding="utf-8"))[0]["key"] == tasks[0].key
 
 
 def test_map_registrations_generic_api_with_outputs(manifest, tmp_path):
@@ -199,14 +199,14 @@ def test_cli_sweep_writes_table_and_pareto_plots(manifest, tmp_path, capsys):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    report = json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text(encoding="utf-8"))
     labels = [s["method"] for s in report["summary"]]
     assert labels == ["identity", "demons[sigma_elastic=0.5]", "demons[sigma_elastic=3]"]
     assert report["summary"][1]["params"] == {"sigma_elastic": "0.5"} and report["summary"][1]["pairs"] == 2
     smooth, rough = report["summary"][2], report["summary"][1]
     assert smooth["sdlogj"] < rough["sdlogj"]  # the teaching point: more regularisation, smoother field
-    assert "| demons[sigma_elastic=3] |" in (out / "sweep.md").read_text()
-    html = (out / "pareto.html").read_text()
+    assert "| demons[sigma_elastic=3] |" in (out / "sweep.md").read_text(encoding="utf-8")
+    html = (out / "pareto.html").read_text(encoding="utf-8")
     assert "Dice vs folding %" in html and "Dice vs runtime" in html
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sweep", "--pairs", str(manifest), "--methods", "demons", "--out", str(out)]) == 2
@@ -249,7 +249,7 @@ def test_bench_grid_and_write_sweep_outputs_without_registration(tmp_path):
         ],
     }
     paths = write_sweep_outputs(report, tmp_path)
-    md = Path(paths["sweep_markdown"]).read_text()
+    md = Path(paths["sweep_markdown"]).read_text(encoding="utf-8")
     rows = [ln for ln in md.splitlines() if ln.startswith(("| dense", "| identity"))]
     assert rows[0].startswith("| dense[weight=0.1]") and all(r.endswith("yes |") for r in rows)
     assert Path(paths["pareto_png"]).stat().st_size > 1000
@@ -297,7 +297,7 @@ def test_background_batch_job_runs_and_survives_as_files(manifest, tmp_path, mon
     batch_id = jobs.start(manifest, ["demons"], overrides={"demons": {"iterations": "5"}})
     assert _wait(
         lambda: jobs.status(batch_id)["state"] in ("finished", "failed") and jobs.report(batch_id)
-    ), (jobs.batch_path(batch_id) / "worker.log").read_text()
+    ), (jobs.batch_path(batch_id) / "worker.log").read_text(encoding="utf-8")
     status = jobs.status(batch_id)
     assert status["state"] == "finished" and status["done"] == status["total"] == 4 and status["failed"] == 0
     rows = jobs.tasks(batch_id)
@@ -319,7 +319,7 @@ def test_batch_page_shows_a_finished_batch(manifest, tmp_path, monkeypatch):
     folder = jobs.batches_dir() / "20000101-000000-test"
     folder.mkdir(parents=True)
     (folder / "job.json").write_text(
-        json.dumps({"manifest": str(manifest), "methods": ["demons"], "engine": "serial"})
+        json.dumps({"manifest": str(manifest), "methods": ["demons"], "engine": "serial"}), encoding="utf-8"
     )
     run_benchmark(
         manifest,

@@ -36,11 +36,12 @@ def tiny_manifest(tmp_path) -> Path:
     save_image(Image.from_array(m[0, 0]), tmp_path / "m.nii.gz")
     save_image(Image.from_array(warp_labels(ml, u)[0, 0], is_labels=True), tmp_path / "f_seg.nii.gz")
     save_image(Image.from_array(ml[0, 0], is_labels=True), tmp_path / "m_seg.nii.gz")
-    (tmp_path / "names.csv").write_text("value,name\n1,big\n2,small\n")
+    (tmp_path / "names.csv").write_text("value,name\n1,big\n2,small\n", encoding="utf-8")
     csv = tmp_path / "pairs.csv"
     csv.write_text(
         "name,fixed,moving,fixed_labels,moving_labels,label_names\n"
-        "tiny,f.nii.gz,m.nii.gz,f_seg.nii.gz,m_seg.nii.gz,names.csv\n"
+        "tiny,f.nii.gz,m.nii.gz,f_seg.nii.gz,m_seg.nii.gz,names.csv\n",
+        encoding="utf-8",
     )
     return csv
 
@@ -62,9 +63,9 @@ def test_run_benchmark_identity_first_and_improvement(tiny_manifest, tmp_path, m
     assert ants["pairs"] == 0 and ants["failed"] == 1
     failed = [r for r in report["pairs"] if r["method"] == "ants_syn"][0]
     assert "MissingExtraError" in failed["error"] and "make bench-env" in failed["error"]
-    saved = json.loads((tmp_path / "res" / "results.json").read_text())
+    saved = json.loads((tmp_path / "res" / "results.json").read_text(encoding="utf-8"))
     assert saved["summary"][0]["method"] == "identity" and set(saved["pairs"][1]["dice"]) == {"big", "small"}
-    md = (tmp_path / "res" / "results.md").read_text()
+    md = (tmp_path / "res" / "results.md").read_text(encoding="utf-8")
     rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert rows[1].startswith("| identity |") and "## tiny" in md and "failed: MissingExtraError" in md
 
@@ -86,11 +87,13 @@ def test_cli_bench_writes_results(tiny_manifest, tmp_path, capsys):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert data["summary"][0]["method"] == "identity" and data["overrides"] == {
         "demons": {"iterations": "10"}
     }
-    assert (out / "results.md").read_text().count("| identity |") == 2  # summary + per-pair table
+    assert (out / "results.md").read_text(encoding="utf-8").count(
+        "| identity |"
+    ) == 2  # summary + per-pair table
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ def _start_server(log_name: str):
         pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / log_name, "w")
+    log = open(ARTIFACTS / log_name, "w", encoding="utf-8")
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -120,7 +120,7 @@ def test_register_round_trip_matches_simpleitk(registered):
         "report.html",
     ):
         assert (out / name).is_file(), name
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for key in (
         "method",
         "dice_mean",
@@ -134,7 +134,7 @@ def test_register_round_trip_matches_simpleitk(registered):
     ):
         assert key in metrics, key
     assert metrics["method"] == "demons" and metrics["device"] == "cpu"
-    before = json.loads((out / "metrics_before.json").read_text())
+    before = json.loads((out / "metrics_before.json").read_text(encoding="utf-8"))
     assert before["method"] == "identity" and before["folding_percent"] == 0.0
 
     # Identity Dice (moving resampled through physical space, flip undone) must be lower.
@@ -170,7 +170,7 @@ def test_register_round_trip_matches_simpleitk(registered):
 def test_register_report_is_offline_html_with_before_and_after(registered):
     _, out, code = registered
     assert code == 0
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html.lower() and "https://" not in html
     assert html.count("data:image/png;base64,") == 9, "7 image panels + 2 contour panels (labels given)"
     assert "demons" in html and "fixed.nii.gz &lt;- moving.nii.gz" in html
@@ -183,9 +183,9 @@ def test_report_command_rewrites_the_report_from_the_run_folder(registered, caps
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert str(out / "report.html") in capsys.readouterr().err
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 9
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert f"{metrics['dice_mean']:.4g}" in html, "the summary shows the run's own metrics"
 
 
@@ -212,7 +212,7 @@ def test_report_errors_name_the_file_and_exit_2(registered, tmp_path, capsys):
         assert str(broken / missing) in err and "file not found" in err, err
     bad_json = tmp_path / "bad_json"
     shutil.copytree(out, bad_json)
-    (bad_json / "metrics.json").write_text("{not json")
+    (bad_json / "metrics.json").write_text("{not json", encoding="utf-8")
     assert main(["report", str(bad_json)]) == 2
     err = _one_line_error(capsys)
     assert str(bad_json / "metrics.json") in err and "not valid JSON" in err

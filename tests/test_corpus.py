@@ -355,7 +355,8 @@ def _run(mode: str, root: Path, cases: list[dict], env: dict) -> subprocess.Pope
                 "warmup": warm,
                 "cases": cases,
             }
-        )
+        ),
+        encoding="utf-8",
     )
     tmp = root.parent / f"tmp_{mode}"
     tmp.mkdir(exist_ok=True)
@@ -393,11 +394,11 @@ def corpus():
     uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if uid:
         shared = Path(tempfile.gettempdir()) / f"reglab_corpus_{uid}.json"
-        with open(f"{shared}.lock", "w") as lock:
+        with open(f"{shared}.lock", "w", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not shared.is_file():
-                shared.write_text(json.dumps(_run_corpus(root, engine, app)))
-            results = json.loads(shared.read_text())
+                shared.write_text(json.dumps(_run_corpus(root, engine, app)), encoding="utf-8")
+            results = json.loads(shared.read_text(encoding="utf-8"))
     else:
         results = _run_corpus(root, engine, app)
     yield {"results": results, "cases": expect, "root": root}
@@ -423,7 +424,12 @@ def _run_corpus(root: Path, engine: list[dict], app: list[dict]) -> dict:
     for mode, proc in procs.items():
         log = proc.communicate(timeout=600)[0].decode(errors="replace")
         assert proc.returncode == 0, f"{mode} runner crashed:\n{log[-3000:]}"
-        results.update({r["id"]: r for r in json.loads((root / f"res_{mode}.json").read_text())["results"]})
+        results.update(
+            {
+                r["id"]: r
+                for r in json.loads((root / f"res_{mode}.json").read_text(encoding="utf-8"))["results"]
+            }
+        )
     return results
 
 
@@ -505,7 +511,7 @@ def test_corpus_size_and_entry_points(corpus):
         "peak_rss_mb": peak,
         "slowest_s": slowest,
     }
-    (corpus["root"] / "summary.json").write_text(json.dumps(summary))
+    (corpus["root"] / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     print(json.dumps(summary))
 
 

@@ -42,11 +42,11 @@ def user_folder(tmp_path) -> Path:
     _nifti(tmp_path / "labels" / "orphan_seg.nii.gz", _labels(shape))  # matches no image: ignored
     lm = tmp_path / "landmarks"
     lm.mkdir()
-    (lm / "a.csv").write_text("id,x,y,z\n1,-1.0,-2.0,3.0\n2,-4.0,-5.0,6.0\n")
-    (lm / "b_user1.csv").write_text("id,x,y,z\n1,-1.5,-2.0,3.0\n2,-4.5,-5.0,6.5\n")
-    (lm / "b_user2.csv").write_text("id,x,y,z\n1,-1.4,-2.1,3.0\n2,-4.4,-5.1,6.4\n")
-    (lm / "T2_bad.csv").write_text("id,x,y,z\n1,one,2,3\n")
-    (tmp_path / "label_names.csv").write_text("value,name\n1,cortex\n2,ventricle\n")
+    (lm / "a.csv").write_text("id,x,y,z\n1,-1.0,-2.0,3.0\n2,-4.0,-5.0,6.0\n", encoding="utf-8")
+    (lm / "b_user1.csv").write_text("id,x,y,z\n1,-1.5,-2.0,3.0\n2,-4.5,-5.0,6.5\n", encoding="utf-8")
+    (lm / "b_user2.csv").write_text("id,x,y,z\n1,-1.4,-2.1,3.0\n2,-4.4,-5.1,6.4\n", encoding="utf-8")
+    (lm / "T2_bad.csv").write_text("id,x,y,z\n1,one,2,3\n", encoding="utf-8")
+    (tmp_path / "label_names.csv").write_text("value,name\n1,cortex\n2,ventricle\n", encoding="utf-8")
     return tmp_path
 
 
@@ -85,7 +85,7 @@ def test_folder_pairs(user_folder):
 def test_folder_bad_paths(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_folder(tmp_path / "missing")
-    (tmp_path / "pairs.csv").write_text("fixed,moving\n")
+    (tmp_path / "pairs.csv").write_text("fixed,moving\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"has no images/ folder.*pairs.csv"):
         load_folder(tmp_path)
     (tmp_path / "images").mkdir()
@@ -98,7 +98,8 @@ def test_manifest_resolves_relative_paths_and_reports_bad_rows(user_folder):
         "name,fixed,moving,fixed_labels,moving_labels,fixed_landmarks,moving_landmarks,label_names\n"
         "ab,images/a.nii.gz,images/b.nii.gz,labels/a_seg.nii.gz,labels/b.nii.gz,landmarks/a.csv,landmarks/b_user1.csv,label_names.csv\n"
         ",images/T2.nii.gz,images/T2_crop.nii.gz,,,,,\n"
-        "bad,images/a.nii.gz,images/missing.nii.gz,,,,,\n"
+        "bad,images/a.nii.gz,images/missing.nii.gz,,,,,\n",
+        encoding="utf-8",
     )
     ds = load_manifest(csv)
     assert [p.name for p in ds.pairs()] == ["ab", "T2 <- T2_crop"]
@@ -106,7 +107,7 @@ def test_manifest_resolves_relative_paths_and_reports_bad_rows(user_folder):
     ab = ds.pairs()[0]
     assert ab.label_names == {1: "cortex", 2: "ventricle"} and len(ab.moving_landmarks) == 2
     assert load_folder(csv).pairs()[0].name == "ab"  # load_folder accepts a manifest too
-    (user_folder / "bad.csv").write_text("a,b\n1,2\n")
+    (user_folder / "bad.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(ValueError, match="needs a header with at least 'fixed,moving'"):
         load_manifest(user_folder / "bad.csv")
     with pytest.raises(ValueError, match="must be an existing CSV file"):

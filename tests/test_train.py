@@ -31,7 +31,7 @@ TINY = {
 
 def _write(tmp_path, **over) -> str:
     p = tmp_path / "cfg.json"
-    p.write_text(json.dumps({**TINY, **over}))
+    p.write_text(json.dumps({**TINY, **over}), encoding="utf-8")
     return str(p)
 
 
@@ -61,7 +61,7 @@ def test_config_round_trip_and_errors(tmp_path):
         config_from_dict({"data": "folder"})
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="cannot parse config"):
         load_config(tmp_path / "bad.json")
 
@@ -177,7 +177,7 @@ def test_full_supervision_without_true_fields_is_a_clear_error():
 def test_run_writes_status_metrics_checkpoint_and_previews(tmp_path):
     out = tmp_path / "run"
     final = run_training(_write(tmp_path), out)
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
     assert status["state"] == "finished" and status["step"] == 4
     recs = read_metrics(out)
     steps = [r for r in recs if r["kind"] == "step"]
@@ -207,7 +207,7 @@ def test_stop_and_resume_gives_identical_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "append_metrics", stop_after_step_2)
     out = tmp_path / "interrupted"
     run_training(cfg, out)
-    assert json.loads((out / "status.json").read_text())["state"] == "stopped"
+    assert json.loads((out / "status.json").read_text(encoding="utf-8"))["state"] == "stopped"
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
     monkeypatch.setattr(loop, "append_metrics", real_append)
     final = run_training(out / "config.json", out, resume=True)
@@ -234,7 +234,7 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="corrupt"):
         run_training(_write(tmp_path, init_checkpoint=str(bad)), tmp_path / "r")
-    assert json.loads((tmp_path / "r" / "status.json").read_text())["state"] == "failed"
+    assert json.loads((tmp_path / "r" / "status.json").read_text(encoding="utf-8"))["state"] == "failed"
 
 
 def test_resume_without_checkpoint_fails_cleanly(tmp_path):
@@ -253,7 +253,10 @@ def test_job_runs_in_background_process(tmp_path, monkeypatch):
     while jobs.status(run_id)["state"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
     st = jobs.status(run_id)
-    assert st["state"] == "finished", (st, (tmp_path / "runs" / run_id / "worker.log").read_text()[-2000:])
+    assert st["state"] == "finished", (
+        st,
+        (tmp_path / "runs" / run_id / "worker.log").read_text(encoding="utf-8")[-2000:],
+    )
     assert any(r["kind"] == "step" for r in jobs.metrics(run_id))
     assert jobs.weights_path(run_id).name == "model.pt"
     assert [r["run_id"] for r in jobs.list_runs()] == [run_id]

@@ -48,7 +48,11 @@ def _wait(cond, timeout: float, what: str, run_dir: Path):
         if cond():
             return
         time.sleep(0.05)
-    log = (run_dir / "worker.log").read_text()[-2000:] if (run_dir / "worker.log").is_file() else ""
+    log = (
+        (run_dir / "worker.log").read_text(encoding="utf-8")[-2000:]
+        if (run_dir / "worker.log").is_file()
+        else ""
+    )
     raise AssertionError(f"timed out waiting for {what}; status {read_status(run_dir)}\n{log}")
 
 
@@ -112,7 +116,10 @@ def _nan_after(step: int, monkeypatch):
 
 def test_nan_loss_stops_with_a_clear_status_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**RECIPE, "train_shape": [32, 32], "steps_per_epoch": 3, "batch_size": 2}))
+    cfg.write_text(
+        json.dumps({**RECIPE, "train_shape": [32, 32], "steps_per_epoch": 3, "batch_size": 2}),
+        encoding="utf-8",
+    )
     out = tmp_path / "run"  # 2 epochs of 3 steps
     _nan_after(4, monkeypatch)  # step 5 (epoch 2) produces NaN
     with pytest.raises(NonFiniteLoss, match="training loss became nan at step 5"):
@@ -130,7 +137,10 @@ def test_nan_loss_stops_with_a_clear_status_and_keeps_the_last_good_checkpoint(t
 
 def test_inf_loss_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path, monkeypatch):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**RECIPE, "train_shape": [32, 32], "steps_per_epoch": 3, "batch_size": 2}))
+    cfg.write_text(
+        json.dumps({**RECIPE, "train_shape": [32, 32], "steps_per_epoch": 3, "batch_size": 2}),
+        encoding="utf-8",
+    )
     _nan_after(0, monkeypatch)
     with pytest.raises(NonFiniteLoss):
         run_training(cfg, tmp_path / "run")
@@ -151,7 +161,9 @@ def test_truncate_metrics_keeps_records_up_to_the_checkpoint(tmp_path):
     lines = [{"kind": "step", "step": s, "total": 1.0} for s in range(1, 8)] + [
         {"kind": "epoch", "epoch": 1, "step": 3}
     ]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"kind": "st')
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines) + '{"kind": "st', encoding="utf-8"
+    )
     assert truncate_metrics(tmp_path, 3) == 4
     kept = read_metrics(tmp_path)
     assert [r.get("step") for r in kept] == [1, 2, 3, 3, 3] and kept[-1]["kind"] == "resume"
@@ -171,15 +183,16 @@ def test_an_app_restart_lists_every_earlier_training_run(runs_dir):
     for k, (state, msg) in enumerate(states.items()):
         d = runs_dir / f"2026010{k}-000000-voxelmorph2d-{state}"
         d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps(RECIPE))
+        (d / "config.json").write_text(json.dumps(RECIPE), encoding="utf-8")
         (d / "status.json").write_text(
-            json.dumps({"state": state, "message": msg, "pid": 999999999, "step": 3, "total_steps": 20})
+            json.dumps({"state": state, "message": msg, "pid": 999999999, "step": 3, "total_steps": 20}),
+            encoding="utf-8",
         )
         made.append(d.name)
     damaged = runs_dir / "20260109-000000-damaged"
     damaged.mkdir()
-    (damaged / "config.json").write_text("[not a config")
-    (damaged / "status.json").write_text('["not", "a", "status"]')
+    (damaged / "config.json").write_text("[not a config", encoding="utf-8")
+    (damaged / "status.json").write_text('["not", "a", "status"]', encoding="utf-8")
     made.append(damaged.name)
     jobs._PROCS.clear()  # a new server process has no child handles
     listed = {r["run_id"]: r for r in jobs.list_runs()}

@@ -97,7 +97,7 @@ def start(
         "pairs": len(refs),
         "created": time.time(),
     }
-    (p / JOB_FILE).write_text(json.dumps(job, indent=2))
+    (p / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
     _launch(p)
     return batch_id
 
@@ -107,7 +107,7 @@ def _launch(p: Path) -> None:
     paths = [str(Path(__file__).resolve().parents[2])] + [x for x in sys.path if x and Path(x).is_dir()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
     (p / STOP_FILE).unlink(missing_ok=True)
-    with open(p / "worker.log", "a") as log:
+    with open(p / "worker.log", "a", encoding="utf-8") as log:
         proc = subprocess.Popen(
             cmd,
             stdout=log,
@@ -127,7 +127,7 @@ def _alive(pid) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
         return False
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
 
@@ -148,7 +148,7 @@ def status(batch_id: str) -> dict[str, Any]:
             )
     rows = tasks(batch_id)
     st["running"] = sum(r["state"] == "running" for r in rows)
-    return {**st, "batch_id": batch_id, "job": json.loads((p / JOB_FILE).read_text())}
+    return {**st, "batch_id": batch_id, "job": json.loads((p / JOB_FILE).read_text(encoding="utf-8"))}
 
 
 def tasks(batch_id: str) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ def tasks(batch_id: str) -> list[dict[str, Any]]:
 
     p = batch_path(batch_id)
     try:
-        listed = json.loads((p / TASK_LIST).read_text())
+        listed = json.loads((p / TASK_LIST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return []
     st = read_status(p) or {}
@@ -167,7 +167,7 @@ def tasks(batch_id: str) -> list[dict[str, Any]]:
     for t in listed:
         rec = read_result(p / TASKS_DIR / f"{t['key']}.json")
         start_file = p / TASKS_DIR / f"{t['key']}.start"
-        attempts = len(start_file.read_text().splitlines()) if start_file.is_file() else 0
+        attempts = len(start_file.read_text(encoding="utf-8").splitlines()) if start_file.is_file() else 0
         state = rec["status"] if rec else ("running" if attempts and active else "waiting")
         rows.append(
             {
@@ -188,14 +188,14 @@ def task_log(batch_id: str, key: str) -> str:
     from regcore.batch.tasks import TASKS_DIR
 
     f = batch_path(batch_id) / TASKS_DIR / f"{key}.log"
-    return f.read_text() if f.is_file() else ""
+    return f.read_text(encoding="utf-8") if f.is_file() else ""
 
 
 def report(batch_id: str) -> dict | None:
     """``results.json`` once the batch has finished, else None."""
     f = batch_path(batch_id) / "results.json"
     try:
-        return json.loads(f.read_text())
+        return json.loads(f.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
-    job = json.loads((args.folder / JOB_FILE).read_text())
+    job = json.loads((args.folder / JOB_FILE).read_text(encoding="utf-8"))
     from regcore.bench import run_benchmark
 
     try:

@@ -27,7 +27,7 @@ STATES = ("queued", "running", "finished", "stopped", "failed")
 
 def read_status(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     try:
-        return json.loads((Path(out_dir) / STATUS_FILE).read_text())
+        return json.loads((Path(out_dir) / STATUS_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 

@@ -258,7 +258,7 @@ def write_sweep_outputs(report: Mapping, out_dir: str | Path) -> dict[str, str]:
         "pareto_html": out / "pareto.html",
         "pareto_png": out / "pareto.png",
     }
-    paths["sweep_markdown"].write_text(sweep_markdown(report))
+    paths["sweep_markdown"].write_text(sweep_markdown(report), encoding="utf-8")
     figs = list(pareto_figures(report).values())
     html = [
         "<html><head><meta charset='utf-8'><title>RegLab sweep</title></head><body>",
@@ -267,6 +267,6 @@ def write_sweep_outputs(report: Mapping, out_dir: str | Path) -> dict[str, str]:
     for i, fig in enumerate(figs):
         html.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
     html.append("</body></html>")
-    paths["pareto_html"].write_text("\n".join(html))
+    paths["pareto_html"].write_text("\n".join(html), encoding="utf-8")
     _png(report, paths["pareto_png"])
     return {k: str(v) for k, v in paths.items()}

@@ -211,7 +211,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -227,7 +227,7 @@ def _json_default(v):
 def read_result(path: str | os.PathLike) -> dict | None:
     """A stored result record, or None when absent or unreadable."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) and data.get("status") in (OK, FAILED) else None
@@ -311,16 +311,16 @@ def execute_task(
     host, pid, started = platform.node(), os.getpid(), time.time()
     attempts = 1
     if tdir is not None:
-        with open(tdir / f"{task.key}.start", "a") as fh:
+        with open(tdir / f"{task.key}.start", "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": started, "host": host, "pid": pid}) + "\n")
-        attempts = len((tdir / f"{task.key}.start").read_text().splitlines())
+        attempts = len((tdir / f"{task.key}.start").read_text(encoding="utf-8").splitlines())
     lines: list[str] = []
 
     def say(msg: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {msg}"
         lines.append(line)
         if tdir is not None:
-            with open(tdir / f"{task.key}.log", "a") as fh:
+            with open(tdir / f"{task.key}.log", "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         if log is not None:
             log(msg)

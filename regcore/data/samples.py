@@ -95,7 +95,7 @@ def read_manifest(unit_dir: str | os.PathLike) -> dict | None:
     """The unit's manifest, or None when missing, unreadable or from another format version."""
     path = Path(unit_dir) / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return manifest if manifest.get("format_version") == FORMAT_VERSION else None
@@ -132,7 +132,7 @@ def build_unit(
             build_seconds=round(time.perf_counter() - t0, 2),
         )
         manifest["size_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache is shared like any other folder
         _replace_dir(tmp, target)
     finally:

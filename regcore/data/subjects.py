@@ -92,11 +92,14 @@ def write_landmarks(path: Path, ids: list[str], points_mm: np.ndarray) -> None:
     lines = ["id," + ",".join(cols)]
     lines += [f"{i}," + ",".join(f"{v:.4f}" for v in p) for i, p in zip(ids, points_mm)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_label_names(path: Path, names: dict[int, str]) -> None:
-    path.write_text("value,name\n0,background\n" + "".join(f"{k},{v}\n" for k, v in sorted(names.items())))
+    path.write_text(
+        "value,name\n0,background\n" + "".join(f"{k},{v}\n" for k, v in sorted(names.items())),
+        encoding="utf-8",
+    )
 
 
 def save_transform(path: Path, transform: deform.SubjectTransform) -> None:

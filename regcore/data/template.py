@@ -202,7 +202,9 @@ def load_brain_template(resolution_mm: float, axial_slice: bool = False) -> Brai
 def merge_atlas(atlas: np.ndarray, labels_csv: Path, brain_mask: np.ndarray) -> np.ndarray:
     """Neuromorphometrics values -> :data:`STRUCTURES` values; outside the mask -> 0; brain voxels the
     atlas leaves unlabelled take the nearest label (so every brain voxel is labelled)."""
-    rows = [line.split(",", 1) for line in labels_csv.read_text().splitlines()[1:] if line.strip()]
+    rows = [
+        line.split(",", 1) for line in labels_csv.read_text(encoding="utf-8").splitlines()[1:] if line.strip()
+    ]
     src = {int(i): name.strip() for i, name in rows}
     lut = np.zeros(max(src) + 1, dtype=np.int16)
     for value, (_, parts) in enumerate(_structure_table(), start=1):

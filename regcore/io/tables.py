@@ -98,7 +98,7 @@ def save_landmarks(landmarks: Landmarks, path: str | os.PathLike) -> Path:
     cols = ["x_lps", "y_lps", "z_lps"][: landmarks.ndim]
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "w", newline="") as fh:
+        with open(p, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["id", *cols])
             for i, pt in zip(landmarks.ids, landmarks.points):

@@ -140,7 +140,7 @@ class Timer:
 
 def _rss_mb() -> float:
     try:
-        with open("/proc/self/statm") as f:
+        with open("/proc/self/statm", encoding="utf-8") as f:
             import os
 
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

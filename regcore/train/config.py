@@ -207,7 +207,7 @@ def load_config(path: str | Path) -> TrainConfig:
             "few hundred bytes"
         )
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
         values = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"cannot parse config {p}: {str(e)[:200]}") from None
@@ -230,7 +230,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config_to_dict(config), indent=2))
+    Path(path).write_text(json.dumps(config_to_dict(config), indent=2), encoding="utf-8")
 
 
 __all__ = [

@@ -57,7 +57,7 @@ def _launch(run_id: str, resume: bool) -> None:
     # The worker imports what this process can import (plug-in families defined outside regcore too).
     paths = [str(Path(__file__).resolve().parents[2])] + [p for p in sys.path if p and Path(p).is_dir()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
-    log = open(p / "worker.log", "a")
+    log = open(p / "worker.log", "a", encoding="utf-8")
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
@@ -94,7 +94,7 @@ def _alive(pid: int | None) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError):
         return False
     try:  # a zombie (exited, not yet reaped) counts as dead
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        if Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(")")[-1].split()[0] == "Z":
             return False
         # after an app or machine restart the pid may belong to another program: it must be regcore
         return b"regcore" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -147,7 +147,7 @@ def list_runs() -> list[dict[str, Any]]:
     for p in sorted(runs_dir().iterdir(), reverse=True):
         if (p / "config.json").is_file():
             try:
-                cfg = json.loads((p / "config.json").read_text())
+                cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 cfg = {}
             out.append({**status(p.name), "config": cfg if isinstance(cfg, dict) else {}})

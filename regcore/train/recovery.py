@@ -65,6 +65,6 @@ def truncate_metrics(out: Path, step: int) -> int:
     dropped = len(records) - len(kept)
     kept.append({"kind": "resume", "step": step, "dropped_records": dropped})
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)
     return dropped

@@ -30,7 +30,7 @@ def write_status(run_dir: str | Path, *, state: str, **fields: Any) -> dict[str,
     old = read_status(run_dir) or {}
     status = {**old, **fields, "state": state, "pid": fields.get("pid", os.getpid()), "updated": time.time()}
     tmp = run_dir / "status.json.tmp"
-    tmp.write_text(json.dumps({k: _clean(v) for k, v in status.items()}))
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in status.items()}), encoding="utf-8")
     os.replace(tmp, run_dir / "status.json")
     return status
 
@@ -39,7 +39,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     """The parsed ``status.json``, or None when absent/unreadable."""
     p = Path(run_dir) / "status.json"
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -47,7 +47,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
 
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line to ``metrics.jsonl`` (NaN/inf written as null)."""
-    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+    with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
 
 
@@ -57,7 +57,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         return []
     out = []
-    for line in p.read_text().splitlines():
+    for line in p.read_text(encoding="utf-8").splitlines():
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:

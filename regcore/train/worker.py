@@ -45,7 +45,7 @@ def _trust_run_family(run_dir: Path) -> None:
     from regcore.methods.learned.family import trust_module
 
     try:
-        module = json.loads((run_dir / "config.json").read_text()).get("family_module")
+        module = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("family_module")
     except (OSError, ValueError, AttributeError):
         return
     if isinstance(module, str) and module:

@@ -1,0 +1,148 @@
+"""Deformation figures: grid, arrows, Jacobian determinant, landmark errors.
+
+Display conventions: see :mod:`regcore.viz`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from regcore.viz.colors import FOLD_COLOR
+from regcore.viz.panels import add_points, image_figure
+from regcore.viz.slices import _check_2d, as_array
+
+
+def grid_overlay_figure(
+    image: np.ndarray,
+    disp2d: np.ndarray,
+    *,
+    step: int = 8,
+    title: str = "Deformation grid",
+    flips=(False, False),
+    height: int = 360,
+    color: str = "#ffd60a",
+) -> go.Figure:
+    """Grid lines of the fixed grid carried by phi = x + u (``disp2d`` (2, H, W) voxels) over the image."""
+    u = np.asarray(disp2d, dtype=float)
+    if u.ndim != 3 or u.shape[0] != 2:
+        raise ValueError(f"disp2d must be (2, H, W), got shape {u.shape}")
+    if int(step) < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    fig = image_figure(image, title=title, flips=flips, height=height)
+    h, w = u.shape[1:]
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    px, py = ii + u[0], jj + u[1]
+    xs: list = []
+    ys: list = []
+    for i in range(0, h, step):
+        xs += list(px[i, :]) + [None]
+        ys += list(py[i, :]) + [None]
+    for j in range(0, w, step):
+        xs += list(px[:, j]) + [None]
+        ys += list(py[:, j]) + [None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": color, "width": 1}, hoverinfo="skip"))
+    return fig
+
+
+def quiver_figure(
+    image: np.ndarray,
+    disp2d: np.ndarray,
+    *,
+    step: int = 8,
+    scale: float = 1.0,
+    title: str = "Displacement (voxels)",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
+    """Arrows from each sampled fixed voxel x to x + scale * u(x); colour = |u| in voxels."""
+    u = np.asarray(disp2d, dtype=float)
+    if u.ndim != 3 or u.shape[0] != 2:
+        raise ValueError(f"disp2d must be (2, H, W), got shape {u.shape}")
+    fig = image_figure(image, title=title, flips=flips, height=height)
+    h, w = u.shape[1:]
+    ii, jj = np.meshgrid(np.arange(0, h, step), np.arange(0, w, step), indexing="ij")
+    du, dv = u[0][ii, jj] * scale, u[1][ii, jj] * scale
+    xs, ys = [], []
+    for x0, y0, a, b in zip(ii.ravel(), jj.ravel(), du.ravel(), dv.ravel()):
+        xs += [x0, x0 + a, None]
+        ys += [y0, y0 + b, None]
+    mag = np.hypot(du, dv).ravel()
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00e5ff", "width": 1.5}, hoverinfo="skip")
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=(ii + du).ravel(),
+            y=(jj + dv).ravel(),
+            mode="markers",
+            marker={"size": 4, "color": mag, "colorscale": "Turbo"},
+            hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>",
+        )
+    )
+    return fig
+
+
+def jacobian_figure(
+    jac2d: np.ndarray, *, title: str = "Jacobian determinant", flips=(False, False), height: int = 360
+) -> go.Figure:
+    """det(J) on a diverging scale centred at 1 (blue shrink, red grow); folded voxels (<= 0) outlined."""
+    j = _check_2d("jac2d", as_array(jac2d)).astype(float)
+    lim = max(float(np.abs(j - 1).max()), 0.05)
+    fig = image_figure(
+        j,
+        title=title,
+        colorscale="RdBu_r",
+        zmin=1 - lim,
+        zmax=1 + lim,
+        flips=flips,
+        height=height,
+        showscale=True,
+        hover_name="det J",
+    )
+    folded = np.argwhere(j <= 0)
+    if len(folded):
+        fig.add_trace(
+            go.Scatter(
+                x=folded[:, 0],
+                y=folded[:, 1],
+                mode="markers",
+                name="folded",
+                marker={"symbol": "square-open", "size": 6, "color": FOLD_COLOR},
+                hovertemplate="folded voxel<extra></extra>",
+            )
+        )
+    return fig
+
+
+def landmark_tre_figure(
+    image: np.ndarray,
+    fixed_pts: np.ndarray,
+    moving_pts: np.ndarray,
+    *,
+    ids: Sequence[str] | None = None,
+    title: str = "Landmarks and TRE",
+    flips=(False, False),
+    height: int = 360,
+) -> go.Figure:
+    """Fixed landmarks (circles) with an arrow to where the registration maps them (crosses).
+
+    Both ``(N, 2)`` in slice voxel coordinates; the arrow length is the in-plane residual error.
+    """
+    f = np.asarray(fixed_pts, dtype=float).reshape(-1, 2)
+    m = np.asarray(moving_pts, dtype=float).reshape(-1, 2)
+    if f.shape != m.shape:
+        raise ValueError(f"fixed_pts {f.shape} and moving_pts {m.shape} must match")
+    fig = image_figure(image, title=title, flips=flips, height=height)
+    xs, ys = [], []
+    for a, b in zip(f, m):
+        xs += [a[0], b[0], None]
+        ys += [a[1], b[1], None]
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#ff9f1c", "width": 2}, hoverinfo="skip")
+    )
+    add_points(fig, f, ids=ids, name="fixed", color="#ffd60a")
+    add_points(fig, m, ids=ids, name="mapped", color="#ff2d55", symbol="x")
+    return fig
