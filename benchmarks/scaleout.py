@@ -199,7 +199,9 @@ def main() -> int:
         t0 = time.perf_counter()  # cold: each worker process starts and imports regcore during the batch
         par_cold = run_benchmark(manifest, list(METHODS), out_dir=tmp / "ray_cold", engine="ray")
         ray_cold_s = time.perf_counter() - t0
-        print(f"ray ({args.workers} workers), cold workers: {ray_cold_s:.1f} s (+ {startup_s:.1f} s start-up)")
+        print(
+            f"ray ({args.workers} workers), cold workers: {ray_cold_s:.1f} s (+ {startup_s:.1f} s start-up)"
+        )
         ray.shutdown()
         ray.init(
             num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR

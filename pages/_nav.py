@@ -61,6 +61,10 @@ PAGES: tuple[PageSpec, ...] = (
     ),
     PageSpec("pages/train.py", "Train", ":material/model_training:", "Train: learned models on your data"),
     PageSpec("pages/batch.py", "Batch", ":material/dynamic_feed:", "Batch: many methods x pairs, sweeps"),
+    PageSpec("pages/atlas.py", "Atlas", ":material/stacks:", "Atlas: build a template from many subjects"),
+    PageSpec(
+        "pages/segment.py", "Multi-atlas segmentation", ":material/label:", "Segment: fuse labelled atlases"
+    ),
     PageSpec("pages/learn.py", "Learn", ":material/school:", "Learn: concept labs"),
 )
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from pages import _backend as backend
 from pages import _state as state
+from pages import _uncertainty_view as uncertainty_view
 from pages import _views as views
 from regcore import viz
 
@@ -189,6 +190,7 @@ def body() -> None:
         )
     st.subheader("Export")
     _exports(focus, run, shown)
+    uncertainty_view.render(runs, focus)
 
 
 state.run_page(body, "evaluate")

@@ -46,6 +46,11 @@ def compile_all() -> dict[str, float]:
         out = np.empty_like(force)
         ws.compose(force, force, out)
         timings[f"greedy {ndim}D"] = time.perf_counter() - start
+    from regcore.metrics.deformation_kernels import jacobian_and_ndv_3d  # det J + NDV of `evaluate`
+
+    start = time.perf_counter()
+    jacobian_and_ndv_3d(np.zeros((3, 4, 5, 6), np.float32))
+    timings["deformation metrics 3D"] = time.perf_counter() - start
     return timings
 
 

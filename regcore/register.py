@@ -21,7 +21,7 @@ from regcore.image import Image, Landmarks
 from regcore.methods.base import ProgressCallback, RegistrationResult, resolve_device
 from regcore.methods.registry import get
 
-__all__ = ["run_registration", "run_pair", "prepare_moving", "label_mismatch_warnings"]
+__all__ = ["run_registration", "run_pair", "prepare_moving", "label_mismatch_warnings", "compact_labels"]
 
 
 def _check_image(value, arg: str, *, labels: bool, optional: bool = False) -> Image | None:
@@ -59,7 +59,7 @@ def label_mismatch_warnings(
     fixed_labels: Image, moving_labels: Image, label_names: Mapping[int, str] | None = None
 ) -> list[str]:
     """Messages for label values present in one map but not the other (they score no Dice)."""
-    fixed_set, moving_set = set(fixed_labels.present_labels()), set(moving_labels.present_labels())
+    fixed_set, moving_set = _present_labels(fixed_labels), _present_labels(moving_labels)
     out = []
     for side, only in (("fixed", fixed_set - moving_set), ("moving", moving_set - fixed_set)):
         if only:
@@ -71,6 +71,35 @@ def label_mismatch_warnings(
                 f"label value(s) present only in the {side} labels (no overlap possible): {', '.join(named)}"
             )
     return out
+
+
+def compact_labels(labels: Image | None) -> Image | None:
+    """``labels`` stored in the smallest integer dtype that holds its values (uint8 below 256, then int16,
+    int32): the same label values in 1/8 (uint8) of int64's memory. Float, bool, negative or already
+    compact maps, and None, are returned as they are. Every regcore consumer (warp, metrics, writers)
+    reads any integer dtype."""
+    if labels is None or labels.data.is_floating_point() or labels.data.dtype in (torch.uint8, torch.bool):
+        return labels
+    data = labels.data
+    if not data.numel() or int(data.min()) < 0:
+        return labels
+    high = int(data.max())
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if high <= torch.iinfo(dtype).max:
+            return labels if data.dtype == dtype else labels.with_data(data.to(dtype))
+    return labels
+
+
+def _present_labels(labels: Image) -> set[int]:
+    """Non-zero label values of a label map: one counting pass for small non-negative integer codes
+    (uint8/int16 maps: ~20x faster than the sort behind ``Image.present_labels``)."""
+    data = labels.data.reshape(-1)
+    if data.numel() and not data.is_floating_point() and data.dtype != torch.bool:
+        low, high = int(data.min()), int(data.max())
+        if low >= 0 and high < 1 << 16:
+            counts = torch.bincount(data if data.dtype == torch.uint8 else data.long(), minlength=high + 1)
+            return {int(v) for v in torch.nonzero(counts).flatten().tolist() if v != 0}
+    return set(labels.present_labels())
 
 
 def _maybe_normalise(image: Image, config) -> Image:
@@ -176,6 +205,7 @@ def run_registration(
         fixed_landmarks=fixed_landmarks,
         moving_landmarks=moving_landmarks,
         label_names=names,
+        warped_labels=result.extras.get("warped_labels") if moving_labels_on_fixed is not None else None,
     )
     if fixed_labels is not None and moving_labels_on_fixed is not None:
         metrics.setdefault("warnings", [])

@@ -17,7 +17,10 @@ resampled onto the fixed grid (as :func:`regcore.register.run_registration` retu
 Run folder (``save_run`` / ``load_run``; written by ``regcore register --out DIR``)::
 
     warped.nii.gz          moving warped onto the fixed grid
-    displacement.nii.gz    ITK displacement field (LPS mm, fixed space)
+    displacement.nii       ITK displacement field (LPS mm, fixed space, float32), uncompressed:
+                           gzip saves < 10 % on a float field and costs seconds; ``save_run(...,
+                           compress=True)`` (``regcore register --compress``) writes
+                           ``displacement.nii.gz`` instead (gzip on all cores). Both are read back.
     fixed.nii.gz           the fixed image
     moving.nii.gz          the moving image resampled onto the fixed grid (before registration)
     fixed_labels.nii.gz, moving_labels.nii.gz, warped_labels.nii.gz   label maps on the fixed grid (optional)
@@ -32,14 +35,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from regcore import viz
 from regcore.data.pairs import Pair
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult
@@ -49,7 +51,7 @@ __all__ = ["RUN_FILES", "RunRecord", "RunSlice", "load_run", "save_run"]
 
 RUN_FILES = {
     "warped": "warped.nii.gz",
-    "displacement": "displacement.nii.gz",
+    "displacement": "displacement.nii",
     "fixed": "fixed.nii.gz",
     "moving": "moving.nii.gz",
     "fixed_labels": "fixed_labels.nii.gz",
@@ -62,6 +64,8 @@ RUN_FILES = {
     "run": "run.json",
 }
 """File names inside a run folder, by role."""
+COMPRESSED_FILES = {"displacement": "displacement.nii.gz"}
+"""Names of the roles written compressed by ``save_run(..., compress=True)`` (the others keep theirs)."""
 
 REQUIRED_FILES = ("fixed", "moving", "warped", "displacement", "metrics")
 
@@ -244,6 +248,8 @@ class RunRecord:
                 return None
             return a if axis is None else viz.extract_slice(a, axis, index)
 
+        from regcore import viz  # plotly behind it: imported only when a slice is drawn
+
         r = self.result
         disp = r.displacement[0].detach().float().cpu().numpy()
         labels = {
@@ -289,49 +295,57 @@ def _dump(obj: Any) -> str:
     return json.dumps(clean(obj), indent=2, default=_json_default)
 
 
-def save_run(record: RunRecord, out_dir: str | Path) -> dict[str, Path]:
+def save_run(record: RunRecord, out_dir: str | Path, *, compress: bool = False) -> dict[str, Path]:
     """Write the run folder described in the module docstring; returns ``{role: path}``.
 
-    ``displacement.nii.gz`` is an ITK displacement field (LPS mm, fixed space) that SimpleITK's
-    ``DisplacementFieldTransform`` reads; label maps and images lie on the fixed grid. Written atomically
-    (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is left in ``out_dir``.
+    ``displacement.nii`` (``displacement.nii.gz`` with ``compress``) is an ITK displacement field (LPS mm,
+    fixed space) that SimpleITK's ``DisplacementFieldTransform`` reads; label maps and images lie on the
+    fixed grid. Written atomically (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is
+    left in ``out_dir``. The volumes are written on two threads (gzip releases the GIL).
     """
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
     from regcore.atomic import atomic_dir
 
     with atomic_dir(out_dir) as tmp:  # all files or none: a failed write leaves no partial run folder
-        written = _write_run(record, tmp)
+        written = _write_run(record, tmp, compress=compress)
     return {role: Path(out_dir) / p.name for role, p in written.items()}
 
 
-def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
+def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[str, Path]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from regcore.io import save_displacement, save_image, save_landmarks
 
     r = record.result
+    names = {**RUN_FILES, **(COMPRESSED_FILES if compress else {})}
+    before = record.before_metrics  # computed (once) before the writes, so they can overlap each other
 
-    def first_channel(img: Image) -> Image:
+    def first_channel(img: Image) -> Image:  # a view, not a copy, for a 1-channel float32 CPU image
         return img.with_data(img.data[:1].float().cpu())
 
-    paths: dict[str, Path] = {
-        "warped": save_image(first_channel(r.warped), out / RUN_FILES["warped"]),
-        "displacement": save_displacement(
-            r.displacement.detach().float().cpu(), r.fixed.geometry, out / RUN_FILES["displacement"]
+    jobs = {
+        "warped": lambda: save_image(first_channel(r.warped), out / names["warped"]),
+        "displacement": lambda: save_displacement(
+            r.displacement.detach().float().cpu(), r.fixed.geometry, out / names["displacement"]
         ),
-        "fixed": save_image(first_channel(r.fixed), out / RUN_FILES["fixed"]),
-        "moving": save_image(first_channel(r.moving), out / RUN_FILES["moving"]),
+        "fixed": lambda: save_image(first_channel(r.fixed), out / names["fixed"]),
+        "moving": lambda: save_image(first_channel(r.moving), out / names["moving"]),
     }
     for role in ("fixed_labels", "moving_labels", "warped_labels"):
         img = getattr(record, role)
         if img is not None:
-            paths[role] = save_image(img.with_data(img.data.cpu()), out / RUN_FILES[role])
+            jobs[role] = partial(save_image, img.with_data(img.data.cpu()), out / names[role])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {role: pool.submit(job) for role, job in jobs.items()}
+        paths: dict[str, Path] = {role: f.result() for role, f in futures.items()}
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)
         if lm is not None:
-            paths[role] = save_landmarks(lm, out / RUN_FILES[role])
+            paths[role] = save_landmarks(lm, out / names[role])
     for role, data in (
         ("metrics", record.metrics),
-        ("metrics_before", record.before_metrics),
+        ("metrics_before", before),
         (
             "run",
             {
@@ -342,9 +356,16 @@ def _write_run(record: RunRecord, out: Path) -> dict[str, Path]:
             },
         ),
     ):
-        paths[role] = out / RUN_FILES[role]
+        paths[role] = out / names[role]
         paths[role].write_text(_dump(data), encoding="utf-8")
     return paths
+
+
+def _run_file(d: Path, role: str) -> Path:
+    """The file of ``role`` in run folder ``d``: its plain name, or the compressed one when only that exists."""
+    plain = d / RUN_FILES[role]
+    packed = d / COMPRESSED_FILES.get(role, RUN_FILES[role])
+    return packed if not plain.is_file() and packed.is_file() else plain
 
 
 def _read_json(path: Path) -> dict:
@@ -370,7 +391,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not d.is_dir():
         raise ValueError(f"{d}: not a folder (give the --out folder of `regcore register`)")
     for role in REQUIRED_FILES:
-        if not (d / RUN_FILES[role]).is_file():
+        if not _run_file(d, role).is_file():
             raise ValueError(
                 f"{d / RUN_FILES[role]}: file not found (is {d} a folder written by "
                 f"`regcore register --out`?)"
@@ -387,7 +408,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     fixed = load_image(d / RUN_FILES["fixed"], is_labels=False)
     moving = load_image(d / RUN_FILES["moving"], is_labels=False)
     warped = load_image(d / RUN_FILES["warped"], is_labels=False)
-    u, geom = load_displacement(d / RUN_FILES["displacement"])
+    u, geom = load_displacement(_run_file(d, "displacement"))
     for role, img in (("moving", moving), ("warped", warped)):
         if not img.geometry.same_grid(fixed.geometry):
             raise ValueError(
@@ -396,7 +417,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
             )
     if not geom.same_grid(fixed.geometry):
         raise ValueError(
-            f"{d / RUN_FILES['displacement']}: field grid {geom.shape} differs from "
+            f"{_run_file(d, 'displacement')}: field grid {geom.shape} differs from "
             f"{RUN_FILES['fixed']} {fixed.shape} (shape, spacing, origin and direction must match)"
         )
     labels = {

@@ -108,7 +108,7 @@ def test_register_round_trip_matches_simpleitk(registered):
     assert code == 0
     for name in (
         "warped.nii.gz",
-        "displacement.nii.gz",
+        "displacement.nii",
         "warped_labels.nii.gz",
         "metrics.json",
         "fixed.nii.gz",
@@ -156,7 +156,7 @@ def test_register_round_trip_matches_simpleitk(registered):
 
     # SimpleITK reads the field as a transform and reproduces warped.nii.gz from the ORIGINAL moving file.
     fixed = sitk.ReadImage(str(paths["fixed"]))
-    field = sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64)
+    field = sitk.ReadImage(str(out / "displacement.nii"), sitk.sitkVectorFloat64)
     tx = sitk.DisplacementFieldTransform(field)
     resampled = sitk.Resample(
         sitk.ReadImage(str(paths["moving"]), sitk.sitkFloat32), fixed, tx, sitk.sitkLinear, 0.0
@@ -203,7 +203,7 @@ def test_report_errors_name_the_file_and_exit_2(registered, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     err = _one_line_error(capsys)
     assert "nowhere" in err and "not a folder" in err
-    for missing in ("fixed.nii.gz", "displacement.nii.gz", "metrics.json"):
+    for missing in ("fixed.nii.gz", "displacement.nii", "metrics.json"):
         broken = tmp_path / f"no_{missing.split('.')[0]}"
         shutil.copytree(out, broken)
         (broken / missing).unlink()
@@ -218,9 +218,9 @@ def test_report_errors_name_the_file_and_exit_2(registered, tmp_path, capsys):
     assert str(bad_json / "metrics.json") in err and "not valid JSON" in err
     bad_field = tmp_path / "bad_field"
     shutil.copytree(out, bad_field)
-    (bad_field / "displacement.nii.gz").write_bytes(b"garbage")
+    (bad_field / "displacement.nii").write_bytes(b"garbage")
     assert main(["report", str(bad_field)]) == 2
-    assert str(bad_field / "displacement.nii.gz") in _one_line_error(capsys)
+    assert str(bad_field / "displacement.nii") in _one_line_error(capsys)
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -16,16 +16,21 @@ from regcore.image import Geometry
 from regcore.io.errors import ImageIOError, check_readable, first_line
 from regcore.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from regcore.io.geometry import fields_for
-from regcore.io.sitk_arrays import geometry_from_sitk, sitk_from_array
+from regcore.io.sitk_arrays import geometry_from_sitk
 
 
 # -- displacement fields and affine transforms ----------------------------------------------
-def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str | os.PathLike) -> Path:
+def save_displacement(
+    displacement: torch.Tensor, geometry: Geometry, path: str | os.PathLike, *, compress_level: int = 1
+) -> Path:
     """Write a fixed->moving voxel displacement ``(1, n, *S)`` as an ITK displacement field.
 
-    Vectors become LPS mm, ``d_mm = direction @ diag(spacing) @ u``, stored as float64 vectors on
-    ``geometry`` (the fixed grid): ``sitk.DisplacementFieldTransform`` then maps a fixed point p
-    to the moving point ``p + d(p)``. Any SimpleITK vector format works (.nii.gz, .mha, .nrrd).
+    Vectors become LPS mm, ``d_mm = direction @ diag(spacing) @ u``, stored as float32 vectors on
+    ``geometry`` (the fixed grid): ``sitk.DisplacementFieldTransform`` (which wants float64: read with
+    ``sitk.ReadImage(path, sitk.sitkVectorFloat64)``) then maps a fixed point p to the moving point
+    ``p + d(p)``. Any SimpleITK vector format works: ``.nii`` (uncompressed, fastest), ``.nii.gz``
+    (gzip ``compress_level`` 1..9 on all cores, :mod:`regcore.io.gzip_parallel`), ``.mha``, ``.nrrd``.
+    Memory: two float32 copies of the field (numpy, then SimpleITK), in SimpleITK's axis order.
     """
     if not isinstance(displacement, torch.Tensor):
         raise TypeError(f"displacement must be a torch.Tensor, got {type(displacement).__name__}")
@@ -35,19 +40,40 @@ def save_displacement(displacement: torch.Tensor, geometry: Geometry, path: str 
     if tuple(displacement.shape) != (1, n, *geometry.shape):
         raise ValueError(f"displacement must be (1, {n}, *{geometry.shape}), got {tuple(displacement.shape)}")
     p = Path(path)
-    if suffix_of(p) not in NIFTI_SUFFIXES + ITK_SUFFIXES:
+    suffix = suffix_of(p)
+    if suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES:
         raise ImageIOError(
-            f"{p}: cannot write a displacement field as {suffix_of(p)!r}; use .nii.gz, .mha or .nrrd"
+            f"{p}: cannot write a displacement field as {suffix!r}; use .nii, .nii.gz, .mha or .nrrd"
         )
-    u = displacement[0].detach().cpu().double().numpy()
+    u = displacement[0].detach().cpu().float().numpy()  # (n, *S), no copy when already float32 on the CPU
     a = geometry.index_to_world[:n, :n]
-    d_mm = np.einsum("ij,j...->...i", a, u)  # (*S, n)
+    d_mm = np.empty((*geometry.shape[::-1], n), dtype=np.float32)  # SimpleITK order (k, j, i, component)
+    for i in range(n):  # d_i = sum_j a[i, j] u_j, accumulated in float64 one component at a time
+        acc = np.zeros(geometry.shape, dtype=np.float64)
+        for j in range(n):
+            if a[i, j] != 0.0:
+                acc += a[i, j] * u[j]
+        d_mm[..., i] = acc.T
     try:
         import SimpleITK as sitk
 
         p.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(sitk_from_array(d_mm, geometry, is_vector=True), str(p), useCompression=True)
-    except (OSError, RuntimeError) as exc:
+        img = sitk.GetImageFromArray(d_mm, isVector=True)
+        img.SetSpacing(geometry.spacing)
+        img.SetOrigin(geometry.origin)
+        img.SetDirection(tuple(geometry.direction_matrix.reshape(-1)))
+        if suffix == ".nii.gz":  # SimpleITK gzips on one thread: write .nii, then gzip it on all cores
+            from regcore.io.gzip_parallel import gzip_file
+
+            raw = p.with_name(p.name[: -len(".gz")] + ".tmp.nii")
+            try:
+                sitk.WriteImage(img, str(raw), useCompression=False)
+                gzip_file(raw, p, level=compress_level)
+            finally:
+                raw.unlink(missing_ok=True)
+        else:
+            sitk.WriteImage(img, str(p), useCompression=suffix in (".mha", ".nrrd"))
+    except (OSError, RuntimeError, ValueError) as exc:
         raise ImageIOError(f"{p}: could not write displacement field ({first_line(exc)})") from exc
     return p
 
@@ -67,11 +93,17 @@ def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:
             f"{p}: a {n}D displacement field needs {n} components per voxel, got {img.GetNumberOfComponentsPerPixel()}"
         )
     geometry = geometry_from_sitk(img, n, p, fields_for(suffix_of(p)))
-    d_mm = sitk.GetArrayFromImage(img).astype(np.float64)  # (*S reversed, n)
+    d_mm = sitk.GetArrayViewFromImage(img)  # (*S reversed, n), float32 or float64 as stored
     d_mm = np.transpose(d_mm, (*range(n - 1, -1, -1), n))  # (*S, n)
     a_inv = np.linalg.inv(geometry.index_to_world[:n, :n])
-    u = np.einsum("ij,...j->i...", a_inv, d_mm)
-    return torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))[None], geometry
+    u = np.empty((n, *geometry.shape), dtype=np.float32)
+    for i in range(n):  # u_i = sum_j a_inv[i, j] d_j, accumulated in float64 one component at a time
+        acc = np.zeros(geometry.shape, dtype=np.float64)
+        for j in range(n):
+            if a_inv[i, j] != 0.0:
+                acc += a_inv[i, j] * d_mm[..., j]
+        u[i] = acc
+    return torch.from_numpy(u)[None], geometry
 
 
 def affine_voxel_to_world(affine, fixed_geometry: Geometry, moving_geometry: Geometry) -> np.ndarray:

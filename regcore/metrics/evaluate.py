@@ -56,7 +56,7 @@ def _label_tensor(labels, arg: str, geometry) -> torch.Tensor:
             f"{arg} must lie on the fixed grid {geometry.shape} (resample it with "
             f"regcore.preprocess.resample_to first), got grid {labels.geometry.shape}"
         )
-    arr = as_label_array(labels, arg, geometry.ndim)
+    arr = as_label_array(labels, arg, geometry.ndim, compact=True)
     if arr.shape != geometry.shape:
         raise ValueError(f"{arg} shape {arr.shape} must equal the fixed grid shape {geometry.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr))
@@ -70,12 +70,15 @@ def evaluate(
     fixed_landmarks: Landmarks | None = None,
     moving_landmarks: Landmarks | None = None,
     label_names: Mapping[int, str] | None = None,
+    warped_labels=None,
 ) -> dict:
     """All metrics of one registration (see module docstring for the keys and units).
 
     Args:
         result: what a method returned (``displacement`` ``(1, ndim, *S)`` fixed -> moving, voxels).
         fixed_labels, moving_labels: label maps on the fixed grid (Image, tensor or array).
+        warped_labels: ``moving_labels`` already warped by ``result.displacement`` (nearest neighbour,
+            :func:`regcore.spatial.warp.warp_labels`), when the caller has them: the warp is not redone.
         fixed_landmarks, moving_landmarks: :class:`Landmarks` in LPS mm, matched by id.
         label_names: label value -> structure name (default: from the label Images).
     """
@@ -116,8 +119,10 @@ def evaluate(
             if names is None and isinstance(lab, Image) and lab.label_names:
                 names = lab.label_names
         fixed_arr = _label_tensor(fixed_labels, "fixed_labels", geom)
-        moving_arr = _label_tensor(moving_labels, "moving_labels", geom)
-        warped = _warp_labels(moving_arr, u)
+        if warped_labels is not None:
+            warped = _label_tensor(warped_labels, "warped_labels", geom).numpy()
+        else:
+            warped = _warp_labels(_label_tensor(moving_labels, "moving_labels", geom), u)
         ov = label_overlap(fixed_arr.numpy(), warped, spacing=geom.spacing, label_names=names)
         out.update(
             dice_mean=ov["dice_mean"],

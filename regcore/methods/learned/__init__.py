@@ -8,7 +8,7 @@ family and its registration method. Adding a family = adding one file here (or a
 import importlib
 import pkgutil
 
-INFRASTRUCTURE = frozenset({"family", "inference"})
+INFRASTRUCTURE = frozenset({"family", "inference", "refine", "pointwise"})
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in INFRASTRUCTURE and not _info.name.startswith("_"):
