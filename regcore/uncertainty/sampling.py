@@ -37,7 +37,7 @@ def sampling_samples(
     from regcore.methods.base import resolve_device
     from regcore.methods.learned.inference import check_same_grid
     from regcore.methods.registry import get
-    from regcore.nets.inputs import field_to_image_grid, normalise_intensity, plan_model_grid, to_model_grid
+    from regcore.nets.inputs import field_to_image_grid
     from regcore.train.checkpoint import CheckpointError
 
     check_same_grid(fixed, moving)
@@ -55,17 +55,7 @@ def sampling_samples(
     except CheckpointError as e:
         raise ValueError(f"the sampling estimator needs a trained {family!r} checkpoint: {e}") from None
     fam = method.family
-    train_shape = data.get("train_shape")
-    spacing = data.get("spacing_mm")
-    grid = plan_model_grid(
-        fixed.shape,
-        fixed.spacing,
-        float(spacing) if spacing else None,
-        fam.divisor(fixed.ndim, fam_config),
-        tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None,
-    )
-    fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(dev), grid))
-    mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(dev), grid))
+    grid, fix, mov = method.model_inputs(fixed, moving, fam_config, data, dev)
     say(progress, 0.3, f"drawing {samples} samples")
     nets.eval()
     torch.manual_seed(seed)

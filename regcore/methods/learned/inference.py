@@ -138,6 +138,24 @@ class LearnedMethod:
             )
         return nets, fam.make_config(data.get("family_config")), data
 
+    def model_inputs(
+        self, fixed: Image, moving: Image, fam_config: Any, data: dict, device: torch.device
+    ) -> tuple[ModelGrid, torch.Tensor, torch.Tensor]:
+        """``(grid, fixed, moving)``: the model grid planned from the checkpoint (training spacing and canvas,
+        the family's divisor) and both images on it, ``(1, 1, *padded)`` normalised to [0, 1]."""
+        train_shape = data.get("train_shape")
+        spacing = data.get("spacing_mm")
+        grid = plan_model_grid(
+            fixed.shape,
+            fixed.spacing,
+            float(spacing) if spacing else None,
+            self.family.divisor(fixed.ndim, fam_config),
+            tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None,
+        )
+        fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
+        mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
+        return grid, fix, mov
+
     def register(self, fixed: Image, moving: Image, config: Any, progress=None) -> RegistrationResult:
         """Predict the fixed -> moving displacement (see the module docstring)."""
         check_same_grid(fixed, moving)
@@ -146,19 +164,9 @@ class LearnedMethod:
         report(progress, 0.0, "loading model")
         nets, fam_config, data = self.networks(config, fixed.ndim, device)
         report(progress, 0.2, "predicting")
-        train_shape = data.get("train_shape")
-        spacing = data.get("spacing_mm")
-        grid = plan_model_grid(
-            fixed.shape,
-            fixed.spacing,
-            float(spacing) if spacing else None,
-            fam.divisor(fixed.ndim, fam_config),
-            tuple(train_shape) if train_shape and len(train_shape) == fixed.ndim else None,
-        )
         with Timer(device) as timer:
             t0 = time.perf_counter()
-            fix = normalise_intensity(to_model_grid(fixed.batch()[:, :1].to(device), grid))
-            mov = normalise_intensity(to_model_grid(moving.batch()[:, :1].to(device), grid))
+            grid, fix, mov = self.model_inputs(fixed, moving, fam_config, data, device)
             nets.eval()
             with nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad():
                 pred = fam.predict(nets, mov, fix, fam_config, config)
