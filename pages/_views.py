@@ -120,24 +120,15 @@ def _flicker(ctx: ViewContext) -> None:
     ctx.chart(viz.flicker_figure(s.fixed, s.warped, flips=ctx.flips, height=h), "flicker", c3)
 
 
-@view("Difference", "signed intensity difference to fixed, before and after")
+@view("Difference", "signed intensity difference to fixed, before and after, on one colour scale")
 def _difference(ctx: ViewContext) -> None:
     s = ctx.view
+    before, after = viz.before_after_difference_figures(
+        s.fixed, s.moving, s.warped, flips=ctx.flips, height=ctx.height
+    )
     c1, c2 = st.columns(2)
-    ctx.chart(
-        viz.difference_figure(
-            s.fixed, s.moving, title="Before: moving - fixed", flips=ctx.flips, height=ctx.height
-        ),
-        "diff0",
-        c1,
-    )
-    ctx.chart(
-        viz.difference_figure(
-            s.fixed, s.warped, title="After: warped - fixed", flips=ctx.flips, height=ctx.height
-        ),
-        "diff1",
-        c2,
-    )
+    ctx.chart(before, "diff0", c1)
+    ctx.chart(after, "diff1", c2)
 
 
 @view("Deformation grid", "the fixed grid carried by the transform")
@@ -164,33 +155,52 @@ def _arrows(ctx: ViewContext) -> None:
     )
 
 
-@view("Jacobian", "local volume change of the transform, det J, with folded voxels outlined")
+@view("Jacobian", "local volume change of the transform, det J, with folded voxels in their own colour")
 def _jacobian(ctx: ViewContext) -> None:
     folded = ctx.record.metrics.get("folding_percent")
     st.caption(
-        "det J < 1 shrinks, > 1 grows; <= 0 means folding. Folded voxels in the whole volume: "
-        + ("n/a" if folded is None else f"{folded:.3f} %")
+        "det J: white = 1 (no change), blue < 1 shrinks, red > 1 grows (log scale); "
+        "bright green = det J <= 0, folding. Folded voxels in the whole volume: "
+        + ("n/a" if folded is None else f"{viz.format_number(folded)} %")
         + "."
     )
     ctx.chart(viz.jacobian_figure(ctx.view.jac, flips=ctx.flips, height=ctx.height), "jac")
 
 
-@view("Contours", "label outlines of fixed vs moving (before) and warped (after)")
+@view(
+    "Contours", "label outlines, each structure in its colour: fixed solid, moving (before) or warped dotted"
+)
 def _contours(ctx: ViewContext) -> None:
     s = ctx.view
     if s.fixed_labels is None:
         st.info("This pair has no label maps; load labels on the Data page to see contours and Dice.")
         return
+    names = ctx.record.label_names
     c1, c2 = st.columns(2)
     for col, other, title, k in (
-        (c1, s.moving_labels, "Before: fixed (cyan) vs moving (orange)", 0),
-        (c2, s.warped_labels, "After: fixed (cyan) vs warped (orange)", 1),
+        (c1, s.moving_labels, "Before: fixed (solid) vs moving (dotted)", 0),
+        (c2, s.warped_labels, "After: fixed (solid) vs warped (dotted)", 1),
     ):
         fig = viz.image_figure(s.fixed, title=title, flips=ctx.flips, height=ctx.height)
-        viz.add_contours(fig, s.fixed_labels, color="#00e5ff")
+        viz.add_contours(fig, s.fixed_labels, dash="solid", name="fixed", label_names=names)
         if other is not None:
-            viz.add_contours(fig, other, color="#ff9f1c", dash="dot")
+            viz.add_contours(fig, other, dash="dot", name="moved", label_names=names)
         ctx.chart(fig, f"cont{k}", col)
+    label_legend(s.fixed_labels, s.moving_labels, s.warped_labels, names=names)
+
+
+def label_legend(*label_maps, names=None) -> None:
+    """Compact legend (colour swatch, value, name) of the labels in ``label_maps`` (2D/3D arrays or None):
+    the colours :func:`regcore.viz.label_color` gives them on every panel."""
+    import numpy as np
+
+    values = set()
+    for lab in label_maps:
+        if lab is not None:
+            values |= {int(v) for v in np.unique(np.asarray(lab)) if v != 0}
+    legend = viz.label_legend_html(values, names)
+    if legend:
+        st.html(legend)
 
 
 @view("Landmarks", "true landmark positions vs where the transform maps them (arrows = residual error)")

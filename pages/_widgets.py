@@ -86,6 +86,8 @@ def triplanar_viewer(
     show_labels = False
     if lab is not None:
         show_labels = st.toggle("Label overlay", value=True, key=f"{key}_labels")
+        if show_labels:  # legend: each label value in the colour it has on every panel
+            st.html(viz.label_legend_html(label_names or np.unique(lab), label_names))
     flips_codes = image.geometry.orientation_codes()
     if image.ndim == 2:
         pts, ids = landmarks_in_slice(landmarks, image.geometry, None, None)

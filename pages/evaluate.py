@@ -1,4 +1,5 @@
-"""Evaluate & compare: pictures first, then per-structure tables and plots, then exports."""
+"""Evaluate & compare: pictures first, then per-structure tables and plots (built in pages/_tables), then
+exports (full-precision metrics, unchanged by the display formatting)."""
 
 from __future__ import annotations
 
@@ -10,54 +11,10 @@ import streamlit as st
 
 from pages import _backend as backend
 from pages import _state as state
+from pages import _tables as tables
 from pages import _uncertainty_view as uncertainty_view
 from pages import _views as views
 from regcore import viz
-
-SUMMARY_COLUMNS = {
-    "dice_mean": "mean Dice",
-    "hd95_mean_mm": "mean HD95 (mm)",
-    "tre_mean_mm": "mean TRE (mm)",
-    "folding_percent": "folding %",
-    "sdlogj": "SDlogJ",
-    "ncc": "NCC",
-    "runtime_s": "runtime (s)",
-    "peak_memory_mb": "peak memory (MiB)",
-    "device": "device",
-}
-
-
-def comparison_table(runs: dict) -> pd.DataFrame:
-    """One row per run (plus a 'before' row per pair): the headline metrics side by side."""
-    rows, seen_pairs = [], set()
-    for label, r in runs.items():
-        if r.pair_name not in seen_pairs:
-            seen_pairs.add(r.pair_name)
-            rows.append(
-                {
-                    "run": f"before ({r.pair_name})",
-                    **{
-                        v: r.before_metrics.get(k)
-                        for k, v in SUMMARY_COLUMNS.items()
-                        if k not in ("runtime_s", "peak_memory_mb")
-                    },
-                }
-            )
-        rows.append(
-            {
-                "run": label,
-                **{v: r.metrics.get(k, getattr(r.result, k, None)) for k, v in SUMMARY_COLUMNS.items()},
-            }
-        )
-    df = pd.DataFrame(rows)
-    return df.dropna(axis=1, how="all")
-
-
-def per_structure(runs: dict, key: str) -> pd.DataFrame:
-    """Structures x runs table of ``metrics[key]`` (e.g. 'dice', 'hd95', 'tre')."""
-    cols = {label: r.metrics.get(key) or {} for label, r in runs.items()}
-    cols = {k: v for k, v in cols.items() if v}
-    return pd.DataFrame(cols) if cols else pd.DataFrame()
 
 
 def _download(label: str, data, file_name: str, key: str, mime: str = "application/octet-stream") -> None:
@@ -155,8 +112,21 @@ def body() -> None:
     if not selected:
         return
     st.subheader("Side by side")
-    st.dataframe(comparison_table(selected), hide_index=True, width="stretch")
-    dice = per_structure(selected, "dice")
+    include_all = st.toggle(
+        "Include labels present in only one image",
+        value=False,
+        key="eval_all_labels",
+        help="Off: means and Dice plots use only the structures both images hold (a structure missing from "
+        "one image scores Dice 0 whatever the registration does). On: every label, as stored in the metrics.",
+    )
+    tables.show(tables.comparison_table(selected, include_all), hide_index=True, width="stretch")
+    skipped = tables.skipped_labels(selected)
+    for pair_name, names in skipped.items():
+        st.caption(
+            f"{'Counted as Dice 0 in' if include_all else 'Left out of'} mean Dice for {pair_name} "
+            f"(present in only one image): {', '.join(names)}."
+        )
+    dice = tables.per_structure(selected, "dice", include_all)
     if not dice.empty:
         c1, c2 = st.columns([3, 2])
         c1.plotly_chart(
@@ -171,18 +141,21 @@ def body() -> None:
         )
         st.markdown("**Dice per structure**")
         st.dataframe(
-            dice.style.format("{:.3f}").background_gradient(cmap="Blues", vmin=0, vmax=1), width="stretch"
+            dice.style.format(viz.format_number, na_rep=viz.MISSING).background_gradient(
+                cmap="Blues", vmin=0, vmax=1
+            ),
+            width="stretch",
         )
     else:
         st.caption("No label maps on these pairs: Dice/HD95 need fixed and moving labels.")
-    hd = per_structure(selected, "hd95")
+    hd = tables.per_structure(selected, "hd95", include_all)
     if not hd.empty:
         st.markdown("**HD95 per structure (mm)**")
-        st.dataframe(hd.style.format("{:.2f}"), width="stretch")
-    tre = per_structure(selected, "tre")
+        tables.show(hd, width="stretch")
+    tre = tables.per_structure(selected, "tre")
     if not tre.empty:
         st.markdown("**TRE per landmark (mm)**")
-        st.dataframe(tre.style.format("{:.2f}"), width="stretch")
+        tables.show(tre, width="stretch")
     losses = run.result.loss_history
     if losses:
         st.plotly_chart(

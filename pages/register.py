@@ -13,7 +13,9 @@ from pages import _backend as backend
 from pages import _limits as limits
 from pages import _roots as server_roots
 from pages import _state as state
+from pages import _tables as tables
 from pages import _widgets as widgets
+from regcore import viz
 from regcore.methods.base import RegistrationCancelled
 
 
@@ -67,7 +69,7 @@ def _progress_callback(bar, status, holder: dict):
         try:
             bar.progress(float(p.fraction), text=p.message or f"{p.fraction:.0%}")
             if p.losses:
-                status.caption("  ·  ".join(f"{k} {v:.4g}" for k, v in p.losses.items()))
+                status.caption("  ·  ".join(f"{k} {viz.format_number(v)}" for k, v in p.losses.items()))
         except ScriptControlException as interrupt:  # Cancel (or any widget) was clicked: stop cleanly
             holder["interrupt"] = interrupt
             return False
@@ -115,16 +117,16 @@ def _runs_table() -> None:
         m = r.metrics
         rows.append(
             {
-                "run": label,
-                "pair": r.pair_name,
-                "method": r.method,
-                "mean Dice": m.get("dice_mean"),
-                "mean TRE (mm)": m.get("tre_mean_mm"),
-                "folding %": m.get("folding_percent"),
-                "runtime (s)": m.get("runtime_s", r.result.runtime_s),
+                "Run": label,
+                "Pair": r.pair_name,
+                "Method": r.method,
+                tables.DICE_IN_BOTH: tables.mean_dice(r, m, include_all=False),
+                viz.metric_title("tre_mean_mm"): m.get("tre_mean_mm"),
+                viz.metric_title("folding_percent"): m.get("folding_percent"),
+                viz.metric_title("runtime_s"): m.get("runtime_s", r.result.runtime_s),
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    tables.show(pd.DataFrame(rows), hide_index=True, width="stretch")
     c1, c2 = st.columns([3, 1])
     drop = c1.multiselect("Remove runs", list(runs), key="reg_drop")
     if c2.button("Remove", disabled=not drop, key="reg_drop_btn"):
@@ -152,7 +154,8 @@ def body() -> None:
     if st.session_state.get("register_method") == spec.name:
         preset = dict(st.session_state.get("register_overrides") or {})
         if preset:
-            st.info(f"Using settings from the Train page: {preset}", icon=":material/model_training:")
+            shown = ", ".join(f"{k.replace('_', ' ')} = {v}" for k, v in preset.items())
+            st.info(f"Using settings from the Train page: {shown}", icon=":material/model_training:")
     with st.container(border=True):
         params = backend.describe_params(spec)
         overrides = widgets.param_widgets(params, preset, key=f"reg_p_{spec.name}")

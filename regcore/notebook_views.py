@@ -186,10 +186,10 @@ def _points_mm(points, image: Image) -> np.ndarray | None:
 
 # -- NiiVue ----------------------------------------------------------------------------------------------
 def label_lut(values, label_names: Mapping[int, str] | None = None) -> dict:
-    """NiiVue label colour table (``R, G, B, A, I, labels``) for label ``values`` in :data:`viz.PALETTE` colours."""
-    values = sorted(int(v) for v in values if int(v) != 0)
-    rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in viz.PALETTE]
-    cols = [rgb[k % len(rgb)] for k in range(len(values))]
+    """NiiVue label colour table (``R, G, B, A, I, labels``) for label ``values``: each value in its
+    :func:`viz.label_color` (the colour it has in every RegLab figure)."""
+    values = sorted({int(v) for v in values if int(v) != 0})
+    cols = [viz.colors.hex_rgb(viz.label_color(v)) for v in values]
     return {
         "R": [0] + [c[0] for c in cols],
         "G": [0] + [c[1] for c in cols],

@@ -21,9 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from regcore import viz
+from regcore.metrics.presence import LabelPresence, labels_in_both, mean_over_present
 from regcore.run_record import RunRecord, RunSlice, load_run
 
-__all__ = ["REPORT_FILE", "SUMMARY_KEYS", "qa_report_html", "run_report_html", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "SUMMARY_KEYS",
+    "qa_report_html",
+    "record_presence",
+    "run_report_html",
+    "write_report",
+]
 
 REPORT_FILE = "report.html"
 
@@ -35,15 +43,18 @@ td:first-child,th:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;
 figure{margin:0;text-align:center;font-size:12px;color:#5b6778}img{width:250px;border-radius:6px}
 .warn{background:#fff4e5;border-left:3px solid #f59f00;padding:6px 10px;margin:6px 0}"""
 
-SUMMARY_KEYS = (
-    ("dice_mean", "mean Dice"),
-    ("hd95_mean_mm", "mean HD95 (mm)"),
-    ("tre_mean_mm", "mean TRE (mm)"),
-    ("folding_percent", "folding (%)"),
-    ("sdlogj", "SDlogJ"),
-    ("ncc", "NCC"),
-    ("runtime_s", "runtime (s)"),
-    ("peak_memory_mb", "peak memory (MiB)"),
+SUMMARY_KEYS = tuple(
+    (k, viz.METRIC_COLUMNS[k])
+    for k in (
+        "dice_mean",
+        "hd95_mean_mm",
+        "tre_mean_mm",
+        "folding_percent",
+        "sdlogj",
+        "ncc",
+        "runtime_s",
+        "peak_memory_mb",
+    )
 )
 """(metrics key, row title) of the summary table, in order."""
 
@@ -53,45 +64,57 @@ _PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
 def _png(
     a: np.ndarray,
     *,
-    cmap: str = "gray",
+    cmap="gray",
     vmin=None,
     vmax=None,
-    overlay=None,
     contours=(),
     flips=(False, False),
+    colorbar: tuple[str, list | None, list | None] | None = None,
 ) -> str:
-    """A 2D slice (axis 0 horizontal, as in :mod:`regcore.viz`) as a data: URL."""
+    """A 2D slice (axis 0 horizontal, as in :mod:`regcore.viz`) as a data: URL.
+
+    contours: ``(label map, linestyle)`` pairs, each structure outlined in its
+    :func:`regcore.viz.label_color`; colorbar: ``(title, tick values, tick texts)`` or None.
+    """
     from matplotlib.figure import (
         Figure,  # no pyplot: no global state, safe in server threads
     )
 
-    fig = Figure(figsize=(3.2, 3.2 * a.shape[1] / max(a.shape[0], 1)), dpi=90)
-    ax = fig.add_subplot()
-    ax.imshow(a.T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
-    if overlay is not None:
-        ys, xs = np.nonzero(overlay.T)
-        ax.scatter(xs, ys, s=3, c="#ff2d55", marker="s")
-    for lab, color in contours:
+    aspect = a.shape[1] / max(a.shape[0], 1)
+    extra = 1.0 if colorbar else 0.0  # inches for the colour bar, its ticks and its title
+    fig = Figure(figsize=(3.2 + extra, 3.2 * aspect), dpi=90)
+    ax = fig.add_axes((0.0, 0.0, 3.2 / (3.2 + extra), 1.0))
+    im = ax.imshow(a.T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
+    for lab, style in contours:
         if lab is not None:
-            for v in [v for v in np.unique(lab) if v != 0][:40]:
-                ax.contour((lab == v).T.astype(float), levels=[0.5], colors=[color], linewidths=0.7)
+            for v in [int(v) for v in np.unique(lab) if v != 0][:40]:
+                ax.contour(
+                    (lab == v).T.astype(float),
+                    levels=[0.5],
+                    colors=[viz.label_color(v)],
+                    linewidths=0.9,
+                    linestyles=style,
+                )
     if flips[0]:
         ax.invert_xaxis()
     if flips[1]:
         ax.invert_yaxis()
     ax.axis("off")
-    fig.subplots_adjust(0, 0, 1, 1)
+    if colorbar:
+        title, ticks, texts = colorbar
+        cax = fig.add_axes((3.2 / (3.2 + extra) + 0.02, 0.08, 0.04, 0.84))
+        bar = fig.colorbar(im, cax=cax, ticks=ticks)
+        if texts is not None:
+            bar.ax.set_yticklabels(texts)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label(title, fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    return html.escape(viz.format_number(v))
 
 
 def _table(rows: list[dict]) -> str:
@@ -111,6 +134,8 @@ def qa_report_html(
     title: str = "Registration QA",
     pair_name: str = "",
     method: str = "",
+    label_names: Mapping[int, str] | None = None,
+    presence: LabelPresence | None = None,
 ) -> str:
     """Self-contained HTML report from one slice of a run.
 
@@ -118,6 +143,9 @@ def qa_report_html(
         view: the slice to picture (:meth:`RunRecord.slice`); its ``flips`` orient the panels.
         metrics: :func:`regcore.metrics.evaluate` dict after registration.
         before: the same dict for "no registration" (:attr:`RunRecord.before_metrics`), or None.
+        label_names: label value -> structure name (the legend).
+        presence: which structures both images hold (:func:`regcore.metrics.presence.labels_in_both`):
+            adds the mean Dice over them and lists the skipped ones; None = the engine's means only.
     """
     if not isinstance(view, RunSlice):
         raise TypeError(f"view must be a RunSlice (RunRecord.slice()), got {type(view).__name__}")
@@ -126,8 +154,9 @@ def qa_report_html(
     before = dict(before or {})
     flips = view.flips
     f, m, w = (viz.normalise01(a) for a in (view.fixed, view.moving, view.warped))
-    jac = np.asarray(view.jac, dtype=float)
-    lim = max(float(np.abs(jac - 1).max()), 0.05)
+    detj = viz.detj_scale(np.asarray(view.jac, dtype=float))
+    diff_lim = viz.difference_limit(view.fixed, view.moving, view.warped)  # before and after: one range
+    diff_bar = ("difference", None, None)
     tile = max(4, min(f.shape) // 8)
     panels = [
         ("Fixed", _png(f, flips=flips)),
@@ -135,38 +164,79 @@ def qa_report_html(
         ("Warped moving (after)", _png(w, flips=flips)),
         ("Checkerboard before", _png(viz.checkerboard(f, m, tile), flips=flips)),
         ("Checkerboard after", _png(viz.checkerboard(f, w, tile), flips=flips)),
-        ("Difference after (warped - fixed)", _png(w - f, cmap="RdBu_r", vmin=-1, vmax=1, flips=flips)),
         (
-            "Jacobian determinant (red squares: folding)",
-            _png(jac, cmap="RdBu_r", vmin=1 - lim, vmax=1 + lim, overlay=jac <= 0, flips=flips),
+            "Difference before (moving - fixed)",
+            _png(m - f, cmap="RdBu_r", vmin=-diff_lim, vmax=diff_lim, flips=flips, colorbar=diff_bar),
+        ),
+        (
+            "Difference after (warped - fixed), same scale",
+            _png(w - f, cmap="RdBu_r", vmin=-diff_lim, vmax=diff_lim, flips=flips, colorbar=diff_bar),
+        ),
+        (
+            "Jacobian determinant (blue shrink, white 1, red growth, green folding)",
+            _png(
+                detj.z,
+                cmap=viz.colors.matplotlib_cmap(detj.colorscale, "detj"),
+                vmin=detj.zmin,
+                vmax=detj.zmax,
+                flips=flips,
+                colorbar=("det J", detj.tickvals, detj.ticktext),
+            ),
         ),
     ]
+    legend = ""
     if view.fixed_labels is not None:
+        present = [
+            v
+            for lab in (view.fixed_labels, view.moving_labels, view.warped_labels)
+            if lab is not None
+            for v in np.unique(lab)
+        ]
+        legend = viz.label_legend_html(present, label_names)
         panels.append(
             (
-                "Contours before: fixed (cyan) / moving (orange)",
-                _png(
-                    f, contours=((view.fixed_labels, "#00e5ff"), (view.moving_labels, "#ff9f1c")), flips=flips
-                ),
+                "Contours before: fixed (solid) / moving (dashed)",
+                _png(f, contours=((view.fixed_labels, "solid"), (view.moving_labels, "dashed")), flips=flips),
             )
         )
         panels.append(
             (
-                "Contours after: fixed (cyan) / warped (orange)",
-                _png(
-                    f, contours=((view.fixed_labels, "#00e5ff"), (view.warped_labels, "#ff9f1c")), flips=flips
-                ),
+                "Contours after: fixed (solid) / warped (dashed)",
+                _png(f, contours=((view.fixed_labels, "solid"), (view.warped_labels, "dashed")), flips=flips),
             )
         )
-    summary = [
-        {"metric": label, "before": before.get(k), "after": metrics.get(k)}
+    dice = metrics.get("dice") or {}
+    summary = []
+    skipped_note = ""
+    if dice and presence is not None:  # the mean a person expects: structures both images hold
+        after_mean = mean_over_present(dice, presence)
+        before_mean = mean_over_present(before.get("dice") or {}, presence)
+        summary.append(
+            {
+                "metric": "Mean Dice (labels in both images)",
+                "before": before_mean.mean,
+                "after": after_mean.mean,
+            }
+        )
+        if after_mean.skipped:
+            skipped_note = (
+                "<p class='sub'>Left out of the mean Dice above (present in only one image): "
+                + html.escape(", ".join(after_mean.skipped))
+                + ". The mean over all labels counts them as 0.</p>"
+            )
+    summary += [
+        {
+            "metric": label + (" (all labels)" if k == "dice_mean" and presence is not None else ""),
+            "before": before.get(k),
+            "after": metrics.get(k),
+        }
         for k, label in SUMMARY_KEYS
         if metrics.get(k) is not None
     ]
-    dice = metrics.get("dice") or {}
+    skipped = set(presence.skipped) if presence is not None else set()
     per = [
         {
-            "structure": s,
+            "structure": s + (" (in one image only)" if s in skipped else ""),
             "Dice before": (before.get("dice") or {}).get(s),
             "Dice after": v,
             "HD95 after (mm)": (metrics.get("hd95") or {}).get(s),
@@ -192,12 +262,15 @@ def qa_report_html(
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<div class='sub'>Pair: {html.escape(pair_name)} · method: {html.escape(method)} · "
         f"device: {html.escape(str(metrics.get('device', '')))} · {when} · RegLab</div>{warnings}"
-        f"<h2>Summary</h2>{_table(summary)}<h2>Images{html.escape(where)}</h2><div class='grid'>{figs}</div>"
+        f"<h2>Summary</h2>{_table(summary)}{skipped_note}<h2>Images{html.escape(where)}</h2>"
+        f"<div class='grid'>{figs}</div>{legend}"
         f"{'<h2>Per structure</h2>' + _table(per) if per else ''}"
         f"{'<h2>Per landmark</h2>' + _table(per_lm) if per_lm else ''}"
         "<p class='sub'>Checkerboard: alternating tiles of fixed and moving; edges should line up after "
-        "registration. Jacobian determinant: local volume change (1 = none, red = growth, blue = shrinkage); "
-        "values <= 0 mean the deformation folds and is not physically plausible.</p></body></html>"
+        "registration. Difference before and after share one colour scale. Jacobian determinant: local volume "
+        "change (white = 1, none; red = growth; blue = shrinkage; log scale); green = values <= 0, where the "
+        "deformation folds and is not physically plausible. Contours: each structure in its own colour "
+        "(the legend), fixed solid, moving/warped dashed.</p></body></html>"
     )
 
 
@@ -214,7 +287,16 @@ def run_report_html(
         title=title,
         pair_name=record.pair_name,
         method=record.method,
+        label_names=record.label_names,
+        presence=record_presence(record),
     )
+
+
+def record_presence(record: RunRecord) -> LabelPresence | None:
+    """Which structures the run's fixed and moving label maps both hold (None without both maps)."""
+    if record.fixed_labels is None or record.moving_labels is None:
+        return None
+    return labels_in_both(record.fixed_labels, record.moving_labels, record.label_names or None)
 
 
 def write_report(

@@ -219,13 +219,21 @@ def test_register_page_honours_train_page_selection():
 def test_evaluate_page_shows_tables_plots_and_exports():
     at = open_page("evaluate")
     assert_clean(at)
+    from pages import _tables as tables
+    from regcore.metrics.presence import mean_over_present
+
     table = at.dataframe[0].value
-    assert "mean Dice" in table.columns and len(table) >= 2, "a 'before' row and the run"
+    assert tables.DICE_IN_BOTH in table.columns and len(table) >= 2, "a 'before' row and the run"
+    assert not any("_" in c for c in table.columns), "column titles for people"
     run = next(iter(at.session_state["runs"].values()))
-    before_row = table[table["run"].str.startswith("before")].iloc[0]
-    assert before_row["mean Dice"] == pytest.approx(run.before_metrics["dice_mean"]), (
-        "before = RunRecord.before_metrics"
-    )
+    before_row = table[table["Run"].str.startswith("before")].iloc[0]
+    expected = mean_over_present(run.before_metrics["dice"], tables.presence(run)).mean
+    assert before_row[tables.DICE_IN_BOTH] == pytest.approx(expected), "before = RunRecord.before_metrics"
+    at.toggle(key="eval_all_labels").set_value(True).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    before_row = table[table["Run"].str.startswith("before")].iloc[0]
+    assert before_row[tables.DICE_ALL] == pytest.approx(run.before_metrics["dice_mean"]), "all = stored mean"
     assert any("Dice per structure" in m.value for m in at.markdown), "per-structure Dice table"
     at.slider(key="eval_tile").set_value(8).run()
     assert_clean(at)
@@ -301,7 +309,12 @@ def test_evaluate_every_view_renders():
         at.segmented_control(key="eval_view").set_value(view.title).run()
         assert_clean(at)
         if view.title == "Jacobian":  # the number comes from the run's metrics, not from the page
-            assert any(f"{run.metrics['folding_percent']:.3f} %" in c.value for c in at.caption)
+            from regcore.viz import format_number
+
+            folded = format_number(run.metrics["folding_percent"])
+            assert any(f"{folded} %" in c.value for c in at.caption)
+        if view.title == "Contours" and run.fixed_labels is not None:  # the label legend is on screen
+            assert any("rl-label-legend" in str(e.proto) for e in at.get("html"))
         if view.title == "Landmarks":
             assert any(
                 f"{run.before_metrics['tre_mean_mm']:.2f} mm before -> {run.metrics['tre_mean_mm']:.2f} mm"

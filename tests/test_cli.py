@@ -172,7 +172,7 @@ def test_register_report_is_offline_html_with_before_and_after(registered):
     assert code == 0
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html.lower() and "https://" not in html
-    assert html.count("data:image/png;base64,") == 9, "7 image panels + 2 contour panels (labels given)"
+    assert html.count("data:image/png;base64,") == 10, "8 image panels + 2 contour panels (labels given)"
     assert "demons" in html and "fixed.nii.gz &lt;- moving.nii.gz" in html
     assert "Per structure" in html and "Dice before" in html
 
@@ -184,9 +184,11 @@ def test_report_command_rewrites_the_report_from_the_run_folder(registered, caps
     assert main(["report", str(out)]) == 0
     assert str(out / "report.html") in capsys.readouterr().err
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 9
+    assert html.count("data:image/png;base64,") == 10
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert f"{metrics['dice_mean']:.4g}" in html, "the summary shows the run's own metrics"
+    from regcore.viz import format_number
+
+    assert format_number(metrics["dice_mean"]) in html, "the summary shows the run's own metrics"
 
 
 def _one_line_error(capsys) -> str:

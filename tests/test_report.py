@@ -47,14 +47,15 @@ def test_qa_report_is_self_contained_html():
         method="demo",
     )
     assert_offline(html)
-    assert html.count("data:image/png;base64,") == 9, "7 panels + contours before/after"
-    assert "cortex" in html and "a &lt;- b" in html and "0.6" in html and "0.9" in html
+    assert html.count("data:image/png;base64,") == 10, "8 panels + contours before/after"
+    assert "cortex" in html and "a &lt;- b" in html and "0.600" in html and "0.900" in html
+    assert "None" not in html and "red squares" not in html and "green = values <= 0" in html
 
 
 def test_qa_report_without_labels_has_no_contour_panels_and_checks_input():
     html = qa_report_html(synthetic_slice(labels=False), {"dice_mean": None})
     assert_offline(html)
-    assert html.count("data:image/png;base64,") == 7 and "Per structure" not in html
+    assert html.count("data:image/png;base64,") == 8 and "Per structure" not in html
     with pytest.raises(TypeError, match="view must be a RunSlice"):
         qa_report_html({"fixed": np.zeros((4, 4))}, {})
     with pytest.raises(TypeError, match="metrics must be a dict"):
@@ -66,8 +67,10 @@ def test_run_report_shows_before_and_after_of_the_record():
     html = run_report_html(rec)
     assert_offline(html)
     assert "oracle" in html and "Per landmark" in html
-    assert f"{rec.before_metrics['dice_mean']:.4g}" in html and "disk" in html
-    assert html.count("data:image/png;base64,") == 9
+    from regcore.viz import format_number
+
+    assert format_number(rec.before_metrics["dice_mean"]) in html and "disk" in html
+    assert html.count("data:image/png;base64,") == 10
 
 
 def test_write_report_for_a_record_and_a_run_folder(tmp_path):
@@ -99,3 +102,23 @@ def test_report_module_never_imports_streamlit():
         [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_report_mean_dice_over_labels_in_both_lists_the_skipped_ones_and_shows_a_legend():
+    from regcore.metrics.presence import LabelPresence
+
+    metrics = {
+        "dice_mean": 0.45,
+        "dice": {"cortex": 0.9, "tumour": 0.0},
+        "hd95": {"cortex": 1.0, "tumour": None},
+    }
+    before = {"dice_mean": 0.3, "dice": {"cortex": 0.6, "tumour": 0.0}}
+    presence = LabelPresence(both=("cortex",), only_fixed=("tumour",), only_moving=())
+    html = qa_report_html(synthetic_slice(), metrics, before, label_names={1: "cortex"}, presence=presence)
+    assert "Mean Dice (labels in both images)" in html and "Mean Dice (all labels)" in html
+    assert "present in only one image): tumour" in html and "tumour (in one image only)" in html
+    row = re.search(r"<tr><td>Mean Dice \(labels in both images\)</td><td>([^<]*)</td><td>([^<]*)</td>", html)
+    assert row and row.groups() == ("0.600", "0.900"), "the mean of cortex alone, before and after"
+    assert "rl-label-legend" in html and "#e6194b" in html and "1&nbsp;cortex" in html, "label 1's colour"
+    plain = qa_report_html(synthetic_slice(), metrics, before)
+    assert "labels in both" not in plain and "rl-label-legend" in plain, "no presence: engine means only"

@@ -7,17 +7,35 @@ fixed -> moving) is an arrow ``(dx=u_p, dy=u_q)``. Orientation is handled by rev
 plot axes (:func:`display_flips`), never by flipping data, so overlays stay in voxel units.
 Never imports streamlit.
 
-One module per kind of figure: :mod:`.colors`, :mod:`.slices`, :mod:`.panels`, :mod:`.comparisons`, :mod:`.fields`, :mod:`.charts`, :mod:`.layouts`; every public name is
+One module per kind of figure: :mod:`.colors`, :mod:`.slices`, :mod:`.panels`, :mod:`.comparisons`, :mod:`.fields`, :mod:`.charts`, :mod:`.layouts`, :mod:`.numbers`; every public name is
 re-exported here (``from regcore import viz; viz.checkerboard_figure(...)``).
 """
 
 from __future__ import annotations
 
 from regcore.viz.charts import line_figure, loss_curve_figure, metric_bar_figure, metric_box_figure
-from regcore.viz.colors import FOLD_COLOR, PALETTE
-from regcore.viz.comparisons import blend_figure, checkerboard_figure, difference_figure, flicker_figure
+from regcore.viz.colors import (
+    FOLD_COLOR,
+    PALETTE,
+    DetJScale,
+    detj_scale,
+    label_color,
+    label_colormap,
+    label_legend_html,
+    label_legend_rows,
+)
+from regcore.viz.comparisons import (
+    before_after_difference_figures,
+    blend_figure,
+    checkerboard_figure,
+    difference_figure,
+    difference_limit,
+    flicker_figure,
+    signed_difference,
+)
 from regcore.viz.fields import grid_overlay_figure, jacobian_figure, landmark_tre_figure, quiver_figure
-from regcore.viz.layouts import panel_grid, registration_panels, triplanar_figure
+from regcore.viz.layouts import add_label_legend, panel_grid, registration_panels, triplanar_figure
+from regcore.viz.numbers import METRIC_COLUMNS, MISSING, format_columns, format_number, metric_title
 from regcore.viz.panels import (
     add_contours,
     add_heat_overlay,
@@ -44,6 +62,20 @@ from regcore.viz.slices import (
 __all__ = [
     "PALETTE",
     "FOLD_COLOR",
+    "DetJScale",
+    "detj_scale",
+    "label_color",
+    "label_colormap",
+    "label_legend_html",
+    "label_legend_rows",
+    "before_after_difference_figures",
+    "difference_limit",
+    "signed_difference",
+    "METRIC_COLUMNS",
+    "MISSING",
+    "format_columns",
+    "format_number",
+    "metric_title",
     "as_array",
     "auto_window",
     "extract_slice",
@@ -75,6 +107,7 @@ __all__ = [
     "loss_curve_figure",
     "line_figure",
     "panel_grid",
+    "add_label_legend",
     "triplanar_figure",
     "registration_panels",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from regcore.viz.colors import symmetric_limit
 from regcore.viz.panels import image_figure
 from regcore.viz.slices import as_array, checkerboard, normalise01
 
@@ -42,6 +43,17 @@ def blend_figure(
     return image_figure((1 - alpha) * f + alpha * m, title=title, zmin=0, zmax=1, flips=flips, height=height)
 
 
+def signed_difference(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """``normalise01(moving) - normalise01(fixed)``: the signed difference every difference view shows."""
+    return normalise01(as_array(moving)) - normalise01(as_array(fixed))
+
+
+def difference_limit(fixed: np.ndarray, *others: np.ndarray) -> float:
+    """One colour limit for the difference maps of ``others`` (moving, warped, ...) to ``fixed``: the
+    largest |difference| over all of them, so before and after panels share one colour range."""
+    return symmetric_limit(*(signed_difference(fixed, o) for o in others))
+
+
 def difference_figure(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -49,10 +61,15 @@ def difference_figure(
     title: str = "Difference (moving - fixed)",
     flips=(False, False),
     height: int = 360,
+    limit: float | None = None,
 ) -> go.Figure:
-    """Signed difference of the [0, 1]-normalised images on a diverging scale centred at 0."""
-    d = normalise01(as_array(moving)) - normalise01(as_array(fixed))
-    lim = float(np.abs(d).max()) or 1.0
+    """Signed difference of the [0, 1]-normalised images on a diverging scale centred at 0 (titled colour
+    bar). ``limit``: colour range +-limit (default: this map's max |difference|); give before and after
+    panels one :func:`difference_limit` so they are compared on one scale."""
+    d = signed_difference(fixed, moving)
+    lim = float(limit) if limit is not None else symmetric_limit(d)
+    if not np.isfinite(lim) or lim <= 0:
+        raise ValueError(f"limit must be a positive number, got {limit!r}")
     return image_figure(
         d,
         title=title,
@@ -63,6 +80,24 @@ def difference_figure(
         height=height,
         showscale=True,
         hover_name="difference",
+    )
+
+
+def before_after_difference_figures(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    warped: np.ndarray,
+    *,
+    titles=None,
+    flips=(False, False),
+    height=360,
+) -> tuple[go.Figure, go.Figure]:
+    """``(moving - fixed, warped - fixed)`` difference figures on ONE colour range (:func:`difference_limit`)."""
+    lim = difference_limit(fixed, moving, warped)
+    t0, t1 = titles or ("Before: moving - fixed", "After: warped - fixed")
+    return (
+        difference_figure(fixed, moving, title=t0, flips=flips, height=height, limit=lim),
+        difference_figure(fixed, warped, title=t1, flips=flips, height=height, limit=lim),
     )
 
 

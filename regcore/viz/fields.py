@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from regcore.viz.colors import FOLD_COLOR
+from regcore.viz.colors import detj_scale
 from regcore.viz.panels import add_points, image_figure
 from regcore.viz.slices import _check_2d, as_array
 
@@ -86,34 +86,37 @@ def quiver_figure(
 
 
 def jacobian_figure(
-    jac2d: np.ndarray, *, title: str = "Jacobian determinant", flips=(False, False), height: int = 360
+    jac2d: np.ndarray,
+    *,
+    title: str = "Jacobian determinant",
+    flips=(False, False),
+    height: int = 360,
+    limit: float | None = None,
 ) -> go.Figure:
-    """det(J) on a diverging scale centred at 1 (blue shrink, red grow); folded voxels (<= 0) outlined."""
+    """det J ``(H, W)`` on a diverging scale symmetric in log2(det J) and centred at det J = 1 (white):
+    blue = shrinkage (< 1), red = growth (> 1); folded voxels (det J <= 0) are filled with
+    :data:`~regcore.viz.colors.FOLD_COLOR`, a colour nothing else uses, which has its own band at the
+    bottom of the titled colour bar. ``limit``: colour range in log2 units (see
+    :func:`~regcore.viz.colors.detj_scale`; pass one value to panels compared side by side).
+    Hover shows the real det J.
+    """
     j = _check_2d("jac2d", as_array(jac2d)).astype(float)
-    lim = max(float(np.abs(j - 1).max()), 0.05)
+    scale = detj_scale(j, limit=limit)
     fig = image_figure(
-        j,
+        scale.z,
         title=title,
-        colorscale="RdBu_r",
-        zmin=1 - lim,
-        zmax=1 + lim,
+        colorscale=scale.colorscale,
+        zmin=scale.zmin,
+        zmax=scale.zmax,
         flips=flips,
         height=height,
         showscale=True,
         hover_name="det J",
+        colorbar={"tickvals": scale.tickvals, "ticktext": scale.ticktext},
     )
-    folded = np.argwhere(j <= 0)
-    if len(folded):
-        fig.add_trace(
-            go.Scatter(
-                x=folded[:, 0],
-                y=folded[:, 1],
-                mode="markers",
-                name="folded",
-                marker={"symbol": "square-open", "size": 6, "color": FOLD_COLOR},
-                hovertemplate="folded voxel<extra></extra>",
-            )
-        )
+    fig.data[0].update(
+        customdata=j.T, hovertemplate="x=%{x} y=%{y}<br>det J=%{customdata:.3g}<extra></extra>"
+    )
     return fig
 
 

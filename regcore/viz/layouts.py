@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from regcore.viz.comparisons import difference_figure
+from regcore.viz.colors import label_legend_rows
+from regcore.viz.comparisons import difference_figure, difference_limit
 from regcore.viz.fields import grid_overlay_figure, jacobian_figure
 from regcore.viz.panels import add_contours, add_heat_overlay, add_points, image_figure, slice_figure
 from regcore.viz.slices import (
@@ -162,7 +163,45 @@ def triplanar_figure(
             if len(in_plane):
                 add_points(fig, in_plane)
         panels.append(fig)
-    return panel_grid(panels, height=height, title=title)
+    grid = panel_grid(panels, height=height, title=title)
+    if lab is not None:
+        add_label_legend(grid, _present_values(lab), label_names)
+    return grid
+
+
+def _present_values(labels: np.ndarray) -> list[int]:
+    lab = np.asarray(labels)
+    if lab.size and lab.min() >= 0 and lab.max() < 1 << 16:
+        return [int(v) for v in np.flatnonzero(np.bincount(lab.astype(np.int64).ravel())) if v != 0]
+    return [int(v) for v in np.unique(lab) if v != 0]
+
+
+def add_label_legend(
+    fig: go.Figure, values, label_names: Mapping[int, str] | None = None, max_labels: int = 60
+) -> go.Figure:
+    """A legend under the panels (one entry per label value: its colour, value and name), drawn with
+    empty marker traces, so the figure itself says which colour is which structure."""
+    rows = label_legend_rows(values, label_names)[:max_labels]
+    if rows:
+        fig.update_traces(showlegend=False)  # the legend lists labels only
+    for v, name, color in rows:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=f"{v} {name}",
+                marker={"color": color, "size": 10, "symbol": "square"},
+                showlegend=True,
+                hoverinfo="skip",
+            )
+        )
+    if rows:
+        fig.update_layout(
+            showlegend=True,
+            legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0, "font": {"size": 11}},
+        )
+    return fig
 
 
 def registration_panels(
@@ -176,13 +215,15 @@ def registration_panels(
     title: str = "",
     axis: int | None = None,
     index: int | None = None,
+    label_names: Mapping[int, str] | None = None,
 ) -> go.Figure:
     """The usual pictures of one registration side by side: ``result`` is a ``RegistrationResult`` (fixed,
     moving on the fixed grid, warped, displacement ``(1, n, *S)`` voxels fixed -> moving).
 
     ``show`` picks and orders panels: fixed, moving, warped, before (moving - fixed), after (warped -
-    fixed), grid (deformation grid), jacobian (det J, folds marked), magnitude (|u| in mm). ``labels``
-    (fixed label map) are outlined on fixed and warped. 3D results are cut at ``index`` along ``axis``
+    fixed; both on one colour range), grid (deformation grid), jacobian (det J centred at 1, folds in
+    their own colour), magnitude (|u| in mm). ``labels`` (fixed label map) are outlined on fixed and
+    warped in the colour of each label value. 3D results are cut at ``index`` along ``axis``
     (default: the middle of the last axis).
     """
     from regcore.spatial.jacobian import jacobian_determinant
@@ -197,12 +238,17 @@ def registration_panels(
     u = as_array(result.displacement)[0]
     f, m, w = (cut(as_array(x)) for x in (result.fixed, result.moving, result.warped))
     lab = cut(as_array(labels)) if labels is not None else None
+    diff_limit = difference_limit(f, m, w)  # before and after on one colour range
     builders = {
         "fixed": lambda: image_figure(f, title="fixed", flips=flips, height=height),
         "moving": lambda: image_figure(m, title="moving", flips=flips, height=height),
         "warped": lambda: image_figure(w, title=f"warped ({result.method})", flips=flips, height=height),
-        "before": lambda: difference_figure(f, m, title="moving - fixed", flips=flips, height=height),
-        "after": lambda: difference_figure(f, w, title="warped - fixed", flips=flips, height=height),
+        "before": lambda: difference_figure(
+            f, m, title="moving - fixed", flips=flips, height=height, limit=diff_limit
+        ),
+        "after": lambda: difference_figure(
+            f, w, title="warped - fixed", flips=flips, height=height, limit=diff_limit
+        ),
         "grid": lambda: grid_overlay_figure(
             w,
             slice_field(u, axis, index) if ndim == 3 else u,
@@ -230,6 +276,9 @@ def registration_panels(
     for name in show:
         fig = builders[name]()
         if lab is not None and name in ("fixed", "warped"):
-            add_contours(fig, lab)
+            add_contours(fig, lab, label_names=label_names)
         panels.append(fig)
-    return panel_grid(panels, cols=cols, height=None, title=title)
+    grid = panel_grid(panels, cols=cols, height=None, title=title)
+    if lab is not None and any(name in ("fixed", "warped") for name in show):
+        add_label_legend(grid, _present_values(lab), label_names)
+    return grid

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from regcore.viz.colors import PALETTE
+from regcore.viz.colors import PALETTE, label_color, label_index, palette_colorscale
 from regcore.viz.slices import _check_2d, as_array, auto_window
 
 
@@ -55,8 +55,12 @@ def image_figure(
     zmin=None,
     zmax=None,
     hover_name: str = "value",
+    colorbar: dict | None = None,
 ) -> go.Figure:
-    """Grey-scale (or colour-mapped) 2D slice ``a[i, j]`` with i horizontal, j vertical."""
+    """Grey-scale (or colour-mapped) 2D slice ``a[i, j]`` with i horizontal, j vertical.
+
+    With ``showscale`` the colour bar is titled ``hover_name``; ``colorbar`` adds plotly colour-bar keys
+    (tick values and text, ...)."""
     a = _check_2d("a", as_array(a)).astype(float)
     if zmin is None and zmax is None and zmid is None:
         if level is None or width is None:
@@ -70,6 +74,17 @@ def image_figure(
         "zmax": zmax,
         "zmid": zmid,
         "showscale": showscale,
+        **(
+            {
+                "colorbar": {
+                    "title": {"text": hover_name, "side": "right"},
+                    "thickness": 12,
+                    **(colorbar or {}),
+                }
+            }
+            if showscale
+            else {}
+        ),
         "hovertemplate": f"x=%{{x}} y=%{{y}}<br>{hover_name}=%{{z:.3g}}<extra></extra>",
     }
     return go.Figure({"data": [trace], "layout": _panel_layout(a.shape, title, flips, height)})
@@ -78,28 +93,26 @@ def image_figure(
 def add_label_overlay(
     fig: go.Figure, labels: np.ndarray, label_names: Mapping[int, str] | None = None, opacity: float = 0.45
 ) -> go.Figure:
-    """Colour label map ``(H, W)`` over a panel; hover shows the structure name; 0 is transparent."""
+    """Colour label map ``(H, W)`` over a panel; hover shows the structure name; 0 is transparent.
+
+    Each label value has the colour :func:`regcore.viz.colors.label_color` gives it (a function of the
+    value only, so a structure keeps its colour when another label is missing from this image).
+    """
     lab = _check_2d("labels", as_array(labels)).astype(int)
-    values = [v for v in np.unique(lab) if v != 0]
+    values = [int(v) for v in np.unique(lab) if v != 0]
     if not values:
         return fig
-    index = np.full(lab.shape, np.nan)
+    index = label_index(lab) + 0.5  # the middle of the value's palette bin
     names = np.full(lab.shape, "", dtype=object)
-    for k, v in enumerate(values):
-        m = lab == v
-        index[m] = k % len(PALETTE)
-        names[m] = (label_names or {}).get(int(v), f"label {v}")
-    n = len(PALETTE)
-    scale = []
-    for k, c in enumerate(PALETTE):
-        scale += [[k / n, c], [(k + 1) / n, c]]
+    for v in values:
+        names[lab == v] = (label_names or {}).get(v, f"label {v}")
     fig.add_trace(
         go.Heatmap(
             z=index.T,
             customdata=names.T,
-            colorscale=scale,
+            colorscale=palette_colorscale(),
             zmin=0,
-            zmax=n,
+            zmax=len(PALETTE),
             showscale=False,
             opacity=opacity,
             hoverongaps=False,
@@ -113,32 +126,39 @@ def add_contours(
     fig: go.Figure,
     labels: np.ndarray,
     *,
-    color: str = "#00e5ff",
+    color: str | None = None,
     dash: str = "solid",
     name: str = "",
     max_labels: int = 40,
+    label_names: Mapping[int, str] | None = None,
 ) -> go.Figure:
-    """Outline each structure of a label map ``(H, W)`` (skimage marching squares at 0.5)."""
+    """Outline each structure of a label map ``(H, W)`` (skimage marching squares at 0.5).
+
+    One trace per label value, coloured :func:`regcore.viz.colors.label_color` (the value's colour on
+    every panel) unless ``color`` forces one colour for all; ``dash`` tells images apart (fixed solid,
+    moving/warped dotted).
+    """
     from skimage.measure import find_contours
 
     lab = _check_2d("labels", as_array(labels)).astype(int)
-    xs: list[float] = []
-    ys: list[float] = []
-    for v in [v for v in np.unique(lab) if v != 0][:max_labels]:
+    for v in [int(v) for v in np.unique(lab) if v != 0][:max_labels]:
+        xs: list[float | None] = []
+        ys: list[float | None] = []
         for c in find_contours((lab == v).astype(float), 0.5):
             xs += list(c[:, 0]) + [None]
             ys += list(c[:, 1]) + [None]
-    if xs:
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                name=name,
-                hoverinfo="skip",
-                line={"color": color, "width": 1.3, "dash": dash},
+        if xs:
+            structure = (label_names or {}).get(v, f"label {v}")
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    name=f"{name} {v}: {structure}".strip(),
+                    hoverinfo="skip",
+                    line={"color": color or label_color(v), "width": 1.3, "dash": dash},
+                )
             )
-        )
     return fig
 
 
@@ -203,7 +223,7 @@ def add_heat_overlay(
     showscale: bool = True,
 ) -> go.Figure:
     """Colour map of a scalar slice ``(H, W)`` (an error, |u|, a variance) over a panel; values at or below
-    ``threshold`` stay transparent (None = draw everything)."""
+    ``threshold`` stay transparent (None = draw everything). The colour bar is titled ``name``."""
     v = _check_2d("values", as_array(values)).astype(float)
     shown = np.where(v > threshold, v, np.nan) if threshold is not None else v
     fig.add_trace(
@@ -214,6 +234,7 @@ def add_heat_overlay(
             zmax=zmax if zmax is not None else float(np.nanmax(v)),
             opacity=opacity,
             showscale=showscale,
+            colorbar={"title": {"text": name, "side": "right"}, "thickness": 12},
             hoverongaps=False,
             hovertemplate=f"x=%{{x}} y=%{{y}}<br>{name}=%{{z:.3g}}<extra></extra>",
         )

@@ -1,0 +1,44 @@
+"""pages/_tables: run tables for people (titles with units, mean Dice over labels in both, "–" cells)."""
+
+from __future__ import annotations
+
+import pytest
+from test_metrics_presence import pair_missing_a_label
+from test_run_record import oracle_record
+
+from pages import _tables as tables
+from regcore import viz
+
+
+def test_comparison_table_defaults_to_labels_in_both_and_lists_skipped_ones():
+    rec = oracle_record(pair_missing_a_label())
+    runs = {"oracle run": rec}
+    df = tables.comparison_table(runs)
+    assert tables.DICE_IN_BOTH in df.columns and tables.DICE_ALL not in df.columns
+    assert not any("_" in c for c in df.columns), "no snake_case column names"
+    assert "Runtime (s)" in df.columns and "Mean TRE (mm)" in df.columns
+    after = df[df["Run"] == "oracle run"].iloc[0]
+    before = df[df["Run"].str.startswith("before")].iloc[0]
+    assert after[tables.DICE_IN_BOTH] == pytest.approx(rec.metrics["dice"]["disk"])
+    assert before[tables.DICE_IN_BOTH] == pytest.approx(rec.before_metrics["dice"]["disk"])
+    assert tables.skipped_labels(runs) == {"shifted": ("square",)}
+    everything = tables.comparison_table(runs, include_all=True)
+    assert everything[everything["Run"] == "oracle run"].iloc[0][tables.DICE_ALL] == pytest.approx(
+        rec.metrics["dice_mean"]
+    ), "include all = the stored engine mean"
+    assert rec.metrics["dice_mean"] == pytest.approx(0.5)
+
+
+def test_per_structure_blanks_labels_in_one_image_unless_all_are_included():
+    runs = {"r": oracle_record(pair_missing_a_label())}
+    assert list(tables.per_structure(runs, "dice", include_all=False).index) == ["disk"]
+    assert set(tables.per_structure(runs, "dice", include_all=True).index) == {"disk", "square"}
+    assert len(tables.per_structure(runs, "tre", include_all=False)) == 3, "landmarks are never skipped"
+
+
+def test_shown_cells_have_three_significant_digits_and_no_none():
+    df = tables.comparison_table({"r": oracle_record()})
+    html = viz.format_columns(df).to_html()
+    assert "None" not in html and "nan" not in html
+    runtime = df[df["Run"] == "r"].iloc[0]["Runtime (s)"]
+    assert viz.format_number(runtime) == "0.500" and "0.500" in html
