@@ -291,7 +291,14 @@ def main() -> int:
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="reglab_load_"))
     pairs = make_pairs(work / "pairs", args.sessions)
-    env = {**os.environ, "REGLAB_RUNS_DIR": str(work / "runs"), "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: when a session does not finish, SIGABRT makes the server write every thread's stack
+    # to its log (test-artifacts/load_test_server.log) before it stops: where it waited, not just that it did.
+    env = {
+        **os.environ,
+        "REGLAB_RUNS_DIR": str(work / "runs"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
+    }
     load_before = os.getloadavg()
     proc, url = start_server(ROOT / "test-artifacts" / "load_test_server.log", env)
     try:
@@ -304,6 +311,11 @@ def main() -> int:
             and urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read() == b"ok"
         )
     finally:
+        done = locals().get("results")
+        if proc.poll() is None and (done is None or not all(r.get("finished") for r in done)):
+            import signal
+
+            proc.send_signal(signal.SIGABRT)  # thread stacks into the server log
         proc.terminate()
         try:
             proc.wait(timeout=30)
