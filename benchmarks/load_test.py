@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from app_server import start_app_server  # noqa: E402 - the tests' server starter
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -62,40 +65,6 @@ def make_pairs(folder: Path, n: int) -> list[dict]:
             nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), files[role])
         pairs.append({"tag": tag, **files})
     return pairs
-
-
-def start_server(log: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=open(log, "w", encoding="utf-8"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(360):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not start; see {log}")
 
 
 async def settle(page) -> None:
@@ -312,7 +281,7 @@ def main() -> int:
         "PYTHONFAULTHANDLER": "1",
     }
     load_before = os.getloadavg()
-    proc, url = start_server(ROOT / "test-artifacts" / "load_test_server.log", env)
+    proc, url = start_app_server(ROOT / "test-artifacts" / "load_test_server.log", env)
     try:
         # first visit: imports, sample pair, compiled kernels (not counted)
         asyncio.run(warm_up(url))

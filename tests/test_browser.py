@@ -8,15 +8,11 @@ test-artifacts/. Run: ``make test-browser`` or ``.venv/bin/python -m pytest test
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from app_server import start_app_server, stop_app_server
 
 pytestmark = pytest.mark.browser
 
@@ -36,75 +32,31 @@ CHROMIUM_ARGS = [
 SLOW_MS = 240_000  # generous: the CI machine may be shared
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(log_name: str):
-    """`streamlit run app.py` on a free port, as `make app` starts it (the repo's .streamlit/config.toml
-    applies); returns (process, url, log file) once /_stcore/health answers."""
+    """`streamlit run app.py` on a free port, as `make app` starts it; returns (process, url) once
+    /_stcore/health answers."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
-    port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / log_name, "w", encoding="utf-8")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        _stop_server(proc, log)
-        pytest.fail(f"streamlit did not start; see {ARTIFACTS / log_name}")
-    return proc, url, log
-
-
-def _stop_server(proc, log) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        return start_app_server(ARTIFACTS / log_name)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url, log = _start_server("streamlit.log")
+    proc, url = _start_server("streamlit.log")
     yield url
-    _stop_server(proc, log)
+    stop_app_server(proc)
 
 
 @pytest.fixture
 def fresh_server():
     """A server no browser has talked to yet (Streamlit decides its pages/ mode on the first session)."""
-    proc, url, log = _start_server("streamlit_fresh.log")
+    proc, url = _start_server("streamlit_fresh.log")
     yield url
-    _stop_server(proc, log)
+    stop_app_server(proc)
 
 
 @pytest.fixture(scope="module")

@@ -145,17 +145,18 @@ def learn_template(
     Subjects are resampled onto the first one's grid and percentile-normalised; the template starts
     as their mean. Returns the template measured like the classical ones.
     """
-    from regcore.atlas.template import SMALL_GRID_VOXELS, _thread_count
+    from regcore.atlas.inputs import SMALL_GRID_VOXELS
+    from regcore.batch.tasks import threads_for_block
 
     config = config or LearnedTemplateConfig()
     _check(subjects, config)
     small = math.prod(subjects[0].image.shape) < SMALL_GRID_VOXELS
-    with _thread_count(1 if small else None):  # thread pools cost more than they save on small grids
+    with threads_for_block(1 if small else None):  # thread pools cost more than they save on small grids
         return _learn(subjects, config, device, progress)
 
 
 def _learn(subjects, config: LearnedTemplateConfig, device: str, progress) -> LearnedTemplateResult:
-    from regcore.atlas.template import _prepare
+    from regcore.atlas.inputs import prepare_subjects
     from regcore.losses.factory import make_regularizer
     from regcore.methods.base import resolve_device
     from regcore.spatial.svf import integrate_svf
@@ -163,7 +164,7 @@ def _learn(subjects, config: LearnedTemplateConfig, device: str, progress) -> Le
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    subs = _prepare(subjects, normalise=True)
+    subs = prepare_subjects(subjects, normalise=True)
     geometry = subs[0].image.geometry
     dims = geometry.ndim
     images = torch.stack([s.image.data.float() for s in subs]).to(dev)  # (N, 1, *S)

@@ -32,113 +32,26 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from regcore.atlas.inputs import SMALL_GRID_VOXELS, prepare_initial_template, prepare_subjects
 from regcore.atlas.measures import agreement_dice, majority_vote, mean_distance_mm, sharpness
+from regcore.atlas.result import AtlasInit, AtlasIteration, AtlasResult
 from regcore.atlas.subjects import MIN_SUBJECTS, AtlasSubject
+from regcore.batch.tasks import threads_for_block
 from regcore.image import Image
 
 __all__ = ["AtlasInit", "AtlasIteration", "AtlasResult", "build_template", "template_shift"]
 
 AtlasProgress = Callable[[float, str], Any]
 """``progress(fraction 0..1, message)``; its return value is ignored."""
-
-
-class AtlasInit(StrEnum):
-    """The first template: mean of the affinely aligned subjects, or of the subjects as they are."""
-
-    AFFINE = "affine"
-    MEAN = "mean"
-
-
-@dataclass(frozen=True)
-class AtlasIteration:
-    """Measures of one template ``T_i`` (``iteration`` 0 = the initial template).
-
-    Attributes:
-        sharpness: mean gradient magnitude of ``T_i`` (intensity per mm).
-        distance_mm: mean over subjects of the mean length (mm, over the grid) of their displacement
-            to ``T_i``; None when ``T_i`` was not registered to (last one without ``evaluate_final``).
-        dice: mean over subjects of the Dice of their labels warped to ``T_i`` vs ``T_i``'s label map
-            (majority vote of the warped labels); None without labels.
-        runtime_s: wall time to make ``T_i`` and register every subject to it.
-        registered, failed: registrations that succeeded / failed in this pass.
-        subject_dice, subject_distance_mm: per subject (in subject order; NaN where it failed).
-    """
-
-    iteration: int
-    sharpness: float
-    distance_mm: float | None
-    dice: float | None
-    runtime_s: float
-    registered: int = 0
-    failed: int = 0
-    subject_dice: tuple[float, ...] = ()
-    subject_distance_mm: tuple[float, ...] = ()
-
-    def row(self) -> dict[str, Any]:
-        """The CSV row (scalars only)."""
-        return {
-            "iteration": self.iteration,
-            "sharpness": self.sharpness,
-            "distance_mm": self.distance_mm,
-            "dice": self.dice,
-            "runtime_s": self.runtime_s,
-            "registered": self.registered,
-            "failed": self.failed,
-        }
-
-
-@dataclass(eq=False)
-class AtlasResult:
-    """A built template.
-
-    Attributes:
-        template: the final template Image (on the first subject's grid).
-        labels: its label map (majority vote of the subjects' warped labels), or None.
-        history: one :class:`AtlasIteration` per template ``T_0 .. T_n``.
-        templates: the templates ``T_0 .. T_n`` (Images), to show the sharpening.
-        method, overrides, init, step: how it was built.
-        subjects: subject names, in order.
-        initial_alignment_dice: mean Dice of the labels after the initial (affine, or no) alignment
-            vs their own majority vote; None without labels.
-        warnings: failed registrations and other problems, one line each.
-    """
-
-    template: Image
-    labels: Image | None
-    history: list[AtlasIteration]
-    templates: list[Image]
-    method: str
-    overrides: dict
-    init: str
-    step: float
-    subjects: list[str]
-    initial_alignment_dice: float | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def history_rows(self) -> list[dict[str, Any]]:
-        return [it.row() for it in self.history]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "overrides": {str(k): str(v) for k, v in self.overrides.items()},
-            "init": self.init,
-            "step": self.step,
-            "subjects": list(self.subjects),
-            "initial_alignment_dice": self.initial_alignment_dice,
-            "history": [dataclasses.asdict(it) for it in self.history],
-            "warnings": list(self.warnings),
-        }
 
 
 def template_shift(mean_displacement: torch.Tensor, step: float = 1.0) -> torch.Tensor:
@@ -302,70 +215,6 @@ def _distances(p: _Pass, n_subjects: int, spacing) -> tuple[float, tuple[float, 
     return float(np.mean(list(per.values()))), tuple(per.get(k, float("nan")) for k in range(n_subjects))
 
 
-def _prepare(subjects: Sequence[AtlasSubject], normalise: bool) -> list[AtlasSubject]:
-    """Channel 0, optionally percentile-normalised to [0, 1], on the first subject's grid."""
-    from regcore.preprocess import normalise as normalise_image
-    from regcore.register import prepare_moving
-
-    reference = subjects[0].image
-    out = []
-    for s in subjects:
-        image = s.image.with_data(s.image.data[:1].float())
-        if normalise:
-            image = normalise_image(image, "percentile")
-        labels = s.labels
-        if not image.geometry.same_grid(reference.geometry):
-            image = prepare_moving(reference, image)
-            labels = prepare_moving(reference, labels) if labels is not None else None
-        out.append(dataclasses.replace(s, image=image, labels=labels))
-    return out
-
-
-SMALL_GRID_VOXELS = 200_000
-"""Below this many template voxels (2D slices, small 3D crops) ``threads=None`` runs one thread: numba's and
-torch's thread pools cost more than they save on small grids, and much more on a loaded machine."""
-
-
-@contextmanager
-def _thread_count(threads: int | None) -> Iterator[None]:
-    """torch and numba threads of this process for the block, restored afterwards (serial engine)."""
-    if not threads:
-        yield
-        return
-    from regcore.batch.tasks import set_threads
-
-    saved_torch = torch.get_num_threads()
-    try:
-        import numba
-
-        saved_numba = numba.get_num_threads()
-    except Exception:  # noqa: BLE001 - numba is optional
-        saved_numba = None
-    set_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved_torch)
-        if saved_numba is not None:
-            import numba
-
-            numba.set_num_threads(saved_numba)
-
-
-def _initial(image: Image, reference: Image, normalise: bool) -> Image:
-    from regcore.preprocess import normalise as normalise_image
-    from regcore.register import prepare_moving
-
-    if not isinstance(image, Image) or image.is_labels:
-        raise TypeError("initial_template must be an intensity Image")
-    if image.ndim != reference.ndim:
-        raise ValueError(f"initial_template is {image.ndim}D, the subjects {reference.ndim}D")
-    image = image.with_data(image.data[:1].float())
-    if normalise:
-        image = normalise_image(image, "percentile")
-    return Image(prepare_moving(reference, image).data, reference.geometry, name="initial template")
-
-
 def _check_args(subjects, method, iterations, step, init) -> None:
     from regcore.methods.registry import get
 
@@ -467,9 +316,9 @@ def build_template(
         if not keep_work:
             cleanup.callback(shutil.rmtree, work, ignore_errors=True)
         cleanup.callback(eng.shutdown)
-        cleanup.enter_context(_thread_count(threads if serial else None))
+        cleanup.enter_context(threads_for_block(threads if serial else None))
         t0 = time.perf_counter()
-        subs = _prepare(subjects, normalise)
+        subs = prepare_subjects(subjects, normalise)
         geometry = subs[0].image.geometry
         label_names = next((s.labels.label_names for s in subs if s.labels is not None), None)
 
@@ -492,7 +341,7 @@ def build_template(
 
         template = Image(_mean([s.image.data for s in subs]), geometry, name="mean")
         if initial_template is not None:
-            template = _initial(initial_template, subs[0].image, normalise)
+            template = prepare_initial_template(initial_template, subs[0].image, normalise)
         originals, pre_fields = list(subs), None  # what each template is resampled from, and through
         if init == AtlasInit.AFFINE:
             aligned = run_pass(template, subs, affine_method, dict(affine_overrides or {}), "affine")

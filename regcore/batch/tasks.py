@@ -31,7 +31,8 @@ import platform
 import secrets
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,32 @@ def set_threads(threads: int | None) -> None:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001, S110 - numba is optional here
         pass
+
+
+@contextmanager
+def threads_for_block(threads: int | None) -> Iterator[None]:
+    """:func:`set_threads` for the block, torch's and numba's previous counts restored afterwards (serial engine)."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    saved_torch = torch.get_num_threads()
+    try:
+        import numba
+
+        saved_numba = numba.get_num_threads()
+    except Exception:  # noqa: BLE001 - numba is optional
+        saved_numba = None
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_torch)
+        if saved_numba is not None:
+            import numba
+
+            numba.set_num_threads(saved_numba)
 
 
 def _reachable(out_dir: str | os.PathLike | None) -> Path | None:
