@@ -33,7 +33,7 @@ from regcore.methods import registry  # noqa: E402
 from regcore.spatial.warp import warp_labels  # noqa: E402
 
 DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
-DEFAULT_METHODS = ("identity", "affine", "dense", "svf", "convexadam", "fireants")
+DEFAULT_METHODS = ("identity", "affine", "dense", "svf", "mind_convex", "fireants")
 
 
 def load(path: Path, labels: bool = False) -> Image:

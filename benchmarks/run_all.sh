@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv-bench/bin/python}
 test -x "$PY" || make bench-env
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-METHODS_2D=${METHODS_2D:-affine,fireants,svf,convexadam,bspline,demons,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn,voxelmorph,transmorph}
+METHODS_2D=${METHODS_2D:-affine,fireants,svf,mind_convex,bspline,demons,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn,voxelmorph,transmorph}
 METHODS_3D=${METHODS_3D:-fireants,sitk_demons,ants_syn,elastix}
 SETS=(${BENCH_SETS:-sample_brain2d brain2d histology2d spine})
 [ $# -gt 0 ] && SETS=("$@")
@@ -20,8 +20,8 @@ for set in "${SETS[@]}"; do
   case "$set" in
     sample_brain2d) "$PY" -m regcore.data.samples --quiet; methods=$METHODS_2D ;;
     brain2d)     methods=$METHODS_2D ;;
-    histology2d) methods=${METHODS_HISTO:-affine,sitk_affine_mi,convexadam,elastix,ants_syn} ;;
-    spine)       methods=${METHODS_SPINE:-affine,rigid,convexadam,bspline,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn}; extra=("${MULTIMODAL_SETS[@]}") ;;   # 3D but tiny (42x76x77 / 60x55x52)
+    histology2d) methods=${METHODS_HISTO:-affine,sitk_affine_mi,mind_convex,elastix,ants_syn} ;;
+    spine)       methods=${METHODS_SPINE:-affine,rigid,mind_convex,bspline,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn}; extra=("${MULTIMODAL_SETS[@]}") ;;   # 3D but tiny (42x76x77 / 60x55x52)
     brain3d)     methods=$METHODS_3D ;;
     *) echo "unknown set $set" >&2; exit 2 ;;
   esac

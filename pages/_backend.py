@@ -103,9 +103,11 @@ def run_registration(
     overrides: dict | None = None,
     progress: Callable[[Progress], bool | None] | None = None,
     device: str = "auto",
+    initial: str = "none",
 ):
-    """Resample, register and evaluate one pair -> (RegistrationResult, metrics dict)."""
-    return run_pair(pair, method, overrides or {}, device=device, progress=progress)
+    """Resample, register and evaluate one pair -> (RegistrationResult, metrics dict); ``initial``: a rigid or
+    affine stage first (:mod:`regcore.pipeline`)."""
+    return run_pair(pair, method, overrides or {}, device=device, progress=progress, initial=initial)
 
 
 def save_image(image: Image, path) -> None:

@@ -66,6 +66,7 @@ PAGES: tuple[PageSpec, ...] = (
         "pages/segment.py", "Multi-atlas segmentation", ":material/label:", "Segment: fuse labelled atlases"
     ),
     PageSpec("pages/learn.py", "Learn", ":material/school:", "Learn: concept labs"),
+    PageSpec("pages/glossary.py", "Glossary", ":material/menu_book:", "Glossary: every measure in plain words"),
 )
 
 

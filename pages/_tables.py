@@ -107,6 +107,15 @@ def per_structure(runs: dict, key: str, include_all: bool = True) -> pd.DataFram
     return pd.DataFrame(cols).dropna(how="all") if cols else pd.DataFrame()
 
 
+def column_help(df: pd.DataFrame) -> dict[str, st.column_config.Column]:
+    """Help icons for the columns of ``df`` that the glossary explains (:mod:`regcore.glossary`)."""
+    from regcore.glossary import help_for_column
+
+    return {c: st.column_config.Column(help=h) for c in df.columns if (h := help_for_column(str(c)))}
+
+
 def show(df: pd.DataFrame, **kwargs) -> None:
-    """``st.dataframe`` of ``df`` with numbers for people (3 significant digits, "–" when missing)."""
+    """``st.dataframe`` of ``df`` with numbers for people (3 significant digits, "–" when missing) and the
+    glossary's explanation on each metric column's help icon."""
+    kwargs.setdefault("column_config", column_help(df))
     st.dataframe(viz.format_columns(df), **kwargs)

@@ -45,6 +45,7 @@ class View:
     title: str
     render: Callable[[ViewContext], None]
     help: str = ""
+    when: Callable[[RunRecord], bool] | None = None  # shown only for runs where this is true
 
 
 VIEWS: list[View] = []
@@ -52,14 +53,15 @@ VIEWS: list[View] = []
 
 
 def view(
-    title: str, help: str = ""
+    title: str, help: str = "", when: Callable[[RunRecord], bool] | None = None
 ) -> Callable[[Callable[[ViewContext], None]], Callable[[ViewContext], None]]:
-    """Decorator: register ``fn(ctx)`` as a view called ``title`` (appended to :data:`VIEWS`)."""
+    """Decorator: register ``fn(ctx)`` as a view called ``title`` (appended to :data:`VIEWS`); ``when(record)``
+    limits it to the runs it applies to."""
 
     def register(fn: Callable[[ViewContext], None]) -> Callable[[ViewContext], None]:
         if any(v.title == title for v in VIEWS):
             raise ValueError(f"a view called {title!r} is already registered")
-        VIEWS.append(View(title, fn, help))
+        VIEWS.append(View(title, fn, help, when))
         return fn
 
     return register
@@ -69,10 +71,12 @@ def render_views(record: RunRecord, key: str, height: int = 420) -> RunSlice:
     """Slice picker (3D), view chooser and the chosen view of one run; returns the slice shown."""
     axis, index = widgets.slice_picker(record.shape, key)
     shown = record.slice(axis, index)
-    titles = [v.title for v in VIEWS]
-    chosen = VIEWS[
-        titles.index(st.segmented_control("View", titles, default=titles[0], key=f"{key}_view") or titles[0])
-    ]
+    shown_views = [v for v in VIEWS if v.when is None or v.when(record)]
+    titles = [v.title for v in shown_views]
+    if st.session_state.get(f"{key}_view") not in (None, *titles):  # a view the newly chosen run lacks
+        st.session_state.pop(f"{key}_view")
+    picked = st.segmented_control("View", titles, default=titles[0], key=f"{key}_view") or titles[0]
+    chosen = shown_views[titles.index(picked)]
     if chosen.help:
         st.caption(chosen.help[0].upper() + chosen.help[1:] + ".")
     chosen.render(ViewContext(record, shown, key, height))
@@ -248,3 +252,6 @@ def _landmarks(ctx: ViewContext) -> None:
             + ("" if s.axis is None else f", {len(ids)} within 2 voxels of this slice")
             + ")."
         )
+
+
+from pages import _mechanism_view  # noqa: E402,F401  (registers the "Mechanism" view last)

@@ -78,7 +78,23 @@ def _progress_callback(bar, status, holder: dict):
     return callback
 
 
-def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
+INITIAL_TITLES = {
+    "none": "Nothing (already aligned)",
+    "rigid": "Rigid stage (MI)",
+    "affine": "Affine stage (MI)",
+}
+
+
+def default_initial(spec, pair) -> str:
+    """Deformable classical methods on real data (no known true field) start after an affine stage, as ANTs
+    and elastix do; affine methods, baselines with their own stages, learned models and samples start as they are."""
+    from regcore.methods.registry import Family
+
+    deformable = spec.family in (Family.DEFORMABLE, Family.DIFFEOMORPHIC)
+    return "affine" if deformable and not pair.has_ground_truth else "none"
+
+
+def _run(pair, spec, overrides: dict, device: str, label: str, initial: str = "none") -> None:
     holder: dict = {}
     c1, c2 = st.columns([5, 1])
     bar = c1.progress(0.0, text=f"Starting {spec.title} ...")
@@ -93,7 +109,7 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
     try:
         with limits.RUNS.slot(limits.client_keys(), on_wait=queued):  # server-wide and per-visitor limits
             result, metrics = backend.run_registration(
-                pair, spec.name, overrides, _progress_callback(bar, status, holder), device
+                pair, spec.name, overrides, _progress_callback(bar, status, holder), device, initial
             )
     except RegistrationCancelled:
         if "interrupt" in holder:
@@ -105,6 +121,18 @@ def _run(pair, spec, overrides: dict, device: str, label: str) -> None:
     used = state.add_run(label or spec.name, result, metrics, pair)
     st.session_state["last_run"] = used
     st.success(f"Saved as run **{used}**. Compare it on the Evaluate page.", icon=":material/check_circle:")
+    stages = result.extras.get("stages")
+    if stages:
+        st.caption(
+            "Pipeline: " + " -> ".join(f"{s['stage']} ({s['method']}, {s['runtime_s']:.1f} s)" for s in stages)
+        )
+    from regcore.metrics.worsening import worse_than_before
+
+    for message in worse_than_before(state.runs()[used].before_metrics, metrics):
+        st.warning(
+            message + " Try an affine method first, another similarity, or check the pair.",
+            icon=":material/trending_down:",
+        )
 
 
 def _runs_table() -> None:
@@ -170,6 +198,18 @@ def body() -> None:
             st.session_state["_reg_label_for"] = spec.name
             st.session_state["reg_label"] = spec.name
         label = c2.text_input("Run name", key="reg_label")
+        initial = "none"
+        if spec.family != "affine":
+            stages = list(INITIAL_TITLES)
+            initial = st.selectbox(
+                "Start with",
+                stages,
+                index=stages.index(default_initial(spec, pair)),
+                format_func=INITIAL_TITLES.get,
+                key=f"reg_initial_{spec.name}",
+                help="Deformable methods expect roughly aligned anatomy: a rigid or affine stage (regcore's "
+                "MI affine method) runs first and the two transforms are composed into one.",
+            )
     if reason:
         st.warning(f"{spec.title} cannot run here: {reason}.", icon=":material/block:")
     if st.button(
@@ -183,7 +223,7 @@ def body() -> None:
             st.error(f"Invalid parameters: {e}")
         else:
             try:
-                _run(pair, spec, overrides, device, label)
+                _run(pair, spec, overrides, device, label, initial)
             except limits.ServerBusy as e:
                 st.warning(str(e), icon=":material/hourglass_top:")
     elif st.session_state.get("reg_cancel"):

@@ -133,7 +133,12 @@ def cmd_register(args) -> int:
     inputs = _load_inputs(args)
     pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
     result, metrics = run_pair(
-        pair, args.method, overrides, device=args.device, progress=_progress_printer(args.quiet)
+        pair,
+        args.method,
+        overrides,
+        device=args.device,
+        progress=_progress_printer(args.quiet),
+        initial=args.initial,
     )
     record = RunRecord(pair, result, metrics, label=args.method)
     from regcore.atomic import atomic_dir
@@ -315,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-names", help="CSV value,name")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument(
+        "--initial",
+        default="none",
+        choices=("none", "rigid", "affine"),
+        help="run regcore's MI rigid/affine stage before the method (default: none)",
+    )
     r.add_argument("--out", required=True)
     r.add_argument("--quiet", action="store_true")
     r.add_argument(

@@ -123,6 +123,7 @@ def run_registration(
     label_names: Mapping[int, str] | None = None,
     device: str | torch.device = "auto",
     progress: ProgressCallback | None = None,
+    initial: str = "none",
 ) -> tuple[RegistrationResult, dict]:
     """Register ``moving`` to ``fixed`` with registry method ``method`` and evaluate the result.
 
@@ -135,6 +136,8 @@ def run_registration(
         label_names: label value -> structure name (default: from the label Images).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: callback receiving :class:`~regcore.methods.base.Progress`; return False to cancel.
+        initial: ``"none"``, ``"rigid"`` or ``"affine"``: a stage of regcore's MI affine method first
+            (:mod:`regcore.pipeline`); the result's displacement is the composition of both stages.
     Returns:
         ``(result, metrics)``: the method's RegistrationResult (displacement on the fixed grid,
         fixed -> moving voxels) and ``regcore.metrics.evaluate``'s dict.
@@ -156,6 +159,9 @@ def run_registration(
         raise TypeError(f"method must be a registry name (str), got {type(method).__name__}")
     if overrides is not None and not isinstance(overrides, Mapping):
         raise TypeError(f"overrides must be a dict of config values or None, got {type(overrides).__name__}")
+    from regcore.pipeline import check_initial
+
+    check_initial(initial)
     spec = get(method)
     if fixed.ndim not in spec.dims:
         raise ValueError(f"method {method!r} supports {spec.dims}D images, got {fixed.ndim}D")
@@ -181,7 +187,19 @@ def run_registration(
     m_in = _maybe_normalise(moving_on_fixed, config)
     if "device" not in field_names:
         f_in, m_in = f_in.to(dev), m_in.to(dev)
-    result = runner.register(f_in, m_in, config, progress=progress)
+    if initial == "none":
+        result = runner.register(f_in, m_in, config, progress=progress)
+    else:
+        from regcore.pipeline import register_after_initial
+
+        result = register_after_initial(
+            initial,
+            f_in,
+            m_in,
+            lambda f, m, p: runner.register(f, m, config, progress=p),
+            device="cuda" if dev.type == "cuda" else "cpu",
+            progress=progress,
+        )
     if m_in is not moving_on_fixed:  # report the warp of the un-normalised moving image
         from regcore.spatial.warp import warp
 
@@ -223,6 +241,7 @@ def run_pair(
     *,
     device: str = "auto",
     progress: ProgressCallback | None = None,
+    initial: str = "none",
 ) -> tuple[RegistrationResult, dict]:
     """:func:`run_registration` on a ``regcore.data.Pair`` (labels, landmarks and names included)."""
     for attr in ("fixed", "moving"):
@@ -240,4 +259,5 @@ def run_pair(
         label_names=getattr(pair, "label_names", None),
         device=device,
         progress=progress,
+        initial=initial,
     )

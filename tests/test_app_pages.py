@@ -303,9 +303,11 @@ def test_evaluate_every_view_renders():
     from pages._views import VIEWS
 
     at = open_page("evaluate")
-    assert at.segmented_control(key="eval_view").options == [v.title for v in VIEWS]
     run = next(iter(at.session_state["runs"].values()))
-    for view in VIEWS:
+    shown = [v for v in VIEWS if v.when is None or v.when(run)]
+    assert at.segmented_control(key="eval_view").options == [v.title for v in shown]
+    assert "Mechanism" not in [v.title for v in shown], "a classical run has no mechanism to show"
+    for view in shown:
         at.segmented_control(key="eval_view").set_value(view.title).run()
         assert_clean(at)
         if view.title == "Jacobian":  # the number comes from the run's metrics, not from the page
@@ -321,6 +323,29 @@ def test_evaluate_every_view_renders():
                 in c.value
                 for c in at.caption
             )
+
+
+def test_a_neural_ode_run_shows_its_trajectory_in_the_mechanism_view():
+    at = open_page("register")
+    at.selectbox(key="reg_family").set_value("learned").run()
+    at.selectbox(key="reg_method").set_value("neural_ode").run()
+    at.slider(key="reg_p_neural_ode_iterations").set_value(5).run()
+    at.text_input(key="reg_label").set_value("ode").run()
+    at.button(key="reg_run").click().run()
+    assert_clean(at)
+    at.switch_page("pages/evaluate.py").run()
+    at.selectbox(key="eval_focus").set_value("ode").run()
+    assert "Mechanism" in at.segmented_control(key="eval_view").options
+    at.segmented_control(key="eval_view").set_value("Mechanism").run()
+    assert_clean(at)
+    steps = len(at.session_state["runs"]["ode"].result.extras["trajectory"])
+    assert at.slider(key="eval_traj").max == steps - 1 and steps > 2
+    at.slider(key="eval_traj").set_value(0).run()
+    assert_clean(at)
+    assert any("Convergence" in m.value for m in at.markdown)
+    at.selectbox(key="eval_focus").set_value(next(k for k in at.session_state["runs"] if k != "ode")).run()
+    assert_clean(at)  # back to a run without a mechanism: the view falls back to the first one
+    assert "Mechanism" not in at.segmented_control(key="eval_view").options
 
 
 def test_a_new_view_is_one_registered_function():

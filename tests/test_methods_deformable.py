@@ -1,4 +1,4 @@
-"""Deformable classical methods: dense, svf, fireants, convexadam (regcore.methods.classical)."""
+"""Deformable classical methods: dense, svf, fireants, mind_convex (regcore.methods.classical)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
 from regcore.spatial.warp import warp, warp_labels
 
-METHODS = ["dense", "svf", "fireants", "convexadam"]
+METHODS = ["dense", "svf", "fireants", "mind_convex"]
 
 # Small schedules so each test takes a few seconds on 2 shared cores (defaults are for real images).
 FAST = {
     "dense": {"levels": (2, 1), "iterations": (40, 30), "learning_rate": 0.2, "weight": 0.5},
     "svf": {"levels": (2, 1), "iterations": (40, 30), "learning_rate": 0.2, "weight": 0.5},
     "fireants": {"preset": "custom", "levels": (2, 1), "iterations": (60, 30), "step_size": 0.5},
-    "convexadam": {
+    "mind_convex": {
         "grid_step": 2,
         "search_radius": 3,
         "io_level": 1,
@@ -31,7 +31,7 @@ FAST = {
 }
 # Remaining mean error as a fraction of the initial one. MIND descriptors are patch-based, which
 # blurs the optimum by about a voxel on this small image, so ConvexAdam gets a looser bound.
-MAX_ERROR_FRACTION = {"dense": 0.3, "svf": 0.3, "fireants": 0.3, "convexadam": 0.4}
+MAX_ERROR_FRACTION = {"dense": 0.3, "svf": 0.3, "fireants": 0.3, "mind_convex": 0.4}
 SHAPE = (64, 64)
 
 

@@ -89,6 +89,15 @@ def to_model_grid(x: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
     return F.pad(x, grid.pad) if any(grid.pad) else x
 
 
+def map_to_image_grid(x: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
+    """Model-grid scalar maps ``(B, C, *padded)`` -> ``(B, C, *image_shape)``: crop the padding, resample (linear)."""
+    crop = (slice(None), slice(None)) + tuple(
+        slice(o, o + r) for o, r in zip(grid.offsets, grid.resized_shape)
+    )
+    x = x[crop]
+    return resize_image(x, grid.image_shape) if grid.resized_shape != grid.image_shape else x
+
+
 def field_to_image_grid(u: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
     """Model-grid displacement ``(B, n, *padded)`` -> image-grid displacement ``(B, n, *image_shape)`` (voxels)."""
     crop = (slice(None), slice(None)) + tuple(

@@ -17,7 +17,7 @@ from regcore.spatial.smooth import gaussian_smooth
 
 TRUNCATE = 2.0
 """Gaussian truncation (sigmas) of the classical methods' smoothing (pyramid, fireants, demons,
-convexadam): the schedules were tuned with kernels cut at 2 sigma."""
+mind_convex): the schedules were tuned with kernels cut at 2 sigma."""
 
 
 def validate_schedule(

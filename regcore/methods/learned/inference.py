@@ -26,6 +26,7 @@ from regcore.methods.learned.refine import refine_displacement
 from regcore.nets.inputs import (
     ModelGrid,
     field_to_image_grid,
+    map_to_image_grid,
     normalise_intensity,
     plan_model_grid,
     to_model_grid,
@@ -76,6 +77,41 @@ def image_to_model_affine(grid: ModelGrid, device, dtype) -> torch.Tensor:
         t[i, i] = (r - 1) / max(s - 1, 1)
         t[i, n] = o
     return t
+
+
+def affine_to_image_grid(affine: torch.Tensor, grid: ModelGrid) -> torch.Tensor:
+    """A model-grid voxel affine ``(n, n+1)`` (fixed voxel -> moving voxel) as the same map between image voxels."""
+    n = len(grid.image_shape)
+    t = image_to_model_affine(grid, affine.device, torch.float32)
+    a = torch.eye(n + 1, device=affine.device)
+    a[:n] = affine.detach().float()
+    return (torch.linalg.inv(t) @ a @ t)[:n].cpu()
+
+
+def mechanism_to_image_grid(pred: Any, grid: ModelGrid) -> dict[str, Any]:
+    """The mechanism a family shows (see :class:`~regcore.methods.learned.family.Prediction`) on the image grid:
+    ``trajectory`` (displacements ``(1, n, *S)``), ``maps`` (name -> ``(1, 1, *S)``) and ``episode`` steps whose
+    ``affine`` becomes an image-voxel affine ``(n, n+1)``. Everything on the CPU."""
+    out: dict[str, Any] = {}
+    if pred.trajectory:
+        out["trajectory"] = [field_to_image_grid(u.detach().float(), grid).cpu() for u in pred.trajectory]
+    maps = pred.extras.get("maps")
+    if maps:
+        out["maps"] = {
+            str(k): map_to_image_grid(
+                v.detach().float().reshape(1, 1, *v.shape[-len(grid.image_shape) :]), grid
+            ).cpu()
+            for k, v in maps.items()
+        }
+    episode = pred.extras.get("episode")
+    if episode:
+        out["episode"] = [
+            {**step, "affine": affine_to_image_grid(step["affine"].reshape(len(grid.image_shape), -1), grid)}
+            if torch.is_tensor(step.get("affine"))
+            else dict(step)
+            for step in episode
+        ]
+    return out
 
 
 def check_same_grid(fixed: Image, moving: Image) -> None:
@@ -144,7 +180,7 @@ class LearnedMethod:
         """``(grid, fixed, moving)``: the model grid planned from the checkpoint (training spacing and canvas,
         the family's divisor) and both images on it, ``(1, 1, *padded)`` normalised to [0, 1]."""
         train_shape = data.get("train_shape")
-        spacing = data.get("spacing_mm")
+        spacing = None if getattr(self.family, "native_grid", False) else data.get("spacing_mm")
         grid = plan_model_grid(
             fixed.shape,
             fixed.spacing,
@@ -188,6 +224,7 @@ class LearnedMethod:
             "predict_s": predict_s,
             "refine_s": timer.runtime_s - predict_s,
             **pred.extras,
+            **mechanism_to_image_grid(pred, grid),
         }
         if data:
             extras.update(
@@ -196,13 +233,7 @@ class LearnedMethod:
             )
         if pred.variance is not None:
             extras["variance"] = field_to_image_grid(pred.variance.detach().float(), grid).cpu()
-        affine = None
-        if pred.affine is not None:
-            t = image_to_model_affine(grid, device, torch.float32)
-            n = fixed.ndim
-            a = torch.eye(n + 1, device=device)
-            a[:n] = pred.affine[0].detach().float()
-            affine = (torch.linalg.inv(t) @ a @ t)[:n].cpu()
+        affine = None if pred.affine is None else affine_to_image_grid(pred.affine[0], grid)
         velocity = (
             None if pred.velocity is None else field_to_image_grid(pred.velocity.detach().float(), grid).cpu()
         )

@@ -1,4 +1,6 @@
-"""ConvexAdam-style registration (after Siebert, Hansen & Heinrich, MICCAI 2021 / TMI 2024).
+"""MIND convex search + Adam: a simplified re-implementation after ConvexAdam (Siebert, Hansen & Heinrich,
+MICCAI 2021 / TMI 2024). It is NOT the published ConvexAdam package and scores below it (0.706 / 0.710 mean
+Dice on the OASIS pair against the package's 0.772), hence its own name.
 
 1. MIND-SSC descriptors of both images (``regcore.losses.mind_ssc``): modality-independent features.
 2. Discrete search at a coarse grid (features average-pooled by ``grid_step``): a cost volume of the
@@ -35,7 +37,7 @@ from regcore.spatial.smooth import gaussian_smooth
 
 
 @dataclass(frozen=True)
-class ConvexAdamConfig:
+class MindConvexConfig:
     mind_radius: int = param(1, "MIND-SSC patch radius in voxels.", range=(0, 3))
     mind_dilation: int = param(2, "MIND-SSC neighbour distance in voxels.", range=(1, 4))
     grid_step: int = param(4, "Coarse grid spacing of the discrete search, in voxels.", range=(2, 8))
@@ -106,15 +108,15 @@ def coupled_convex(
     return smooth
 
 
-class ConvexAdamMethod:
+class MindConvexMethod:
     """MIND features + discrete coupled-convex search + Adam instance optimisation."""
 
-    name = "convexadam"
+    name = "mind_convex"
 
     def register(
-        self, fixed: Image, moving: Image, config: ConvexAdamConfig | None = None, progress=None
+        self, fixed: Image, moving: Image, config: MindConvexConfig | None = None, progress=None
     ) -> RegistrationResult:
-        config = config or ConvexAdamConfig()
+        config = config or MindConvexConfig()
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
         history: list[dict[str, float]] = []
@@ -182,12 +184,13 @@ def _offset_progress(progress, start: float):
 
 SPEC = register_method(
     MethodSpec(
-        name="convexadam",
-        title="ConvexAdam (MIND + discrete search + Adam)",
-        config_cls=ConvexAdamConfig,
-        factory=ConvexAdamMethod,
+        name="mind_convex",
+        title="MIND convex search + Adam (simplified, after ConvexAdam)",
+        config_cls=MindConvexConfig,
+        factory=MindConvexMethod,
         family=Family.DEFORMABLE,
         description="MIND-SSC features, coupled convex discrete displacement search on a coarse grid, then Adam "
-        "instance optimisation with diffusion regularisation. Handles large motion and multimodal pairs.",
+        "instance optimisation with diffusion regularisation. Handles large motion and multimodal pairs. A simplified "
+        "re-implementation after ConvexAdam (Siebert et al. 2021), not the published package.",
     )
 )
