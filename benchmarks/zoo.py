@@ -1,12 +1,15 @@
 """Model-zoo benchmark: every learned family next to classical methods on held-out real 2D pairs.
 
     .venv/bin/python benchmarks/zoo.py [--per-axis 4] [--classical affine,fireants,demons,sitk_demons]
+        [--learned a,b] [--io voxelmorph,transmorph --io-iterations 100]
 
 Pairs: 2D slices of the two labelled OASIS volumes in ../shared/data/brain3d at HELD-OUT slice
 positions (``regcore.data.slices``: no learned model is trained, and no default tuned, on those
 positions), along all three axes, both directions. Every method runs on the same pairs in the
 same process; per method: mean Dice over the labels of each pair (then over pairs), HD95 (mm),
-folding %, SDlogJ, median registration time (ms), parameters and training minutes (learned).
+folding %, SDlogJ, median registration time (ms), peak memory, parameters and training minutes (learned).
+``--io`` adds "<family>+IO" rows: the same network refined on each pair by instance optimisation
+(``refine_iterations``). A method that fails on a pair is reported with its error, not dropped silently.
 Writes benchmarks/results/zoo.json and zoo.md (command, date, CPU threads and load at the top).
 """
 
@@ -63,6 +66,7 @@ def model_facts(name: str) -> dict:
 def summarise(rows: list[dict]) -> dict:
     out = {k: float(np.nanmean([r[k] if r.get(k) is not None else np.nan for r in rows])) for k in KEYS}
     out["runtime_ms_median"] = statistics.median(r["runtime_s"] for r in rows) * 1e3
+    out["peak_mb_median"] = statistics.median(float(r.get("peak_mb") or 0.0) for r in rows)
     out["pairs"] = len(rows)
     return out
 
@@ -78,6 +82,8 @@ def main(argv=None) -> int:
         default="",
         help="comma-separated learned methods (default: every family with default 2D weights)",
     )
+    ap.add_argument("--io", default="", help="learned methods also run with instance optimisation (+IO rows)")
+    ap.add_argument("--io-iterations", type=int, default=100, help="instance-optimisation steps of +IO rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     folder = SHARED / "brain3d"
@@ -89,6 +95,8 @@ def main(argv=None) -> int:
     methods = [m for m in args.classical.split(",") if m] + (
         [m for m in args.learned.split(",") if m] or learned_methods()
     )
+    methods += [f"{m}+IO" for m in args.io.split(",") if m]
+    errors: dict[str, str] = {}
     per_pair: dict[str, list[dict]] = {"identity": []}
     for pair in pairs:
         m = evaluate_identity(
@@ -100,15 +108,31 @@ def main(argv=None) -> int:
         )
         per_pair["identity"].append({**{k: m.get(k) for k in KEYS}, "runtime_s": 0.0})
     for name in methods:
-        per_pair[name] = []
-        for pair in pairs:
-            _, m = run_pair(pair, name, device="cpu")
-            per_pair[name].append({**{k: m.get(k) for k in KEYS}, "runtime_s": m["runtime_s"]})
-        print(f"{name:<14} Dice {summarise(per_pair[name])['dice_mean']:.3f}", flush=True)
+        method, overrides = name.removesuffix("+IO"), {}
+        if name.endswith("+IO"):
+            overrides = {"refine_iterations": args.io_iterations}
+        rows = []
+        try:
+            for pair in pairs:
+                result, m = run_pair(pair, method, overrides, device="cpu")
+                rows.append(
+                    {
+                        **{k: m.get(k) for k in KEYS},
+                        "runtime_s": m["runtime_s"],
+                        "peak_mb": result.peak_memory_mb,
+                    }
+                )
+        except Exception as e:  # noqa: BLE001 - one failing method must not lose the others' numbers
+            errors[name] = f"{type(e).__name__}: {e}"
+            print(f"{name:<14} FAILED: {errors[name]}", flush=True)
+            continue
+        per_pair[name] = rows
+        print(f"{name:<14} Dice {summarise(rows)['dice_mean']:.3f}", flush=True)
     table = {name: summarise(rows) for name, rows in per_pair.items()}
+    learned = set(learned_methods())
     for name in table:
-        if name in learned_methods():
-            table[name].update(model_facts(name))
+        if name.removesuffix("+IO") in learned:
+            table[name].update(model_facts(name.removesuffix("+IO")))
     ident = per_pair["identity"]
     for name, rows in per_pair.items():
         table[name]["pairs_above_identity"] = int(
@@ -122,6 +146,7 @@ def main(argv=None) -> int:
         "loadavg": os.getloadavg(),
         "pairs": [p.name for p in pairs],
         "table": table,
+        "errors": errors,
         "per_pair": per_pair,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -133,16 +158,17 @@ def main(argv=None) -> int:
         f"{len(pairs)} pairs: OASIS 0455/0456 slices at held-out positions (regcore.data.slices), 3 axes, "
         "both directions; no model was trained on these positions.",
         "",
-        "| method | Dice | HD95 mm | folding % | SDlogJ | time ms (median) | pairs > identity | parameters | "
-        "training min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | Dice | HD95 mm | folding % | SDlogJ | time ms (median) | peak MiB (median) | pairs > identity | "
+        "parameters | training min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in table.items():
         lines.append(
             f"| {name} | {t['dice_mean']:.3f} | {t['hd95_mean_mm']:.2f} | {t['folding_percent']:.3f} | "
-            f"{t['sdlogj']:.3f} | {t['runtime_ms_median']:.0f} | {t['pairs_above_identity']}/{t['pairs']} | "
-            f"{t.get('parameters', '')} | {t.get('train_minutes', '')} |"
+            f"{t['sdlogj']:.3f} | {t['runtime_ms_median']:.0f} | {t['peak_mb_median']:.0f} | "
+            f"{t['pairs_above_identity']}/{t['pairs']} | {t.get('parameters', '')} | {t.get('train_minutes', '')} |"
         )
+    lines += [f"- {name} failed: {err}" for name, err in errors.items()]
     (args.out / "zoo.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0

@@ -214,3 +214,20 @@ def _one_widget(p, value, key: str):
         text = st.text_input(label, value=", ".join(map(str, value or ())), help=p.help, key=k)
         return text  # regcore.config.from_overrides parses "4, 2, 1"
     return st.text_input(label, value="" if value is None else str(value), help=p.help, key=k)
+
+
+def parse_numbers(text: str, default, field: str) -> list:
+    """``"16, 32, 32"`` -> numbers typed like ``default``'s items (all ints -> ints, else floats); a ValueError
+    names ``field`` and the bad item."""
+    cast = int if all(isinstance(v, int) and not isinstance(v, bool) for v in default) else float
+    out = []
+    for item in text.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(","):
+        if item.strip():
+            try:
+                out.append(cast(item.strip()))
+            except ValueError:
+                kind = "whole numbers" if cast is int else "numbers"
+                raise ValueError(
+                    f"{field}: {item.strip()!r} is not a number; give {kind} separated by commas"
+                ) from None
+    return out

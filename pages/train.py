@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from pages import _limits as limits
 from pages import _roots as server_roots
 from pages import _state as state
+from pages import _widgets as widgets
 from regcore.config import describe
 from regcore.methods.learned.family import all_families, get_family
 from regcore.train import jobs
@@ -48,7 +49,7 @@ def _widget(spec, key: str):
         return st.checkbox(label, value=spec.default, help=help_, key=key)
     if spec.type == "tuple":
         text = st.text_input(label, value=", ".join(str(v) for v in spec.default), help=help_, key=key)
-        return [int(v) for v in text.replace("(", "").replace(")", "").split(",") if v.strip()]
+        return widgets.parse_numbers(text, spec.default, spec.name)
     if spec.type in ("int", "float"):
         lo, hi = spec.range if spec.range else (None, None)
         cast = int if spec.type == "int" else float

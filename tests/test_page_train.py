@@ -75,3 +75,13 @@ def test_every_trainable_family_gets_its_own_form(runs_dir):
         }
         for field in fam.config_dict(fam.make_config({})):
             assert f"train_{fam.name}_fam_{field}" in keys, (fam.name, field)
+
+
+def test_tuple_fields_keep_their_number_type_and_name_bad_items():
+    from pages._widgets import parse_numbers
+
+    assert parse_numbers("16, 32,32", (16, 32), "widths") == [16, 32, 32]
+    assert parse_numbers("(1.5, 0.5)", (1.0, 2.0), "sigmas") == [1.5, 0.5]
+    assert parse_numbers("2, 0.25", (2, 0.5), "steps") == [2.0, 0.25]
+    with pytest.raises(ValueError, match="widths: 'x' is not a number; give whole numbers"):
+        parse_numbers("16, x", (16, 32), "widths")
