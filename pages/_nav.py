@@ -66,7 +66,9 @@ PAGES: tuple[PageSpec, ...] = (
         "pages/segment.py", "Multi-atlas segmentation", ":material/label:", "Segment: fuse labelled atlases"
     ),
     PageSpec("pages/learn.py", "Learn", ":material/school:", "Learn: concept labs"),
-    PageSpec("pages/glossary.py", "Glossary", ":material/menu_book:", "Glossary: every measure in plain words"),
+    PageSpec(
+        "pages/glossary.py", "Glossary", ":material/menu_book:", "Glossary: every measure in plain words"
+    ),
 )
 
 

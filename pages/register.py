@@ -124,7 +124,8 @@ def _run(pair, spec, overrides: dict, device: str, label: str, initial: str = "n
     stages = result.extras.get("stages")
     if stages:
         st.caption(
-            "Pipeline: " + " -> ".join(f"{s['stage']} ({s['method']}, {s['runtime_s']:.1f} s)" for s in stages)
+            "Pipeline: "
+            + " -> ".join(f"{s['stage']} ({s['method']}, {s['runtime_s']:.1f} s)" for s in stages)
         )
     from regcore.metrics.worsening import worse_than_before
 

@@ -1,0 +1,326 @@
+"""CoMIR: contrastive multimodal image representations for registration (Pielawski et al., NeurIPS 2020).
+
+Two U-Nets, one per image role (``fixed_encoder`` for the fixed modality, e.g. T1, TRUS or spine T2w;
+``moving_encoder`` for the moving one, e.g. T2, MR or spine T1w), each map an image ``(B, 1, *S)`` to a
+dense representation ``(B, C, *S)``. Trained on ALIGNED pairs with a symmetric InfoNCE loss over
+corresponding pixels: the representation of pixel ``i`` in one modality must be closer (critic
+``-mean_c (a_i - b_j)^2 / tau``) to that of the same pixel in the other modality than to any other sampled
+pixel. Corresponding structures then look alike in both representations, so registration runs a
+MONO-modal method on them: regcore's multi-level dense / stationary-velocity optimisation
+(:func:`regcore.methods.classical.dense.optimise_field`, MSE by default) of the fixed representation
+against the moving one; the field is applied to the moving image.
+
+Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving (``warped = moving o (id + u)``).
+The networks are fully convolutional and registration runs at the images' own resolution (``native_grid``).
+Training (:mod:`regcore.methods.learned._comir_train`) draws aligned pairs from the
+``train_sets`` of :mod:`regcore.data.multimodal` (train splits only); pairs with a known true field are
+aligned by it, pairs with labels on both sides by a label-driven fit (see :func:`align_pair`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from regcore.config import param
+from regcore.methods.learned.family import (
+    LearnedFamily,
+    LearnedSettings,
+    Prediction,
+    StepContext,
+    register_family,
+)
+from regcore.methods.registry import Supervision
+from regcore.nets.conv_unet import ConvUNet
+from regcore.spatial.warp import warp
+
+
+@dataclass(frozen=True)
+class CoMIRConfig:
+    widths: tuple[int, ...] = param(
+        (8, 16, 32, 32), "Channels per level of each encoder U-Net, finest first."
+    )
+    channels: int = param(
+        2, "Channels C of the representation (the paper used 1 or 3); the maps show the first.", range=(1, 16)
+    )
+    temperature: float = param(
+        0.5, "InfoNCE temperature tau of the critic -mean_c (a - b)^2 / tau.", range=(0.01, 10.0)
+    )
+    samples: int = param(
+        512,
+        "Corresponding pixels per batch in the InfoNCE loss (each one's negatives: the others).",
+        range=(8, 8192),
+    )
+    foreground_fraction: float = param(
+        0.75, "Share of sampled pixels drawn where either image is brighter than 0.05.", range=(0.0, 1.0)
+    )
+    max_shift: int = param(
+        16,
+        "Training: the two modalities are cut at crops shifted by up to this many pixels (corresponding pixels then "
+        "sit at different places in the two crops, so the encoders cannot match them by their distance to the border).",
+        range=(0, 64),
+    )
+    train_sets: str = param(
+        "sample_t1t2,prostate_mr_us,spine_t1t2",
+        "Comma-separated regcore.data.multimodal sets (train splits) the CoMIR trainer draws aligned pairs from; "
+        "empty = the recipe's common data source.",
+    )
+
+
+@dataclass(frozen=True)
+class CoMIRSettings(LearnedSettings):
+    similarity: str = param(
+        "mse", "Mono-modal similarity between the two representations.", choices=("mse", "ncc", "lncc")
+    )
+    diffeomorphic: bool = param(
+        True, "Optimise a stationary velocity (scaling and squaring) instead of a displacement."
+    )
+    weight: float = param(
+        3.0, "Diffusion regulariser weight (higher = smoother).", range=(0.0, 100.0), step=0.1
+    )
+    levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine.")
+    iterations: tuple[int, ...] = param((100, 50, 25), "Adam iterations per level.")
+    learning_rate: float = param(
+        0.1, "Adam learning rate (voxels of the level grid per step).", range=(1e-3, 2.0), step=0.01
+    )
+
+
+# -- the loss -------------------------------------------------------------------------------------
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Symmetric InfoNCE of ``N`` corresponding points ``a``, ``b`` ``(N, C)`` (row i of a matches row i of b).
+
+    Critic ``h(a_i, b_j) = -mean_c (a_i - b_j)^2 / temperature``; the loss is the mean of the cross-entropies
+    of matching a->b and b->a. It is >= 0, about ``log N`` for unrelated representations, and tends to 0 when
+    corresponding points coincide and different points lie far apart.
+    """
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"a and b must be (N, C) of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    logits = -d.clamp_min(0) / (a.shape[1] * temperature)
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def sample_points(
+    rep_f: torch.Tensor,
+    rep_m: torch.Tensor,
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    n: int,
+    foreground_fraction: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, C)`` representations at ``n`` pixel positions drawn from all pixels of the batch (same positions in
+    both; ``fixed``/``moving`` ``(B, 1, *S)`` choose the foreground), without replacement."""
+    c = rep_f.shape[1]
+    flat_f = rep_f.movedim(1, -1).reshape(-1, c)
+    flat_m = rep_m.movedim(1, -1).reshape(-1, c)
+    fg = (torch.maximum(fixed, moving) > 0.05).reshape(-1).float()
+    w = (1 - foreground_fraction) / fg.numel() + foreground_fraction * fg / fg.sum().clamp_min(1)
+    idx = torch.multinomial(w.cpu(), min(n, fg.numel()), replacement=False, generator=generator).to(
+        rep_f.device
+    )
+    return flat_f[idx], flat_m[idx]
+
+
+def _cut(x: torch.Tensor, window: tuple[slice, ...]) -> torch.Tensor:
+    return x[(slice(None), slice(None), *window)]
+
+
+def shifted_crops(
+    fixed: torch.Tensor, moving: torch.Tensor, max_shift: int, divisor: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[slice, ...]], list[tuple[slice, ...]]]:
+    """Crops of ALIGNED images ``(B, 1, *T)`` at independent random offsets (each axis shorter by ``2 m``,
+    ``m = max_shift``, kept under a quarter of the size so the crops overlap, rounded so sizes stay multiples of
+    ``divisor``), plus per item the windows of the two crops
+    that show the same pixels: ``fixed_crop[b][f_win[b]]`` corresponds voxel by voxel to ``moving_crop[b][m_win[b]]``."""
+    shape = fixed.shape[2:]
+    m = [min(max_shift, (s - 1) // 4, (s - divisor) // 2) for s in shape]  # 2 m < crop: the crops overlap
+    m = [(2 * k // divisor) * divisor // 2 for k in m]  # 2 m is a multiple of the divisor
+    size = [s - 2 * k for s, k in zip(shape, m)]
+    fs, ms, f_win, m_win = [], [], [], []
+    for b in range(fixed.shape[0]):
+        of = [int(torch.randint(0, 2 * k + 1, (1,), generator=generator)) for k in m]
+        om = [int(torch.randint(0, 2 * k + 1, (1,), generator=generator)) for k in m]
+        fs.append(_cut(fixed[b : b + 1], tuple(slice(o, o + n) for o, n in zip(of, size))))
+        ms.append(_cut(moving[b : b + 1], tuple(slice(o, o + n) for o, n in zip(om, size))))
+        lo = [max(a, c) for a, c in zip(of, om)]  # the overlap, in the uncropped grid
+        hi = [min(a, c) + n for a, c, n in zip(of, om, size)]
+        f_win.append(tuple(slice(lo_ - a, h - a) for lo_, h, a in zip(lo, hi, of)))
+        m_win.append(tuple(slice(lo_ - c, h - c) for lo_, h, c in zip(lo, hi, om)))
+    return torch.cat(fs), torch.cat(ms), f_win, m_win
+
+
+# -- the family -----------------------------------------------------------------------------------
+
+
+class Encoder(nn.Module):
+    """One modality's encoder: image ``(B, 1, *S)`` -> representation ``(B, C, *S)`` (a U-Net, linear head)."""
+
+    def __init__(self, dims: int, channels: int, widths: tuple[int, ...]):
+        super().__init__()
+        self.unet = ConvUNet(dims, in_channels=1, out_channels=channels, widths=widths)
+        self.unet.head.reset_parameters()  # ConvUNet starts its head near zero (a field); a code must not
+        for (
+            m
+        ) in self.unet.modules():  # reflect, not zero, padding: the border must not tell a pixel's position
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                m.padding_mode = "reflect"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x)
+
+
+def _joint_standardise(rf: torch.Tensor, rm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both representations shifted/scaled per channel by the SAME mean and std (so equal values stay equal)."""
+    both = torch.cat([rf, rm], 0).transpose(0, 1).flatten(1)
+    mean, std = both.mean(1), both.std(1).clamp_min(1e-6)
+    view = (1, -1) + (1,) * (rf.ndim - 2)
+    return (rf - mean.view(view)) / std.view(view), (rm - mean.view(view)) / std.view(view)
+
+
+def _ncc(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-8))
+
+
+def align_moving(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's moving images on the fixed grid: warped by the true field where it is known (``has_true``),
+    unchanged otherwise (those pairs must already be aligned)."""
+    moving = batch["moving"]
+    has = batch.get("has_true")
+    if has is None or not bool(has.any()):
+        return moving
+    sel = has.view(-1, *([1] * (moving.ndim - 1))).to(moving.dtype)
+    return sel * warp(moving, batch["true_displacement"].to(moving.dtype)) + (1 - sel) * moving
+
+
+@register_family
+class CoMIR(LearnedFamily):
+    name = "comir"
+    title = "CoMIR (contrastive multimodal representations + mono-modal registration)"
+    paper = (
+        "Pielawski, Wetzer, Ofverstedt, Lu, Wahlby, Lindblad & Sladoje, CoMIR: contrastive multimodal image "
+        "representation for registration, NeurIPS 2020"
+    )
+    summary = (
+        "Two networks, one per modality, are trained on aligned image pairs to turn both images into the "
+        "same kind of picture: a contrastive loss rewards a pixel's code for matching the code of the same "
+        "pixel in the other modality and for differing from every other pixel. A multimodal problem then "
+        "becomes a mono-modal one: an ordinary MSE-based deformable registration aligns the two codes, and "
+        "the resulting field warps the moving image. The Register page shows both codes."
+    )
+    supervision = Supervision.UNSUPERVISED
+    Config = CoMIRConfig
+    Settings = CoMIRSettings
+    predict_needs_grad = True
+    native_grid = True  # inference keeps the image grid: the encoders are fully convolutional
+
+    def build(self, dims: int, config: CoMIRConfig) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {
+                "fixed_encoder": Encoder(dims, config.channels, config.widths),
+                "moving_encoder": Encoder(dims, config.channels, config.widths),
+            }
+        )
+
+    def divisor(self, dims: int, config: CoMIRConfig) -> int:
+        return ConvUNet.divisor_for(config.widths)
+
+    def recipe(self, dims: int) -> dict[str, Any]:
+        return {"spacing_mm": 2.0, "train_shape": (80, 80) if dims == 2 else (64, 64, 64)}
+
+    def representations(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rep_fixed, rep_moving)`` ``(B, C, *S)`` of images ``(B, 1, *S)`` in [0, 1]."""
+        return nets["fixed_encoder"](fixed), nets["moving_encoder"](moving)
+
+    def losses(self, nets, batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        cfg = ctx.family_config
+        fixed, moving = batch["fixed"], align_moving(batch)
+        g = torch.Generator().manual_seed(int(ctx.config.seed) * 100003 + int(ctx.step))
+        fixed, moving, f_in, m_in = shifted_crops(
+            fixed, moving, cfg.max_shift, self.divisor(fixed.ndim - 2, cfg), g
+        )
+        rf, rm = self.representations(nets, moving, fixed)
+        rf = torch.cat([_cut(rf[i : i + 1], w).flatten(2) for i, w in enumerate(f_in)], 2)[..., None]
+        rm = torch.cat([_cut(rm[i : i + 1], w).flatten(2) for i, w in enumerate(m_in)], 2)[..., None]
+        f_img = torch.cat([_cut(fixed[i : i + 1], w).flatten(2) for i, w in enumerate(f_in)], 2)[..., None]
+        m_img = torch.cat([_cut(moving[i : i + 1], w).flatten(2) for i, w in enumerate(m_in)], 2)[..., None]
+        a, b = sample_points(rf, rm, f_img, m_img, cfg.samples, cfg.foreground_fraction, g)
+        loss = info_nce(a, b, cfg.temperature)
+        with torch.no_grad():
+            gap = (a - b).pow(2).mean() / (a - b[torch.randperm(len(b), generator=g)]).pow(
+                2
+            ).mean().clamp_min(1e-12)
+        return {"info_nce": loss, "distance_ratio": gap, "total": loss}
+
+    def predict(
+        self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: CoMIRConfig, settings=None
+    ) -> Prediction:
+        if moving.shape != fixed.shape or moving.ndim not in (4, 5):
+            raise ValueError(
+                f"moving and fixed must be (B, 1, *S) of one shape, got {tuple(moving.shape)} and {tuple(fixed.shape)}"
+            )
+        s = settings if isinstance(settings, CoMIRSettings) else CoMIRSettings()
+        outs = [self._register_one(nets, moving[i : i + 1], fixed[i : i + 1], s) for i in range(len(fixed))]
+        pred = outs[0]
+        if len(outs) > 1:
+            pred = Prediction(displacement=torch.cat([o.displacement for o in outs]), extras=outs[0].extras)
+        return pred
+
+    def _register_one(self, nets, moving: torch.Tensor, fixed: torch.Tensor, s: CoMIRSettings) -> Prediction:
+        from regcore.losses import make_regularizer, make_similarity
+        from regcore.methods.classical.dense import optimise_field
+        from regcore.spatial.svf import integrate_svf
+
+        n = fixed.ndim - 2
+        with torch.no_grad():
+            rf, rm = _joint_standardise(*self.representations(nets, moving, fixed))
+        steps = 7
+        to_disp = (lambda p: integrate_svf(p, steps)) if s.diffeomorphic else (lambda p: p)
+        history: list[dict[str, float]] = []
+        with torch.enable_grad():
+            p = optimise_field(
+                rf,
+                rm,
+                levels=s.levels,
+                iterations=s.iterations,
+                learning_rate=s.learning_rate,
+                similarity=make_similarity(s.similarity, n),
+                regularizer=make_regularizer("diffusion"),
+                weight=s.weight,
+                to_displacement=to_disp,
+                history=history,
+            )
+        with torch.no_grad():
+            u = to_disp(p)
+            warped_rep = warp(rm, u)
+            traj = [integrate_svf(p * t, steps) for t in np.linspace(0, 1, 7)] if s.diffeomorphic else None
+            extras: dict[str, Any] = {
+                "maps": {
+                    "comir_fixed": rf[:, :1].detach(),
+                    "comir_moving": rm[:, :1].detach(),
+                    "comir_moving_warped": warped_rep[:, :1].detach(),
+                },
+                "loss_history": [h["total"] for h in history],
+                "image_ncc_before": _ncc(fixed, moving),
+                "representation_ncc_before": _ncc(rf, rm),
+                "representation_ncc_after": _ncc(rf, warped_rep),
+            }
+        return Prediction(
+            displacement=u.detach(),
+            velocity=p.detach() if s.diffeomorphic else None,
+            trajectory=traj,
+            extras=extras,
+        )

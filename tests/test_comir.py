@@ -1,0 +1,169 @@
+"""CoMIR (contrastive multimodal representations): the InfoNCE loss, training, representations, registration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from regcore.data import sample_pair
+from regcore.methods.learned.comir import CoMIRSettings, info_nce, sample_points
+from regcore.methods.learned.family import StepContext, get_family
+from regcore.methods.registry import get
+from regcore.metrics.evaluate import evaluate, evaluate_identity
+from regcore.nets.inputs import normalise_intensity
+from regcore.train.config import config_from_dict
+
+FAST = CoMIRSettings(levels=(4, 2, 1), iterations=(60, 30, 15))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (the budget of this file; two threads on a busy 2-core machine are much slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_info_nce_analytic_two_points():
+    # a = b = [[0], [d]]: each row's logits are (0, -d^2 / tau) -> loss = log(1 + exp(-d^2 / tau))
+    d, tau = 1.5, 0.5
+    x = torch.tensor([[0.0], [d]])
+    assert float(info_nce(x, x, tau)) == pytest.approx(math.log1p(math.exp(-(d**2) / tau)), rel=1e-5)
+
+
+def test_info_nce_identical_beats_shuffled_and_is_bounded():
+    g = torch.Generator().manual_seed(0)
+    a = 3.0 * torch.randn(256, 4, generator=g)
+    same = float(info_nce(a, a))
+    shuffled = float(info_nce(a, a[torch.randperm(256, generator=g)]))
+    unrelated = float(info_nce(a, 3.0 * torch.randn(256, 4, generator=g)))
+    assert 0.0 <= same < 0.1 * shuffled
+    assert unrelated > math.log(256) * 0.8 and shuffled > math.log(256) * 0.8
+    # scaling identical well-separated codes apart can only lower the loss towards 0
+    assert float(info_nce(2 * a, 2 * a)) <= same
+
+
+def test_info_nce_and_predict_reject_bad_input():
+    with pytest.raises(ValueError, match="a and b must be"):
+        info_nce(torch.zeros(4, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(torch.zeros(4, 2), torch.zeros(4, 2), temperature=0.0)
+    fam = get_family("comir")
+    with pytest.raises(ValueError, match="temperature"):
+        fam.make_config({"temperature": -1.0})
+    cfg = fam.make_config({"widths": [4, 8]})
+    nets = fam.build(2, cfg)
+    with pytest.raises(ValueError, match="moving and fixed"):
+        fam.predict(nets, torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 24), cfg)
+
+
+def _aligned_batch(n: int, size: int = 32) -> dict[str, torch.Tensor]:
+    """Crops of one subject in T1 (fixed) and T2 (moving): the same anatomy, so the pair is aligned."""
+    p = sample_pair("brain", 2, fixed=0, moving=0, contrast="t2")
+    f = normalise_intensity(p.fixed.batch()[:, :1])
+    m = normalise_intensity(p.moving.batch()[:, :1])
+    rng = np.random.default_rng(0)
+    fs, ms = [], []
+    for _ in range(n):
+        i, j = (int(rng.integers(8, s - size - 8)) for s in f.shape[2:])
+        fs.append(f[..., i : i + size, j : j + size])
+        ms.append(m[..., i : i + size, j : j + size])
+    return {"fixed": torch.cat(fs), "moving": torch.cat(ms), "has_true": torch.zeros(n, dtype=torch.bool)}
+
+
+def test_short_training_lowers_info_nce():
+    torch.manual_seed(0)
+    fam = get_family("comir")
+    config = config_from_dict(
+        {
+            "family": "comir",
+            "train_shape": [32, 32],
+            "lr": 3e-3,
+            "family_config": {"widths": [8, 16], "samples": 256, "max_shift": 4},
+        }
+    )
+    nets = fam.build(2, config.family_config)
+    opts = fam.optimizers(nets, config.lr)
+    ctx = StepContext(config=config, family_config=config.family_config, similarity=torch.nn.Identity())
+    batch = _aligned_batch(4)
+    with torch.no_grad():
+        before = float(fam.losses(nets, batch, ctx)["info_nce"])
+    for step in range(40):
+        ctx.step = step
+        fam.train_step(nets, opts, batch, ctx)
+    ctx.step = 0
+    with torch.no_grad():
+        after = float(fam.losses(nets, batch, ctx)["info_nce"])
+    assert before > 0.9 * math.log(256)  # untrained: about chance
+    assert after < before - 0.5
+
+
+def test_known_true_field_aligns_training_pairs():
+    """Engine batches with a known true field: the loss sees moving o (id + u), i.e. an aligned pair."""
+    from regcore.methods.learned.comir import align_moving
+
+    p = sample_pair("brain", 2, fixed=0, moving=1)
+    f, m = p.fixed.batch()[:, :1], p.moving.batch()[:, :1]
+    batch = {
+        "fixed": f,
+        "moving": m,
+        "has_true": torch.tensor([True]),
+        "true_displacement": p.true_displacement,
+    }
+    err_before = float((f - m).abs().mean())
+    err_after = float((f - align_moving(batch)).abs().mean())
+    assert err_after < 0.7 * err_before  # the rest: bias field and noise differ between subjects
+
+
+def _shipped():
+    fam = get_family("comir")
+    method = get("comir").factory()
+    nets, cfg, data = method.networks(CoMIRSettings(), 2, torch.device("cpu"))
+    return fam, nets, cfg
+
+
+def test_shipped_representations_of_aligned_t1_t2_agree():
+    """Held-out subject 8 in T1 and T2: the codes agree better than the raw images, the trained encoders reach a
+    far lower InfoNCE than untrained ones, and shifting one code breaks the agreement."""
+    fam, nets, cfg = _shipped()
+    p = sample_pair("brain", 2, fixed=8, moving=8, contrast="t2")
+    f = normalise_intensity(p.fixed.batch()[:, :1])
+    m = normalise_intensity(p.moving.batch()[:, :1])
+    with torch.no_grad():
+        rf, rm = fam.representations(nets, m, f)
+        g = torch.Generator().manual_seed(1)
+        trained = float(info_nce(*sample_points(rf, rm, f, m, 512, 0.75, g), cfg.temperature))
+        torch.manual_seed(0)
+        fresh = fam.build(2, cfg)
+        ru_f, ru_m = fam.representations(fresh, m, f)
+        g = torch.Generator().manual_seed(1)
+        untrained = float(info_nce(*sample_points(ru_f, ru_m, f, m, 512, 0.75, g), cfg.temperature))
+
+    def ncc(a, b):
+        a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert ncc(rf, rm) > ncc(f, m) + 0.1
+    assert ncc(rf, rm) > ncc(rf, torch.roll(rm, 4, dims=-1)) + 0.05
+    assert trained < untrained - 1.0
+
+
+def test_shipped_weights_register_heldout_t1_t2_pair():
+    pair = sample_pair("brain", 2, fixed=7, moving=9, contrast="t2")
+    res = get("comir").factory().register(pair.fixed, pair.moving, FAST)
+    kw = dict(fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
+    ident = evaluate_identity(pair.fixed, pair.moving, **kw)["dice_mean"]
+    dice = evaluate(res, **kw)["dice_mean"]
+    assert dice > ident + 0.03
+    maps = res.extras["maps"]
+    assert set(maps) >= {"comir_fixed", "comir_moving"} and maps["comir_fixed"].shape == (
+        1,
+        1,
+        *pair.fixed.shape,
+    )
+    assert res.extras["representation_ncc_after"] > res.extras["representation_ncc_before"]
+    assert len(res.extras["loss_history"]) == sum(FAST.iterations)
