@@ -129,7 +129,7 @@ def render(runs: dict, focus: str) -> None:
     available = _methods(run.pair.fixed.ndim)
     preferred = [m for m in (run.method, *ENSEMBLE_PARTNERS) if m in available]
     default = preferred[0] if preferred else (available[0] if available else "")
-    method, methods, checkpoint = default, [], ""
+    method, methods, checkpoint, shipped = default, [], "", False
     if estimator == unc.Estimator.TTA:
         method = c[2].selectbox(
             "Method",
@@ -145,13 +145,15 @@ def render(runs: dict, focus: str) -> None:
         method = methods[0] if methods else default
     else:
         found = sampling.trained_checkpoints(run.pair.fixed.ndim)
+        shipped = sampling.shipped_checkpoint(run.pair.fixed.ndim)
         checkpoint = c[2].text_input(
             "prob_voxelmorph checkpoint",
             value=found[0] if found else "",
             key="unc_checkpoint",
-            placeholder="runs/<id>/model.pt",
+            placeholder="empty = the shipped weights" if shipped else "runs/<id>/model.pt",
             help="Weights from `regcore train` (family prob_voxelmorph); runs found here: "
-            + (", ".join(found) if found else "none"),
+            + (", ".join(found) if found else "none")
+            + ("; empty = the shipped weights" if shipped else ""),
         )
     members = c[3].number_input("Members", min_value=2, max_value=16, value=4, step=1, key="unc_members")
     st.caption(unc.estimate.ESTIMATOR_HELP[unc.Estimator(estimator)])
@@ -161,9 +163,10 @@ def render(runs: dict, focus: str) -> None:
         if estimator == unc.Estimator.ENSEMBLE and not methods:
             st.warning("Pick at least one method for the ensemble.")
             return
-        if estimator == unc.Estimator.SAMPLING and not checkpoint:
+        if estimator == unc.Estimator.SAMPLING and not checkpoint and not shipped:
             st.warning(
-                "The sampling estimator needs a trained prob_voxelmorph checkpoint (no weights are shipped): "
+                "The sampling estimator needs a trained prob_voxelmorph checkpoint (none shipped for this "
+                "dimension): "
                 "train one on the Train page or with `regcore train`, then paste its model.pt path."
             )
             return

@@ -117,8 +117,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     torch.save({**torch.load(old, weights_only=True), "version": 1}, old)
     with pytest.raises(CheckpointError, match="made by an older RegLab"):
         method.register(f, m, spec.make_config({"checkpoint": str(old)}))
-    with pytest.raises(CheckpointError, match="no shipped 2D weights for 'lku_net'"):
-        registry.get("lku_net").factory().register(f, m, registry.get("lku_net").make_config())
+    import regcore.methods.learned.inference as inference
+
+    shipped = inference.MODELS_DIR
+    try:
+        inference.MODELS_DIR = inference.REPO_ROOT / "assets" / "no_such_models"  # a checkout without weights
+        with pytest.raises(CheckpointError, match="no shipped 2D weights for 'lku_net'"):
+            registry.get("lku_net").factory().register(f, m, registry.get("lku_net").make_config())
+    finally:
+        inference.MODELS_DIR = shipped
     with pytest.raises(ValueError, match="resample moving onto the fixed grid"):
         method.register(f, Image.from_array(torch.rand(10, 10)), spec.make_config())
     with pytest.raises(TypeError, match="fixed must be a regcore.image.Image"):

@@ -169,8 +169,8 @@ def test_estimate_rejects_bad_arguments(brain_pair):
         estimate_uncertainty(brain_pair, "bootstrap")
     with pytest.raises(ValueError, match="members"):
         estimate_uncertainty(brain_pair, "tta", members=1)
-    with pytest.raises(ValueError, match="prob_voxelmorph"):
-        estimate_uncertainty(brain_pair, "sampling", members=2, checkpoint="")
+    with pytest.raises(ValueError, match="prob_voxelmorph.*no_such_model.pt"):
+        estimate_uncertainty(brain_pair, "sampling", members=2, checkpoint="no_such_model.pt")
 
 
 def test_sampling_draws_distinct_fields_from_a_prob_voxelmorph_checkpoint(tmp_path, monkeypatch):

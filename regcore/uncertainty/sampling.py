@@ -6,8 +6,8 @@ Inputs are prepared exactly as :class:`regcore.methods.learned.inference.Learned
 (resample to the training spacing, normalise, pad), and every sample is brought back to the fixed
 grid with its voxel units rescaled: ``(K, 1, n, *S)`` voxels of the fixed grid, fixed -> moving.
 
-There are no shipped ``prob_voxelmorph`` weights: train one (``regcore train`` with family
-``prob_voxelmorph``, or the Train page) and pass its ``model.pt`` as ``checkpoint``.
+An empty ``checkpoint`` uses the shipped 2D weights (``assets/models/prob_voxelmorph2d.pt``); for other data
+train one (``regcore train`` with family ``prob_voxelmorph``, or the Train page) and pass its ``model.pt``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ def sampling_samples(
     out = torch.stack([field_to_image_grid(s.float(), grid).cpu() for s in pred.samples])
     say(progress, 1.0, "sampling done")
     return out
+
+
+def shipped_checkpoint(dims: int, family: str = FAMILY) -> bool:
+    """Whether RegLab ships ``family`` weights for ``dims``-D images (used when ``checkpoint`` is empty)."""
+    from regcore.methods.registry import get
+
+    return get(family).factory().default_checkpoint(dims).is_file()
 
 
 def trained_checkpoints(dims: int, family: str = FAMILY) -> list[str]:
