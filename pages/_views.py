@@ -254,4 +254,4 @@ def _landmarks(ctx: ViewContext) -> None:
         )
 
 
-from pages import _mechanism_view  # noqa: E402,F401  (registers the "Mechanism" view last)
+from pages import _hypermorph_view, _mechanism_view  # noqa: E402,F401  (family views, registered last)
