@@ -6,7 +6,7 @@
    train VoxelMorph for ``--train-minutes`` of CPU time on the other pairs and evaluate it on
    held-out pairs (target: Dice above the best affine within 5 minutes).
 2. Inference time per 2D pair (target <= 50 ms): network forward and full ``register`` call.
-3. Real OASIS 2D pair (../shared/data/brain2d, 0456 -> 0455; never trained on): shipped models
+3. Real OASIS 2D pair (../shared/data/brain2d, 0456 -> 0455; a held-out slice position): shipped models
    vs classical affine (target: learned models raise Dice over affine). Skipped when absent.
 4. 3D at 2 mm: VoxelMorph inference time per pair on 2 threads (target <= 3 s).
 All timings are wall-clock on this machine with ``torch.set_num_threads(2)``; on a shared
