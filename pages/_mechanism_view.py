@@ -118,10 +118,11 @@ def _maps(ctx: ViewContext, axis, index) -> None:
     st.markdown("**Maps** the family computed (on the fixed grid).")
     cols = st.columns(min(len(maps), 3))
     for k, (name, a) in enumerate(maps.items()):
+        col = cols[k % len(cols)]
+        col.caption(name.replace("_", " "))  # long names wrap here; a plot title would be cut
         ctx.chart(
             viz.image_figure(
                 a,
-                title=name.replace("_", " "),
                 colorscale="viridis",
                 showscale=True,
                 flips=ctx.flips,

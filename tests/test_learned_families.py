@@ -57,6 +57,9 @@ def test_lapirn_trains_coarse_to_fine_and_returns_each_level():
     pred = fam.predict(nets, x, x, cfg)
     assert [tuple(u.shape[2:]) for u in pred.extras["level_displacements"]] == [(8, 8), (16, 16)]
     assert pred.displacement.shape == (1, 2, 32, 32)
+    path = pred.trajectory  # identity, then each level on the full grid: the Mechanism view steps through it
+    assert len(path) == 4 and all(u.shape == (1, 2, 32, 32) for u in path)
+    assert float(path[0].abs().max()) == 0.0 and torch.equal(path[-1], pred.displacement)
 
 
 def test_cyclemorph_reports_inverse_consistency():

@@ -217,7 +217,7 @@ class CoMIR(LearnedFamily):
         "same kind of picture: a contrastive loss rewards a pixel's code for matching the code of the same "
         "pixel in the other modality and for differing from every other pixel. A multimodal problem then "
         "becomes a mono-modal one: an ordinary MSE-based deformable registration aligns the two codes, and "
-        "the resulting field warps the moving image. The Register page shows both codes."
+        "the resulting field warps the moving image. The Mechanism view of Evaluate shows both codes."
     )
     supervision = Supervision.UNSUPERVISED
     Config = CoMIRConfig

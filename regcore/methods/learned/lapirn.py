@@ -64,7 +64,7 @@ class LapIRN(LearnedFamily):
         "Large motions are easier to see in small, blurred images. LapIRN first registers quarter-size "
         "images, then half-size ones after applying that first estimate, then full-size ones, each "
         "level adding a small smooth correction (a diffeomorphism, so nothing folds). The levels are "
-        "trained one after another, coarse to fine. The Register page can show each level's field."
+        "trained one after another, coarse to fine. The Mechanism view of Evaluate steps through the levels."
     )
     supervision = Supervision.UNSUPERVISED
     Config = LapIRNConfig
@@ -128,4 +128,10 @@ class LapIRN(LearnedFamily):
         self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: LapIRNConfig, settings=None
     ) -> Prediction:
         fields = self.pyramid(nets, moving, fixed, config)
-        return Prediction(displacement=fields[-1], extras={"level_displacements": fields[:-1]})
+        full = tuple(fixed.shape[2:])
+        levels = [torch.zeros_like(fields[-1])] + [
+            resize_field(u, full) for u in fields
+        ]  # identity, then each level
+        return Prediction(
+            displacement=fields[-1], trajectory=levels, extras={"level_displacements": fields[:-1]}
+        )

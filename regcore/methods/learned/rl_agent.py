@@ -206,7 +206,7 @@ class RLAgent(LearnedFamily):
         "Registration as a game: an agent looks at the two images and moves the moving one in small "
         "discrete steps (shift up/down/left/right, rotate left/right; coarse, medium and fine steps). "
         "A small CNN predicts how much each move would reduce the misalignment; the agent takes the "
-        "best move and repeats until no move helps. The Register page replays the episode step by step."
+        "best move and repeats until no move helps. The Mechanism view of Evaluate replays the episode step by step."
     )
     supervision = Supervision.FULL
     Config = RLAgentConfig
