@@ -4,7 +4,7 @@
 
 The recipe is a TrainConfig (family ``comir``). Pairs come from the TRAIN splits of the sets named in
 ``family_config.train_sets`` (:func:`regcore.data.multimodal.multimodal_pairs`); each pair's moving image is
-aligned to its fixed one first (:func:`align_pair`). With ``train_sets`` empty the engine's own data source
+aligned to its fixed one first (:func:`regcore.data.multimodal.aligned_pair`). With ``train_sets`` empty the engine's own data source
 (:class:`regcore.train.datasets.PairSource`) is used. Writes ``out/model.pt`` in the engine's checkpoint format
 (``out/last.pt`` every 100 steps) and ``out/metrics.jsonl``.
 """
@@ -12,55 +12,14 @@ aligned to its fixed one first (:func:`align_pair`). With ``train_sets`` empty t
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from regcore.methods.learned.comir import CoMIR
-from regcore.methods.learned.family import StepContext
-from regcore.spatial.warp import warp
-
-
-def align_pair(pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(fixed, moving_aligned)`` ``(1, 1, *S)`` normalised to [0, 1] (as inference does) for a training Pair.
-
-    The moving image is aligned to the fixed one by the pair's true field when it has one (synthetic sample
-    brains), else by a smooth dense fit of its label maps (MSE of the one-hot labels, diffusion-regularised; the
-    prostate gland and spine cord masks of TRAINING pairs only), else used as it is.
-    """
-    from regcore.nets.inputs import normalise_intensity
-
-    fixed = normalise_intensity(pair.fixed.batch()[:, :1].float())
-    moving = normalise_intensity(pair.moving.batch()[:, :1].float())
-    if pair.true_displacement is not None:
-        return fixed, warp(moving, pair.true_displacement.float())
-    if pair.fixed_labels is None or pair.moving_labels is None:
-        return fixed, moving
-    from regcore.losses import make_regularizer, make_similarity
-    from regcore.methods.classical.dense import optimise_field
-
-    lf, lm = pair.fixed_labels.batch().long(), pair.moving_labels.batch().long()
-    k = int(max(lf.max(), lm.max())) + 1
-    one_f = F.one_hot(lf[:, 0], k).movedim(-1, 1)[:, 1:].float()
-    one_m = F.one_hot(lm[:, 0], k).movedim(-1, 1)[:, 1:].float()
-    with torch.enable_grad():
-        u = optimise_field(
-            one_f,
-            one_m,
-            levels=(4, 2, 1),
-            iterations=(60, 40, 20),
-            learning_rate=0.2,
-            similarity=make_similarity("mse", fixed.ndim - 2),
-            regularizer=make_regularizer("diffusion"),
-            weight=0.5,
-        )
-    return fixed, warp(moving, u)
 
 
 def _crop(
@@ -84,7 +43,7 @@ class AlignedPairs:
     often), with joint flips/90-degree rotations and independent intensity augmentation."""
 
     def __init__(self, config: Any, root: Path | None = None):
-        from regcore.data.multimodal import multimodal_pairs
+        from regcore.data.multimodal import aligned_pair, multimodal_pairs
 
         self.config = config
         self.sets: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
@@ -95,7 +54,7 @@ class AlignedPairs:
             except FileNotFoundError:
                 continue  # the shared data folder is absent: train on what exists
             if pairs:
-                self.sets.append([align_pair(p) for p in pairs])
+                self.sets.append([aligned_pair(p) for p in pairs])
                 self.names.append(name)
         if not self.sets:
             raise ValueError(
@@ -131,52 +90,17 @@ class AlignedPairs:
 def train(recipe: str | Path, out: str | Path, root: Path | None = None) -> Path:
     """Train CoMIR encoders from a recipe (TrainConfig JSON) on aligned train pairs; writes ``out/model.pt`` (the
     engine's checkpoint format) and ``out/metrics.jsonl``. Returns the checkpoint path."""
-    from regcore.train.checkpoint import save_checkpoint
     from regcore.train.config import load_config
     from regcore.train.datasets import PairSource
-    from regcore.train.loop import _payload
+    from regcore.train.source_loop import train_on_source
 
     config = load_config(recipe)
     if config.family != CoMIR.name:
         raise ValueError(f"recipe family must be 'comir', got {config.family!r}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    family = config.learned_family()
-    nets = family.build(config.dims, config.family_config)
-    opts = family.optimizers(nets, config.lr)
     source: Any = (
         AlignedPairs(config, root) if config.family_config.train_sets.strip() else PairSource(config)
     )
-    ctx = StepContext(config=config, family_config=config.family_config, similarity=nn.Identity())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    total, t0, step, terms = config.epochs * config.steps_per_epoch, time.perf_counter(), 0, {}
-    with open(out / "metrics.jsonl", "w", encoding="utf-8") as log:
-        while step < total:
-            if config.time_limit_min and time.perf_counter() - t0 > 60 * config.time_limit_min:
-                break
-            ctx.step = step
-            terms = family.train_step(
-                nets, opts, source.batch(np.random.default_rng([config.seed, step])), ctx
-            )
-            step += 1
-            log.write(json.dumps({"step": step, "time_s": time.perf_counter() - t0, **terms}) + "\n")
-            if step % 100 == 0:
-                log.flush()
-                meta = {"info_nce": terms["info_nce"]}
-                save_checkpoint(
-                    out / "last.pt", _payload(config, nets, None, 0, step, time.perf_counter() - t0, meta)
-                )
-                print(
-                    f"step {step}/{total} {time.perf_counter() - t0:.0f}s info_nce {terms['info_nce']:.4f}",
-                    flush=True,
-                )
-    meta = {"final_info_nce": terms.get("info_nce", float("nan")), "sets": getattr(source, "names", [])}
-    payload = _payload(
-        config, nets, None, step // config.steps_per_epoch, step, time.perf_counter() - t0, meta
-    )
-    return save_checkpoint(out / "model.pt", payload)
+    return train_on_source(config, source, out, report_key="info_nce", init_checkpoint=config.init_checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving (``warped = 
 The networks are fully convolutional and registration runs at the images' own resolution (``native_grid``).
 Training (:mod:`regcore.methods.learned._comir_train`) draws aligned pairs from the
 ``train_sets`` of :mod:`regcore.data.multimodal` (train splits only); pairs with a known true field are
-aligned by it, pairs with labels on both sides by a label-driven fit (see :func:`align_pair`).
+aligned by it, pairs with labels on both sides by a label-driven fit (see :func:`regcore.data.multimodal.aligned_pair`).
 """
 
 from __future__ import annotations

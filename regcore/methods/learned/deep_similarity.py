@@ -22,9 +22,7 @@ Train: ``python -m regcore.methods.learned.deep_similarity --recipe assets/model
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,51 +333,19 @@ class AlignedCrops:
 def train(recipe: str | Path | Any, out: str | Path, root: Path | None = None, source: Any = None) -> Path:
     """Train the scorer from a recipe (TrainConfig JSON path or TrainConfig); writes ``out/model.pt`` (the
     engine's checkpoint format) and ``out/metrics.jsonl``. Returns the checkpoint path."""
-    from regcore.train.checkpoint import save_checkpoint
     from regcore.train.config import TrainConfig, load_config
-    from regcore.train.loop import _payload
+    from regcore.train.source_loop import train_on_source
 
     config = recipe if isinstance(recipe, TrainConfig) else load_config(recipe)
     if config.family != DeepSimilarity.name:
         raise ValueError(f"recipe family must be 'deep_similarity', got {config.family!r}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    family = config.learned_family()
-    nets = family.build(config.dims, config.family_config)
-    if config.init_checkpoint:  # a second stage starts from the first stage's scorer
-        from regcore.methods.learned.inference import resolve_checkpoint
-        from regcore.train.checkpoint import load_checkpoint
-
-        nets.load_state_dict(load_checkpoint(resolve_checkpoint(config.init_checkpoint))["state_dict"])
-    opts = family.optimizers(nets, config.lr)
-    source = source or AlignedCrops(config, root)
-    ctx = StepContext(config=config, family_config=config.family_config, similarity=nn.Identity())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    total, t0, step, terms = config.epochs * config.steps_per_epoch, time.perf_counter(), 0, {}
-    with open(out / "metrics.jsonl", "w", encoding="utf-8") as log:
-        while step < total:
-            if config.time_limit_min and time.perf_counter() - t0 > 60 * config.time_limit_min:
-                break
-            ctx.step = step
-            terms = family.train_step(
-                nets, opts, source.batch(np.random.default_rng([config.seed, step])), ctx
-            )
-            step += 1
-            log.write(
-                json.dumps({"step": step, "time_s": round(time.perf_counter() - t0, 2), **terms}) + "\n"
-            )
-            if step % 100 == 0:
-                log.flush()
-                print(
-                    f"step {step}/{total} {time.perf_counter() - t0:.0f}s bce {terms['bce']:.4f}", flush=True
-                )
-    meta = {"final_bce": terms.get("bce", float("nan")), "sets": getattr(source, "names", [])}
-    payload = _payload(
-        config, nets, None, step // config.steps_per_epoch, step, time.perf_counter() - t0, meta
+    return train_on_source(
+        config,
+        source or AlignedCrops(config, root),
+        out,
+        report_key="bce",
+        init_checkpoint=config.init_checkpoint,
     )
-    return save_checkpoint(out / "model.pt", payload)
 
 
 def main(argv: list[str] | None = None) -> int:
