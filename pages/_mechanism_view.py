@@ -20,20 +20,20 @@ def _has_mechanism(record) -> bool:
 
 
 def _trajectory(ctx: ViewContext, axis, index) -> None:
-    frames = mechanism.trajectory_frames(ctx.record.result, axis, index)
-    if not frames:
+    n = mechanism.trajectory_length(ctx.record.result)
+    if not n:
         return
     st.markdown(
         "**Trajectory**: the moving image carried along the deformation path, t = 0 (start) to 1 (result)."
     )
-    k = st.slider("Step along the path", 0, len(frames) - 1, len(frames) - 1, key=f"{ctx.key}_traj")
-    t = k / max(len(frames) - 1, 1)
+    k = st.slider("Step along the path", 0, n - 1, n - 1, key=f"{ctx.key}_traj")
+    t = k / max(n - 1, 1)
     c1, c2 = st.columns(2)
     window = viz.auto_window(ctx.view.fixed)
     level, width = window
     ctx.chart(
         viz.image_figure(
-            frames[k],
+            mechanism.trajectory_frame(ctx.record.result, k, axis, index),  # one warp per slider move
             title=f"Moving at t = {t:.2f}",
             level=level,
             width=width,
@@ -53,7 +53,7 @@ def _trajectory(ctx: ViewContext, axis, index) -> None:
 
 
 def _episode(ctx: ViewContext, axis, index) -> None:
-    steps = mechanism.episode_steps(ctx.record.result, axis, index)
+    steps = mechanism.episode_steps(ctx.record.result, axis, index, frames=False)
     if not steps:
         return
     st.markdown("**Episode**: the agent's actions one by one; the reward says how much each step helped.")
@@ -67,7 +67,7 @@ def _episode(ctx: ViewContext, axis, index) -> None:
     c1, c2 = st.columns(2)
     ctx.chart(
         viz.image_figure(
-            s.frame,
+            mechanism.episode_frame(ctx.record.result, k, axis, index),  # one warp per slider move
             title=f"Moving after step {s.step}",
             level=level,
             width=width,

@@ -40,11 +40,20 @@ def _warp_moving(moving: torch.Tensor, displacement: torch.Tensor) -> np.ndarray
     return warp(moving[:, :1].float(), displacement.float())[0, 0].numpy()
 
 
+def trajectory_length(result: Any) -> int:
+    """Number of steps of the family's trajectory (0 when it has none)."""
+    return len(result.extras.get("trajectory") or [])
+
+
+def trajectory_frame(result: Any, k: int, axis: int | None = None, index: int | None = None) -> np.ndarray:
+    """The moving image at step ``k`` of the trajectory, ``(H, W)``: one warp (a slider redraw needs no more)."""
+    path = result.extras.get("trajectory") or []
+    return _slice(_warp_moving(result.moving.batch().cpu(), path[k]), axis, index)
+
+
 def trajectory_frames(result: Any, axis: int | None = None, index: int | None = None) -> list[np.ndarray]:
     """The moving image carried along the family's trajectory, one ``(H, W)`` frame per step (t = 0 ... 1)."""
-    path = result.extras.get("trajectory") or []
-    moving = result.moving.batch().cpu()
-    return [_slice(_warp_moving(moving, u), axis, index) for u in path]
+    return [trajectory_frame(result, k, axis, index) for k in range(trajectory_length(result))]
 
 
 @dataclass(frozen=True)
@@ -55,35 +64,38 @@ class EpisodeStep:
     action: str
     reward: float
     score: float
-    frame: np.ndarray
+    frame: np.ndarray | None
 
 
-def episode_steps(result: Any, axis: int | None = None, index: int | None = None) -> list[EpisodeStep]:
-    """An RL agent's episode replayed on the image grid: the moving image under each step's affine.
-
-    Steps without an affine keep the previous frame (the first frame is the unregistered moving image)."""
+def episode_frame(result: Any, k: int, axis: int | None = None, index: int | None = None) -> np.ndarray:
+    """The moving image after step ``k`` (0-based) of an RL episode, ``(H, W)``: under the last affine at or
+    before ``k``; the unregistered moving image when no step so far has one. One warp."""
     from regcore.spatial.affine import affine_to_displacement
 
     moving = result.moving.batch().cpu()
-    shape = tuple(moving.shape[2:])
-    frame = _slice(moving[0, 0].float().numpy(), axis, index)
-    out = []
-    for k, step in enumerate(result.extras.get("episode") or []):
-        affine = step.get("affine")
-        if torch.is_tensor(affine):
-            frame = _slice(
-                _warp_moving(moving, affine_to_displacement(affine[None].float(), shape)), axis, index
-            )
-        out.append(
-            EpisodeStep(
-                step=k + 1,
-                action=str(step.get("action", "")),
-                reward=float(step.get("reward", float("nan"))),
-                score=float(step.get("score", float("nan"))),
-                frame=frame,
-            )
+    episode = (result.extras.get("episode") or [])[: k + 1]
+    affine = next((s["affine"] for s in reversed(episode) if torch.is_tensor(s.get("affine"))), None)
+    if affine is None:
+        return _slice(moving[0, 0].float().numpy(), axis, index)
+    u = affine_to_displacement(affine[None].float(), tuple(moving.shape[2:]))
+    return _slice(_warp_moving(moving, u), axis, index)
+
+
+def episode_steps(
+    result: Any, axis: int | None = None, index: int | None = None, *, frames: bool = True
+) -> list[EpisodeStep]:
+    """An RL agent's episode replayed on the image grid: action, reward, score and (``frames``) the moving image
+    after each step (see :func:`episode_frame`); ``frames=False`` leaves ``frame`` None (no warps)."""
+    return [
+        EpisodeStep(
+            step=k + 1,
+            action=str(step.get("action", "")),
+            reward=float(step.get("reward", float("nan"))),
+            score=float(step.get("score", float("nan"))),
+            frame=episode_frame(result, k, axis, index) if frames else None,
         )
-    return out
+        for k, step in enumerate(result.extras.get("episode") or [])
+    ]
 
 
 def mechanism_maps(result: Any, axis: int | None = None, index: int | None = None) -> dict[str, np.ndarray]:
