@@ -2,7 +2,9 @@
 
 Per-user data lives in ``st.session_state``: ``"pair"`` (a ``regcore.data.Pair``) and ``"runs"``
 (``dict[label, regcore.run_record.RunRecord]``), and the decoded uploads (``"uploads"``, this session
-only, bounded). Sample pairs and the home page's default run are the same for everyone: they are cached
+only, bounded). The pair, the runs and the page choices are also kept on disk per browser session
+(``pages/_session_store.py``), so a reload restores them: change them through :func:`set_pair`,
+:func:`add_run` and :func:`remove_runs`. Sample pairs and the home page's default run are the same for everyone: they are cached
 process-wide with ``st.cache_resource`` and treated as read-only, so nothing is built or registered twice
 and two browser sessions never see each other's data.
 """
@@ -21,6 +23,8 @@ import streamlit as st
 
 from pages import _backend as backend
 from pages import _nav as nav
+from pages import _session_panel as session_panel
+from pages import _session_store as session_store
 
 LOG = logging.getLogger("reglab.app")
 DEFAULT_DATASET = "brain"
@@ -37,6 +41,10 @@ def run_page(body: Callable[[], None], title: str = "") -> None:
     if title in {p.name for p in nav.PAGES}:
         nav.ensure_app_navigation(title)
     try:
+        session_store.browser_session_id()
+        session_store.restore(cached_sample_pair)
+        session_store.keep_choices(title)
+        session_panel.draw(cached_sample_pair)
         body()
     except Exception as e:  # noqa: BLE001 - the whole point: no traceback reaches the user
         LOG.error("page %s failed:\n%s", title, traceback.format_exc())
@@ -57,7 +65,9 @@ def ensure_state() -> None:
 def cached_sample_pair(dataset: str, dims: int, contrast: str = "t1") -> Any:
     """Read-only sample Pair shared by all sessions (``dataset``: a name from ``list_sample_datasets``)."""
     kw = {"contrast": contrast} if contrast != "t1" else {}
-    return backend.sample_pair(dataset=dataset, dims=dims, **kw)
+    pair = backend.sample_pair(dataset=dataset, dims=dims, **kw)
+    pair.meta["reglab_sample"] = [dataset, dims, contrast]  # how a saved session names it (no voxels)
+    return pair
 
 
 def default_sample_pair(dims: int = 2) -> tuple[Any, str | None]:
@@ -72,6 +82,8 @@ def default_sample_pair(dims: int = 2) -> tuple[Any, str | None]:
         ), f"the {DEFAULT_DATASET} sample is unavailable ({e})"
 
 
+SAMPLE_RUN_SUFFIX = " (sample)"
+"""Label ending of Home's shared sample run (recomputed from the cache, never stored per session)."""
 UPLOADS_KEPT = 8
 """Decoded uploads a session keeps (by content), so a rerun does not decode them again."""
 
@@ -153,7 +165,7 @@ def cached_default_run(dataset: str, method: str):
     read-only; its cached Jacobian and before-metrics are computed once for everyone)."""
     pair = cached_sample_pair(dataset, 2)
     result, metrics = backend.run_registration(pair, method)
-    return backend.RunRecord(pair, result, metrics, label=f"{method} (sample)")
+    return backend.RunRecord(pair, result, metrics, label=f"{method}{SAMPLE_RUN_SUFFIX}")
 
 
 def default_method(dims: int = 2) -> str:
@@ -177,6 +189,12 @@ def current_pair():
     return st.session_state["pair"]
 
 
+def set_pair(pair) -> None:
+    """Make ``pair`` the session's current pair (and keep it on disk for a reload)."""
+    st.session_state["pair"] = pair
+    session_store.save_pair(pair)
+
+
 def runs() -> dict:
     """This session's runs: ``{label: RunRecord}`` in the order they were added."""
     ensure_state()
@@ -191,7 +209,29 @@ def add_run(label: str, result, metrics: dict, pair) -> str:
         label = f"{base} #{k}"
         k += 1
     store[label] = backend.RunRecord(pair, result, metrics, label=label)
+    _store_runs()
     return label
+
+
+def suggested_run_name(method: str, checkpoint: str | None) -> str:
+    """A run's default name: the method, plus the training run and weights file of a chosen checkpoint
+    (``voxelmorph (20200101-000000/model.pt)``), so runs with different weights never share a name."""
+    if not checkpoint:
+        return method
+    path = Path(str(checkpoint))
+    return f"{method} ({path.parent.name}/{path.name})"
+
+
+def remove_runs(labels) -> None:
+    """Drop the runs called ``labels`` from this session (in memory and on disk)."""
+    for label in labels:
+        runs().pop(label, None)
+    _store_runs()
+
+
+def _store_runs() -> None:
+    """Queue writing the session's own runs (not the shared sample run Home shows)."""
+    session_store.save_runs({k: r for k, r in runs().items() if not k.endswith(SAMPLE_RUN_SUFFIX)})
 
 
 def pair_dims(pair) -> int:

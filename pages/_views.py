@@ -137,7 +137,8 @@ def _difference(ctx: ViewContext) -> None:
 
 @view("Deformation grid", "the fixed grid carried by the transform")
 def _grid(ctx: ViewContext) -> None:
-    step = st.slider("Grid spacing (voxels)", 2, 24, 6, key=f"{ctx.key}_gstep")
+    auto = viz.default_step(ctx.view.fixed.shape)
+    step = st.slider("Grid spacing (voxels)", 2, max(24, 3 * auto), auto, key=f"{ctx.key}_gstep")
     ctx.chart(
         viz.grid_overlay_figure(
             ctx.view.warped, ctx.view.disp, step=step, flips=ctx.flips, height=ctx.height
@@ -149,7 +150,8 @@ def _grid(ctx: ViewContext) -> None:
 @view("Arrows", "in-plane displacement arrows (fixed -> moving)")
 def _arrows(ctx: ViewContext) -> None:
     c1, c2 = st.columns(2)
-    step = c1.slider("Arrow spacing (voxels)", 2, 24, 8, key=f"{ctx.key}_qstep")
+    auto = viz.default_step(ctx.view.fixed.shape, lines=20)
+    step = c1.slider("Arrow spacing (voxels)", 2, max(24, 3 * auto), auto, key=f"{ctx.key}_qstep")
     scale = c2.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key=f"{ctx.key}_qscale")
     ctx.chart(
         viz.quiver_figure(
@@ -252,6 +254,32 @@ def _landmarks(ctx: ViewContext) -> None:
             + ("" if s.axis is None else f", {len(ids)} within 2 voxels of this slice")
             + ")."
         )
+
+
+@view(
+    "3D viewer",
+    "NiiVue: fixed with the warped image and labels in linked planes and a 3D render (whole volume; "
+    "the slice picker above does not apply)",
+    when=lambda record: record.ndim == 3,
+)
+def _niivue_3d(ctx: ViewContext) -> None:
+    from pages._niivue_view import niivue_view
+
+    rec = ctx.record
+    label_maps = {"warped moving": rec.warped_labels, "fixed": rec.fixed_labels}
+    present = [name for name, lab in label_maps.items() if lab is not None]
+    shown = None
+    if present:
+        shown = st.segmented_control("Labels", present, default=present[0], key=f"{ctx.key}_nv_labels")
+    niivue_view(
+        rec.result.fixed,
+        labels=label_maps.get(shown or ""),
+        second=rec.result.warped,
+        second_title="Warped moving",
+        label_names=rec.label_names,
+        key=f"{ctx.key}_nv",
+        height=max(ctx.height, 560),
+    )
 
 
 from pages import _hypermorph_view, _mechanism_view  # noqa: E402,F401  (family views, registered last)

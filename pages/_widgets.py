@@ -174,8 +174,45 @@ def param_widgets(params: list, preset: dict[str, Any] | None, key: str) -> dict
     }
 
 
+PARAM_TITLES = {"lr": "Learning rate", "dims": "Dimensions", "fov": "Field of view"}
+"""Parameter names whose title is not just their words."""
+ACRONYMS = {
+    "ncc",
+    "lncc",
+    "mi",
+    "nmi",
+    "mse",
+    "mind",
+    "ssc",
+    "svf",
+    "rk4",
+    "ode",
+    "gpu",
+    "cpu",
+    "id",
+    "mm",
+    "tv",
+}
+
+
+def param_title(name: str) -> str:
+    """A config field's name as people read it: ``sigma_elastic`` -> "Sigma elastic", ``ncc_window`` ->
+    "NCC window", ``lr`` -> "Learning rate"."""
+    if name in PARAM_TITLES:
+        return PARAM_TITLES[name]
+    words = [w.upper() if w.lower() in ACRONYMS else w for w in name.split("_") if w]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def _spans_decades(bounds, decades: float = 4.0) -> bool:
+    """True when ``(lo, hi)`` spans more than ``decades`` powers of ten (a slider cannot resolve it)."""
+    lo, hi = bounds
+    return lo > 0 and hi / lo > 10**decades
+
+
 def _one_widget(p, value, key: str):
-    label = p.name.replace("_", " ")
+    label = param_title(p.name)
     k = f"{key}_{p.name}"
     if p.choices:
         options = list(p.choices)
@@ -186,6 +223,15 @@ def _one_widget(p, value, key: str):
         return options[labels.index(chosen)]
     if p.type == "bool" or isinstance(p.default, bool):
         return st.toggle(label, value=bool(value), help=p.help, key=k)
+    if p.type in ("int", "float") and p.range is not None and _spans_decades(p.range):
+        lo, hi = p.range  # a slider over 1e3..1e9 cannot pick a value: type it, bounds checked
+        cast = int if p.type == "int" else float
+        v = cast(np.clip(value, lo, hi))
+        return cast(
+            st.number_input(
+                label, cast(lo), cast(hi), v, help=p.help, key=k, format="%d" if cast is int else "%.4g"
+            )
+        )
     if p.type in ("int", "float") and p.range is not None:
         lo, hi = p.range
         if p.type == "int":
@@ -231,3 +277,34 @@ def parse_numbers(text: str, default, field: str) -> list:
                     f"{field}: {item.strip()!r} is not a number; give {kind} separated by commas"
                 ) from None
     return out
+
+
+def before_after_metrics(record, key_help: str = "") -> None:
+    """One row of ``st.metric``: mean Dice, mean TRE, folded voxels and runtime of ``record`` (a RunRecord),
+    each with its change from "before registration" (TRE and folding: down is good)."""
+    after, before = record.metrics, record.before_metrics
+
+    def shown(key: str, unit: str = "") -> tuple[str, str | None]:
+        a, b = after.get(key), before.get(key)
+        if a is None:
+            return "n/a", None
+        delta = None if b is None else f"{viz.format_number(a - b)}{unit}"
+        return f"{viz.format_number(a)}{unit}", delta
+
+    cols = st.columns(4)
+    v, d = shown("dice_mean")
+    cols[0].metric(
+        "Mean Dice", v, d, help="Label overlap after registration (1 = perfect); change vs. before."
+    )
+    v, d = shown("tre_mean_mm", " mm")
+    cols[1].metric(
+        "Mean TRE", v, d, delta_color="inverse", help="Landmark error after registration; change vs. before."
+    )
+    fold = after.get("folding_percent")
+    cols[2].metric(
+        "Folded voxels",
+        "n/a" if fold is None else f"{viz.format_number(fold)} %",
+        help="det J <= 0; 0 is ideal.",
+    )
+    runtime = after.get("runtime_s", record.result.runtime_s)
+    cols[3].metric("Runtime", f"{viz.format_number(runtime)} s", help=key_help or None)

@@ -12,6 +12,16 @@ from pages import _widgets as widgets
 # Single-file formats only: a detached .mhd/.nhdr header cannot bring its data file in an upload.
 IMAGE_TYPES = ["nii", "gz", "mha", "nrrd", "zip"]
 MAX_CSV_BYTES = 4 * 1024**2
+UPLOADER_KEYS = {
+    "fixed": "up_fixed",
+    "moving": "up_moving",
+    "fixed_labels": "up_fixed_labels",
+    "moving_labels": "up_moving_labels",
+    "fixed_landmarks": "up_fixed_lm",
+    "moving_landmarks": "up_moving_lm",
+    "names": "up_names",
+}
+"""The upload widgets' keys by role."""
 
 
 def _sample_source() -> None:
@@ -27,7 +37,7 @@ def _sample_source() -> None:
     )
     if st.button("Use this sample pair", type="primary", key="data_use_sample"):
         with st.spinner("Loading sample pair ..."):
-            st.session_state["pair"] = state.cached_sample_pair(dataset, dims, contrast)
+            state.set_pair(state.cached_sample_pair(dataset, dims, contrast))
         st.toast(f"Loaded {st.session_state['pair'].name}")
 
 
@@ -65,7 +75,7 @@ def _folder_source() -> None:
         names = [p.name for p in pairs]
         choice = st.selectbox("Pair", names, key="data_folder_pair")
         if st.button("Use this pair", type="primary", key="data_use_folder"):
-            st.session_state["pair"] = pairs[names.index(choice)]
+            state.set_pair(pairs[names.index(choice)])
             st.toast(f"Loaded {choice}")
 
 
@@ -77,22 +87,29 @@ def _upload_source() -> None:
         f"`id,x,y[,z]` in mm (LPS). Up to {limits.max_upload_bytes() // 1024**2} MiB and "
         f"{limits.max_upload_voxels() / 1e6:,.0f} million voxels per image."
     )
+    drawn_before = {k for k in UPLOADER_KEYS.values() if k in st.session_state}  # not there: page was left
     c1, c2 = st.columns(2)
     up = {
-        "fixed": c1.file_uploader("Fixed image", type=IMAGE_TYPES, key="up_fixed"),
-        "moving": c2.file_uploader("Moving image", type=IMAGE_TYPES, key="up_moving"),
-        "fixed_labels": c1.file_uploader("Fixed labels (optional)", type=IMAGE_TYPES, key="up_fixed_labels"),
+        "fixed": c1.file_uploader("Fixed image", type=IMAGE_TYPES, key=UPLOADER_KEYS["fixed"]),
+        "moving": c2.file_uploader("Moving image", type=IMAGE_TYPES, key=UPLOADER_KEYS["moving"]),
+        "fixed_labels": c1.file_uploader(
+            "Fixed labels (optional)", type=IMAGE_TYPES, key=UPLOADER_KEYS["fixed_labels"]
+        ),
         "moving_labels": c2.file_uploader(
-            "Moving labels (optional)", type=IMAGE_TYPES, key="up_moving_labels"
+            "Moving labels (optional)", type=IMAGE_TYPES, key=UPLOADER_KEYS["moving_labels"]
         ),
         "fixed_landmarks": c1.file_uploader(
-            "Fixed landmarks CSV (optional)", type=["csv"], key="up_fixed_lm"
+            "Fixed landmarks CSV (optional)", type=["csv"], key=UPLOADER_KEYS["fixed_landmarks"]
         ),
         "moving_landmarks": c2.file_uploader(
-            "Moving landmarks CSV (optional)", type=["csv"], key="up_moving_lm"
+            "Moving landmarks CSV (optional)", type=["csv"], key=UPLOADER_KEYS["moving_landmarks"]
         ),
     }
-    names_file = st.file_uploader("Label names CSV (optional: value,name)", type=["csv"], key="up_names")
+    up["names"] = st.file_uploader(
+        "Label names CSV (optional: value,name)", type=["csv"], key=UPLOADER_KEYS["names"]
+    )
+    up = _keep_chosen_files(up, drawn_before)
+    names_file = up.pop("names")
     if not st.button("Use uploaded pair", type="primary", key="data_use_upload"):
         return
     if up["fixed"] is None or up["moving"] is None:
@@ -128,11 +145,33 @@ def _upload_source() -> None:
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"could not read label names from {names_file.name!r}: {e}") from None
     name = f"{up['fixed'].name} <- {up['moving'].name}"
-    st.session_state["pair"] = backend.make_pair(name=name, label_names=label_names, **parts)
+    state.set_pair(backend.make_pair(name=name, label_names=label_names, **parts))
     st.toast(f"Loaded {name}")
 
 
+def _keep_chosen_files(chosen: dict, drawn_before: set[str]) -> dict:
+    """The files chosen in each uploader (``{role: UploadedFile | None}``), kept while the visitor looks at
+    other pages: Streamlit empties the uploaders of a page that was left (their keys are then missing from
+    ``drawn_before``), and the file chosen earlier is used and listed instead. A file the visitor removed
+    from an uploader that stayed on screen is forgotten."""
+    kept = st.session_state.setdefault("data_chosen_files", {})
+    for role, f in chosen.items():
+        if f is not None:
+            kept[role] = f
+        elif UPLOADER_KEYS[role] in drawn_before:
+            kept.pop(role, None)
+    earlier = {role: f for role, f in kept.items() if chosen.get(role) is None}
+    if earlier:
+        st.caption(
+            "Chosen earlier: "
+            + ", ".join(f"{role.replace('_', ' ')}: `{f.name}`" for role, f in earlier.items())
+        )
+    return {role: chosen.get(role) or kept.get(role) for role in chosen}
+
+
 def _inspect(pair) -> None:
+    from pages._niivue_view import niivue_view
+
     st.subheader(f"Current pair: {pair.name}")
     warnings = backend.check_pair(pair.fixed, pair.moving)
     if warnings:
@@ -152,24 +191,30 @@ def _inspect(pair) -> None:
         }
     )
     st.dataframe(facts, hide_index=True, width="stretch")
+    viewer = "Slices"
+    if pair.fixed.ndim == 3:
+        viewer = st.segmented_control(
+            "Viewer",
+            ["Slices", "NiiVue 3D"],
+            default="Slices",
+            key="data_viewer",
+            help="NiiVue: linked planes with a crosshair, orientation letters and a 3D render (WebGL).",
+        )
     tab_f, tab_m = st.tabs(["Fixed", "Moving"])
     names = getattr(pair, "label_names", None) or {}
-    with tab_f:
-        widgets.triplanar_viewer(
-            pair.fixed,
-            labels=pair.fixed_labels,
-            label_names=names,
-            landmarks=pair.fixed_landmarks,
-            key="view_fixed",
-        )
-    with tab_m:
-        widgets.triplanar_viewer(
-            pair.moving,
-            labels=pair.moving_labels,
-            label_names=names,
-            landmarks=pair.moving_landmarks,
-            key="view_moving",
-        )
+    for tab, role in ((tab_f, "fixed"), (tab_m, "moving")):
+        image, labels = getattr(pair, role), getattr(pair, f"{role}_labels")
+        with tab:
+            if viewer == "NiiVue 3D":
+                niivue_view(image, labels=labels, label_names=names, key=f"nv_{role}")
+            else:
+                widgets.triplanar_viewer(
+                    image,
+                    labels=labels,
+                    label_names=names,
+                    landmarks=getattr(pair, f"{role}_landmarks"),
+                    key=f"view_{role}",
+                )
 
 
 def body() -> None:
@@ -180,9 +225,10 @@ def body() -> None:
         "spacing, origin or orientation mismatches.</p>",
         unsafe_allow_html=True,
     )
-    source = st.segmented_control(
-        "Source", ["Sample data", "Server folder", "Upload"], default="Sample data", key="data_source"
-    )
+    st.session_state.setdefault(
+        "data_source", "Sample data"
+    )  # kept across pages and reloads (_session_store)
+    source = st.segmented_control("Source", ["Sample data", "Server folder", "Upload"], key="data_source")
     with st.container(border=True):
         try:
             {"Server folder": _folder_source, "Upload": _upload_source}.get(source or "", _sample_source)()

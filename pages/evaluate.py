@@ -86,6 +86,19 @@ def _exports(label: str, run, shown) -> None:
         )
 
 
+def _keep_chosen_runs(labels: list[str]) -> None:
+    """The kept "Runs to compare" choice, minus runs that are gone, plus runs added since it was made
+    (a new run is compared by default; one the user removed from the choice stays out)."""
+    known = st.session_state.get("_eval_known_runs")
+    chosen = st.session_state.get("eval_runs")
+    if chosen is None or known is None:
+        st.session_state["eval_runs"] = list(labels)
+    else:
+        kept = [k for k in chosen if k in labels]
+        st.session_state["eval_runs"] = kept + [k for k in labels if k not in known and k not in kept]
+    st.session_state["_eval_known_runs"] = list(labels)
+
+
 def body() -> None:
     state.ensure_state()
     st.title("Evaluate & compare")
@@ -97,7 +110,8 @@ def body() -> None:
         st.page_link("pages/register.py", label="Go to Register", icon=":material/join_inner:")
         return
     labels = list(runs)
-    chosen = st.multiselect("Runs to compare", labels, default=labels, key="eval_runs")
+    _keep_chosen_runs(labels)
+    chosen = st.multiselect("Runs to compare", labels, key="eval_runs")
     selected = {k: runs[k] for k in chosen}
     focus = st.selectbox(
         "Pictures for run",

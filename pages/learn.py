@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -12,6 +13,8 @@ from regcore.labs import diffeo, fiducials, landscape, phantoms, tradeoff, trans
 from regcore.spatial.jacobian import jacobian_determinant
 
 SIZE = 96
+VISITED_KEY = "lab_r_visited"
+"""Session key of the regularisation lab's record: the lambdas this session has looked at."""
 
 
 @st.cache_data(show_spinner=False)
@@ -22,13 +25,14 @@ def _phantom(contrast: str = "T1-like", shift: float = 0.0, squeeze: float = 0.0
 @st.cache_data(show_spinner="Computing the similarity landscape ...")
 def _landscape(kind: str, moving_contrast: str, level: int = 0):
     f, m = _phantom("T1-like"), _phantom(moving_contrast)
-    values = np.linspace(-24, 24, 33) if kind == "translation" else np.linspace(-45, 45, 31)
+    values = landscape.LAB_SHIFTS if kind == "translation" else landscape.LAB_ANGLES
     return landscape.landscape(f, m, kind=kind, values=values, level=level)
 
 
-@st.cache_data(show_spinner="Registering with this weight (a few seconds, once) ...")
-def _tradeoff_point(weight: float) -> tradeoff.TradeoffPoint:
-    return tradeoff.register_with_weight(weight)
+@st.cache_data(show_spinner="Registering once with every weight (shared by all sessions) ...")
+def _tradeoff_points() -> dict[float, tradeoff.TradeoffPoint]:
+    """Every lambda of :data:`tradeoff.WEIGHTS`, optimised together once per server."""
+    return {p.weight: p for p in tradeoff.sweep(tradeoff.WEIGHTS)}
 
 
 @st.cache_data(show_spinner=False)
@@ -39,6 +43,19 @@ def _diffeo(amplitude: float, steps: int) -> dict:
 def _det_j(u: np.ndarray) -> np.ndarray:
     """det J of a lab's ``(2, H, W)`` voxel displacement (``regcore.spatial.jacobian``), for the picture."""
     return jacobian_determinant(torch.as_tensor(np.asarray(u), dtype=torch.float64)[None])[0].numpy()
+
+
+def _detj_limit(*jacobians: np.ndarray) -> float:
+    """One det J colour range (log2 units) for panels compared side by side: the app's automatic
+    range (:func:`regcore.viz.detj_scale`) of all their voxels together."""
+    return viz.detj_scale(np.concatenate([np.ravel(j) for j in jacobians])).limit
+
+
+def _same_window(figures: list, *images: np.ndarray) -> None:
+    """Give the grey image under each figure (its first trace) one window: 0.5-99.5 % of all ``images``."""
+    level, width = viz.auto_window(np.concatenate([np.ravel(a) for a in images]))
+    for fig in figures:
+        fig.data[0].update(zmin=level - width / 2, zmax=level + width / 2)
 
 
 def _explain(text: str) -> None:
@@ -125,25 +142,24 @@ def lab_similarity() -> None:
             width="stretch",
             key="lab_s_plot",
         )
-        a, b = st.columns(2)
-        a.plotly_chart(
-            viz.image_figure(_phantom("T1-like"), title="Fixed (T1-like)", height=260),
-            width="stretch",
-            key="lab_s_f",
-        )
-        b.plotly_chart(
-            viz.image_figure(_phantom(contrast), title=f"Moving ({contrast})", height=260),
-            width="stretch",
-            key="lab_s_m",
-        )
+        fixed, moving = _phantom("T1-like"), _phantom(contrast)
+        figures = [
+            viz.image_figure(fixed, title="Fixed (T1-like)", height=260),
+            viz.image_figure(moving, title=f"Moving ({contrast})", height=260),
+        ]
+        _same_window(figures, fixed, moving)
+        for col, fig, key in zip(st.columns(2), figures, ("lab_s_f", "lab_s_m")):
+            col.plotly_chart(fig, width="stretch", key=key)
 
 
 def lab_regularisation() -> None:
-    weights = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
+    points = _tradeoff_points()
     c1, c2 = st.columns([1, 2])
     with c1:
-        w = st.select_slider("Smoothness weight (lambda)", weights, value=1.0, key="lab_r_w")
-        p = _tradeoff_point(float(w))
+        w = st.select_slider("Smoothness weight (lambda)", tradeoff.WEIGHTS, value=1.0, key="lab_r_w")
+        p = points[float(w)]
+        visited = st.session_state.setdefault(VISITED_KEY, set())
+        visited.add(float(w))
         st.metric("Mean Dice", f"{p.dice:.3f}")
         st.metric("Folded voxels", f"{p.folding_percent:.2f} %")
         st.metric("Roughness (mean |grad u|^2)", f"{p.roughness:.3f}")
@@ -161,21 +177,28 @@ def lab_regularisation() -> None:
             width="stretch",
             key="lab_r_grid",
         )
+        jacobians = {x: _det_j(q.displacement) for x, q in points.items()}
         b.plotly_chart(
-            viz.jacobian_figure(_det_j(p.displacement), title="det J (folds boxed)", height=380),
+            viz.jacobian_figure(
+                jacobians[float(w)],
+                title=f"det J, lambda = {w}",
+                height=380,
+                limit=_detj_limit(*jacobians.values()),
+            ),
             width="stretch",
             key="lab_r_jac",
         )
-        done = {x: _tradeoff_point(float(x)) for x in weights if x <= w}
+        seen = [points[x] for x in sorted(visited)]
         st.plotly_chart(
             viz.line_figure(
-                [str(x) for x in done],
+                [f"{q.weight:g}" for q in seen],
                 {
-                    "Dice": [q.dice for q in done.values()],
-                    "folding % / 100": [q.folding_percent / 100 for q in done.values()],
+                    "Dice": [q.dice for q in seen],
+                    "folding % / 100": [q.folding_percent / 100 for q in seen],
                 },
-                title="Trade-off so far",
-                x_title="lambda",
+                title="Trade-off at every lambda you have tried",
+                x_title="smoothness weight lambda",
+                y_title="Dice, folded fraction",
                 height=260,
                 markers=True,
             ),
@@ -200,19 +223,20 @@ def lab_diffeomorphisms() -> None:
         )
     with c2:
         img = _phantom()
-        a, b = st.columns(2)
-        for col, key, title in (
-            (a, "direct", "u = v (one big step)"),
-            (b, "exp", "u = exp(v) (scaling & squaring)"),
-        ):
-            u = r[key]["displacement"]
-            col.plotly_chart(
-                viz.grid_overlay_figure(transforms.warp_image(img, u), u, step=4, title=title, height=340),
-                width="stretch",
-                key=f"lab_d_grid_{key}",
+        panels = {"direct": "u = v (one step)", "exp": "u = exp(v)"}
+        warped = {key: transforms.warp_image(img, r[key]["displacement"]) for key in panels}
+        grids = {
+            key: viz.grid_overlay_figure(
+                warped[key], r[key]["displacement"], step=4, title=f"Grid, {t}", height=340
             )
+            for key, t in panels.items()
+        }
+        _same_window(list(grids.values()), *warped.values())
+        limit = _detj_limit(*(r[key]["jacobian"] for key in panels))
+        for col, (key, title) in zip(st.columns(2), panels.items()):
+            col.plotly_chart(grids[key], width="stretch", key=f"lab_d_grid_{key}")
             col.plotly_chart(
-                viz.jacobian_figure(r[key]["jacobian"], title="det J", height=300),
+                viz.jacobian_figure(r[key]["jacobian"], title=f"det J, {title}", height=300, limit=limit),
                 width="stretch",
                 key=f"lab_d_jac_{key}",
             )
@@ -247,6 +271,8 @@ def lab_multiresolution() -> None:
             width="stretch",
             key="lab_m_plot",
         )
+        dips = ", ".join(f"{name}: {landscape.count_local_minima(c)}" for name, c in series.items())
+        st.caption(f"Local minima of each {metric} curve ({dips}).")
         st.plotly_chart(
             viz.image_figure(
                 landscape.downsample(_phantom(), level), title=f"Image at 1/{2**level}", height=260
@@ -290,8 +316,6 @@ def lab_landmarks() -> None:
             width="stretch",
             key="lab_l_plot",
         )
-        import plotly.graph_objects as go
-
         fig = go.Figure(
             [
                 go.Scatter(
@@ -311,7 +335,8 @@ def lab_landmarks() -> None:
             ]
         )
         fig.update_layout(height=260, template="plotly_white", margin={"l": 10, "r": 10, "t": 10, "b": 10})
-        fig.update_yaxes(scaleanchor="x")
+        fig.update_xaxes(title="x (mm)")
+        fig.update_yaxes(title="y (mm)", scaleanchor="x")
         st.plotly_chart(fig, width="stretch", key="lab_l_layout")
 
 

@@ -121,6 +121,7 @@ def _run(pair, spec, overrides: dict, device: str, label: str, initial: str = "n
     used = state.add_run(label or spec.name, result, metrics, pair)
     st.session_state["last_run"] = used
     st.success(f"Saved as run **{used}**. Compare it on the Evaluate page.", icon=":material/check_circle:")
+    widgets.before_after_metrics(state.runs()[used], f"{spec.title} on {metrics.get('device', device)}")
     stages = result.extras.get("stages")
     if stages:
         st.caption(
@@ -159,8 +160,7 @@ def _runs_table() -> None:
     c1, c2 = st.columns([3, 1])
     drop = c1.multiselect("Remove runs", list(runs), key="reg_drop")
     if c2.button("Remove", disabled=not drop, key="reg_drop_btn"):
-        for k in drop:
-            runs.pop(k, None)
+        state.remove_runs(drop)
         st.rerun()
     st.page_link("pages/evaluate.py", label="Evaluate & compare these runs", icon=":material/compare:")
 
@@ -195,10 +195,14 @@ def body() -> None:
         if not any(p.name == "device" for p in params):  # the config's own device field wins
             devices = ["auto", "cpu"] + (["cuda"] if _cuda() else [])
             device = c1.selectbox("Device", devices, key="reg_device")
-        if st.session_state.get("_reg_label_for") != spec.name:  # new method: suggest its name
-            st.session_state["_reg_label_for"] = spec.name
-            st.session_state["reg_label"] = spec.name
-        label = c2.text_input("Run name", key="reg_label")
+        suggested = state.suggested_run_name(spec.name, overrides.get("checkpoint"))
+        typed = c2.text_input(
+            "Run name",
+            key=f"reg_label_{spec.name}",
+            placeholder=suggested,
+            help=f"Empty: the run is called {suggested!r} (the method, and the checkpoint when one is chosen).",
+        )
+        label = typed.strip() or suggested
         initial = "none"
         if spec.family != "affine":
             stages = list(INITIAL_TITLES)

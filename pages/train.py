@@ -10,14 +10,12 @@ from __future__ import annotations
 import enum
 from dataclasses import replace
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from pages import _limits as limits
 from pages import _roots as server_roots
 from pages import _state as state
+from pages import _train_views as views
 from pages import _widgets as widgets
 from regcore.config import describe
 from regcore.methods.learned.family import all_families, get_family
@@ -40,7 +38,18 @@ TERMINAL = ("stopped", "finished", "failed")
 
 def _widget(spec, key: str):
     """One input widget built from a TrainConfig ParamSpec."""
-    label, help_ = spec.name.replace("_", " "), spec.help
+    label, help_ = views.field_label(spec.name), spec.help
+    if spec.name == "data":  # the data sources, plus the session's own pair
+        options = [c.value for c in spec.choices] + [views.PAIR_DATA]
+        default = spec.default.value if isinstance(spec.default, enum.Enum) else spec.default
+        return st.selectbox(
+            label,
+            options,
+            index=options.index(default),
+            format_func=lambda v: views.DATA_TITLES.get(v, v),
+            help=help_ + " 'Current pair' trains on the pair chosen on the Data page (both directions).",
+            key=key,
+        )
     if spec.choices:
         options = [c.value if isinstance(c, enum.Enum) else c for c in spec.choices]
         default = spec.default.value if isinstance(spec.default, enum.Enum) else spec.default
@@ -105,10 +114,15 @@ def config_form() -> None:
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
-            if values.get("dims") == 3 and len(values.get("train_shape", [])) == 2:
-                values["train_shape"] = list(fam.recipe(3).get("train_shape", (64, 80, 64)))
+            pair = None
+            if values.get("data") == views.PAIR_DATA:  # jobs.start replaces the data source by the pair
+                pair = state.current_pair()
+                values.update(data="shapes", data_path="", dims=pair.fixed.ndim)
+            if len(values.get("train_shape", [])) != values.get("dims"):
+                fallback = (64, 80, 64) if values.get("dims") == 3 else TrainConfig.train_shape
+                values["train_shape"] = list(fam.recipe(values["dims"]).get("train_shape", fallback))
             values["family_config"] = family_values
-            _start(config_from_dict(values))
+            _start(config_from_dict(values), pair)
         except (TypeError, ValueError) as e:
             st.error(f"Cannot start: {e}")
     if st.button(f"Quick demo run of {fam.title} (tiny, ~30 s on CPU)", key="train_quick_demo"):
@@ -134,81 +148,32 @@ def _check_paths(config: TrainConfig) -> None:
         server_roots.check_model_path(config.init_checkpoint)
 
 
-def _start(config: TrainConfig) -> None:
+def _start(config: TrainConfig, pair=None) -> None:
+    """Start a run (on ``pair``, a regcore.data.Pair, when given) and make "Watch run" show it."""
     try:
         _check_paths(config)
         with limits.training_start(limits.visitor(), _active_runs) as record:
-            run_id = jobs.start(config)
+            run_id = jobs.start(config, pair=pair)
             record(run_id)
     except (OSError, ValueError, limits.ServerBusy) as e:
         st.error(f"Cannot start the run: {e}")
         return
     st.session_state["train_selected"] = run_id
-    st.session_state.pop("train_watch", None)  # "Watch run" follows the new run
-    st.success(f"Started run {run_id}")
+    # set (not drop) the widget's value: the browser then shows the new run, not its last choice
+    st.session_state["train_watch"] = run_id
+    on = f" on {pair.name}" if pair is not None else ""
+    st.success(f"Started run {run_id}{on}")
 
 
-def runs_table(runs: list[dict]) -> None:
-    rows = [
-        {
-            "run": r["run_id"],
-            "state": r.get("state"),
-            "epoch": r.get("epoch"),
-            "step": f"{r.get('step', 0)}/{r.get('total_steps', '?')}",
-            "family": r["config"].get("family"),
-            "data": r["config"].get("data"),
-            "supervision": r["config"].get("supervision"),
-            "message": r.get("message", ""),
-        }
-        for r in runs
-    ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+@st.fragment(run_every=2.0)
+def runs_table() -> None:
+    """All runs with their current state; re-read every 2 s so finished runs show as finished."""
+    st.dataframe(views.runs_rows(jobs.list_runs()), hide_index=True)
 
 
-def curves(run_ids: list[str]) -> go.Figure:
-    """Loss terms per step (left) and validation Dice / folding per epoch (right) for one or more runs."""
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("training loss terms", "validation"),
-        specs=[[{}, {"secondary_y": True}]],
-    )
-    for run_id in run_ids:
-        recs = jobs.metrics(run_id)
-        steps = pd.DataFrame([r for r in recs if r.get("kind") == "step"])
-        epochs = pd.DataFrame([r for r in recs if r.get("kind") == "epoch"])
-        tag = f"{run_id}: " if len(run_ids) > 1 else ""
-        if not steps.empty:
-            for term in [c for c in steps.columns if c not in ("kind", "epoch", "step", "time_s")]:
-                fig.add_trace(
-                    go.Scatter(x=steps["step"], y=steps[term], name=f"{tag}{term}", mode="lines"), 1, 1
-                )
-        if not epochs.empty:
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs["epoch"], y=epochs["val_dice"], name=f"{tag}val Dice", mode="lines+markers"
-                ),
-                1,
-                2,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs["epoch"],
-                    y=epochs["val_folding_percent"],
-                    name=f"{tag}folding %",
-                    mode="lines+markers",
-                    line={"dash": "dot"},
-                ),
-                1,
-                2,
-                secondary_y=True,
-            )
-    fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_yaxes(title_text="Dice", row=1, col=2)
-    fig.update_yaxes(title_text="folding %", row=1, col=2, secondary_y=True)
-    fig.update_layout(height=360, margin={"t": 40, "b": 10})
-    return fig
+def curves(run_ids: list[str]):
+    """The loss and validation chart of one or more runs (see ``_train_views.curves``)."""
+    return views.curves({run_id: jobs.metrics(run_id) for run_id in run_ids})
 
 
 def run_controls(run_id: str, status: dict) -> None:
@@ -247,7 +212,10 @@ def live_view(run_id: str) -> None:
         return
     state = status.get("state", "?")
     total = max(int(status.get("total_steps") or 1), 1)
-    st.progress(min(int(status.get("step") or 0) / total, 1.0), text=f"{state}: {status.get('message', '')}")
+    st.progress(
+        min(int(status.get("step") or 0) / total, 1.0),
+        text=views.progress_text(state, status.get("message", "")),
+    )
     if state == "failed":
         st.error(f"Run failed: {status.get('message', '')}")
     recs = jobs.metrics(run_id)
@@ -256,12 +224,12 @@ def live_view(run_id: str) -> None:
         if last:
             c = st.columns(3)
             c[0].metric(
-                "validation Dice",
+                "Validation Dice",
                 f"{last[-1]['val_dice']:.3f}",
                 f"{last[-1]['val_dice'] - last[0]['val_dice_before']:+.3f} vs identity",
             )
-            c[1].metric("folding %", f"{last[-1]['val_folding_percent']:.2f}")
-            c[2].metric("epoch", f"{last[-1]['epoch']}")
+            c[1].metric("Folding %", f"{last[-1]['val_folding_percent']:.2f}")
+            c[2].metric("Epoch", f"{last[-1]['epoch']}")
         st.plotly_chart(curves([run_id]), key=f"train_curves_{run_id}")
     else:
         st.caption("Waiting for the first metrics...")
@@ -269,8 +237,11 @@ def live_view(run_id: str) -> None:
     if pngs:
         idx = len(pngs) - 1
         if len(pngs) > 1:
-            idx = st.slider("preview epoch", 1, len(pngs), len(pngs), key=f"train_preview_{run_id}") - 1
+            idx = st.slider("Preview epoch", 1, len(pngs), len(pngs), key=f"train_preview_{run_id}") - 1
         st.image(str(pngs[idx]), caption=f"validation pair, {pngs[idx].stem.replace('_', ' ')}")
+    with st.expander("Settings of this run"):
+        config = next((r["config"] for r in jobs.list_runs() if r["run_id"] == run_id), {})
+        st.dataframe(views.settings_table(config), hide_index=True)
     run_controls(run_id, status)
 
 
@@ -287,12 +258,12 @@ def main() -> None:
         st.info("No runs yet: start one above (the quick demo takes about half a minute).")
         return
     st.subheader("Runs")
-    runs_table(runs)
+    runs_table()
     ids = [r["run_id"] for r in runs]
-    selected = st.session_state.get("train_selected")
-    choice = st.selectbox(
-        "Watch run", ids, index=ids.index(selected) if selected in ids else 0, key="train_watch"
-    )
+    if st.session_state.get("train_watch") not in ids:
+        selected = st.session_state.get("train_selected")
+        st.session_state["train_watch"] = selected if selected in ids else ids[0]
+    choice = st.selectbox("Watch run", ids, key="train_watch")
     st.session_state["train_selected"] = choice
     live_view(choice)
     st.subheader("Compare runs")
@@ -307,13 +278,10 @@ def main() -> None:
     if len(pick) == 2:
         st.plotly_chart(curves(pick), key="train_compare_chart")
         cfgs = {r["run_id"]: r["config"] for r in runs if r["run_id"] in pick}
-        diff = {
-            k: [cfgs[p].get(k) for p in pick]
-            for k in cfgs[pick[0]]
-            if cfgs[pick[0]].get(k) != cfgs[pick[1]].get(k)
-        }
-        if diff:
-            st.dataframe(pd.DataFrame(diff, index=pick).T.astype(str))
+        diff = views.settings_diff({p: cfgs[p] for p in pick})
+        if not diff.empty:
+            st.caption("Settings that differ")
+            st.dataframe(diff, hide_index=True)
 
 
 state.run_page(main, "train")

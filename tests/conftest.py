@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The app keeps each browser session on disk (pages/_session_store.py): tests and the servers they start
+# write into a private folder, never into sessions/ beside app.py.
+os.environ.setdefault("REGLAB_SESSION_DIR", tempfile.mkdtemp(prefix="reglab_sessions_"))
 SHARED_DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # One torch thread per pytest-xdist worker (2 workers on 2 cores); all cores when run serially.

@@ -191,7 +191,7 @@ def test_register_page_runs_a_2d_registration_and_stores_it():
     family = str(backend.get_spec(method).family)
     at.selectbox(key="reg_family").set_value(family).run()
     at.selectbox(key="reg_method").set_value(method).run()
-    at.text_input(key="reg_label").set_value("my run").run()
+    at.text_input(key=f"reg_label_{method}").set_value("my run").run()
     at.button(key="reg_run").click().run()
     assert_clean(at)
     assert "my run" in at.session_state["runs"]
@@ -330,7 +330,7 @@ def test_a_neural_ode_run_shows_its_trajectory_in_the_mechanism_view():
     at.selectbox(key="reg_family").set_value("learned").run()
     at.selectbox(key="reg_method").set_value("neural_ode").run()
     at.slider(key="reg_p_neural_ode_iterations").set_value(5).run()
-    at.text_input(key="reg_label").set_value("ode").run()
+    at.text_input(key="reg_label_neural_ode").set_value("ode").run()
     at.button(key="reg_run").click().run()
     assert_clean(at)
     at.switch_page("pages/evaluate.py").run()

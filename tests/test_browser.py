@@ -12,41 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
-from app_server import start_app_server, stop_app_server
+from app_server import stop_app_server
+from browser_kit import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SLOW_MS,
+    goto_nav,
+    no_traceback,
+    settle,
+    sidebar_links,
+    start_server,
+)
 
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SLOW_MS = 240_000  # generous: the CI machine may be shared
-
-
-def _start_server(log_name: str):
-    """`streamlit run app.py` on a free port, as `make app` starts it; returns (process, url) once
-    /_stcore/health answers."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        return start_app_server(ARTIFACTS / log_name)
-    except RuntimeError as e:
-        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = _start_server("streamlit.log")
+    proc, url = start_server("streamlit.log")
     yield url
     stop_app_server(proc)
 
@@ -54,7 +38,7 @@ def server():
 @pytest.fixture
 def fresh_server():
     """A server no browser has talked to yet (Streamlit decides its pages/ mode on the first session)."""
-    proc, url = _start_server("streamlit_fresh.log")
+    proc, url = start_server("streamlit_fresh.log")
     yield url
     stop_app_server(proc)
 
@@ -79,29 +63,6 @@ def page(server, browser):
     ctx.close()
 
 
-def _settle(page) -> None:
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
-        ".includes('Running')",
-        timeout=SLOW_MS,
-    )
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=SLOW_MS)
-    page.wait_for_timeout(800)
-
-
-def _no_traceback(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback reached the page"
-
-
-def _sidebar_links(page) -> list[str]:
-    """Labels of the sidebar page links (the material icon's ligature text comes first: dropped)."""
-    texts = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').all_inner_texts()
-    return [t.strip().splitlines()[-1].strip() for t in texts if t.strip()]
-
-
 def _registered_titles() -> list[str]:
     from pages import _nav as nav
 
@@ -111,13 +72,6 @@ def _registered_titles() -> list[str]:
 def _sidebar_text(page) -> str:
     side = page.locator('[data-testid="stSidebar"]')
     return side.inner_text() if side.count() else ""
-
-
-def _goto_nav(page, label: str) -> None:
-    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').get_by_text(
-        label, exact=True
-    ).click()
-    _settle(page)
 
 
 def _watch_first_load(page, url: str, ready_text: str, shot: str) -> None:
@@ -131,16 +85,16 @@ def _watch_first_load(page, url: str, ready_text: str, shot: str) -> None:
         words = {w.strip().lower() for w in _sidebar_text(page).splitlines() if w.strip()}
         assert not words & private, f"the sidebar listed the pages/ folder: {sorted(words & private)}"
         assert page.locator('[data-testid="stSidebarNav"]').count() == 0, "Streamlit's page list was drawn"
-        if not first_shot and _sidebar_links(page):
+        if not first_shot and sidebar_links(page):
             page.screenshot(path=str(ARTIFACTS / f"{shot}_first_paint.png"))
             first_shot = True
         if page.locator('[data-testid="stMain"]').get_by_text(ready_text).count():
             break
         page.wait_for_timeout(200)
-    _settle(page)
+    settle(page)
     assert page.get_by_text("Page not found").count() == 0
-    _no_traceback(page)
-    assert _sidebar_links(page) == _registered_titles()
+    no_traceback(page)
+    assert sidebar_links(page) == _registered_titles()
     page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
 
 
@@ -170,7 +124,7 @@ def test_fresh_server_direct_page_urls_land_on_their_page(fresh_server, browser)
             pg = ctx.new_page()
             pg.set_default_timeout(SLOW_MS)
             _watch_first_load(pg, f"{fresh_server}/{path}", ready, f"00_fresh_{path}")
-            assert pg.url.rstrip("/").endswith(f"/{path}"), pg.url
+            assert pg.url.split("?")[0].rstrip("/").endswith(f"/{path}"), pg.url
             assert pg.locator('[data-testid="stMain"]').get_by_text(ready).count(), f"/{path} shows its page"
             pg.close()
     finally:
@@ -181,37 +135,37 @@ def test_every_page_registration_checkerboard_and_dice(server, page):
     page.goto(server)
     page.get_by_text("Mean Dice").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    _settle(page)
-    _no_traceback(page)
+    settle(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "01_home.png"), full_page=True)
 
-    _goto_nav(page, "Data")
+    goto_nav(page, "Data")
     page.get_by_text("Current pair").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    _no_traceback(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "02_data.png"), full_page=True)
 
-    _goto_nav(page, "Learn")
+    goto_nav(page, "Learn")
     page.locator(".js-plotly-plot").first.wait_for()
-    _no_traceback(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "03_learn.png"), full_page=True)
 
-    _goto_nav(page, "Train")
-    _no_traceback(page)
+    goto_nav(page, "Train")
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "04_train.png"), full_page=True)
 
-    _goto_nav(page, "Register")
+    goto_nav(page, "Register")
     page.get_by_role("button", name="Run registration").click()
     page.get_by_text("Saved as run").first.wait_for()
-    _settle(page)
-    _no_traceback(page)
+    settle(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "05_register.png"), full_page=True)
 
-    _goto_nav(page, "Evaluate & compare")
+    goto_nav(page, "Evaluate & compare")
     page.get_by_text("After: fixed | warped").first.wait_for()  # checkerboard title (plotly SVG text)
     page.get_by_text("Dice per structure").first.wait_for()
-    _settle(page)
-    _no_traceback(page)
+    settle(page)
+    no_traceback(page)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 2, "comparison and Dice tables"
     page.screenshot(path=str(ARTIFACTS / "06_evaluate.png"), full_page=True)
 
@@ -219,26 +173,26 @@ def test_every_page_registration_checkerboard_and_dice(server, page):
 def test_cancel_stops_a_running_registration(server, page):
     page.goto(server)
     page.get_by_text("Mean Dice").first.wait_for()
-    _settle(page)
-    _goto_nav(page, "Register")
+    settle(page)
+    goto_nav(page, "Register")
     # SimpleITK B-spline takes seconds on a 2D pair and stops at its next iteration event when
     # cancelled; fast methods finish before a click could land.
     slow = [("library baseline", "SimpleITK B-spline")]
     page.get_by_label("Method family").click()
     page.get_by_role("option", name=slow[0][0], exact=True).click()
-    _settle(page)
+    settle(page)
     page.get_by_label("Method", exact=True).click()
     options = page.get_by_role("option")
     names = [options.nth(i).inner_text() for i in range(options.count())]
     target = next((n for n in names if any(t in n for _, t in slow)), names[0])
     page.get_by_role("option", name=target, exact=True).click()
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Run registration").click()
     page.get_by_role("button", name="Cancel").wait_for()
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("cancelled").first.wait_for(timeout=120_000)
-    _settle(page)
-    _no_traceback(page)
+    settle(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "07_cancelled.png"), full_page=True)
     assert page.get_by_text("Saved as run").count() == 0
 
@@ -246,19 +200,19 @@ def test_cancel_stops_a_running_registration(server, page):
 def test_3d_tri_planar_viewer_slider(server, page):
     page.goto(f"{server}/data")
     page.get_by_text("Current pair").first.wait_for()
-    _settle(page)
+    settle(page)
     page.get_by_text("3D", exact=True).click()
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Use this sample pair").click()
     page.get_by_text("3D 2mm").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.locator(".js-plotly-plot").count() >= 3, "three planes"
     axial = page.get_by_role("slider").nth(2)  # level, width, then axial / coronal / sagittal
     value = page.locator('[data-testid="stSliderThumbValue"]').nth(2)
     before = value.inner_text()
     axial.focus()
     page.keyboard.press("ArrowRight")
-    _settle(page)
+    settle(page)
     assert page.locator('[data-testid="stSliderThumbValue"]').nth(2).inner_text() == str(int(before) + 1)
-    _no_traceback(page)
+    no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "08_data_3d.png"), full_page=True)

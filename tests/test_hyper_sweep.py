@@ -91,7 +91,7 @@ def test_the_lambda_view_re_predicts_when_the_slider_moves():
         at.switch_page(nav.page("register").path).run()
         at.selectbox(key="reg_family").set_value("learned").run()
         at.selectbox(key="reg_method").set_value("hypermorph").run()
-        at.text_input(key="reg_label").set_value("hm").run()
+        at.text_input(key="reg_label_hypermorph").set_value("hm").run()
         at.button(key="reg_run").click().run()
         assert not at.exception, [e.value for e in at.exception]
         at.switch_page("pages/evaluate.py").run()

@@ -276,3 +276,25 @@ def test_dead_worker_reads_as_failed(tmp_path, monkeypatch):
     write_status(d, state="running", pid=2**22 + 12345)  # no such process
     st = jobs.status("r1")
     assert st["state"] == "failed" and "ended unexpectedly" in st["message"]
+
+
+def test_a_worker_started_here_is_alive_before_it_runs_regcore(tmp_path, monkeypatch):
+    """Between fork and exec the child's command line is still the parent's (no "regcore" in it): a child
+    this process started and that has not exited must not read as dead (it did, under load)."""
+    import subprocess
+
+    from regcore.train.status import write_status
+
+    monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path))
+    d = tmp_path / "r2"
+    d.mkdir()
+    save_config(config_from_dict(TINY), d / "config.json")
+    child = subprocess.Popen(["sleep", "30"])  # alive, and its command line does not name regcore
+    try:
+        write_status(d, state="queued", pid=child.pid, message="starting worker")
+        monkeypatch.setitem(jobs._PROCS, "r2", child)
+        assert jobs.status("r2")["state"] == "queued"
+    finally:
+        child.kill()
+        child.wait()
+    assert jobs.status("r2")["state"] == "failed", "once it has exited without a word, it is failed"

@@ -230,17 +230,23 @@ class PairSource:
     _real: list[Sample] = field(default_factory=list)
     _val: Sample | None = None
     _pool: list[Sample] | None = None
+    orientation: str | None = None
+    """Orientation codes of the real pairs' fixed images (``Geometry.orientation_codes()``), None for shapes."""
 
     def __post_init__(self) -> None:
         c = self.config
+        pairs: list[Any] = []
         if c.data in (DataSource.BRAIN, DataSource.MIXED):
-            self._real = [pair_to_sample(p, c) for p in _brain_pairs(c)]
+            pairs = _brain_pairs(c)
         elif c.data == DataSource.FOLDER:
-            self._real = [pair_to_sample(p, c) for p in _folder_pairs(c)]
+            pairs = _folder_pairs(c)
         elif c.data == DataSource.SLICES:
             from regcore.data.slices import slice_pairs
 
-            self._real = [pair_to_sample(p, c) for p in slice_pairs(c.data_path, "train")]
+            pairs = list(slice_pairs(c.data_path, "train"))
+        self._real = [pair_to_sample(p, c) for p in pairs]
+        if pairs:
+            self.orientation = pairs[0].fixed.geometry.orientation_codes()
 
     def _draw(self, rng: np.random.Generator, use_real: bool) -> Sample:
         if use_real:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -66,19 +67,33 @@ def _launch(run_id: str, resume: bool) -> None:
     write_status(p, state="queued", pid=proc.pid, message="starting worker" + (" (resume)" if resume else ""))
 
 
-def start(config: Any, run_id: str | None = None) -> str:
+def start(config: Any, run_id: str | None = None, pair: Any = None) -> str:
     """Validate ``config`` (TrainConfig, dict or recipe path), create the run folder, launch the worker.
 
-    Returns the run id (``YYYYmmdd-HHMMSS-<family><dims>d-<hex>`` unless given).
+    With ``pair`` (a ``regcore.data.Pair``) the run trains on that pair instead of ``config.data``:
+    it is written to ``<run>/pair/`` (:mod:`regcore.train.pair_folder`) and the saved recipe reads
+    it as ``data = folder``. Returns the run id (``YYYYmmdd-HHMMSS-<family><dims>d-<hex>`` unless given).
     """
-    from regcore.train.config import save_config
+    from dataclasses import replace
+
+    from regcore.train.config import DataSource, save_config
+    from regcore.train.pair_folder import write_pair_folder
 
     cfg = _as_config(config)
+    if pair is not None and pair.fixed.ndim != cfg.dims:
+        raise ValueError(f"the pair is {pair.fixed.ndim}D but TrainConfig.dims = {cfg.dims}")
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.family}{cfg.dims}d-{secrets.token_hex(2)}"
     p = runs_dir() / run_id
     if p.exists():
         raise ValueError(f"run {run_id!r} already exists in {runs_dir()}")
     p.mkdir(parents=True)
+    if pair is not None:
+        try:
+            manifest = write_pair_folder(pair, p / "pair")
+        except Exception:
+            shutil.rmtree(p, ignore_errors=True)  # no half-made run folder left behind
+            raise
+        cfg = replace(cfg, data=DataSource.FOLDER, data_path=str(manifest.resolve()))
     save_config(cfg, p / "config.json")
     _launch(run_id, resume=False)
     return run_id
@@ -109,10 +124,11 @@ def status(run_id: str) -> dict[str, Any]:
     """
     p = run_path(run_id)
     proc = _PROCS.get(run_id)
-    if proc is not None and proc.poll() is not None:
+    started_here = proc is not None and proc.poll() is None  # our child, alive (maybe not yet exec'd)
+    if proc is not None and not started_here:
         _PROCS.pop(run_id, None)
     st = read_status(p) or {"state": "queued", "message": "no status yet"}
-    if st.get("state") in ("queued", "running") and not _alive(st.get("pid")):
+    if st.get("state") in ("queued", "running") and not started_here and not _alive(st.get("pid")):
         st = read_status(p) or st  # the worker may have just finished
         if st.get("state") in ("queued", "running"):
             st = write_status(

@@ -125,6 +125,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
     from regcore.train.datasets import PairSource
     from regcore.train.objectives import similarity_module
     from regcore.train.previews import save_preview
+    from regcore.viz.slices import display_flips, slice_axes
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -260,6 +261,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
                         out / "previews" / f"epoch_{epoch:03d}.png",
                         device,
                         title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}",
+                        flips=display_flips(source.orientation, slice_axes(config.dims, 0)),
                     )
             except Exception as e:  # a preview must never kill a run
                 append_metrics(out, {"kind": "warning", "step": step, "message": f"preview failed: {e}"})

@@ -1,7 +1,8 @@
 """Per-epoch preview panel of one validation pair: checkerboard, deformation grid, Jacobian.
 
-Drawn with matplotlib's Agg backend into a PNG (no display needed). 3D pairs show the
-central slice along axis 0.
+Drawn with matplotlib's Agg backend into a PNG (no display needed), in the display orientation of
+:mod:`regcore.viz` (axis 0 horizontal, axis 1 vertical, ``flips`` from the pair's orientation). 3D
+pairs show the central slice along axis 0.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ def _central(x: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def save_preview(
-    family, nets, family_config, batch: dict[str, torch.Tensor], path: str | Path, device, title: str = ""
+    family,
+    nets,
+    family_config,
+    batch: dict[str, torch.Tensor],
+    path: str | Path,
+    device,
+    title: str = "",
+    flips: tuple[bool, bool] = (False, False),
 ) -> Path:
-    """Predict validation pair 0 of ``batch`` with a learned family and save the three panels as PNG."""
-    import matplotlib
+    """Predict validation pair 0 of ``batch`` with a learned family and save the three panels as PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Drawn like every regcore.viz panel: tensor axis 0 to the right, axis 1 up, then ``flips``
+    (``regcore.viz.display_flips`` of the pair's orientation) reverse x / y.
+    """
     from regcore.spatial.jacobian import jacobian_determinant
     from regcore.spatial.warp import warp
-    from regcore.viz import checkerboard
 
     was_training = nets.training
     nets.eval()
@@ -42,34 +48,58 @@ def save_preview(
     disp = u[0].cpu().numpy()
     if disp.shape[0] == 3:
         disp = disp[1:, disp.shape[1] // 2]
-    jac = _central(jac)
+    fig = preview_figure(f, w, disp, _central(jac), flips, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
 
+    plt.close(fig)
+    return path
+
+
+def preview_figure(
+    fixed: np.ndarray, warped: np.ndarray, disp: np.ndarray, jac: np.ndarray, flips=(False, False), title=""
+):
+    """The three panels as a matplotlib Figure: checkerboard, deformation grid, Jacobian determinant.
+
+    ``fixed``, ``warped``, ``jac``: ``(H, W)`` slices; ``disp``: ``(2, H, W)`` in voxels (fixed -> moving).
+    Axis 0 is drawn to the right and axis 1 up, ``flips`` reverse them (as ``regcore.viz`` panels do).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from regcore.viz import checkerboard
+
+    f, w = fixed, warped
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), dpi=80)
-    axes[0].imshow(checkerboard(f, w, max(1, max(f.shape) // 8)), cmap="gray")
+    # regcore.viz convention: tensor axis 0 horizontal (x = i), axis 1 vertical (y = j, up), then flips
+    show = {"origin": "lower", "interpolation": "nearest"}
+    axes[0].imshow(checkerboard(f, w, max(1, max(f.shape) // 8)).T, cmap="gray", **show)
     axes[0].set_title("checkerboard fixed / warped")
-    axes[1].imshow(f, cmap="gray", alpha=0.5)
-    gy, gx = np.mgrid[0 : f.shape[0], 0 : f.shape[1]].astype(float)
-    py, px = gy + disp[0], gx + disp[1]
-    step = max(f.shape) // 16
+    axes[1].imshow(f.T, cmap="gray", alpha=0.5, **show)
+    gi, gj = np.mgrid[0 : f.shape[0], 0 : f.shape[1]].astype(float)
+    px, py = gi + disp[0], gj + disp[1]
+    step = max(1, max(f.shape) // 16)
     for k in range(0, f.shape[0], step):
         axes[1].plot(px[k], py[k], "r", lw=0.6)
     for k in range(0, f.shape[1], step):
         axes[1].plot(px[:, k], py[:, k], "r", lw=0.6)
-    axes[1].set_xlim(0, f.shape[1] - 1)
-    axes[1].set_ylim(f.shape[0] - 1, 0)
     axes[1].set_title("deformation grid")
-    im = axes[2].imshow(jac, cmap="RdBu_r", vmin=0, vmax=2)
+    im = axes[2].imshow(jac.T, cmap="RdBu_r", vmin=0, vmax=2, **show)
     fold = np.ma.masked_where(jac > 0, np.ones_like(jac))
-    axes[2].imshow(fold, cmap="autumn", alpha=0.9)
+    axes[2].imshow(fold.T, cmap="autumn", alpha=0.9, **show)
     axes[2].set_title(f"Jacobian det. ({(jac <= 0).mean() * 100:.2f}% folding)")
     fig.colorbar(im, ax=axes[2], fraction=0.046)
+    x_range, y_range = (-0.5, f.shape[0] - 0.5), (-0.5, f.shape[1] - 0.5)
+    for a in axes:
+        a.set_xlim(x_range[::-1] if flips[0] else x_range)
+        a.set_ylim(y_range[::-1] if flips[1] else y_range)
     for a in axes:
         a.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if title else None)  # the title above the panel titles
+    return fig

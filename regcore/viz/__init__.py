@@ -33,7 +33,13 @@ from regcore.viz.comparisons import (
     flicker_figure,
     signed_difference,
 )
-from regcore.viz.fields import grid_overlay_figure, jacobian_figure, landmark_tre_figure, quiver_figure
+from regcore.viz.fields import (
+    default_step,
+    grid_overlay_figure,
+    jacobian_figure,
+    landmark_tre_figure,
+    quiver_figure,
+)
 from regcore.viz.layouts import add_label_legend, panel_grid, registration_panels, triplanar_figure
 from regcore.viz.numbers import METRIC_COLUMNS, MISSING, format_columns, format_number, metric_title
 from regcore.viz.panels import (
@@ -98,6 +104,7 @@ __all__ = [
     "blend_figure",
     "difference_figure",
     "flicker_figure",
+    "default_step",
     "grid_overlay_figure",
     "quiver_figure",
     "jacobian_figure",

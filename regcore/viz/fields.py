@@ -47,6 +47,12 @@ def grid_overlay_figure(
     return fig
 
 
+def default_step(shape: tuple[int, ...], lines: int = 24) -> int:
+    """Spacing in voxels that draws about ``lines`` grid lines (or arrows) across the longest side of a 2D
+    slice of ``shape``, so a 900-px histology image gets a readable grid, not a solid mesh."""
+    return max(2, round(max(shape) / lines))
+
+
 def quiver_figure(
     image: np.ndarray,
     disp2d: np.ndarray,
@@ -57,29 +63,45 @@ def quiver_figure(
     flips=(False, False),
     height: int = 360,
 ) -> go.Figure:
-    """Arrows from each sampled fixed voxel x to x + scale * u(x); colour = |u| in voxels."""
+    """Arrows from each sampled fixed voxel x to x + scale * u(x) (``disp2d`` (2, H, W) voxels, fixed ->
+    moving), with arrowheads; colour = |u| in voxels (unscaled) with a colour bar."""
     u = np.asarray(disp2d, dtype=float)
     if u.ndim != 3 or u.shape[0] != 2:
         raise ValueError(f"disp2d must be (2, H, W), got shape {u.shape}")
+    if int(step) < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     fig = image_figure(image, title=title, flips=flips, height=height)
     h, w = u.shape[1:]
     ii, jj = np.meshgrid(np.arange(0, h, step), np.arange(0, w, step), indexing="ij")
-    du, dv = u[0][ii, jj] * scale, u[1][ii, jj] * scale
-    xs, ys = [], []
-    for x0, y0, a, b in zip(ii.ravel(), jj.ravel(), du.ravel(), dv.ravel()):
+    du, dv = u[0][ii, jj], u[1][ii, jj]
+    mag = np.hypot(du, dv).ravel()
+    xs: list = []
+    ys: list = []
+    sizes: list = []
+    colors: list = []
+    for x0, y0, a, b, m in zip(ii.ravel(), jj.ravel(), du.ravel() * scale, dv.ravel() * scale, mag):
         xs += [x0, x0 + a, None]
         ys += [y0, y0 + b, None]
-    mag = np.hypot(du, dv).ravel()
-    fig.add_trace(
-        go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#00e5ff", "width": 1.5}, hoverinfo="skip")
-    )
+        sizes += [0, 9 if m > 0.05 else 0, 0]  # no arrowhead where nothing moves
+        colors += [m, m, m]
     fig.add_trace(
         go.Scatter(
-            x=(ii + du).ravel(),
-            y=(jj + dv).ravel(),
-            mode="markers",
-            marker={"size": 4, "color": mag, "colorscale": "Turbo"},
-            hovertemplate="|u|=%{marker.color:.2f} vox<extra></extra>",
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            line={"color": "rgba(0, 229, 255, 0.75)", "width": 1.5},
+            marker={
+                "symbol": "arrow",
+                "angleref": "previous",
+                "size": sizes,
+                "color": colors,
+                "colorscale": "Turbo",
+                "cmin": 0.0,
+                "cmax": float(mag.max()) if mag.size and mag.max() > 0 else 1.0,
+                "colorbar": {"title": {"text": "|u| (voxels)"}, "thickness": 12},
+            },
+            hoverinfo="skip",
+            showlegend=False,
         )
     )
     return fig
