@@ -23,7 +23,7 @@ setup: kernels
 ## Start the dashboard on the built-in sample data (built on first use).
 app: kernels
 	$(VPY) -m regcore.data.samples --quiet
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true
+	$(VPY) -m pages._serve --server.port $(PORT) --server.headless true
 
 ## Default test suite (fast): unit + AppTest + one short real registration per method.
 test: kernels

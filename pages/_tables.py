@@ -66,15 +66,18 @@ def skipped_labels(runs: dict) -> dict[str, tuple[str, ...]]:
 
 
 def comparison_table(runs: dict, include_all: bool = False) -> pd.DataFrame:
-    """One row per run (plus a 'before' row per pair): the headline metrics side by side, titled for people."""
+    """One row per run (plus a 'before registration' row per pair): the headline metrics side by side, titled
+    for people. A "Pair" column appears only when the runs come from more than one pair (names are long)."""
     rows, seen_pairs = [], set()
+    several_pairs = len({r.pair_name for r in runs.values()}) > 1
     for label, r in runs.items():
         if r.pair_name not in seen_pairs:
             seen_pairs.add(r.pair_name)
             before = r.before_metrics
             rows.append(
                 {
-                    "Run": f"before ({r.pair_name})",
+                    "Run": "before registration",
+                    **({"Pair": r.pair_name} if several_pairs else {}),
                     **{
                         viz.metric_title(k): before.get(k)
                         for k in SUMMARY_KEYS
@@ -85,6 +88,7 @@ def comparison_table(runs: dict, include_all: bool = False) -> pd.DataFrame:
             )
         row = {
             "Run": label,
+            **({"Pair": r.pair_name} if several_pairs else {}),
             **{viz.metric_title(k): r.metrics.get(k, getattr(r.result, k, None)) for k in SUMMARY_KEYS},
         }
         row[viz.metric_title("dice_mean")] = mean_dice(r, r.metrics, include_all)

@@ -1,20 +1,61 @@
-"""Home: a registered sample pair on first open (cached), then where to go next."""
+"""Home: a registered sample pair on first open (cached), then where to go next.
+
+Drawn in two steps so a fresh server paints at once: the title, lead text and a busy placeholder
+(spinner + skeleton, ``BUSY_HTML``) go out BEFORE the engine is imported (torch, numba and regcore
+take seconds on a fresh server), then the metrics and figures replace the placeholder when the
+cached sample run is ready (``st.cache_resource``: registered once per server process).
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+
 import streamlit as st
 
-from pages import _backend as backend
-from pages import _nav as nav
-from pages import _state as state
-from regcore import viz
+BUSY_TEXT = "Registering the sample pair"  # the placeholder's text: the browser benchmark looks for it
+LEAD = (
+    "An open workbench for medical image registration: look at your data, run classical and learned "
+    "methods side by side, and see what a deformation does."
+)
 
 
-def _metric_delta(before: dict, after: dict, key: str, fmt: str = "{:.3f}"):
-    a, b = after.get(key), before.get(key)
-    if a is None:
-        return "n/a", None
-    return fmt.format(a), (None if b is None else fmt.format(a - b))
+def header() -> None:
+    """Title and lead text: cheap, drawn first. Plain markdown (no unsafe HTML): the browser draws it
+    without fetching another script chunk from a server that may be busy importing."""
+    st.title("RegLab")
+    with st.container(key="rl_lead"):  # styled by assets/style.css (.st-key-rl_lead)
+        st.markdown(LEAD)
+
+
+def show_busy(slot, text: str, step: str) -> None:
+    """Fill ``slot`` (an ``st.empty``) with the busy placeholder: a spinner, ``text`` (markdown) and a
+    skeleton of the metrics and figures, drawn by assets/style.css (.st-key-rl_busy_*); ``step`` names
+    the phase (a key is unique per run)."""
+    with slot.container(key=f"rl_busy_{step}"):
+        st.markdown(text)
+
+
+def let_the_page_paint() -> None:
+    """Before the first engine import of this process: let the server send what is drawn so far.
+
+    Importing torch/numba holds the GIL in long stretches, so the server's event loop would send the
+    title and placeholder only after it; a short sleep releases the GIL first. No-op once imported."""
+    if "regcore.register" not in sys.modules:
+        time.sleep(0.15)
+
+
+header()
+SLOT = st.empty()
+show_busy(SLOT, f"{BUSY_TEXT} ... (loading the registration engine)", "engine")
+let_the_page_paint()
+
+# Imported only now, after the placeholder is on the page: the engine import takes seconds on a fresh server.
+from pages import _backend as backend  # noqa: E402
+from pages import _nav as nav  # noqa: E402
+from pages import _state as state  # noqa: E402
+from pages import _widgets as widgets  # noqa: E402
+from regcore import viz  # noqa: E402
 
 
 def _default_run(method: str):
@@ -28,37 +69,11 @@ def _default_run(method: str):
         )
 
 
-def body() -> None:
-    state.ensure_state()
-    st.title("RegLab")
-    st.markdown(
-        '<p class="rl-lead">An open workbench for medical image registration: look at your data, run '
-        "classical and learned methods side by side, and see what a deformation does.</p>",
-        unsafe_allow_html=True,
-    )
-    method = state.default_method(2)
-    with st.spinner(f"Registering the sample pair with **{method}** ..."):
-        record, note = _default_run(method)
+def sample_run_view(record, method: str, note: str | None) -> None:
+    """Metric cards and the before/after/grid figures of the sample run."""
     if note:
         st.warning(note, icon=":material/warning:")
-    state.runs().setdefault(record.label, record)
-    metrics, before = record.metrics, record.before_metrics
-    cols = st.columns(4)
-    v, d = _metric_delta(before, metrics, "dice_mean")
-    cols[0].metric(
-        "Mean Dice", v, d, help="Label overlap after registration (1 = perfect); delta vs. before."
-    )
-    v, d = _metric_delta(before, metrics, "tre_mean_mm", "{:.2f} mm")
-    cols[1].metric("Mean TRE", v, d, delta_color="inverse", help="Landmark error after registration.")
-    fold = metrics.get("folding_percent")
-    cols[2].metric(
-        "Folded voxels", "n/a" if fold is None else f"{fold:.3f} %", help="det J <= 0; 0 is ideal."
-    )
-    cols[3].metric(
-        "Runtime",
-        f"{metrics.get('runtime_s', record.result.runtime_s):.2f} s",
-        help=f"{method} on {metrics.get('device', record.result.device)}",
-    )
+    widgets.before_after_metrics(record, f"{method} on {record.metrics.get('device', record.result.device)}")
     s = record.slice()
     c1, c2, c3 = st.columns(3)
     c1.plotly_chart(
@@ -77,7 +92,12 @@ def body() -> None:
     )
     c3.plotly_chart(
         viz.grid_overlay_figure(
-            s.warped, s.disp, step=6, title="Deformation grid", flips=s.flips, height=360
+            s.warped,
+            s.disp,
+            step=viz.default_step(s.fixed.shape),
+            title="Deformation grid",
+            flips=s.flips,
+            height=360,
         ),
         width="stretch",
         key="home_grid",
@@ -86,6 +106,20 @@ def body() -> None:
         f"Pair: {record.pair_name} · method: {method} · the sample is registered once per server start "
         "and cached."
     )
+
+
+def body() -> None:
+    state.ensure_state()
+    method = state.default_method(2)
+    show_busy(SLOT, f"{BUSY_TEXT} with **{method}** ...", "run")
+    try:
+        record, note = _default_run(method)
+    except Exception:
+        SLOT.empty()  # no spinner left turning above the error message
+        raise
+    state.runs().setdefault(record.label, record)
+    with SLOT.container():
+        sample_run_view(record, method, note)
     st.divider()
     st.subheader("Where next")
     links = [p for p in nav.PAGES if p.blurb]

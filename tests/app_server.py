@@ -1,4 +1,5 @@
-"""Start and stop the dashboard as `make app` does (`streamlit run app.py`, the repo's .streamlit/config.toml),
+"""Start and stop the dashboard as `make app` does (`python -m pages._serve`: `streamlit run app.py` with the
+engine warmed on start, the repo's .streamlit/config.toml),
 on a free port; shared by the browser tests and the load-test benchmark."""
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ def start_app_server(
             [
                 sys.executable,
                 "-m",
-                "streamlit",
-                "run",
-                "app.py",
+                "pages._serve",  # `make app`: streamlit run app.py with the engine warmed on start
                 "--server.port",
                 str(port),
                 "--server.headless",

@@ -42,3 +42,14 @@ def test_shown_cells_have_three_significant_digits_and_no_none():
     assert "None" not in html and "nan" not in html
     runtime = df[df["Run"] == "r"].iloc[0]["Runtime (s)"]
     assert viz.format_number(runtime) == "0.500" and "0.500" in html
+
+
+def test_the_pair_column_appears_only_when_runs_come_from_several_pairs():
+    from dataclasses import replace
+
+    rec = oracle_record(pair_missing_a_label())
+    one = tables.comparison_table({"a": rec, "b": rec})
+    assert "Pair" not in one.columns and list(one["Run"]) == ["before registration", "a", "b"]
+    other = replace(rec, pair=replace(rec.pair, name="another pair"))
+    two = tables.comparison_table({"a": rec, "c": other})
+    assert list(two["Pair"]) == [rec.pair_name, rec.pair_name, "another pair", "another pair"]

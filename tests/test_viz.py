@@ -107,8 +107,14 @@ def test_quiver_arrow_tips_are_x_plus_u():
     u[0] += 2.0
     u[1] -= 1.0
     fig = viz.quiver_figure(np.zeros((8, 8)), u, step=4)
-    tips = fig.data[2]
-    assert np.allclose(tips.x, np.array([0, 0, 4, 4]) + 2) and np.allclose(tips.y, np.array([0, 4, 0, 4]) - 1)
+    arrows = fig.data[1]  # segments x -> x + u, separated by gaps; an arrowhead on each tip
+    tips_x, tips_y = np.array(arrows.x[1::3], float), np.array(arrows.y[1::3], float)
+    assert np.allclose(tips_x, np.array([0, 0, 4, 4]) + 2) and np.allclose(tips_y, np.array([0, 4, 0, 4]) - 1)
+    assert list(arrows.marker.size[1::3]) == [9] * 4 and list(arrows.marker.size[0::3]) == [0] * 4
+    assert arrows.marker.symbol == "arrow" and arrows.marker.angleref == "previous"
+    assert arrows.marker.colorbar.title.text == "|u| (voxels)"
+    assert np.allclose(arrows.marker.color[1::3], np.hypot(2.0, 1.0)), "colour = |u| in voxels, unscaled"
+    assert viz.default_step((892, 660)) == 37 and viz.default_step((80, 96)) == 4
 
 
 def test_jacobian_figure_paints_exactly_the_folded_voxels_in_the_folding_colour():
@@ -220,6 +226,9 @@ def test_numbers_for_people():
 
     html = viz.format_columns(pd.DataFrame({"Mean Dice": [0.81234, None], "Device": ["cpu", None]})).to_html()
     assert "0.812" in html and "None" not in html and "nan" not in html and viz.MISSING in html
+    styled = viz.format_columns(pd.DataFrame({"Runtime (s)": [None, 4.1512], "Dice": [0.5, 0.75]}))
+    assert list(styled.data["Runtime (s)"]) == [viz.MISSING, "4.15"], "no null left for Streamlit to draw"
+    assert styled.data["Dice"].dtype.kind == "f", "complete columns stay numbers (they sort as numbers)"
 
 
 def test_label_overlay_hover_names_and_transparent_background():

@@ -236,9 +236,12 @@ def test_researcher_uploads_registers_compares_and_reloads(server, browser, rese
         settle(page)
         main = page.locator('[data-testid="stMain"]')
         assert main.get_by_text("demons").count(), "the run is back after a reload"
-        assert page.get_by_text("subject_fixed.nii.gz").count(), "so is the uploaded pair"
         no_traceback(page)
         shot(page, "researcher_reloaded")
+        goto_nav(page, "Data")
+        page.get_by_text("Current pair: subject_fixed.nii.gz").first.wait_for()  # so is the uploaded pair
+        assert page.get_by_text("Upload", exact=True).count(), "and the page's source choice"
+        no_traceback(page)
     finally:
         ctx.close()
 
@@ -262,7 +265,9 @@ def test_clinician_sees_the_default_pipeline_lower_the_landmark_error(server, br
         goto_nav(page, "Register")
         choose(page, "Method family", "diffeomorphic")
         choose(page, "Method", "Diffeomorphic demons")
-        assert page.get_by_text("Affine").count(), "the default pipeline starts with an affine stage"
+        start_with = page.locator('[data-testid="stSelectbox"]').filter(has_text="Start with").first
+        shown = start_with.locator("input").first.input_value() or start_with.inner_text()
+        assert "Affine" in shown, f"the default pipeline starts with an affine stage, not {shown!r}"
         seconds = run_and_watch_busy(page, "clinician")
         tre, change = metric(page, "Mean TRE")
         print(f"clinician: histology TRE {tre - change:.1f} -> {tre:.1f} mm in {seconds:.1f} s")

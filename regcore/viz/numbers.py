@@ -79,5 +79,10 @@ def format_number(value, digits: int = 3) -> str:
 
 def format_columns(df, digits: int = 3):
     """A pandas Styler showing every cell of ``df`` through :func:`format_number` (missing cells as
-    :data:`MISSING`). The data underneath stay numbers, so sorting and exports are unchanged."""
-    return df.style.format(lambda v: format_number(v, digits), na_rep=MISSING)
+    :data:`MISSING`). Complete columns stay numbers underneath, so they sort as numbers; a column with a
+    missing cell becomes text, because Streamlit draws a missing cell as "None" whatever the Styler says."""
+    shown = df.copy()
+    for c in shown.columns:
+        if shown[c].isna().any():
+            shown[c] = shown[c].map(lambda v: format_number(v, digits))
+    return shown.style.format(lambda v: format_number(v, digits), na_rep=MISSING)
