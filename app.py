@@ -12,6 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 from pages import _nav as nav
+from pages import _upload_replies as upload_replies
+
+upload_replies.keep_upload_url_replies()  # a Streamlit bug loses uploads chosen as a run starts
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 

@@ -65,3 +65,15 @@ def goto_nav(page, label: str) -> None:
         label, exact=True
     ).click()
     settle(page)
+
+
+def load_3d_sample(page, server: str) -> None:
+    """Data page: make the 3D brain sample the current pair."""
+    page.goto(f"{server}/data")
+    page.get_by_text("Current pair").first.wait_for()
+    settle(page)
+    page.get_by_text("3D", exact=True).click()
+    settle(page)
+    page.get_by_role("button", name="Use this sample pair").click()
+    page.get_by_text("3D 2mm").first.wait_for()
+    settle(page)

@@ -53,3 +53,17 @@ def _deterministic_seed():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless chromium under Playwright (browser tests); skips when either is missing."""
+    from browser_kit import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

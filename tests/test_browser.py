@@ -9,16 +9,14 @@ test-artifacts/. Run: ``make test-browser`` or ``.venv/bin/python -m pytest test
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from app_server import stop_app_server
 from browser_kit import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SLOW_MS,
     goto_nav,
+    load_3d_sample,
     no_traceback,
     settle,
     sidebar_links,
@@ -41,17 +39,6 @@ def fresh_server():
     proc, url = start_server("streamlit_fresh.log")
     yield url
     stop_app_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +185,7 @@ def test_cancel_stops_a_running_registration(server, page):
 
 
 def test_3d_tri_planar_viewer_slider(server, page):
-    page.goto(f"{server}/data")
-    page.get_by_text("Current pair").first.wait_for()
-    settle(page)
-    page.get_by_text("3D", exact=True).click()
-    settle(page)
-    page.get_by_role("button", name="Use this sample pair").click()
-    page.get_by_text("3D 2mm").first.wait_for()
-    settle(page)
+    load_3d_sample(page, server)
     assert page.locator(".js-plotly-plot").count() >= 3, "three planes"
     axial = page.get_by_role("slider").nth(2)  # level, width, then axial / coronal / sagittal
     value = page.locator('[data-testid="stSliderThumbValue"]').nth(2)

@@ -169,38 +169,28 @@ def test_data_page_offers_niivue_for_a_3d_pair():
 
 
 @pytest.mark.browser
-def test_niivue_canvas_draws_in_headless_chromium():
+def test_niivue_canvas_draws_in_headless_chromium(browser):
     """Data page, 3D sample, "NiiVue 3D": the WebGL2 canvas (SwiftShader under --disable-gpu) shows the
     volume: the viewer's iframe screenshot has many bright, coloured (label) pixels."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     from app_server import stop_app_server
-    from browser_kit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SLOW_MS, no_traceback, settle, start_server
+    from browser_kit import ARTIFACTS, SLOW_MS, load_3d_sample, no_traceback, settle, start_server
     from PIL import Image as PILImage
 
     proc, url = start_server("streamlit_niivue.log")
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(SLOW_MS)
-            page.goto(f"{url}/data")
-            page.get_by_text("Current pair").first.wait_for()
-            settle(page)
-            page.get_by_text("3D", exact=True).click()
-            settle(page)
-            page.get_by_role("button", name="Use this sample pair").click()
-            page.get_by_text("3D 2mm").first.wait_for()
-            settle(page)
-            page.get_by_text("NiiVue 3D", exact=True).click()
-            settle(page)
-            frame = page.locator('iframe[title*="niivue"]').first
-            frame.scroll_into_view_if_needed()
-            page.wait_for_timeout(10_000)  # software WebGL: loading and the first render take seconds
-            no_traceback(page)
-            shot = ARTIFACTS / "niivue_data_3d.png"
-            frame.screenshot(path=str(shot))
-            browser.close()
+        page.set_default_timeout(SLOW_MS)
+        load_3d_sample(page, url)
+        page.get_by_text("NiiVue 3D", exact=True).click()
+        settle(page)
+        frame = page.locator('iframe[title*="niivue"]').first
+        frame.scroll_into_view_if_needed()
+        page.wait_for_timeout(10_000)  # software WebGL: loading and the first render take seconds
+        no_traceback(page)
+        shot = ARTIFACTS / "niivue_data_3d.png"
+        frame.screenshot(path=str(shot))
     finally:
+        page.close()
         stop_app_server(proc)
     rgb = np.asarray(PILImage.open(shot).convert("RGB")).astype(int)
     bright = rgb.max(axis=2) > 80

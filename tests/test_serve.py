@@ -28,8 +28,9 @@ def test_warming_fills_the_cache_home_reads(monkeypatch):
 def test_main_runs_streamlit_on_app_py_with_the_given_options(monkeypatch):
     import sys
 
-    from pages import _serve as serve
     from streamlit.web import cli
+
+    from pages import _serve as serve
 
     seen = {}
     monkeypatch.setattr(cli, "main", lambda prog_name: seen.update(argv=list(sys.argv)) or 0)
@@ -48,6 +49,8 @@ def test_a_failing_warm_up_is_logged_not_raised(monkeypatch, caplog):
     from pages import _serve as serve
     from pages import _state as state
 
-    monkeypatch.setattr(state, "default_method", lambda dims: (_ for _ in ()).throw(RuntimeError("no engine")))
+    monkeypatch.setattr(
+        state, "default_method", lambda dims: (_ for _ in ()).throw(RuntimeError("no engine"))
+    )
     serve.warm_engine()
     assert "warming the engine failed" in caplog.text

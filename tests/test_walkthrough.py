@@ -21,8 +21,6 @@ import pytest
 from app_server import stop_app_server
 from browser_kit import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SLOW_MS,
     goto_nav,
     no_traceback,
@@ -31,17 +29,6 @@ from browser_kit import (
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed (apt-get install -y chromium, or `make browser-deps`)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +58,20 @@ def upload(page, label: str, path: Path) -> None:
     settle(page)
 
 
+def use_uploaded_pair(page, server: str, files: dict[str, Path]) -> None:
+    """On the Data page: Upload, choose ``files`` (``{uploader label: path}``, fixed image first), use them."""
+    page.goto(f"{server}/data")
+    page.get_by_text("Current pair").first.wait_for()
+    settle(page)
+    page.get_by_text("Upload", exact=True).click()
+    settle(page)
+    for label, path in files.items():
+        upload(page, label, path)
+    page.get_by_role("button", name="Use uploaded pair").click()
+    page.get_by_text(f"Current pair: {next(iter(files.values())).name}").first.wait_for()
+    settle(page)
+
+
 def choose(page, label: str, option: str) -> None:
     page.get_by_label(label, exact=True).click()
     page.get_by_role("option").filter(has_text=option).first.click()
@@ -88,12 +89,14 @@ def metric(page, title: str) -> tuple[float, float]:
     return float(v.group()), float(d.group().replace("\u2212", "-"))
 
 
-def run_and_watch_busy(page, who: str) -> float:
-    """Click "Run registration"; the progress bar must show while nothing is saved yet. Returns seconds."""
+def run_and_watch_busy(page, who: str, seconds_long: bool = True) -> float:
+    """Click "Run registration"; the progress bar shows (for a run of ``seconds_long``: while nothing is
+    saved yet). Returns seconds."""
     t0 = time.perf_counter()
     page.get_by_role("button", name="Run registration").click()
     page.locator('[data-testid="stProgress"]').first.wait_for(timeout=30_000)
-    assert page.get_by_text("Saved as run").count() == 0, "the busy state shows before the result"
+    if seconds_long:
+        assert page.get_by_text("Saved as run").count() == 0, "the busy state shows before the result"
     shot(page, f"{who}_busy")
     page.get_by_text("Saved as run").first.wait_for()
     settle(page)
@@ -171,7 +174,7 @@ def test_lecturer_shows_home_a_lab_and_the_glossary_then_shares_the_session(brow
         shot(page, "lecturer_glossary")
 
         goto_nav(page, "Register")  # the demo run the class will reopen
-        run_and_watch_busy(page, "lecturer")
+        run_and_watch_busy(page, "lecturer", seconds_long=False)  # the sample's default method: < 1 s
         no_traceback(page)
 
         page.get_by_text("Session", exact=True).first.click()
@@ -198,18 +201,16 @@ def test_lecturer_shows_home_a_lab_and_the_glossary_then_shares_the_session(brow
 def test_researcher_uploads_registers_compares_and_reloads(server, browser, researcher_files):
     ctx, page = new_page(browser)
     try:
-        page.goto(f"{server}/data")
-        page.get_by_text("Current pair").first.wait_for()
-        settle(page)
-        page.get_by_text("Upload", exact=True).click()
-        settle(page)
-        upload(page, "Fixed image", researcher_files["fixed"])
-        upload(page, "Moving image", researcher_files["moving"])
-        upload(page, "Fixed labels (optional)", researcher_files["fixed_labels"])
-        upload(page, "Moving labels (optional)", researcher_files["moving_labels"])
-        page.get_by_role("button", name="Use uploaded pair").click()
-        page.get_by_text("Current pair: subject_fixed.nii.gz").first.wait_for()
-        settle(page)
+        use_uploaded_pair(
+            page,
+            server,
+            {
+                "Fixed image": researcher_files["fixed"],
+                "Moving image": researcher_files["moving"],
+                "Fixed labels (optional)": researcher_files["fixed_labels"],
+                "Moving labels (optional)": researcher_files["moving_labels"],
+            },
+        )
         no_traceback(page)
         shot(page, "researcher_data")
 
@@ -249,18 +250,16 @@ def test_researcher_uploads_registers_compares_and_reloads(server, browser, rese
 def test_clinician_sees_the_default_pipeline_lower_the_landmark_error(server, browser, histology_files):
     ctx, page = new_page(browser)
     try:
-        page.goto(f"{server}/data")
-        page.get_by_text("Current pair").first.wait_for()
-        settle(page)
-        page.get_by_text("Upload", exact=True).click()
-        settle(page)
-        upload(page, "Fixed image", histology_files["fixed"])
-        upload(page, "Moving image", histology_files["moving"])
-        upload(page, "Fixed landmarks CSV (optional)", histology_files["fixed_landmarks"])
-        upload(page, "Moving landmarks CSV (optional)", histology_files["moving_landmarks"])
-        page.get_by_role("button", name="Use uploaded pair").click()
-        page.get_by_text("Current pair: fixed_coarse.nii.gz").first.wait_for()
-        settle(page)
+        use_uploaded_pair(
+            page,
+            server,
+            {
+                "Fixed image": histology_files["fixed"],
+                "Moving image": histology_files["moving"],
+                "Fixed landmarks CSV (optional)": histology_files["fixed_landmarks"],
+                "Moving landmarks CSV (optional)": histology_files["moving_landmarks"],
+            },
+        )
 
         goto_nav(page, "Register")
         choose(page, "Method family", "diffeomorphic")
