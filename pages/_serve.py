@@ -2,17 +2,16 @@
 
 Streamlit runs app.py only when the first browser arrives, so on a fresh server the first Home would wait
 for the engine (torch, numba kernels, regcore: seconds of imports) and the sample registration. This
-launcher starts that work on a background thread, then runs ``streamlit run app.py`` in the same process:
-Home finds the sample run in the process-wide ``st.cache_resource`` cache (a page that asks while the
-thread is still computing waits for it instead of computing it twice). Options after the module name are
-passed to ``streamlit run``.
+launcher does that work first, then runs ``streamlit run app.py`` in the same process: the server answers
+once Home's sample run is in the process-wide ``st.cache_resource`` cache (and torch's optimisers are set
+up), and the first visitor's Home is drawn from it. Options after the module name are passed to
+``streamlit run``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -20,14 +19,9 @@ LOG = logging.getLogger("reglab.app")
 
 
 def warm_engine() -> None:
-    """Import the engine (torch, its optimisers, regcore, the numba kernels) and register Home's sample pair
-    once (cached for every session)."""
+    """Import the engine (torch, regcore, the numba kernels) and register Home's sample pair once (cached for
+    every session)."""
     try:
-        import torch
-
-        # torch's optimisers import torch._dynamo on first use (~5 s on 2 busy cores): the first affine,
-        # dense or learned run of a visitor would pay it.
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         from pages import _state as state
 
         method = state.default_method(2)
@@ -36,10 +30,23 @@ def warm_engine() -> None:
         LOG.exception("warming the engine failed; the first Home will do it")
 
 
+def warm_optimisers() -> None:
+    """torch's optimisers import torch._dynamo on first use (~5 s on 2 busy cores): pay it now, not in a
+    visitor's first affine, dense or learned run."""
+    try:
+        import torch
+
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    except Exception:  # noqa: BLE001 - only a warm-up
+        LOG.exception("warming torch's optimisers failed")
+
+
 def main(argv: list[str]) -> int:
     from streamlit.web import cli
 
-    threading.Thread(target=warm_engine, name="reglab-warm-engine", daemon=True).start()
+    print("RegLab: loading the engine and registering the sample pair (a few seconds) ...", flush=True)
+    warm_engine()
+    warm_optimisers()  # before serving too: a thread importing torch._dynamo slows the first page by seconds
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return cli.main(prog_name="streamlit")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 pytest.importorskip("streamlit")
@@ -25,24 +23,27 @@ def test_warming_fills_the_cache_home_reads(monkeypatch):
     assert record.metrics["dice_mean"] > record.before_metrics["dice_mean"]
 
 
-def test_main_runs_streamlit_on_app_py_with_the_given_options(monkeypatch):
+def test_main_warms_then_runs_streamlit_on_app_py_with_the_given_options(monkeypatch):
     import sys
 
     from streamlit.web import cli
 
     from pages import _serve as serve
 
-    seen = {}
-    monkeypatch.setattr(cli, "main", lambda prog_name: seen.update(argv=list(sys.argv)) or 0)
-    monkeypatch.setattr(serve, "warm_engine", lambda: seen.update(warmed=threading.current_thread().name))
+    order = []
+    monkeypatch.setattr(cli, "main", lambda prog_name: order.append(("streamlit", list(sys.argv))) or 0)
+    monkeypatch.setattr(serve, "warm_engine", lambda: order.append(("engine", None)))
+    monkeypatch.setattr(serve, "warm_optimisers", lambda: order.append(("optimisers", None)))
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     assert serve.main(["--server.port", "8599"]) == 0
-    assert seen["argv"][:2] == ["streamlit", "run"] and seen["argv"][2].endswith("app.py")
-    assert seen["argv"][3:] == ["--server.port", "8599"]
-    for t in threading.enumerate():
-        if t.name == "reglab-warm-engine":
-            t.join(10)
-    assert seen["warmed"] == "reglab-warm-engine", "warming runs beside the server, not before it"
+    names = [name for name, _ in order]
+    assert names == ["engine", "optimisers", "streamlit"], "all warm before the server answers anyone"
+    argv = dict(order)["streamlit"]
+    assert (
+        argv[:2] == ["streamlit", "run"]
+        and argv[2].endswith("app.py")
+        and argv[3:] == ["--server.port", "8599"]
+    )
 
 
 def test_a_failing_warm_up_is_logged_not_raised(monkeypatch, caplog):
@@ -54,3 +55,4 @@ def test_a_failing_warm_up_is_logged_not_raised(monkeypatch, caplog):
     )
     serve.warm_engine()
     assert "warming the engine failed" in caplog.text
+    serve.warm_optimisers()  # cheap once torch is imported; never raises
