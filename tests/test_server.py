@@ -147,7 +147,7 @@ def test_uploads_are_isolated_between_sessions(tmp_path):
 
 
 def _fake_start(runs: Path):
-    def start(config, run_id=None):
+    def start(config, run_id=None, pair=None):
         from regcore.train.config import save_config
         from regcore.train.status import write_status
 

@@ -204,4 +204,4 @@ def test_an_app_restart_lists_every_earlier_training_run(runs_dir):
     ).run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
-    assert set(made) <= set(table["run"]), table["run"].tolist()
+    assert set(made) <= set(table["Run"]), table["Run"].tolist()
