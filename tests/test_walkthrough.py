@@ -174,7 +174,11 @@ def test_lecturer_shows_home_a_lab_and_the_glossary_then_shares_the_session(brow
         shot(page, "lecturer_glossary")
 
         goto_nav(page, "Register")  # the demo run the class will reopen
+        page.get_by_role("textbox", name="Run name").fill("class demo")
+        page.get_by_role("textbox", name="Run name").press("Enter")
+        settle(page)
         run_and_watch_busy(page, "lecturer", seconds_long=False)  # the sample's default method: < 1 s
+        assert page.get_by_text("Saved as run class demo").count()
         no_traceback(page)
 
         page.get_by_text("Session", exact=True).first.click()
@@ -188,8 +192,9 @@ def test_lecturer_shows_home_a_lab_and_the_glossary_then_shares_the_session(brow
         settle(student)
         student.get_by_text("Session", exact=True).first.click()
         student.get_by_role("button", name="Open session").click()
-        student.get_by_text("Opened 'lecture 1': 1 run").first.wait_for()
         settle(student)
+        goto_nav(student, "Evaluate & compare")
+        student.locator('[data-testid="stMain"]').get_by_text("class demo").first.wait_for()
         no_traceback(student)
         shot(student, "student_opened")
     finally:
