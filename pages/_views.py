@@ -150,7 +150,7 @@ def _grid(ctx: ViewContext) -> None:
 @view("Arrows", "in-plane displacement arrows (fixed -> moving)")
 def _arrows(ctx: ViewContext) -> None:
     c1, c2 = st.columns(2)
-    auto = viz.default_step(ctx.view.fixed.shape, lines=20)
+    auto = viz.default_step(ctx.view.fixed.shape, lines=14)
     step = c1.slider("Arrow spacing (voxels)", 2, max(24, 3 * auto), auto, key=f"{ctx.key}_qstep")
     scale = c2.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key=f"{ctx.key}_qscale")
     ctx.chart(

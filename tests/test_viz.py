@@ -114,7 +114,7 @@ def test_quiver_arrow_tips_are_x_plus_u():
     assert arrows.marker.symbol == "arrow" and arrows.marker.angleref == "previous"
     assert arrows.marker.colorbar.title.text == "|u| (voxels)"
     assert np.allclose(arrows.marker.color[1::3], np.hypot(2.0, 1.0)), "colour = |u| in voxels, unscaled"
-    assert viz.default_step((892, 660)) == 37 and viz.default_step((80, 96)) == 4
+    assert viz.default_step((892, 660)) == 56 and viz.default_step((80, 96)) == 6
 
 
 def test_jacobian_figure_paints_exactly_the_folded_voxels_in_the_folding_colour():

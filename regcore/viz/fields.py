@@ -47,7 +47,7 @@ def grid_overlay_figure(
     return fig
 
 
-def default_step(shape: tuple[int, ...], lines: int = 24) -> int:
+def default_step(shape: tuple[int, ...], lines: int = 16) -> int:
     """Spacing in voxels that draws about ``lines`` grid lines (or arrows) across the longest side of a 2D
     slice of ``shape``, so a 900-px histology image gets a readable grid, not a solid mesh."""
     return max(2, round(max(shape) / lines))
