@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 ## Slow tests: longer real registrations and training runs.
 test-slow: kernels
-	$(VPY) -m pytest -q -n $(JOBS) -m "slow and not browser"
+	$(VPY) -m pytest -q -n $(JOBS) --dist loadfile -m "slow and not browser"
 	$(VPY) -m pytest -q -p no:cacheprovider --nbmake notebooks/
 
 ## Browser test: Playwright drives `streamlit run` in Debian's chromium.

@@ -39,53 +39,77 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """`ray start --head --num-cpus 2 --port <free>` on loopback, in its own process group; stopped at the end."""
+def _start_head(temp: Path):
+    """One `ray start --head --block` on a free loopback port, logging to temp/start.log.
+
+    Returns (process, address) once Ray says it started, or (process, None) when it did not: Ray gives the
+    raylet a fixed 30 s to register, which a 2-core machine busy with another test can miss."""
     ray_exe = Path(sys.executable).with_name("ray")
     port = _free_port()
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    log = open(temp / "start.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [
-            str(ray_exe),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus",
-            "2",
-            "--port",
-            str(port),
-            "--include-dashboard",
-            "false",
-            "--disable-usage-stats",
-            "--temp-dir",
-            str(temp),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        t0 = time.time()
-        while "Ray runtime started" not in (temp / "start.log").read_text(encoding="utf-8"):
-            assert proc.poll() is None and time.time() - t0 < 180, (temp / "start.log").read_text(
-                encoding="utf-8"
-            )
-            time.sleep(0.5)
-        yield address
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # only the process group this fixture started
+    log_path = temp / "start.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [
+                str(ray_exe),
+                "start",
+                "--head",
+                "--block",
+                "--num-cpus",
+                "2",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                str(temp),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+    t0 = time.time()
+    while "Ray runtime started" not in log_path.read_text(encoding="utf-8"):
+        if proc.poll() is not None or time.time() - t0 > 180:
+            return proc, None
+        time.sleep(0.5)
+    return proc, f"127.0.0.1:{port}"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to the process group of one `ray start` (only the group this file started)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray head (`--num-cpus 2`, loopback), in its own process group; stopped at the end.
+
+    Up to three tries, each on a fresh port and temp dir; the last try's log is the failure message."""
+    logs = []
+    for _ in range(3):
+        temp = Path(
+            tempfile.mkdtemp(prefix="rt", dir="/tmp")
+        )  # short: Ray's socket paths have a length limit
+        proc, address = _start_head(temp)
+        if address is not None:
             try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        log.close()
+                yield address
+            finally:
+                _stop(proc)
+                shutil.rmtree(temp, ignore_errors=True)
+            return
+        logs.append((temp / "start.log").read_text(encoding="utf-8"))
+        _stop(proc)
         shutil.rmtree(temp, ignore_errors=True)
+    pytest.fail("ray start --head failed three times; last log:\n" + logs[-1][-4000:])
 
 
 def _bench(
