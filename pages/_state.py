@@ -30,7 +30,8 @@ LOG = logging.getLogger("reglab.app")
 DEFAULT_DATASET = "brain"
 FALLBACK_DATASET = "shapes"
 """Home and the default pair use this built-in dataset when the brain sample cannot be built."""
-DEFAULT_METHOD_PREFERENCE = ("fireants", "sitk_demons", "demons", "affine")
+FALLBACK_METHODS = ("fireants", "demons", "sitk_demons", "affine")
+"""After ``regcore.methods.registry.DEFAULT_DEFORMABLE``, the first available of these is the default."""
 
 
 def run_page(body: Callable[[], None], title: str = "") -> None:
@@ -171,7 +172,9 @@ def cached_default_run(dataset: str, method: str):
 def default_method(dims: int = 2) -> str:
     """A fast, always-available method for first-open demos."""
     specs = {s.name: s for s in backend.method_specs()}
-    for name in DEFAULT_METHOD_PREFERENCE:
+    from regcore.methods.registry import DEFAULT_DEFORMABLE
+
+    for name in (DEFAULT_DEFORMABLE[3 if dims == 3 else 2], *FALLBACK_METHODS):
         s = specs.get(name)
         if s is not None and backend.spec_unavailable_reason(s, dims) is None and not s.needs_training:
             return name

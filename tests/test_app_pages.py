@@ -394,3 +394,10 @@ def test_data_page_missing_folder_is_a_clear_error():
     at.button(key="data_scan").click().run()
     assert not at.exception
     assert "folder not found" in at.error[0].value
+
+
+def test_default_method_follows_the_image_dimension():
+    """demons in 2D, fireants in 3D (regcore.methods.registry.DEFAULT_DEFORMABLE, chosen on the dev benchmark)."""
+    from pages import _state as state
+
+    assert (state.default_method(2), state.default_method(3)) == ("demons", "fireants")

@@ -93,7 +93,7 @@ def test_compiled_iterations_follow_the_torch_iterations(shape, monkeypatch):
     moving = warp(fixed, shift)
     ndim = len(shape)
     config = replace(
-        fireants.resolve_preset(fireants.FireANTsConfig(), ndim), levels=(2, 1), iterations=(15, 15)
+        fireants.resolve_preset(fireants.FireANTsConfig(), shape), levels=(2, 1), iterations=(15, 15)
     )
     compiled = fireants.greedy_displacement(fixed, moving, config)
     monkeypatch.setattr(greedy_kernels, "AVAILABLE", False)
@@ -157,3 +157,25 @@ def test_compiled_demons_follow_the_torch_demons(shape, monkeypatch):
     assert float((compiled - reference).abs().max()) < 1e-3
     interior = (slice(None), slice(0, 1)) + (slice(4, -4),) * len(shape)
     assert float(compiled[interior].mean()) == pytest.approx(-1.2, abs=0.4)
+
+
+@pytest.mark.parametrize(
+    "shape, levels, iterations, window",
+    [
+        ((160, 192), (4, 2, 1), (100, 80, 50), 11),  # a 1 mm brain slice: three levels, the coarsest 40 px
+        ((80, 96), (2, 1), (80, 50), 11),  # the built-in 2 mm sample: 1/4 would be 20 px across
+        ((30, 200), (1,), (50,), 11),  # too thin to coarsen
+        ((160, 192, 224), (4, 2, 1), (100, 50, 20), 5),  # 1 mm brain volume
+        ((64, 64, 60), (2, 1), (50, 20), 5),  # prostate MR volume
+    ],
+)
+def test_auto_schedule_follows_the_image_size(shape, levels, iterations, window):
+    config = fireants.resolve_preset(fireants.FireANTsConfig(), shape)
+    assert (config.preset, config.levels, config.iterations, config.window) == (
+        "custom",
+        levels,
+        iterations,
+        window,
+    )
+    custom = replace(fireants.FireANTsConfig(), preset="custom", levels=(2, 1), iterations=(9, 9))
+    assert fireants.resolve_preset(custom, shape) is custom

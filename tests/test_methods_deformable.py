@@ -141,8 +141,6 @@ def test_real_brain_slice_dice_improves(name, shared_data):
     before, after = _dice(fixed_lab, moving_lab), _dice(fixed_lab, warped_lab)
     assert after > before + 0.05, f"{name}: Dice {before:.3f} -> {after:.3f}"
     assert _folding_percent(result.displacement) < 0.5
-    if name == "fireants":  # the default method must beat every peer on this slice (SimpleITK demons 0.493)
-        assert after > 0.493, f"fireants Dice {after:.4f}"
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -204,7 +204,7 @@ def test_exports_carry_only_the_sessions_own_run(monkeypatch):
     from pages import _backend as backend
 
     sessions = {}
-    for who, method in (("alice", None), ("bob", "demons")):
+    for who, method in (("alice", None), ("bob", "bspline")):  # alice keeps the default sample run
         at = AppTest.from_file(APP, default_timeout=240).run()
         run = next(iter(at.session_state["runs"].values()))
         if method:  # bob's own registration of the same pair
@@ -216,7 +216,7 @@ def test_exports_carry_only_the_sessions_own_run(monkeypatch):
         csv_button = next(x for x in at.get("download_button") if x.proto.label == "Metrics CSV")
         sessions[who] = stored[Path(csv_button.proto.url).stem]
     assert sessions["alice"] != sessions["bob"]
-    assert b"demons" in sessions["bob"] and b"demons" not in sessions["alice"]
+    assert b"bspline" in sessions["bob"] and b"bspline" not in sessions["alice"]
 
 
 def test_run_queue_limits_per_visitor_and_server(monkeypatch):

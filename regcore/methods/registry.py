@@ -129,6 +129,12 @@ def _load_builtins() -> None:
         _loaded = True
 
 
+DEFAULT_DEFORMABLE = {2: "demons", 3: "fireants"}
+"""The default deformable method per image dimension, chosen with ``benchmarks/dev_benchmark.py``: on 2D
+brain slices demons beats SimpleITK demons and ANTs SyN on more pairs (tune and held-out) with smoother
+fields (fireants has the higher mean Dice but wins fewer pairs); in 3D fireants has the best Dice."""
+
+
 def all_specs() -> list[MethodSpec]:
     """All registered methods, in registration order."""
     _load_builtins()

@@ -32,6 +32,7 @@ from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import TRUNCATE, downsample, halving_factors, level_shape, resize_field
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
+from regcore.preprocess import histogram_match
 from regcore.spatial import warp_kernels
 from regcore.spatial.compose import compose
 from regcore.spatial.smooth import gaussian_smooth
@@ -55,7 +56,7 @@ class DemonsConfig:
         "passive (fixed gradient) or active (warped gradient).",
     )
     sigma_elastic: float = param(
-        1.5,
+        1.0,
         "Gaussian smoothing of the displacement after each step (voxels; "
         "diffusion-like regularisation). 0 = none.",
         range=(0.0, 10.0),
@@ -77,6 +78,11 @@ class DemonsConfig:
     )
     normalise: bool = param(
         True, "Min-max normalise both images to [0, 1] before registering.", advanced=True
+    )
+    histogram_match: bool = param(
+        True,
+        "Match the moving image's histogram to the fixed one first (as SimpleITK's demons does); "
+        "for images of the same contrast only.",
     )
     device: str = param(
         "auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda")
@@ -182,14 +188,16 @@ class DemonsMethod:
     ) -> RegistrationResult:
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
-        f0 = fixed.batch().to(device)[:, :1]
-        m0 = moving.batch().to(device)[:, :1]
-        if config.normalise:
-            f0, m0 = minmax(f0), minmax(m0)
         factors = halving_factors(config.levels)
         ticker = LevelProgress(progress, (config.iterations,) * len(factors), report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():
+            if config.histogram_match and fixed.data.shape[0] == moving.data.shape[0] == 1:
+                moving = histogram_match(moving, fixed, match_points=15)  # SimpleITK demons' settings
+            f0 = fixed.batch().to(device)[:, :1]
+            m0 = moving.batch().to(device)[:, :1]
+            if config.normalise:
+                f0, m0 = minmax(f0), minmax(m0)
             u = torch.zeros(1, fixed.ndim, *level_shape(fixed.shape, factors[0]), device=device)
             for level, factor in enumerate(factors):
                 f, m = downsample(f0, factor), downsample(m0, factor)
@@ -213,7 +221,8 @@ register_method(
         family=Family.DIFFEOMORPHIC,
         dims=(2, 3),
         description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
-        "smoothing and a multi-resolution pyramid; best for same-contrast images.",
+        "smoothing, histogram matching and a multi-resolution pyramid; best for same-contrast images. "
+        "The default deformable method in 2D.",
     )
 )
 

@@ -72,6 +72,30 @@ class QuicksilverConfig:
 # -- the teacher --------------------------------------------------------------------------------------
 
 
+TEACHER_SETTINGS = {
+    ("fireants", 2): {
+        "preset": "custom",
+        "levels": (2, 1),
+        "iterations": (80, 50),
+        "step_size": 0.5,
+        "smooth_grad_sigma": 1.0,
+        "window": 5,
+    },
+    ("fireants", 3): {
+        "preset": "custom",
+        "levels": (4, 2, 1),
+        "iterations": (100, 50, 20),
+        "step_size": 1.0,
+        "smooth_grad_sigma": 0.75,
+        "window": 5,
+    },
+    ("demons", 2): {"sigma_elastic": 1.5, "histogram_match": False},
+    ("demons", 3): {"sigma_elastic": 1.5, "histogram_match": False},
+}
+"""The teachers' settings the shipped weights were trained with, pinned so that later changes to a method's
+defaults (e.g. fireants' image-adaptive schedule) do not move the targets away from the student."""
+
+
 def run_teacher(
     fixed: torch.Tensor, moving: torch.Tensor, teacher: str = "fireants", spacing_mm: float = 2.0
 ) -> tuple[torch.Tensor, float]:
@@ -79,7 +103,7 @@ def run_teacher(
 
     Args:
         fixed, moving: ``(1, *T)`` images in [0, 1] on the same grid (2D or 3D).
-        teacher: a name in :data:`TEACHERS` (run with its default settings).
+        teacher: a name in :data:`TEACHERS` (run with :data:`TEACHER_SETTINGS`, else its defaults).
         spacing_mm: voxel size of the grid (recorded in the Images; the field is in voxels).
     Returns:
         ``(u, seconds)``: ``u`` ``(n, *T)`` float32 voxels, fixed -> moving.
@@ -96,7 +120,8 @@ def run_teacher(
     fi = Image.from_array(f[0].numpy(), spacing=float(spacing_mm))
     mi = Image.from_array(m[0].numpy(), spacing=float(spacing_mm))
     t0 = time.perf_counter()
-    result = spec.factory().register(fi, mi, spec.make_config({}))
+    config = spec.make_config(TEACHER_SETTINGS.get((teacher, f.ndim - 1), {}))
+    result = spec.factory().register(fi, mi, config)
     return result.displacement[0].detach().float().cpu(), time.perf_counter() - t0
 
 
