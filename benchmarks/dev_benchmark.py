@@ -126,12 +126,7 @@ def pairs_of(name: str, split: str, per_axis: int) -> list[Pair]:
 def run_one(method: str, overrides: dict, pair: Pair, initial: str = "none") -> dict:
     """Register one pair (after an ``initial`` "rigid"/"affine" stage, regcore.pipeline) and evaluate it;
     identity when ``method == "identity"``."""
-    kw = dict(
-        fixed_labels=pair.fixed_labels,
-        moving_labels=pair.moving_labels,
-        fixed_landmarks=pair.fixed_landmarks,
-        moving_landmarks=pair.moving_landmarks,
-    )
+    kw = pair.annotations
     t = time.perf_counter()
     if method == "identity":
         out = evaluate_identity(pair.fixed, pair.moving, **kw)

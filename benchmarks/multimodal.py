@@ -47,12 +47,7 @@ LEARNED = "deep_similarity"
 
 def run_one(row: str, pair) -> dict:
     method, overrides = METHODS[row]
-    kw = dict(
-        fixed_labels=pair.fixed_labels,
-        moving_labels=pair.moving_labels,
-        fixed_landmarks=pair.fixed_landmarks,
-        moving_landmarks=pair.moving_landmarks,
-    )
+    kw = pair.annotations
     t = time.perf_counter()
     if method is None:
         out = evaluate_identity(pair.fixed, pair.moving, **kw)

@@ -50,13 +50,7 @@ def oracle_record(pair: Pair | None = None) -> RunRecord:
     u = torch.tensor(SHIFT).view(1, 2, 1, 1).expand(1, 2, *pair.fixed.shape).clone()
     warped = pair.moving.with_data(warp(pair.moving.batch(), u)[0])
     result = RegistrationResult("oracle", pair.fixed, pair.moving, warped, u, runtime_s=0.5, device="cpu")
-    metrics = evaluate(
-        result,
-        fixed_labels=pair.fixed_labels,
-        moving_labels=pair.moving_labels,
-        fixed_landmarks=pair.fixed_landmarks,
-        moving_landmarks=pair.moving_landmarks,
-    )
+    metrics = evaluate(result, **pair.annotations)
     return RunRecord(pair, result, metrics, label="oracle run")
 
 

@@ -72,6 +72,17 @@ class Pair:
         return self.fixed.ndim
 
     @property
+    def annotations(self) -> dict:
+        """``fixed_labels``, ``moving_labels``, ``fixed_landmarks``, ``moving_landmarks`` (None where absent): the
+        keyword arguments of ``regcore.metrics.evaluate`` and ``evaluate_identity``."""
+        return {
+            "fixed_labels": self.fixed_labels,
+            "moving_labels": self.moving_labels,
+            "fixed_landmarks": self.fixed_landmarks,
+            "moving_landmarks": self.moving_landmarks,
+        }
+
+    @property
     def has_ground_truth(self) -> bool:
         return self.true_displacement is not None
 
