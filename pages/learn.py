@@ -104,7 +104,7 @@ def lab_transformations() -> None:
             key="lab_t_grid",
         )
         b.plotly_chart(
-            viz.jacobian_figure(_det_j(u), title="Local volume change (det J)", height=380),
+            viz.jacobian_figure(_det_j(u), title="Volume change (det J)", height=380),
             width="stretch",
             key="lab_t_jac",
         )
