@@ -20,7 +20,7 @@ def draw(sample_pair) -> None:
         if st.button("Save session", icon=":material/save:", key="session_save"):
             try:
                 session_store.save_named(name)
-                st.toast(f"Saved the session as {name.strip()!r}", icon=":material/check_circle:")
+                st.success(f"Saved the session as {name.strip()!r}", icon=":material/check_circle:")
             except ValueError as exc:
                 st.error(str(exc), icon=":material/error:")
         saved = session_store.saved_names()
@@ -33,4 +33,5 @@ def draw(sample_pair) -> None:
             except ValueError as exc:
                 st.error(str(exc), icon=":material/error:")
                 return
-            st.toast(f"Opened {choice!r}: {n} run{'s' if n != 1 else ''}", icon=":material/folder_open:")
+            # in the panel, not a toast: it stays until the next click, so it cannot be missed
+            st.success(f"Opened {choice!r}: {n} run{'s' if n != 1 else ''}", icon=":material/folder_open:")

@@ -192,6 +192,7 @@ def test_lecturer_shows_home_a_lab_and_the_glossary_then_shares_the_session(brow
         settle(student)
         student.get_by_text("Session", exact=True).first.click()
         student.get_by_role("button", name="Open session").click()
+        student.get_by_text("Opened 'lecture 1'").first.wait_for()  # the open has run before we navigate
         settle(student)
         goto_nav(student, "Evaluate & compare")
         student.locator('[data-testid="stMain"]').get_by_text("class demo").first.wait_for()
