@@ -48,6 +48,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402
+
 from regcore.data.pairs import Pair  # noqa: E402
 from regcore.data.slices import slice_pairs  # noqa: E402
 from regcore.methods import registry  # noqa: E402
@@ -337,12 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides,
     }
     meta["target"] = target(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "sets": results}, indent=1), encoding="utf-8"
-    )
-    out.with_suffix(".md").write_text(markdown(meta, results), encoding="utf-8")
+    write_results(args.out, {"meta": meta, "sets": results}, markdown(meta, results))
     print(json.dumps(meta["target"], indent=1))
     return 0
 

@@ -28,6 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402
+
 from regcore.data.multimodal import MULTIMODAL_SETS, multimodal_pairs  # noqa: E402
 from regcore.methods import registry  # noqa: E402
 from regcore.metrics import evaluate, evaluate_identity  # noqa: E402
@@ -137,12 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_methods": skipped_methods,
         "target": verdict,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "sets": results}, indent=1), encoding="utf-8"
-    )
-    out.with_suffix(".md").write_text(markdown(meta, results, rows), encoding="utf-8")
+    write_results(args.out, {"meta": meta, "sets": results}, markdown(meta, results, rows))
     print(json.dumps(verdict, indent=1))
     return 0
 
@@ -160,10 +157,7 @@ def merge(files: list[str], out: Path) -> int:
     meta["load_average_1_5_15"] = [r["meta"]["load_average_1_5_15"] for r in runs]
     meta["target"] = target(results)
     rows = [m for m in METHODS if any(m in res.get("methods", {}) for res in results.values())]
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "sets": results}, indent=1), encoding="utf-8"
-    )
-    out.with_suffix(".md").write_text(markdown(meta, results, rows), encoding="utf-8")
+    write_results(out, {"meta": meta, "sets": results}, markdown(meta, results, rows))
     print(json.dumps(meta["target"], indent=1))
     return 0
 

@@ -34,6 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import write_results  # noqa: E402
+
 from regcore.data.prostate import FOLDS, HELD_OUT, default_root, prostate_cases  # noqa: E402
 from regcore.metrics import evaluate_identity  # noqa: E402
 from regcore.register import run_registration  # noqa: E402
@@ -155,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "target": target(summary),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "methods": summary}, indent=1), encoding="utf-8"
-    )
-    out.with_suffix(".md").write_text(markdown(meta, summary), encoding="utf-8")
+    write_results(args.out, {"meta": meta, "methods": summary}, markdown(meta, summary))
     print(json.dumps(meta["target"], indent=1))
     return 0
 
