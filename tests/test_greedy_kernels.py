@@ -179,3 +179,34 @@ def test_auto_schedule_follows_the_image_size(shape, levels, iterations, window)
     )
     custom = replace(fireants.FireANTsConfig(), preset="custom", levels=(2, 1), iterations=(9, 9))
     assert fireants.resolve_preset(custom, shape) is custom
+
+
+def test_auto_schedule_keeps_a_pyramid_for_thick_slices():
+    """A 0.5 x 0.5 x 7.5 mm stack of 11 slices: the in-plane axes still get three levels (the slice axis,
+    already coarse, is not shrunk); counted in voxels alone it would get no pyramid at all."""
+    shape = (320, 320, 11)
+    assert fireants.resolve_preset(fireants.FireANTsConfig(), shape).levels == (1,)
+    config = fireants.resolve_preset(fireants.FireANTsConfig(), shape, (0.5, 0.5, 7.5))
+    assert config.levels == (4, 2, 1)
+    assert fireants.auto_levels((48, 48, 9), spacing=(0.5, 0.5, 7.5)) == (2, 1)  # 24 px in-plane at x2
+
+
+def test_thick_slice_pyramid_recovers_a_large_in_plane_shift():
+    """12 slices of 5 mm under 1 mm pixels, moving shifted 6 px in-plane: with the spacing the pyramid keeps
+    three in-plane levels and recovers the shift; counted in voxels (12 slices) it gets no coarse level."""
+    from regcore.image import Image
+
+    fixed = _smooth_image((64, 64, 12), 3)
+    shift = torch.zeros(1, 3, 64, 64, 12)
+    shift[:, 0] = 6.0  # fixed voxel x looks up moving voxel x + 6 along tensor axis 0
+    moving = warp(fixed, -shift)  # so that moving o (id + shift) = fixed in the interior
+    interior = (slice(12, -12), slice(12, -12), slice(None))
+
+    def recovered_shift(spacing) -> float:
+        f = Image.from_array(fixed[0, 0], spacing=spacing)
+        m = Image.from_array(moving[0, 0], spacing=spacing)
+        u = fireants.FireANTsMethod().register(f, m).displacement
+        return float(u[0, 0][interior].mean())
+
+    assert recovered_shift((1.0, 1.0, 5.0)) == pytest.approx(6.0, abs=0.75)
+    assert abs(recovered_shift(1.0) - 6.0) > 1.0 + abs(recovered_shift((1.0, 1.0, 5.0)) - 6.0)

@@ -16,7 +16,13 @@ from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
 from regcore.methods.classical.filters import box_filter
 from regcore.methods.classical.lncc import lncc_and_gradient
-from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
+from regcore.methods.classical.pyramid import (
+    axis_factors,
+    downsample,
+    level_shape,
+    resize_field,
+    validate_schedule,
+)
 from regcore.spatial.affine import affine_to_displacement
 from regcore.spatial.warp import warp
 
@@ -168,6 +174,24 @@ def test_downsample_blurs_at_half_the_factor_truncated_at_two_sigma():
     np.testing.assert_allclose(small[0, 0, 0, 0].item(), blurred[0, 0], atol=1e-12)  # corners coincide
     np.testing.assert_allclose(small[0, 0, -1, -1].item(), blurred[-1, -1], atol=1e-12)
     assert downsample(x, 1) is x
+
+
+def test_anisotropic_pyramid_shrinks_thick_slice_axes_less():
+    # 0.5 x 0.5 x 7.5 mm (a T2* stack): factor 4 aims at 2 mm voxels, so the 7.5 mm axis is not shrunk
+    assert axis_factors(4, 3, (0.5, 0.5, 7.5)) == (4.0, 4.0, 1.0)
+    assert axis_factors(4, 3, (1.0, 1.0, 2.0)) == (4.0, 4.0, 2.0)
+    assert axis_factors(4, 2) == axis_factors(4, 2, (1.5, 1.5)) == (4.0, 4.0)  # isotropic: plain factor
+    assert level_shape((320, 320, 11), 4, (0.5, 0.5, 7.5)) == (80, 80, 11)
+    assert level_shape((320, 320, 11), 4) == (80, 80, 4)  # without spacing the thin axis collapses
+    x = torch.rand(1, 1, 16, 18, 7, dtype=torch.float64)
+    small = downsample(x, 2, (1.0, 1.0, 3.0))
+    assert small.shape[2:] == (8, 9, 7)
+    blurred = ndimage.gaussian_filter(x[0, 0].numpy(), (1.0, 1.0, 0.0), mode="nearest", truncate=2.0)
+    np.testing.assert_allclose(small[0, 0, 0, 0].numpy(), blurred[0, 0], atol=1e-12)  # thick axis untouched
+    assert downsample(x, 2, (1.0, 1.0, 1.0)).shape[2:] == level_shape((16, 18, 7), 2) == (8, 9, 4)
+    assert downsample(x, 4, (1.0, 1.0, 20.0)).shape[2:] == (4, 4, 7)
+    with pytest.raises(ValueError, match="spacing must give 3 voxel sizes"):
+        axis_factors(2, 3, (1.0, 1.0))
 
 
 def test_box_filter_matches_scipy_uniform_filter():

@@ -134,7 +134,7 @@ class AffineMethod:
             tracker = LevelProgress(progress, iterations)
             optimiser = torch.optim.Adam(list(params.values()), lr=config.learning_rate)
             for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
-                f_l, m_l = downsample(f, factor), downsample(m, factor)
+                f_l, m_l = downsample(f, factor, fixed.spacing), downsample(m, factor, fixed.spacing)
                 frame_l = _Frame(
                     tuple(f_l.shape[2:]),
                     tuple(

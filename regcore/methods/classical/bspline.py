@@ -91,16 +91,21 @@ class _Adam:
 
 
 def evaluation_grid(
-    shape: tuple[int, ...], factor: int, grid_spacing: int, max_voxels: int
+    shape: tuple[int, ...],
+    factor: int,
+    grid_spacing: int,
+    max_voxels: int,
+    voxel_size: tuple[float, ...] | None = None,
 ) -> tuple[int, int]:
     """Image downsampling factor and control spacing (voxels of that image) for one level.
 
     Starts at the level's ``factor`` and ``grid_spacing``; while the downsampled image has more than
     ``max_voxels`` voxels (and the spacing can still be halved to >= 2), doubles the factor and halves
-    the spacing, which keeps the control points at the same physical density.
+    the spacing, which keeps the control points at the same physical density. ``voxel_size`` (mm per axis):
+    anisotropic pyramid (:func:`~regcore.methods.classical.pyramid.axis_factors`).
     """
     spacing = grid_spacing
-    while math.prod(level_shape(shape, factor)) > max_voxels and spacing % 2 == 0 and spacing > 2:
+    while math.prod(level_shape(shape, factor, voxel_size)) > max_voxels and spacing % 2 == 0 and spacing > 2:
         factor, spacing = factor * 2, spacing // 2
     return factor, spacing
 
@@ -133,9 +138,13 @@ class BSplineMethod:
             base = None
             for level, level_factor in enumerate(factors):
                 factor, spacing = evaluation_grid(
-                    tuple(f0.shape[2:]), level_factor, config.grid_spacing, config.max_level_voxels
+                    tuple(f0.shape[2:]),
+                    level_factor,
+                    config.grid_spacing,
+                    config.max_level_voxels,
+                    fixed.spacing,
                 )
-                f, m = downsample(f0, factor), downsample(m0, factor)
+                f, m = downsample(f0, factor, fixed.spacing), downsample(m0, factor, fixed.spacing)
                 shape = tuple(f.shape[2:])
                 base = (
                     torch.zeros(1, ndim, *shape, device=device) if base is None else resize_field(base, shape)

@@ -198,9 +198,11 @@ class DemonsMethod:
             m0 = moving.batch().to(device)[:, :1]
             if config.normalise:
                 f0, m0 = minmax(f0), minmax(m0)
-            u = torch.zeros(1, fixed.ndim, *level_shape(fixed.shape, factors[0]), device=device)
+            u = torch.zeros(
+                1, fixed.ndim, *level_shape(fixed.shape, factors[0], fixed.spacing), device=device
+            )
             for level, factor in enumerate(factors):
-                f, m = downsample(f0, factor), downsample(m0, factor)
+                f, m = downsample(f0, factor, fixed.spacing), downsample(m0, factor, fixed.spacing)
                 u = resize_field(u, f.shape[2:])
                 report = _reporter(ticker, history, level, len(factors), config.iterations)
                 if greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32:

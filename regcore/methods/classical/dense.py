@@ -72,8 +72,12 @@ def optimise_field(
     history: list | None = None,
     init: torch.Tensor | None = None,
     max_level_voxels: int | None = None,
+    spacing: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """Multi-level Adam on a field parameter ``p`` ``(1, ndim, *S_level)`` (voxel units of its level).
+
+    ``spacing`` (mm per spatial axis, optional): anisotropic pyramid, thick-slice axes shrunk less
+    (:func:`~regcore.methods.classical.pyramid.axis_factors`).
 
     ``init`` (optional, ``(1, ndim, *S_any)`` in voxels of its own grid) starts the first level.
     Levels after the first whose grid exceeds ``max_level_voxels`` are skipped (field upsampled).
@@ -88,11 +92,11 @@ def optimise_field(
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
         too_big = (
             max_level_voxels is not None
-            and math.prod(level_shape(fixed.shape[2:], factor)) > max_level_voxels
+            and math.prod(level_shape(fixed.shape[2:], factor, spacing)) > max_level_voxels
         )
         if p is not None and level > 0 and too_big:
             continue
-        f_l, m_l = downsample(fixed, factor), downsample(moving, factor)
+        f_l, m_l = downsample(fixed, factor, spacing), downsample(moving, factor, spacing)
         shape = tuple(f_l.shape[2:])
         p = (
             torch.zeros(1, ndim, *shape, device=fixed.device)
@@ -131,6 +135,7 @@ def optimise_configured_field(
     progress=None,
     history: list | None = None,
     to_displacement: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
+    spacing: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """:func:`optimise_field` with the schedule, similarity (``window``), regulariser, weight and
     ``max_level_voxels`` of a :class:`DenseConfig`-like config (dense, svf)."""
@@ -147,6 +152,7 @@ def optimise_configured_field(
         progress=progress,
         history=history,
         max_level_voxels=config.max_level_voxels,
+        spacing=spacing,
     )
 
 
@@ -164,7 +170,9 @@ class DenseMethod:
         history: list[dict[str, float]] = []
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
-            u = optimise_configured_field(f, m, config, progress=progress, history=history)
+            u = optimise_configured_field(
+                f, m, config, progress=progress, history=history, spacing=fixed.spacing
+            )
         return build_result(
             self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
         )

@@ -3,6 +3,11 @@ downsampling and resizing of voxel displacements between levels.
 
 A level is a downsampling factor (coarse first, e.g. ``(4, 2, 1)``); its grid has ``level_shape``.
 Displacements ``(B, ndim, *S)`` are in voxels of the grid they live on, fixed -> moving.
+
+Anisotropic voxels (given ``spacing``): a level of factor ``f`` aims at isotropic voxels of
+``f * min(spacing)`` mm, so an axis whose voxels are already coarser is shrunk less or not at all
+(:func:`axis_factors`, the rule of ANTs' per-dimension shrink factors): a 0.5 x 0.5 x 7.5 mm stack at
+factor 4 becomes 2 x 2 x 7.5 mm, not 2 x 2 x 30 mm. Isotropic spacing gives the plain factor on every axis.
 """
 
 from __future__ import annotations
@@ -46,21 +51,40 @@ def halving_factors(levels: int) -> list[int]:
     return [2**k for k in range(levels - 1, -1, -1)]
 
 
-def level_shape(shape: Sequence[int], factor: int) -> tuple[int, ...]:
-    """Grid shape at downsampling ``factor`` (at least 4 voxels per axis)."""
-    return tuple(max(4, int(round(s / factor))) for s in shape)
+def axis_factors(factor: float, ndim: int, spacing: Sequence[float] | None = None) -> tuple[float, ...]:
+    """Per-axis downsampling factors of a level: ``factor`` on every axis without ``spacing`` (voxels
+    treated as isotropic); with ``spacing`` (mm per tensor axis), ``max(1, factor * min(spacing) /
+    spacing[a])``, i.e. the axes shrink towards isotropic voxels of ``factor * min(spacing)`` mm."""
+    if spacing is None:
+        return (float(factor),) * ndim
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim or any(not s > 0 for s in spacing):
+        raise ValueError(f"spacing must give {ndim} voxel sizes > 0 mm, got {spacing}")
+    finest = min(spacing)
+    return tuple(max(1.0, factor * finest / s) for s in spacing)
 
 
-def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
-    """Anti-aliased resize of ``(B, C, *S)`` to ``level_shape``: Gaussian sigma ``factor / 2`` voxels
-    (truncated at :data:`TRUNCATE` sigmas), then linear interpolation (align_corners)."""
-    if factor == 1:
-        return image
+def level_shape(
+    shape: Sequence[int], factor: float, spacing: Sequence[float] | None = None
+) -> tuple[int, ...]:
+    """Grid shape at downsampling ``factor`` (per axis: :func:`axis_factors`); a shrunk axis keeps at least
+    4 voxels, an axis with factor 1 keeps its size."""
+    factors = axis_factors(factor, len(shape), spacing)
+    return tuple(int(s) if f == 1 else max(4, int(round(s / f))) for s, f in zip(shape, factors))
+
+
+def downsample(image: torch.Tensor, factor: float, spacing: Sequence[float] | None = None) -> torch.Tensor:
+    """Anti-aliased resize of ``(B, C, *S)`` to ``level_shape``: Gaussian sigma ``f / 2`` voxels on each axis
+    shrunk by ``f > 1`` (truncated at :data:`TRUNCATE` sigmas), then linear interpolation (align_corners).
+    ``spacing``: voxel size in mm per spatial axis (anisotropic pyramid, :func:`axis_factors`)."""
     ndim = image.ndim - 2
-    blurred = gaussian_smooth(image, 0.5 * factor, truncate=TRUNCATE)
+    factors = axis_factors(factor, ndim, spacing)
+    if all(f == 1 for f in factors):
+        return image
+    blurred = gaussian_smooth(image, [0.5 * f if f > 1 else 0.0 for f in factors], truncate=TRUNCATE)
     return F.interpolate(
         blurred,
-        size=level_shape(image.shape[2:], factor),
+        size=level_shape(image.shape[2:], factor, spacing),
         mode="trilinear" if ndim == 3 else "bilinear",
         align_corners=True,
     )

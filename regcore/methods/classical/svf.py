@@ -77,6 +77,7 @@ class SVFMethod:
                 progress=progress,
                 history=history,
                 to_displacement=lambda p: integrate_svf(p, steps),
+                spacing=fixed.spacing,
             )
             with torch.no_grad():
                 u = integrate_svf(v, steps)
