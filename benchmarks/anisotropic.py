@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _results import write_results  # noqa: E402
-from dev_benchmark import run_one  # noqa: E402
+from dev_benchmark import run_one, summarise  # noqa: E402
 
 from regcore.data.pairs import Pair  # noqa: E402
 from regcore.image import Image  # noqa: E402
@@ -131,16 +130,6 @@ def hide_spacing(pair: Pair) -> Pair:
     )
 
 
-def summary(rows: list[dict]) -> dict:
-    dice = [r["dice"] for r in rows if r["dice"] is not None]
-    return {
-        "dice_mean": round(statistics.mean(dice), 4) if dice else None,
-        "sdlogj_mean": round(statistics.mean(r["sdlogj"] or 0.0 for r in rows), 3),
-        "folding_percent_max": max(r["folding_percent"] or 0.0 for r in rows),
-        "runtime_median_s": round(statistics.median(r["runtime_s"] for r in rows), 2),
-    }
-
-
 def markdown(meta: dict, results: dict) -> str:
     lines = [
         "# Thick-slice 3D: spacing-aware pyramid vs voxel-count pyramid",
@@ -203,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in ["identity", *args.methods]:
             try:
                 per[method] = {
-                    mode: summary([run_one(method, {}, p) for p in mode_pairs])
+                    mode: summarise([run_one(method, {}, p) for p in mode_pairs])
                     for mode, mode_pairs in modes.items()
                 }
             except Exception as exc:  # recorded, the run goes on
