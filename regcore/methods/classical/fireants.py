@@ -57,8 +57,9 @@ class FireANTsConfig:
     preset: str = param(
         "auto",
         "auto: a schedule chosen from the image (up to 3 levels, each coarse level at least 24 voxels "
-        "across; thick-slice axes shrink toward isotropic voxels, not by the full factor; 3D: iterations (100, 50, 20), step 1.0, update sigma 0.75, window 5; 2D: iterations "
-        "(100, 80, 50), step 0.5, update sigma 1.0, window 11); custom: use the five fields below.",
+        "across; thick-slice axes shrink toward isotropic voxels, not by the full factor; 3D: iterations "
+        "(100, 50, 20), step 1.0, update sigma 0.75, window 5; 2D: iterations (100, 80, 50), step 0.5, "
+        "update sigma 1.0, window 11); custom: use the five fields below.",
         choices=("auto", "custom"),
     )
     window: int = param(
@@ -105,7 +106,7 @@ class FireANTsConfig:
 
 
 MIN_COARSE_VOXELS = 24
-"""The coarsest pyramid level keeps at least this many voxels along the image's shortest axis."""
+"""The coarsest pyramid level keeps at least this many voxels along every axis it shrinks."""
 AUTO_SCHEDULES = {
     3: {"iterations": (100, 50, 20), "step_size": 1.0, "smooth_grad_sigma": 0.75, "window": 5},
     2: {"iterations": (100, 80, 50), "step_size": 0.5, "smooth_grad_sigma": 1.0, "window": 11},
