@@ -105,7 +105,7 @@ def import_time() -> float:
     code = (
         "import time; t = time.perf_counter(); "
         "import regcore.cli; from regcore.data import Pair; from regcore.register import run_pair; "
-        "from regcore.run_record import RunRecord, save_run; from regcore.metrics.evaluate import evaluate; "
+        "from regcore.run_record import RunRecord; from regcore.run_folder import save_run; from regcore.metrics.evaluate import evaluate; "
         "import regcore.io, SimpleITK, nibabel; from regcore.methods.registry import get; "
         "get('fireants').factory(); print(time.perf_counter() - t)"
     )
@@ -147,7 +147,8 @@ def stages_in_process(files: dict, run_dir: Path, work: Path) -> dict:
     from regcore.metrics.evaluate import evaluate
     from regcore.metrics.overlap import label_overlap
     from regcore.register import prepare_moving
-    from regcore.run_record import RunRecord, save_run
+    from regcore.run_folder import save_run
+    from regcore.run_record import RunRecord
     from regcore.spatial.warp import warp_labels
 
     st: dict = {}

@@ -8,7 +8,7 @@ an empty value turns persistence off)::
                               {"folder": "pair"}: the pair's images in pair/ (written by regcore.io)
     pair/                     fixed.nii.gz, moving.nii.gz, *_labels.nii.gz, *_landmarks.csv, names.json
     runs.json                 [{"label": ..., "folder": "runs/003", "sample": [...] | null}, ...] in order
-    runs/NNN/                 one run folder each (regcore.run_record.save_run)
+    runs/NNN/                 one run folder each (regcore.run_folder.save_run)
     choices.json              page choices that outlive a page (``KEPT_CHOICES``)
 
 A reload opens the same URL, finds the id and restores everything once per Streamlit session
@@ -152,7 +152,7 @@ def save_pair(pair) -> None:
 
 
 def _write_runs(folder: Path, records: list[tuple[str, Any]]) -> None:
-    from regcore.run_record import save_run
+    from regcore.run_folder import save_run
 
     folder.mkdir(parents=True, exist_ok=True)
     index_path = folder / "runs.json"
@@ -242,7 +242,8 @@ def _read_pair(folder: Path, sample_pair):
 
 
 def _read_runs(folder: Path, sample_pair) -> dict:
-    from regcore.run_record import RunRecord, load_run
+    from regcore.run_folder import load_run
+    from regcore.run_record import RunRecord
 
     runs = {}
     for entry in _read_json(folder / "runs.json", []):

@@ -125,7 +125,8 @@ def _json_default(v):
 def cmd_register(args) -> int:
     from regcore.data import Pair
     from regcore.register import run_pair
-    from regcore.run_record import RunRecord, save_run
+    from regcore.run_folder import save_run
+    from regcore.run_record import RunRecord
 
     overrides = parse_sets(args.set)
     if Path(args.out).exists() and not Path(args.out).is_dir():

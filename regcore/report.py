@@ -22,7 +22,8 @@ import numpy as np
 
 from regcore import viz
 from regcore.metrics.presence import LabelPresence, labels_in_both, mean_over_present
-from regcore.run_record import RunRecord, RunSlice, load_run
+from regcore.run_folder import load_run
+from regcore.run_record import RunRecord, RunSlice
 
 __all__ = [
     "REPORT_FILE",

@@ -1,4 +1,4 @@
-"""One registration run as a typed record, and the run folder the CLI writes and reads.
+"""One registration run as a typed record.
 
 ``RunRecord(pair, result, metrics)`` is what the app keeps per run and what the QA report and
 ``regcore report`` read. Everything derived from the run is computed here once, on first use,
@@ -14,30 +14,13 @@ Conventions: ``result.displacement`` is ``(1, ndim, *S)`` in voxels of the fixed
 fixed -> moving (``warped = moving o phi``); ``result.moving`` is the moving image already
 resampled onto the fixed grid (as :func:`regcore.register.run_registration` returns it).
 
-Run folder (``save_run`` / ``load_run``; written by ``regcore register --out DIR``)::
-
-    warped.nii.gz          moving warped onto the fixed grid
-    displacement.nii       ITK displacement field (LPS mm, fixed space, float32), uncompressed:
-                           gzip saves < 10 % on a float field and costs seconds; ``save_run(...,
-                           compress=True)`` (``regcore register --compress``) writes
-                           ``displacement.nii.gz`` instead (gzip on all cores). Both are read back.
-    fixed.nii.gz           the fixed image
-    moving.nii.gz          the moving image resampled onto the fixed grid (before registration)
-    fixed_labels.nii.gz, moving_labels.nii.gz, warped_labels.nii.gz   label maps on the fixed grid (optional)
-    fixed_landmarks.csv, moving_landmarks.csv                         landmarks in LPS mm (optional)
-    metrics.json           regcore.metrics.evaluate row after registration
-    metrics_before.json    the same row for "no registration"
-    run.json               label, pair name, method, label names
+The run folder the CLI writes and reads is :mod:`regcore.run_folder`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from functools import cached_property, partial
-from pathlib import Path
-from typing import Any
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -47,27 +30,7 @@ from regcore.image import Image
 from regcore.methods.base import RegistrationResult
 from regcore.metrics.landmarks import LandmarkErrors, landmark_errors
 
-__all__ = ["RUN_FILES", "RunRecord", "RunSlice", "load_run", "save_run"]
-
-RUN_FILES = {
-    "warped": "warped.nii.gz",
-    "displacement": "displacement.nii",
-    "fixed": "fixed.nii.gz",
-    "moving": "moving.nii.gz",
-    "fixed_labels": "fixed_labels.nii.gz",
-    "moving_labels": "moving_labels.nii.gz",
-    "warped_labels": "warped_labels.nii.gz",
-    "fixed_landmarks": "fixed_landmarks.csv",
-    "moving_landmarks": "moving_landmarks.csv",
-    "metrics": "metrics.json",
-    "metrics_before": "metrics_before.json",
-    "run": "run.json",
-}
-"""File names inside a run folder, by role."""
-COMPRESSED_FILES = {"displacement": "displacement.nii.gz"}
-"""Names of the roles written compressed by ``save_run(..., compress=True)`` (the others keep theirs)."""
-
-REQUIRED_FILES = ("fixed", "moving", "warped", "displacement", "metrics")
+__all__ = ["RunRecord", "RunSlice"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,187 +235,3 @@ class RunRecord:
             index=index,
             flips=viz.display_flips(codes, viz.slice_axes(self.ndim, axis)),
         )
-
-
-# -- run folder -------------------------------------------------------------------------------------
-def _json_default(v: Any):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _dump(obj: Any) -> str:
-    def clean(v):
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-
-    return json.dumps(clean(obj), indent=2, default=_json_default)
-
-
-def save_run(record: RunRecord, out_dir: str | Path, *, compress: bool = False) -> dict[str, Path]:
-    """Write the run folder described in the module docstring; returns ``{role: path}``.
-
-    ``displacement.nii`` (``displacement.nii.gz`` with ``compress``) is an ITK displacement field (LPS mm,
-    fixed space) that SimpleITK's ``DisplacementFieldTransform`` reads; label maps and images lie on the
-    fixed grid. Written atomically (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is
-    left in ``out_dir``. The volumes are written on two threads (gzip releases the GIL).
-    """
-    if not isinstance(record, RunRecord):
-        raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
-    from regcore.atomic import atomic_dir
-
-    with atomic_dir(out_dir) as tmp:  # all files or none: a failed write leaves no partial run folder
-        written = _write_run(record, tmp, compress=compress)
-    return {role: Path(out_dir) / p.name for role, p in written.items()}
-
-
-def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[str, Path]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from regcore.io import save_displacement, save_image, save_landmarks
-
-    r = record.result
-    names = {**RUN_FILES, **(COMPRESSED_FILES if compress else {})}
-    before = record.before_metrics  # computed (once) before the writes, so they can overlap each other
-
-    def first_channel(img: Image) -> Image:  # a view, not a copy, for a 1-channel float32 CPU image
-        return img.with_data(img.data[:1].float().cpu())
-
-    jobs = {
-        "warped": lambda: save_image(first_channel(r.warped), out / names["warped"]),
-        "displacement": lambda: save_displacement(
-            r.displacement.detach().float().cpu(), r.fixed.geometry, out / names["displacement"]
-        ),
-        "fixed": lambda: save_image(first_channel(r.fixed), out / names["fixed"]),
-        "moving": lambda: save_image(first_channel(r.moving), out / names["moving"]),
-    }
-    for role in ("fixed_labels", "moving_labels", "warped_labels"):
-        img = getattr(record, role)
-        if img is not None:
-            jobs[role] = partial(save_image, img.with_data(img.data.cpu()), out / names[role])
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(job) for role, job in jobs.items()}
-        paths: dict[str, Path] = {role: f.result() for role, f in futures.items()}
-    for role in ("fixed_landmarks", "moving_landmarks"):
-        lm = getattr(record.pair, role)
-        if lm is not None:
-            paths[role] = save_landmarks(lm, out / names[role])
-    for role, data in (
-        ("metrics", record.metrics),
-        ("metrics_before", before),
-        (
-            "run",
-            {
-                "label": record.label,
-                "pair": record.pair_name,
-                "method": record.method,
-                "label_names": {str(k): v for k, v in record.label_names.items()},
-            },
-        ),
-    ):
-        paths[role] = out / names[role]
-        paths[role].write_text(_dump(data), encoding="utf-8")
-    return paths
-
-
-def _run_file(d: Path, role: str) -> Path:
-    """The file of ``role`` in run folder ``d``: its plain name, or the compressed one when only that exists."""
-    plain = d / RUN_FILES[role]
-    packed = d / COMPRESSED_FILES.get(role, RUN_FILES[role])
-    return packed if not plain.is_file() and packed.is_file() else plain
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not readable ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):  # a file's content, not an argument: ValueError like the rest
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")  # noqa: TRY004
-    return data
-
-
-def load_run(run_dir: str | Path) -> RunRecord:
-    """Read a run folder written by :func:`save_run` (``regcore register --out DIR``) into a RunRecord.
-
-    Raises ValueError naming the missing or unreadable file.
-    """
-    from regcore.io import load_displacement, load_image, load_landmarks
-
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise ValueError(f"{d}: not a folder (give the --out folder of `regcore register`)")
-    for role in REQUIRED_FILES:
-        if not _run_file(d, role).is_file():
-            raise ValueError(
-                f"{d / RUN_FILES[role]}: file not found (is {d} a folder written by "
-                f"`regcore register --out`?)"
-            )
-    info = _read_json(d / RUN_FILES["run"]) if (d / RUN_FILES["run"]).is_file() else {}
-    try:
-        names = {int(k): str(v) for k, v in (info.get("label_names") or {}).items()}
-    except (TypeError, ValueError, AttributeError):
-        raise ValueError(f"{d / RUN_FILES['run']}: label_names must map label values to names") from None
-    metrics = _read_json(d / RUN_FILES["metrics"])
-    before = (
-        _read_json(d / RUN_FILES["metrics_before"]) if (d / RUN_FILES["metrics_before"]).is_file() else None
-    )
-    fixed = load_image(d / RUN_FILES["fixed"], is_labels=False)
-    moving = load_image(d / RUN_FILES["moving"], is_labels=False)
-    warped = load_image(d / RUN_FILES["warped"], is_labels=False)
-    u, geom = load_displacement(_run_file(d, "displacement"))
-    for role, img in (("moving", moving), ("warped", warped)):
-        if not img.geometry.same_grid(fixed.geometry):
-            raise ValueError(
-                f"{d / RUN_FILES[role]}: grid {img.shape} differs from {RUN_FILES['fixed']} "
-                f"{fixed.shape}; a run folder holds images on the fixed grid"
-            )
-    if not geom.same_grid(fixed.geometry):
-        raise ValueError(
-            f"{_run_file(d, 'displacement')}: field grid {geom.shape} differs from "
-            f"{RUN_FILES['fixed']} {fixed.shape} (shape, spacing, origin and direction must match)"
-        )
-    labels = {
-        role: load_image(d / RUN_FILES[role], is_labels=True, label_names=names or None)
-        if (d / RUN_FILES[role]).is_file()
-        else None
-        for role in ("fixed_labels", "moving_labels", "warped_labels")
-    }
-    landmarks = {
-        role: load_landmarks(d / RUN_FILES[role], geometry=fixed.geometry)
-        if (d / RUN_FILES[role]).is_file()
-        else None
-        for role in ("fixed_landmarks", "moving_landmarks")
-    }
-    result = RegistrationResult(
-        method=str(metrics.get("method") or info.get("method") or "unknown"),
-        fixed=fixed,
-        moving=moving,
-        warped=warped,
-        displacement=u,
-        runtime_s=float(metrics.get("runtime_s") or 0.0),
-        peak_memory_mb=float(metrics.get("peak_memory_mb") or 0.0),
-        device=str(metrics.get("device") or "cpu"),
-    )
-    if labels["warped_labels"] is not None:
-        result.extras["warped_labels"] = labels["warped_labels"]
-    pair = Pair(
-        name=str(info.get("pair") or d.name),
-        fixed=fixed,
-        moving=moving,
-        fixed_labels=labels["fixed_labels"],
-        moving_labels=labels["moving_labels"],
-        label_names=names or None,
-        **landmarks,
-    )
-    return RunRecord(
-        pair=pair, result=result, metrics=metrics, label=str(info.get("label") or d.name), before=before
-    )

@@ -48,6 +48,7 @@ PUBLIC_ROOTS = (
     "regcore.labs",
     "regcore.report",
     "regcore.run_record",
+    "regcore.run_folder",
 )
 
 

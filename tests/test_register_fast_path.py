@@ -242,7 +242,7 @@ def test_evaluate_with_warped_labels_equals_rewarping():
 
 
 def test_run_folder_plain_compressed_and_old_style(tmp_path):
-    from regcore.run_record import RUN_FILES, load_run, save_run
+    from regcore.run_folder import RUN_FILES, load_run, save_run
 
     record, metrics, _ = small_record()
     plain = save_run(record, tmp_path / "plain")
@@ -287,7 +287,7 @@ def test_cli_register_3d_metrics_equal_the_reference_path(tmp_path, monkeypatch)
     from regcore.cli import main
     from regcore.io import save_image
     from regcore.metrics import evaluate
-    from regcore.run_record import load_run
+    from regcore.run_folder import load_run
 
     geom = Geometry(
         (26, 24, 22), (1.0, 1.1, 0.9), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))

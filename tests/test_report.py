@@ -16,7 +16,8 @@ from regcore.data import Pair
 from regcore.image import Geometry, Image
 from regcore.methods.base import RegistrationResult
 from regcore.report import REPORT_FILE, qa_report_html, run_report_html, write_report
-from regcore.run_record import RunRecord, RunSlice, save_run
+from regcore.run_folder import save_run
+from regcore.run_record import RunRecord, RunSlice
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from regcore.image import Geometry, Image, Landmarks
 from regcore.methods.base import RegistrationResult
 from regcore.metrics import evaluate, evaluate_identity, target_registration_error
 from regcore.metrics.landmarks import landmark_errors
-from regcore.run_record import RUN_FILES, RunRecord, RunSlice, load_run, save_run
+from regcore.run_folder import RUN_FILES, load_run, save_run
+from regcore.run_record import RunRecord, RunSlice
 from regcore.spatial.warp import warp
 
 SHIFT = (3.0, -2.0)  # voxels: moving content sits at fixed content + SHIFT

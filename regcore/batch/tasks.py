@@ -389,7 +389,8 @@ def execute_task(
                     f"save_outputs needs the batch folder {out_dir} to be writable from this worker "
                     f"({host}); put it on a shared filesystem"
                 )
-            from regcore.run_record import RunRecord, save_run
+            from regcore.run_folder import save_run
+            from regcore.run_record import RunRecord
 
             paths = save_run(RunRecord(pair, result, metrics, label=task.label), tdir / task.key)
             record["outputs"] = {k: str(v) for k, v in paths.items()}
