@@ -138,8 +138,9 @@ def run_benchmark(
         ``pareto.html``, ``pareto.png`` for a grid) and one ``tasks/<key>.json`` per (method, pair).
     """
     from regcore.batch.engine import run_tasks
+    from regcore.batch.manifest import manifest_refs
     from regcore.batch.sweep import expand, parse_grid
-    from regcore.batch.tasks import Task, manifest_refs
+    from regcore.batch.tasks import Task
     from regcore.methods.registry import get
 
     if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):

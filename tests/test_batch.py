@@ -18,8 +18,9 @@ from scipy.ndimage import gaussian_filter
 
 from regcore.batch import PairRef, Task, manifest_refs, map_registrations, run_tasks
 from regcore.batch.progress import STOP_FILE, read_status
+from regcore.batch.records import result_path
 from regcore.batch.sweep import expand, pareto_front, parse_grid, write_sweep_outputs
-from regcore.batch.tasks import execute_task, result_path
+from regcore.batch.tasks import execute_task
 from regcore.bench import run_benchmark
 from regcore.cli import main
 from regcore.image import Image

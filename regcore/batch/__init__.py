@@ -1,6 +1,8 @@
 """Batch work on one engine: benchmarks, sweeps, atlas / multi-atlas fan-out.
 
+* :mod:`regcore.batch.manifest`: :class:`PairRef` (a pair by file paths), :func:`manifest_refs` (CSV manifest).
 * :mod:`regcore.batch.tasks`: a :class:`Task` (method + pair + overrides) -> one result JSON; idempotent.
+* :mod:`regcore.batch.records`: the result files ``OUT/tasks/<key>.json`` (atomic write, read back, skip done).
 * :mod:`regcore.batch.engine`: ``serial`` and ``ray`` engines, :func:`run_tasks`.
 * :mod:`regcore.batch.sweep`: grid expansion, sweep table, Pareto plots.
 * :mod:`regcore.batch.progress`: counts, ETA, ``status.json``, the CLI progress bar.
@@ -26,10 +28,14 @@ __all__ = ["PairRef", "Task", "manifest_refs", "map_registrations", "run_tasks"]
 
 
 def __getattr__(name: str):
-    if name in ("Task", "PairRef", "manifest_refs"):
-        from regcore.batch import tasks
+    if name in ("PairRef", "manifest_refs"):
+        from regcore.batch import manifest
 
-        return getattr(tasks, name)
+        return getattr(manifest, name)
+    if name == "Task":
+        from regcore.batch.tasks import Task
+
+        return Task
     if name == "run_tasks":
         from regcore.batch.engine import run_tasks
 

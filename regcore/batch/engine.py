@@ -27,14 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from regcore.batch.progress import STOP_FILE, BatchProgress, stop_requested
-from regcore.batch.tasks import (
-    OK,
-    Task,
-    done_records,
-    execute_task,
-    failure_record,
-    write_json_atomic,
-)
+from regcore.batch.records import OK, done_records, failure_record, write_json_atomic
+from regcore.batch.tasks import Task, execute_task
 
 ENGINES = ("serial", "ray")
 TASK_LIST = "tasks.json"

@@ -64,8 +64,8 @@ def start(
 ) -> str:
     """Validate the request (unknown method, bad parameter or grid -> ValueError) and launch the batch."""
     from regcore.batch.engine import ENGINES
+    from regcore.batch.manifest import manifest_refs
     from regcore.batch.sweep import expand, parse_grid
-    from regcore.batch.tasks import manifest_refs
     from regcore.methods.registry import get
 
     if engine not in ENGINES:
@@ -154,7 +154,7 @@ def status(batch_id: str) -> dict[str, Any]:
 def tasks(batch_id: str) -> list[dict[str, Any]]:
     """One row per task: label, pair, state (waiting / running / ok / failed), attempts, wall time, error."""
     from regcore.batch.engine import TASK_LIST
-    from regcore.batch.tasks import TASKS_DIR, read_result
+    from regcore.batch.records import TASKS_DIR, read_result
 
     p = batch_path(batch_id)
     try:
@@ -185,7 +185,7 @@ def tasks(batch_id: str) -> list[dict[str, Any]]:
 
 
 def task_log(batch_id: str, key: str) -> str:
-    from regcore.batch.tasks import TASKS_DIR
+    from regcore.batch.records import TASKS_DIR
 
     f = batch_path(batch_id) / TASKS_DIR / f"{key}.log"
     return f.read_text(encoding="utf-8") if f.is_file() else ""

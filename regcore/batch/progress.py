@@ -34,7 +34,7 @@ def read_status(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def write_status(out_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``status.json`` (atomic rewrite)."""
-    from regcore.batch.tasks import write_json_atomic
+    from regcore.batch.records import write_json_atomic
 
     status = {**(read_status(out_dir) or {}), **fields, "updated": time.time()}
     if status.get("state") not in STATES:

@@ -5,139 +5,42 @@ worker on another machine) and never raises for a data reason: a failure is reco
 (``status = "failed"`` and ``error``), so an engine never retries it. Only a dead worker process
 (killed, out of memory, machine lost) is retried, by the engine.
 
-Files under a batch folder ``OUT`` (one set per task, named by :attr:`Task.key`)::
-
-    OUT/tasks/<key>.json    the result record (written atomically: tmp file + os.replace)
-    OUT/tasks/<key>.start   one line per attempt: time, host, pid (written by the worker when OUT
-                            is reachable from it; the app counts these as "running")
-    OUT/tasks/<key>.log     the task's progress messages, as they come
-    OUT/tasks/<key>/        registration outputs (warped image, displacement, ...) when
-                            ``Task.save_outputs`` (atlas building reads them back)
-
-A task whose result file exists is done: :func:`execute_task` returns the stored record without
-running again, and engines skip it before submitting. Pairs are given as :class:`PairRef` (file
-paths, loaded by the worker: the data must be reachable from every worker, e.g. on a shared
-filesystem) or as an in-memory ``regcore.data.Pair`` (shipped to the worker by the engine).
+The files a task writes under a batch folder (result record, ``.start``, ``.log``, outputs) are
+described in :mod:`regcore.batch.records`. A task whose result file exists is done:
+:func:`execute_task` returns the stored record without running again. Pairs are given as
+:class:`~regcore.batch.manifest.PairRef` (file paths, loaded by the worker: the data must be reachable
+from every worker, e.g. on a shared filesystem) or as an in-memory ``regcore.data.Pair`` (shipped to
+the worker by the engine).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import math
 import os
 import platform
-import secrets
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IDENTITY = "identity"
-PAIR_KEYS = (
-    "dice_mean",
-    "hd95_mean_mm",
-    "tre_mean_mm",
-    "folding_percent",
-    "sdlogj",
-    "runtime_s",
-    "peak_memory_mb",
+from regcore.batch.manifest import PairRef
+from regcore.batch.records import (
+    FAILED,
+    OK,
+    PAIR_KEYS,
+    TASKS_DIR,
+    metrics_row,
+    read_result,
+    write_json_atomic,
 )
-TASKS_DIR = "tasks"
-OK, FAILED = "ok", "failed"
 
-__all__ = [
-    "IDENTITY",
-    "PAIR_KEYS",
-    "PairRef",
-    "Task",
-    "done_records",
-    "execute_task",
-    "manifest_refs",
-    "read_result",
-    "result_path",
-    "write_json_atomic",
-]
+IDENTITY = "identity"
 
-
-@dataclass(frozen=True)
-class PairRef:
-    """A pair by file paths (absolute after :func:`manifest_refs`); loaded where the task runs."""
-
-    name: str
-    fixed: str
-    moving: str
-    fixed_labels: str | None = None
-    moving_labels: str | None = None
-    fixed_landmarks: str | None = None
-    moving_landmarks: str | None = None
-    label_names: str | None = None
-
-    def load(self):
-        """The ``regcore.data.Pair`` (raises ``ValueError`` naming the file that failed)."""
-        from regcore.data.folder import load_pair
-
-        files = {k: v for k, v in asdict(self).items() if k != "name"}
-        return load_pair(**files, name=self.name)
-
-    def identity(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".zip"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def manifest_refs(manifest: str | os.PathLike) -> tuple[list[PairRef], list[str]]:
-    """The pairs of a CSV manifest as :class:`PairRef` (nothing is loaded) and per-row error messages.
-
-    Columns as :func:`regcore.data.load_manifest`; relative paths resolve against the CSV's folder. A row
-    whose files do not exist is reported in the errors and left out; unreadable files surface later as
-    failed tasks.
-    """
-    from regcore.data.folder import MANIFEST_COLUMNS
-
-    p = Path(manifest)
-    if not p.is_file():
-        raise ValueError(f"pairs manifest must be an existing CSV file, got {str(p)!r}")
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{p}: not a readable CSV manifest ({exc})") from exc
-    header = [(h or "").strip().lower() for h in (rows[0].keys() if rows else [])]
-    if not rows or not {"fixed", "moving"} <= set(header):
-        raise ValueError(
-            f"{p}: a pairs manifest needs a header with at least 'fixed,moving' "
-            f"(all columns: {','.join(MANIFEST_COLUMNS)}), got {header}"
-        )
-    refs, errors = [], []
-    unknown = set(header) - set(MANIFEST_COLUMNS)
-    if unknown:
-        errors.append(
-            f"{p}: unknown column(s) {sorted(unknown)} ignored; known: {','.join(MANIFEST_COLUMNS)}"
-        )
-    for line, row in enumerate(rows, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        paths = {k: str((p.parent / row[k]).resolve()) if row.get(k) else None for k in MANIFEST_COLUMNS[1:]}
-        if not paths["fixed"] or not paths["moving"]:
-            errors.append(f"{p}: line {line}: 'fixed' and 'moving' must both be given")
-            continue
-        missing = [f"{k}={row[k]}" for k, v in paths.items() if v and not Path(v).exists()]
-        if missing:
-            errors.append(f"{p}: line {line}: file(s) not found: {', '.join(missing)}")
-            continue
-        name = row.get("name") or f"{_stem(paths['fixed'])} <- {_stem(paths['moving'])}"
-        refs.append(PairRef(name=name, **paths))
-    return refs, errors
+__all__ = ["IDENTITY", "Task", "execute_task", "set_threads", "threads_for_block"]
 
 
 @dataclass(frozen=True)
@@ -200,70 +103,6 @@ class Task:
             "overrides": {str(k): v for k, v in self.overrides.items()},
             "device": self.device,
         }
-
-
-# -- files --------------------------------------------------------------------------------------
-def result_path(out_dir: str | os.PathLike, task: Task) -> Path:
-    return Path(out_dir) / TASKS_DIR / f"{task.key}.json"
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON via a unique tmp file + ``os.replace``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(v):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f if math.isfinite(f) else None
-
-
-def read_result(path: str | os.PathLike) -> dict | None:
-    """A stored result record, or None when absent or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("status") in (OK, FAILED) else None
-
-
-def done_records(
-    out_dir: str | os.PathLike | None, tasks: list[Task], *, retry_failed: bool = False
-) -> dict[str, dict]:
-    """``{key: record}`` of the tasks already finished in ``out_dir`` (failed ones too, unless ``retry_failed``)."""
-    if out_dir is None:
-        return {}
-    out = {}
-    for t in tasks:
-        rec = read_result(result_path(out_dir, t))
-        if rec is not None and (rec["status"] == OK or not retry_failed):
-            out[t.key] = rec
-    return out
-
-
-# -- running ------------------------------------------------------------------------------------
-def _finite(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def metrics_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON-safe columns a batch keeps from ``regcore.metrics.evaluate``'s dict."""
-    row: dict[str, Any] = {k: _finite(metrics.get(k)) for k in PAIR_KEYS}
-    row["device"] = metrics.get("device")
-    row["dice"] = {str(k): _finite(v) for k, v in (metrics.get("dice") or {}).items()}
-    row["warnings"] = [str(w) for w in (metrics.get("warnings") or [])]
-    return row
 
 
 def set_threads(threads: int | None) -> None:
@@ -407,18 +246,3 @@ def execute_task(
     if tdir is not None:
         write_json_atomic(tdir / f"{task.key}.json", record)
     return record
-
-
-def failure_record(task: Task, error: str, **extra: Any) -> dict[str, Any]:
-    """The record of a task that never returned (its worker died more often than the engine retries)."""
-    now = time.time()
-    return {
-        **task.describe(),
-        "status": FAILED,
-        "error": error,
-        "started": now,
-        "finished": now,
-        "wall_s": 0.0,
-        "log": [error],
-        **extra,
-    }
