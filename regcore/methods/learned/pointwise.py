@@ -47,6 +47,25 @@ def jacobian_determinant_at(u: torch.Tensor, points: torch.Tensor) -> torch.Tens
     return torch.linalg.det(jac)
 
 
+def stencil_determinant_at(field, points: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``det(I + du/dx)`` ``(N,)`` by central differences of one voxel at each point: at a voxel centre this is
+    the determinant the evaluation computes on the grid (:func:`regcore.spatial.jacobian.jacobian_determinant`),
+    one-sided at the grid border as there. ``field`` maps ``(M, n)`` normalised points to ``(M, n)`` normalised
+    displacements; ``points`` ``(N, n)`` normalised, ``shape`` the fixed grid. Differentiable through ``field``."""
+    n = points.shape[1]
+    step = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=points.device, dtype=points.dtype)
+    columns = []
+    for j in range(n):
+        offset = torch.zeros(n, device=points.device, dtype=points.dtype)
+        offset[j] = step[j]
+        ahead = (points + offset).clamp(max=1.0)  # one-sided at the border, as torch.gradient
+        behind = (points - offset).clamp(min=-1.0)
+        span = (ahead[:, j] - behind[:, j]).clamp(min=1e-12)[:, None]
+        columns.append((field(ahead) - field(behind)) / span)  # d u / d x_j, normalised units
+    jac = torch.stack(columns, dim=-1) + torch.eye(n, device=points.device, dtype=points.dtype)
+    return torch.linalg.det(jac)
+
+
 def normalised_to_voxels(u: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Normalised displacements ``(prod(shape), n)`` on the grid -> ``(1, n, *shape)`` voxels."""
     n = len(shape)
