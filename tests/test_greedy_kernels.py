@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from regcore.methods.classical import fireants, greedy_kernels
+from regcore.methods.classical import fireants, greedy_kernels, pyramid
 from regcore.methods.classical.filters import image_gradient
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.spatial.warp import warp
@@ -59,6 +59,33 @@ def test_smooth_matches_scipy_truncated_at_two_sigma(shape, sigma):
         [gaussian_filter(c.astype(np.float64), sigma, mode="nearest", truncate=2.0) for c in field[0].numpy()]
     )
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, sigmas", [((10, 12, 9), (1.0, 0.0, 0.4)), ((20, 18), (0.0, 1.5))])
+def test_smooth_takes_one_sigma_per_axis_as_scipy(shape, sigmas):
+    """Per-axis sigmas (0 skips an axis): scipy's per-axis Gaussian; a wrong count is refused."""
+    field = torch.randn(1, len(shape), *shape)
+    ours = field[0].numpy().copy()
+    workspace = greedy_kernels.GreedyWorkspace(shape)
+    workspace.smooth(ours, sigmas)
+    ref = np.stack(
+        [
+            gaussian_filter(c.astype(np.float64), sigmas, mode="nearest", truncate=2.0)
+            for c in field[0].numpy()
+        ]
+    )
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="one per axis"):
+        workspace.smooth(ours, (1.0,) * (len(shape) + 1))
+
+
+def test_level_sigmas_keep_the_width_in_mm_on_thick_slice_axes():
+    """Sigma is in voxels of the level's finest axis: isotropic grids keep it on every axis; a 1 x 1 x 5 mm
+    grid smooths 5x fewer voxels along the slices, and at factor 4 (slice axis not shrunk: 4 x 4 x 5 mm) 0.8x."""
+    assert pyramid.level_sigmas(0.5, 2, 3) == (0.5, 0.5, 0.5)
+    assert pyramid.level_sigmas(0.5, 2, 3, (1.0, 1.0, 1.0)) == (0.5, 0.5, 0.5)
+    assert pyramid.level_sigmas(1.0, 1, 3, (1.0, 1.0, 5.0)) == pytest.approx((1.0, 1.0, 0.2))
+    assert pyramid.level_sigmas(1.0, 4, 3, (1.0, 1.0, 5.0)) == pytest.approx((1.0, 1.0, 0.8))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -210,3 +237,27 @@ def test_thick_slice_pyramid_recovers_a_large_in_plane_shift():
 
     assert recovered_shift((1.0, 1.0, 5.0)) == pytest.approx(6.0, abs=0.75)
     assert abs(recovered_shift(1.0) - 6.0) > 1.0 + abs(recovered_shift((1.0, 1.0, 5.0)) - 6.0)
+
+
+@pytest.mark.parametrize("method", ["fireants", "demons"])
+def test_smoothing_in_mm_changes_only_thick_slice_grids(method):
+    """``smooth_in_mm`` smooths the slice axis of a 1 x 1 x 4 mm grid over fewer voxels, so the field differs;
+    on an isotropic grid the two settings give the same field."""
+    from regcore.image import Image
+    from regcore.methods import registry
+
+    fixed = _smooth_image((32, 32, 8), 3)
+    shift = torch.zeros(1, 3, 32, 32, 8)
+    shift[:, 2] = 0.6  # a through-plane shift, so the slice-axis smoothing matters
+    shift[:, 0] = 1.5
+    moving = warp(fixed, shift)
+    spec = registry.get(method)
+
+    def field(spacing, in_mm: bool) -> torch.Tensor:
+        f = Image.from_array(fixed[0, 0], spacing=spacing)
+        m = Image.from_array(moving[0, 0], spacing=spacing)
+        config = spec.make_config({"smooth_in_mm": in_mm})
+        return spec.factory().register(f, m, config).displacement
+
+    assert torch.equal(field(1.0, True), field(1.0, False))
+    assert float((field((1.0, 1.0, 4.0), True) - field((1.0, 1.0, 4.0), False)).abs().max()) > 1e-3

@@ -29,7 +29,14 @@ from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical import greedy_kernels
 from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
-from regcore.methods.classical.pyramid import TRUNCATE, downsample, halving_factors, level_shape, resize_field
+from regcore.methods.classical.pyramid import (
+    TRUNCATE,
+    downsample,
+    halving_factors,
+    level_shape,
+    level_sigmas,
+    resize_field,
+)
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.preprocess import histogram_match
@@ -57,13 +64,22 @@ class DemonsConfig:
     )
     sigma_elastic: float = param(
         1.0,
-        "Gaussian smoothing of the displacement after each step (voxels; "
+        "Gaussian smoothing of the displacement after each step (voxels; see smooth_in_mm; "
         "diffusion-like regularisation). 0 = none.",
         range=(0.0, 10.0),
         step=0.25,
     )
     sigma_fluid: float = param(
-        0.5, "Gaussian smoothing of each update (voxels; fluid-like). 0 = none.", range=(0.0, 10.0), step=0.25
+        0.5,
+        "Gaussian smoothing of each update (voxels; see smooth_in_mm; fluid-like). 0 = none.",
+        range=(0.0, 10.0),
+        step=0.25,
+    )
+    smooth_in_mm: bool = param(
+        False,
+        "Smoothing widths in mm: on a thick-slice grid the slice axis is smoothed over the same width in mm as "
+        "the finest axis, so over fewer voxels (as ITK with UseImageSpacing). Off: sigmas in voxels on every "
+        "axis (as ANTs). Isotropic images are not affected. benchmarks/anisotropic.py compares the two.",
     )
     max_step: float = param(
         0.5,
@@ -133,16 +149,15 @@ def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n
 
 
 def _iterate_torch(
-    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report
+    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report, sigmas
 ) -> torch.Tensor:
-    """``config.iterations`` demons iterations with torch ops (any device); returns the new ``u``."""
+    """``config.iterations`` demons iterations with torch ops (any device); returns the new ``u``.
+    ``sigmas``: (fluid, elastic) smoothing, each one sigma per axis in voxels of this level."""
     for it in range(config.iterations):
         w = warp(m, u)
-        d = gaussian_smooth(
-            demons_step(f, w, config.force, config.max_step), config.sigma_fluid, truncate=TRUNCATE
-        )
+        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), sigmas[0], truncate=TRUNCATE)
         u = compose(u, integrate_svf(d, steps=None)) if config.diffeomorphic else u + d
-        u = gaussian_smooth(u, config.sigma_elastic, truncate=TRUNCATE)
+        u = gaussian_smooth(u, sigmas[1], truncate=TRUNCATE)
         report(it, lambda: ((f - w) ** 2).mean())
     return u
 
@@ -151,7 +166,7 @@ _FORCE_CODES = {DemonsForce.PASSIVE: 0, DemonsForce.ACTIVE: 1, DemonsForce.SYMME
 
 
 def _iterate_compiled(
-    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report
+    f: torch.Tensor, m: torch.Tensor, u: torch.Tensor, config: DemonsConfig, report, sigmas
 ) -> torch.Tensor:
     """The same iterations as :func:`_iterate_torch` with the fused numba kernels of ``greedy_kernels``
     on buffers allocated once per level (CPU float32)."""
@@ -165,7 +180,7 @@ def _iterate_compiled(
     for it in range(config.iterations):
         warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
         ws.demons_force(fixed, warped, mode, config.max_step, update)
-        ws.smooth(update, config.sigma_fluid)
+        ws.smooth(update, sigmas[0])
         if config.diffeomorphic:
             steps = squaring_steps(ws.max_norm(update))
             exp_update = integrate_svf(torch.from_numpy(update)[None], steps)[0].numpy()
@@ -173,7 +188,7 @@ def _iterate_compiled(
             field, spare = spare, field
         else:
             field += update
-        ws.smooth(field, config.sigma_elastic)
+        ws.smooth(field, sigmas[1])
         report(it, lambda: np.mean((fixed - warped) ** 2, dtype=np.float64))
     return torch.from_numpy(field)[None]
 
@@ -205,10 +220,14 @@ class DemonsMethod:
                 f, m = downsample(f0, factor, fixed.spacing), downsample(m0, factor, fixed.spacing)
                 u = resize_field(u, f.shape[2:])
                 report = _reporter(ticker, history, level, len(factors), config.iterations)
+                sigmas = tuple(
+                    level_sigmas(sigma, factor, fixed.ndim, fixed.spacing if config.smooth_in_mm else None)
+                    for sigma in (config.sigma_fluid, config.sigma_elastic)
+                )
                 if greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32:
-                    u = _iterate_compiled(f, m, u, config, report)
+                    u = _iterate_compiled(f, m, u, config, report, sigmas)
                 else:
-                    u = _iterate_torch(f, m, u, config, report)
+                    u = _iterate_torch(f, m, u, config, report, sigmas)
         return build_result(
             self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
         )

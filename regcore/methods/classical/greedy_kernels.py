@@ -323,14 +323,20 @@ class GreedyWorkspace:
         _force(i, j, summed, norm, 1.0 / n_vox, self._as3d(out), self._first_axis)
         return -cc_sum / n_vox
 
-    def smooth(self, field: np.ndarray, sigma: float) -> None:
-        """Gaussian-smooth ``field`` ``(n, *spatial)`` in place: ``sigma`` voxels, truncated at
-        :data:`TRUNCATE` sigmas, replicate border (``regcore.spatial.smooth``'s compiled backend)."""
-        if sigma <= 0:
+    def smooth(self, field: np.ndarray, sigma: float | tuple[float, ...]) -> None:
+        """Gaussian-smooth ``field`` ``(n, *spatial)`` in place: ``sigma`` voxels (one for all axes, or one per
+        spatial axis; 0 skips an axis), truncated at :data:`TRUNCATE` sigmas, replicate border
+        (``regcore.spatial.smooth``'s compiled backend)."""
+        sigmas = (
+            tuple(float(s) for s in sigma) if isinstance(sigma, tuple | list) else (float(sigma),) * self.ndim
+        )
+        if len(sigmas) != self.ndim:
+            raise ValueError(f"sigma must be one value or {self.ndim} (one per axis), got {sigma!r}")
+        if all(s <= 0 for s in sigmas):
             return
-        taps = gaussian_kernel_1d(sigma, TRUNCATE).numpy()
+        taps = [gaussian_kernel_1d(s, TRUNCATE).numpy() if s > 0 else None for s in sigmas]
         a = self._as3d(field)
-        per_axis = (None if self._first_axis == 1 else taps, taps, taps)
+        per_axis = (None, *taps) if self._first_axis == 1 else tuple(taps)
         out = smooth_kernels.separable_gaussian(
             a, self._field_tmp[: field.shape[0]], per_axis, torch.get_num_threads()
         )

@@ -64,6 +64,20 @@ def axis_factors(factor: float, ndim: int, spacing: Sequence[float] | None = Non
     return tuple(max(1.0, factor * finest / s) for s in spacing)
 
 
+def level_sigmas(
+    sigma: float, factor: float, ndim: int, spacing: Sequence[float] | None = None
+) -> tuple[float, ...]:
+    """Per-axis Gaussian sigmas (voxels of the level) for a smoothing of ``sigma`` voxels of the level's FINEST
+    axis, i.e. the same width in mm on every axis: ``sigma * min(level spacing) / level spacing[a]``, with the
+    level spacing ``spacing[a] * axis_factors(...)[a]``. Without ``spacing`` (or on isotropic levels) every axis
+    gets ``sigma``. Example: 1 x 1 x 5 mm at factor 1, sigma 1 -> (1, 1, 0.2)."""
+    if spacing is None:
+        return (float(sigma),) * ndim
+    level = [s * f for s, f in zip(spacing, axis_factors(factor, ndim, spacing))]
+    finest = min(level)
+    return tuple(float(sigma) * finest / s for s in level)
+
+
 def level_shape(
     shape: Sequence[int], factor: float, spacing: Sequence[float] | None = None
 ) -> tuple[int, ...]:
