@@ -128,7 +128,7 @@ def _shipped():
 
 def test_shipped_representations_of_aligned_t1_t2_agree():
     """Held-out subject 8 in T1 and T2: the codes agree better than the raw images, the trained encoders reach a
-    far lower InfoNCE than untrained ones, and shifting one code breaks the agreement."""
+    far lower InfoNCE than untrained ones, and shifting one code lowers the agreement."""
     fam, nets, cfg = _shipped()
     p = sample_pair("brain", 2, fixed=8, moving=8, contrast="t2")
     f = normalise_intensity(p.fixed.batch()[:, :1])
@@ -148,7 +148,12 @@ def test_shipped_representations_of_aligned_t1_t2_agree():
         return float(a @ b / (a.norm() * b.norm()))
 
     assert ncc(rf, rm) > ncc(f, m) + 0.1
-    assert ncc(rf, rm) > ncc(rf, torch.roll(rm, 4, dims=-1)) + 0.05
+    for axis in (
+        -2,
+        -1,
+    ):  # the codes agree best where the anatomy corresponds, and an 8 px shift costs > 0.05
+        shifted = [ncc(rf, torch.roll(rm, k, dims=axis)) for k in (1, 2, 4, 8)]
+        assert ncc(rf, rm) > max(shifted) and ncc(rf, rm) > shifted[-1] + 0.05, (axis, ncc(rf, rm), shifted)
     assert trained < untrained - 1.0
 
 

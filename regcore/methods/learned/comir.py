@@ -7,7 +7,7 @@ corresponding pixels: the representation of pixel ``i`` in one modality must be 
 ``-mean_c (a_i - b_j)^2 / tau``) to that of the same pixel in the other modality than to any other sampled
 pixel. Corresponding structures then look alike in both representations, so registration runs a
 MONO-modal method on them: regcore's multi-level dense / stationary-velocity optimisation
-(:func:`regcore.methods.classical.dense.optimise_field`, MSE by default) of the fixed representation
+(:func:`regcore.methods.classical.dense.optimise_field`, global NCC by default) of the fixed representation
 against the moving one; the field is applied to the moving image.
 
 Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving (``warped = moving o (id + u)``).
@@ -75,7 +75,11 @@ class CoMIRConfig:
 @dataclass(frozen=True)
 class CoMIRSettings(LearnedSettings):
     similarity: str = param(
-        "mse", "Mono-modal similarity between the two representations.", choices=("mse", "ncc", "lncc")
+        "ncc",
+        "Mono-modal similarity between the two representations. On 10 TRAIN pairs of each multimodal set "
+        "(sample T1/T2, spine, MR/TRUS) ncc gave the best mean Dice (0.781; mse 0.769, lncc 0.778) and TRE "
+        "(1.74 mm; mse 1.85, lncc 1.77).",
+        choices=("mse", "ncc", "lncc"),
     )
     diffeomorphic: bool = param(
         True, "Optimise a stationary velocity (scaling and squaring) instead of a displacement."
@@ -216,8 +220,9 @@ class CoMIR(LearnedFamily):
         "Two networks, one per modality, are trained on aligned image pairs to turn both images into the "
         "same kind of picture: a contrastive loss rewards a pixel's code for matching the code of the same "
         "pixel in the other modality and for differing from every other pixel. A multimodal problem then "
-        "becomes a mono-modal one: an ordinary MSE-based deformable registration aligns the two codes, and "
-        "the resulting field warps the moving image. The Mechanism view of Evaluate shows both codes."
+        "becomes a mono-modal one: an ordinary deformable registration aligns the two codes by their "
+        "correlation, and the resulting field warps the moving image. The Mechanism view of Evaluate shows "
+        "both codes."
     )
     supervision = Supervision.UNSUPERVISED
     Config = CoMIRConfig
