@@ -80,7 +80,7 @@ class INRConfig:
 
 @dataclass(frozen=True)
 class INRSettings(LearnedSettings):
-    iterations: int = param(300, "Adam steps fitted on this pair.", range=(1, 20000))
+    iterations: int = param(450, "Adam steps fitted on this pair.", range=(1, 20000))
     points: int = param(4096, "Random fixed-image points per step.", range=(256, 200000))
     learning_rate: float = param(1e-3, "Adam learning rate.", range=(1e-6, 1e-1), step=1e-4)
     jacobian_weight: float = param(
@@ -92,6 +92,14 @@ class INRSettings(LearnedSettings):
         "of benchmarks/dev_benchmark.py (1: up to 0.35 %) at 0.006 lower Dice.",
         range=(0.0, 100.0),
         step=0.1,
+    )
+    final_lr_fraction: float = param(
+        0.1,
+        "The learning rate falls along a cosine from learning_rate to this fraction of it at the last step, so the "
+        "fit settles instead of jittering (with a constant rate Dice moves by about 0.01 from one step to the next). "
+        "On 8 of the 24 tune slice pairs, with 450 steps: Dice 0.623 against 0.607 for 300 steps at a constant rate.",
+        range=(0.0, 1.0),
+        step=0.05,
     )
     jacobian: str = param(
         "stencil",
@@ -135,6 +143,11 @@ class IDIR(LearnedFamily):
         nets = self.build(n, config).to(device)  # a fresh network per pair
         mlp = nets["field"]
         opt = torch.optim.Adam(mlp.parameters(), lr=float(settings.learning_rate))
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt,
+            max(int(settings.iterations), 1),
+            eta_min=float(settings.learning_rate) * settings.final_lr_fraction,
+        )
         history = []
         with torch.enable_grad():
             for _ in range(int(settings.iterations)):
@@ -153,6 +166,7 @@ class IDIR(LearnedFamily):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                decay.step()
                 history.append(float(ncc.detach()))
         with torch.no_grad():
             points = grid_points(shape, device)
