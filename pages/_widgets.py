@@ -190,9 +190,9 @@ ACRONYMS = {
     "gpu",
     "cpu",
     "id",
-    "mm",
     "tv",
 }
+"""Words written in capitals; units such as "mm" keep their lower case."""
 
 
 def param_title(name: str) -> str:

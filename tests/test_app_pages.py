@@ -401,3 +401,11 @@ def test_default_method_follows_the_image_dimension():
     from pages import _state as state
 
     assert (state.default_method(2), state.default_method(3)) == ("demons", "fireants")
+
+
+def test_parameter_titles_capitalise_acronyms_but_not_units():
+    from pages._widgets import param_title
+
+    assert param_title("ncc_window") == "NCC window"
+    assert param_title("smooth_in_mm") == "Smooth in mm"
+    assert param_title("lr") == "Learning rate"
