@@ -16,7 +16,6 @@ recorded with its error message and the run goes on.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -25,16 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from regcore.batch.records import PAIR_KEYS, finite_or_none
+
 IDENTITY = "identity"
-PAIR_KEYS = (
-    "dice_mean",
-    "hd95_mean_mm",
-    "tre_mean_mm",
-    "folding_percent",
-    "sdlogj",
-    "runtime_s",
-    "peak_memory_mb",
-)
 SUMMARY_COLUMNS = (
     ("dice_mean", "Dice", "mean"),
     ("hd95_mean_mm", "HD95 mm", "mean"),
@@ -56,14 +48,6 @@ def load_pairs(manifest: str | os.PathLike) -> tuple[list, list[str]]:
     ds = load_manifest(path)
     pairs = list(getattr(ds, "manifest_pairs", None) or ds.pairs())
     return pairs, list(ds.errors)
-
-
-def _finite(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _aggregate(values: list[float | None], how: str) -> float | None:
@@ -199,7 +183,7 @@ def run_benchmark(
         if rec.get("status") != "ok":
             row["error"] = rec.get("error", "unknown error")
         else:
-            row.update({k: _finite(rec.get(k)) for k in PAIR_KEYS})
+            row.update({k: finite_or_none(rec.get(k)) for k in PAIR_KEYS})
             row.update(
                 device=rec.get("device"), dice=rec.get("dice") or {}, warnings=rec.get("warnings") or []
             )

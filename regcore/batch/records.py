@@ -50,6 +50,7 @@ __all__ = [
     "done_records",
     "failure_record",
     "metrics_row",
+    "finite_or_none",
     "read_result",
     "result_path",
     "write_json_atomic",
@@ -101,7 +102,8 @@ def done_records(
     return out
 
 
-def _finite(v) -> float | None:
+def finite_or_none(v) -> float | None:
+    """``v`` as a finite float, or None (missing, not a number, NaN or infinite): JSON-safe."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -111,9 +113,9 @@ def _finite(v) -> float | None:
 
 def metrics_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-safe columns a batch keeps from ``regcore.metrics.evaluate``'s dict."""
-    row: dict[str, Any] = {k: _finite(metrics.get(k)) for k in PAIR_KEYS}
+    row: dict[str, Any] = {k: finite_or_none(metrics.get(k)) for k in PAIR_KEYS}
     row["device"] = metrics.get("device")
-    row["dice"] = {str(k): _finite(v) for k, v in (metrics.get("dice") or {}).items()}
+    row["dice"] = {str(k): finite_or_none(v) for k, v in (metrics.get("dice") or {}).items()}
     row["warnings"] = [str(w) for w in (metrics.get("warnings") or [])]
     return row
 
