@@ -103,6 +103,69 @@ def _warp_affine(moving: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def optimise_affine(
+    f: torch.Tensor,
+    m: torch.Tensor,
+    spacing: tuple[float, ...],
+    *,
+    kind: TransformKind,
+    similarity,
+    levels: tuple[int, ...],
+    iterations: tuple[int, ...],
+    learning_rate: float,
+    init: str = "centre_of_mass",
+    history: list[dict[str, float]] | None = None,
+    tracker: LevelProgress | None = None,
+) -> torch.Tensor:
+    """Multi-resolution Adam on rigid/affine parameters (module docstring) aligning ``m`` to ``f``.
+
+    ``f``, ``m``: ``(1, C, *S)`` on one grid of voxel size ``spacing`` (mm); any channel count
+    (images or learned representations). ``similarity(f, warped)`` is minimised. ``init`` is
+    ``"centre_of_mass"`` (moments of ``f`` and ``m``, intensities must be >= 0) or ``"identity"``.
+    Returns the ``(n, n+1)`` voxel matrix fixed voxel -> moving voxel (detached); appends
+    ``{"similarity", "level"}`` per step to ``history``.
+    """
+    ndim = f.ndim - 2
+    shape = tuple(f.shape[2:])
+    device = f.device
+    frame = _Frame(shape, spacing, device)
+    t0 = torch.zeros(ndim, device=device)
+    if init == "centre_of_mass":
+        t0 = frame.translation_from_voxels(moments_init(f, m)[0, :, ndim].float())
+    elif init != "identity":
+        raise ValueError(f"init must be 'centre_of_mass' or 'identity', got {init!r}")
+    params = {"t": t0.clone().requires_grad_(True)}
+    if kind == TransformKind.RIGID:
+        params["angles"] = torch.zeros(1 if ndim == 2 else 3, device=device, requires_grad=True)
+    else:
+        params["linear"] = torch.zeros(ndim, ndim, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam(list(params.values()), lr=learning_rate)
+    for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
+        f_l, m_l = downsample(f, factor, spacing), downsample(m, factor, spacing)
+        frame_l = _Frame(
+            tuple(f_l.shape[2:]),
+            tuple(sp * (s - 1) / max(sl - 1, 1) for sp, s, sl in zip(spacing, shape, f_l.shape[2:])),
+            device,
+        )
+        for it in range(n_iter):
+            optimiser.zero_grad(set_to_none=True)
+            loss = similarity(f_l, _warp_affine(m_l, _matrix(kind, params, frame_l)))
+            loss.backward()
+            optimiser.step()
+            value = loss.item()
+            if history is not None:
+                history.append({"similarity": value, "level": float(level)})
+            if tracker is not None:
+                tracker.tick(
+                    level,
+                    it,
+                    f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
+                    similarity=value,
+                )
+    with torch.no_grad():
+        return _matrix(kind, params, frame).detach()
+
+
 class AffineMethod:
     """Multi-resolution intensity-based rigid/affine registration (see module docstring); the
     transform kind comes from the config, ``name`` and ``config_cls`` label the method."""
@@ -121,44 +184,21 @@ class AffineMethod:
         history: list[dict[str, float]] = []
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
-            frame = _Frame(fixed.shape, fixed.spacing, device)
-            t0 = torch.zeros(ndim, device=device)
-            if config.init == "centre_of_mass":
-                t0 = frame.translation_from_voxels(moments_init(f, m)[0, :, ndim].float())
-            params = {"t": t0.clone().requires_grad_(True)}
-            if kind == TransformKind.RIGID:
-                params["angles"] = torch.zeros(1 if ndim == 2 else 3, device=device, requires_grad=True)
-            else:
-                params["linear"] = torch.zeros(ndim, ndim, device=device, requires_grad=True)
-            similarity = make_similarity(config.similarity, ndim, window=config.window)
-            tracker = LevelProgress(progress, iterations)
-            optimiser = torch.optim.Adam(list(params.values()), lr=config.learning_rate)
-            for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
-                f_l, m_l = downsample(f, factor, fixed.spacing), downsample(m, factor, fixed.spacing)
-                frame_l = _Frame(
-                    tuple(f_l.shape[2:]),
-                    tuple(
-                        sp * (s - 1) / max(sl - 1, 1)
-                        for sp, s, sl in zip(fixed.spacing, fixed.shape, f_l.shape[2:])
-                    ),
-                    device,
+            with torch.enable_grad():
+                matrix = optimise_affine(
+                    f,
+                    m,
+                    fixed.spacing,
+                    kind=kind,
+                    similarity=make_similarity(config.similarity, ndim, window=config.window),
+                    levels=levels,
+                    iterations=iterations,
+                    learning_rate=config.learning_rate,
+                    init=config.init,
+                    history=history,
+                    tracker=LevelProgress(progress, iterations),
                 )
-                for it in range(n_iter):
-                    optimiser.zero_grad(set_to_none=True)
-                    loss = similarity(f_l, _warp_affine(m_l, _matrix(kind, params, frame_l)))
-                    loss.backward()
-                    optimiser.step()
-                    value = loss.item()
-                    history.append({"similarity": value, "level": float(level)})
-                    tracker.tick(
-                        level,
-                        it,
-                        f"level {level + 1}/{len(levels)} (x{factor}), iter {it + 1}/{n_iter}",
-                        similarity=value,
-                    )
-            with torch.no_grad():
-                matrix = _matrix(kind, params, frame)
-                u = affine_to_displacement(matrix[None], fixed.shape)
+            u = affine_to_displacement(matrix[None], fixed.shape)
         return build_result(
             self.name,
             fixed,

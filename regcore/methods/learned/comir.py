@@ -6,9 +6,11 @@ dense representation ``(B, C, *S)``. Trained on ALIGNED pairs with a symmetric I
 corresponding pixels: the representation of pixel ``i`` in one modality must be closer (critic
 ``-mean_c (a_i - b_j)^2 / tau``) to that of the same pixel in the other modality than to any other sampled
 pixel. Corresponding structures then look alike in both representations, so registration runs a
-MONO-modal method on them: regcore's multi-level dense / stationary-velocity optimisation
-(:func:`regcore.methods.classical.dense.optimise_field`, global NCC by default) of the fixed representation
-against the moving one; the field is applied to the moving image.
+MONO-modal method on them: optionally a rigid/affine stage
+(:func:`regcore.methods.classical.affine.optimise_affine`), then regcore's multi-level dense /
+stationary-velocity optimisation (:func:`regcore.methods.classical.dense.optimise_field`, global NCC by
+default) of the fixed representation against the moving one; the composed field is applied to the moving
+image.
 
 Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving (``warped = moving o (id + u)``).
 The networks are fully convolutional and registration runs at the images' own resolution (``native_grid``).
@@ -81,6 +83,16 @@ class CoMIRSettings(LearnedSettings):
         "(1.74 mm; mse 1.85, lncc 1.77).",
         choices=("mse", "ncc", "lncc"),
     )
+    transform: str = param(
+        "none",
+        "Linear stage on the representations before the deformable one (the paper registers its codes "
+        "rigidly or affinely): none, rigid or affine. On 10 TRAIN pairs of each multimodal set, mean Dice / TRE: "
+        "none 0.781 / 1.74 mm, rigid 0.775 / 1.58 mm, affine 0.768 / 1.73 mm; those pairs are only slightly "
+        "misaligned, so none is the default. Use rigid when the images are rotated or shifted.",
+        choices=("none", "rigid", "affine"),
+    )
+    transform_levels: tuple[int, ...] = param((4, 2), "Linear stage: downsampling factors, coarse to fine.")
+    transform_iterations: tuple[int, ...] = param((150, 60), "Linear stage: Adam iterations per level.")
     diffeomorphic: bool = param(
         True, "Optimise a stationary velocity (scaling and squaring) instead of a displacement."
     )
@@ -286,19 +298,41 @@ class CoMIR(LearnedFamily):
 
     def _register_one(self, nets, moving: torch.Tensor, fixed: torch.Tensor, s: CoMIRSettings) -> Prediction:
         from regcore.losses import make_regularizer, make_similarity
+        from regcore.methods.classical.affine import TransformKind, optimise_affine
         from regcore.methods.classical.dense import optimise_field
+        from regcore.methods.classical.pyramid import validate_schedule
+        from regcore.spatial.affine import affine_to_displacement
+        from regcore.spatial.compose import compose
         from regcore.spatial.svf import integrate_svf
 
         n = fixed.ndim - 2
         with torch.no_grad():
             rf, rm = _joint_standardise(*self.representations(nets, moving, fixed))
+        history: list[dict[str, float]] = []
+        u_linear, matrix = None, None
+        if s.transform != "none":
+            levels, iterations = validate_schedule(s.transform_levels, s.transform_iterations)
+            with torch.enable_grad():
+                matrix = optimise_affine(
+                    rf,
+                    rm,
+                    (1.0,) * n,
+                    kind=TransformKind(s.transform),
+                    similarity=make_similarity(s.similarity, n),
+                    levels=levels,
+                    iterations=iterations,
+                    learning_rate=0.01,
+                    init="identity",
+                    history=history,
+                )
+            u_linear = affine_to_displacement(matrix[None], tuple(fixed.shape[2:]))
+        rm_start = rm if u_linear is None else warp(rm, u_linear)
         steps = 7
         to_disp = (lambda p: integrate_svf(p, steps)) if s.diffeomorphic else (lambda p: p)
-        history: list[dict[str, float]] = []
         with torch.enable_grad():
             p = optimise_field(
                 rf,
-                rm,
+                rm_start,
                 levels=s.levels,
                 iterations=s.iterations,
                 learning_rate=s.learning_rate,
@@ -309,23 +343,29 @@ class CoMIR(LearnedFamily):
                 history=history,
             )
         with torch.no_grad():
-            u = to_disp(p)
+            u_deform = to_disp(p)
+            u = u_deform if u_linear is None else compose(u_linear, u_deform)
             warped_rep = warp(rm, u)
-            traj = [integrate_svf(p * t, steps) for t in np.linspace(0, 1, 7)] if s.diffeomorphic else None
+            traj = None
+            if s.diffeomorphic:
+                traj = [integrate_svf(p * t, steps) for t in np.linspace(0, 1, 7)]
+                if u_linear is not None:
+                    traj = [compose(u_linear, d) for d in traj]
             extras: dict[str, Any] = {
                 "maps": {
                     "comir_fixed": rf[:, :1].detach(),
                     "comir_moving": rm[:, :1].detach(),
                     "comir_moving_warped": warped_rep[:, :1].detach(),
                 },
-                "loss_history": [h["total"] for h in history],
+                "loss_history": [h.get("total", h["similarity"]) for h in history],
                 "image_ncc_before": _ncc(fixed, moving),
                 "representation_ncc_before": _ncc(rf, rm),
                 "representation_ncc_after": _ncc(rf, warped_rep),
             }
         return Prediction(
             displacement=u.detach(),
-            velocity=p.detach() if s.diffeomorphic else None,
+            velocity=p.detach() if s.diffeomorphic and u_linear is None else None,
+            affine=None if matrix is None else matrix[None],
             trajectory=traj,
             extras=extras,
         )
