@@ -95,3 +95,23 @@ def test_untrained_family_predicts_near_identity(name):
     with torch.no_grad():
         u = fam.predict(nets, x, x, cfg).displacement
     assert u.shape == (1, 2, 2 * div, 2 * div) and float(u.abs().max()) < 0.05
+
+
+def test_deepflash_constant_coarse_velocity_is_a_constant_field_and_the_field_is_band_limited():
+    fam = get_family("deepflash")
+    cfg = fam.make_config({"widths": [8, 8], "features": 4, "frequencies": 8})
+    nets = fam.build(2, cfg)
+    with torch.no_grad():
+        nets["head"].bias.copy_(torch.tensor([0.5, -0.25]))
+    x = torch.rand(1, 1, 32, 40)
+    pred = fam.predict(nets, x, x, cfg)
+    assert torch.allclose(pred.velocity[0, 0], torch.full((32, 40), 0.5), atol=1e-5)
+    assert torch.allclose(pred.velocity[0, 1], torch.full((32, 40), -0.25), atol=1e-5)
+    with (
+        torch.no_grad()
+    ):  # random head: the velocity has no energy above the band limit K / 2 cycles per image
+        nets["head"].weight.normal_()
+    spectrum = torch.fft.fft2(fam.predict(nets, x, x, cfg).velocity[0]).abs()
+    fy, fx = torch.fft.fftfreq(32, 1 / 32).abs(), torch.fft.fftfreq(40, 1 / 40).abs()
+    outside = (fy.view(-1, 1) > 4) | (fx.view(1, -1) > 4)
+    assert float(spectrum[:, outside].max()) < 1e-3 * float(spectrum.max())

@@ -215,3 +215,49 @@ def test_hypermorph_lambda_changes_the_field(tmp_path):
         for lam in (0.0, 1.0)
     ]
     assert not torch.allclose(u[0], u[1])
+
+
+RIGID_ONLY = {
+    "rl_agent"
+}  # nothing to correct between affinely pre-aligned subjects (its own benchmark: rl_agent.md)
+
+
+def _oasis_slice_families() -> list[str]:
+    """Deformable families whose shipped 2D weights were trained on OASIS slices (recipe ``data = "slices"``)."""
+    import json
+
+    return sorted(
+        name
+        for p in MODELS_DIR.glob("*2d.recipe.json")
+        if (name := p.name.removesuffix("2d.recipe.json")) not in RIGID_ONLY
+        and json.loads(p.read_text(encoding="utf-8")).get("data") == "slices"
+        and (MODELS_DIR / p.name.replace(".recipe.json", ".pt")).is_file()
+    )
+
+
+@pytest.fixture(scope="module")
+def held_out_slice_pairs():
+    """Three OASIS slice pairs at HELD-OUT positions (one per axis; regcore.data.slices), never trained on."""
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found at {SHARED_DATA} (set REGLAB_SHARED_DATA)")
+    from regcore.data.slices import slice_pairs
+
+    return [slice_pairs(SHARED_DATA / "brain3d", "held_out", axes=(a,), per_axis=1)[0] for a in (0, 1, 2)]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", _oasis_slice_families())
+def test_shipped_oasis_weights_raise_dice_on_held_out_slices(name, held_out_slice_pairs):
+    """Every family with shipped OASIS-slice weights: mean Dice over three held-out pairs beats identity."""
+    from regcore.metrics.evaluate import evaluate, evaluate_identity
+
+    spec = registry.get(name)
+    method, config = spec.factory(), spec.make_config()
+    before, after = [], []
+    for pair in held_out_slice_pairs:
+        kw = dict(fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
+        before.append(evaluate_identity(pair.fixed, pair.moving, **kw)["dice_mean"])
+        after.append(evaluate(method.register(pair.fixed, pair.moving, config), **kw)["dice_mean"])
+    assert np.mean(after) > np.mean(before) + 0.01, (before, after)

@@ -1,6 +1,14 @@
 """DeepFLASH-style band-limited velocity (Wang & Zhang, CVPR 2020): the network predicts only the lowest
 spatial frequencies of a stationary velocity field; the field is their inverse Fourier transform,
 integrated by scaling and squaring.
+
+The network's features are pooled onto a ``K x ... x K`` grid and a 1x1 head gives a coarse velocity there
+(voxels of the full grid); its discrete Fourier transform is the ``K^n`` lowest-frequency coefficients.
+Zero-padding that spectrum to the image size (:func:`band_limited_field`) gives the band-limited velocity,
+i.e. the trigonometric interpolation of the coarse one. (A first version read each Fourier coefficient from
+the pooled feature at the same INDEX, so the frequency-0 coefficient came from the top-left corner block; it
+did not learn: validation Dice 0.506 -> 0.506.)
+Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ class DeepFLASH(LearnedFamily):
     Config = DeepFLASHConfig
 
     def build(self, dims: int, config: DeepFLASHConfig) -> nn.ModuleDict:
-        head = (nn.Conv2d if dims == 2 else nn.Conv3d)(config.features, 2 * dims, 1)
+        head = (nn.Conv2d if dims == 2 else nn.Conv3d)(config.features, dims, 1)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         return nn.ModuleDict(
@@ -71,7 +79,9 @@ class DeepFLASH(LearnedFamily):
         n = moving.ndim - 2
         pool = nn.functional.adaptive_avg_pool2d if n == 2 else nn.functional.adaptive_avg_pool3d
         features = nets["features"](torch.cat([moving, fixed], 1))
-        coeffs = nets["head"](pool(features, (config.frequencies,) * n))
+        coarse = nets["head"](pool(features, (config.frequencies,) * n))  # (B, n, K, ..., K) voxels
+        spectrum = torch.fft.fftn(coarse.float(), dim=tuple(range(2, 2 + n)), norm="forward")
+        coeffs = torch.cat([spectrum.real, spectrum.imag], 1)
         v = band_limited_field(coeffs, tuple(fixed.shape[2:]))
         return Prediction(
             displacement=integrate_svf(v, steps=config.int_steps),
