@@ -1,7 +1,7 @@
 """Model-zoo benchmark: every learned family next to classical methods on held-out real 2D pairs.
 
     .venv/bin/python benchmarks/zoo.py [--per-axis 4] [--classical affine,fireants,demons,sitk_demons]
-        [--learned a,b] [--io voxelmorph,transmorph --io-iterations 100]
+        [--learned a,b] [--io voxelmorph,transmorph --io-iterations 25]
 
 Pairs: 2D slices of the two labelled OASIS volumes in ../shared/data/brain3d at HELD-OUT slice
 positions (``regcore.data.slices``: no learned model is trained, and no default tuned, on those
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         help="comma-separated learned methods (default: every family with default 2D weights)",
     )
     ap.add_argument("--io", default="", help="learned methods also run with instance optimisation (+IO rows)")
-    ap.add_argument("--io-iterations", type=int, default=100, help="instance-optimisation steps of +IO rows")
+    ap.add_argument("--io-iterations", type=int, default=25, help="instance-optimisation steps of +IO rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     folder = SHARED / "brain3d"

@@ -146,6 +146,10 @@ def test_trajectory_runs_from_identity_to_the_final_field_and_maps_show_the_reve
     settings = DiffuseMorphSettings(trajectory_steps=6, sampling_steps=4, sampling_start=40)
     with torch.no_grad():
         pred = fam.predict(nets, moving, fixed, cfg, settings)
+        assert pred.trajectory is None and "maps" not in pred.extras  # views are not part of the timed field
+        field = pred.displacement.clone()
+        pred = fam.explain(nets, moving, fixed, cfg, settings, pred)
+    assert torch.equal(pred.displacement, field)
     traj = pred.trajectory
     assert traj is not None and len(traj) == 6
     assert torch.equal(traj[0], torch.zeros_like(pred.displacement))
@@ -154,7 +158,11 @@ def test_trajectory_runs_from_identity_to_the_final_field_and_maps_show_the_reve
     assert all(a < b for a, b in zip(norms, norms[1:])), norms
     assert pred.extras["sampling_steps"] == 4.0 and 0 < len(pred.extras["maps"]) <= 5
     assert all(m.shape == (1, 1, 32, 32) for m in pred.extras["maps"].values())
-    half = fam.predict(nets, moving, fixed, cfg, DiffuseMorphSettings(gamma=0.5, sampling_steps=0))
+    half_settings = DiffuseMorphSettings(gamma=0.5, sampling_steps=0)
+    with torch.no_grad():
+        half = fam.explain(
+            nets, moving, fixed, cfg, half_settings, fam.predict(nets, moving, fixed, cfg, half_settings)
+        )
     torch.testing.assert_close(half.velocity, 0.5 * pred.velocity)
     assert half.extras["sampling_steps"] == 0.0 and list(half.extras["maps"]) == [
         "score (noise estimate at t=0, min-max scaled)"

@@ -269,9 +269,12 @@ def greedy_displacement(
     progress=None,
     history: list | None = None,
     spacing: tuple[float, ...] | None = None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the greedy multi-level optimisation on ``(1, C, *S)`` tensors; returns ``u`` ``(1, ndim, *S)``
-    (fixed voxels, fixed -> moving) at full resolution. ``spacing`` (mm per axis): anisotropic pyramid."""
+    (fixed voxels, fixed -> moving) at full resolution. ``spacing`` (mm per axis): anisotropic pyramid.
+    ``init``: a starting displacement ``(1, ndim, *S)`` (full-resolution voxels, e.g. a network's field);
+    default identity."""
     levels, iterations = validate_schedule(config.levels, config.iterations)
     ndim = fixed.ndim - 2
     sim_name = Similarity(str(config.similarity))
@@ -289,7 +292,11 @@ def greedy_displacement(
         f_l, m_l = downsample(fixed, factor, spacing), downsample(moving, factor, spacing)
         shape = tuple(f_l.shape[2:])
         if u is None:
-            u = torch.zeros(1, ndim, *shape, device=fixed.device, dtype=fixed.dtype)
+            u = (
+                torch.zeros(1, ndim, *shape, device=fixed.device, dtype=fixed.dtype)
+                if init is None
+                else resize_field(init.to(fixed), shape)
+            )
             adam = _Adam(u, config.beta1, config.beta2)
         else:
             u = resize_field(u, shape)

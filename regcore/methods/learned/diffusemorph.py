@@ -17,7 +17,9 @@ Inference: ``G`` sees the clean fixed image at ``t = 0``; the field is ``exp(gam
 deformation: scaling the velocity by ``s`` in [0, gamma] gives the intermediate maps ``exp(s v)``
 (``Prediction.trajectory``: identity at s = 0, the final field at s = gamma; every one diffeomorphic).
 With ``sampling_steps > 0`` a short deterministic reverse diffusion (DDIM, eta = 0) denoises the fixed
-image noised to ``sampling_start``; a few of its steps are returned as ``extras["maps"]``.
+image noised to ``sampling_start``; a few of its steps are returned as ``extras["maps"]``. Trajectory and
+maps are views (:meth:`DiffuseMorph.explain`), computed after the timed registration: the field never
+depends on them.
 
 Fields are ``(B, n, *S)`` voxels of the fixed grid, fixed -> moving (``warped = moving o (id + u)``).
 Default weights: ``assets/models/diffusemorph2d.pt`` (OASIS training slices, see its model card).
@@ -155,6 +157,21 @@ def _check_pair(moving: torch.Tensor, fixed: torch.Tensor) -> None:
         raise ValueError(f"moving shape {tuple(moving.shape)} must equal fixed shape {tuple(fixed.shape)}")
 
 
+def _check_settings(settings: DiffuseMorphSettings, config: DiffuseMorphConfig) -> None:
+    """ValueError naming the first registration setting out of range (before any work is done)."""
+    if not 0.0 <= float(settings.gamma) <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {settings.gamma}")
+    if not 2 <= int(settings.trajectory_steps) <= 10:
+        raise ValueError(f"trajectory_steps must be in [2, 10], got {settings.trajectory_steps}")
+    if int(settings.sampling_steps) < 0:
+        raise ValueError(f"sampling_steps must be >= 0, got {settings.sampling_steps}")
+    if int(settings.sampling_steps) and not 1 <= int(settings.sampling_start) < config.timesteps:
+        raise ValueError(
+            f"sampling_start must lie in [1, {config.timesteps}) (the model's timesteps), "
+            f"got {settings.sampling_start}"
+        )
+
+
 @register_family
 class DiffuseMorph(LearnedFamily):
     name = "diffusemorph"
@@ -222,49 +239,52 @@ class DiffuseMorph(LearnedFamily):
     def predict(
         self, nets, moving: torch.Tensor, fixed: torch.Tensor, config: DiffuseMorphConfig, settings=None
     ) -> Prediction:
-        """Velocity from the score at ``t = 0`` (clean fixed), ``u = exp(gamma v)``; with ``settings`` (registration)
-        also the trajectory, the reverse-diffusion maps and the number of sampling steps in ``extras``."""
+        """Velocity from the score at ``t = 0`` (clean fixed), ``u = exp(gamma v)`` (``gamma`` from ``settings``;
+        1 during training). The views (trajectory, reverse diffusion) come from :meth:`explain`."""
         _check_pair(moving, fixed)
         zero = torch.zeros(fixed.shape[0], dtype=torch.long, device=fixed.device)
-        score = self.denoise(nets, moving, fixed, zero)
-        v = self.velocity(nets, moving, fixed, score)
+        v = self.velocity(nets, moving, fixed, self.denoise(nets, moving, fixed, zero))
         if settings is None:  # training-time validation: the full field only
             return Prediction(displacement=integrate_svf(v, config.int_steps), velocity=v)
+        _check_settings(settings, config)
         gamma = float(settings.gamma)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-        k = int(settings.trajectory_steps)
-        if not 2 <= k <= 10:
-            raise ValueError(f"trajectory_steps must be in [2, 10], got {k}")
         v = gamma * v
-        u = integrate_svf(v, config.int_steps)
+        return Prediction(
+            displacement=integrate_svf(v, config.int_steps), velocity=v, extras={"gamma": gamma}
+        )
+
+    def explain(
+        self, nets, moving, fixed, config: DiffuseMorphConfig, settings, prediction: Prediction
+    ) -> Prediction:
+        """The continuous deformation ``exp(s v)`` for ``trajectory_steps`` values of ``s`` in [0, gamma]
+        (``Prediction.trajectory``), the score map at ``t = 0`` and the reverse-diffusion maps (``extras``)."""
+        k = int(settings.trajectory_steps)
+        v, u = prediction.velocity, prediction.displacement
         trajectory = [torch.zeros_like(u)]
         trajectory += [integrate_svf(v * (i / (k - 1)), config.int_steps) for i in range(1, k - 1)]
         trajectory.append(u)
         extras = self.reverse_diffusion(nets, moving, fixed, config, settings)
-        eps0 = score[:1, :1]
+        zero = torch.zeros(fixed.shape[0], dtype=torch.long, device=fixed.device)
+        eps0 = self.denoise(nets, moving, fixed, zero)[:1, :1]
         lo, hi = eps0.amin(), eps0.amax()
         extras["maps"]["score (noise estimate at t=0, min-max scaled)"] = (eps0 - lo) / (hi - lo).clamp_min(
             1e-8
         )
-        extras.update(gamma=gamma, trajectory_steps=float(k))
-        return Prediction(displacement=u, velocity=v, trajectory=trajectory, extras=extras)
+        extras.update(trajectory_steps=float(k))
+        prediction.trajectory = trajectory
+        prediction.extras.update(extras)
+        return prediction
 
     def reverse_diffusion(self, nets, moving, fixed, config: DiffuseMorphConfig, settings) -> dict:
         """Deterministic DDIM (eta = 0) from the fixed image noised to ``sampling_start`` down to ``t = 0`` in
         ``sampling_steps`` steps, conditioned on the moving image. Returns extras: ``sampling_steps``,
         ``diffusion_loss`` (noise MSE at the start), ``denoising_mse`` (final estimate vs the fixed image) and
         ``maps`` (the noisy start, a middle step and the final clean estimate, first batch item)."""
+        _check_settings(settings, config)
         steps, start = int(settings.sampling_steps), int(settings.sampling_start)
-        if steps < 0:
-            raise ValueError(f"sampling_steps must be >= 0, got {steps}")
         out: dict = {"sampling_steps": float(steps), "maps": {}}
         if steps == 0:
             return out
-        if not 1 <= start < config.timesteps:
-            raise ValueError(
-                f"sampling_start must lie in [1, {config.timesteps}) (the model's timesteps), got {start}"
-            )
         _, alpha_bars = noise_schedule(config.timesteps, fixed.device)
         gen = torch.Generator(device="cpu").manual_seed(int(settings.seed))
         noise = torch.randn(fixed.shape, generator=gen).to(fixed)

@@ -20,6 +20,9 @@ What a family declares:
   overrides it for two networks (GAN, cycle), staged schedules, rollouts or sampling.
 * :meth:`predict` -> :class:`Prediction`: one forward pass, iterative sampling or a per-pair
   optimisation (``needs_training = False``: then there is no checkpoint).
+* :meth:`explain` (optional): the mechanism views that cost extra work beyond the field (a morphing
+  trajectory, sampling steps). The engine calls it after the timed registration, so a family's
+  runtime is the time to its field; the views' own time is reported as ``explain_s``.
 * :meth:`divisor` (spatial sizes the networks accept) and :meth:`recipe` (default training
   recipe values for the common :class:`~regcore.train.config.TrainConfig` fields).
 
@@ -99,12 +102,17 @@ class LearnedSettings:
     device: str = param("auto", "auto = CUDA when available, else CPU.", choices=("auto", "cpu", "cuda"))
     refine_iterations: int = param(
         0,
-        "Instance optimisation: Adam steps that refine the network's field on this "
-        "pair (LNCC + diffusion, full resolution); 0 = network only.",
+        "Instance optimisation: greedy LNCC steps (FireANTs-style, full resolution) that refine the "
+        "network's field on this pair; 25 is a good start; 0 = network only.",
         range=(0, 1000),
     )
-    refine_weight: float = param(
-        1.0, "Diffusion weight of the instance optimisation.", range=(0.0, 100.0), advanced=True
+    refine_smoothing: float = param(
+        0.5,
+        "Gaussian sigma (voxels) smoothing the field after each instance-optimisation step: larger is "
+        "smoother, with less folding and a little less overlap.",
+        range=(0.0, 5.0),
+        step=0.25,
+        advanced=True,
     )
 
 
@@ -217,6 +225,20 @@ class LearnedFamily:
         ``settings`` is the registration method's Settings instance (None during training).
         """
         raise NotImplementedError
+
+    def explain(
+        self,
+        nets: nn.ModuleDict,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        config: Any,
+        settings: Any,
+        prediction: Prediction,
+    ) -> Prediction:
+        """Add the mechanism views that are not by-products of :meth:`predict` (``trajectory``,
+        ``extras["maps"]``) to ``prediction`` and return it; called untimed, without gradients, after
+        registration. Default: nothing to add."""
+        return prediction
 
     # -- helpers the engine uses ------------------------------------------------------------------
     def make_config(self, values: dict[str, Any] | None = None) -> Any:

@@ -215,14 +215,21 @@ class LearnedMethod:
                     moving.batch()[:, :1].to(device),
                     u,
                     config.refine_iterations,
-                    weight=config.refine_weight,
+                    smoothing=config.refine_smoothing,
+                    spacing=fixed.spacing,
                 )
             warped = warp(moving.batch().to(device), u)
+        report(progress, 0.9, "mechanism views")
+        t_explain = time.perf_counter()
+        with torch.no_grad():
+            pred = fam.explain(nets, mov, fix, fam_config, config, pred)
+        explain_s = time.perf_counter() - t_explain
         report(progress, 1.0, "done")
         extras: dict[str, Any] = {
             "model_shape": grid.padded_shape,
             "predict_s": predict_s,
             "refine_s": timer.runtime_s - predict_s,
+            "explain_s": explain_s,
             **pred.extras,
             **mechanism_to_image_grid(pred, grid),
         }

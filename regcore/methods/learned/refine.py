@@ -1,17 +1,28 @@
 """Instance optimisation: refine a network's displacement on one pair (as TransMorph+IO, uniGradICON+IO).
 
-The amortised prediction is the starting point; ``iterations`` Adam steps then minimise the same kind
-of objective the networks train on, on the full-resolution image grid:
-``LNCC(fixed, moving o (id + u)) + weight * diffusion(u)``. Works for every learned family.
+The amortised prediction is the starting point; ``iterations`` greedy steps of the FireANTs-style optimiser
+(:func:`regcore.methods.classical.fireants.greedy_displacement`, one full-resolution level) then lower the
+LNCC the networks train on: each step follows the Gaussian-smoothed LNCC gradient with a normalised Adam
+step, is composed with the current map, and the field is Gaussian-smoothed (``smoothing``, the
+regulariser). Works for every learned family.
+
+Tuned on training slice positions of the OASIS 2D benchmark (``benchmarks/zoo.py``): plain Adam on
+LNCC + diffusion of the displacement (the previous optimiser) lowered Dice there (0.715 -> 0.713 after 100
+steps); 25 greedy steps raise it to 0.761 in ~90 ms. The 3D schedule (step, window) is the classical 3D
+preset's and was not tuned for refinement.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from regcore.losses import make_regularizer, make_similarity
-from regcore.nets.inputs import normalise_intensity
-from regcore.spatial.warp import warp
+from regcore.methods.classical.fireants import FireANTsConfig, greedy_displacement, resolve_preset
+
+UPDATE_SIGMA = 0.5
+"""Gaussian sigma (voxels) of each update; tuned with ``smoothing`` on training slices (1.0, the classical 2D
+preset's, gave 0.005 lower Dice)."""
 
 
 def refine_displacement(
@@ -20,32 +31,39 @@ def refine_displacement(
     displacement: torch.Tensor,
     iterations: int,
     *,
-    lr: float = 0.2,
-    weight: float = 1.0,
-    similarity: str = "lncc",
+    smoothing: float = 0.5,
+    spacing: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """Refined displacement ``(1, n, *S)`` (voxels, fixed -> moving).
 
     Args:
-        fixed, moving: ``(1, 1, *S)`` images on the same grid (any intensity range; normalised here).
-        displacement: the starting field ``(1, n, *S)`` in voxels.
-        iterations: Adam steps (0 returns the input).
-        lr: Adam step size in voxels.
-        weight: weight of the diffusion regulariser (mean squared forward differences).
-        similarity: a :class:`regcore.losses.Similarity` name.
+        fixed, moving: ``(1, 1, *S)`` images on the same grid (any intensity range; LNCC ignores it).
+        displacement: the starting field ``(1, n, *S)`` in voxels (the network's prediction).
+        iterations: greedy steps (0 returns the input).
+        smoothing: Gaussian sigma (voxels) applied to the field after every step; larger is smoother
+            (0.75 on the training slices: no folding but 0.02 lower Dice).
+        spacing: mm per axis (only the smoothing widths of anisotropic grids use it).
+    Raises:
+        ValueError: the field's shape does not match the images, or a negative smoothing.
     """
     if iterations <= 0:
         return displacement
-    n = displacement.shape[1]
-    sim = make_similarity(similarity, n)
-    reg = make_regularizer("diffusion")
-    fixed, moving = normalise_intensity(fixed.float()), normalise_intensity(moving.float())
-    u = displacement.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([u], lr=lr)
-    with torch.enable_grad():
-        for _ in range(int(iterations)):
-            loss = sim(fixed, warp(moving, u)) + weight * reg(u)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return u.detach()
+    shape = tuple(fixed.shape[2:])
+    if tuple(displacement.shape) != (1, len(shape), *shape):
+        raise ValueError(
+            f"displacement must be (1, {len(shape)}, {', '.join(map(str, shape))}) to refine, "
+            f"got {tuple(displacement.shape)}"
+        )
+    if smoothing < 0:
+        raise ValueError(f"refine_smoothing must be >= 0, got {smoothing}")
+    config = replace(
+        resolve_preset(FireANTsConfig(), shape, spacing),
+        levels=(1,),
+        iterations=(int(iterations),),
+        smooth_grad_sigma=UPDATE_SIGMA,
+        smooth_warp_sigma=float(smoothing),
+    )
+    with torch.no_grad():
+        return greedy_displacement(
+            fixed.float(), moving.float(), config, spacing=spacing, init=displacement.detach().float()
+        )
