@@ -48,6 +48,13 @@ def smooth_random_field(
 
 
 @pytest.fixture(autouse=True)
+def _private_runs_dir(tmp_path, monkeypatch):
+    """Training runs go to the test's own folder: a developer's ./runs (a killed run, a failed one) never shows
+    up on the Train page a test renders. Tests that need a named runs folder set REGLAB_RUNS_DIR again."""
+    monkeypatch.setenv("REGLAB_RUNS_DIR", str(tmp_path / "runs"))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic_seed():
     """Every test starts from the same torch/numpy RNG state, so random inputs are reproducible."""
     torch.manual_seed(0)

@@ -40,9 +40,17 @@ def _device(config: TrainConfig) -> torch.device:
 
 
 def _payload(
-    config: TrainConfig, nets, optimizers: dict | None, epoch: int, step: int, elapsed: float, metrics: dict
+    config: TrainConfig,
+    nets,
+    optimizers: dict | None,
+    epoch: int,
+    step: int,
+    elapsed: float,
+    metrics: dict,
+    orientation: str | None = None,
 ) -> dict[str, Any]:
-    """Checkpoint contents: family name + constructor arguments + weights (+ optimisers and RNG to resume)."""
+    """Checkpoint contents: family name + constructor arguments + weights (+ optimisers and RNG to resume);
+    3D runs on real images also record their voxel orientation (inference reorients other images to it)."""
     fam = config.learned_family()
     payload = {
         "family": fam.name,
@@ -58,6 +66,8 @@ def _payload(
         "elapsed_s": float(elapsed),
         "metrics": metrics,
     }
+    if orientation and config.dims == 3:
+        payload["orientation"] = orientation
     if optimizers is not None:
         payload["optimizers"] = {k: opt.state_dict() for k, opt in optimizers.items()}
         payload["rng"] = {"torch": torch.get_rng_state()}
@@ -206,6 +216,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
                 step,
                 time.perf_counter() - t0,
                 last_val,
+                source.orientation,
             ),
         )
 

@@ -7,6 +7,7 @@ pairs show the central slice along axis 0.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,11 @@ def save_preview(
     fig = preview_figure(f, w, disp, _central(jac), flips, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    partial = path.with_name(
+        f".{path.name}.partial"
+    )  # the Train page polls the folder: never show half a PNG
+    fig.savefig(partial, format="png")
+    os.replace(partial, path)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from regcore.image import Image
+from regcore.image import Geometry, Image
 from regcore.methods.base import RegistrationResult, Timer, report, resolve_device
 from regcore.methods.learned.refine import refine_displacement
 from regcore.nets.inputs import (
@@ -31,6 +31,7 @@ from regcore.nets.inputs import (
     plan_model_grid,
     to_model_grid,
 )
+from regcore.nets.orientation import AxisMap, axis_map
 from regcore.spatial.warp import warp
 from regcore.train.checkpoint import CheckpointError, build_nets, load_checkpoint
 
@@ -110,6 +111,39 @@ def mechanism_to_image_grid(pred: Any, grid: ModelGrid) -> dict[str, Any]:
             if torch.is_tensor(step.get("affine"))
             else dict(step)
             for step in episode
+        ]
+    return out
+
+
+def training_orientation(image: Image, data: dict) -> AxisMap | None:
+    """The map from ``image``'s voxel axes to the orientation a 3D checkpoint was trained in (``data["orientation"]``),
+    None when they agree, the checkpoint records none, or the images are 2D (slice axes carry no anatomy)."""
+    target = data.get("orientation") if data else None
+    if not target or image.ndim != 3:
+        return None
+    amap = axis_map(image.geometry.orientation_codes(), str(target))
+    return None if amap.is_identity else amap
+
+
+def reorient_image(image: Image, amap: AxisMap) -> Image:
+    """``image`` with its voxel axes permuted and flipped by ``amap`` (exact; the geometry becomes an identity grid)."""
+    data = amap.image(image.data[None])[0]
+    return Image(data, Geometry.identity(tuple(data.shape[1:]), amap.spacing(image.spacing)), name=image.name)
+
+
+def mechanism_back(mech: dict[str, Any], amap: AxisMap, shape: tuple[int, ...]) -> dict[str, Any]:
+    """:func:`mechanism_to_image_grid`'s output on the reoriented grid, brought back to the image's own axes."""
+    out = dict(mech)
+    if "trajectory" in out:
+        out["trajectory"] = [amap.field_back(u) for u in out["trajectory"]]
+    if "maps" in out:
+        out["maps"] = {k: amap.map_back(v) for k, v in out["maps"].items()}
+    if "episode" in out:
+        out["episode"] = [
+            {**st, "affine": amap.affine_back(st["affine"], shape)}
+            if torch.is_tensor(st.get("affine"))
+            else st
+            for st in out["episode"]
         ]
     return out
 
@@ -200,13 +234,25 @@ class LearnedMethod:
         report(progress, 0.0, "loading model")
         nets, fam_config, data = self.networks(config, fixed.ndim, device)
         report(progress, 0.2, "predicting")
+        amap = training_orientation(fixed, data)
         with Timer(device) as timer:
             t0 = time.perf_counter()
-            grid, fix, mov = self.model_inputs(fixed, moving, fam_config, data, device)
+            grid, fix, mov = self.model_inputs(
+                *(
+                    (fixed, moving)
+                    if amap is None
+                    else (reorient_image(fixed, amap), reorient_image(moving, amap))
+                ),
+                fam_config,
+                data,
+                device,
+            )
             nets.eval()
             with nullcontext() if getattr(fam, "predict_needs_grad", False) else torch.no_grad():
                 pred = fam.predict(nets, mov, fix, fam_config, config)
             u = field_to_image_grid(pred.displacement.detach().float(), grid)
+            if amap is not None:
+                u = amap.field_back(u)
             predict_s = time.perf_counter() - t0
             if getattr(config, "refine_iterations", 0):
                 report(progress, 0.5, f"instance optimisation ({config.refine_iterations} steps)")
@@ -225,24 +271,33 @@ class LearnedMethod:
             pred = fam.explain(nets, mov, fix, fam_config, config, pred)
         explain_s = time.perf_counter() - t_explain
         report(progress, 1.0, "done")
+        mechanism = mechanism_to_image_grid(pred, grid)
         extras: dict[str, Any] = {
             "model_shape": grid.padded_shape,
             "predict_s": predict_s,
             "refine_s": timer.runtime_s - predict_s,
             "explain_s": explain_s,
             **pred.extras,
-            **mechanism_to_image_grid(pred, grid),
+            **(mechanism if amap is None else mechanism_back(mechanism, amap, fixed.shape)),
         }
         if data:
             extras.update(
                 checkpoint=str(self.checkpoint_path(config, fixed.ndim)),
                 trained_spacing_mm=float(data["spacing_mm"]),
             )
+        if amap is not None:
+            extras["reoriented"] = f"{fixed.geometry.orientation_codes()} -> {data['orientation']}"
+        keep = (lambda x, **_: x) if amap is None else amap.field_back
         if pred.variance is not None:
-            extras["variance"] = field_to_image_grid(pred.variance.detach().float(), grid).cpu()
+            variance = field_to_image_grid(pred.variance.detach().float(), grid)
+            extras["variance"] = keep(variance, signed=False).cpu()
         affine = None if pred.affine is None else affine_to_image_grid(pred.affine[0], grid)
+        if affine is not None and amap is not None:
+            affine = amap.affine_back(affine, fixed.shape)
         velocity = (
-            None if pred.velocity is None else field_to_image_grid(pred.velocity.detach().float(), grid).cpu()
+            None
+            if pred.velocity is None
+            else keep(field_to_image_grid(pred.velocity.detach().float(), grid)).cpu()
         )
         return RegistrationResult(
             method=fam.name,
