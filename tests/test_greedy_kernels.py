@@ -132,6 +132,26 @@ def test_compiled_iterations_follow_the_torch_iterations(shape, monkeypatch):
     )  # moving = fixed shifted by +1.5: u = -1.5
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_channel_drives_the_update_through_its_own_gradient(shape, monkeypatch):
+    """Two identical channels register exactly as the one channel does (LNCC averaged over channels); two
+    different channels each pull with their own image gradient (was: each channel's dL/dW times one axis of
+    the gradient of the channel sum, which is not the gradient of the loss)."""
+    monkeypatch.setattr(greedy_kernels, "AVAILABLE", False)  # one code path (torch) for 1 and 2 channels
+    fixed = _smooth_image(shape, 3)
+    shift = torch.zeros(1, len(shape), *shape)
+    shift[:, 0] = 1.0
+    moving = warp(fixed, shift)
+    config = replace(fireants.resolve_preset(fireants.FireANTsConfig(), shape), levels=(1,), iterations=(10,))
+    one = fireants.greedy_displacement(fixed, moving, config)
+    two = fireants.greedy_displacement(torch.cat([fixed, fixed], 1), torch.cat([moving, moving], 1), config)
+    torch.testing.assert_close(two, one, atol=1e-5, rtol=1e-5)
+    d_warped = torch.randn(1, 2, *shape, generator=torch.Generator().manual_seed(5))
+    warped = torch.cat([_smooth_image(shape, 6), _smooth_image(shape, 7)], 1)
+    expected = d_warped[:, :1] * image_gradient(warped[:, :1]) + d_warped[:, 1:] * image_gradient(warped[:, 1:])
+    torch.testing.assert_close(fireants.update_direction(d_warped, warped), expected)
+
+
 def test_compose_with_non_finite_step_stays_in_memory():
     shape = (6, 7, 8)
     ws = greedy_kernels.GreedyWorkspace(shape)

@@ -218,6 +218,15 @@ def _can_use_compiled(sim_name: str, fixed: torch.Tensor) -> bool:
     )
 
 
+def update_direction(d_warped: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+    """``sum_c dL/dW_c * grad(W_c)`` ``(1, ndim, *S)``: the loss gradient with respect to a small displacement
+    update, from ``dL/dwarped`` and ``warped`` ``(1, C, *S)`` (every channel contributes through its own gradient)."""
+    return sum(
+        (d_warped[:, c : c + 1] * image_gradient(warped[:, c : c + 1]) for c in range(warped.shape[1])),
+        torch.zeros((), dtype=warped.dtype, device=warped.device),
+    )
+
+
 def _iterate_torch(
     f_l, m_l, u, adam, config, n_iter, sim_name, sim_module, on_iteration, sigmas
 ) -> torch.Tensor:
@@ -226,7 +235,7 @@ def _iterate_torch(
     for it in range(n_iter):
         warped = warp(m_l, u)
         loss, d_warped = _similarity_gradient(sim_name, sim_module, f_l, warped, config.window)
-        grad = d_warped * image_gradient(warped.sum(1, keepdim=True) if warped.shape[1] > 1 else warped)
+        grad = update_direction(d_warped, warped)
         grad = gaussian_smooth(grad, sigmas[0], truncate=TRUNCATE)
         d = adam.direction(grad)
         d_max = d.norm(dim=1).amax().clamp_min(1.0)
