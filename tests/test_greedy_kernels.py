@@ -148,7 +148,9 @@ def test_every_channel_drives_the_update_through_its_own_gradient(shape, monkeyp
     torch.testing.assert_close(two, one, atol=1e-5, rtol=1e-5)
     d_warped = torch.randn(1, 2, *shape, generator=torch.Generator().manual_seed(5))
     warped = torch.cat([_smooth_image(shape, 6), _smooth_image(shape, 7)], 1)
-    expected = d_warped[:, :1] * image_gradient(warped[:, :1]) + d_warped[:, 1:] * image_gradient(warped[:, 1:])
+    expected = d_warped[:, :1] * image_gradient(warped[:, :1]) + d_warped[:, 1:] * image_gradient(
+        warped[:, 1:]
+    )
     torch.testing.assert_close(fireants.update_direction(d_warped, warped), expected)
 
 
