@@ -97,7 +97,12 @@ class CoMIRSettings(LearnedSettings):
         True, "Optimise a stationary velocity (scaling and squaring) instead of a displacement."
     )
     weight: float = param(
-        3.0, "Diffusion regulariser weight (higher = smoother).", range=(0.0, 100.0), step=0.1
+        10.0,
+        "Diffusion regulariser weight (higher = smoother). On the first 10 TRAIN pairs of each multimodal set, "
+        "mean Dice over the three sets: 1 -> 0.759, 3 -> 0.769, 10 -> 0.774, 20 -> 0.761, 40 -> 0.754 "
+        "(MR/TRUS TRE 1.39 mm at 3, 1.74 mm at 10).",
+        range=(0.0, 100.0),
+        step=0.1,
     )
     levels: tuple[int, ...] = param((4, 2, 1), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((100, 50, 25), "Adam iterations per level.")
