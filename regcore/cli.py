@@ -252,42 +252,10 @@ def _add_batch_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--retry-failed", action="store_true", help="rerun tasks recorded as failed in --out")
 
 
-def cmd_train(args) -> int:
-    from regcore.train import run_training
-
-    if not Path(args.config).is_file():
-        raise CliError(f"--config must be an existing file, got {args.config!r}")
-    if args.nproc or args.nnodes > 1:
-        return _train_distributed(args)
-    run_training(args.config, args.out, resume=args.resume)
-    return 0
-
-
-def _train_distributed(args) -> int:
-    """`train --nproc N [--nnodes M --node-rank R --master-addr A --master-port P]`: torchrun (DDP)."""
-    from regcore.train.distributed import launch
-
-    code = launch(
-        args.config,
-        args.out,
-        args.nproc or 1,
-        nnodes=args.nnodes,
-        node_rank=args.node_rank,
-        master_addr=args.master_addr,
-        master_port=args.master_port,
-        resume=args.resume,
-    )
-    if code:
-        raise CliError(
-            f"distributed training exited with code {code}; see {Path(args.out) / 'status.json'} "
-            "and the output above"
-        )
-    return 0
-
-
 # Subcommands that live beside their feature: name -> (module, help). The module defines
 # ``add_arguments(parser)`` and ``run(args) -> int`` and imports its heavy dependencies inside ``run``.
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "train": ("regcore.train.cli", "train a learned method from a config file"),
     "atlas": ("regcore.atlas.cli", "build an unbiased template (atlas) from many subjects"),
     "uncertainty": ("regcore.uncertainty.cli", "per-voxel registration uncertainty maps"),
     "segment": ("regcore.segment.cli", "multi-atlas segmentation: register labelled atlases, fuse labels"),
@@ -366,21 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(w)
     w.set_defaults(func=cmd_sweep)
 
-    t = sub.add_parser("train", help="train a learned method from a config file")
-    t.add_argument("--config", required=True)
-    t.add_argument("--out", required=True)
-    t.add_argument("--resume", action="store_true")
-    t.add_argument(
-        "--nproc",
-        type=int,
-        help="processes per machine (data-parallel DDP via torchrun; gloo on CPU, "
-        "NCCL on GPU); batch_size must be a multiple of the total",
-    )
-    t.add_argument("--nnodes", type=int, default=1, help="machines taking part (run the command on each)")
-    t.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 .. nnodes-1")
-    t.add_argument("--master-addr", help="address of the machine with --node-rank 0 (multi-machine)")
-    t.add_argument("--master-port", type=int, default=29500, help="port on --master-addr (multi-machine)")
-    t.set_defaults(func=cmd_train)
     _add_module_commands(sub)
     return p
 
