@@ -71,38 +71,22 @@ def cmd_methods(args) -> int:
 
 # -- register ------------------------------------------------------------------------------------
 def _load_inputs(args) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
     from regcore.io import load_image, load_label_names, load_landmarks
     from regcore.register import compact_labels  # uint8 label maps: ~100 MB less during a 1 mm 3D run
 
+    fixed = load_image(args.fixed, is_labels=False)
+    moving = load_image(args.moving, is_labels=False)
     names = load_label_names(args.label_names) if args.label_names else None
-    with ThreadPoolExecutor(
-        max_workers=2
-    ) as pool:  # gzip decompression releases the GIL: two files at a time
-        images = {
-            role: pool.submit(
-                load_image,
-                path,
-                is_labels=role.endswith("labels"),
-                label_names=names if role.endswith("labels") else None,
-            )
-            for role, path in (
-                ("fixed", args.fixed),
-                ("moving", args.moving),
-                ("fixed_labels", args.fixed_labels),
-                ("moving_labels", args.moving_labels),
-            )
-            if path
-        }
-        loaded = {role: future.result() for role, future in images.items()}  # the first bad file, in order
-    fixed, moving = loaded["fixed"], loaded["moving"]
     out = {
         "fixed": fixed,
         "moving": moving,
         "label_names": names,
-        "fixed_labels": compact_labels(loaded["fixed_labels"]) if "fixed_labels" in loaded else None,
-        "moving_labels": compact_labels(loaded["moving_labels"]) if "moving_labels" in loaded else None,
+        "fixed_labels": compact_labels(load_image(args.fixed_labels, is_labels=True, label_names=names))
+        if args.fixed_labels
+        else None,
+        "moving_labels": compact_labels(load_image(args.moving_labels, is_labels=True, label_names=names))
+        if args.moving_labels
+        else None,
         "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry)
         if args.fixed_landmarks
         else None,

@@ -80,8 +80,7 @@ def save_run(record: RunRecord, out_dir: str | Path, *, compress: bool = False) 
     ``displacement.nii`` (``displacement.nii.gz`` with ``compress``) is an ITK displacement field (LPS mm,
     fixed space) that SimpleITK's ``DisplacementFieldTransform`` reads; label maps and images lie on the
     fixed grid. Written atomically (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is
-    left in ``out_dir``. The volumes are written on two threads (gzip releases the GIL) while the "before"
-    metrics (:attr:`RunRecord.before_metrics`) are computed beside them.
+    left in ``out_dir``. The volumes are written on two threads (gzip releases the GIL).
     """
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
@@ -99,6 +98,7 @@ def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[
 
     r = record.result
     names = {**RUN_FILES, **(COMPRESSED_FILES if compress else {})}
+    before = record.before_metrics  # computed (once) before the writes, so they can overlap each other
 
     def first_channel(img: Image) -> Image:  # a view, not a copy, for a 1-channel float32 CPU image
         return img.with_data(img.data[:1].float().cpu())
@@ -115,11 +115,9 @@ def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[
         img = getattr(record, role)
         if img is not None:
             jobs[role] = partial(save_image, img.with_data(img.data.cpu()), out / names[role])
-    with ThreadPoolExecutor(max_workers=2) as pool:  # gzip, file writes and the KD-trees release the GIL
-        before_job = pool.submit(lambda: record.before_metrics)  # the "before" metrics overlap the writes
+    with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {role: pool.submit(job) for role, job in jobs.items()}
         paths: dict[str, Path] = {role: f.result() for role, f in futures.items()}
-        before = before_job.result()
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)
         if lm is not None:
