@@ -6,7 +6,8 @@ LNCC the networks train on: each step follows the Gaussian-smoothed LNCC gradien
 step, is composed with the current map, and the field is Gaussian-smoothed (``smoothing``, the
 regulariser). Works for every learned family.
 
-Tuned on training slice positions of the OASIS 2D benchmark (``benchmarks/zoo.py``): plain Adam on
+Tuned on training slice positions of the OASIS 2D slices (``benchmarks/refine_tuning.py``; the zoo,
+``benchmarks/zoo.py``, reports on the held-out positions): plain Adam on
 LNCC + diffusion of the displacement (the previous optimiser) lowered Dice there (0.715 -> 0.713 after 100
 steps); 25 greedy steps raise it to 0.761 in ~90 ms. The 3D schedule (step, window) is the classical 3D
 preset's and was not tuned for refinement.
