@@ -125,7 +125,10 @@ class DistContext:
         dist.broadcast(t, src=0)
         return [bool(v) for v in t.tolist()]
 
-    def close(self) -> None:
+    def close(self, synchronise: bool = False) -> None:
+        """Remove the gradient hooks and end the process group. ``synchronise`` (a run that finished on every
+        rank): wait for all ranks first, so no rank tears its connections down while another still uses them
+        (a rank exiting early was seen to abort its peer at exit with gloo)."""
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
@@ -133,6 +136,8 @@ class DistContext:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if synchronise:
+                    dist.barrier()
                 dist.destroy_process_group()
 
 

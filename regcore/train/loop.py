@@ -113,8 +113,11 @@ def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = Fa
     dist = context(_device(config))  # 1 process unless launched by torchrun (`regcore train --nproc N`)
     if dist.is_main:  # only rank 0 writes to the run folder
         (out / STOP_FILE).unlink(missing_ok=True)
+    finished = False
     try:
-        return _train(config, out, resume, dist)
+        result = _train(config, out, resume, dist)
+        finished = True
+        return result
     except BaseException as e:  # record every failure for the UI, then re-raise
         if dist.is_main:
             from regcore.train.recovery import failure_message
@@ -122,7 +125,7 @@ def run_training(config_path: str | Path, out_dir: str | Path, resume: bool = Fa
             write_status(out, state="failed", message=failure_message(e, out))
         raise
     finally:
-        dist.close()
+        dist.close(synchronise=finished)
 
 
 def _noop(*args, **kwargs) -> None:

@@ -19,8 +19,6 @@ from dataclasses import replace
 
 import torch
 
-from regcore.methods.classical.fireants import FireANTsConfig, greedy_displacement, resolve_preset
-
 UPDATE_SIGMA = 0.5
 """Gaussian sigma (voxels) of each update; tuned with ``smoothing`` on training slices (1.0, the classical 2D
 preset's, gave 0.005 lower Dice)."""
@@ -49,6 +47,8 @@ def refine_displacement(
     """
     if iterations <= 0:
         return displacement
+    from regcore.methods.classical.fireants import FireANTsConfig, greedy_displacement, resolve_preset
+
     shape = tuple(fixed.shape[2:])
     if tuple(displacement.shape) != (1, len(shape), *shape):
         raise ValueError(
