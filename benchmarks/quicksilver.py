@@ -34,6 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _shared_data import shared_folder  # noqa: E402
+
 from regcore.methods import registry  # noqa: E402
 from regcore.methods.learned.quicksilver import run_teacher  # noqa: E402
 from regcore.train.checkpoint import build_nets, load_checkpoint  # noqa: E402
@@ -41,7 +43,6 @@ from regcore.train.config import config_from_dict  # noqa: E402
 from regcore.train.datasets import pair_to_sample  # noqa: E402
 from regcore.train.objectives import dice_per_pair  # noqa: E402
 
-SHARED = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results"
 
 
@@ -101,9 +102,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    brain3d = SHARED / "brain3d"
-    if not brain3d.is_dir():
-        print(f"skipped: {brain3d} not found (set REGLAB_SHARED_DATA)")
+    brain3d = shared_folder("brain3d")
+    if brain3d is None:
         return 0
     from regcore.data.slices import slice_pairs
 

@@ -28,14 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _results import write_results  # noqa: E402
+from _shared_data import shared_folder  # noqa: E402
 
 from regcore.data.slices import slice_pairs  # noqa: E402
 from regcore.methods import registry  # noqa: E402
 from regcore.methods.learned.refine import refine_displacement  # noqa: E402
 from regcore.metrics.deformation import folding_percent, sdlogj  # noqa: E402
 from regcore.train.objectives import dice_per_pair  # noqa: E402
-
-SHARED = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def _numbers(text: str, name: str) -> list[float]:
@@ -62,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoothing", default="0.25,0.5,0.75", help="comma-separated field smoothing sigmas")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "refine_tuning")
     args = ap.parse_args(argv)
-    folder = SHARED / "brain3d"
-    if not folder.is_dir():
-        print(f"skipped: {folder} not found (set REGLAB_SHARED_DATA)")
+    folder = shared_folder("brain3d")
+    if folder is None:
         return 0
     torch.set_num_threads(2)
     steps = [int(s) for s in _numbers(args.steps, "steps")]

@@ -31,11 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _shared_data import SHARED, shared_folder  # noqa: E402
+
 from regcore.methods import registry  # noqa: E402
 from regcore.spatial.affine import affine_to_displacement, invert_affine, rigid_matrix  # noqa: E402
 from regcore.spatial.warp import warp  # noqa: E402
 
-SHARED = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "runs" / "rl_agent_bench_cache"
 # column -> (registry method, settings overrides); the agent and MI GD start from the SAME misaligned pair
@@ -204,8 +205,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if not (SHARED / "brain3d").is_dir():
-        print(f"skipped: {SHARED / 'brain3d'} not found (set REGLAB_SHARED_DATA)")
+    if shared_folder("brain3d") is None:
         return
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))

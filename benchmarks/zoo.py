@@ -30,13 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _shared_data import shared_folder  # noqa: E402
+
 from regcore.data.slices import slice_pairs  # noqa: E402
 from regcore.methods import registry  # noqa: E402
 from regcore.methods.learned.family import all_families  # noqa: E402
 from regcore.metrics import evaluate_identity  # noqa: E402
 from regcore.register import run_pair  # noqa: E402
 
-SHARED = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 KEYS = ("dice_mean", "hd95_mean_mm", "folding_percent", "sdlogj")
 
 
@@ -86,9 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--io-iterations", type=int, default=25, help="instance-optimisation steps of +IO rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
-    folder = SHARED / "brain3d"
-    if not folder.is_dir():
-        print(f"skipped: {folder} not found (set REGLAB_SHARED_DATA)")
+    folder = shared_folder("brain3d")
+    if folder is None:
         return 0
     torch.set_num_threads(2)
     pairs = slice_pairs(folder, "held_out", per_axis=args.per_axis)
