@@ -52,9 +52,8 @@ def save_preview(
     fig = preview_figure(f, w, disp, _central(jac), flips, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(
-        f".{path.name}.partial"
-    )  # the Train page polls the folder: never show half a PNG
+    # the Train page polls the folder: write beside it, then rename, so it never shows half a PNG
+    partial = path.with_name(f".{path.name}.partial")
     fig.savefig(partial, format="png")
     os.replace(partial, path)
     import matplotlib.pyplot as plt
