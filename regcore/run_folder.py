@@ -98,7 +98,7 @@ def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[
 
     r = record.result
     names = {**RUN_FILES, **(COMPRESSED_FILES if compress else {})}
-    before = record.before_metrics  # computed (once) before the writes, so they can overlap each other
+    labels = {role: getattr(record, role) for role in ("fixed_labels", "moving_labels", "warped_labels")}
 
     def first_channel(img: Image) -> Image:  # a view, not a copy, for a 1-channel float32 CPU image
         return img.with_data(img.data[:1].float().cpu())
@@ -111,13 +111,15 @@ def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[
         "fixed": lambda: save_image(first_channel(r.fixed), out / names["fixed"]),
         "moving": lambda: save_image(first_channel(r.moving), out / names["moving"]),
     }
-    for role in ("fixed_labels", "moving_labels", "warped_labels"):
-        img = getattr(record, role)
+    for role, img in labels.items():
         if img is not None:
             jobs[role] = partial(save_image, img.with_data(img.data.cpu()), out / names[role])
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # the "before" metrics (CPU: surface distances) run beside the writes (mostly memory copies and I/O)
+    with ThreadPoolExecutor(max_workers=1) as side, ThreadPoolExecutor(max_workers=2) as pool:
+        before_future = side.submit(lambda: record.before_metrics)
         futures = {role: pool.submit(job) for role, job in jobs.items()}
         paths: dict[str, Path] = {role: f.result() for role, f in futures.items()}
+        before = before_future.result()
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)
         if lm is not None:
