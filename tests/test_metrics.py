@@ -292,3 +292,16 @@ def test_intensity_metrics_vs_numpy_and_skimage():
     assert intensity_metrics(f, w, mask)["mse"] == pytest.approx(np.mean((f[:20] - w[:20]) ** 2))
     with pytest.raises(ValueError, match="same shape"):
         intensity_metrics(f, w[:-1])
+
+
+def test_intensity_metrics_float32_volume_match_float64_reference():
+    """float32 volumes are summed in float64 without a float64 copy: CT-like offsets (mean >> spread) too."""
+    g = np.random.default_rng(4)
+    f = (1000 + 50 * ndimage.gaussian_filter(g.random((48, 40, 36)), 2)).astype(np.float32)
+    w = (0.8 * f + 0.2 * (1000 + 50 * g.random(f.shape))).astype(np.float32)
+    f64, w64 = f.astype(np.float64), w.astype(np.float64)
+    m = intensity_metrics(torch.from_numpy(f), torch.from_numpy(w))
+    assert m["mse"] == pytest.approx(np.mean((f64 - w64) ** 2), rel=1e-6)
+    assert m["ssd"] == pytest.approx(np.sum((f64 - w64) ** 2), rel=1e-6)
+    assert m["ncc"] == pytest.approx(np.corrcoef(f64.ravel(), w64.ravel())[0, 1], rel=1e-6)
+    assert math.isnan(intensity_metrics(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32))["ncc"])

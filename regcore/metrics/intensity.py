@@ -2,7 +2,8 @@
 
 Inputs are :class:`~regcore.image.Image`, tensors ``(*S)``, ``(C, *S)`` or ``(B, C, *S)``, or
 numpy arrays of the same shape; ``mask`` (same spatial shape, bool) restricts MSE/SSD/NCC.
-Values are computed in float64 on the CPU and returned as Python floats.
+Values are computed on the CPU and returned as Python floats: sums accumulate in float64 over the
+images' own float type (no float64 copy of a 7M-voxel volume), SSIM runs in float64.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def _as_batch(x, arg: str, ndim: int | None) -> torch.Tensor:
         t = x
     else:
         raise TypeError(f"{arg} must be an Image, torch.Tensor or numpy array, got {type(x).__name__}")
-    t = t.detach().to("cpu", torch.float64)
+    t = t.detach().cpu()
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
     if ndim is None:
         ndim = 3 if t.ndim in (3, 5) else 2
     while t.ndim < ndim + 2:
@@ -38,6 +41,8 @@ def _as_batch(x, arg: str, ndim: int | None) -> torch.Tensor:
 def _pair(fixed, warped, mask):
     ndim = next((x.ndim for x in (fixed, warped) if isinstance(x, Image)), None)
     f, w = _as_batch(fixed, "fixed", ndim), _as_batch(warped, "warped", ndim)
+    if f.dtype != w.dtype:
+        f, w = f.to(torch.float64), w.to(torch.float64)
     if f.shape != w.shape:
         raise ValueError(f"fixed {tuple(f.shape)} and warped {tuple(w.shape)} must have the same shape")
     m = None
@@ -57,16 +62,22 @@ def _sel(x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     return x.flatten() if m is None else x[m]
 
 
+def _sum64(x: torch.Tensor) -> torch.Tensor:
+    return x.sum(dtype=torch.float64)
+
+
 def ssd(fixed, warped, mask=None) -> float:
     """Sum of squared differences (intensity units squared)."""
     f, w, m = _pair(fixed, warped, mask)
-    return float((_sel(f - w, m) ** 2).sum())
+    d = _sel(f - w, m)
+    return float(_sum64(d * d))
 
 
 def mse(fixed, warped, mask=None) -> float:
     """Mean squared difference."""
     f, w, m = _pair(fixed, warped, mask)
-    return float((_sel(f - w, m) ** 2).mean())
+    d = _sel(f - w, m)
+    return float(_sum64(d * d) / max(d.numel(), 1)) if d.numel() else float("nan")
 
 
 def rmse(fixed, warped, mask=None) -> float:
@@ -75,17 +86,23 @@ def rmse(fixed, warped, mask=None) -> float:
 
 
 def ncc(fixed, warped, mask=None) -> float:
-    """Global Pearson correlation of intensities in [-1, 1] (NaN if an image is constant)."""
+    """Global Pearson correlation of intensities in [-1, 1] (NaN if an image is constant).
+
+    Two passes: the means (float64 sums), then the centred products, summed in float64."""
     f, w, m = _pair(fixed, warped, mask)
     a, b = _sel(f, m), _sel(w, m)
-    a, b = a - a.mean(), b - b.mean()
-    den = torch.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    if not a.numel():
+        return float("nan")
+    a = a - (_sum64(a) / a.numel()).to(a.dtype)
+    b = b - (_sum64(b) / b.numel()).to(b.dtype)
+    den = torch.sqrt(_sum64(a * a) * _sum64(b * b))
+    return float(_sum64(a * b) / den) if den > 0 else float("nan")
 
 
 def ssim(fixed, warped, data_range: float | None = None, window: int = 11, sigma: float = 1.5) -> float:
     """Mean SSIM (Gaussian window, valid region); data_range defaults to max - min of fixed."""
     f, w, _ = _pair(fixed, warped, None)
+    f, w = f.to(torch.float64), w.to(torch.float64)
     if any(s < window for s in f.shape[2:]):
         return float("nan")
     return float(ssim_map(f, w, window=window, sigma=sigma, data_range=data_range).mean())
