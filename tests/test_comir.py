@@ -76,7 +76,9 @@ def _aligned_batch(n: int, size: int = 32) -> dict[str, torch.Tensor]:
     return {"fixed": torch.cat(fs), "moving": torch.cat(ms), "has_true": torch.zeros(n, dtype=torch.bool)}
 
 
-def test_short_training_lowers_info_nce():
+@pytest.mark.parametrize("negatives, per_loss", [("batch", 256), ("image", 64)])
+def test_short_training_lowers_info_nce(negatives, per_loss):
+    """Batch negatives: one InfoNCE over 256 points of all 4 crops; image negatives: one per crop, 64 points each."""
     torch.manual_seed(0)
     fam = get_family("comir")
     config = config_from_dict(
@@ -84,7 +86,7 @@ def test_short_training_lowers_info_nce():
             "family": "comir",
             "train_shape": [32, 32],
             "lr": 3e-3,
-            "family_config": {"widths": [8, 16], "samples": 256, "max_shift": 4},
+            "family_config": {"widths": [8, 16], "samples": 256, "max_shift": 4, "negatives": negatives},
         }
     )
     nets = fam.build(2, config.family_config)
@@ -99,7 +101,7 @@ def test_short_training_lowers_info_nce():
     ctx.step = 0
     with torch.no_grad():
         after = float(fam.losses(nets, batch, ctx)["info_nce"])
-    assert before > 0.9 * math.log(256)  # untrained: about chance
+    assert before > 0.9 * math.log(per_loss)  # untrained: about chance
     assert after < before - 0.5
 
 

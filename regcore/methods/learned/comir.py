@@ -67,6 +67,13 @@ class CoMIRConfig:
         "sit at different places in the two crops, so the encoders cannot match them by their distance to the border).",
         range=(0, 64),
     )
+    negatives: str = param(
+        "batch",
+        "Where each sampled pixel's negatives come from: batch (pixels of every crop of the batch; the shipped "
+        "weights) or image (only pixels of the same crop, so near neighbours compete and the codes must separate "
+        "fine structure; `samples` are then split evenly over the crops).",
+        choices=("batch", "image"),
+    )
     train_sets: str = param(
         "sample_t1t2,prostate_mr_us,spine_t1t2",
         "Comma-separated regcore.data.multimodal sets (train splits) the CoMIR trainer draws aligned pairs from; "
@@ -275,12 +282,23 @@ class CoMIR(LearnedFamily):
             fixed, moving, cfg.max_shift, self.divisor(fixed.ndim - 2, cfg), g
         )
         rf, rm = self.representations(nets, moving, fixed)
-        rf = torch.cat([_cut(rf[i : i + 1], w).flatten(2) for i, w in enumerate(f_in)], 2)[..., None]
-        rm = torch.cat([_cut(rm[i : i + 1], w).flatten(2) for i, w in enumerate(m_in)], 2)[..., None]
-        f_img = torch.cat([_cut(fixed[i : i + 1], w).flatten(2) for i, w in enumerate(f_in)], 2)[..., None]
-        m_img = torch.cat([_cut(moving[i : i + 1], w).flatten(2) for i, w in enumerate(m_in)], 2)[..., None]
-        a, b = sample_points(rf, rm, f_img, m_img, cfg.samples, cfg.foreground_fraction, g)
-        loss = info_nce(a, b, cfg.temperature)
+        # the overlap windows of each crop, flattened: (1, C, N_i, 1) per crop i (corresponding voxel by voxel)
+        pieces = [
+            tuple(
+                _cut(x[i : i + 1], w).flatten(2)[..., None]
+                for x, w in ((rf, fw), (rm, mw), (fixed, fw), (moving, mw))
+            )
+            for i, (fw, mw) in enumerate(zip(f_in, m_in))
+        ]
+        if cfg.negatives == "image":  # one InfoNCE per crop: negatives from the same image only
+            n = max(2, cfg.samples // len(pieces))
+            pts = [sample_points(*p, n, cfg.foreground_fraction, g) for p in pieces]
+            loss = torch.stack([info_nce(pa, pb, cfg.temperature) for pa, pb in pts]).mean()
+            a, b = torch.cat([pa for pa, _ in pts]), torch.cat([pb for _, pb in pts])
+        else:
+            joined = [torch.cat(parts, 2) for parts in zip(*pieces)]
+            a, b = sample_points(*joined, cfg.samples, cfg.foreground_fraction, g)
+            loss = info_nce(a, b, cfg.temperature)
         with torch.no_grad():
             gap = (a - b).pow(2).mean() / (a - b[torch.randperm(len(b), generator=g)]).pow(
                 2
