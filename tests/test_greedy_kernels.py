@@ -53,12 +53,17 @@ def test_lncc_force_matches_analytic_torch_gradient(shape, window):
 def test_smooth_matches_scipy_truncated_at_two_sigma(shape, sigma):
     """In place on the workspace buffers, the 2-sigma Gaussian of regcore.spatial.smooth (scipy's definition)."""
     field = torch.randn(1, len(shape), *shape)
-    ours = field[0].numpy().copy()
-    greedy_kernels.GreedyWorkspace(shape).smooth(ours, sigma)
+    ours, lent = field[0].numpy().copy(), field[0].numpy().copy()
+    workspace = greedy_kernels.GreedyWorkspace(shape)
+    workspace.smooth(ours, sigma)
     ref = np.stack(
         [gaussian_filter(c.astype(np.float64), sigma, mode="nearest", truncate=2.0) for c in field[0].numpy()]
     )
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+    workspace.smooth(lent, sigma, scratch=np.full_like(lent, np.nan))  # a lent buffer: same result
+    np.testing.assert_array_equal(lent, ours)
+    with pytest.raises(ValueError, match="separate float32"):
+        workspace.smooth(lent, sigma, scratch=lent)
 
 
 @pytest.mark.parametrize("shape, sigmas", [((10, 12, 9), (1.0, 0.0, 0.4)), ((20, 18), (0.0, 1.5))])

@@ -36,6 +36,7 @@ def test_a_correct_start_is_kept_and_a_wrong_one_moves_towards_the_truth():
     assert _error(kept, truth) < 0.15
     start = torch.zeros_like(truth)
     moved = refine_displacement(fixed, moving, start, 25)
+    assert not start.any()  # the caller's field is read, never written (the levels update their own copy)
     assert _error(moved, truth) < 0.5 * _error(start, truth), (_error(moved, truth), math.hypot(2.0, 1.5))
 
 

@@ -173,14 +173,14 @@ def _iterate_compiled(
     spatial = tuple(f.shape[2:])
     ws = greedy_kernels.GreedyWorkspace(spatial)
     fixed, moving = f[0].contiguous().numpy(), m[0].contiguous().numpy()
-    field = u[0].contiguous().numpy().copy()
+    field = u[0].contiguous().numpy()  # this level's own field (zeros / resize_field): updated in place
     update, spare = np.empty_like(field), np.empty_like(field)
     warped = np.empty_like(moving)
     mode = _FORCE_CODES[DemonsForce(config.force)]
     for it in range(config.iterations):
         warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
         ws.demons_force(fixed, warped, mode, config.max_step, update)
-        ws.smooth(update, sigmas[0])
+        ws.smooth(update, sigmas[0], scratch=spare)  # spare is free until compose writes it
         if config.diffeomorphic:
             steps = squaring_steps(ws.max_norm(update))
             exp_update = integrate_svf(torch.from_numpy(update)[None], steps)[0].numpy()
@@ -188,7 +188,7 @@ def _iterate_compiled(
             field, spare = spare, field
         else:
             field += update
-        ws.smooth(field, sigmas[1])
+        ws.smooth(field, sigmas[1], scratch=update)  # the update is spent
         report(it, lambda: np.mean((fixed - warped) ** 2, dtype=np.float64))
     return torch.from_numpy(field)[None]
 

@@ -253,7 +253,8 @@ def _iterate_compiled(f_l, m_l, u, adam, config, n_iter, on_iteration, sigmas) -
     ws = greedy_kernels.GreedyWorkspace(spatial)
     fixed = f_l[0].contiguous().numpy()
     moving = m_l[0].contiguous().numpy()
-    field, spare = u[0].contiguous().numpy().copy(), np.empty((len(spatial), *spatial), np.float32)
+    # ``u`` is this level's own field (fresh from zeros / resize_field): updated in place, no copy
+    field, spare = u[0].contiguous().numpy(), np.empty((len(spatial), *spatial), np.float32)
     adam.m, adam.v = adam.m.contiguous(), adam.v.contiguous()
     m, v = adam.m[0].numpy(), adam.v[0].numpy()
     warped = np.empty_like(moving)
@@ -261,12 +262,12 @@ def _iterate_compiled(f_l, m_l, u, adam, config, n_iter, on_iteration, sigmas) -
     for it in range(n_iter):
         warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
         loss = ws.lncc_force(fixed, warped, config.window, force)
-        ws.smooth(force, sigmas[0])
+        ws.smooth(force, sigmas[0], scratch=spare)  # spare is free until compose writes it
         adam.t += 1
         ws.adam_step(force, m, v, adam.t, adam.beta1, adam.beta2, config.step_size, adam.eps)
         ws.compose(field, force, spare)
         field, spare = spare, field
-        ws.smooth(field, sigmas[1])
+        ws.smooth(field, sigmas[1], scratch=force)  # force is spent until the next iteration
         on_iteration(it, loss)
     return torch.from_numpy(field)[None]
 
@@ -301,11 +302,12 @@ def greedy_displacement(
         f_l, m_l = downsample(fixed, factor, spacing), downsample(moving, factor, spacing)
         shape = tuple(f_l.shape[2:])
         if u is None:
-            u = (
-                torch.zeros(1, ndim, *shape, device=fixed.device, dtype=fixed.dtype)
-                if init is None
-                else resize_field(init.to(fixed), shape)
-            )
+            if init is None:
+                u = torch.zeros(1, ndim, *shape, device=fixed.device, dtype=fixed.dtype)
+            else:
+                u = resize_field(init.to(fixed), shape)
+                if u.data_ptr() == init.data_ptr():  # same grid: the levels update u in place, init must stay
+                    u = u.clone()
             adam = _Adam(u, config.beta1, config.beta2)
         else:
             u = resize_field(u, shape)

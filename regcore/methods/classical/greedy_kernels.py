@@ -288,7 +288,7 @@ class GreedyWorkspace:
         self._first_axis = 3 - self.ndim
         self._stats = np.empty((5, *self.shape), np.float32)
         self._spare = np.empty((5, *self.shape), np.float32)
-        self._field_tmp = np.empty((self.ndim, *self.shape), np.float32)
+        self._field_tmp: np.ndarray | None = None  # smooth()'s scratch when the caller lends none
         self._row_max = np.empty(self.shape[0], np.float64)
 
     def _as3d(self, a: np.ndarray) -> np.ndarray:
@@ -323,10 +323,13 @@ class GreedyWorkspace:
         _force(i, j, summed, norm, 1.0 / n_vox, self._as3d(out), self._first_axis)
         return -cc_sum / n_vox
 
-    def smooth(self, field: np.ndarray, sigma: float | tuple[float, ...]) -> None:
+    def smooth(
+        self, field: np.ndarray, sigma: float | tuple[float, ...], scratch: np.ndarray | None = None
+    ) -> None:
         """Gaussian-smooth ``field`` ``(n, *spatial)`` in place: ``sigma`` voxels (one for all axes, or one per
         spatial axis; 0 skips an axis), truncated at :data:`TRUNCATE` sigmas, replicate border
-        (``regcore.spatial.smooth``'s compiled backend)."""
+        (``regcore.spatial.smooth``'s compiled backend). ``scratch``: a free float32 buffer of ``field``'s shape
+        to work in (its content is overwritten); without it the workspace allocates one once (one field more)."""
         sigmas = (
             tuple(float(s) for s in sigma) if isinstance(sigma, tuple | list) else (float(sigma),) * self.ndim
         )
@@ -337,9 +340,13 @@ class GreedyWorkspace:
         taps = [gaussian_kernel_1d(s, TRUNCATE).numpy() if s > 0 else None for s in sigmas]
         a = self._as3d(field)
         per_axis = (None, *taps) if self._first_axis == 1 else tuple(taps)
-        out = smooth_kernels.separable_gaussian(
-            a, self._field_tmp[: field.shape[0]], per_axis, torch.get_num_threads()
-        )
+        if scratch is None:
+            if self._field_tmp is None:
+                self._field_tmp = np.empty((self.ndim, *self.shape), np.float32)
+            scratch = self._field_tmp[: field.shape[0]]
+        elif scratch.shape != field.shape or scratch.dtype != np.float32 or np.shares_memory(scratch, field):
+            raise ValueError(f"scratch must be a separate float32 array of shape {field.shape}")
+        out = smooth_kernels.separable_gaussian(a, self._as3d(scratch), per_axis, torch.get_num_threads())
         if out is not a:
             a[...] = out
 

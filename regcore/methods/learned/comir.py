@@ -283,7 +283,7 @@ class CoMIR(LearnedFamily):
         )
         rf, rm = self.representations(nets, moving, fixed)
         # the overlap windows of each crop, flattened: (1, C, N_i, 1) per crop i (corresponding voxel by voxel)
-        pieces = [
+        pieces: list[tuple[torch.Tensor, ...]] = [
             tuple(
                 _cut(x[i : i + 1], w).flatten(2)[..., None]
                 for x, w in ((rf, fw), (rm, mw), (fixed, fw), (moving, mw))
@@ -292,12 +292,15 @@ class CoMIR(LearnedFamily):
         ]
         if cfg.negatives == "image":  # one InfoNCE per crop: negatives from the same image only
             n = max(2, cfg.samples // len(pieces))
-            pts = [sample_points(*p, n, cfg.foreground_fraction, g) for p in pieces]
+            pts = [
+                sample_points(r_f, r_m, i_f, i_m, n, cfg.foreground_fraction, g)
+                for r_f, r_m, i_f, i_m in pieces
+            ]
             loss = torch.stack([info_nce(pa, pb, cfg.temperature) for pa, pb in pts]).mean()
             a, b = torch.cat([pa for pa, _ in pts]), torch.cat([pb for _, pb in pts])
         else:
-            joined = [torch.cat(parts, 2) for parts in zip(*pieces)]
-            a, b = sample_points(*joined, cfg.samples, cfg.foreground_fraction, g)
+            r_f, r_m, i_f, i_m = (torch.cat(parts, 2) for parts in zip(*pieces))
+            a, b = sample_points(r_f, r_m, i_f, i_m, cfg.samples, cfg.foreground_fraction, g)
             loss = info_nce(a, b, cfg.temperature)
         with torch.no_grad():
             gap = (a - b).pow(2).mean() / (a - b[torch.randperm(len(b), generator=g)]).pow(
