@@ -44,6 +44,9 @@ def warm_optimisers() -> None:
 def main(argv: list[str]) -> int:
     from streamlit.web import cli
 
+    from regcore.heap import return_large_frees
+
+    return_large_frees()  # a long-lived server: freed volumes go back to the system, not into idle arenas
     print("RegLab: loading the engine and registering the sample pair (a few seconds) ...", flush=True)
     warm_engine()
     warm_optimisers()  # before serving too: a thread importing torch._dynamo slows the first page by seconds
