@@ -25,7 +25,7 @@ def _as_batch(x, arg: str, ndim: int | None) -> torch.Tensor:
     else:
         raise TypeError(f"{arg} must be an Image, torch.Tensor or numpy array, got {type(x).__name__}")
     t = t.detach().cpu()
-    if not t.is_floating_point():
+    if t.dtype not in (torch.float32, torch.float64):  # integers, half precision: float64
         t = t.to(torch.float64)
     if ndim is None:
         ndim = 3 if t.ndim in (3, 5) else 2
@@ -77,7 +77,7 @@ def mse(fixed, warped, mask=None) -> float:
     """Mean squared difference."""
     f, w, m = _pair(fixed, warped, mask)
     d = _sel(f - w, m)
-    return float(_sum64(d * d) / max(d.numel(), 1)) if d.numel() else float("nan")
+    return float(_sum64(d * d) / d.numel()) if d.numel() else float("nan")
 
 
 def rmse(fixed, warped, mask=None) -> float:
