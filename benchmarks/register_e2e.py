@@ -58,11 +58,18 @@ def pair_files() -> dict[str, Path]:
         [sys.executable, "-m", "regcore.data.samples", "--resolution", "1", "--quiet"], cwd=ROOT, check=True
     )
     folder = ROOT / "sample_data" / "brain" / "3d_1mm"
-    images = sorted(p for p in folder.rglob("*.nii.gz") if "label" not in p.name and "seg" not in p.name)
-    labels = sorted(p for p in folder.rglob("*.nii.gz") if "label" in p.name or "seg" in p.name)
-    if len(images) < 2 or len(labels) < 2:
+    # two subjects' T1 images with their own label maps (subject_00_t1 + subject_00_seg, subject_01_t1 + ...)
+    t1 = sorted(folder.rglob("*_t1.nii.gz"))
+    seg = {p.name.removesuffix("_seg.nii.gz"): p for p in folder.rglob("*_seg.nii.gz")}
+    subjects = [
+        (img, seg[img.name.removesuffix("_t1.nii.gz")])
+        for img in t1
+        if img.name.removesuffix("_t1.nii.gz") in seg
+    ]
+    if len(subjects) < 2:
         raise SystemExit(f"no 1 mm pair found in {DATA} or {folder}")
-    return {"fixed": images[0], "moving": images[1], "fixed_labels": labels[0], "moving_labels": labels[1]}
+    (fixed, fixed_labels), (moving, moving_labels) = subjects[:2]
+    return {"fixed": fixed, "moving": moving, "fixed_labels": fixed_labels, "moving_labels": moving_labels}
 
 
 def run_child(cmd: list[str]) -> dict:
