@@ -85,8 +85,10 @@ def test_environment_variable_overrides_and_is_validated(monkeypatch):
 def test_auto_picks_niivue_when_a_frontend_runs(monkeypatch):
     pytest.importorskip("ipyniivue")
     monkeypatch.delenv(views.VIEWER_ENV, raising=False)
+    from regcore import notebook_viewer
+
     monkeypatch.setattr(
-        views, "frontend_available", lambda: (True, "Jupyter front-end (JPY_SESSION_NAME is set)")
+        notebook_viewer, "frontend_available", lambda: (True, "Jupyter front-end (JPY_SESSION_NAME is set)")
     )
     viewer, reason = views.choose_viewer()
     assert viewer == views.Viewer.NIIVUE and "JPY_SESSION_NAME" in reason

@@ -36,17 +36,25 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from regcore.atlas.inputs import SMALL_GRID_VOXELS, prepare_initial_template, prepare_subjects
+from regcore.atlas.inputs import (
+    SMALL_GRID_VOXELS,
+    check_build_arguments,
+    prepare_initial_template,
+    prepare_subjects,
+)
 from regcore.atlas.measures import agreement_dice, majority_vote, mean_distance_mm, sharpness
 from regcore.atlas.result import AtlasInit, AtlasIteration, AtlasResult
 from regcore.atlas.subjects import MIN_SUBJECTS, AtlasSubject
 from regcore.batch.tasks import threads_for_block
 from regcore.image import Image
+
+if TYPE_CHECKING:
+    from regcore.batch.engine import KeptOpen
 
 __all__ = ["AtlasInit", "AtlasIteration", "AtlasResult", "build_template", "template_shift"]
 
@@ -81,30 +89,6 @@ class _Pass:
         return [k for k, w in enumerate(self.warped) if w is not None]
 
 
-class _KeepOpen:
-    """An engine started once and closed by :func:`build_template`, not after each pass (Ray stays up)."""
-
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.name = getattr(engine, "name", "engine")
-        self.started = False
-
-    def start(self) -> None:
-        if not self.started:
-            self.engine.start()
-            self.started = True
-
-    def run(self, *args, **kwargs):
-        return self.engine.run(*args, **kwargs)
-
-    def close(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        if self.started:
-            self.engine.close()
-
-
 def _register_pass(
     template: Image,
     subjects: Sequence[AtlasSubject],
@@ -112,7 +96,7 @@ def _register_pass(
     overrides: Mapping[str, Any],
     *,
     tag: str,
-    engine: _KeepOpen,
+    engine: KeptOpen,
     work: Path,
     device: str,
     label_names,
@@ -215,31 +199,6 @@ def _distances(p: _Pass, n_subjects: int, spacing) -> tuple[float, tuple[float, 
     return float(np.mean(list(per.values()))), tuple(per.get(k, float("nan")) for k in range(n_subjects))
 
 
-def _check_args(subjects, method, iterations, step, init) -> None:
-    from regcore.methods.registry import get
-
-    if not isinstance(subjects, Sequence) or not all(isinstance(s, AtlasSubject) for s in subjects):
-        raise TypeError("subjects must be a list of regcore.atlas.AtlasSubject")
-    if len(subjects) < MIN_SUBJECTS:
-        raise ValueError(f"subjects: atlas building needs at least {MIN_SUBJECTS}, got {len(subjects)}")
-    ndims = {s.image.ndim for s in subjects}
-    if len(ndims) > 1:
-        raise ValueError(
-            f"subjects must be all 2D or all 3D, got {' and '.join(f'{d}D' for d in sorted(ndims))}"
-        )
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or not 0 <= iterations <= 50:
-        raise ValueError(f"iterations must be an int in 0..50, got {iterations!r}")
-    if not isinstance(step, int | float) or not 0.0 < float(step) <= 1.0:
-        raise ValueError(f"step must be in (0, 1], got {step!r}")
-    if init not in set(AtlasInit):
-        raise ValueError(f"init must be one of {[i.value for i in AtlasInit]}, got {init!r}")
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a registry name (str), got {type(method).__name__}")
-    spec = get(method)  # unknown name -> ValueError listing the known ones
-    if next(iter(ndims)) not in spec.dims:
-        raise ValueError(f"method {method!r} supports {spec.dims}D images, got {next(iter(ndims))}D")
-
-
 def build_template(
     subjects: Sequence[AtlasSubject],
     method: str = "demons",
@@ -286,13 +245,13 @@ def build_template(
     Returns:
         :class:`AtlasResult` (template, its labels, per-iteration history, every template).
     """
-    from regcore.batch.engine import make_engine
+    from regcore.batch.engine import KeptOpen, make_engine
     from regcore.spatial.warp import warp_labels
 
-    _check_args(subjects, method, iterations, step, init)
+    check_build_arguments(subjects, method, iterations, step, init)
     overrides = dict(overrides or {})
     if init == AtlasInit.AFFINE:
-        _check_args(subjects, affine_method, 0, 1.0, AtlasInit.MEAN)
+        check_build_arguments(subjects, affine_method, 0, 1.0, AtlasInit.MEAN)
     say = progress or (lambda fraction, message: None)
     passes_total = (1 if init == AtlasInit.AFFINE else 0) + iterations + (1 if evaluate_final else 0)
     passes_done = [0]
@@ -308,7 +267,7 @@ def build_template(
         threads = 1
     serial = isinstance(engine, str) and engine == "serial"
     work = Path(tempfile.mkdtemp(prefix="atlas-", dir=work_root))
-    eng = _KeepOpen(
+    eng = KeptOpen(
         make_engine(engine, address=address, num_cpus=num_cpus, threads=None if serial else threads)
     )
     warnings: list[str] = []

@@ -35,7 +35,7 @@ TASK_LIST = "tasks.json"
 MAX_RETRIES = 3
 Stop = Callable[[], bool]
 
-__all__ = ["ENGINES", "RayEngine", "SerialEngine", "make_engine", "run_tasks"]
+__all__ = ["ENGINES", "KeptOpen", "RayEngine", "SerialEngine", "make_engine", "run_tasks"]
 
 
 class SerialEngine:
@@ -196,6 +196,31 @@ def _use_token_if_available() -> None:
                 Config.initialize("")
             except Exception:  # noqa: BLE001, S110 - private API; joining then fails with Ray's own message
                 pass
+
+
+class KeptOpen:
+    """An engine for several :func:`run_tasks` calls in a row: started on the first, its ``close`` after each call
+    does nothing, and :meth:`shutdown` ends it once (e.g. Ray stays up between the passes of an atlas build)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.name = getattr(engine, "name", "engine")
+        self.started = False
+
+    def start(self) -> None:
+        if not self.started:
+            self.engine.start()
+            self.started = True
+
+    def run(self, *args, **kwargs):
+        return self.engine.run(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        if self.started:
+            self.engine.close()
 
 
 def make_engine(
