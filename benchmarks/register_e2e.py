@@ -12,8 +12,10 @@ else the 1 mm sample built by ``python -m regcore.data.samples --resolution 1``.
    second registration): load, label warp, metrics after and before registration (deformation
    metrics and HD95 apart), the run-folder write; then same-run before/after pairs: displacement
    written uncompressed (.nii, the default) vs gzip on all cores (``--compress``) vs the previous
-   writer (SimpleITK, float64, single-thread gzip), and deformation metrics in the fused compiled
-   pass vs the torch path. The child's metrics.json is checked against the re-computed metrics.
+   writer (SimpleITK, float64, single-thread gzip), deformation metrics in the fused compiled
+   pass vs the torch path, and Dice/HD95/ASSD with the compiled label counts and surface shell search
+   vs numpy bincounts and KD-trees (same values required). The child's metrics.json is checked
+   against the re-computed metrics.
 
     .venv/bin/python benchmarks/register_e2e.py                        # fireants, default schedule
     .venv/bin/python benchmarks/register_e2e.py --set preset=custom --set iterations=20,10,5
@@ -245,6 +247,27 @@ def stages_in_process(files: dict, run_dir: Path, work: Path) -> dict:
         lambda: deformation._maps(u),
         "det J + NDV torch (slab-wise)",
         torch_deformation,
+    )
+
+    from regcore.metrics import overlap_kernels
+
+    def overlap_without_kernels() -> dict:  # numpy bincounts + a KD-tree per label and direction
+        saved, overlap_kernels.AVAILABLE = overlap_kernels.AVAILABLE, False
+        try:
+            return label_overlap(inp["fixed_labels"], wl, label_names=names)
+        finally:
+            overlap_kernels.AVAILABLE = saved
+
+    compare(
+        "label overlap (Dice, HD95, ASSD)",
+        "compiled counts + shell search",
+        lambda: label_overlap(inp["fixed_labels"], wl, label_names=names),
+        "bincount + KD-trees",
+        overlap_without_kernels,
+    )
+    fast, trees = label_overlap(inp["fixed_labels"], wl, label_names=names), overlap_without_kernels()
+    pairs["label overlap (Dice, HD95, ASSD)"]["same_values"] = all(
+        fast[k] == trees[k] for k in ("dice", "hd95", "assd")
     )
 
     def same(a, b, tol=1e-6) -> list[str]:

@@ -381,6 +381,19 @@ def test_displacement_field_matches_simpleitk_resampling(tmp_path, geometry, suf
     np.testing.assert_allclose(ours[inside], resampled[inside], atol=1e-3)
 
 
+def test_displacement_file_is_byte_identical_with_and_without_the_compiled_conversion(tmp_path, monkeypatch):
+    from regcore.io import field_kernels
+
+    if not field_kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    disp = smooth_random_field(GEOM_3D.shape, magnitude=2.0, seed=5, sigma=2.0)
+    disp[0, 1, 2, 3, 4] = float("nan")  # zero entries of the direction are skipped on both paths
+    compiled = save_displacement(disp, GEOM_3D, tmp_path / "compiled.nii").read_bytes()
+    monkeypatch.setattr(field_kernels, "AVAILABLE", False)
+    plain = save_displacement(disp, GEOM_3D, tmp_path / "numpy.nii").read_bytes()
+    assert compiled == plain
+
+
 def test_displacement_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"displacement must be \(1, 3, \*\(12, 15, 18\)\)"):
         save_displacement(torch.zeros(1, 2, 12, 15, 18), GEOM_3D, tmp_path / "f.nii.gz")

@@ -79,6 +79,66 @@ def test_hd95_and_assd_match_monai(shape, spacing):
     assert ours["dice_mean"] == pytest.approx(np.mean(list(ours["dice"].values())))
 
 
+@pytest.mark.parametrize(
+    "shape,spacing,radius",
+    [((40, 44), (1.0, 2.0), 16), ((24, 26, 22), (1.2, 0.8, 3.0), 16), ((24, 26, 22), (1.0, 1.0, 1.0), 1)],
+)
+def test_compiled_shell_search_equals_kd_tree_distances(shape, spacing, radius):
+    """Every surface point's distance equals scipy's cKDTree over the other surface; radius 1 leaves most
+    points to the NaN -> KD-tree fallback."""
+    from scipy.spatial import cKDTree
+
+    from regcore.metrics import overlap_kernels
+    from regcore.metrics.overlap import surface_points
+
+    if not overlap_kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    a, b = blob_labels(shape, 4, n_labels=4), blob_labels(shape, 5, n_labels=4)
+    b[b == 2] = 0  # label 2 only in a: no point of it may match anything
+    b[tuple(slice(0, 3) for _ in shape)] = 9  # a far, small label of b's own
+    a[tuple(slice(s - 3, s) for s in shape)] = 9
+    sa, sb = surface_points(a), surface_points(b)
+    labels = [lab for lab in sa if lab in sb]
+    codes = {lab: k + 1 for k, lab in enumerate(labels)}
+    points = np.concatenate([sa[lab] for lab in labels])
+    point_codes = np.concatenate([np.full(len(sa[lab]), codes[lab]) for lab in labels])
+    surface_codes = np.zeros(shape, np.int16)
+    for lab in labels:
+        surface_codes[tuple(sb[lab].T)] = codes[lab]
+    got = overlap_kernels.nearest_surface_distances(points, point_codes, surface_codes, spacing, radius)
+    sp = np.asarray(spacing)
+    want = np.concatenate([cKDTree(sb[lab] * sp).query(sa[lab] * sp)[0] for lab in labels])
+    found = ~np.isnan(got)
+    assert found.sum() > 0.3 * len(got)  # the search resolves most points ...
+    assert np.allclose(got[found], want[found], rtol=1e-12, atol=1e-12)  # ... exactly
+    assert np.all(want[~found] > radius * min(spacing) - 1e-9)  # and leaves only points beyond its radius
+    assert 9 in labels and np.isnan(got[point_codes == codes[9]]).all()  # opposite corners: beyond any radius
+
+
+def test_compiled_label_counts_of_uint8_maps_equal_numpy_bincounts():
+    from regcore.metrics.overlap import label_counts
+
+    a = blob_labels((23, 31, 17), 8, n_labels=6).astype(np.uint8)
+    b = blob_labels((23, 31, 17), 9, n_labels=6).astype(np.uint8)
+    a[0, 0, 0], b[1, 1, 1] = 255, 200  # the top of the uint8 range
+    compiled = label_counts(a, b)
+    numpy_path = label_counts(a.astype(np.int64), b.astype(np.int64))
+    for got, want in zip(compiled, numpy_path):
+        np.testing.assert_array_equal(got, want)
+    assert compiled[0].tolist()[-2:] == [200, 255]
+
+
+def test_hd95_and_assd_are_the_same_with_and_without_the_compiled_search(monkeypatch):
+    from regcore.metrics import overlap_kernels
+
+    a, b = blob_labels((20, 22, 18), 6, n_labels=5), blob_labels((20, 22, 18), 7, n_labels=5)
+    compiled = label_overlap(a, b, spacing=(1.0, 0.7, 2.5))
+    monkeypatch.setattr(overlap_kernels, "AVAILABLE", False)
+    trees = label_overlap(a, b, spacing=(1.0, 0.7, 2.5))
+    for key in ("hd95", "assd"):
+        assert compiled[key] == pytest.approx(trees[key], rel=1e-12)
+
+
 def test_absent_labels_give_nan_and_a_warning_never_an_error():
     a = blob_labels((30, 30), 2)
     a[0:3, 0:3] = 0

@@ -122,4 +122,12 @@ def test_without_numba_the_torch_path_gives_the_same_result(monkeypatch):
 def test_compile_all_covers_every_kernel_group():
     from regcore.compile_kernels import compile_all
 
-    assert set(compile_all()) == {"warp 2D", "warp 3D", "greedy 2D", "greedy 3D", "deformation metrics 3D"}
+    assert set(compile_all()) == {
+        "warp 2D",
+        "warp 3D",
+        "greedy 2D",
+        "greedy 3D",
+        "deformation metrics 3D",
+        "label overlap",
+        "displacement file 3D",
+    }

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter, map_coordinates
 
 from regcore.spatial.grid import identity_grid
 from regcore.spatial.svf import integrate_svf
@@ -87,6 +86,8 @@ def sample_field(field: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
     """
     f = field[0].detach().cpu().numpy() if isinstance(field, torch.Tensor) else field[0]
     pts = points_vox.detach().cpu().double().numpy().T
+    from scipy.ndimage import map_coordinates  # imported on use (sample data only), as gaussian_filter below
+
     out = np.stack([map_coordinates(c, pts, order=1, mode="nearest") for c in f], axis=1)
     return torch.from_numpy(out.astype(np.float64))
 
@@ -165,6 +166,8 @@ def random_transform(
     ctrl = tuple(max(int(round(f / control_spacing_mm)) + 1, 4) for f in fov_mm)
     noise = rng.standard_normal((ndim, *ctrl))
     sigma = [smoothness_mm / (f / (c - 1)) for f, c in zip(fov_mm, ctrl)]
+    from scipy.ndimage import gaussian_filter
+
     v = np.stack([gaussian_filter(n, sigma, mode="nearest") for n in noise])
     peak = np.linalg.norm(v, axis=0).max()
     v *= max_displacement_mm * rng.uniform(0.6, 1.0) / max(peak, 1e-12)

@@ -47,13 +47,18 @@ def save_displacement(
         )
     u = displacement[0].detach().cpu().float().numpy()  # (n, *S), no copy when already float32 on the CPU
     a = geometry.index_to_world[:n, :n]
-    d_mm = np.empty((*geometry.shape[::-1], n), dtype=np.float32)  # SimpleITK order (k, j, i, component)
-    for i in range(n):  # d_i = sum_j a[i, j] u_j, accumulated in float64 one component at a time
-        acc = np.zeros(geometry.shape, dtype=np.float64)
-        for j in range(n):
-            if a[i, j] != 0.0:
-                acc += a[i, j] * u[j]
-        d_mm[..., i] = acc.T
+    from regcore.io import field_kernels
+
+    if n == 3 and field_kernels.AVAILABLE:  # one compiled pass, same sums
+        d_mm = field_kernels.lps_vectors_3d(u, a)
+    else:
+        d_mm = np.empty((*geometry.shape[::-1], n), dtype=np.float32)  # SimpleITK order (k, j, i, component)
+        for i in range(n):  # d_i = sum_j a[i, j] u_j, accumulated in float64 one component at a time
+            acc = np.zeros(geometry.shape, dtype=np.float64)
+            for j in range(n):
+                if a[i, j] != 0.0:
+                    acc += a[i, j] * u[j]
+            d_mm[..., i] = acc.T
     try:
         import SimpleITK as sitk
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from regcore.image import Geometry, Landmarks
 
@@ -48,6 +47,8 @@ def sample_displacement(displacement, index_points: np.ndarray) -> np.ndarray:
         if u.shape[0] != 1:
             raise ValueError(f"displacement must have batch size 1, got shape {u.shape}")
         u = u[0]
+    from scipy import ndimage  # imported on use: runs without landmarks never need it
+
     coords = np.asarray(index_points, dtype=float).T
     return np.stack(
         [ndimage.map_coordinates(u[c], coords, order=1, mode="nearest") for c in range(u.shape[0])], 1
