@@ -71,22 +71,34 @@ def cmd_methods(args) -> int:
 
 # -- register ------------------------------------------------------------------------------------
 def _load_inputs(args) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     from regcore.io import load_image, load_label_names, load_landmarks
     from regcore.register import compact_labels  # uint8 label maps: ~100 MB less during a 1 mm 3D run
 
-    fixed = load_image(args.fixed, is_labels=False)
-    moving = load_image(args.moving, is_labels=False)
     names = load_label_names(args.label_names) if args.label_names else None
+    files = {
+        "fixed": (args.fixed, False),
+        "moving": (args.moving, False),
+        "fixed_labels": (args.fixed_labels, True),
+        "moving_labels": (args.moving_labels, True),
+    }
+
+    def load(path, labels: bool):
+        if not labels:
+            return load_image(path, is_labels=False)
+        return compact_labels(load_image(path, is_labels=True, label_names=names))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # gzip decompression releases the GIL: two files at once
+        loading = {role: pool.submit(load, path, labels) for role, (path, labels) in files.items() if path}
+        images = {role: future.result() for role, future in loading.items()}
+    fixed, moving = images["fixed"], images["moving"]
     out = {
         "fixed": fixed,
         "moving": moving,
         "label_names": names,
-        "fixed_labels": compact_labels(load_image(args.fixed_labels, is_labels=True, label_names=names))
-        if args.fixed_labels
-        else None,
-        "moving_labels": compact_labels(load_image(args.moving_labels, is_labels=True, label_names=names))
-        if args.moving_labels
-        else None,
+        "fixed_labels": images.get("fixed_labels"),
+        "moving_labels": images.get("moving_labels"),
         "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry)
         if args.fixed_landmarks
         else None,
@@ -123,19 +135,15 @@ def _json_default(v):
 
 
 def cmd_register(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+    from regcore.data import Pair
+    from regcore.register import run_pair
+    from regcore.run_folder import save_run
+    from regcore.run_record import RunRecord
 
     overrides = parse_sets(args.set)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise CliError(f"--out {args.out} exists and is not a folder")
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        loading = reader.submit(_load_inputs, args)  # decompressing the inputs overlaps the imports below
-        from regcore.data import Pair
-        from regcore.register import run_pair
-        from regcore.run_folder import save_run
-        from regcore.run_record import RunRecord
-
-        inputs = loading.result()
+    inputs = _load_inputs(args)
     pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
     result, metrics = run_pair(
         pair,

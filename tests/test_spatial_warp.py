@@ -114,6 +114,21 @@ def test_warp_labels_keeps_dtype_and_label_set():
     assert torch.equal(out.float(), ref)
 
 
+def test_small_integer_codes_are_warped_directly_and_huge_ones_through_compact_indices(monkeypatch):
+    """uint8/int64 maps with codes below 2**24 take one nearest warp; codes beyond float32's exact integers
+    are compacted first and still come back exactly."""
+    shape = (12, 14, 10)
+    u = smooth_random_field(shape, 2.0, sigma=2.0)
+    small = torch.randint(0, 250, (1, 1, *shape), dtype=torch.uint8)
+    calls = []
+    real_unique = torch.unique
+    monkeypatch.setattr(torch, "unique", lambda *a, **k: calls.append(1) or real_unique(*a, **k))
+    out = warp_labels(small, u)
+    assert calls == [] and torch.equal(out.long(), warp_labels(small.long(), u))
+    huge = small.long() * (2**30)
+    assert torch.equal(warp_labels(huge, u), out.long() * (2**30)) and calls
+
+
 def test_matches_scipy_map_coordinates_2d():
     shape = (40, 33)
     x = torch.rand(1, 1, *shape, dtype=torch.float64)

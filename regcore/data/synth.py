@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from regcore.spatial.warp import warp
 
@@ -102,6 +101,8 @@ def render(
     )
     sigma = rng.uniform(*blur_voxels)
     if sigma > 0.05:
+        from scipy.ndimage import gaussian_filter  # imported on use: `regcore register` never needs it
+
         img = gaussian_filter(img, sigma)
     img = img * bias_field(labels.shape, rng, bias_strength)
     img = (img - img.min()) / max(img.max() - img.min(), 1e-8)

@@ -204,4 +204,5 @@ def evaluate_identity(
         fixed_landmarks=fixed_landmarks,
         moving_landmarks=moving_landmarks,
         label_names=label_names,
+        warped_labels=moving_labels,  # a zero displacement warps nothing: no nearest-neighbour pass
     )

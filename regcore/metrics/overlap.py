@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from regcore.image import Image
 from regcore.losses.dice import dice_from_counts
@@ -209,6 +208,8 @@ def surface_points(labels: np.ndarray) -> dict[int, np.ndarray]:
 def _distances(
     pts_a: np.ndarray, pts_b: np.ndarray, sp: np.ndarray, workers: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.spatial import cKDTree  # imported on use, as below: the compiled search rarely needs it
+
     a, b = pts_a * sp, pts_b * sp
     return cKDTree(b).query(a, workers=workers)[0], cKDTree(a).query(b, workers=workers)[0]
 
@@ -266,6 +267,8 @@ def _labels_hd_assd(
         for dist, src, dst in ((ab, surf_a[lab], surf_b[lab]), (ba, surf_b[lab], surf_a[lab])):
             far = np.isnan(dist)
             if far.any():  # beyond the shell search: exact KD-tree distances
+                from scipy.spatial import cKDTree
+
                 dist[far] = cKDTree(dst * sp).query(src[far] * sp)[0]
         hd = float(max(np.percentile(ab, percentile), np.percentile(ba, percentile)))
         out[lab] = (hd, float(np.concatenate([ab, ba]).mean()))

@@ -255,7 +255,8 @@ def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tenso
     """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if not labels.is_floating_point() and labels.numel() and labels.abs().max() >= EXACT_FLOAT32_INT:
+    # int(): a uint8 tensor compared with 2**24 would cast the bound to uint8 (0), so every map looked large
+    if not labels.is_floating_point() and labels.numel() and int(labels.abs().max()) >= EXACT_FLOAT32_INT:
         # codes beyond float32's exact integers are warped as compact indices 0..K-1 and mapped back
         values, codes = torch.unique(labels, return_inverse=True)
         if values[0] != 0:  # outside the image is code 0 = background
