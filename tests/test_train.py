@@ -86,6 +86,25 @@ def test_batches_depend_on_seed_and_step_only():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_augmentation_mirrors_3d_brains_left_right_only(monkeypatch):
+    """3D pairs of known orientation are mirrored along their L/R axis only (never upside down or back to
+    front); 2D and synthetic-shape data keep the shipped recipes' axes (all but the first)."""
+    import regcore.train.datasets as datasets
+
+    src = PairSource(config_from_dict({**TINY, "dims": 3, "train_shape": [16, 16, 16]}))
+    assert src.orientation is None and src.mirror_axes == (1, 2)
+    for codes, axes in (("LIA", (0,)), ("RAS", (0,)), ("ALS", (1,)), ("SPR", (2,))):
+        src.orientation = codes
+        assert src.mirror_axes == axes, codes
+    flipped: list[int] = []
+    monkeypatch.setattr(datasets, "flip_sample", lambda s, axis: flipped.append(axis) or s)
+    src.orientation = "LIA"
+    for step in range(20):
+        src.batch(np.random.default_rng([0, step]))
+    assert flipped and set(flipped) == {0}
+    assert PairSource(config_from_dict(TINY)).mirror_axes == (1,)
+
+
 def test_hard_dice_matches_monai():
     from monai.metrics import DiceMetric
 

@@ -248,6 +248,15 @@ class PairSource:
         if pairs:
             self.orientation = pairs[0].fixed.geometry.orientation_codes()
 
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """Axes the augmentation may mirror. 3D pairs of known orientation: the left-right axis only (a brain
+        mirrored left-right is still a plausible brain; upside down or back to front it is not). Otherwise (2D,
+        synthetic shapes) every axis but the first, as the shipped 2D recipes were trained."""
+        if self.config.dims == 3 and self.orientation:
+            return tuple(k for k, code in enumerate(self.orientation) if code in "LR")
+        return tuple(range(1, self.config.dims))
+
     def _draw(self, rng: np.random.Generator, use_real: bool) -> Sample:
         if use_real:
             return self._real[int(rng.integers(len(self._real)))]
@@ -269,7 +278,7 @@ class PairSource:
             s = dict(self._draw(rng, use_real))
             if c.augment:
                 for axis in range(c.dims):
-                    if rng.random() < 0.5 and axis > 0:  # no up-down flips: anatomy keeps its orientation
+                    if rng.random() < 0.5 and axis in self.mirror_axes:
                         s = flip_sample(s, axis)
             if c.intensity_augment:
                 s["moving"] = augment_intensity(s["moving"], rng)
