@@ -22,7 +22,6 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -66,118 +65,6 @@ def cmd_methods(args) -> int:
             rng = f" range={p['range']}" if p["range"] else ""
             ch = f" choices={p['choices']}" if p["choices"] else ""
             print(f"    {p['name']} ({p['type']}, default={p['default']}){rng}{ch}: {p['help']}")
-    return 0
-
-
-# -- register ------------------------------------------------------------------------------------
-def _load_inputs(args) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from regcore.io import load_image, load_label_names, load_landmarks
-    from regcore.register import compact_labels  # uint8 label maps: ~100 MB less during a 1 mm 3D run
-
-    names = load_label_names(args.label_names) if args.label_names else None
-    files = {
-        "fixed": (args.fixed, False),
-        "moving": (args.moving, False),
-        "fixed_labels": (args.fixed_labels, True),
-        "moving_labels": (args.moving_labels, True),
-    }
-
-    def load(path, labels: bool):
-        if not labels:
-            return load_image(path, is_labels=False)
-        return compact_labels(load_image(path, is_labels=True, label_names=names))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # gzip decompression releases the GIL: two files at once
-        loading = {role: pool.submit(load, path, labels) for role, (path, labels) in files.items() if path}
-        images = {role: future.result() for role, future in loading.items()}
-    fixed, moving = images["fixed"], images["moving"]
-    out = {
-        "fixed": fixed,
-        "moving": moving,
-        "label_names": names,
-        "fixed_labels": images.get("fixed_labels"),
-        "moving_labels": images.get("moving_labels"),
-        "fixed_landmarks": load_landmarks(args.fixed_landmarks, geometry=fixed.geometry)
-        if args.fixed_landmarks
-        else None,
-        "moving_landmarks": load_landmarks(args.moving_landmarks, geometry=moving.geometry)
-        if args.moving_landmarks
-        else None,
-    }
-    if (out["fixed_labels"] is None) != (out["moving_labels"] is None):
-        raise CliError("give both --fixed-labels and --moving-labels, or neither")
-    if (out["fixed_landmarks"] is None) != (out["moving_landmarks"] is None):
-        raise CliError("give both --fixed-landmarks and --moving-landmarks, or neither")
-    return out
-
-
-def _progress_printer(quiet: bool):
-    if quiet:
-        return None
-    state = {"last": -1}
-
-    def cb(p):
-        pct = int(p.fraction * 10)
-        if pct != state["last"]:
-            state["last"] = pct
-            print(f"  {p.fraction:5.0%} {p.message}", file=sys.stderr)
-
-    return cb
-
-
-def _json_default(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def cmd_register(args) -> int:
-    from regcore.data import Pair
-    from regcore.register import run_pair
-    from regcore.run_folder import save_run
-    from regcore.run_record import RunRecord
-
-    overrides = parse_sets(args.set)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CliError(f"--out {args.out} exists and is not a folder")
-    inputs = _load_inputs(args)
-    pair = Pair(name=f"{Path(args.fixed).name} <- {Path(args.moving).name}", **inputs)
-    result, metrics = run_pair(
-        pair,
-        args.method,
-        overrides,
-        device=args.device,
-        progress=_progress_printer(args.quiet),
-        initial=args.initial,
-    )
-    record = RunRecord(pair, result, metrics, label=args.method)
-    from regcore.atomic import atomic_dir
-
-    with atomic_dir(args.out) as tmp:  # all files or none: an error leaves no partial results in --out
-        paths = save_run(record, tmp, compress=args.compress)
-        if args.report:
-            from regcore.report import REPORT_FILE, write_report  # matplotlib behind it: only when asked
-
-            paths["report"] = write_report(record, tmp / REPORT_FILE)
-    paths = {role: Path(args.out) / p.name for role, p in paths.items()}
-    summary = {
-        k: metrics.get(k)
-        for k in (
-            "method",
-            "dice_mean",
-            "hd95_mean_mm",
-            "tre_mean_mm",
-            "folding_percent",
-            "sdlogj",
-            "runtime_s",
-            "device",
-        )
-    }
-    print(json.dumps(summary, default=_json_default))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 0
 
 
@@ -267,6 +154,7 @@ def _add_batch_options(b: argparse.ArgumentParser) -> None:
 # Subcommands that live beside their feature: name -> (module, help). The module defines
 # ``add_arguments(parser)`` and ``run(args) -> int`` and imports its heavy dependencies inside ``run``.
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "register": ("regcore.register_cli", "register one pair and write warped image, field and metrics"),
     "train": ("regcore.train.cli", "train a learned method from a config file"),
     "atlas": ("regcore.atlas.cli", "build an unbiased template (atlas) from many subjects"),
     "uncertainty": ("regcore.uncertainty.cli", "per-voxel registration uncertainty maps"),
@@ -289,36 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list registered methods and their parameters")
     m.add_argument("--json", action="store_true", help="machine-readable JSON")
     m.set_defaults(func=cmd_methods)
-
-    r = sub.add_parser("register", help="register one pair and write warped image, field and metrics")
-    r.add_argument("--fixed", required=True)
-    r.add_argument("--moving", required=True)
-    r.add_argument("--method", required=True)
-    r.add_argument("--fixed-labels")
-    r.add_argument("--moving-labels")
-    r.add_argument("--fixed-landmarks")
-    r.add_argument("--moving-landmarks")
-    r.add_argument("--label-names", help="CSV value,name")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
-    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    r.add_argument(
-        "--initial",
-        default="none",
-        choices=("none", "rigid", "affine"),
-        help="run regcore's MI rigid/affine stage before the method (default: none)",
-    )
-    r.add_argument("--out", required=True)
-    r.add_argument("--quiet", action="store_true")
-    r.add_argument(
-        "--report", action="store_true", help="also write the offline HTML QA report (report.html)"
-    )
-    r.add_argument(
-        "--compress",
-        action="store_true",
-        help="write the displacement field gzip-compressed (displacement.nii.gz, on all cores) instead of "
-        "displacement.nii (default: uncompressed; gzip saves < 10%% on a float field)",
-    )
-    r.set_defaults(func=cmd_register)
 
     q = sub.add_parser("report", help="write RUN_DIR/report.html from a folder written by `register --out`")
     q.add_argument("run_dir", metavar="RUN_DIR")
