@@ -8,6 +8,7 @@ finished/stopped, 1 on failure (the message is in ``status.json``; the traceback
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -52,5 +53,18 @@ def _trust_run_family(run_dir: Path) -> None:
         trust_module(module)
 
 
+def _exit_without_finalising(code: int) -> None:
+    """End a torchrun rank without interpreter finalisation or C++ static destructors. Gloo's worker threads
+    can still hold tensors when Python tears down, and a rank then aborts at exit ("terminate called without an
+    active exception", SIGABRT) after its training finished and was saved; torchrun reports the whole run failed.
+    Everything the run writes is closed by then, so only the standard streams need flushing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        _exit_without_finalising(exit_code)
+    sys.exit(exit_code)
