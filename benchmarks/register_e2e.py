@@ -5,9 +5,10 @@ Pair: the OASIS 0455 <- 0456 pair of ../shared/data/brain3d (160x192x224, 1 mm, 
 else the 1 mm sample built by ``python -m regcore.data.samples --resolution 1``.
 
 1. ``regcore --help`` in a child: wall time and which heavy modules it imported (none expected).
-2. ``regcore register`` in a child (the real CLI): wall time, the registration time it reports
-   (``runtime_s`` of metrics.json), CPU time and peak RSS of the child (``os.wait4``'s rusage).
-   Must reach: wall <= registration + 3 s, peak RSS <= 1.5 GB.
+2. ``regcore register`` in a child (the real CLI), ``--repeats`` times (3): wall time, the registration
+   time it reports (``runtime_s`` of metrics.json), CPU time and peak RSS of the child (``os.wait4``'s
+   rusage). Must reach, on the median run (by wall - registration) and the largest RSS: wall <=
+   registration + 3 s, peak RSS <= 1.5 GB.
 3. Its stages, re-timed in this process on the same inputs and the child's own displacement (no
    second registration): load, label warp, metrics after and before registration (deformation
    metrics and HD95 apart), the run-folder write; then same-run before/after pairs: displacement
@@ -295,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="fireants")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method parameter")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="CLI runs; the must-reach is judged on their medians (default 3)",
+    )
     ap.add_argument("--compare-to", type=Path, help="a run folder of an earlier `regcore register` to diff")
     args = ap.parse_args(argv)
     files = pair_files()
@@ -326,11 +333,18 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.set:
             cmd += ["--set", item]
         cmd += ["--device", "cpu", "--quiet"]
-        cli = run_child(cmd)
-        if cli["code"] != 0:
-            raise SystemExit(f"regcore register failed: {cli['stderr'][-2000:]}")
-        metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
-        reg_s = float(metrics["runtime_s"])
+        runs = []
+        for _ in range(max(1, args.repeats)):
+            shutil.rmtree(out_dir, ignore_errors=True)
+            child = run_child(cmd)
+            if child["code"] != 0:
+                raise SystemExit(f"regcore register failed: {child['stderr'][-2000:]}")
+            metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+            runs.append({**child, "registration_s": float(metrics["runtime_s"])})
+        overheads = [c["wall_s"] - c["registration_s"] for c in runs]
+        cli = runs[sorted(range(len(runs)), key=overheads.__getitem__)[len(runs) // 2]]  # the median run
+        cli["peak_rss_mb"] = max(c["peak_rss_mb"] for c in runs)
+        reg_s = cli["registration_s"]
         helpinfo = help_check()
         imports_s = import_time()
         inproc = stages_in_process(files, out_dir, work)
@@ -353,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_s": round(cli["wall_s"], 2),
                 "registration_s": round(reg_s, 2),
                 "overhead_s": round(cli["wall_s"] - reg_s, 2),
+                "runs": [
+                    {"wall_s": round(c["wall_s"], 2), "registration_s": round(c["registration_s"], 2)}
+                    for c in runs
+                ],
                 "cpu_s": round(cli["cpu_s"], 1),
                 "peak_rss_mb": round(cli["peak_rss_mb"], 1),
                 "registration_peak_memory_mb": metrics.get("peak_memory_mb"),
@@ -380,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(r: dict) -> str:
     reg = r["register"]
+    overheads = ", ".join(f"{x['wall_s'] - x['registration_s']:.2f}" for x in reg["runs"])
     lines = [
         "# `regcore register` end to end (1 mm 3D pair)",
         "",
@@ -390,11 +409,12 @@ def markdown(r: dict) -> str:
         "",
         "| | value |",
         "|---|---|",
-        f"| wall time | {reg['wall_s']} s |",
+        f"| runs (wall - registration, s) | {overheads} |",
+        f"| wall time (median run) | {reg['wall_s']} s |",
         f"| registration time it reports | {reg['registration_s']} s |",
-        f"| wall - registration | {reg['overhead_s']} s |",
+        f"| wall - registration (median) | {reg['overhead_s']} s |",
         f"| CPU time (user + sys) | {reg['cpu_s']} s |",
-        f"| peak RSS of the process | {reg['peak_rss_mb']} MiB |",
+        f"| peak RSS of the process (largest run) | {reg['peak_rss_mb']} MiB |",
         f"| Dice / HD95 | {reg['dice_mean']:.4f} / {reg['hd95_mean_mm']:.3f} mm |",
         f"| `regcore --help` | {r['help']['help_wall_s']:.2f} s, heavy modules imported: "
         f"{r['help'].get('heavy') or 'none'} |",

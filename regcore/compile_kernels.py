@@ -58,6 +58,7 @@ def compile_all() -> dict[str, float]:
         np.zeros((1, 3), np.int64), np.ones(1, np.int16), np.ones((2, 2, 2), np.int16), (1, 1, 1)
     )
     overlap_kernels.label_counts_uint8(np.zeros(4, np.uint8), np.ones(4, np.uint8))
+    overlap_kernels.surface_voxels_uint8(np.ones((2, 3, 3), np.uint8))
     timings["label overlap"] = time.perf_counter() - start
     from regcore.io.field_kernels import lps_vectors_3d  # the displacement file `register` writes
 

@@ -90,6 +90,32 @@ def _load_inputs(args) -> dict:
     return out
 
 
+def _unchanged_inputs(args, inputs: dict, record) -> dict[str, Path]:
+    """Run-folder roles whose image is an input exactly as it was read from a ``.nii.gz`` file (the same
+    Image object: not resampled onto the fixed grid, no NaN replaced, one channel): ``save_run`` copies
+    those files instead of re-encoding them (~0.1 s of gzip each for a 1 mm brain)."""
+    written = {
+        "fixed": record.result.fixed,
+        "moving": record.result.moving,
+        "fixed_labels": record.fixed_labels,
+        "moving_labels": record.moving_labels,
+    }
+    out = {}
+    for role, image in written.items():
+        path = getattr(args, role)
+        if (
+            path
+            and image is not None
+            and image is inputs[role]
+            and image.data.shape[0] == 1
+            and image.data._version == 0  # never modified in place since it was read
+            and str(path).lower().endswith(".nii.gz")
+            and not any("NaN/inf" in str(w) for w in image.meta.get("warnings", []))
+        ):
+            out[role] = Path(path)
+    return out
+
+
 def _progress_printer(quiet: bool):
     if quiet:
         return None
@@ -134,7 +160,7 @@ def run(args) -> int:
     from regcore.atomic import atomic_dir
 
     with atomic_dir(args.out) as tmp:  # all files or none: an error leaves no partial results in --out
-        paths = save_run(record, tmp, compress=args.compress)
+        paths = save_run(record, tmp, compress=args.compress, sources=_unchanged_inputs(args, inputs, record))
         if args.report:
             from regcore.report import REPORT_FILE, write_report  # matplotlib behind it: only when asked
 

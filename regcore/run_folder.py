@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ RUN_FILES = {
 COMPRESSED_FILES = {"displacement": "displacement.nii.gz"}
 """Names of the roles written compressed by ``save_run(..., compress=True)`` (the others keep theirs)."""
 
+INPUT_ROLES = ("fixed", "moving", "fixed_labels", "moving_labels")
+"""Roles whose file may be a copy of an input (``save_run(..., sources=...)``)."""
+
 REQUIRED_FILES = ("fixed", "moving", "warped", "displacement", "metrics")
 
 
@@ -74,24 +78,41 @@ def _dump(obj: Any) -> str:
     return json.dumps(clean(obj), indent=2, default=_json_default)
 
 
-def save_run(record: RunRecord, out_dir: str | Path, *, compress: bool = False) -> dict[str, Path]:
+def save_run(
+    record: RunRecord,
+    out_dir: str | Path,
+    *,
+    compress: bool = False,
+    sources: Mapping[str, str | Path] | None = None,
+) -> dict[str, Path]:
     """Write the run folder described in the module docstring; returns ``{role: path}``.
+
+    ``sources``: role (``fixed``, ``moving``, ``fixed_labels``, ``moving_labels``) -> the ``.nii.gz`` file the
+    record's image of that role was read from, unchanged (same voxel values, same grid, one channel). Those
+    files are copied instead of decoded and re-encoded; the caller vouches for them (``regcore register``
+    passes the inputs it neither resampled nor rewrote). Other roles and suffixes are written as usual.
 
     ``displacement.nii`` (``displacement.nii.gz`` with ``compress``) is an ITK displacement field (LPS mm,
     fixed space) that SimpleITK's ``DisplacementFieldTransform`` reads; label maps and images lie on the
     fixed grid. Written atomically (:func:`regcore.atomic.atomic_dir`): on any error no file of the run is
     left in ``out_dir``. The volumes are written on two threads (gzip releases the GIL).
     """
+    for role in sources or {}:
+        if role not in INPUT_ROLES:
+            raise ValueError(f"sources: {role!r} is not one of the run folder's inputs {INPUT_ROLES}")
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
     from regcore.atomic import atomic_dir
 
     with atomic_dir(out_dir) as tmp:  # all files or none: a failed write leaves no partial run folder
-        written = _write_run(record, tmp, compress=compress)
+        written = _write_run(record, tmp, compress=compress, sources=sources or {})
     return {role: Path(out_dir) / p.name for role, p in written.items()}
 
 
-def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[str, Path]:
+def _write_run(
+    record: RunRecord, out: Path, *, compress: bool = False, sources: Mapping[str, str | Path]
+) -> dict[str, Path]:
+    import shutil
     from concurrent.futures import ThreadPoolExecutor
 
     from regcore.io import save_displacement, save_image, save_landmarks
@@ -114,11 +135,14 @@ def _write_run(record: RunRecord, out: Path, *, compress: bool = False) -> dict[
     for role, img in labels.items():
         if img is not None:
             jobs[role] = partial(save_image, img.with_data(img.data.cpu()), out / names[role])
+    for role, src in sources.items():
+        if role in jobs and str(src).lower().endswith(".nii.gz") and names[role].endswith(".nii.gz"):
+            jobs[role] = partial(shutil.copyfile, src, out / names[role])
     # the "before" metrics (CPU: surface distances) run beside the writes (mostly memory copies and I/O)
     with ThreadPoolExecutor(max_workers=1) as side, ThreadPoolExecutor(max_workers=2) as pool:
         before_future = side.submit(lambda: record.before_metrics)
         futures = {role: pool.submit(job) for role, job in jobs.items()}
-        paths: dict[str, Path] = {role: f.result() for role, f in futures.items()}
+        paths: dict[str, Path] = {role: Path(f.result()) for role, f in futures.items()}
         before = before_future.result()
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)

@@ -115,6 +115,20 @@ def test_compiled_shell_search_equals_kd_tree_distances(shape, spacing, radius):
     assert 9 in labels and np.isnan(got[point_codes == codes[9]]).all()  # opposite corners: beyond any radius
 
 
+def test_far_points_brute_force_equals_kd_tree(monkeypatch):
+    """The points beyond the shell search: every-pair distances equal cKDTree's, in one block or many."""
+    from scipy.spatial import cKDTree
+
+    from regcore.metrics import overlap
+
+    rng = np.random.default_rng(4)
+    points, targets = rng.uniform(0, 40, (120, 3)), rng.uniform(0, 40, (5000, 3))  # 3 row blocks
+    want = cKDTree(targets).query(points)[0]
+    np.testing.assert_allclose(overlap._nearest_distances(points, targets), want, rtol=1e-12)
+    monkeypatch.setattr(overlap, "BRUTE_FORCE_PAIRS", 100)  # too many pairs: the KD-tree
+    np.testing.assert_allclose(overlap._nearest_distances(points, targets), want, rtol=1e-12)
+
+
 def test_compiled_label_counts_of_uint8_maps_equal_numpy_bincounts():
     from regcore.metrics.overlap import label_counts
 
@@ -126,6 +140,26 @@ def test_compiled_label_counts_of_uint8_maps_equal_numpy_bincounts():
     for got, want in zip(compiled, numpy_path):
         np.testing.assert_array_equal(got, want)
     assert compiled[0].tolist()[-2:] == [200, 255]
+
+
+@pytest.mark.parametrize("shape", [(23, 31), (23, 31, 17), (1, 12, 9), (9, 1, 7)])
+def test_compiled_surface_voxels_equal_the_numpy_passes(shape):
+    """uint8 maps take the compiled two-pass surface extraction: the same points, grouped by label in raster
+    order, as the numpy edge passes on an int64 copy (labels touching the border and value 255 included)."""
+    from regcore.metrics import overlap_kernels
+    from regcore.metrics.overlap import surface_points
+
+    if not overlap_kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    a = blob_labels(shape, 11, n_labels=5).astype(np.uint8)
+    a[(0,) * len(shape)] = 255
+    compiled, numpy_path = surface_points(a), surface_points(a.astype(np.int64))
+    assert list(compiled) == list(numpy_path) and 255 in compiled
+    for lab in compiled:
+        np.testing.assert_array_equal(compiled[lab], numpy_path[lab])
+    interior = np.zeros((5, 5, 5), np.uint8)
+    interior[1:4, 1:4, 1:4] = 3
+    assert len(surface_points(interior)[3]) == 26  # a 3x3x3 cube: every voxel but the centre
 
 
 def test_hd95_and_assd_are_the_same_with_and_without_the_compiled_search(monkeypatch):

@@ -341,3 +341,47 @@ def test_cli_register_3d_metrics_equal_the_reference_path(tmp_path, monkeypatch)
         assert packed[key] == pytest.approx(written[key], rel=1e-6, abs=1e-6), key
     assert written["dice"] == pytest.approx(ref["dice"], abs=1e-9)
     assert written["hd95"] == pytest.approx(ref["hd95"], abs=1e-6)
+    for role, name in (("fixed", "fixed"), ("moving", "moving"), ("fixed-labels", "fixed_labels")):
+        # inputs on the fixed grid, read unchanged: copied, not re-encoded
+        assert (tmp_path / "run" / f"{name}.nii.gz").read_bytes() == (
+            tmp_path / f"{role}.nii.gz"
+        ).read_bytes()
+    assert torch.equal(record.pair.moving_labels.data.long(), files["moving-labels"].data.long())
+
+
+def test_run_folder_copies_only_unchanged_nifti_gz_inputs(tmp_path):
+    """``regcore register``'s inputs are copied into the run folder only when the record holds the very Image
+    read from a .nii.gz file, never modified in place; ``save_run`` rejects unknown roles."""
+    from types import SimpleNamespace
+
+    from regcore.io import load_image, save_image
+    from regcore.register_cli import _unchanged_inputs
+    from regcore.run_folder import save_run
+
+    geom = Geometry(
+        (6, 7, 5), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    )
+    paths = {
+        "fixed": save_image(Image(torch.rand(1, 6, 7, 5), geom), tmp_path / "f.nii.gz"),
+        "moving": save_image(Image(torch.rand(1, 6, 7, 5), geom), tmp_path / "m.nii"),
+    }
+    inputs = {role: load_image(p) for role, p in paths.items()}
+    inputs.update(fixed_labels=None, moving_labels=None)
+    args = SimpleNamespace(
+        fixed=str(paths["fixed"]), moving=str(paths["moving"]), fixed_labels=None, moving_labels=None
+    )
+
+    def record_of(fixed: Image, moving: Image):
+        return SimpleNamespace(
+            result=SimpleNamespace(fixed=fixed, moving=moving), fixed_labels=None, moving_labels=None
+        )
+
+    assert _unchanged_inputs(args, inputs, record_of(inputs["fixed"], inputs["moving"])) == {
+        "fixed": paths["fixed"]  # .nii is not the run folder's .nii.gz: re-encoded
+    }
+    rewritten = inputs["fixed"].with_data(inputs["fixed"].data * 2)
+    assert _unchanged_inputs(args, inputs, record_of(rewritten, inputs["moving"])) == {}
+    inputs["fixed"].data.mul_(1.0)  # in place: the tensor no longer vouches for the file
+    assert _unchanged_inputs(args, inputs, record_of(inputs["fixed"], inputs["moving"])) == {}
+    with pytest.raises(ValueError, match="warped"):
+        save_run(SimpleNamespace(), tmp_path / "run", sources={"warped": paths["fixed"]})

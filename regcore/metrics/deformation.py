@@ -97,7 +97,7 @@ def jacobian_determinant_map(u) -> torch.Tensor:
 
 
 def _folding(det: torch.Tensor) -> float:
-    return float((det <= 0).double().mean() * 100.0) if det.numel() else float("nan")
+    return float(int((det <= 0).sum()) / det.numel() * 100.0) if det.numel() else float("nan")
 
 
 def _sdlogj(det: torch.Tensor, clip: tuple[float, float] = (1e-9, 1e9)) -> float:

@@ -63,6 +63,10 @@ def _sel(x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
 
 
 def _sum64(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` accumulated in float64 (a 0-d float64 tensor). CPU float32 tensors go through numpy,
+    whose pairwise float64 sum is ~5x faster than torch's ``sum(dtype=float64)`` on a 1 mm brain."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return torch.tensor(np.sum(x.detach().numpy(), dtype=np.float64), dtype=torch.float64)
     return x.sum(dtype=torch.float64)
 
 

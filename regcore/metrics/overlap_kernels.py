@@ -13,6 +13,11 @@ After registration most surface voxels have a match within a voxel or two, so ea
 array reads instead of a tree query. A point with no match within ``max_radius`` shells (a label far from
 its counterpart) is returned as NaN; the caller measures those few with a KD-tree.
 
+:func:`surface_voxels_uint8` (the surface points both directions start from): every voxel of a non-zero label
+with a face neighbour of another label or on the array border, grouped by label value and in raster order
+within a label, from two parallel passes (count per slice and label, then fill), instead of numpy boolean
+passes, a sort and an index conversion.
+
 2D maps are passed as 3D arrays of depth 1 (:func:`as_volume`). :data:`AVAILABLE` follows
 :data:`regcore.spatial.warp_kernels.AVAILABLE`; without numba the caller uses numpy and KD-trees.
 """
@@ -95,6 +100,64 @@ if AVAILABLE:
                 if a == b:
                     partial[t, 2, a] += 1
         out[:] = partial.sum(axis=0)
+
+    @numba.njit(inline="always")
+    def _on_surface(labels, z, y, x, depth_is_axis):
+        nz, ny, nx = labels.shape
+        v = labels[z, y, x]
+        if y == 0 or y == ny - 1 or x == 0 or x == nx - 1:
+            return True
+        if labels[z, y - 1, x] != v or labels[z, y + 1, x] != v:
+            return True
+        if labels[z, y, x - 1] != v or labels[z, y, x + 1] != v:
+            return True
+        if depth_is_axis:
+            if z == 0 or z == nz - 1:
+                return True
+            if labels[z - 1, y, x] != v or labels[z + 1, y, x] != v:
+                return True
+        return False
+
+    @_pjit
+    def _surface_counts(labels, depth_is_axis, counts):
+        nz, ny, nx = labels.shape
+        for z in numba.prange(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    v = labels[z, y, x]
+                    if v != 0 and _on_surface(labels, z, y, x, depth_is_axis):
+                        counts[z, v] += 1
+
+    @_pjit
+    def _surface_fill(labels, depth_is_axis, starts, out):
+        nz, ny, nx = labels.shape
+        for z in numba.prange(nz):
+            next_row = starts[z].copy()
+            for y in range(ny):
+                for x in range(nx):
+                    v = labels[z, y, x]
+                    if v != 0 and _on_surface(labels, z, y, x, depth_is_axis):
+                        i = next_row[v]
+                        out[i, 0], out[i, 1], out[i, 2] = z, y, x
+                        next_row[v] = i + 1
+
+
+def surface_voxels_uint8(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, counts)`` of a 2D or 3D uint8 label map: the surface voxels' indices ``(N, ndim)`` int64,
+    grouped by label value (ascending) and in raster order within a label, and ``counts`` (int64 ``(256,)``,
+    points per label value; 0 for the background). A voxel is on the surface of its label when a face
+    neighbour has another label or lies outside the array (``mask ^ binary_erosion(mask)`` per label)."""
+    volume = np.ascontiguousarray(labels if labels.ndim == 3 else labels[None], np.uint8)
+    depth_is_axis = labels.ndim == 3
+    per_slice = np.zeros((volume.shape[0], 256), np.int64)
+    with warp_kernels.KERNEL_LOCK:
+        _surface_counts(volume, depth_is_axis, per_slice)
+        counts = per_slice.sum(axis=0)
+        label_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = label_start + np.cumsum(per_slice, axis=0) - per_slice  # (Z, 256): first row of each slice
+        out = np.empty((int(counts.sum()), 3), np.int64)
+        _surface_fill(volume, depth_is_axis, np.ascontiguousarray(starts), out)
+    return (out if depth_is_axis else out[:, 1:]), counts
 
 
 def label_counts_uint8(fixed: np.ndarray, warped: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
