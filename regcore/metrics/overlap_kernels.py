@@ -11,7 +11,8 @@ mm from ``p``, so once a match at distance ``d`` is found, the search stops at t
 ``r * min(spacing) > d``: the result is exact, the same distance a KD-tree over B's points returns.
 After registration most surface voxels have a match within a voxel or two, so each point costs tens of
 array reads instead of a tree query. A point with no match within ``max_radius`` shells (a label far from
-its counterpart) is returned as NaN; the caller measures those few with a KD-tree.
+its counterpart) is returned as NaN; the caller measures those few by comparing every pair (a KD-tree when
+they are many).
 
 :func:`surface_voxels_uint8` (the surface points both directions start from): every voxel of a non-zero label
 with a face neighbour of another label or on the array border, grouped by label value and in raster order
@@ -52,9 +53,8 @@ def as_volume(
 if AVAILABLE:
     import numba
 
-    _pjit = numba.njit(
-        parallel=True, **{k: v for k, v in warp_kernels.NUMBA_OPTIONS.items() if k != "fastmath"}
-    )
+    _options = {k: v for k, v in warp_kernels.NUMBA_OPTIONS.items() if k != "fastmath"}  # exact comparisons
+    _pjit = numba.njit(parallel=True, **_options)
 
     @_pjit
     def _nearest(points, codes, surface_codes, spacing, max_radius, out):
@@ -101,7 +101,7 @@ if AVAILABLE:
                     partial[t, 2, a] += 1
         out[:] = partial.sum(axis=0)
 
-    @numba.njit(inline="always")
+    @numba.njit(inline="always", **_options)
     def _on_surface(labels, z, y, x, depth_is_axis):
         nz, ny, nx = labels.shape
         v = labels[z, y, x]
