@@ -7,8 +7,9 @@ Run folder (``save_run`` / ``load_run``; written by ``regcore register --out DIR
                            gzip saves < 10 % on a float field and costs seconds; ``save_run(...,
                            compress=True)`` (``regcore register --compress``) writes
                            ``displacement.nii.gz`` instead (gzip on all cores). Both are read back.
-    fixed.nii.gz           the fixed image
-    moving.nii.gz          the moving image resampled onto the fixed grid (before registration)
+    fixed.nii.gz           the fixed image (a byte copy of the input file when it was read unchanged)
+    moving.nii.gz          the moving image resampled onto the fixed grid (before registration; a byte
+                           copy of the input file when it already lay on that grid)
     fixed_labels.nii.gz, moving_labels.nii.gz, warped_labels.nii.gz   label maps on the fixed grid (optional)
     fixed_landmarks.csv, moving_landmarks.csv                         landmarks in LPS mm (optional)
     metrics.json           regcore.metrics.evaluate row after registration
