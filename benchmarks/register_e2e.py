@@ -170,7 +170,9 @@ def stages_in_process(files: dict, run_dir: Path, work: Path) -> dict:
     from regcore.register_cli import _load_inputs, _unchanged_inputs
 
     args = argparse.Namespace(  # the CLI's own loader: two files at a time, label maps compacted to uint8
-        **{role: str(path) for role, path in files.items()}, fixed_landmarks=None, moving_landmarks=None
+        **{"label_names": None, **{role: str(path) for role, path in files.items()}},
+        fixed_landmarks=None,
+        moving_landmarks=None,
     )
     loaded = timed(st, "load inputs (4 NIfTI.gz)", lambda: _load_inputs(args))
     inp = {role: loaded[role] for role in ("fixed", "moving", "fixed_labels", "moving_labels")}
