@@ -31,6 +31,8 @@ FIELD_LABELS = {
     "lr": "Learning rate",
     "augment": "Spatial augmentation",
     "intensity_augment": "Intensity augmentation",
+    "deform_augment": "Deformed-copy share",
+    "deform_augment_mm": "Deformed-copy size (mm)",
     "synthetic_pool": "Synthetic pool size",
     "val_pairs": "Validation pairs",
     "seed": "Random seed",

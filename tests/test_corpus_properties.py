@@ -159,6 +159,7 @@ RECIPE_KEYS = [
     "family_config",
     "val_pairs",
     "synthetic_pool",
+    "deform_augment",
     "time_limit_min",
     "unknown_key",
 ]

@@ -86,6 +86,32 @@ def test_batches_depend_on_seed_and_step_only():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_deformed_self_pairs_carry_their_true_field():
+    """deform_augment replaces real pairs by one image and a deformed copy: the copy is the image warped by the
+    returned field (fixed -> moving, the losses' convention), the field stays under the bound, and 0 leaves the
+    batches exactly as before."""
+    from regcore.spatial.warp import warp, warp_labels
+    from regcore.train.datasets import deformed_self_pair
+
+    real = {**shapes_pair((48, 48), np.random.default_rng(5)), "has_true": torch.tensor(False)}
+    s = deformed_self_pair(real, np.random.default_rng(2), max_displacement_vox=4.0)
+    u = s["true_displacement"][None]
+    assert torch.equal(s["fixed"][None], warp(s["moving"][None], u))
+    assert torch.equal(s["fixed_labels"][None], warp_labels(s["moving_labels"][None], u))
+    assert any(torch.equal(s["moving"], real[k]) for k in ("fixed", "moving")) and bool(s["has_true"])
+    assert 0.5 < float(u.norm(dim=1).max()) < 4.0 + 48 / 32 * 1.5 + 48 * 0.1  # deformable + small affine
+    src = PairSource(config_from_dict({**TINY, "deform_augment": 1.0}))
+    src._real = [real]  # stands in for a real pair (no known field)
+    batch = src.batch(np.random.default_rng([0, 1]))
+    assert bool(batch["has_true"].all()) and float(batch["true_displacement"].abs().max()) > 0.5
+    a, b = PairSource(config_from_dict(TINY)), PairSource(config_from_dict({**TINY, "deform_augment": 0.0}))
+    a._real = b._real = [real]
+    x, y = a.batch(np.random.default_rng([0, 1])), b.batch(np.random.default_rng([0, 1]))
+    assert all(torch.equal(x[k], y[k]) for k in x) and not bool(x["has_true"].any())
+    with pytest.raises(ValueError, match="deform_augment must be in"):
+        config_from_dict({"deform_augment": 1.5})
+
+
 def test_augmentation_mirrors_3d_brains_left_right_only(monkeypatch):
     """3D pairs of known orientation are mirrored along their L/R axis only (never upside down or back to
     front); 2D and synthetic-shape data keep the shipped recipes' axes (all but the first)."""

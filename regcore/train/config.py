@@ -81,6 +81,15 @@ class TrainConfig:
     intensity_augment: bool = param(
         True, "Random gamma, contrast and noise so models generalise across scanners."
     )
+    deform_augment: float = param(
+        0.0,
+        "Share of real training pairs replaced by one of their two images and a smoothly deformed copy "
+        "of it (known field): far more deformations than a few real pairs give.",
+        range=(0.0, 1.0),
+    )
+    deform_augment_mm: float = param(
+        8.0, "Largest displacement (mm) of those random deformations.", range=(0.0, 50.0), advanced=True
+    )
     synthetic_pool: int = param(
         0,
         "Synthetic shapes: pre-generate this many pairs and draw from them "

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from regcore.nets.inputs import normalise_intensity, plan_model_grid, to_model_grid
 from regcore.nets.spatial_ops import affine_to_displacement, resize_image
-from regcore.spatial.warp import warp_labels
+from regcore.spatial.warp import warp, warp_labels
 from regcore.train.config import DataSource, TrainConfig
 
 Sample = dict[str, torch.Tensor]
@@ -92,6 +92,28 @@ def shapes_pair(
         "fixed": torch.from_numpy(fixed)[None],
         "moving_labels": labels[0],
         "fixed_labels": fixed_labels[0],
+        "true_displacement": u[0],
+        "has_true": torch.tensor(True),
+    }
+
+
+def deformed_self_pair(sample: Sample, rng: np.random.Generator, max_displacement_vox: float) -> Sample:
+    """One image of a real pair and a randomly deformed copy of it, with the known field (fixed -> moving).
+
+    The moving image (and labels) are one side of ``sample`` drawn at random; the fixed ones are the same
+    image warped by a random smooth field plus a small affine, so ``moving o (id + u) = fixed`` exactly
+    as in :func:`shapes_pair`. Real anatomy, many more deformations than the real pairs hold.
+    """
+    side = "fixed" if rng.random() < 0.5 else "moving"
+    image, labels = sample[side][None], sample[f"{side}_labels"][None]
+    shape = tuple(image.shape[2:])
+    u = _smooth_field(shape, float(rng.uniform(0.3, 1.0)) * max_displacement_vox, min(shape) / 6.0, rng)
+    u = u + affine_to_displacement(_random_affine(shape, rng, 4.0, 0.04, min(shape) / 32.0), shape)
+    return {
+        "moving": image[0],
+        "fixed": warp(image, u)[0],
+        "moving_labels": labels[0],
+        "fixed_labels": warp_labels(labels, u)[0],
         "true_displacement": u[0],
         "has_true": torch.tensor(True),
     }
@@ -276,6 +298,8 @@ class PairSource:
         for _ in range(batch_size or c.batch_size):
             use_real = bool(self._real) and (c.data != DataSource.MIXED or rng.random() < 0.5)
             s = dict(self._draw(rng, use_real))
+            if use_real and c.deform_augment and rng.random() < c.deform_augment:
+                s = deformed_self_pair(s, rng, c.deform_augment_mm / c.spacing_mm)
             if c.augment:
                 for axis in range(c.dims):
                     if rng.random() < 0.5 and axis in self.mirror_axes:
