@@ -31,6 +31,7 @@ FIELD_LABELS = {
     "lr": "Learning rate",
     "augment": "Spatial augmentation",
     "intensity_augment": "Intensity augmentation",
+    "crop_shape": "Training crop (voxels)",
     "deform_augment": "Deformed-copy share",
     "deform_augment_mm": "Deformed-copy size (mm)",
     "synthetic_pool": "Synthetic pool size",

@@ -160,6 +160,7 @@ RECIPE_KEYS = [
     "val_pairs",
     "synthetic_pool",
     "deform_augment",
+    "crop_shape",
     "time_limit_min",
     "unknown_key",
 ]

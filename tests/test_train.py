@@ -112,6 +112,33 @@ def test_deformed_self_pairs_carry_their_true_field():
         config_from_dict({"deform_augment": 1.5})
 
 
+def test_random_crops_keep_the_pair_and_its_field_in_register():
+    """crop_shape: every value is cut at one window, so the cropped field still maps the cropped moving image
+    onto the cropped fixed one (away from the crop border, where content comes from outside the window)."""
+    from regcore.spatial.warp import warp
+    from regcore.train.datasets import deformed_self_pair, random_crop
+
+    real = {**shapes_pair((64, 64), np.random.default_rng(3)), "has_true": torch.tensor(False)}
+    # a deformed copy: fixed = moving o (id + u) exactly
+    s = deformed_self_pair(real, np.random.default_rng(2), max_displacement_vox=4.0)
+    c = random_crop(s, (32, 48), np.random.default_rng(4))
+    assert c["fixed"].shape == (1, 32, 48) and c["true_displacement"].shape == (2, 32, 48)
+    assert c["fixed_labels"].shape == (1, 32, 48) and bool(c["has_true"])
+    m = int(float(c["true_displacement"].abs().max())) + 2  # a margin the field cannot reach across
+    inside = (slice(None), slice(None), slice(m, -m), slice(m, -m))
+    assert torch.allclose(
+        warp(c["moving"][None], c["true_displacement"][None])[inside], c["fixed"][None][inside], atol=1e-5
+    )
+    batch = PairSource(config_from_dict({**TINY, "train_shape": [32, 32], "crop_shape": [16, 32]})).batch(
+        np.random.default_rng(0)
+    )
+    assert batch["fixed"].shape == (2, 1, 16, 32) and batch["true_displacement"].shape == (2, 2, 16, 32)
+    with pytest.raises(ValueError, match="crop_shape must have 2 entries"):
+        config_from_dict({**TINY, "crop_shape": [48, 16]})
+    with pytest.raises(ValueError, match="not fully convolutional"):
+        config_from_dict({**TINY, "family": "transmorph", "train_shape": [64, 64], "crop_shape": [32, 32]})
+
+
 def test_augmentation_mirrors_3d_brains_left_right_only(monkeypatch):
     """3D pairs of known orientation are mirrored along their L/R axis only (never upside down or back to
     front); 2D and synthetic-shape data keep the shipped recipes' axes (all but the first)."""
@@ -141,6 +168,17 @@ def test_hard_dice_matches_monai():
     oh = lambda x: torch.nn.functional.one_hot(x[:, 0], 4).movedim(-1, 1)  # noqa: E731
     ref = DiceMetric(include_background=False, reduction="mean")(oh(m), oh(f))
     assert torch.allclose(ours, ref.mean().float(), atol=1e-6)
+
+
+def test_validation_dice_skips_unlabelled_pairs_without_warning():
+    import warnings
+
+    from regcore.train.loop import _mean_of_labelled
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would fail here
+        assert np.isnan(_mean_of_labelled(torch.tensor([float("nan"), float("nan")])))
+        assert _mean_of_labelled(torch.tensor([0.5, float("nan"), 0.7])) == pytest.approx(0.6)
 
 
 def test_soft_dice_is_zero_loss_for_identical_labels():
@@ -214,6 +252,23 @@ def test_full_supervision_without_true_fields_is_a_clear_error():
     fam = cfg.learned_family()
     with pytest.raises(ValueError, match="needs ground-truth displacements"):
         fam.losses(fam.build(2, cfg.family_config), batch, _context(cfg))
+
+
+def test_dual_supervision_uses_the_field_only_where_it_is_known():
+    """dual: a batch of real pairs (no field) trains on the similarity alone; a known field adds its error."""
+    cfg = config_from_dict({**TINY, "supervision": "dual"})
+    batch = PairSource(cfg).batch(np.random.default_rng(1), 2)
+    fam = cfg.learned_family()
+    nets = fam.build(2, cfg.family_config)
+    batch["has_true"][:] = False
+    unknown = fam.losses(nets, batch, _context(cfg))
+    assert float(unknown["field"]) == 0.0
+    assert torch.isclose(unknown["total"], unknown["similarity"] + unknown["regularizer"])
+    batch["has_true"][0] = True
+    batch["true_displacement"][0] = 3.0  # far from the untrained net's near-zero field
+    known = fam.losses(nets, batch, _context(cfg))
+    assert float(known["field"].detach()) > 8.0
+    assert torch.isclose(known["total"] - unknown["total"], cfg.field_weight * known["field"], rtol=1e-4)
 
 
 # -- loop, stop/resume, checkpoints ----------------------------------------------------------------

@@ -225,6 +225,16 @@ def _folder_pairs(config: TrainConfig) -> list[Any]:
 # -- augmentation -------------------------------------------------------------------------------
 
 
+def random_crop(sample: Sample, shape: tuple[int, ...], rng: np.random.Generator) -> Sample:
+    """The same random window ``shape`` of every spatial value of ``sample`` (images, labels ``(C, *S)`` and
+    the field ``(n, *S)``; voxel displacements stay valid because both images keep the same window)."""
+    full = sample["fixed"].shape[1:]
+    window = tuple(
+        slice(o, o + c) for o, c in ((int(rng.integers(0, s - c + 1)), c) for s, c in zip(full, shape))
+    )
+    return {k: v[(slice(None), *window)] if v.ndim > 1 else v for k, v in sample.items()}
+
+
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Random gamma, contrast/brightness and noise on a [0, 1] image ``(1, *T)``; stays in [0, 1]."""
     x = x.clamp(0, 1) ** float(np.exp(rng.normal(0.0, 0.25)))
@@ -304,6 +314,8 @@ class PairSource:
                 for axis in range(c.dims):
                     if rng.random() < 0.5 and axis in self.mirror_axes:
                         s = flip_sample(s, axis)
+            if c.crop_shape:
+                s = random_crop(s, tuple(c.crop_shape), rng)
             if c.intensity_augment:
                 s["moving"] = augment_intensity(s["moving"], rng)
                 s["fixed"] = augment_intensity(s["fixed"], rng)

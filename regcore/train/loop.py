@@ -74,6 +74,13 @@ def _payload(
     return payload
 
 
+def _mean_of_labelled(dice: torch.Tensor) -> float:
+    """Mean of the per-pair Dice ``(B,)`` over pairs with labels (NaN entries skipped); NaN, without numpy's
+    empty-slice warning, when no validation pair has labels (e.g. a manifest of unlabelled volumes)."""
+    known = dice[~torch.isnan(dice)]
+    return float(known.mean()) if known.numel() else float("nan")
+
+
 @torch.no_grad()
 def validate(family, nets, batch: dict[str, torch.Tensor], ctx, device) -> dict[str, float]:
     """Validation Dice (before/after), folding % and loss of the family's prediction on the fixed batch."""
@@ -87,8 +94,8 @@ def validate(family, nets, batch: dict[str, torch.Tensor], ctx, device) -> dict[
     zero = torch.zeros_like(u)
     nets.train()
     return {
-        "val_dice": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], u))),
-        "val_dice_before": float(np.nanmean(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero))),
+        "val_dice": _mean_of_labelled(dice_per_pair(b["fixed_labels"], b["moving_labels"], u)),
+        "val_dice_before": _mean_of_labelled(dice_per_pair(b["fixed_labels"], b["moving_labels"], zero)),
         "val_folding_percent": folding_percent(u),
         "val_loss": float(terms["total"]),
     }

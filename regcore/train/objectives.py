@@ -71,12 +71,15 @@ def registration_losses(
         weights["dice"] = config.dice_weight
     if mode in (SupervisionMode.FULL, SupervisionMode.DUAL):
         has = batch["has_true"].bool()
-        if not bool(has.any()):
+        if bool(has.any()):
+            terms["field"] = ((u[has] - batch["true_displacement"][has]) ** 2).mean()
+        elif mode == SupervisionMode.FULL:
             raise ValueError(
                 f"supervision '{mode}' needs ground-truth displacements, but the data source "
                 f"'{config.data}' provided none in this batch"
             )
-        terms["field"] = ((u[has] - batch["true_displacement"][has]) ** 2).mean()
+        else:  # dual: real pairs without a known field train on the similarity alone
+            terms["field"] = u.new_zeros(())
         weights["field"] = config.field_weight
     if prediction.affine is None:
         field = prediction.velocity if prediction.velocity is not None else u

@@ -154,6 +154,9 @@ class LearnedFamily:
     Settings: ClassVar[type] = LearnedSettings
     needs_training: ClassVar[bool] = True
     dims: ClassVar[tuple[int, ...]] = (2, 3)
+    crop_training: ClassVar[bool] = False
+    """True when the networks are fully convolutional (no size-bound layer), so training on random crops
+    (``TrainConfig.crop_shape``) teaches the prediction the whole grid gets."""
 
     # -- building -------------------------------------------------------------------------------
     def build(self, dims: int, config: Any) -> nn.ModuleDict:

@@ -68,6 +68,7 @@ class LapIRN(LearnedFamily):
     )
     supervision = Supervision.UNSUPERVISED
     Config = LapIRNConfig
+    crop_training = True
 
     def build(self, dims: int, config: LapIRNConfig) -> nn.ModuleDict:
         nets = {"level1": ConvUNet(dims, in_channels=2, widths=config.widths)}

@@ -39,6 +39,7 @@ class LKUNet(LearnedFamily):
     paper = "Jia et al., U-Net vs Transformer: Is U-Net Outdated in Medical Image Registration?, MLMI 2022"
     supervision = Supervision.WEAK
     Config = LKUNetConfig
+    crop_training = True
 
     def build(self, dims: int, config: LKUNetConfig) -> nn.ModuleDict:
         return nn.ModuleDict({"net": ConvUNet(dims, widths=config.widths, large_kernel=config.large_kernel)})

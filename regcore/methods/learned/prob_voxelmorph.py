@@ -63,6 +63,7 @@ class ProbVoxelMorph(LearnedFamily):
     paper = "Dalca et al., Unsupervised learning of probabilistic diffeomorphic registration, MedIA 2019"
     supervision = Supervision.UNSUPERVISED
     Config = ProbVoxelMorphConfig
+    crop_training = True
     Settings = ProbVoxelMorphSettings
 
     def build(self, dims: int, config: ProbVoxelMorphConfig) -> nn.ModuleDict:

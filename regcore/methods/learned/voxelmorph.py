@@ -56,6 +56,7 @@ class VoxelMorph(LearnedFamily):
     paper = "Balakrishnan et al., VoxelMorph, IEEE TMI 2019; Dalca et al., MedIA 2019"
     supervision = Supervision.WEAK
     Config = VoxelMorphConfig
+    crop_training = True
 
     def build(self, dims: int, config: VoxelMorphConfig) -> nn.ModuleDict:
         channels, final = _widths(config, dims)
