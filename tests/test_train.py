@@ -181,6 +181,14 @@ def test_validation_dice_skips_unlabelled_pairs_without_warning():
         assert _mean_of_labelled(torch.tensor([0.5, float("nan"), 0.7])) == pytest.approx(0.6)
 
 
+def test_validation_summary_falls_back_to_the_loss_without_labels():
+    from regcore.train.loop import validation_summary
+
+    assert validation_summary({"val_dice": 0.7123, "val_loss": -0.2}) == "val Dice 0.712"
+    assert validation_summary({"val_dice": float("nan"), "val_loss": -0.2878}) == "val loss -0.288"
+    assert validation_summary({}) == "no validation yet"
+
+
 def test_soft_dice_is_zero_loss_for_identical_labels():
     lab = torch.randint(1, 4, (1, 1, 16, 16))
     assert warped_label_dice_loss(lab, lab, torch.zeros(1, 2, 16, 16)) < 1e-5

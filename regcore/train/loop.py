@@ -21,6 +21,7 @@ only, so on CPU a stopped-and-resumed run ends with the same weights as an unint
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,15 @@ def _mean_of_labelled(dice: torch.Tensor) -> float:
     empty-slice warning, when no validation pair has labels (e.g. a manifest of unlabelled volumes)."""
     known = dice[~torch.isnan(dice)]
     return float(known.mean()) if known.numel() else float("nan")
+
+
+def validation_summary(values: dict[str, float]) -> str:
+    """``"val Dice 0.712"``, or ``"val loss -0.288"`` when the validation pairs have no labels (Dice NaN)."""
+    dice = values.get("val_dice", float("nan"))
+    if dice is not None and not math.isnan(dice):
+        return f"val Dice {dice:.3f}"
+    loss = values.get("val_loss", float("nan"))
+    return f"val loss {loss:.3f}" if loss is not None and not math.isnan(loss) else "no validation yet"
 
 
 @torch.no_grad()
@@ -281,7 +291,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
                         val_batch,
                         out / "previews" / f"epoch_{epoch:03d}.png",
                         device,
-                        title=f"epoch {epoch}: val Dice {last_val['val_dice']:.3f}",
+                        title=f"epoch {epoch}: {validation_summary(last_val)}",
                         flips=display_flips(source.orientation, slice_axes(config.dims, 0)),
                     )
             except Exception as e:  # a preview must never kill a run
@@ -316,6 +326,6 @@ def _train(config: TrainConfig, out: Path, resume: bool, dist=None) -> Path:
         epoch=epoch,
         step=step,
         total_steps=total_steps,
-        message=f"val Dice {last_val.get('val_dice', float('nan')):.3f}",
+        message=validation_summary(last_val),
     )
     return final
