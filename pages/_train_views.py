@@ -84,6 +84,28 @@ def progress_text(state: str, message: str) -> str:
     return f"{title}: {message}" if message else title
 
 
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def validation_metric(epochs: list[dict[str, Any]]) -> tuple[str, str, str | None]:
+    """``(label, value, delta)`` of the headline validation metric of a run's epoch records: the Dice and its
+    gain over identity, or, when the validation pairs have no labels (Dice empty), the loss and its change
+    since the first epoch (lower is better)."""
+    last, first = epochs[-1], epochs[0]
+    dice, before = _finite(last.get("val_dice")), _finite(first.get("val_dice_before"))
+    if dice is not None:
+        return (
+            "Validation Dice",
+            f"{dice:.3f}",
+            None if before is None else f"{dice - before:+.3f} vs identity",
+        )
+    loss, start = _finite(last.get("val_loss")), _finite(first.get("val_loss"))
+    if loss is None:
+        return "Validation loss", "n/a", None
+    return "Validation loss", f"{loss:.3f}", None if start is None else f"{loss - start:+.3f} since epoch 1"
+
+
 def format_value(value: Any) -> str:
     """A setting's value as text: lists ``96 × 112``, booleans yes/no, floats short."""
     if isinstance(value, bool):

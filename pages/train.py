@@ -223,10 +223,9 @@ def live_view(run_id: str) -> None:
         last = [r for r in recs if r.get("kind") == "epoch"]
         if last:
             c = st.columns(3)
+            label, value, delta = views.validation_metric(last)
             c[0].metric(
-                "Validation Dice",
-                f"{last[-1]['val_dice']:.3f}",
-                f"{last[-1]['val_dice'] - last[0]['val_dice_before']:+.3f} vs identity",
+                label, value, delta, delta_color="inverse" if label == "Validation loss" else "normal"
             )
             c[1].metric("Folding %", f"{last[-1]['val_folding_percent']:.2f}")
             c[2].metric("Epoch", f"{last[-1]['epoch']}")

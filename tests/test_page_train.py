@@ -158,6 +158,25 @@ def test_runs_table_progress_and_settings_read_like_words(runs_dir):
     assert len(at._fragment_storage._fragments) >= 2
 
 
+def test_a_run_validated_on_unlabelled_pairs_shows_its_loss(runs_dir):
+    """A 3D run on a manifest of unlabelled volumes records no validation Dice: the page shows the validation
+    loss instead of failing on the empty Dice."""
+    _fake_run(runs_dir, "20200101-000000-unlabelled")
+    epochs = [
+        {"kind": "epoch", "epoch": e, "step": 10 * e, "val_dice": None, "val_dice_before": None,
+         "val_folding_percent": 0.0, "val_loss": loss}
+        for e, loss in ((1, -0.169), (2, -0.288))
+    ]  # fmt: skip
+    (runs_dir / "20200101-000000-unlabelled" / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in epochs), encoding="utf-8"
+    )
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metric = {m.label: m for m in at.metric}["Validation loss"]
+    assert metric.value == "-0.288" and "-0.119 since epoch 1" in str(metric.proto.delta)
+
+
 def test_form_labels_are_words_not_field_names(runs_dir):
     at = AppTest.from_file(PAGE, default_timeout=30)
     at.run()
