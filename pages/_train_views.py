@@ -12,6 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from regcore.train.status import finite_or_none, headline_validation
+
 FIELD_LABELS = {
     "family": "Family",
     "dims": "Dimensions",
@@ -84,26 +86,23 @@ def progress_text(state: str, message: str) -> str:
     return f"{title}: {message}" if message else title
 
 
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def validation_metric(epochs: list[dict[str, Any]]) -> tuple[str, str, str | None]:
     """``(label, value, delta)`` of the headline validation metric of a run's epoch records: the Dice and its
     gain over identity, or, when the validation pairs have no labels (Dice empty), the loss and its change
     since the first epoch (lower is better)."""
-    last, first = epochs[-1], epochs[0]
-    dice, before = _finite(last.get("val_dice")), _finite(first.get("val_dice_before"))
-    if dice is not None:
+    head = headline_validation(epochs[-1])
+    if head is None:
+        return "Validation loss", "n/a", None
+    name, value = head
+    if name == "Dice":
+        before = finite_or_none(epochs[0].get("val_dice_before"))
         return (
             "Validation Dice",
-            f"{dice:.3f}",
-            None if before is None else f"{dice - before:+.3f} vs identity",
+            f"{value:.3f}",
+            None if before is None else f"{value - before:+.3f} vs identity",
         )
-    loss, start = _finite(last.get("val_loss")), _finite(first.get("val_loss"))
-    if loss is None:
-        return "Validation loss", "n/a", None
-    return "Validation loss", f"{loss:.3f}", None if start is None else f"{loss - start:+.3f} since epoch 1"
+    start = finite_or_none(epochs[0].get("val_loss"))
+    return "Validation loss", f"{value:.3f}", None if start is None else f"{value - start:+.3f} since epoch 1"
 
 
 def format_value(value: Any) -> str:

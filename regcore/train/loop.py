@@ -21,7 +21,6 @@ only, so on CPU a stopped-and-resumed run ends with the same weights as an unint
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,12 @@ import torch
 
 from regcore.train.checkpoint import load_checkpoint, save_checkpoint
 from regcore.train.config import TrainConfig, config_to_dict, load_config, save_config
-from regcore.train.status import STOP_FILE, append_metrics, write_status  # noqa: F401 - see _train
+from regcore.train.status import (  # noqa: F401 - see _train
+    STOP_FILE,
+    append_metrics,
+    validation_summary,
+    write_status,
+)
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -80,15 +84,6 @@ def _mean_of_labelled(dice: torch.Tensor) -> float:
     empty-slice warning, when no validation pair has labels (e.g. a manifest of unlabelled volumes)."""
     known = dice[~torch.isnan(dice)]
     return float(known.mean()) if known.numel() else float("nan")
-
-
-def validation_summary(values: dict[str, float]) -> str:
-    """``"val Dice 0.712"``, or ``"val loss -0.288"`` when the validation pairs have no labels (Dice NaN)."""
-    dice = values.get("val_dice", float("nan"))
-    if dice is not None and not math.isnan(dice):
-        return f"val Dice {dice:.3f}"
-    loss = values.get("val_loss", float("nan"))
-    return f"val loss {loss:.3f}" if loss is not None and not math.isnan(loss) else "no validation yet"
 
 
 @torch.no_grad()

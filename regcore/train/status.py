@@ -63,3 +63,24 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number, else None (metrics records write NaN as null)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def headline_validation(record: dict[str, Any]) -> tuple[str, float] | None:
+    """The validation number a run is judged by in one epoch record: ``("Dice", v)``, or ``("loss", v)`` when the
+    validation pairs have no labels (Dice empty); None when the record holds neither."""
+    dice = finite_or_none(record.get("val_dice"))
+    if dice is not None:
+        return "Dice", dice
+    loss = finite_or_none(record.get("val_loss"))
+    return None if loss is None else ("loss", loss)
+
+
+def validation_summary(record: dict[str, Any]) -> str:
+    """``"val Dice 0.712"`` or ``"val loss -0.288"`` (see :func:`headline_validation`)."""
+    head = headline_validation(record)
+    return "no validation yet" if head is None else f"val {head[0]} {head[1]:.3f}"
