@@ -182,8 +182,10 @@ def _iterate_compiled(
         ws.demons_force(fixed, warped, mode, config.max_step, update)
         ws.smooth(update, sigmas[0], scratch=spare)  # spare is free until compose writes it
         if config.diffeomorphic:
-            steps = squaring_steps(ws.max_norm(update))
-            exp_update = integrate_svf(torch.from_numpy(update)[None], steps)[0].numpy()
+            steps = squaring_steps(ws.max_norm(update))  # 0 whenever max_step <= 0.5: exp(d) = d, no copy
+            exp_update = (
+                update if steps == 0 else integrate_svf(torch.from_numpy(update)[None], steps)[0].numpy()
+            )
             ws.compose(field, exp_update, spare)  # phi <- phi o exp(update)
             field, spare = spare, field
         else:
