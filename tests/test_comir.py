@@ -160,13 +160,18 @@ def test_shipped_representations_of_aligned_t1_t2_agree():
     assert trained < untrained - 1.0
 
 
-def test_shipped_weights_register_heldout_t1_t2_pair():
-    pair = sample_pair("brain", 2, fixed=7, moving=9, contrast="t2")
+def test_shipped_weights_register_heldout_t1_t2_pair_better_than_mutual_information():
+    """Held-out subjects 7 <- 8 (T1 <- T2): the shipped codes beat regcore's MI affine on the images (0.905 vs
+    0.862 when written; the first, position-like codes scored 0.842 here, below MI)."""
+    pair = sample_pair("brain", 2, fixed=7, moving=8, contrast="t2")
     res = get("comir").factory().register(pair.fixed, pair.moving, FAST)
     kw = dict(fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
     ident = evaluate_identity(pair.fixed, pair.moving, **kw)["dice_mean"]
     dice = evaluate(res, **kw)["dice_mean"]
-    assert dice > ident + 0.03
+    affine = get("affine")
+    mi = affine.factory().register(pair.fixed, pair.moving, affine.make_config({"similarity": "mi"}))
+    mi_dice = evaluate(mi, **kw)["dice_mean"]
+    assert dice > ident + 0.1 and dice > mi_dice + 0.02, (ident, dice, mi_dice)
     maps = res.extras["maps"]
     assert set(maps) >= {"comir_fixed", "comir_moving"} and maps["comir_fixed"].shape == (
         1,
