@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from regcore.data import sample_pair
-from regcore.methods.learned.comir import CoMIRSettings, info_nce, sample_points
+from regcore.methods.learned.comir import CoMIRSettings
+from regcore.methods.learned.contrastive import info_nce, sample_points
 from regcore.methods.learned.family import StepContext, get_family
 from regcore.methods.registry import get
 from regcore.metrics.evaluate import evaluate, evaluate_identity
