@@ -257,7 +257,8 @@ def _one_widget(p, value, key: str):
     if p.type == "float":
         return float(st.number_input(label, value=float(value), help=p.help, key=k, format="%.4g"))
     if p.type == "tuple":
-        text = st.text_input(label, value=", ".join(map(str, value or ())), help=p.help, key=k)
+        shown = ", ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+        text = st.text_input(label, value=shown, help=p.help, key=k, placeholder="auto")
         return text  # regcore.config.from_overrides parses "4, 2, 1"
     return st.text_input(label, value="" if value is None else str(value), help=p.help, key=k)
 

@@ -75,9 +75,16 @@ def _type_name(tp) -> str:
             return "choice"
         return tp.__name__
     origin = typing.get_origin(tp)
-    if origin is tuple:
-        return "tuple"
+    if origin is tuple or _union_with_tuple(tp):
+        return "tuple"  # a list of numbers in the UI; a union such as ``int | tuple[int, ...]`` takes one too
     return str(tp)
+
+
+def _union_with_tuple(tp) -> bool:
+    """True for a union type with a tuple member (``int | tuple[int, ...]``)."""
+    if typing.get_origin(tp) not in (typing.Union, getattr(types, "UnionType", ())):
+        return False
+    return any(typing.get_origin(o) is tuple for o in typing.get_args(tp))
 
 
 def describe(config_cls) -> list[ParamSpec]:
@@ -211,6 +218,13 @@ def _coerce(text: str, tp, current):
         args = typing.get_args(tp)
         inner = args[0] if args else float
         return tuple(inner(x) for x in text.replace("(", "").replace(")", "").split(",") if x.strip())
+    if _union_with_tuple(tp):  # "50" -> 50, "100, 60, 20" -> (100, 60, 20), "" -> ()
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(text, option, current)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"expected a number or numbers separated by commas, got {text!r}")
     return type(current)(text)
 
 
@@ -233,7 +247,7 @@ def from_overrides(config_cls, overrides: dict[str, Any] | None = None, *, parse
                 v = _coerce(v, hints[k], names[k].default)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{config_cls.__name__}.{k}: {e}") from None
-        if isinstance(v, list) and typing.get_origin(hints[k]) is tuple:
+        if isinstance(v, list) and (typing.get_origin(hints[k]) is tuple or _union_with_tuple(hints[k])):
             v = tuple(v)  # JSON / Python lists for tuple fields
         values[k] = v
     check_types(config_cls, values)  # before construction: __post_init__ may rely on the types

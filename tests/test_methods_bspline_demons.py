@@ -204,3 +204,51 @@ def test_demons_histogram_matching_undoes_a_contrast_change(shared_data):
         result = spec.factory().register(pair.fixed, moving, spec.make_config({"histogram_match": match}))
         dice[match] = evaluate(result, **labels)["dice_mean"]
     assert dice[True] > before + 0.03 and dice[True] > dice[False] + 0.1, (before, dice)
+
+
+@pytest.mark.parametrize(
+    "overrides, in_2d, small_3d, large_3d",
+    [
+        ({}, (50, 50, 50), (50, 50, 50), (100, 60, 20)),  # auto: large 3D moves work off full resolution
+        ({"levels": 4}, (50,) * 4, (50,) * 4, (100, 100, 60, 20)),
+        ({"levels": 1}, (50,), (50,), (20,)),
+        ({"iterations": "30"}, (30, 30, 30), (30, 30, 30), (30, 30, 30)),  # one number: every level
+        ({"iterations": "80, 40, 10"}, (80, 40, 10), (80, 40, 10), (80, 40, 10)),
+        ({"iterations": [7, 3], "levels": 2}, (7, 3), (7, 3), (7, 3)),  # a JSON recipe's list
+    ],
+)
+def test_demons_iterations_per_level(overrides, in_2d, small_3d, large_3d):
+    from regcore.methods.classical.demons import level_iterations
+
+    config = get("demons").make_config(overrides)
+    assert level_iterations(config, (2048, 2048)) == in_2d  # 2D: the full-resolution level stays cheap
+    assert level_iterations(config, (49, 54, 9)) == small_3d  # a thick-slice spine crop
+    assert level_iterations(config, (160, 192, 224)) == large_3d  # a 1 mm brain
+
+
+def test_demons_runs_the_iterations_it_is_given_at_each_level():
+    fixed, moving, *_ = synthetic_pair(size=32)
+    messages = []
+    spec = get("demons")
+    spec.factory().register(
+        fixed,
+        moving,
+        spec.make_config({"iterations": "12, 4", "levels": 2}),
+        progress=lambda p: messages.append(p.message),
+    )
+    assert "level 1/2, iter 12/12" in messages and "level 2/2, iter 4/4" in messages
+    assert not any("iter 13/" in m or "iter 5/4" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"iterations": "100, 60"}, r"DemonsConfig.iterations gives 2 counts for 3 levels"),
+        ({"iterations": "100, x, 20"}, r"DemonsConfig.iterations: expected a number or numbers separated by"),
+        ({"iterations": "100, 0, 20"}, r"DemonsConfig.iterations entries must be in \[1, 1000\]"),
+        ({"iterations": 2.5}, r"DemonsConfig.iterations must be an integer or a list"),
+    ],
+)
+def test_demons_iterations_bad_input_names_the_field(overrides, error):
+    with pytest.raises((ValueError, TypeError), match=error):
+        get("demons").make_config(overrides)

@@ -13,7 +13,8 @@ per level (:class:`GreedyWorkspace`):
   replicate border, in place on the workspace buffers (``regcore.spatial.smooth_kernels``, the
   compiled backend of ``regcore.spatial.smooth.gaussian_smooth``);
 * :meth:`GreedyWorkspace.adam_step`: Adam moments and the step normalised so that no voxel
-  moves more than ``step_size`` voxels;
+  moves more than ``step_size`` voxels; :meth:`~GreedyWorkspace.gradient_step`: the gradient scaled so
+  that its largest vector moves ``step_size`` voxels (ANTs SyN's step);
 * :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (``warp_kernels.compose``);
 * :meth:`GreedyWorkspace.demons_force`: the demons force of ``demons.demons_step``;
   :meth:`~GreedyWorkspace.max_norm`, which picks demons' number of squarings
@@ -383,6 +384,11 @@ class GreedyWorkspace:
         )
 
     @_exclusive
+    def gradient_step(self, grad: np.ndarray, step_size: float) -> None:
+        """Turn ``grad`` in place into the step ``-step_size * grad / max |grad|`` (ANTs SyN's gradient step)."""
+        largest = self.max_norm(grad)
+        _scale(self._as3d(grad), -step_size / largest if largest > 0 else 0.0)
+
     def max_norm(self, field: np.ndarray) -> float:
         """Largest vector norm of ``field`` ``(ndim, *spatial)`` (voxels)."""
         _max_norm(self._as3d(field), self._row_max)
