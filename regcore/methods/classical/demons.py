@@ -6,10 +6,10 @@ image ("active") or their mean ("symmetric", ESM forces). The update is smoothed
 Gaussian of ``sigma_fluid`` voxels (fluid-like), exponentiated (scaling and squaring, so each
 step is diffeomorphic) and composed: ``phi <- phi o exp(d)``; the displacement is then
 smoothed by ``sigma_elastic`` voxels (diffusion-like). Multi-resolution: factors
-``2**(levels-1) ... 1``, iterations per level from :func:`level_iterations`. Gaussians are ``regcore.spatial.smooth`` truncated at 2 sigma
-(``pyramid.TRUNCATE``); ``exp`` is ``regcore.spatial.svf.integrate_svf`` with the fewest squarings
-that bring the largest scaled update below 0.5 voxel (``svf.squaring_steps``); composition is
-``regcore.spatial.compose.compose``.
+``2**(levels-1) ... 1``, iterations per level from :func:`level_iterations`. Gaussians are
+``regcore.spatial.smooth`` truncated at 2 sigma (``pyramid.TRUNCATE``); ``exp`` is
+``regcore.spatial.svf.integrate_svf`` with the fewest squarings that bring the largest scaled update
+below 0.5 voxel (``svf.squaring_steps``); composition is ``regcore.spatial.compose.compose``.
 
 Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> moving
 (``warped = moving o (id + u)``). Intensities are min-max normalised to [0, 1] inside.
@@ -113,8 +113,13 @@ class DemonsConfig:
         "auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda")
     )
 
+    @property
+    def iteration_counts(self) -> tuple[int, ...]:
+        """``iterations`` as a tuple: () = auto, one count = every level, else one per level."""
+        return self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
+
     def __post_init__(self) -> None:
-        counts = self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
+        counts = self.iteration_counts
         if len(counts) > 1 and len(counts) != self.levels:
             raise ValueError(
                 f"DemonsConfig.iterations gives {len(counts)} counts for {self.levels} levels: give one per "
@@ -132,7 +137,7 @@ LARGE_VOXELS = 1_000_000
 
 def level_iterations(config: DemonsConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Iterations of each of ``config.levels`` levels, coarse to fine, for an image of ``shape`` voxels."""
-    counts = config.iterations if isinstance(config.iterations, tuple) else (config.iterations,)
+    counts = config.iteration_counts
     if len(counts) == config.levels:
         return counts
     if len(counts) == 1:

@@ -1,29 +1,26 @@
 """Fused CPU kernels (numba) for the greedy optimisers: FireANTs-style and diffeomorphic demons.
 
-At full resolution a 3D brain has ~7M voxels; the torch formulation of one iteration makes
-dozens of full-size temporaries (box-filter stacks, Adam moments, products), and on a
-2-core CPU the time goes to memory traffic and page faults rather than arithmetic. These
-kernels compute the same quantities in a few fused passes over buffers allocated once
-per level (:class:`GreedyWorkspace`):
+At full resolution a 3D brain has ~7M voxels; the torch formulation of one iteration makes dozens of full-size
+temporaries (box-filter stacks, Adam moments, products), and on a 2-core CPU the time goes to memory traffic and
+page faults rather than arithmetic. These kernels compute the same quantities in a few fused passes over buffers
+allocated once per level (:class:`GreedyWorkspace`):
 
 * :meth:`GreedyWorkspace.lncc_force`: box-window LNCC between fixed ``I`` and warped ``J``
   and the update force ``dL/dJ * grad(J)`` (central differences, one-sided at the border),
   the same values as ``lncc.lncc_and_gradient`` times ``filters.image_gradient``;
-* :meth:`GreedyWorkspace.smooth`: separable Gaussian truncated at ``pyramid.TRUNCATE`` (2) sigmas,
-  replicate border, in place on the workspace buffers (``regcore.spatial.smooth_kernels``, the
-  compiled backend of ``regcore.spatial.smooth.gaussian_smooth``);
-* :meth:`GreedyWorkspace.adam_step`: Adam moments and the step normalised so that no voxel
-  moves more than ``step_size`` voxels; :meth:`~GreedyWorkspace.gradient_step`: the gradient scaled so
-  that its largest vector moves ``step_size`` voxels (ANTs SyN's step);
+* :meth:`GreedyWorkspace.smooth`: separable Gaussian truncated at ``pyramid.TRUNCATE`` (2) sigmas, replicate border,
+  in place (``regcore.spatial.smooth_kernels``, the compiled backend of ``regcore.spatial.smooth.gaussian_smooth``);
+* the two step rules, largest voxel step ``step_size``: :meth:`GreedyWorkspace.adam_step` (Adam moments, each
+  voxel normalised) and :meth:`~GreedyWorkspace.gradient_step` (the gradient scaled as a whole, ANTs SyN's);
 * :meth:`GreedyWorkspace.compose`: ``u <- s + u o (id + s)`` (``warp_kernels.compose``);
 * :meth:`GreedyWorkspace.demons_force`: the demons force of ``demons.demons_step``;
   :meth:`~GreedyWorkspace.max_norm`, which picks demons' number of squarings
   (``regcore.spatial.svf.squaring_steps``).
 
-Every public method holds ``warp_kernels.KERNEL_LOCK`` (numba's fallback threading layer is not
-re-entrant) and uses torch's intra-op thread count. Arrays are numpy views of CPU float32 tensors laid out ``(C, Z, Y, X)``; a 2D image is
-``(C, 1, Y, X)`` and its fields carry 2 components (y, x). ``tests/test_greedy_kernels.py``
-checks every kernel against the torch implementation it replaces.
+Every public method holds ``warp_kernels.KERNEL_LOCK`` (a re-entrant lock: numba's fallback threading layer must
+not be entered from two threads at once) and uses torch's intra-op thread count. Arrays are numpy views of CPU float32
+tensors laid out ``(C, Z, Y, X)``; a 2D image is ``(C, 1, Y, X)`` and its fields carry 2 components (y, x).
+``tests/test_greedy_kernels.py`` checks every kernel against the torch implementation it replaces.
 """
 
 from __future__ import annotations
@@ -389,6 +386,7 @@ class GreedyWorkspace:
         largest = self.max_norm(grad)
         _scale(self._as3d(grad), -step_size / largest if largest > 0 else 0.0)
 
+    @_exclusive
     def max_norm(self, field: np.ndarray) -> float:
         """Largest vector norm of ``field`` ``(ndim, *spatial)`` (voxels)."""
         _max_norm(self._as3d(field), self._row_max)
