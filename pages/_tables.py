@@ -111,6 +111,30 @@ def per_structure(runs: dict, key: str, include_all: bool = True) -> pd.DataFram
     return pd.DataFrame(cols).dropna(how="all") if cols else pd.DataFrame()
 
 
+def settings_table(runs: dict) -> pd.DataFrame:
+    """Parameters x runs, as text: the method (with any stage before it, e.g. "affine -> demons") and the
+    settings it ran with (``regcore.config.settings_of``; "auto" resolved where the method records it); the
+    rows where the runs differ come first. Empty when no run has settings."""
+    from regcore.config import settings_of
+
+    cols = {}
+    for label, r in runs.items():
+        settings = settings_of(r.result.config)
+        if settings is None:
+            continue
+        stages = r.result.extras.get("stages") or []  # e.g. an affine stage first (regcore.pipeline)
+        shown = {"method": " -> ".join(str(s.get("method")) for s in stages) or r.method}
+        shown |= {
+            k: ", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for k, v in settings.items()
+        }
+        cols[label] = shown
+    if not cols:
+        return pd.DataFrame()
+    df = pd.DataFrame(cols)
+    differs = df.nunique(axis=1, dropna=False) > 1
+    return pd.concat([df[differs], df[~differs]])
+
+
 def column_help(df: pd.DataFrame) -> dict[str, st.column_config.Column]:
     """Help icons for the columns of ``df`` that the glossary explains (:mod:`regcore.glossary`)."""
     from regcore.glossary import help_for_column

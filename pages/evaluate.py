@@ -170,6 +170,10 @@ def body() -> None:
     if not tre.empty:
         st.markdown("**TRE per landmark (mm)**")
         tables.show(tre, width="stretch")
+    settings = tables.settings_table(selected)
+    if not settings.empty:
+        with st.expander("Settings of each run (rows where they differ first)"):
+            st.dataframe(settings.fillna(viz.MISSING), width="stretch")
     losses = run.result.loss_history
     if losses:
         st.plotly_chart(

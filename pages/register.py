@@ -190,6 +190,9 @@ def body() -> None:
         overrides = widgets.param_widgets(params, preset, key=f"reg_p_{spec.name}")
         for k, v in preset.items():  # e.g. a checkpoint path that has no widget
             overrides.setdefault(k, v)
+        note = _auto_note(spec, overrides, pair)
+        if note:
+            st.caption(note)
         c1, c2 = st.columns(2)
         device = "auto"
         if not any(p.name == "device" for p in params):  # the config's own device field wins
@@ -234,6 +237,30 @@ def body() -> None:
     elif st.session_state.get("reg_cancel"):
         st.warning("Registration cancelled; nothing was saved.", icon=":material/stop_circle:")
     _runs_table()
+
+
+def _auto_note(spec, overrides: dict, pair) -> str:
+    """What the method's "auto" settings resolve to on this pair (empty when none is auto or the values
+    are invalid: the Run button reports those)."""
+    if spec.auto_settings is None:
+        return ""
+    try:
+        settings = spec.auto_settings(
+            spec.make_config(overrides), tuple(pair.fixed.shape), pair.fixed.spacing
+        )
+    except (TypeError, ValueError):
+        return ""
+    if not settings:
+        return ""
+
+    def shown(v) -> str:
+        return ", ".join(str(x) for x in v) if isinstance(v, (tuple, list)) else str(v)
+
+    facts = " · ".join(f"{widgets.param_title(k).lower()} {shown(v)}" for k, v in settings.items())
+    size = " × ".join(str(n) for n in pair.fixed.shape)
+    return (
+        f"Auto on this pair ({size} voxels): {facts}. Boxes for these settings apply only when auto is off."
+    )
 
 
 def _cuda() -> bool:

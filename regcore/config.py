@@ -259,3 +259,11 @@ def from_overrides(config_cls, overrides: dict[str, Any] | None = None, *, parse
 def to_dict(config) -> dict:
     """JSON-friendly dict of a config instance."""
     return {f.name: _jsonable(getattr(config, f.name)) for f in fields(config)}
+
+
+def settings_of(config) -> dict | None:
+    """The settings a result ran with (``RegistrationResult.config``) as JSON-ready values by field: a config
+    dataclass through :func:`to_dict`, a dict (a run folder read back) as it is, anything else None."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return to_dict(config)
+    return dict(config) if isinstance(config, dict) else None

@@ -14,7 +14,10 @@ Run folder (``save_run`` / ``load_run``; written by ``regcore register --out DIR
     fixed_landmarks.csv, moving_landmarks.csv                         landmarks in LPS mm (optional)
     metrics.json           regcore.metrics.evaluate row after registration
     metrics_before.json    the same row for "no registration"
-    run.json               label, pair name, method, label names
+    run.json               label, pair name, method, label names, the settings the method ran with
+                           (every config field, "auto" values resolved for this image where the method
+                           reports them; a dict in the loaded result's ``config``) and its stages (an
+                           initial rigid/affine stage, with runtimes) when it had more than one
 
 ``save_run(record, dir)`` writes a :class:`~regcore.run_record.RunRecord`; ``load_run(dir)`` returns one.
 """
@@ -28,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from regcore.config import settings_of
 from regcore.data.pairs import Pair
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult
@@ -159,6 +163,8 @@ def _write_run(
                 "pair": record.pair_name,
                 "method": record.method,
                 "label_names": {str(k): v for k, v in record.label_names.items()},
+                "settings": settings_of(r.config),
+                "stages": r.extras.get("stages"),  # e.g. an affine stage before it (regcore.pipeline)
             },
         ),
     ):
@@ -247,6 +253,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
         runtime_s=float(metrics.get("runtime_s") or 0.0),
         peak_memory_mb=float(metrics.get("peak_memory_mb") or 0.0),
         device=str(metrics.get("device") or "cpu"),
+        config=info.get("settings") if isinstance(info.get("settings"), dict) else None,
     )
     if labels["warped_labels"] is not None:
         result.extras["warped_labels"] = labels["warped_labels"]

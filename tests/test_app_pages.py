@@ -201,6 +201,37 @@ def test_register_page_runs_a_2d_registration_and_stores_it():
     assert any("Saved as run" in s.value for s in at.success)
 
 
+def _auto_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("Auto on this pair")]
+
+
+def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
+    """fireants' preset and demons' iterations are "auto": the page names the values they take on this pair
+    (the ones the method runs, regcore's own resolution) and says nothing once the user sets them."""
+    from regcore.methods.classical.demons import DemonsConfig, level_iterations
+    from regcore.methods.classical.fireants import FireANTsConfig, resolve_preset
+
+    at = open_page("register")
+    fixed = at.session_state["pair"].fixed
+    shape = tuple(fixed.shape)
+    at.selectbox(key="reg_family").set_value("diffeomorphic").run()
+    at.selectbox(key="reg_method").set_value("fireants").run()
+    (note,) = _auto_captions(at)
+    assert note.startswith(f"Auto on this pair ({' × '.join(map(str, shape))} voxels)")
+    ran = resolve_preset(FireANTsConfig(), shape, fixed.spacing)
+    assert f"window {ran.window}" in note and "iterations " + ", ".join(map(str, ran.iterations)) in note
+    at.selectbox(key="reg_p_fireants_preset").set_value("custom").run()
+    assert _auto_captions(at) == [] and not at.exception
+
+    at.selectbox(key="reg_method").set_value("demons").run()
+    (note,) = _auto_captions(at)
+    assert "iterations " + ", ".join(map(str, level_iterations(DemonsConfig(), shape))) in note
+    at.text_input(key="reg_p_demons_iterations").set_value("30, 20, 10").run()
+    assert _auto_captions(at) == []
+    at.text_input(key="reg_p_demons_iterations").set_value("30, 20").run()  # invalid: no note, no crash
+    assert _auto_captions(at) == [] and not at.exception
+
+
 def test_register_page_honours_train_page_selection():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     from pages import _backend as backend
@@ -235,6 +266,7 @@ def test_evaluate_page_shows_tables_plots_and_exports():
     before_row = table[table["Run"].str.startswith("before")].iloc[0]
     assert before_row[tables.DICE_ALL] == pytest.approx(run.before_metrics["dice_mean"]), "all = stored mean"
     assert any("Dice per structure" in m.value for m in at.markdown), "per-structure Dice table"
+    assert any(e.label.startswith("Settings of each run") for e in at.expander), "the settings table"
     at.slider(key="eval_tile").set_value(8).run()
     assert_clean(at)
     labels = [b.label for b in at.get("download_button")]

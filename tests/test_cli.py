@@ -134,6 +134,9 @@ def test_register_round_trip_matches_simpleitk(registered):
     ):
         assert key in metrics, key
     assert metrics["method"] == "demons" and metrics["device"] == "cpu"
+    settings = json.loads((out / "run.json").read_text(encoding="utf-8"))["settings"]
+    assert settings["iterations"] == [30, 30] and settings["levels"] == 2  # the --set values, per level
+    assert settings["force"] == "symmetric" and settings["sigma_elastic"] == 1.0  # the defaults too
     before = json.loads((out / "metrics_before.json").read_text(encoding="utf-8"))
     assert before["method"] == "identity" and before["folding_percent"] == 0.0
 

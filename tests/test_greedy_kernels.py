@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from regcore.methods.classical import fireants, greedy_kernels, pyramid
+from regcore.methods.classical import fireants, fireants_schedule, greedy_kernels, pyramid
 from regcore.methods.classical.filters import image_gradient
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.spatial.warp import warp
@@ -46,6 +46,36 @@ def test_lncc_force_matches_analytic_torch_gradient(shape, window):
     assert loss == pytest.approx(exact_loss, rel=1e-5)
     ours_error = np.abs(force - exact).max()
     assert ours_error <= 2 * max(np.abs(float32_torch - exact).max(), 1e-6 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("shape", [(20, 23, 27), (1, 31, 37), (3, 2, 5)])
+@pytest.mark.parametrize("r", [1, 3, 6])
+def test_running_box_sums_match_direct_sums(shape, r):
+    """box_kernels' running sums along x, y and z (and the fused x sums of I, J, I^2, J^2, IJ) against scipy's
+    direct box sums with zero padding, including windows wider than the axis (r = 6 on 2 or 3 voxels)."""
+    from scipy.ndimage import uniform_filter1d
+
+    from regcore.methods.classical import box_kernels
+
+    rng = np.random.default_rng(r)
+    src = rng.random((2, *shape), dtype=np.float32)
+    fixed, warped = src[0], src[1]
+
+    def direct(a: np.ndarray, axis: int) -> np.ndarray:
+        return uniform_filter1d(a.astype(np.float64), 2 * r + 1, axis=axis, mode="constant") * (2 * r + 1)
+
+    out = np.empty_like(src)
+    for kernel, axis in ((box_kernels.box_y, 2), (box_kernels.box_z, 1)):
+        kernel(src, out, r)
+        np.testing.assert_allclose(out, direct(src, axis), rtol=1e-5, atol=1e-5)
+    box_kernels.box_x(src, out, 2, r)
+    np.testing.assert_allclose(out, direct(src, 3), rtol=1e-5, atol=1e-5)
+    terms = np.empty((5, *shape), np.float32)
+    box_kernels.box_x_of_lncc_terms(fixed, warped, terms, r)
+    for got, product in zip(
+        terms, (fixed, warped, fixed * fixed, warped * warped, fixed * warped), strict=True
+    ):
+        np.testing.assert_allclose(got, direct(product, 2), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -261,7 +291,10 @@ def test_auto_schedule_keeps_a_pyramid_for_thick_slices():
     assert fireants.resolve_preset(fireants.FireANTsConfig(), shape).levels == (1,)
     config = fireants.resolve_preset(fireants.FireANTsConfig(), shape, (0.5, 0.5, 7.5))
     assert config.levels == (4, 2, 1)
-    assert fireants.auto_levels((48, 48, 9), spacing=(0.5, 0.5, 7.5)) == (2, 1)  # 24 px in-plane at x2
+    assert fireants_schedule.auto_levels((48, 48, 9), spacing=(0.5, 0.5, 7.5)) == (
+        2,
+        1,
+    )  # 24 px in-plane at x2
 
 
 def test_thick_slice_pyramid_recovers_a_large_in_plane_shift():

@@ -230,7 +230,7 @@ def test_demons_runs_the_iterations_it_is_given_at_each_level():
     fixed, moving, *_ = synthetic_pair(size=32)
     messages = []
     spec = get("demons")
-    spec.factory().register(
+    result = spec.factory().register(
         fixed,
         moving,
         spec.make_config({"iterations": "12, 4", "levels": 2}),
@@ -238,6 +238,20 @@ def test_demons_runs_the_iterations_it_is_given_at_each_level():
     )
     assert "level 1/2, iter 12/12" in messages and "level 2/2, iter 4/4" in messages
     assert not any("iter 13/" in m or "iter 5/4" in m for m in messages)
+    assert result.config.iterations == (12, 4)
+
+
+def test_demons_auto_settings_are_the_counts_it_runs():
+    """``auto_settings`` (shown on the Register page) names the per-level counts of auto iterations, and the
+    result's config records them instead of "auto"."""
+    spec = get("demons")
+    auto = spec.make_config({})
+    assert spec.auto_settings(auto, (160, 192, 224), (1.0, 1.0, 1.0)) == {"iterations": (100, 60, 20)}
+    assert spec.auto_settings(auto, (64, 64), (1.0, 1.0)) == {"iterations": (50, 50, 50)}
+    assert spec.auto_settings(spec.make_config({"iterations": "30"}), (64, 64), (1.0, 1.0)) == {}
+    fixed, moving, *_ = synthetic_pair(size=32)
+    result = spec.factory().register(fixed, moving, spec.make_config({"levels": 2}))
+    assert result.config.iterations == (50, 50) and result.config.levels == 2
 
 
 @pytest.mark.parametrize(

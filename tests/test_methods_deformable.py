@@ -196,6 +196,21 @@ def test_fireants_3d_smoke():
     assert after < 0.5 * before and _folding_percent(result.displacement) == 0.0
 
 
+def test_fireants_auto_settings_name_the_schedule_it_runs():
+    """``auto_settings`` (the Register page's note) is the auto preset resolved for the image: 3 levels for a
+    1 mm brain, fewer for a small or thick-slice grid; nothing for a custom config."""
+    from regcore.methods.classical.fireants_schedule import AUTO_SCHEDULES
+
+    spec = registry.get("fireants")
+    brain = spec.auto_settings(spec.make_config({}), (160, 192, 224), (1.0, 1.0, 1.0))
+    assert brain == {"levels": (4, 2, 1), **AUTO_SCHEDULES[3]}
+    small = spec.auto_settings(spec.make_config({}), (40, 40), (1.0, 1.0))
+    assert small["levels"] == (1,) and small["iterations"] == AUTO_SCHEDULES[2]["iterations"][-1:]
+    thick = spec.auto_settings(spec.make_config({}), (160, 192, 45), (1.0, 1.0, 5.0))
+    assert thick["levels"] == (4, 2, 1)  # the 5 mm axis is shrunk less (pyramid.axis_factors), not skipped
+    assert spec.auto_settings(spec.make_config({"preset": "custom"}), (64, 64), (1.0, 1.0)) == {}
+
+
 def test_fireants_gradient_steps_are_smoother_than_adam_at_the_same_dice(shared_data):
     """ANTs SyN's step rule (the default) against FireANTs' Adam on held-out OASIS slices (one per axis): lower
     SDlogJ on every pair, mean Dice within 0.02 (on all 24 held-out pairs of ``benchmarks/dev_benchmark.py``

@@ -167,6 +167,29 @@ def test_save_and_load_run_round_trip(tmp_path):
     np.testing.assert_allclose(back.jacobian, rec.jacobian, atol=1e-4)
 
 
+def test_run_folder_records_the_settings_the_method_ran_with(tmp_path):
+    """run.json keeps every config field, with fireants' auto preset resolved for this image, and load_run
+    gives them back as the result's config (a dict); a loaded run saves them again unchanged."""
+    from regcore.methods.classical.fireants import resolve_preset
+    from regcore.methods.registry import get
+
+    pair = shifted_pair()
+    spec = get("fireants")
+    result = spec.factory().register(pair.fixed, pair.moving, spec.make_config({"window": 9}))
+    save_run(RunRecord(pair, result, evaluate(result, **pair.annotations)), tmp_path / "run")
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]
+    ran = resolve_preset(spec.make_config({}), tuple(pair.fixed.shape), pair.fixed.spacing)
+    assert settings["preset"] == "auto" and settings["iterations"] == list(ran.iterations)  # auto, as it ran
+    assert settings["window"] == ran.window and settings["optimizer"] == "gradient"  # auto wins over window 9
+    back = load_run(tmp_path / "run")
+    assert back.result.config == settings
+    save_run(back, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["settings"] == settings
+    save_run(oracle_record(), tmp_path / "oracle")  # a result without a config, run in one stage
+    info = json.loads((tmp_path / "oracle" / "run.json").read_text())
+    assert info["settings"] is None and info["stages"] is None
+
+
 def test_load_run_names_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         load_run(tmp_path / "absent")

@@ -53,3 +53,36 @@ def test_the_pair_column_appears_only_when_runs_come_from_several_pairs():
     other = replace(rec, pair=replace(rec.pair, name="another pair"))
     two = tables.comparison_table({"a": rec, "c": other})
     assert list(two["Pair"]) == [rec.pair_name, rec.pair_name, "another pair", "another pair"]
+
+
+def test_settings_table_puts_the_parameters_that_differ_first():
+    """Two demons runs (one after an affine stage) and a run without a config: parameters x runs, as text."""
+    from test_run_record import shifted_pair
+
+    from regcore.methods.registry import get
+    from regcore.metrics import evaluate
+    from regcore.pipeline import register_after_initial
+    from regcore.run_record import RunRecord
+
+    pair = shifted_pair()
+    spec = get("demons")
+
+    def demons_run(overrides: dict, initial: str) -> RunRecord:
+        config = spec.make_config(overrides)
+        result = register_after_initial(
+            initial, pair.fixed, pair.moving, lambda f, m, _: spec.factory().register(f, m, config)
+        )
+        return RunRecord(pair, result, evaluate(result, **pair.annotations))
+
+    runs = {
+        "a": demons_run({"levels": 2}, "none"),
+        "b": demons_run({"levels": 2, "iterations": "10, 5", "sigma_elastic": 1.5}, "affine"),
+        "oracle": oracle_record(),  # no settings: no column
+    }
+    df = tables.settings_table(runs)
+    assert list(df.columns) == ["a", "b"]
+    assert set(df.index[:3]) == {"method", "iterations", "sigma_elastic"}, "the rows that differ come first"
+    assert df.loc["method"].tolist() == ["demons", "affine -> demons"]
+    assert df.loc["iterations"].tolist() == ["50, 50", "10, 5"]  # auto shown as the counts that ran
+    assert df.loc["force"].tolist() == ["symmetric", "symmetric"]
+    assert tables.settings_table({"oracle": oracle_record()}).empty

@@ -47,6 +47,9 @@ class MethodSpec:
         description: one or two sentences for the UI.
         requires: optional extra name (e.g. ``"elastix"``) that must be installed.
         paper: the reference to cite (learned families), empty for most classical methods.
+        auto_settings: ``(config, image shape in voxels, spacing in mm) -> {field: value}``, the values the
+            config's "auto" fields take on an image of that shape (``{}`` when none is auto); None for
+            methods without image-dependent defaults. The Register page shows them before a run.
     """
 
     name: str
@@ -60,6 +63,7 @@ class MethodSpec:
     description: str = ""
     requires: str | None = None
     paper: str = ""
+    auto_settings: Callable[[Any, tuple[int, ...], tuple[float, ...]], dict[str, Any]] | None = None
 
     def make_config(self, overrides: dict[str, Any] | None = None):
         return from_overrides(self.config_cls, overrides or {})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -145,6 +145,11 @@ def level_iterations(config: DemonsConfig, shape: tuple[int, ...]) -> tuple[int,
     large = len(shape) == 3 and math.prod(shape) > LARGE_VOXELS
     auto = AUTO_ITERATIONS_LARGE if large else AUTO_ITERATIONS
     return ((auto[0],) * config.levels + auto)[-config.levels :]
+
+
+def auto_settings(config: DemonsConfig, shape: tuple[int, ...], spacing: tuple[float, ...]) -> dict:
+    """``{"iterations": per-level counts}`` when ``iterations`` is auto on an image of ``shape`` voxels, else {}."""
+    return {} if config.iteration_counts else {"iterations": level_iterations(config, shape)}
 
 
 def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
@@ -273,8 +278,9 @@ class DemonsMethod:
                     u = _iterate_compiled(f, m, u, config, iterations[level], report, sigmas)
                 else:
                     u = _iterate_torch(f, m, u, config, iterations[level], report, sigmas)
+        ran = replace(config, iterations=iterations)  # the record shows the counts that ran, not "auto"
         return build_result(
-            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+            self.name, fixed, moving, u, timer=timer, device=device, config=ran, loss_history=history
         )
 
 
@@ -286,6 +292,7 @@ register_method(
         factory=DemonsMethod,
         family=Family.DIFFEOMORPHIC,
         dims=(2, 3),
+        auto_settings=auto_settings,
         description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
         "smoothing, histogram matching and a multi-resolution pyramid; best for same-contrast images. "
         "The default deformable method in 2D.",
@@ -299,6 +306,7 @@ __all__ = [
     "DemonsForce",
     "DemonsMethod",
     "LARGE_VOXELS",
+    "auto_settings",
     "demons_step",
     "level_iterations",
     "spatial_gradient",

@@ -31,12 +31,12 @@ from regcore.losses import Similarity, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical import greedy_kernels
 from regcore.methods.classical.filters import image_gradient
+from regcore.methods.classical.fireants_schedule import auto_settings, resolve_preset
 from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import (
     TRUNCATE,
-    axis_factors,
     downsample,
     level_shape,
     level_sigmas,
@@ -124,47 +124,6 @@ class FireANTsConfig:
     device: str = param(
         "auto", "Device: auto (CUDA when available), cpu or cuda.", choices=("auto", "cpu", "cuda")
     )
-
-
-MIN_COARSE_VOXELS = 24
-"""The coarsest pyramid level keeps at least this many voxels along every axis it shrinks."""
-AUTO_SCHEDULES = {
-    3: {"iterations": (100, 50, 10), "step_size": 1.0, "smooth_grad_sigma": 0.875, "window": 7},
-    2: {"iterations": (100, 80, 50), "step_size": 0.5, "smooth_grad_sigma": 1.0, "window": 11},
-}
-"""Per image dimension, for the full 3-level pyramid (fewer levels keep the finest iteration counts).
-Tuned on the tune split of ``benchmarks/dev_benchmark.py`` (2D OASIS slices, Adam steps) and on OASIS 3D
-(the only labelled 3D pair, both directions, gradient steps: ~9 s per pair on 2 cores, 10 full-resolution
-iterations; grid in ``benchmarks/README.md``). A 5-voxel window in 2D gave 0.04 lower Dice on the tune slices."""
-
-
-def auto_levels(
-    shape: tuple[int, ...], most: int = 3, spacing: tuple[float, ...] | None = None
-) -> tuple[int, ...]:
-    """Downsampling factors ``(2**(n-1), ..., 2, 1)``: as many levels (at most ``most``) as keep at least
-    :data:`MIN_COARSE_VOXELS` voxels along every axis the coarsest level shrinks (with ``spacing``, mm per
-    axis, thick-slice axes are shrunk less or not at all: :func:`~regcore.methods.classical.pyramid.axis_factors`)."""
-    n = 1
-    while n < most:
-        factors = axis_factors(2**n, len(shape), spacing)
-        shrunk = [s / f for s, f in zip(shape, factors) if f > 1]
-        if not shrunk or min(shrunk) < MIN_COARSE_VOXELS:
-            break
-        n += 1
-    return tuple(2**k for k in reversed(range(n)))
-
-
-def resolve_preset(
-    config: FireANTsConfig, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None
-) -> FireANTsConfig:
-    """The config with ``preset="auto"`` replaced by the schedule for an image of ``shape`` voxels
-    (2D or 3D; ``spacing`` in mm per axis shapes its pyramid); a ``custom`` config is returned unchanged."""
-    if config.preset != "auto":
-        return config
-    levels = auto_levels(shape, spacing=spacing)
-    schedule = dict(AUTO_SCHEDULES[len(shape)])
-    schedule["iterations"] = schedule["iterations"][-len(levels) :]
-    return replace(config, preset="custom", levels=levels, **schedule)
 
 
 def _similarity_gradient(
@@ -365,16 +324,18 @@ class FireANTsMethod:
     def register(
         self, fixed: Image, moving: Image, config: FireANTsConfig | None = None, progress=None
     ) -> RegistrationResult:
-        config = config or FireANTsConfig()
+        chosen = config or FireANTsConfig()
         validate_pair(fixed, moving)
-        config = resolve_preset(config, tuple(fixed.shape), fixed.spacing)
+        config = resolve_preset(chosen, tuple(fixed.shape), fixed.spacing)
         device = pick_device(config.device, fixed)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():
-            f, m = pair_tensors(fixed, moving, device)
-            u = greedy_displacement(f, m, config, progress, history, fixed.spacing)
+            u = greedy_displacement(
+                *pair_tensors(fixed, moving, device), config, progress, history, fixed.spacing
+            )
+        ran = replace(config, preset=chosen.preset)  # the record: what ran, under the preset chosen
         return build_result(
-            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+            self.name, fixed, moving, u, timer=timer, device=device, config=ran, loss_history=history
         )
 
 
@@ -385,6 +346,7 @@ SPEC = register_method(
         config_cls=FireANTsConfig,
         factory=FireANTsMethod,
         family=Family.DIFFEOMORPHIC,
+        auto_settings=auto_settings,
         description="Multi-scale greedy compositive updates (ANTs SyN's gradient steps, or FireANTs' Adam steps), "
         "Gaussian smoothing of update and field, LNCC. Fast and accurate; the default deformable method in 3D.",
     )

@@ -7,7 +7,8 @@ allocated once per level (:class:`GreedyWorkspace`):
 
 * :meth:`GreedyWorkspace.lncc_force`: box-window LNCC between fixed ``I`` and warped ``J``
   and the update force ``dL/dJ * grad(J)`` (central differences, one-sided at the border),
-  the same values as ``lncc.lncc_and_gradient`` times ``filters.image_gradient``;
+  the same values as ``lncc.lncc_and_gradient`` times ``filters.image_gradient``; its box sums are the running
+  sums of ``box_kernels``;
 * :meth:`GreedyWorkspace.smooth`: separable Gaussian truncated at ``pyramid.TRUNCATE`` (2) sigmas, replicate border,
   in place (``regcore.spatial.smooth_kernels``, the compiled backend of ``regcore.spatial.smooth.gaussian_smooth``);
 * the two step rules, largest voxel step ``step_size``: :meth:`GreedyWorkspace.adam_step` (Adam moments, each
@@ -31,6 +32,7 @@ import math
 import numpy as np
 import torch
 
+from regcore.methods.classical import box_kernels
 from regcore.methods.classical.pyramid import TRUNCATE
 from regcore.spatial import smooth_kernels, warp_kernels
 from regcore.spatial.smooth import gaussian_kernel_1d
@@ -41,68 +43,6 @@ if AVAILABLE:
     import numba
 
     _jit, _pjit = warp_kernels.jit, warp_kernels.parallel_jit
-
-    # -- box sums along one axis (zero padding), rows stay contiguous for vectorisation -------------
-
-    @_pjit
-    def _box_z(src, dst, r):
-        channels, nz, ny, nx = src.shape
-        for z in numba.prange(nz):
-            lo, hi = max(0, z - r), min(nz - 1, z + r)
-            for c in range(channels):
-                for y in range(ny):
-                    for x in range(nx):
-                        dst[c, z, y, x] = src[c, lo, y, x]
-                for k in range(lo + 1, hi + 1):
-                    for y in range(ny):
-                        for x in range(nx):
-                            dst[c, z, y, x] += src[c, k, y, x]
-
-    @_pjit
-    def _box_y(src, dst, r):
-        channels, nz, ny, nx = src.shape
-        for z in numba.prange(nz):
-            for c in range(channels):
-                for y in range(ny):
-                    lo, hi = max(0, y - r), min(ny - 1, y + r)
-                    for x in range(nx):
-                        dst[c, z, y, x] = src[c, z, lo, x]
-                    for k in range(lo + 1, hi + 1):
-                        for x in range(nx):
-                            dst[c, z, y, x] += src[c, z, k, x]
-
-    @_pjit
-    def _box_x_of_lncc_terms(fixed, warped, dst, r):
-        """Box sums along x of I, J, I^2, J^2, IJ: ``fixed``/``warped`` ``(Z, Y, X)`` -> ``dst (5, Z, Y, X)``."""
-        nz, ny, nx = fixed.shape
-        for z in numba.prange(nz):
-            for y in range(ny):
-                for x in range(nx):
-                    si = sj = sii = sjj = sij = 0.0
-                    for k in range(max(0, x - r), min(nx - 1, x + r) + 1):
-                        i, j = fixed[z, y, k], warped[z, y, k]
-                        si += i
-                        sj += j
-                        sii += i * i
-                        sjj += j * j
-                        sij += i * j
-                    dst[0, z, y, x] = si
-                    dst[1, z, y, x] = sj
-                    dst[2, z, y, x] = sii
-                    dst[3, z, y, x] = sjj
-                    dst[4, z, y, x] = sij
-
-    @_pjit
-    def _box_x(src, dst, channels, r):
-        nz, ny, nx = src.shape[1:]
-        for z in numba.prange(nz):
-            for c in range(channels):
-                for y in range(ny):
-                    for x in range(nx):
-                        s = 0.0
-                        for k in range(max(0, x - r), min(nx - 1, x + r) + 1):
-                            s += src[c, z, y, k]
-                        dst[c, z, y, x] = s
 
     @_pjit
     def _lncc_terms(stats, terms, norm, eps):
@@ -295,9 +235,9 @@ class GreedyWorkspace:
 
     def _box(self, src: np.ndarray, spare: np.ndarray, channels: int, r: int) -> np.ndarray:
         """Box sums of ``src[:channels]`` along y then z (x was done by the caller); returns the result buffer."""
-        _box_y(src[:channels], spare[:channels], r)
+        box_kernels.box_y(src[:channels], spare[:channels], r)
         if self._first_axis == 0:
-            _box_z(spare[:channels], src[:channels], r)
+            box_kernels.box_z(spare[:channels], src[:channels], r)
             return src
         return spare
 
@@ -310,12 +250,12 @@ class GreedyWorkspace:
         i, j = self._as3d(fixed)[0], self._as3d(warped)[0]
         r = window // 2
         norm = 1.0 / float(window**self.ndim)
-        _box_x_of_lncc_terms(i, j, self._stats, r)
+        box_kernels.box_x_of_lncc_terms(i, j, self._stats, r)
         stats = self._box(self._stats, self._spare, 5, r)
         terms = self._spare if stats is self._stats else self._stats
         cc_sum = _lncc_terms(stats, terms, norm, eps)
         other = stats
-        _box_x(terms, other, 4, r)
+        box_kernels.box_x(terms, other, 4, r)
         summed = self._box(other, terms, 4, r)
         n_vox = float(i.size)
         _force(i, j, summed, norm, 1.0 / n_vox, self._as3d(out), self._first_axis)
