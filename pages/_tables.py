@@ -112,9 +112,10 @@ def per_structure(runs: dict, key: str, include_all: bool = True) -> pd.DataFram
 
 
 def settings_table(runs: dict) -> pd.DataFrame:
-    """Parameters x runs, as text: the method (with any stage before it, e.g. "affine -> demons") and the
+    """Parameters (titled as on the Register page) x runs, as text: the method (with any stage before it, e.g. "affine -> demons") and the
     settings it ran with (``regcore.config.settings_of``; "auto" resolved where the method records it); the
     rows where the runs differ come first. Empty when no run has settings."""
+    from pages._widgets import param_title
     from regcore.config import settings_of
 
     cols = {}
@@ -123,9 +124,10 @@ def settings_table(runs: dict) -> pd.DataFrame:
         if settings is None:
             continue
         stages = r.result.extras.get("stages") or []  # e.g. an affine stage first (regcore.pipeline)
-        shown = {"method": " -> ".join(str(s.get("method")) for s in stages) or r.method}
+        shown = {"Method": " -> ".join(str(s.get("method")) for s in stages) or r.method}
         shown |= {
-            k: ", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for k, v in settings.items()
+            param_title(k): ", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+            for k, v in settings.items()
         }
         cols[label] = shown
     if not cols:

@@ -81,8 +81,8 @@ def test_settings_table_puts_the_parameters_that_differ_first():
     }
     df = tables.settings_table(runs)
     assert list(df.columns) == ["a", "b"]
-    assert set(df.index[:3]) == {"method", "iterations", "sigma_elastic"}, "the rows that differ come first"
-    assert df.loc["method"].tolist() == ["demons", "affine -> demons"]
-    assert df.loc["iterations"].tolist() == ["50, 50", "10, 5"]  # auto shown as the counts that ran
-    assert df.loc["force"].tolist() == ["symmetric", "symmetric"]
+    assert set(df.index[:3]) == {"Method", "Iterations", "Sigma elastic"}, "the rows that differ come first"
+    assert df.loc["Method"].tolist() == ["demons", "affine -> demons"]
+    assert df.loc["Iterations"].tolist() == ["50, 50", "10, 5"]  # auto shown as the counts that ran
+    assert df.loc["Force"].tolist() == ["symmetric", "symmetric"]
     assert tables.settings_table({"oracle": oracle_record()}).empty
