@@ -5,7 +5,7 @@ A box sum of radius ``r`` adds the ``2 r + 1`` values around each voxel along th
 is clipped at the border, as ``lncc.lncc_and_gradient``'s box filter). Each is a running sum: the window moves by
 one voxel, one value enters and one leaves, so a voxel costs two additions whatever the window, in float64
 accumulators (no drift along a 224-voxel row; the sums agree with direct float32 sums to ~1e-6). On a 1 mm brain
-(160 x 192 x 224) with window 7 they cut the LNCC force from ~260 to ~120 ms on 2 cores. Every kernel runs in
+(160 x 192 x 224) with window 7 they cut the LNCC force from ~260 to ~150 ms on 2 cores. Every kernel runs in
 parallel over an outer axis. ``tests/test_greedy_kernels.py`` checks them against scipy's direct sums.
 """
 
@@ -69,6 +69,8 @@ if AVAILABLE:
                         dst[3, z, y, x] = sjj
                         dst[4, z, y, x] = sij
 
+    # box_y and box_z stay two kernels: one kernel choosing the axis at run time measured 203 ms for the LNCC
+    # force at 1 mm against 149 ms with these two (numba then compiles one loop for both row layouts).
     @_pjit
     def box_y(src, dst, r):
         """Box sums along y of every channel of ``src`` into ``dst``; whole x rows, so they vectorise."""
