@@ -131,3 +131,59 @@ def test_compile_all_covers_every_kernel_group():
         "label overlap",
         "displacement file 3D",
     }
+
+
+_NEW_SIGNATURES_AFTER_COMPILE_ALL = """
+import sys
+
+import numpy as np
+import torch
+from numba.core.registry import CPUDispatcher
+
+from regcore.compile_kernels import compile_all
+from regcore.image import Image
+from regcore.register import run_registration
+
+
+def signatures():
+    return {
+        f"{name}.{attr}": {str(s) for s in obj.signatures}
+        for name, module in list(sys.modules.items())
+        if name.startswith("regcore")
+        for attr, obj in list(vars(module).items())
+        if isinstance(obj, CPUDispatcher)
+    }
+
+
+compile_all()
+before = signatures()
+rng = np.random.default_rng(0)
+for shape in ((40, 44), (26, 28, 30)):
+    fixed = torch.from_numpy(rng.random(shape, dtype=np.float32))
+    labels = (fixed > 0.5).to(torch.int16)
+    for method in ("demons", "fireants"):
+        run_registration(
+            Image.from_array(fixed),
+            Image.from_array(torch.roll(fixed, 2, 0)),
+            method,
+            fixed_labels=Image.from_array(labels, is_labels=True),
+            moving_labels=Image.from_array(torch.roll(labels, 2, 0), is_labels=True),
+            device="cpu",
+        )
+after = signatures()
+print(sorted(f"{k} {sorted(after[k] - before.get(k, set()))}" for k in after if after[k] - before.get(k, set())))
+"""
+
+
+def test_compile_all_leaves_nothing_to_compile_for_the_default_methods():
+    """`make app`/`make test` run compile_all once; the default deformable methods (demons 2D, fireants 3D, both
+    dims) and their evaluation must then need no new kernel signature (each costs seconds of compile on a user's
+    first run). In a fresh process, so kernels other tests compiled cannot hide a miss."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NEW_SIGNATURES_AFTER_COMPILE_ALL], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
