@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,21 +153,44 @@ def _enum_value(v):
     return v.value if isinstance(v, enum.Enum) else v
 
 
-def param_widgets(params: list, preset: dict[str, Any] | None, key: str) -> dict[str, Any]:
+def param_widgets(
+    params: list,
+    preset: dict[str, Any] | None,
+    key: str,
+    resolved: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Widgets built from ``regcore.config.describe`` ParamSpecs; returns overrides that differ from defaults.
 
     Advanced parameters sit in an expander. ``preset`` (e.g. from the Train page) sets initial values.
+    ``resolved(values)`` (optional) maps the values chosen so far to the fields the method sets itself
+    (fireants' preset "auto" sets its schedule): those boxes are greyed out, show the value that runs and are
+    left out of the overrides. When auto is switched off a box starts from the value auto chose (or keeps what
+    the user typed there before). A field whose empty default itself means auto (demons' iterations) stays
+    editable.
     """
     preset = dict(preset or {})
     basic = [p for p in params if not p.advanced]
     advanced = [p for p in params if p.advanced]
     values: dict[str, Any] = {}
+
+    def widget(p) -> None:
+        chosen = resolved(values) if resolved is not None else {}
+        own, last_auto = f"{key}_{p.name}", f"{key}_{p.name}_last_auto"
+        if p.name in chosen and greyed_under_auto(p):
+            if own in st.session_state:  # keep the user's value while its box is not drawn
+                st.session_state[own] = st.session_state[own]
+            st.session_state[last_auto] = chosen[p.name]  # where the box starts when auto is switched off
+            _one_widget(p, chosen[p.name], key, disabled=True)
+        else:
+            start = st.session_state.get(last_auto, preset.get(p.name, p.default))
+            values[p.name] = _one_widget(p, start, key)
+
     for p in basic:
-        values[p.name] = _one_widget(p, preset.get(p.name, p.default), key)
+        widget(p)
     if advanced:
         with st.expander("Advanced parameters"):
             for p in advanced:
-                values[p.name] = _one_widget(p, preset.get(p.name, p.default), key)
+                widget(p)
     return {
         k: v
         for k, v in values.items()
@@ -211,34 +235,43 @@ def _spans_decades(bounds, decades: float = 4.0) -> bool:
     return lo > 0 and hi / lo > 10**decades
 
 
-def _one_widget(p, value, key: str):
+def greyed_under_auto(p) -> bool:
+    """Whether ``param_widgets`` greys out ParamSpec ``p`` when auto sets it: yes unless its default is empty,
+    i.e. its own empty box is the auto switch (demons' iterations)."""
+    empty = p.default is None or (isinstance(p.default, (tuple, list, str)) and len(p.default) == 0)
+    return not empty
+
+
+def _one_widget(p, value, key: str, disabled: bool = False):
+    """One widget for ParamSpec ``p`` starting at ``value``; ``disabled`` greys it out under its own key per
+    value, so the key of the editable box keeps what the user typed."""
     label = param_title(p.name)
-    k = f"{key}_{p.name}"
+    common = {
+        "help": p.help if not disabled else f"{p.help} Greyed out: auto sets it on this pair.",
+        "key": f"{key}_{p.name}" if not disabled else f"{key}_{p.name}_auto_{value}",
+        "disabled": disabled,
+    }
     if p.choices:
         options = list(p.choices)
         labels = [str(_enum_value(o)) for o in options]
         cur = str(_enum_value(value))
         i = labels.index(cur) if cur in labels else 0
-        chosen = st.selectbox(label, labels, index=i, help=p.help, key=k)
+        chosen = st.selectbox(label, labels, index=i, **common)
         return options[labels.index(chosen)]
     if p.type == "bool" or isinstance(p.default, bool):
-        return st.toggle(label, value=bool(value), help=p.help, key=k)
+        return st.toggle(label, value=bool(value), **common)
     if p.type in ("int", "float") and p.range is not None and _spans_decades(p.range):
         lo, hi = p.range  # a slider over 1e3..1e9 cannot pick a value: type it, bounds checked
         cast = int if p.type == "int" else float
         v = cast(np.clip(value, lo, hi))
         return cast(
-            st.number_input(
-                label, cast(lo), cast(hi), v, help=p.help, key=k, format="%d" if cast is int else "%.4g"
-            )
+            st.number_input(label, cast(lo), cast(hi), v, **common, format="%d" if cast is int else "%.4g")
         )
     if p.type in ("int", "float") and p.range is not None:
         lo, hi = p.range
         if p.type == "int":
             step = int(p.step or 1)
-            return int(
-                st.slider(label, int(lo), int(hi), int(np.clip(value, lo, hi)), step=step, help=p.help, key=k)
-            )
+            return int(st.slider(label, int(lo), int(hi), int(np.clip(value, lo, hi)), step=step, **common))
         step = float(p.step or (hi - lo) / 100)
         return float(
             st.slider(
@@ -247,20 +280,19 @@ def _one_widget(p, value, key: str):
                 float(hi),
                 float(np.clip(value, lo, hi)),
                 step=step,
-                help=p.help,
-                key=k,
+                **common,
                 format="%.4g",
             )
         )
     if p.type == "int":
-        return int(st.number_input(label, value=int(value), step=1, help=p.help, key=k))
+        return int(st.number_input(label, value=int(value), step=1, **common))
     if p.type == "float":
-        return float(st.number_input(label, value=float(value), help=p.help, key=k, format="%.4g"))
+        return float(st.number_input(label, value=float(value), **common, format="%.4g"))
     if p.type == "tuple":
         shown = ", ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-        text = st.text_input(label, value=shown, help=p.help, key=k, placeholder="auto")
+        text = st.text_input(label, value=shown, **common, placeholder="auto")
         return text  # regcore.config.from_overrides parses "4, 2, 1"
-    return st.text_input(label, value="" if value is None else str(value), help=p.help, key=k)
+    return st.text_input(label, value="" if value is None else str(value), **common)
 
 
 def parse_numbers(text: str, default, field: str) -> list:

@@ -187,10 +187,12 @@ def body() -> None:
             st.info(f"Using settings from the Train page: {shown}", icon=":material/model_training:")
     with st.container(border=True):
         params = backend.describe_params(spec)
-        overrides = widgets.param_widgets(params, preset, key=f"reg_p_{spec.name}")
+        overrides = widgets.param_widgets(
+            params, preset, key=f"reg_p_{spec.name}", resolved=lambda values: _auto_values(spec, values, pair)
+        )
         for k, v in preset.items():  # e.g. a checkpoint path that has no widget
             overrides.setdefault(k, v)
-        note = _auto_note(spec, overrides, pair)
+        note = _auto_note(spec, overrides, pair, params)
         if note:
             st.caption(note)
         c1, c2 = st.columns(2)
@@ -239,17 +241,20 @@ def body() -> None:
     _runs_table()
 
 
-def _auto_note(spec, overrides: dict, pair) -> str:
-    """What the method's "auto" settings resolve to on this pair (empty when none is auto or the values
-    are invalid: the Run button reports those)."""
+def _auto_values(spec, overrides: dict, pair) -> dict:
+    """The settings the method's "auto" values take on this pair (``MethodSpec.auto_settings``); empty when
+    none is auto or the values are invalid (the Run button reports those)."""
     if spec.auto_settings is None:
-        return ""
+        return {}
     try:
-        settings = spec.auto_settings(
-            spec.make_config(overrides), tuple(pair.fixed.shape), pair.fixed.spacing
-        )
+        return spec.auto_settings(spec.make_config(overrides), tuple(pair.fixed.shape), pair.fixed.spacing)
     except (TypeError, ValueError):
-        return ""
+        return {}
+
+
+def _auto_note(spec, overrides: dict, pair, params: list) -> str:
+    """One caption naming what "auto" resolves to on this pair ("" when nothing is auto)."""
+    settings = _auto_values(spec, overrides, pair)
     if not settings:
         return ""
 
@@ -258,9 +263,13 @@ def _auto_note(spec, overrides: dict, pair) -> str:
 
     facts = " · ".join(f"{widgets.param_title(k).lower()} {shown(v)}" for k, v in settings.items())
     size = " × ".join(str(n) for n in pair.fixed.shape)
-    return (
-        f"Auto on this pair ({size} voxels): {facts}. Boxes for these settings apply only when auto is off."
+    greyed = [p.name for p in params if p.name in settings and widgets.greyed_under_auto(p)]
+    how = (
+        "The greyed-out boxes show these values; switch auto off to edit them."
+        if greyed
+        else "Fill in those boxes to choose other values."
     )
+    return f"Auto on this pair ({size} voxels): {facts}. {how}"
 
 
 def _cuda() -> bool:

@@ -207,7 +207,10 @@ def _auto_captions(at: AppTest) -> list[str]:
 
 def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     """fireants' preset and demons' iterations are "auto": the page names the values they take on this pair
-    (the ones the method runs, regcore's own resolution) and says nothing once the user sets them."""
+    (the ones the method runs, regcore's own resolution), greys out the boxes auto sets (showing those values;
+    preset custom starts from them, and keeps what the user typed) and says nothing once the user sets them."""
+    import torch
+
     from regcore.methods.classical.demons import DemonsConfig, level_iterations
     from regcore.methods.classical.fireants import FireANTsConfig, resolve_preset
 
@@ -220,12 +223,36 @@ def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     assert note.startswith(f"Auto on this pair ({' × '.join(map(str, shape))} voxels)")
     ran = resolve_preset(FireANTsConfig(), shape, fixed.spacing)
     assert f"window {ran.window}" in note and "iterations " + ", ".join(map(str, ran.iterations)) in note
+    assert "greyed-out boxes" in note
+    greyed = at.slider(key=f"reg_p_fireants_window_auto_{ran.window}")  # the box shows the window that runs
+    assert greyed.disabled and greyed.value == ran.window
+    levels = at.text_input(key=f"reg_p_fireants_levels_auto_{ran.levels}")
+    assert levels.disabled and levels.value == ", ".join(map(str, ran.levels))
     at.selectbox(key="reg_p_fireants_preset").set_value("custom").run()
     assert _auto_captions(at) == [] and not at.exception
+    window = at.slider(key="reg_p_fireants_window")
+    assert not window.disabled and window.value == ran.window, "custom starts from what auto chose"
+    assert at.text_input(key="reg_p_fireants_iterations").value == ", ".join(map(str, ran.iterations))
+    at.text_input(key="reg_label_fireants").set_value("custom from auto").run()
+    at.button(key="reg_run").click().run()  # custom from auto's values runs what auto runs
+    at.selectbox(key="reg_p_fireants_preset").set_value("auto").run()
+    at.text_input(key="reg_label_fireants").set_value("auto").run()
+    at.button(key="reg_run").click().run()
+    custom, auto = (at.session_state["runs"][name].result for name in ("custom from auto", "auto"))
+    assert (custom.config.preset, auto.config.preset) == ("custom", "auto")
+    assert torch.equal(custom.displacement, auto.displacement)
+    at.selectbox(key="reg_p_fireants_preset").set_value("custom").run()
+    window = at.slider(key="reg_p_fireants_window")
+    window.set_value(9).run()
+    at.selectbox(key="reg_p_fireants_preset").set_value("auto").run()
+    assert at.slider(key=f"reg_p_fireants_window_auto_{ran.window}").disabled
+    at.selectbox(key="reg_p_fireants_preset").set_value("custom").run()
+    assert at.slider(key="reg_p_fireants_window").value == 9, "the user's value survives a round trip to auto"
 
     at.selectbox(key="reg_method").set_value("demons").run()
     (note,) = _auto_captions(at)
     assert "iterations " + ", ".join(map(str, level_iterations(DemonsConfig(), shape))) in note
+    assert "Fill in those boxes" in note and not at.text_input(key="reg_p_demons_iterations").disabled
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20, 10").run()
     assert _auto_captions(at) == []
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20").run()  # invalid: no note, no crash
