@@ -173,7 +173,11 @@ def body() -> None:
     settings = tables.settings_table(selected)
     if not settings.empty:
         with st.expander("Settings of each run (rows where they differ first)"):
-            st.dataframe(settings.fillna(viz.MISSING), width="stretch")
+            st.dataframe(
+                settings.fillna(viz.MISSING),
+                width="stretch",
+                column_config={"_index": st.column_config.Column(width="medium")},  # whole setting names
+            )
     losses = run.result.loss_history
     if losses:
         st.plotly_chart(
