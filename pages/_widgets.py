@@ -175,15 +175,16 @@ def param_widgets(
 
     def widget(p) -> None:
         chosen = resolved(values) if resolved is not None else {}
-        own, last_auto = f"{key}_{p.name}", f"{key}_{p.name}_last_auto"
+        # a box not drawn in a run loses its widget state: the user's last value and auto's live on here
+        typed, last_auto = f"{key}_{p.name}_typed", f"{key}_{p.name}_last_auto"
         if p.name in chosen and greyed_under_auto(p):
-            if own in st.session_state:  # keep the user's value while its box is not drawn
-                st.session_state[own] = st.session_state[own]
-            st.session_state[last_auto] = chosen[p.name]  # where the box starts when auto is switched off
+            st.session_state[last_auto] = chosen[p.name]
             _one_widget(p, chosen[p.name], key, disabled=True)
-        else:
-            start = st.session_state.get(last_auto, preset.get(p.name, p.default))
-            values[p.name] = _one_widget(p, start, key)
+            return
+        start = st.session_state.get(typed, st.session_state.get(last_auto, p.default))
+        values[p.name] = _one_widget(p, preset.get(p.name, start), key)
+        if resolved is not None:
+            st.session_state[typed] = values[p.name]
 
     for p in basic:
         widget(p)

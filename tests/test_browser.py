@@ -184,6 +184,40 @@ def test_cancel_stops_a_running_registration(server, page):
     assert page.get_by_text("Saved as run").count() == 0
 
 
+def test_auto_boxes_are_greyed_and_custom_keeps_what_was_typed(server, page):
+    """fireants' preset auto greys out the schedule boxes with the values that run; a value typed under custom
+    survives a trip to auto and back (in the browser a box that is not drawn loses its widget state, which
+    AppTest does not show)."""
+    page.goto(server)
+    page.get_by_text("Mean Dice").first.wait_for()
+    settle(page)
+    goto_nav(page, "Register")
+    page.get_by_label("Method", exact=True).click()
+    page.get_by_role("option", name="FireANTs", exact=False).first.click()
+    settle(page)
+
+    def set_preset(value: str) -> None:
+        page.get_by_role("combobox", name="Preset").click()
+        page.get_by_role("option", name=value, exact=True).click()
+        settle(page)
+
+    iterations = page.get_by_role("textbox", name="Iterations")
+    assert iterations.is_disabled(), "auto sets the iterations"
+    auto_value = iterations.input_value()
+    set_preset("custom")
+    assert iterations.is_enabled() and iterations.input_value() == auto_value, (
+        "custom starts from auto's values"
+    )
+    iterations.fill("60, 40")
+    iterations.press("Enter")
+    settle(page)
+    set_preset("auto")
+    assert iterations.is_disabled() and iterations.input_value() == auto_value
+    set_preset("custom")
+    assert iterations.input_value() == "60, 40"
+    no_traceback(page)
+
+
 def test_3d_tri_planar_viewer_slider(server, page):
     load_3d_sample(page, server)
     assert page.locator(".js-plotly-plot").count() >= 3, "three planes"
