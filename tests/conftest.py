@@ -63,6 +63,15 @@ def _deterministic_seed():
 
 
 @pytest.fixture(scope="module")
+def app_root_cwd():
+    """The repository root as working directory for a module of AppTest tests (the app opens relative paths)."""
+    old = os.getcwd()
+    os.chdir(ROOT)
+    yield
+    os.chdir(old)
+
+
+@pytest.fixture(scope="module")
 def browser():
     """Debian's headless chromium under Playwright (browser tests); skips when either is missing."""
     from browser_kit import CHROMIUM, CHROMIUM_ARGS
