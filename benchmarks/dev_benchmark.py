@@ -15,9 +15,10 @@ Sets (all from ../shared/data, or REGLAB_SHARED_DATA):
 * ``histology``: the CIMA lung sections, He <-> proSPC (both directions, landmarks of annotator PS, TRE in px),
   downsampled 3x; every method (peers too) runs after regcore's affine stage, as in the app. Held-out only: no
   default was tuned on it.
-* ``oasis3d``: OASIS 0455 <-> 0456 in 3D at 1 mm (both directions), the only labelled 3D pair. Run as split
-  ``held_out``, but it is **not** held out for the 3D defaults: fireants' 3D preset was chosen on it (the grid in
-  ``benchmarks/README.md``); the peers' numbers and the 2D held-out positions are the fair comparison.
+* ``oasis3d``: OASIS 0455 <-> 0456 in 3D at 1 mm (both directions), the only labelled 3D pair. Run as
+  split ``held_out``, but it is **not** held out for the 3D defaults: fireants' 3D preset was chosen on it
+  (the grid in ``benchmarks/README.md``); the peers' numbers and the 2D held-out positions are the fair
+  comparison.
 
 Methods: regcore's ``demons`` and ``fireants`` (the default deformable methods in 2D and 3D,
 ``regcore.methods.registry.DEFAULT_DEFORMABLE``), ``dense``, ``svf``, ``bspline``;

@@ -112,9 +112,9 @@ def per_structure(runs: dict, key: str, include_all: bool = True) -> pd.DataFram
 
 
 def settings_table(runs: dict) -> pd.DataFrame:
-    """Parameters (titled as on the Register page) x runs, as text: the method (with any stage before it, e.g. "affine -> demons") and the
-    settings it ran with (``regcore.config.settings_of``; "auto" resolved where the method records it); the
-    rows where the runs differ come first. Empty when no run has settings."""
+    """Parameters (titled as on the Register page) x runs, as text: the method (with any stage before it,
+    e.g. "affine -> demons") and the settings it ran with (``regcore.config.settings_of``; "auto" resolved
+    where the method records it); the rows where the runs differ come first. Empty when no run has settings."""
     from pages._widgets import param_title
     from regcore.config import settings_of
 
