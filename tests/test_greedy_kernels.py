@@ -48,11 +48,12 @@ def test_lncc_force_matches_analytic_torch_gradient(shape, window):
     assert ours_error <= 2 * max(np.abs(float32_torch - exact).max(), 1e-6 * np.abs(exact).max())
 
 
-@pytest.mark.parametrize("shape", [(20, 23, 27), (1, 31, 37), (3, 2, 5)])
+@pytest.mark.parametrize("shape", [(20, 23, 27), (1, 31, 37), (3, 2, 5), (41, 3, 4)])
 @pytest.mark.parametrize("r", [1, 3, 6])
 def test_running_box_sums_match_direct_sums(shape, r):
     """box_kernels' running sums along x, y and z (and the fused x sums of I, J, I^2, J^2, IJ) against scipy's
-    direct box sums with zero padding, including windows wider than the axis (r = 6 on 2 or 3 voxels)."""
+    direct box sums with zero padding, including windows wider than the axis (r = 6 on 2 or 3 voxels) and z cut
+    into up to 4 runs of uneven length (41 planes)."""
     from scipy.ndimage import uniform_filter1d
 
     from regcore.methods.classical import box_kernels

@@ -276,7 +276,14 @@ def test_gaussian_smooth_truncated_at_two_sigma_matches_scipy(sigma):
 
 @pytest.mark.skipif(not smooth_kernels.AVAILABLE, reason="numba is not installed")
 @pytest.mark.parametrize(
-    "shape,sigma", [((2, 3, 20, 23, 9), 0.75), ((1, 2, 31, 5), (2.0, 0.5)), ((1, 1, 12, 13, 14), 3.0)]
+    "shape,sigma",
+    [
+        ((2, 3, 20, 23, 9), 0.75),
+        ((1, 2, 31, 5), (2.0, 0.5)),
+        ((1, 1, 12, 13, 14), 3.0),
+        ((1, 2, 6, 7, 3), 1.5),  # rows shorter than the kernel: X border voxels clamp on both sides
+        ((1, 1, 9, 1), 1.0),
+    ],
 )
 def test_gaussian_smooth_compiled_backend_matches_torch_backend_and_scipy(shape, sigma):
     """CPU float32 without autograd runs the numba kernels; with autograd the torch adds: same values."""

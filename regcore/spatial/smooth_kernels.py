@@ -1,12 +1,11 @@
 """Compiled CPU backend (numba) of :func:`regcore.spatial.smooth.gaussian_smooth`.
 
 One separable pass per axis with replicate border: ``dst[i] = sum_k taps[k + r] * src[clamp(i + k)]``
-for ``k = -r..r`` (accumulated in that order), on a C-contiguous ``(C, Z, Y, X)`` float32 array;
-a 2D image is ``(C, 1, Y, X)`` with no Z pass. The Z and Y passes run in parallel along the
-filtered axis, the X pass along Z. Taps come from
-:func:`regcore.spatial.smooth.gaussian_kernel_1d` (float32). Forward only (no gradient).
-:data:`AVAILABLE` follows :data:`regcore.spatial.warp_kernels.AVAILABLE`; callers use the torch
-backend when it is False.
+(the centre tap first, then the pair ``+-k`` for ``k = 1..r`` in one sweep: half the passes over ``dst`` of a
+loop over single taps), on a C-contiguous ``(C, Z, Y, X)`` float32 array; a 2D image is ``(C, 1, Y, X)`` with
+no Z pass. The Z and Y passes run in parallel along the filtered axis, the X pass along Z. Taps come from
+:func:`regcore.spatial.smooth.gaussian_kernel_1d` (float32). Forward only (no gradient). :data:`AVAILABLE`
+follows :data:`regcore.spatial.warp_kernels.AVAILABLE`; callers use the torch backend when it is False.
 """
 
 from __future__ import annotations
@@ -25,31 +24,42 @@ if AVAILABLE:
     @_pjit
     def _gauss_lines(src, dst, taps):
         """Filter along axis 1 of ``(A, N, B)`` arrays (a Z or Y pass on a reshaped view), parallel
-        over that axis; the inner loop runs along the contiguous B axis."""
+        over that axis; the inner loops run along the contiguous B axis."""
         outer, n, inner = src.shape
         r = len(taps) // 2
         for i in numba.prange(n):
             for a in range(outer):
+                centre = taps[r]
                 for b in range(inner):
-                    dst[a, i, b] = 0.0
-                for k in range(-r, r + 1):
-                    ii = min(max(i + k, 0), n - 1)
-                    w = taps[k + r]
+                    dst[a, i, b] = centre * src[a, i, b]
+                for k in range(1, r + 1):
+                    left, right = taps[r - k], taps[r + k]
+                    below, above = max(i - k, 0), min(i + k, n - 1)
                     for b in range(inner):
-                        dst[a, i, b] += w * src[a, ii, b]
+                        dst[a, i, b] += left * src[a, below, b] + right * src[a, above, b]
 
     @_pjit
     def _gauss_x(src, dst, taps):
+        """Filter along the contiguous X axis, parallel over Z; per row as :func:`_gauss_lines` per plane
+        (the clamped border voxels apart), so the inner loops vectorise: a loop over the taps per voxel does
+        not, and took ~2-3x as long on a 1 mm brain field."""
         channels, nz, ny, nx = src.shape
         r = len(taps) // 2
         for z in numba.prange(nz):
             for c in range(channels):
                 for y in range(ny):
+                    row, out = src[c, z, y], dst[c, z, y]
+                    centre = taps[r]
                     for x in range(nx):
-                        s = 0.0
-                        for k in range(-r, r + 1):
-                            s += taps[k + r] * src[c, z, y, min(max(x + k, 0), nx - 1)]
-                        dst[c, z, y, x] = s
+                        out[x] = centre * row[x]
+                    for k in range(1, r + 1):
+                        left, right = taps[r - k], taps[r + k]
+                        for x in range(k, nx - k):
+                            out[x] += left * row[x - k] + right * row[x + k]
+                        for x in range(min(k, nx)):  # the left border, and a row shorter than 2k
+                            out[x] += left * row[max(x - k, 0)] + right * row[min(x + k, nx - 1)]
+                        for x in range(max(k, nx - k), nx):
+                            out[x] += left * row[x - k] + right * row[nx - 1]
 
     def _gauss_z(src, dst, taps):
         c, nz, ny, nx = src.shape
