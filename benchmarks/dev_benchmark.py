@@ -201,7 +201,7 @@ def summarise(per_pair: list[dict]) -> dict:
         "pairs": len(per_pair),
         "dice_mean": _mean(p["dice"] for p in per_pair),
         "tre_mean_mm": _mean(p["tre_mm"] for p in per_pair),
-        "ncc_mean": _mean(p.get("ncc") for p in per_pair),
+        "ncc_mean": _mean(p["ncc"] for p in per_pair),
         "folding_percent_max": round(max(folds), 4) if folds else None,
         "folding_percent_mean": _mean(folds),
         "sdlogj_mean": _mean(p["sdlogj"] for p in per_pair),
@@ -218,7 +218,7 @@ def wins(default: list[dict], peer: list[dict]) -> dict:
             won += a["dice"] > b["dice"]
         elif a["tre_mm"] is not None and b["tre_mm"] is not None:
             won += a["tre_mm"] < b["tre_mm"]
-        elif a.get("ncc") is not None and b.get("ncc") is not None:
+        elif a["ncc"] is not None and b["ncc"] is not None:
             won += a["ncc"] > b["ncc"]
     return {"won": int(won), "of": len(default), "share": round(won / max(len(default), 1), 3)}
 
@@ -302,7 +302,7 @@ def markdown(meta: dict, results: dict) -> str:
                 cells = [
                     s["dice_mean"],
                     s["tre_mean_mm"],
-                    s.get("ncc_mean"),
+                    s["ncc_mean"],
                     s["folding_percent_max"],
                     s["sdlogj_mean"],
                     s["runtime_median_s"],
