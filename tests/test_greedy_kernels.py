@@ -188,6 +188,23 @@ def test_compiled_iterations_follow_the_torch_iterations(shape, optimizer, monke
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_the_field_does_not_depend_on_the_intensity_scale(shape):
+    """A 0-255 pair registers exactly as its 0-1 copy: LNCC ignores the scale, and its variance floor
+    (lncc_eps) is relative to each image's range. The pair has a faint half (texture 1e-3 of the range) where
+    an absolute floor weakens the force on the 0-1 copy only (was: eps 1e-5 on the raw intensities)."""
+    ramp = torch.linspace(0.0, 1.0, shape[-1]).expand(1, 1, *shape)
+    fixed = torch.where(ramp > 0.5, _smooth_image(shape, 3), 0.5 + 1e-3 * _smooth_image(shape, 8))
+    shift = torch.zeros(1, len(shape), *shape)
+    shift[:, 0] = 1.0
+    moving = warp(fixed, shift)
+    config = replace(fireants.resolve_preset(fireants.FireANTsConfig(), shape), levels=(1,), iterations=(10,))
+    unit = fireants.greedy_displacement(fixed, moving, config)
+    bytes_like = fireants.greedy_displacement(255.0 * fixed + 7.0, 255.0 * moving + 7.0, config)
+    torch.testing.assert_close(bytes_like, unit, atol=1e-4, rtol=1e-4)
+    assert float(unit.abs().amax()) > 0.1  # it did register
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_every_channel_drives_the_update_through_its_own_gradient(shape, monkeypatch):
     """Two identical channels register exactly as the one channel does (LNCC averaged over channels); two
     different channels each pull with their own image gradient (was: each channel's dL/dW times one axis of

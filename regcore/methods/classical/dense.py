@@ -19,7 +19,7 @@ from regcore.config import param
 from regcore.image import Image
 from regcore.losses import Regularizer, Similarity, make_regularizer, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
-from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.inputs import minmax, pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
 from regcore.methods.classical.result import build_result
@@ -138,10 +138,11 @@ def optimise_configured_field(
     spacing: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """:func:`optimise_field` with the schedule, similarity (``window``), regulariser, weight and
-    ``max_level_voxels`` of a :class:`DenseConfig`-like config (dense, svf)."""
+    ``max_level_voxels`` of a :class:`DenseConfig`-like config (dense, svf), on both images min-max scaled to [0, 1]
+    (``weight`` and the similarity's stabilisers then mean the same for 0-1 and 0-4000 intensities)."""
     return optimise_field(
-        fixed,
-        moving,
+        minmax(fixed),
+        minmax(moving),
         levels=config.levels,
         iterations=config.iterations,
         learning_rate=config.learning_rate,

@@ -32,7 +32,7 @@ from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical import greedy_kernels
 from regcore.methods.classical.filters import image_gradient
 from regcore.methods.classical.fireants_schedule import auto_settings, resolve_preset
-from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
+from regcore.methods.classical.inputs import minmax, pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import (
@@ -67,8 +67,8 @@ class FireANTsConfig:
         "auto",
         "auto: a schedule chosen from the image (up to 3 levels, each coarse level at least 24 voxels "
         "across; thick-slice axes shrink toward isotropic voxels, not by the full factor; 3D: iterations "
-        "(100, 50, 10), step 1.0, update sigma 0.875, window 7; 2D: iterations (100, 80, 50), step 0.5, "
-        "update sigma 1.0, window 11); custom: use the five fields below.",
+        "(100, 50, 10), step 1.0, update sigma 0.875, field sigma 0.5625, window 7; 2D: iterations (100, 80, 50), "
+        "step 0.5, update sigma 1.0, field sigma 0.5, window 11); custom: use the fields marked preset=custom.",
         choices=("auto", "custom"),
     )
     window: int = param(
@@ -109,7 +109,8 @@ class FireANTsConfig:
     )
     smooth_warp_sigma: float = param(
         0.5,
-        "Gaussian sigma (voxels; see smooth_in_mm) applied to the field after each update: elastic regularisation.",
+        "Gaussian sigma (voxels; see smooth_in_mm) applied to the field after each update: elastic regularisation "
+        "(preset=custom).",
         range=(0.0, 5.0),
         step=0.25,
     )
@@ -119,6 +120,13 @@ class FireANTsConfig:
         "voxels) or adam (FireANTs: per-voxel Adam steps, which also push voxels with weak forces). On the 2D "
         "tune slices gradient gave higher Dice (0.719 vs 0.713) and smoother fields (SDlogJ 0.41 vs 0.50).",
     )
+    lncc_eps: float = param(
+        1e-3,
+        "Floor on the local variances of box LNCC, relative to the intensity range (each image is min-max "
+        "scaled to [0, 1] first): windows flatter than this get weaker forces (preset=custom).",
+        range=(1e-8, 1e-1),
+        advanced=True,
+    )
     beta1: float = param(0.9, "Adam first-moment decay.", range=(0.0, 0.999), advanced=True)
     beta2: float = param(0.99, "Adam second-moment decay.", range=(0.0, 0.9999), advanced=True)
     device: str = param(
@@ -127,13 +135,13 @@ class FireANTsConfig:
 
 
 def _similarity_gradient(
-    sim_name: str, sim_module, fixed: torch.Tensor, warped: torch.Tensor, window: int
+    sim_name: str, sim_module, fixed: torch.Tensor, warped: torch.Tensor, window: int, lncc_eps: float
 ) -> tuple[float, torch.Tensor]:
     """Loss value and ``dL/dwarped`` ``(1, C, *S)``."""
     if sim_name == Similarity.LNCC:
         losses, grads = [], []
         for c in range(fixed.shape[1]):
-            loss, grad = lncc_and_gradient(fixed[:, c : c + 1], warped[:, c : c + 1], window)
+            loss, grad = lncc_and_gradient(fixed[:, c : c + 1], warped[:, c : c + 1], window, lncc_eps)
             losses.append(loss)
             grads.append(grad / fixed.shape[1])
         return float(sum(losses) / len(losses)), torch.cat(grads, 1)
@@ -217,7 +225,9 @@ def _iterate_torch(
     ``sigmas``: (gradient, field) smoothing, each one sigma per axis in voxels of this level."""
     for it in range(n_iter):
         warped = warp(m_l, u)
-        loss, d_warped = _similarity_gradient(sim_name, sim_module, f_l, warped, config.window)
+        loss, d_warped = _similarity_gradient(
+            sim_name, sim_module, f_l, warped, config.window, config.lncc_eps
+        )
         grad = update_direction(d_warped, warped)
         grad = gaussian_smooth(grad, sigmas[0], truncate=TRUNCATE)
         d = stepper.direction(grad)
@@ -245,7 +255,7 @@ def _iterate_compiled(f_l, m_l, u, stepper, config, n_iter, on_iteration, sigmas
     force = np.empty_like(field)
     for it in range(n_iter):
         warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
-        loss = ws.lncc_force(fixed, warped, config.window, force)
+        loss = ws.lncc_force(fixed, warped, config.window, force, config.lncc_eps)
         ws.smooth(force, sigmas[0], scratch=spare)  # spare is free until compose writes it
         if isinstance(stepper, _Adam):
             stepper.t += 1
@@ -271,9 +281,12 @@ def greedy_displacement(
     """Run the greedy multi-level optimisation on ``(1, C, *S)`` tensors; returns ``u`` ``(1, ndim, *S)``
     (fixed voxels, fixed -> moving) at full resolution. ``spacing`` (mm per axis): anisotropic pyramid.
     ``init``: a starting displacement ``(1, ndim, *S)`` (full-resolution voxels, e.g. a network's field);
-    default identity."""
+    default identity. Each image is min-max scaled to [0, 1] first (``config.lncc_eps`` is relative to that)."""
     levels, iterations = validate_schedule(config.levels, config.iterations)
     ndim = fixed.ndim - 2
+    # LNCC ignores the intensity scale but not its variance floor: on [0, 1] images lncc_eps means the same for
+    # a 0-255 photograph and a 0-1 MRI
+    fixed, moving = minmax(fixed), minmax(moving)
     sim_name = Similarity(str(config.similarity))
     sim_module = (
         None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, window=config.window)

@@ -80,6 +80,7 @@ TEACHER_SETTINGS = {
         "step_size": 0.5,
         "smooth_grad_sigma": 1.0,
         "window": 5,
+        "lncc_eps": 1e-5,
         "optimizer": "adam",
     },
     ("fireants", 3): {
@@ -89,6 +90,7 @@ TEACHER_SETTINGS = {
         "step_size": 1.0,
         "smooth_grad_sigma": 0.75,
         "window": 5,
+        "lncc_eps": 1e-5,
         "optimizer": "adam",
     },
     ("demons", 2): {"sigma_elastic": 1.5, "histogram_match": False},

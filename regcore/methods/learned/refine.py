@@ -24,6 +24,10 @@ WINDOW = {2: 11, 3: 5}
 UPDATE_SIGMA = 0.5
 """Gaussian sigma (voxels) of each update; tuned with ``smoothing`` on training slices (1.0, the classical 2D
 preset's, gave 0.005 lower Dice)."""
+LNCC_EPS = 1e-5
+"""LNCC variance floor, relative to the [0, 1]-scaled intensities: refinement was tuned with 1e-5 on the raw OASIS
+intensities (0-0.45 slices, 0-0.8 volumes), i.e. ~1.5e-5 to 5e-5 of this scale (the 2D slices are insensitive to it
+between 5e-5 and 1e-3: benchmarks/README.md)."""
 
 
 def refine_displacement(
@@ -71,6 +75,7 @@ def refine_displacement(
         smooth_grad_sigma=UPDATE_SIGMA,
         smooth_warp_sigma=float(smoothing),
         window=WINDOW[len(shape)],
+        lncc_eps=LNCC_EPS,
         optimizer=StepRule.ADAM,  # the step rule refinement was tuned with
     )
     with torch.no_grad():
