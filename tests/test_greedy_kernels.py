@@ -200,7 +200,7 @@ def test_the_field_does_not_depend_on_the_intensity_scale(shape):
     config = replace(fireants.resolve_preset(fireants.FireANTsConfig(), shape), levels=(1,), iterations=(10,))
     unit = fireants.greedy_displacement(fixed, moving, config)
     bytes_like = fireants.greedy_displacement(255.0 * fixed + 7.0, 255.0 * moving + 7.0, config)
-    torch.testing.assert_close(bytes_like, unit, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bytes_like, unit, atol=1e-3, rtol=0)  # float32 rounding of the scaling
     assert float(unit.abs().amax()) > 0.1  # it did register
 
 

@@ -67,8 +67,8 @@ class FireANTsConfig:
         "auto",
         "auto: a schedule chosen from the image (up to 3 levels, each coarse level at least 24 voxels "
         "across; thick-slice axes shrink toward isotropic voxels, not by the full factor; 3D: iterations "
-        "(100, 50, 10), step 1.0, update sigma 0.875, field sigma 0.5625, window 7; 2D: iterations (100, 80, 50), "
-        "step 0.5, update sigma 1.0, field sigma 0.5, window 11); custom: use the fields marked preset=custom.",
+        "(100, 50, 10), step 1.0, update sigma 0.875, window 7; 2D: iterations (100, 80, 50), step 0.5, "
+        "update sigma 1.0, window 11); custom: use the five fields below.",
         choices=("auto", "custom"),
     )
     window: int = param(
@@ -109,8 +109,7 @@ class FireANTsConfig:
     )
     smooth_warp_sigma: float = param(
         0.5,
-        "Gaussian sigma (voxels; see smooth_in_mm) applied to the field after each update: elastic regularisation "
-        "(preset=custom).",
+        "Gaussian sigma (voxels; see smooth_in_mm) applied to the field after each update: elastic regularisation.",
         range=(0.0, 5.0),
         step=0.25,
     )
@@ -121,9 +120,10 @@ class FireANTsConfig:
         "tune slices gradient gave higher Dice (0.719 vs 0.713) and smoother fields (SDlogJ 0.41 vs 0.50).",
     )
     lncc_eps: float = param(
-        1e-3,
-        "Floor on the local variances of box LNCC, relative to the intensity range (each image is min-max "
-        "scaled to [0, 1] first): windows flatter than this get weaker forces (preset=custom).",
+        1e-5,
+        "Floor on the local variances of box LNCC, relative to the intensity range squared (each image is min-max "
+        "scaled to [0, 1] first, as in FireANTs): windows flatter than this get weaker forces. Keep it small: the "
+        "range of a CT (~4000 HU) makes 1e-3 a floor of 126 HU std, above soft-tissue contrast.",
         range=(1e-8, 1e-1),
         advanced=True,
     )

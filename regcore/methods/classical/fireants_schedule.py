@@ -17,26 +17,13 @@ if TYPE_CHECKING:
 MIN_COARSE_VOXELS = 24
 """The coarsest pyramid level keeps at least this many voxels along every axis it shrinks."""
 AUTO_SCHEDULES = {
-    3: {
-        "iterations": (100, 50, 10),
-        "step_size": 1.0,
-        "smooth_grad_sigma": 0.875,
-        "smooth_warp_sigma": 0.5625,
-        "window": 7,
-    },
-    2: {
-        "iterations": (100, 80, 50),
-        "step_size": 0.5,
-        "smooth_grad_sigma": 1.0,
-        "smooth_warp_sigma": 0.5,
-        "window": 11,
-    },
+    3: {"iterations": (100, 50, 10), "step_size": 1.0, "smooth_grad_sigma": 0.875, "window": 7},
+    2: {"iterations": (100, 80, 50), "step_size": 0.5, "smooth_grad_sigma": 1.0, "window": 11},
 }
 """Per image dimension, for the full 3-level pyramid (fewer levels keep the finest iteration counts).
 Tuned on the tune split of ``benchmarks/dev_benchmark.py`` (2D OASIS slices, Adam steps) and on OASIS 3D
 (the only labelled 3D pair, both directions, gradient steps: ~9 s per pair on 2 cores, 10 full-resolution
-iterations; grid in ``benchmarks/README.md``). A 5-voxel window in 2D gave 0.04 lower Dice on the tune slices. The 3D
-field sigma (0.5625, was 0.5) came with the relative LNCC floor (``lncc_eps``): same Dice, SDlogJ 0.234 / 0.246."""
+iterations; grid in ``benchmarks/README.md``). A 5-voxel window in 2D gave 0.04 lower Dice on the tune slices."""
 
 
 def auto_levels(
