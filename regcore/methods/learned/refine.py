@@ -26,8 +26,8 @@ UPDATE_SIGMA = 0.5
 preset's, gave 0.005 lower Dice)."""
 LNCC_EPS = 1e-5
 """LNCC variance floor, relative to the [0, 1]-scaled intensities: refinement was tuned with 1e-5 on the raw OASIS
-intensities (0-0.45 slices, 0-0.8 volumes), i.e. ~1.5e-5 to 5e-5 of this scale (the 2D slices are insensitive to it
-between 5e-5 and 1e-3: benchmarks/README.md)."""
+intensities (0-0.45 slices, 0-0.8 volumes), i.e. ~1.5e-5 to 5e-5 of this scale (fireants on the 2D tune slices is
+insensitive to it between 1e-5 and 1e-3: benchmarks/README.md)."""
 
 
 def refine_displacement(
