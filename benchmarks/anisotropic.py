@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _results import write_results  # noqa: E402
 from dev_benchmark import run_one, summarise  # noqa: E402
+from dev_sets import spine_t2star_pair  # noqa: E402
 
 from regcore.data.pairs import Pair  # noqa: E402
 from regcore.image import Image  # noqa: E402
 from regcore.io import load_image  # noqa: E402
 from regcore.methods import registry  # noqa: E402
-from regcore.register import prepare_moving  # noqa: E402
 from regcore.spatial.smooth import gaussian_smooth  # noqa: E402
 
 DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -97,24 +97,6 @@ def oasis_5mm_pairs() -> list[Pair]:
             moving_labels=lab[m],
         )
         for f, m in (("0455", "0456"), ("0456", "0455"))
-    ]
-
-
-def spine_pairs() -> list[Pair]:
-    """T2w -> T2* crop, the T2w image and cord mask resampled onto the T2* grid through physical space
-    (as ``regcore.register.run_registration`` does)."""
-    d = DATA / "spine_multimodal"
-    fixed = load_image(d / "images" / "T2star_crop.nii.gz")
-    return [
-        Pair(
-            name="spine T2w -> T2* crop (0.5 x 0.5 x 7.5 mm), cord",
-            fixed=fixed,
-            moving=prepare_moving(fixed, load_image(d / "images" / "T2w.nii.gz")),
-            fixed_labels=load_image(d / "labels" / "T2star_crop_cordseg.nii.gz", is_labels=True),
-            moving_labels=prepare_moving(
-                fixed, load_image(d / "labels" / "T2w_cordseg_manual.nii.gz", is_labels=True)
-            ),
-        )
     ]
 
 
@@ -197,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     results: dict = {}
     for name in args.sets:
-        pairs = oasis_5mm_pairs() if name == "oasis_5mm" else spine_pairs()
+        pairs = oasis_5mm_pairs() if name == "oasis_5mm" else [spine_t2star_pair()]
         modes = {"spacing": pairs, "voxels": [hide_spacing(p) for p in pairs]}
         per: dict = {}
         for method in ["identity", *args.methods]:

@@ -5,30 +5,17 @@
         --set fireants:iterations=100,60                                          # a tuning experiment
     nice -n 5 .venv-bench/bin/python benchmarks/dev_benchmark.py --sets histology oasis3d --split held_out
 
-Sets (all from ../shared/data, or REGLAB_SHARED_DATA):
-
-* ``brain2d``: 2D slices of the two labelled OASIS volumes (``regcore.data.slices.slice_pairs``): sagittal,
-  axial and coronal slices (tensor axes 0, 1, 2) at several positions, both directions (0455 <- 0456 and
-  0456 <- 0455), 35 labels. **Tune** = the slice positions of split ``train``; **held-out** = split
-  ``held_out`` (one block of 6 slices in three; no default was chosen on them). Default: 4 tune and 4 held-out
-  positions per axis = 24 + 24 pairs.
-* ``histology``: the CIMA lung sections, He <-> proSPC (both directions, landmarks of annotator PS, TRE in px),
-  downsampled 3x; every method (peers too) runs after regcore's affine stage, as in the app. Held-out only: no
-  default was tuned on it.
-* ``oasis3d``: OASIS 0455 <-> 0456 in 3D at 1 mm (both directions), the only labelled 3D pair. Run as
-  split ``held_out``, but it is **not** held out for the 3D defaults: fireants' 3D preset was chosen on it
-  (the grid in ``benchmarks/README.md``); the peers' numbers and the 2D held-out positions are the fair
-  comparison.
-* ``oasis3d_unlabelled``: the third OASIS subject (``OASIS_htwin_moving``, same preprocessing, no labels)
-  registered to 0455 and to 0456. Held out (nothing was tuned on it); with no labels it measures how smooth
-  and fold-free the fields are on a new subject (folding, SDlogJ) and how well the intensities match after
-  registration (global NCC, higher is better; pairs are won on it).
+Sets (``dev_sets.py`` says what each holds and how far it is from tuning): ``brain2d`` (2D OASIS slices, tune and
+held-out positions), ``histology`` (2D, TRE), ``oasis3d`` (the labelled 3D pair, which fireants' 3D preset was chosen
+on), ``oasis3d_unlabelled`` (a third subject, no labels), ``spine`` (3D cord masks, thick slices and inverted
+contrast) and ``prostate`` (3D MR -> TRUS, gland Dice and TRE). Only brain2d has a tune part; the others are held out.
 
 Methods: regcore's ``demons`` and ``fireants`` (the default deformable methods in 2D and 3D,
 ``regcore.methods.registry.DEFAULT_DEFORMABLE``), ``dense``, ``svf``, ``bspline``;
 peers in the same run: ``sitk_demons`` (SimpleITK), ``ants_syn`` and ``elastix`` (need the bench environment:
 ``make bench-env``; rows are marked "not installed" otherwise). Every method uses the same torch/ITK thread
-count (``--threads``, default 2).
+count (``--threads``, default 2). A method that raises on a pair (elastix's internal error on some MR -> TRUS
+cases) gets the identity row for that pair, counted in its means and marked in the table.
 
 Per set and split: mean Dice (labels present in both images), mean TRE, mean global NCC, max and mean folding %,
 mean SDlogJ, median registration time (the method's own timer, evaluation not counted); and, for the default method
@@ -56,111 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _results import write_results  # noqa: E402
+from dev_sets import DATA, INITIAL, SET_NOTES, SETS, SPLITS, THREE_D, pairs_of  # noqa: E402
 
 from regcore.data.pairs import Pair  # noqa: E402
-from regcore.data.slices import slice_pairs  # noqa: E402
 from regcore.methods import registry  # noqa: E402
 from regcore.methods.registry import DEFAULT_DEFORMABLE  # noqa: E402
 from regcore.metrics import evaluate, evaluate_identity  # noqa: E402
 from regcore.pipeline import register_after_initial  # noqa: E402
 
-DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 REGCORE_METHODS = ("fireants", "demons", "dense", "svf", "bspline")
 PEERS = ("sitk_demons", "ants_syn", "elastix")
 TARGET_PEERS = ("sitk_demons", "ants_syn")
-SETS = ("brain2d", "histology", "oasis3d", "oasis3d_unlabelled")
-SPLITS = ("tune", "held_out")
-HISTOLOGY_SHRINK = 3
-INITIAL = {"brain2d": "none", "histology": "affine", "oasis3d": "none", "oasis3d_unlabelled": "none"}
-"""Stage before every method (peers too), as the app runs real data: the OASIS images are already affinely
-aligned (neurite-OASIS preprocessing); the histology sections are not."""
-
-
-def brain2d_pairs(split: str, per_axis: int) -> list[Pair]:
-    """Slice pairs of the two labelled OASIS volumes; ``tune`` = slice_pairs' ``train`` positions."""
-    return slice_pairs(DATA / "brain3d", "train" if split == "tune" else "held_out", per_axis=per_axis)
-
-
-def histology_pairs() -> list[Pair]:
-    """He <-> proSPC, both directions, TRE on annotator PS's landmarks, images and points shrunk 3x."""
-    from regcore.data import load_manifest
-
-    ds = load_manifest(ROOT / "benchmarks" / "manifests" / "histology2d.csv")
-    (pair,) = list(ds.pairs())
-    forward = _shrunk(pair, HISTOLOGY_SHRINK)
-    backward = Pair(
-        name=f"{pair.name} (reversed)",
-        fixed=forward.moving,
-        moving=forward.fixed,
-        fixed_landmarks=forward.moving_landmarks,
-        moving_landmarks=forward.fixed_landmarks,
-    )
-    return [forward, backward]
-
-
-def _shrunk(pair: Pair, k: int) -> Pair:
-    """Block-average both images by ``k`` (spacing x k) so the physical landmarks stay where they are."""
-    from regcore.image import Image
-
-    def shrink(image: Image) -> Image:
-        a = image.data[0].numpy()
-        h, w = (a.shape[0] // k) * k, (a.shape[1] // k) * k
-        small = a[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3)).astype(np.float32)
-        return Image.from_array(small, spacing=tuple(s * k for s in image.spacing), name=image.name)
-
-    return Pair(
-        name=f"{pair.name}, shrunk {k}x",
-        fixed=shrink(pair.fixed),
-        moving=shrink(pair.moving),
-        fixed_landmarks=pair.fixed_landmarks,
-        moving_landmarks=pair.moving_landmarks,
-    )
-
-
-def oasis3d_pairs() -> list[Pair]:
-    from regcore.data import load_manifest
-
-    ds = load_manifest(ROOT / "benchmarks" / "manifests" / "brain3d.csv")
-    return list(ds.pairs())
-
-
-def oasis3d_unlabelled_pairs() -> list[Pair]:
-    """The unlabelled third subject (moving) to each labelled one (fixed), 1 mm, already affinely aligned."""
-    from regcore.io import load_image
-
-    images = DATA / "brain3d" / "images"
-    moving = load_image(images / "OASIS_htwin_moving.nii.gz")
-    return [
-        Pair(
-            name=f"OASIS 3D htwin->{s}",
-            fixed=load_image(images / f"OASIS_OAS1_{s}_MR1.nii.gz"),
-            moving=moving,
-        )
-        for s in ("0455", "0456")
-    ]
-
-
-SET_NOTES = {
-    "histology": "Held out: no default was tuned on it.",
-    "oasis3d": "Not held out for regcore's 3D defaults: fireants' 3D preset was chosen on this pair (the only "
-    "labelled 3D pair; grid in benchmarks/README.md). The peers ran with their own defaults.",
-    "oasis3d_unlabelled": "Held out: a third subject nothing was tuned on, no labels (so no Dice): folding and "
-    "SDlogJ show how smooth the fields are on a new subject, the global NCC how well the intensities match.",
-}
-"""A line printed under a set's heading: how far its numbers are from tuning."""
-
-
-def pairs_of(name: str, split: str, per_axis: int) -> list[Pair]:
-    if name == "brain2d":
-        return brain2d_pairs(split, per_axis)
-    if split == "tune":
-        return []  # histology, unlabelled 3D: held out; 3D OASIS: no tune/held-out split (one pair; see SET_NOTES)
-    loaders = {
-        "histology": histology_pairs,
-        "oasis3d": oasis3d_pairs,
-        "oasis3d_unlabelled": oasis3d_unlabelled_pairs,
-    }
-    return loaders[name]()
 
 
 def run_one(method: str, overrides: dict, pair: Pair, initial: str = "none") -> dict:
@@ -189,6 +82,21 @@ def run_one(method: str, overrides: dict, pair: Pair, initial: str = "none") -> 
     }
 
 
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def run_or_fail(method: str, overrides: dict, pair: Pair, initial: str = "none") -> dict:
+    """:func:`run_one`; when the method raises on this pair (elastix's "internal error" on some MR -> TRUS cases),
+    the pair counts as not registered: the identity row, with ``failed`` (the one-line error) and no runtime."""
+    try:
+        return run_one(method, overrides, pair, initial)
+    except ImportError:
+        raise
+    except Exception as exc:  # recorded, the run goes on
+        return {**run_one("identity", {}, pair), "runtime_s": None, "failed": _one_line(exc)}
+
+
 def _mean(values) -> float | None:
     vals = [v for v in values if v is not None]
     return round(float(np.mean(vals)), 4) if vals else None
@@ -196,9 +104,10 @@ def _mean(values) -> float | None:
 
 def summarise(per_pair: list[dict]) -> dict:
     folds = [p["folding_percent"] for p in per_pair if p["folding_percent"] is not None]
-    times = [p["runtime_s"] for p in per_pair]
+    times = [p["runtime_s"] for p in per_pair if p["runtime_s"] is not None]
     return {
         "pairs": len(per_pair),
+        "failed": sum("failed" in p for p in per_pair),
         "dice_mean": _mean(p["dice"] for p in per_pair),
         "tre_mean_mm": _mean(p["tre_mm"] for p in per_pair),
         "ncc_mean": _mean(p["ncc"] for p in per_pair),
@@ -267,6 +176,38 @@ def target(results: dict) -> dict:
     return verdict
 
 
+def _score(summary: dict) -> tuple[str, float, bool] | None:
+    """The set's headline metric of a summary: (name, mean, higher is better); Dice, else TRE, else NCC."""
+    for key, higher in (("dice_mean", True), ("tre_mean_mm", False), ("ncc_mean", True)):
+        if summary.get(key) is not None:
+            return key, summary[key], higher
+    return None
+
+
+def demons_vs_sitk(results: dict) -> dict:
+    """Issue 16: regcore demons >= SimpleITK demons on the same pairs, per set and split where both ran: their
+    means of the set's headline metric (Dice, else TRE, else NCC) and the pairs demons wins on it."""
+    out: dict = {}
+    for name, by_split in results.items():
+        for split, res in by_split.items():
+            ours, peer = res["methods"].get("demons", {}), res["methods"].get("sitk_demons", {})
+            if "per_pair" not in ours or "per_pair" not in peer or not res["pairs"]:
+                continue
+            a, b = _score(ours["summary"]), _score(peer["summary"])
+            if a is None or b is None:
+                continue
+            key, higher = a[0], a[2]
+            holds = a[1] >= b[1] if higher else a[1] <= b[1]
+            out[f"{name} {split}"] = {
+                "metric": key,
+                "demons": a[1],
+                "sitk_demons": b[1],
+                "holds": bool(holds),
+                "pairs_won": wins(ours["per_pair"], peer["per_pair"]),
+            }
+    return out
+
+
 def markdown(meta: dict, results: dict) -> str:
     lines = [
         "# Development benchmark: classical methods, tune / held-out",
@@ -280,6 +221,20 @@ def markdown(meta: dict, results: dict) -> str:
         f"Target (issue 16, 2D, brain2d held-out): **{TARGET_WORDS[meta['target'].get('met')]}** "
         f"`{json.dumps(meta['target'])}`",
     ]
+    if meta.get("demons_vs_sitk"):
+        lines += [
+            "",
+            "regcore demons against SimpleITK demons (issue 16: >= on the same pairs; TRE: lower is better):",
+            "",
+            "| set, split | metric | demons | SimpleITK demons | holds | pairs demons wins |",
+            "|---|---|---|---|---|---|",
+        ]
+        for where, v in meta["demons_vs_sitk"].items():
+            w = v["pairs_won"]
+            lines.append(
+                f"| {where} | {v['metric']} | {v['demons']} | {v['sitk_demons']} | {'yes' if v['holds'] else '**no**'} "
+                f"| {w['won']}/{w['of']} |"
+            )
     for name, by_split in results.items():
         for split, res in by_split.items():
             if not res.get("pairs"):
@@ -309,7 +264,10 @@ def markdown(meta: dict, results: dict) -> str:
                 ]
                 shown = ["–" if c is None else f"{c}" for c in cells]
                 won = f"{w['won']}/{w['of']}" if w else ""
-                lines.append(f"| {method} | " + " | ".join(shown) + f" | {won} |")
+                failed = (
+                    f" (failed on {s['failed']}/{s['pairs']}, counted as identity)" if s.get("failed") else ""
+                )
+                lines.append(f"| {method}{failed} | " + " | ".join(shown) + f" | {won} |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,15 +312,18 @@ def main(argv: list[str] | None = None) -> int:
             pairs = pairs_of(name, split, args.per_axis)
             per: dict[str, dict] = {}
             for method in methods:
-                rows: list[dict] = []
                 try:
-                    for pair in pairs:
-                        rows.append(run_one(method, overrides.get(method, {}), pair, INITIAL[name]))
+                    rows = [
+                        run_or_fail(method, overrides.get(method, {}), pair, INITIAL.get(name, "none"))
+                        for pair in pairs
+                    ]
                 except ImportError as exc:
                     per[method] = {"error": f"not installed ({exc})"}
                     continue
-                except Exception as exc:  # recorded, the run goes on
-                    per[method] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                if rows and all(
+                    "failed" in r for r in rows
+                ):  # a method that never runs is an error, not identity
+                    per[method] = {"error": rows[0]["failed"]}
                     continue
                 per[method] = {"summary": summarise(rows), "per_pair": rows}
                 if pairs:
@@ -370,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, v in per.items():
                 if "error" in v:
                     print(f"{name:9s} {split:8s} {method:12s} {v['error']}", flush=True)
-            chosen = args.default or DEFAULT_DEFORMABLE[3 if name.startswith("oasis3d") else 2]
+            chosen = args.default or DEFAULT_DEFORMABLE[3 if name in THREE_D else 2]
             default = per.get(chosen, {})
             if "per_pair" in default:
                 default["wins"] = {
@@ -390,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides,
     }
     meta["target"] = target(results)
+    meta["demons_vs_sitk"] = demons_vs_sitk(results)
     write_results(args.out, {"meta": meta, "sets": results}, markdown(meta, results))
     print(json.dumps(meta["target"], indent=1))
     return 0

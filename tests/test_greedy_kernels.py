@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from regcore.methods.classical import fireants, fireants_schedule, greedy_kernels, pyramid
+from regcore.methods.classical import fireants, greedy_kernels, pyramid
 from regcore.methods.classical.filters import image_gradient
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.spatial.warp import warp
@@ -309,7 +309,7 @@ def test_auto_schedule_keeps_a_pyramid_for_thick_slices():
     assert fireants.resolve_preset(fireants.FireANTsConfig(), shape).levels == (1,)
     config = fireants.resolve_preset(fireants.FireANTsConfig(), shape, (0.5, 0.5, 7.5))
     assert config.levels == (4, 2, 1)
-    assert fireants_schedule.auto_levels((48, 48, 9), spacing=(0.5, 0.5, 7.5)) == (
+    assert pyramid.auto_levels((48, 48, 9), spacing=(0.5, 0.5, 7.5)) == (
         2,
         1,
     )  # 24 px in-plane at x2

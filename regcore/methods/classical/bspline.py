@@ -2,7 +2,7 @@
 
 The displacement is a cubic B-spline tensor product over a control grid with ``grid_spacing``
 voxels between control points (``regcore.spatial.bspline``: ``u(x) = sum_k c_k prod_i B3(x_i / s - k_i + 1)``).
-Levels are hierarchical: level ``l`` (image downsampled by ``f``) optimises a residual B-spline
+Levels are hierarchical (``levels`` at most: fewer on a small image, ``pyramid.auto_levels``): level ``l`` (image downsampled by ``f``) optimises a residual B-spline
 with control spacing ``grid_spacing`` voxels of that level (``grid_spacing * f`` full-resolution
 voxels) added to the upsampled field of the coarser levels. A level too large for
 ``max_level_voxels`` runs on a further-downsampled image with a proportionally finer control spacing. Loss = similarity (any
@@ -15,7 +15,7 @@ Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> mov
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,7 +25,7 @@ from regcore.losses import Similarity, make_regularizer, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
-from regcore.methods.classical.pyramid import downsample, halving_factors, level_shape, resize_field
+from regcore.methods.classical.pyramid import auto_levels, downsample, level_shape, resize_field
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
@@ -44,7 +44,10 @@ class BSplineConfig:
         range=(2, 64),
     )
     levels: int = param(
-        3, "Resolution levels (factor 2 each), each adding a residual B-spline.", range=(1, 5)
+        3,
+        "Resolution levels (factor 2 each), each adding a residual B-spline; at most: fewer when the coarsest "
+        "level would keep fewer than 24 voxels along an axis it shrinks (a small image).",
+        range=(1, 5),
     )
     iterations: int = param(80, "Adam iterations per level.", range=(1, 2000))
     learning_rate: float = param(
@@ -131,7 +134,7 @@ class BSplineMethod:
         self, fixed, moving, config, progress, device, f0, m0, similarity, bending
     ) -> RegistrationResult:
         ndim = fixed.ndim
-        factors = halving_factors(config.levels)
+        factors = auto_levels(tuple(fixed.shape), config.levels, fixed.spacing)
         ticker = LevelProgress(progress, (config.iterations,) * len(factors), report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer:
@@ -175,7 +178,14 @@ class BSplineMethod:
                     base = base + bspline_to_displacement(coeffs, shape, spacing)
             u = resize_field(base, fixed.shape).detach()
         return build_result(
-            self.name, fixed, moving, u, timer=timer, device=device, config=config, loss_history=history
+            self.name,
+            fixed,
+            moving,
+            u,
+            timer=timer,
+            device=device,
+            config=replace(config, levels=len(factors)),  # the levels that ran
+            loss_history=history,
         )
 
 

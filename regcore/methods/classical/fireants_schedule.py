@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from regcore.methods.classical.pyramid import axis_factors
+from regcore.methods.classical.pyramid import auto_levels
 
 if TYPE_CHECKING:
     from regcore.methods.classical.fireants import FireANTsConfig
 
-MIN_COARSE_VOXELS = 24
-"""The coarsest pyramid level keeps at least this many voxels along every axis it shrinks."""
 AUTO_SCHEDULES = {
     3: {"iterations": (100, 50, 10), "step_size": 1.0, "smooth_grad_sigma": 0.875, "window": 7},
     2: {"iterations": (100, 80, 50), "step_size": 0.5, "smooth_grad_sigma": 1.0, "window": 11},
@@ -24,22 +22,6 @@ AUTO_SCHEDULES = {
 Tuned on the tune split of ``benchmarks/dev_benchmark.py`` (2D OASIS slices, Adam steps) and on OASIS 3D
 (the only labelled 3D pair, both directions, gradient steps: ~9 s per pair on 2 cores, 10 full-resolution
 iterations; grid in ``benchmarks/README.md``). A 5-voxel window in 2D gave 0.04 lower Dice on the tune slices."""
-
-
-def auto_levels(
-    shape: tuple[int, ...], most: int = 3, spacing: tuple[float, ...] | None = None
-) -> tuple[int, ...]:
-    """Downsampling factors ``(2**(n-1), ..., 2, 1)``: as many levels (at most ``most``) as keep at least
-    :data:`MIN_COARSE_VOXELS` voxels along every axis the coarsest level shrinks (with ``spacing``, mm per
-    axis, thick-slice axes are shrunk less or not at all: :func:`~regcore.methods.classical.pyramid.axis_factors`)."""
-    n = 1
-    while n < most:
-        factors = axis_factors(2**n, len(shape), spacing)
-        shrunk = [s / f for s, f in zip(shape, factors) if f > 1]
-        if not shrunk or min(shrunk) < MIN_COARSE_VOXELS:
-            break
-        n += 1
-    return tuple(2**k for k in reversed(range(n)))
 
 
 def resolve_preset(

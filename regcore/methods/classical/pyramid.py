@@ -51,6 +51,31 @@ def halving_factors(levels: int) -> list[int]:
     return [2**k for k in range(levels - 1, -1, -1)]
 
 
+MIN_COARSE_VOXELS = 24
+"""The coarsest level of an automatic pyramid keeps at least this many voxels along every axis it shrinks: a coarser
+level of a small image (a 44-voxel prostate TRUS, a 9-slice spine stack) is too few voxels for a similarity window and
+its steps, in voxels of that level, move the full-resolution image by several voxels each."""
+
+
+def auto_levels(
+    shape: Sequence[int], most: int = 3, spacing: Sequence[float] | None = None
+) -> tuple[int, ...]:
+    """Downsampling factors ``(2**(n-1), ..., 2, 1)``: as many levels (at most ``most``) as keep at least
+    :data:`MIN_COARSE_VOXELS` voxels along every axis the coarsest level shrinks (with ``spacing``, mm per
+    axis, thick-slice axes are shrunk less or not at all: :func:`axis_factors`). Example: 160 x 224 -> (4, 2, 1);
+    44 x 59 x 41 -> (1,)."""
+    if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+        raise ValueError(f"levels must be an int >= 1, got {most!r}")
+    n = 1
+    while n < most:
+        factors = axis_factors(2**n, len(shape), spacing)
+        shrunk = [s / f for s, f in zip(shape, factors) if f > 1]
+        if not shrunk or min(shrunk) < MIN_COARSE_VOXELS:
+            break
+        n += 1
+    return tuple(2**k for k in reversed(range(n)))
+
+
 def axis_factors(factor: float, ndim: int, spacing: Sequence[float] | None = None) -> tuple[float, ...]:
     """Per-axis downsampling factors of a level: ``factor`` on every axis without ``spacing`` (voxels
     treated as isotropic); with ``spacing`` (mm per tensor axis), ``max(1, factor * min(spacing) /
