@@ -32,8 +32,8 @@ from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import (
     TRUNCATE,
-    auto_levels,
     downsample,
+    halving_factors,
     level_shape,
     level_sigmas,
     resize_field,
@@ -56,12 +56,7 @@ class DemonsForce(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DemonsConfig:
-    levels: int = param(
-        3,
-        "Resolution levels (factor 2 each), at most: fewer when the coarsest level would keep fewer than 24 voxels "
-        "along an axis it shrinks (a small image); 1 = full resolution only.",
-        range=(1, 5),
-    )
+    levels: int = param(3, "Resolution levels (factor 2 each); 1 = full resolution only.", range=(1, 5))
     iterations: int | tuple[int, ...] = param(
         (),
         "Iterations per resolution level, coarse to fine: one number for every level, one per level "
@@ -140,34 +135,21 @@ AUTO_ITERATIONS_LARGE = (100, 60, 20)
 LARGE_VOXELS = 1_000_000
 
 
-def pyramid_factors(config: DemonsConfig, shape: tuple[int, ...], spacing=None) -> tuple[int, ...]:
-    """Downsampling factors that run, coarse to fine: ``config.levels`` halvings at most, fewer on a small image
-    (:func:`~regcore.methods.classical.pyramid.auto_levels`; ``spacing`` in mm per axis)."""
-    return auto_levels(shape, config.levels, spacing)
-
-
-def level_iterations(
-    config: DemonsConfig, shape: tuple[int, ...], levels: int | None = None
-) -> tuple[int, ...]:
-    """Iterations of each of ``levels`` levels (default ``config.levels``), coarse to fine, for an image of ``shape``
-    voxels; when fewer levels run than ``config.levels`` names counts for, the finest counts are kept."""
-    n = config.levels if levels is None else levels
+def level_iterations(config: DemonsConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Iterations of each of ``config.levels`` levels, coarse to fine, for an image of ``shape`` voxels."""
     counts = config.iteration_counts
     if len(counts) == config.levels:
-        return counts[-n:]
+        return counts
     if len(counts) == 1:
-        return counts * n
+        return counts * config.levels
     large = len(shape) == 3 and math.prod(shape) > LARGE_VOXELS
     auto = AUTO_ITERATIONS_LARGE if large else AUTO_ITERATIONS
-    return ((auto[0],) * n + auto)[-n:]
+    return ((auto[0],) * config.levels + auto)[-config.levels :]
 
 
 def auto_settings(config: DemonsConfig, shape: tuple[int, ...], spacing: tuple[float, ...]) -> dict:
-    """``{"iterations": per-level counts}`` when ``iterations`` is auto on an image of ``shape`` voxels (``spacing``
-    mm), one count per level that runs (fewer than ``config.levels`` on a small image); else {}."""
-    if config.iteration_counts:
-        return {}
-    return {"iterations": level_iterations(config, shape, len(pyramid_factors(config, shape, spacing)))}
+    """``{"iterations": per-level counts}`` when ``iterations`` is auto on an image of ``shape`` voxels, else {}."""
+    return {} if config.iteration_counts else {"iterations": level_iterations(config, shape)}
 
 
 def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
@@ -270,8 +252,8 @@ class DemonsMethod:
     ) -> RegistrationResult:
         validate_pair(fixed, moving)
         device = pick_device(config.device, fixed)
-        factors = pyramid_factors(config, tuple(fixed.shape), fixed.spacing)
-        iterations = level_iterations(config, tuple(fixed.shape), len(factors))
+        factors = halving_factors(config.levels)
+        iterations = level_iterations(config, tuple(fixed.shape))
         ticker = LevelProgress(progress, iterations, report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():
@@ -296,7 +278,7 @@ class DemonsMethod:
                     u = _iterate_compiled(f, m, u, config, iterations[level], report, sigmas)
                 else:
                     u = _iterate_torch(f, m, u, config, iterations[level], report, sigmas)
-        ran = replace(config, levels=len(factors), iterations=iterations)  # what ran, not "auto"
+        ran = replace(config, iterations=iterations)  # the record shows the counts that ran, not "auto"
         return build_result(
             self.name, fixed, moving, u, timer=timer, device=device, config=ran, loss_history=history
         )
