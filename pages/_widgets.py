@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -236,6 +237,12 @@ def _spans_decades(bounds, decades: float = 4.0) -> bool:
     return lo > 0 and hi / lo > 10**decades
 
 
+def _decade_step(default) -> float:
+    """Step of a float box spanning decades: a tenth of ``default``'s power of ten (1e-5 -> 1e-6), so its - and +
+    buttons move a small value by a tenth of its scale instead of Streamlit's 0.01 (which disables -)."""
+    return 10.0 ** (math.floor(math.log10(abs(float(default)))) - 1) if default else 0.01
+
+
 def greyed_under_auto(p) -> bool:
     """Whether ``param_widgets`` greys out ParamSpec ``p`` when auto sets it: yes unless its default is empty,
     i.e. its own empty box is the auto switch (demons' iterations)."""
@@ -266,7 +273,14 @@ def _one_widget(p, value, key: str, disabled: bool = False):
         cast = int if p.type == "int" else float
         v = cast(np.clip(value, lo, hi))
         return cast(
-            st.number_input(label, cast(lo), cast(hi), v, **common, format="%d" if cast is int else "%.4g")
+            st.number_input(
+                label,
+                cast(lo),
+                cast(hi),
+                v,
+                **common,
+                **({"format": "%d"} if cast is int else {"format": "%.4g", "step": _decade_step(p.default)}),
+            )
         )
     if p.type in ("int", "float") and p.range is not None:
         lo, hi = p.range

@@ -103,3 +103,16 @@ def test_register_page_honours_train_page_selection():
     at.switch_page("pages/register.py").run()
     assert not at.exception
     assert at.selectbox(key="reg_method").value == learned[0].name
+
+
+def test_a_small_float_box_steps_by_a_tenth_of_its_scale():
+    """fireants' LNCC floor (1e-5, range 1e-8..0.1) is a typed number box: its - and + buttons move it by 1e-6
+    (Streamlit's default step, 0.01, disabled -), and the value reaches the config."""
+    at = open_page("register")
+    at.selectbox(key="reg_family").set_value("diffeomorphic").run()
+    at.selectbox(key="reg_method").set_value("fireants").run()
+    box = at.number_input(key="reg_p_fireants_lncc_eps")
+    assert box.value == pytest.approx(1e-5) and box.step == pytest.approx(1e-6)
+    box.decrement().run()
+    assert at.number_input(key="reg_p_fireants_lncc_eps").value == pytest.approx(9e-6)
+    assert not at.exception
