@@ -25,15 +25,14 @@ image and labels already lie on the fixed grid, so every method (peers too) sees
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+from _shared_data import SHARED as DATA
 
 from regcore.data.pairs import Pair
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("REGLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = ("brain2d", "histology", "oasis3d", "oasis3d_unlabelled", "spine", "prostate")
 SPLITS = ("tune", "held_out")
 THREE_D = ("oasis3d", "oasis3d_unlabelled", "spine", "prostate")
@@ -156,6 +155,7 @@ def spine_t2star_pair() -> Pair:
 
 
 def spine_pairs() -> list[Pair]:
+    """The T2* stack and T1w -> T2w, both with cord masks."""
     return [
         spine_t2star_pair(),
         spine_pair("T2w", "T1w", "T2w_cordseg_manual", "T1w_cordseg_manual", "spine T1w -> T2w (1 mm), cord"),

@@ -2,9 +2,9 @@
 
 The displacement is a cubic B-spline tensor product over a control grid with ``grid_spacing``
 voxels between control points (``regcore.spatial.bspline``: ``u(x) = sum_k c_k prod_i B3(x_i / s - k_i + 1)``).
-Levels are hierarchical (``levels`` at most: fewer on a small image, ``pyramid.auto_levels``): level ``l`` (image downsampled by ``f``) optimises a residual B-spline
-with control spacing ``grid_spacing`` voxels of that level (``grid_spacing * f`` full-resolution
-voxels) added to the upsampled field of the coarser levels. A level too large for
+Levels are hierarchical (``levels`` at most: fewer on a small image, ``pyramid.auto_levels``): level ``l``
+(image downsampled by ``f``) optimises a residual B-spline with control spacing ``grid_spacing`` voxels of that
+level (``grid_spacing * f`` full-resolution voxels) added to the upsampled field of the coarser levels. A level too large for
 ``max_level_voxels`` runs on a further-downsampled image with a proportionally finer control spacing. Loss = similarity (any
 ``regcore.losses.Similarity``, incl. MI and MIND) + ``bending_weight`` x bending energy. Adam.
 
