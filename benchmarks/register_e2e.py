@@ -10,7 +10,8 @@ else the 1 mm sample built by ``python -m regcore.data.samples --resolution 1``.
    rusage). Must reach, on the median run (by wall - registration) and the largest RSS: wall <=
    registration + 3 s, peak RSS <= 1.5 GB.
 3. Its stages, re-timed in this process on the same inputs and the child's own displacement (no
-   second registration), as the CLI runs them: its loader (two files at a time, uint8 label maps), its
+   second registration), one after another (the CLI overlaps some: it inflates its inputs while torch
+   imports and evaluates while it writes): its loader (two files at a time, uint8 label maps), its
    input copies into the run folder, and the numba kernels already loaded: load, label warp, metrics after and before registration (deformation
    metrics and HD95 apart), the run-folder write; then same-run before/after pairs: displacement
    written uncompressed (.nii, the default) vs gzip on all cores (``--compress``) vs the previous

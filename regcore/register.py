@@ -3,6 +3,9 @@
 ``run_registration(fixed, moving, method, overrides)``: validate -> resample moving (and its labels,
 nearest neighbour) onto the fixed grid through physical space -> normalise intensities when the
 method's config asks for it (field ``normalise``) -> run the method -> evaluate.
+``register_images`` does all but the last step and returns a :class:`Registration` whose ``evaluate()``
+does it, so a caller can run the evaluation beside other work (``regcore register`` writes its run
+folder meanwhile).
 
 The returned displacement lives on the FIXED grid, in its voxels, mapping fixed -> moving
 (``warped = moving o (id + u)``); landmarks stay in LPS mm, so TRE compares phi(fixed landmark)
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +25,16 @@ from regcore.image import Image, Landmarks
 from regcore.methods.base import ProgressCallback, RegistrationResult, resolve_device
 from regcore.methods.registry import get
 
-__all__ = ["run_registration", "run_pair", "prepare_moving", "label_mismatch_warnings", "compact_labels"]
+__all__ = [
+    "Registration",
+    "register_images",
+    "register_pair",
+    "run_registration",
+    "run_pair",
+    "prepare_moving",
+    "label_mismatch_warnings",
+    "compact_labels",
+]
 
 
 def _check_image(value, arg: str, *, labels: bool, optional: bool = False) -> Image | None:
@@ -110,7 +123,47 @@ def _maybe_normalise(image: Image, config) -> Image:
     return normalise(image, "percentile")
 
 
-def run_registration(
+@dataclass
+class Registration:
+    """A finished registration, not yet evaluated: the method's result and what it is scored against.
+
+    ``fixed_labels`` and ``moving_labels_on_fixed`` lie on the fixed grid (``moving_labels``: as given, for
+    the label-mismatch warnings); landmarks are in LPS mm.
+    """
+
+    result: RegistrationResult
+    method: str
+    fixed_labels: Image | None = None
+    moving_labels: Image | None = None
+    moving_labels_on_fixed: Image | None = None
+    fixed_landmarks: Landmarks | None = None
+    moving_landmarks: Landmarks | None = None
+    label_names: Mapping[int, str] | None = None
+
+    def evaluate(self) -> dict:
+        """:func:`regcore.metrics.evaluate` of the result, with label-mismatch warnings and the method name."""
+        from regcore.metrics.evaluate import evaluate
+
+        labelled = self.fixed_labels is not None and self.moving_labels_on_fixed is not None
+        metrics = evaluate(
+            self.result,
+            fixed_labels=self.fixed_labels,
+            moving_labels=self.moving_labels_on_fixed,
+            fixed_landmarks=self.fixed_landmarks,
+            moving_landmarks=self.moving_landmarks,
+            label_names=self.label_names,
+            warped_labels=self.result.extras.get("warped_labels") if labelled else None,
+        )
+        if labelled and self.moving_labels is not None:
+            metrics.setdefault("warnings", [])
+            for w in label_mismatch_warnings(self.fixed_labels, self.moving_labels, self.label_names):
+                if w not in metrics["warnings"]:
+                    metrics["warnings"].append(w)
+        metrics["method"] = self.method
+        return metrics
+
+
+def register_images(
     fixed: Image,
     moving: Image,
     method: str,
@@ -124,8 +177,8 @@ def run_registration(
     device: str | torch.device = "auto",
     progress: ProgressCallback | None = None,
     initial: str = "none",
-) -> tuple[RegistrationResult, dict]:
-    """Register ``moving`` to ``fixed`` with registry method ``method`` and evaluate the result.
+) -> Registration:
+    """Register ``moving`` to ``fixed`` with registry method ``method``; :meth:`Registration.evaluate` scores it.
 
     Args:
         fixed, moving: intensity Images; they may differ in grid and orientation.
@@ -139,8 +192,8 @@ def run_registration(
         initial: ``"none"``, ``"rigid"`` or ``"affine"``: a stage of regcore's MI affine method first
             (:mod:`regcore.pipeline`); the result's displacement is the composition of both stages.
     Returns:
-        ``(result, metrics)``: the method's RegistrationResult (displacement on the fixed grid,
-        fixed -> moving voxels) and ``regcore.metrics.evaluate``'s dict.
+        a :class:`Registration`: the method's RegistrationResult (displacement on the fixed grid, fixed ->
+        moving voxels; moving labels warped into ``extras["warped_labels"]``) and what evaluation needs.
     """
     fixed = _check_image(fixed, "fixed", labels=False)
     moving = _check_image(moving, "moving", labels=False)
@@ -214,27 +267,37 @@ def run_registration(
         )
         result.extras["warped_labels"] = moving_labels_on_fixed.with_data(lab[0].cpu())
 
-    from regcore.metrics.evaluate import evaluate
-
-    metrics = evaluate(
-        result,
+    return Registration(
+        result=result,
+        method=method,
         fixed_labels=fixed_labels,
-        moving_labels=moving_labels_on_fixed,
+        moving_labels=moving_labels,
+        moving_labels_on_fixed=moving_labels_on_fixed,
         fixed_landmarks=fixed_landmarks,
         moving_landmarks=moving_landmarks,
         label_names=names,
-        warped_labels=result.extras.get("warped_labels") if moving_labels_on_fixed is not None else None,
     )
-    if fixed_labels is not None and moving_labels_on_fixed is not None:
-        metrics.setdefault("warnings", [])
-        for w in label_mismatch_warnings(fixed_labels, moving_labels, names):
-            if w not in metrics["warnings"]:
-                metrics["warnings"].append(w)
-    metrics["method"] = method
-    return result, metrics
 
 
-def run_pair(
+def run_registration(
+    fixed: Image,
+    moving: Image,
+    method: str,
+    overrides: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> tuple[RegistrationResult, dict]:
+    """Register ``moving`` to ``fixed`` and evaluate the result (:func:`register_images`, then
+    :meth:`Registration.evaluate`; the same arguments).
+
+    Returns:
+        ``(result, metrics)``: the method's RegistrationResult (displacement on the fixed grid,
+        fixed -> moving voxels) and ``regcore.metrics.evaluate``'s dict.
+    """
+    registration = register_images(fixed, moving, method, overrides, **options)
+    return registration.result, registration.evaluate()
+
+
+def register_pair(
     pair,
     method: str,
     overrides: Mapping[str, Any] | None = None,
@@ -242,12 +305,12 @@ def run_pair(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     initial: str = "none",
-) -> tuple[RegistrationResult, dict]:
-    """:func:`run_registration` on a ``regcore.data.Pair`` (labels, landmarks and names included)."""
+) -> Registration:
+    """:func:`register_images` on a ``regcore.data.Pair`` (labels, landmarks and names included)."""
     for attr in ("fixed", "moving"):
         if not hasattr(pair, attr):
             raise TypeError(f"pair must be a regcore.data.Pair, got {type(pair).__name__}")
-    return run_registration(
+    return register_images(
         pair.fixed,
         pair.moving,
         method,
@@ -261,3 +324,17 @@ def run_pair(
         progress=progress,
         initial=initial,
     )
+
+
+def run_pair(
+    pair,
+    method: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    initial: str = "none",
+) -> tuple[RegistrationResult, dict]:
+    """:func:`register_pair`, then :meth:`Registration.evaluate`: ``(result, metrics)``."""
+    registration = register_pair(pair, method, overrides, device=device, progress=progress, initial=initial)
+    return registration.result, registration.evaluate()

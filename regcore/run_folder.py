@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,13 @@ def save_run(
     *,
     compress: bool = False,
     sources: Mapping[str, str | Path] | None = None,
+    pending_metrics: Callable[[], dict] | None = None,
 ) -> dict[str, Path]:
     """Write the run folder described in the module docstring; returns ``{role: path}``.
+
+    ``pending_metrics``: when the metrics after registration are still being computed (``regcore register``
+    evaluates beside these writes), a call that waits for them (e.g. a future's ``result``); they are stored
+    in ``record.metrics`` before ``metrics.json`` is written. None: ``record.metrics`` is final.
 
     ``sources``: role (``fixed``, ``moving``, ``fixed_labels``, ``moving_labels``) -> the ``.nii.gz`` file the
     record's image of that role was read from, unchanged (same voxel values, same grid, one channel). Those
@@ -110,12 +115,19 @@ def save_run(
     from regcore.atomic import atomic_dir
 
     with atomic_dir(out_dir) as tmp:  # all files or none: a failed write leaves no partial run folder
-        written = _write_run(record, tmp, compress=compress, sources=sources or {})
+        written = _write_run(
+            record, tmp, compress=compress, sources=sources or {}, pending_metrics=pending_metrics
+        )
     return {role: Path(out_dir) / p.name for role, p in written.items()}
 
 
 def _write_run(
-    record: RunRecord, out: Path, *, compress: bool = False, sources: Mapping[str, str | Path]
+    record: RunRecord,
+    out: Path,
+    *,
+    compress: bool = False,
+    sources: Mapping[str, str | Path],
+    pending_metrics: Callable[[], dict] | None = None,
 ) -> dict[str, Path]:
     import shutil
     from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +161,8 @@ def _write_run(
         futures = {role: pool.submit(job) for role, job in jobs.items()}
         paths: dict[str, Path] = {role: Path(f.result()) for role, f in futures.items()}
         before = before_future.result()
+    if pending_metrics is not None:
+        record.metrics.update(pending_metrics())
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)
         if lm is not None:

@@ -165,8 +165,13 @@ def test_huge_header_is_refused_before_reading_data(tmp_path):
 def test_bad_files_raise_image_io_error_naming_the_file(tmp_path):
     good = save_image(random_image(GEOM_3D), tmp_path / "good.nii.gz").read_bytes()
     (tmp_path / "trunc.nii.gz").write_bytes(good[: len(good) // 2])
-    with pytest.raises(ImageIOError, match=r"trunc\.nii\.gz: voxel data is truncated or corrupt"):
+    with pytest.raises(ImageIOError, match=r"trunc\.nii\.gz: header declares .* the file is truncated"):
         load_image(tmp_path / "trunc.nii.gz")
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2 : len(good) // 2 + 64] = bytes(64)  # zeros inside the deflate stream
+    (tmp_path / "corrupt.nii.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(ImageIOError, match=r"corrupt\.nii\.gz: voxel data is truncated or corrupt"):
+        load_image(tmp_path / "corrupt.nii.gz")
     (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not a nifti header" * 3))
     with pytest.raises(ImageIOError, match=r"junk\.nii\.gz: not a readable NIfTI"):
         load_image(tmp_path / "junk.nii.gz")

@@ -264,6 +264,90 @@ def test_run_folder_plain_compressed_and_old_style(tmp_path):
         load_run(old)
 
 
+def test_run_folder_takes_metrics_still_being_computed(tmp_path):
+    """`regcore register` evaluates beside the volume writes: save_run waits for the metrics, stores them
+    in the record and writes them to metrics.json."""
+    from regcore.run_folder import load_run, save_run
+    from regcore.run_record import RunRecord
+
+    record, metrics, _ = small_record()
+    pending = RunRecord(record.pair, record.result, {}, label="oracle")
+    calls = []
+    save_run(pending, tmp_path / "run", pending_metrics=lambda: calls.append(1) or dict(metrics))
+    assert calls == [1] and pending.metrics["dice_mean"] == metrics["dice_mean"]
+    assert load_run(tmp_path / "run").metrics["dice_mean"] == pytest.approx(metrics["dice_mean"])
+
+
+def test_register_pair_then_evaluate_equals_run_pair():
+    from regcore.data import Pair
+    from regcore.register import register_pair, run_pair
+
+    record, _, _ = small_record()
+    pair = Pair(
+        name="p",
+        fixed=record.pair.fixed,
+        moving=record.pair.moving,
+        fixed_labels=record.pair.fixed_labels,
+        moving_labels=record.pair.moving_labels,
+    )
+    overrides = {"iterations": 3, "levels": 1}
+    registration = register_pair(pair, "demons", overrides, device="cpu")
+    assert "warped_labels" in registration.result.extras
+    later = registration.evaluate()
+    _, at_once = run_pair(pair, "demons", overrides, device="cpu")
+    assert later["method"] == at_once["method"] == "demons"
+    for key in ("dice_mean", "hd95_mean_mm", "folding_percent", "sdlogj", "ncc"):
+        assert later[key] == pytest.approx(at_once[key], rel=1e-6), key
+
+
+def test_a_classical_method_is_found_without_importing_the_learned_families():
+    code = (
+        "import sys\nfrom regcore.methods.registry import get\nget('fireants')\n"
+        "assert not any(m.startswith('regcore.methods.learned') for m in sys.modules)\n"
+        "get('voxelmorph')\nprint('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-1000:]
+    from regcore.methods.registry import get
+
+    with pytest.raises(ValueError, match="unknown method 'nope'; known methods: .*voxelmorph"):
+        get("nope")
+
+
+def test_console_script_exit_flushes_output_and_keeps_the_exit_code(tmp_path):
+    """The console script ends without interpreter teardown: its piped output is complete and its exit code
+    is the command's (0, or 2 for bad input)."""
+    script = "import sys\nfrom regcore.cli import console_main\nsys.argv[0] = 'regcore'\nconsole_main()"
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "methods", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    assert any(m["name"] == "fireants" for m in json.loads(ok.stdout))  # the whole JSON arrived
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "register",
+            "--fixed",
+            str(tmp_path / "no.nii.gz"),
+            "--moving",
+            "x.nii.gz",
+        ]
+        + ["--method", "demons", "--out", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "no.nii.gz" in bad.stderr and bad.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_compact_labels_keeps_values_and_metrics():
     from regcore.metrics import evaluate
     from regcore.register import compact_labels

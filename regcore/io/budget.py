@@ -6,8 +6,8 @@ checked against what the file can hold:
 
 * uncompressed data (``.nii``, raw MetaImage/NRRD): against the file size, exactly;
 * gzip/zlib data: impossible when it exceeds the deflate limit (1032:1) of the compressed size;
-  otherwise (large images) the stream is decompressed in chunks with a running budget, counting
-  bytes without keeping them, and a short stream is refused before the real read.
+  otherwise the reader inflates at most the declared bytes (never more) and a short stream is refused
+  (:func:`check_inflated_size`).
 
 Detached headers (``.mhd``, ``.nhdr``) name their data file; it must be a plain file name in the
 header's own folder, so a header can never make regcore read another file on the machine.
@@ -15,9 +15,7 @@ header's own folder, so a header can never make regcore read another file on the
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +24,6 @@ from regcore.io.errors import ImageIOError
 
 DEFLATE_MAX_RATIO = 1032
 """Largest expansion deflate can achieve (zlib technical details), plus no slack needed beyond 1 MiB."""
-STREAM_CHECK_MIN_BYTES = 16 * 1024**2
-"""Compressed data declaring fewer bytes than this is simply read (the allocation is harmless)."""
-CHUNK = 1 << 20
 
 META_TYPES = {
     "MET_UCHAR": 1,
@@ -122,47 +117,32 @@ def check_raw_size(path: Path, needed: int, available: int, what: str = "voxel d
         )
 
 
-def check_compressed_size(path: Path, needed: int, compressed: int, stream=None) -> None:
-    """Compressed data: refuse impossible expansion at once, then (large images) count the real stream.
-
-    stream: a zero-argument callable returning a binary file object of the decompressed data (read in
-    chunks, never kept); None to skip the streamed count.
-    """
+def check_compressed_size(path: Path, needed: int, compressed: int) -> None:
+    """Compressed data: refuse at once a declared size that ``compressed`` bytes cannot inflate to."""
     if needed > DEFLATE_MAX_RATIO * max(compressed, 1) + (1 << 20):
         raise ImageIOError(
             f"{path}: header declares {_human(needed)} of voxel data, more than {_human(compressed)} "
             f"of compressed data can hold (at most {DEFLATE_MAX_RATIO}:1): the file is truncated or "
             "its header is wrong"
         )
-    if stream is None or needed < STREAM_CHECK_MIN_BYTES:
-        return
-    got = 0
-    try:
-        with stream() as fh:
-            while got < needed:
-                block = fh.read(min(CHUNK, needed - got))
-                if not block:
-                    break
-                got += len(block)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ImageIOError(f"{path}: compressed data is corrupt after {_human(got)} ({exc})") from None
-    if got < needed:
+
+
+def check_inflated_size(path: Path, needed: int, inflated: int) -> None:
+    """Compressed data that inflated to ``inflated`` bytes must hold the ``needed`` bytes its header declares."""
+    if inflated < needed:
         raise ImageIOError(
             f"{path}: header declares {_human(needed)} of data but the compressed stream holds only "
-            f"{_human(got)}: the file is truncated"
+            f"{_human(inflated)}: the file is truncated"
         )
 
 
-def check_nifti_size(path: Path, header, shape) -> None:
-    """The voxel data a NIfTI header declares must be in the file (checked before reading it)."""
-    itemsize = header.get_data_dtype().itemsize
-    offset = int(header.get_data_offset())
-    needed = offset + declared_bytes(shape, itemsize)
-    size = path.stat().st_size
-    if path.name.lower().endswith(".gz"):
-        check_compressed_size(path, needed, size, lambda: gzip.open(path, "rb"))
-    else:
-        check_raw_size(path, needed, size)
+def nifti_declared_bytes(image, shape) -> int:
+    """Bytes a single-file NIfTI (a nibabel image) must hold uncompressed: up to the end of its voxel data.
+
+    The data starts where nibabel reads it (``vox_offset``, or 352 bytes plus extensions when unset).
+    """
+    offset = int(getattr(image.dataobj, "offset", image.header.get_data_offset()))
+    return offset + declared_bytes(shape, image.header.get_data_dtype().itemsize)
 
 
 def _finite_fields(path: Path, kv: dict[str, str], names: dict[str, str]) -> None:

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from regcore.image import Geometry, Image
-from regcore.io.budget import check_metaimage, check_nifti_size, check_nrrd
+from regcore.io.budget import (
+    check_compressed_size,
+    check_inflated_size,
+    check_metaimage,
+    check_nrrd,
+    check_raw_size,
+    nifti_declared_bytes,
+)
 from regcore.io.capture import library_output
 from regcore.io.dicom import read_dicom_dir, read_dicom_zip
 from regcore.io.errors import (
@@ -41,18 +48,49 @@ from regcore.io.tables import load_label_names
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """NIfTI's RAS world -> regcore's LPS world (negate the first two rows of an affine)."""
+NIFTI2_HEADER_BYTES = 540
+"""``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
 LABEL_NAME_HINT = re.compile(r"seg|label|mask|atlas|parc|aseg", re.IGNORECASE)
 """File names that suggest a label map."""
 
 
 # -- images: readers ----------------------------------------------------------------------
-def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
+def _nifti_from_bytes(contents: bytes):
+    """A nibabel NIfTI-1 or NIfTI-2 image over a file's (inflated) bytes, told apart by ``sizeof_hdr``."""
+    import nibabel as nib
+
+    sizes = {int.from_bytes(contents[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti2Image if NIFTI2_HEADER_BYTES in sizes else nib.Nifti1Image
+    return klass.from_bytes(contents)
+
+
+def _inflated_nifti(path: Path, needed: int) -> bytes:
+    """The inflated bytes of a ``.nii.gz`` (header, extensions, voxels), read in one pass and checked (CRC,
+    length) to the end of the stream; ``needed``: what the header declares (a shorter stream is refused)."""
+    from regcore.readahead import GunzipError, InflatedTooLarge, read_gunzipped
+
+    try:
+        try:
+            contents = read_gunzipped(path, 2 * needed + (1 << 20))
+        except InflatedTooLarge:  # long trailing data after the voxels: left unread, as nibabel does
+            contents = read_gunzipped(path, needed, cut=True)
+    except GunzipError as exc:
+        if exc.truncated:
+            check_inflated_size(path, needed, exc.inflated)
+        raise ImageIOError(f"{path}: voxel data is truncated or corrupt ({first_line(exc)})") from None
+    check_inflated_size(path, needed, len(contents))
+    return contents
+
+
+def _read_nifti(
+    path: Path, max_voxels: int, contents: bytes | None = None
+) -> tuple[np.ndarray, Geometry, dict]:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        header_shape = tuple(int(s) for s in img.shape)  # type: ignore[attr-defined]
-        dtype = img.header.get_data_dtype()  # type: ignore[attr-defined]
+        img = nib.load(str(path)) if contents is None else _nifti_from_bytes(contents)
+        header_shape = tuple(int(s) for s in img.shape)
+        dtype = img.header.get_data_dtype()
     except Exception as exc:  # nibabel raises many types for bad headers / bad gzip
         raise ImageIOError(
             f"{path}: not a readable NIfTI file ({type(exc).__name__}: {first_line(exc)})"
@@ -68,7 +106,19 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
             f"{path}: header field datatype is {_nifti_type_name(img.header)} (RGB, complex or "
             "vector voxels); regcore expects one real scalar per voxel: convert to grayscale first"
         )
-    check_nifti_size(path, img.header, header_shape)
+    needed = nifti_declared_bytes(img, header_shape)
+    gzipped = path.name.lower().endswith(".gz")
+    if contents is None and gzipped:
+        check_compressed_size(path, needed, path.stat().st_size)  # impossible expansion: refused unread
+        contents = _inflated_nifti(path, needed)
+        try:
+            img = type(img).from_bytes(contents)
+        except Exception as exc:  # noqa: BLE001 - the header read the same bytes a moment ago
+            raise ImageIOError(f"{path}: not a readable NIfTI file ({first_line(exc)})") from None
+    elif contents is not None:  # read ahead: inflated already when the file is gzipped
+        (check_inflated_size if gzipped else check_raw_size)(path, needed, len(contents))
+    else:
+        check_raw_size(path, needed, path.stat().st_size)
     try:
         affine, form, meta = _nifti_affine(img)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # e.g. an impossible qform quaternion
@@ -83,7 +133,7 @@ def _read_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict
     matrix[:n, n] = lps[:n, 3]
     geometry = checked_geometry_from_matrix(path, shape, matrix, form)
     try:
-        data = np.asarray(img.dataobj)  # type: ignore[attr-defined]
+        data = np.asarray(img.dataobj)
     except MemoryError:
         raise ImageIOError(
             f"{path}: not enough memory for {np.prod(header_shape):,} voxels of {dtype}"
@@ -183,11 +233,15 @@ def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
     return len(values) <= 1000 and coverage < 0.75
 
 
-def _read_any(p: Path, suffix: str, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
+def _read_any(
+    p: Path, suffix: str, max_voxels: int, contents: bytes | None = None
+) -> tuple[np.ndarray, Geometry, dict]:
+    if contents is not None and suffix not in NIFTI_SUFFIXES:
+        raise ValueError(f"contents (bytes read ahead) are for NIfTI files only, got {p}")
     if p.is_dir():
         return read_dicom_dir(p, p, max_voxels)
     if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(p, max_voxels)
+        return _read_nifti(p, max_voxels, contents)
     if suffix in ITK_SUFFIXES:
         return _read_itk(p, max_voxels)
     if suffix == ".zip":
@@ -236,6 +290,7 @@ def load_image(
     label_names: Mapping[int, str] | str | os.PathLike | None = None,
     allow_nan: bool = False,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    contents: bytes | None = None,
 ) -> Image:
     """Load a 2D/3D image: NIfTI (.nii/.nii.gz), MHA/MHD/NRRD, or a DICOM series (folder or .zip).
 
@@ -247,6 +302,9 @@ def load_image(
         allow_nan: replace NaN/inf voxels by 0 (with a warning in ``meta["warnings"]``)
             instead of raising.
         max_voxels: refuse files whose header declares more voxels (checked before reading data).
+        contents: a NIfTI file's bytes already read (and inflated, for ``.nii.gz``), e.g. by
+            :class:`regcore.readahead.ReadAhead`: parsed instead of reading ``path`` again, with the same
+            checks; ``path`` still names the file in errors and metadata.
     Returns:
         Image with data ``(1, *S)`` (float32, or int64 for labels) in tensor axis order = file
         index order, and a Geometry in LPS mm. A 2D NIfTI stored as ``(H, W, 1)`` loads as 2D.
@@ -259,7 +317,7 @@ def load_image(
     suffix = suffix_of(p)
     with library_output() as notes:
         try:
-            data, geometry, meta = _read_any(p, suffix, int(max_voxels))
+            data, geometry, meta = _read_any(p, suffix, int(max_voxels), contents)
         except ImageIOError as exc:
             summary = notes.summary()
             raise ImageIOError(f"{exc} {summary}" if summary else str(exc)) from None

@@ -100,7 +100,11 @@ def _folding(det: torch.Tensor) -> float:
     return float(int((det <= 0).sum()) / det.numel() * 100.0) if det.numel() else float("nan")
 
 
-def _sdlogj(det: torch.Tensor, clip: tuple[float, float] = (1e-9, 1e9)) -> float:
+SDLOGJ_CLIP = (1e-9, 1e9)
+"""det J is clipped to this range before its log (SDlogJ)."""
+
+
+def _sdlogj(det: torch.Tensor, clip: tuple[float, float] = SDLOGJ_CLIP) -> float:
     det = det[det > 0].double()  # one float64 copy of the positive values; clamp and log in place
     return float(det.clamp_(*clip).log_().std(unbiased=False)) if det.numel() else float("nan")
 
@@ -112,7 +116,7 @@ def folding_percent(u, mask=None) -> float:
 
 
 @torch.no_grad()
-def sdlogj(u, mask=None, clip: tuple[float, float] = (1e-9, 1e9)) -> float:
+def sdlogj(u, mask=None, clip: tuple[float, float] = SDLOGJ_CLIP) -> float:
     """Standard deviation of ``log(clip(det J))`` over voxels (inside ``mask``) with det J > 0; NaN if none."""
     return _sdlogj(_masked(jacobian_determinant_map(u), mask), clip)
 
@@ -232,10 +236,29 @@ def deformation_metrics(u, mask=None) -> dict:
 
     The field is checked once and each per-voxel map (det J, NDV) is computed once: in one compiled
     pass for a float32 3D field on the CPU (equal to the torch maps up to float32 rounding), slab by
-    slab with torch otherwise.
+    slab with torch otherwise; without a mask, a compiled pass reduces them (float64 sums).
     """
     field = _as_field(u)
     det, ndv = _maps(field)
+    if (
+        mask is None
+        and det.dtype == torch.float32
+        and det.device.type == "cpu"
+        and det.shape[0] == 1
+        and det.ndim == 4
+    ):
+        from regcore.metrics import deformation_kernels as kernels
+
+        if kernels.AVAILABLE:  # one compiled reduction over both maps, no float64 or boolean copies
+            summary = kernels.map_summary(det[0].numpy(), ndv[0].numpy(), SDLOGJ_CLIP)
+            voxels = det.numel()
+            return {
+                "folding_percent": summary["folded"] / voxels * 100.0,
+                "sdlogj": summary["log_std"],
+                "ndv_percent": summary["ndv_sum"] / voxels * 100.0,
+                "jacobian_min": summary["det_min"],
+                "jacobian_max": summary["det_max"],
+            }
     det, ndv = _masked(det, mask), _masked(ndv, mask)
     return {
         "folding_percent": _folding(det),
