@@ -1,7 +1,8 @@
 """Multimodal 2D benchmark: learned similarity (deep_similarity, comir) vs MI and MIND on HELD-OUT pairs.
 
     nice -n 5 .venv/bin/python benchmarks/multimodal.py [--sets sample_t1t2 prostate_mr_us spine_t1t2]
-        [--methods identity affine_mi dense_mi affine_mind dense_mind deep_similarity comir] [--max-pairs N]
+        [--methods identity affine_mi dense_mi affine_mind dense_mind deep_similarity comir
+                   demons_intensity demons] [--max-pairs N]
 
 Pairs: :func:`regcore.data.multimodal.multimodal_pairs` (split "heldout"; no method was trained or tuned
 on them). Per set and method: median over pairs of the mean Dice of the label maps and of the mean TRE
@@ -43,6 +44,9 @@ METHODS = {  # row name -> (registry method, overrides)
     "dense_mind": ("dense", {"similarity": "mind"}),
     "deep_similarity": ("deep_similarity", {"affine_iterations": 100, "dense_iterations": 60}),
     "comir": ("comir", {}),
+    "demons_intensity": ("demons", {"features": "intensity"}),  # SSD forces on intensities (the old default)
+    "demons_mind": ("demons", {"features": "mind"}),
+    "demons": ("demons", {}),  # features auto: MIND descriptors between different contrasts
 }
 MI_ROWS = ("affine_mi", "dense_mi")
 LEARNED = ("deep_similarity", "comir")  # issue 12: each must beat MI on Dice or TRE in >= 2 of the 3 sets
@@ -226,10 +230,11 @@ def markdown(meta: dict, results: dict, rows: list[str]) -> str:
                 f"{s['runtime_median_s']:.2f} |"
             )
     t = meta["target"]
+    judged = any(learned in t for learned in LEARNED)
     lines += [
         "",
         f"Target (each learned row beats the best MI row on Dice or TRE in >= 2 of 3 sets): "
-        f"{'MET' if t['met'] else 'NOT MET'}.",
+        f"{('MET' if t['met'] else 'NOT MET') if judged else 'not checked (no learned row with an MI row in this run)'}.",
     ]
     for learned in LEARNED:
         if learned in t:

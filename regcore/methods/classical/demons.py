@@ -11,6 +11,10 @@ smoothed by ``sigma_elastic`` voxels (diffusion-like). Multi-resolution: factors
 ``regcore.spatial.svf.integrate_svf`` with the fewest squarings that bring the largest scaled update
 below 0.5 voxel (``svf.squaring_steps``); composition is ``regcore.spatial.compose.compose``.
 
+Between contrasts that are not equal up to a histogram mapping (``features``: chosen from the images by
+default, :mod:`regcore.methods.classical.demons_features`) the force compares MIND-SSC descriptors instead
+of intensities, summed over their channels (MIND demons), on the torch path.
+
 Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> moving
 (``warped = moving o (id + u)``). Intensities are min-max normalised to [0, 1] inside.
 """
@@ -28,6 +32,7 @@ from regcore.config import param
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical import greedy_kernels
+from regcore.methods.classical.demons_features import DemonsFeatures, choose_features, mind_features
 from regcore.methods.classical.inputs import minmax, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import (
@@ -107,7 +112,14 @@ class DemonsConfig:
     histogram_match: bool = param(
         True,
         "Match the moving image's histogram to the fixed one first (as SimpleITK's demons does); "
-        "for images of the same contrast only.",
+        "for images of the same contrast only (never with MIND features).",
+    )
+    features: DemonsFeatures = param(
+        DemonsFeatures.AUTO,
+        "What the force compares: intensity (same contrast), mind (MIND-SSC descriptors: different "
+        "contrasts, e.g. MR and ultrasound, T1w and T2w; 12 channels in 3D, several times slower), or auto: "
+        "mind unless the images' 2 mm-smoothed intensities correlate at 0.75 or more (one contrast).",
+        choices=tuple(DemonsFeatures),
     )
     device: str = param(
         "auto", "Where to run: auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda")
@@ -167,18 +179,30 @@ def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
 def demons_step(
     fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, max_step: float
 ) -> torch.Tensor:
-    """One demons force field ``(B, n, *S)`` (voxels), ``|d| <= max_step`` by construction."""
-    diff = fixed - warped
-    if force == DemonsForce.PASSIVE:
-        j = spatial_gradient(fixed)
-    elif force == DemonsForce.ACTIVE:
-        j = spatial_gradient(warped)
-    else:
-        j = 0.5 * (spatial_gradient(fixed) + spatial_gradient(warped))
-    # With K = 1 / (4 max_step^2): |d| = |diff||J| / (|J|^2 + diff^2 K) <= 1 / (2 sqrt(K)) = max_step.
+    """One demons force field ``(B, n, *S)`` (voxels) from ``(B, C, *S)`` images, ``|d| <= max_step``.
+
+    With several channels (MIND descriptors) the numerator and both denominator terms are summed over
+    channels (multichannel demons); one channel is the classic force.
+    """
+    n = fixed.ndim - 2
     k_inv = 1.0 / (4.0 * max_step**2)
-    denom = (j * j).sum(1, keepdim=True) + diff * diff * k_inv
-    return torch.where(denom > 1e-9, diff * j / denom.clamp_min(1e-9), torch.zeros_like(j))
+    # With K = 1 / (4 max_step^2): |d| <= sqrt(A B) / (A + B K) <= 1 / (2 sqrt(K)) = max_step, where
+    # A = sum_c |J_c|^2 and B = sum_c diff_c^2 (Cauchy-Schwarz over channels). One channel at a time: a
+    # 12-channel 3D descriptor never needs its (n x 12)-channel gradient in memory.
+    numer = torch.zeros((fixed.shape[0], n, *fixed.shape[2:]), dtype=fixed.dtype, device=fixed.device)
+    denom = torch.zeros((fixed.shape[0], 1, *fixed.shape[2:]), dtype=fixed.dtype, device=fixed.device)
+    for c in range(fixed.shape[1]):
+        f, w = fixed[:, c : c + 1], warped[:, c : c + 1]
+        diff = f - w
+        if force == DemonsForce.PASSIVE:
+            j = spatial_gradient(f)
+        elif force == DemonsForce.ACTIVE:
+            j = spatial_gradient(w)
+        else:
+            j = 0.5 * (spatial_gradient(f) + spatial_gradient(w))
+        numer += diff * j
+        denom += (j * j).sum(1, keepdim=True) + diff * diff * k_inv
+    return torch.where(denom > 1e-9, numer / denom.clamp_min(1e-9), torch.zeros_like(numer))
 
 
 def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n_iter: int):
@@ -257,12 +281,21 @@ class DemonsMethod:
         ticker = LevelProgress(progress, iterations, report_every=10)
         history: list[dict[str, float]] = []
         with Timer(device) as timer, torch.no_grad():
-            if config.histogram_match and fixed.data.shape[0] == moving.data.shape[0] == 1:
+            features = choose_features(
+                config.features, fixed.batch()[:, :1], moving.batch()[:, :1], fixed.spacing
+            )
+            if (
+                config.histogram_match
+                and features == DemonsFeatures.INTENSITY
+                and fixed.data.shape[0] == moving.data.shape[0] == 1
+            ):
                 moving = histogram_match(moving, fixed, match_points=15)  # SimpleITK demons' settings
             f0 = fixed.batch().to(device)[:, :1]
             m0 = moving.batch().to(device)[:, :1]
-            if config.normalise:
+            if config.normalise or features == DemonsFeatures.MIND:
                 f0, m0 = minmax(f0), minmax(m0)
+            if features == DemonsFeatures.MIND:
+                f0, m0 = mind_features(f0, fixed.spacing), mind_features(m0, fixed.spacing)
             u = torch.zeros(
                 1, fixed.ndim, *level_shape(fixed.shape, factors[0], fixed.spacing), device=device
             )
@@ -274,11 +307,12 @@ class DemonsMethod:
                     level_sigmas(sigma, factor, fixed.ndim, fixed.spacing if config.smooth_in_mm else None)
                     for sigma in (config.sigma_fluid, config.sigma_elastic)
                 )
-                if greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32:
+                compiled = greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32
+                if compiled and f.shape[1] == 1:  # the fused kernels compare one channel
                     u = _iterate_compiled(f, m, u, config, iterations[level], report, sigmas)
                 else:
                     u = _iterate_torch(f, m, u, config, iterations[level], report, sigmas)
-        ran = replace(config, iterations=iterations)  # the record shows the counts that ran, not "auto"
+        ran = replace(config, iterations=iterations, features=features)  # what ran, not "auto"
         return build_result(
             self.name, fixed, moving, u, timer=timer, device=device, config=ran, loss_history=history
         )
@@ -294,8 +328,9 @@ register_method(
         dims=(2, 3),
         auto_settings=auto_settings,
         description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
-        "smoothing, histogram matching and a multi-resolution pyramid; best for same-contrast images. "
-        "The default deformable method in 2D.",
+        "smoothing, histogram matching and a multi-resolution pyramid; between different contrasts "
+        "(MR/ultrasound, T1w/T2w, chosen from the images) it compares MIND-SSC descriptors instead (MIND "
+        "demons). The default deformable method in 2D.",
     )
 )
 

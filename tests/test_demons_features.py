@@ -1,0 +1,106 @@
+"""MIND demons: what the demons force compares (`regcore.methods.classical.demons_features`).
+
+* ``contrast_correlation``: 1 for an image and itself (or a brighter copy), -1 for its negative, bad grids
+  refused; ``choose_features`` keeps explicit choices and picks MIND for an inverted contrast.
+* ``mind_features`` on a thick-slice grid equals 2D MIND-SSC of every slice (the in-plane pattern).
+* The multichannel ``demons_step``: one channel is the classic formula, a duplicated channel changes
+  nothing, and ``|d| <= max_step`` holds for 12 random channels.
+* One short real registration: the T1w -> T2w sample pair (built from the MNI152 template that ships with
+  the package data, no ../shared): ``features="auto"`` picks MIND and raises Dice well above both the
+  identity and intensity demons, which collapses on the inverted contrast.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regcore.losses.mind import mind_ssc
+from regcore.methods.classical.demons import DemonsForce, demons_step, spatial_gradient
+from regcore.methods.classical.demons_features import (
+    DemonsFeatures,
+    choose_features,
+    contrast_correlation,
+    mind_features,
+)
+from regcore.methods.registry import get
+
+
+def blobs(shape, seed: int = 0) -> torch.Tensor:
+    """A smooth positive ``(1, 1, *S)`` image with structure at several scales."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((1, 1, *[max(2, s // 6) for s in shape]), generator=g)
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    return torch.nn.functional.interpolate(x, size=shape, mode=mode, align_corners=True) + 0.1
+
+
+def test_contrast_correlation_and_the_auto_choice():
+    image = blobs((40, 36))
+    assert contrast_correlation(image, image, (1.0, 1.0)) == pytest.approx(1.0)
+    assert contrast_correlation(image, 3 * image + 5, (1.0, 1.0)) == pytest.approx(1.0)
+    assert contrast_correlation(image, -image, (1.0, 1.0)) < -0.9
+    assert (
+        contrast_correlation(image, torch.full_like(image, 2.0), (1.0, 1.0)) == 0.0
+    )  # constant: no relation
+    assert choose_features("auto", image, image * 2, (1.0, 1.0)) == DemonsFeatures.INTENSITY
+    assert choose_features("auto", image, 1.5 - image, (1.0, 1.0)) == DemonsFeatures.MIND
+    assert choose_features("intensity", image, -image, (1.0, 1.0)) == DemonsFeatures.INTENSITY
+    assert choose_features("mind", image, image, (1.0, 1.0)) == DemonsFeatures.MIND
+    with pytest.raises(ValueError, match="one grid"):
+        contrast_correlation(image, image[..., :-1], (1.0, 1.0))
+    with pytest.raises(ValueError):
+        choose_features("bogus", image, image, (1.0, 1.0))
+
+
+def test_mind_features_of_a_thick_slice_grid_are_in_plane_per_slice():
+    volume = blobs((20, 18, 5))  # 5 thick slices along the last axis
+    thick = mind_features(volume, (0.5, 0.5, 5.0))
+    assert thick.shape == (1, 4, 20, 18, 5)
+    for k in range(5):
+        torch.testing.assert_close(thick[..., k], mind_ssc(volume[..., k]))
+    assert mind_features(volume, (1.0, 1.0, 1.0)).shape == (1, 12, 20, 18, 5)  # isotropic: the 3D pattern
+    assert mind_features(blobs((30, 20)), (1.0, 1.0)).shape == (1, 4, 30, 20)
+
+
+def test_multichannel_demons_step_reduces_to_the_classic_force_and_stays_bounded():
+    fixed, warped = blobs((24, 20), seed=1), blobs((24, 20), seed=2)
+    max_step = 0.8
+    j = 0.5 * (spatial_gradient(fixed) + spatial_gradient(warped))
+    diff = fixed - warped
+    classic = diff * j / ((j * j).sum(1, keepdim=True) + diff * diff / (4 * max_step**2))
+    one = demons_step(fixed, warped, DemonsForce.SYMMETRIC, max_step)
+    torch.testing.assert_close(one, classic)
+    doubled = demons_step(
+        fixed.repeat(1, 2, 1, 1), warped.repeat(1, 2, 1, 1), DemonsForce.SYMMETRIC, max_step
+    )
+    torch.testing.assert_close(doubled, one)  # numerator and denominator both double
+    g = torch.Generator().manual_seed(3)
+    many = demons_step(
+        torch.rand((1, 12, 10, 11, 9), generator=g),
+        torch.rand((1, 12, 10, 11, 9), generator=g),
+        "passive",
+        0.5,
+    )
+    assert many.shape == (1, 3, 10, 11, 9) and float(many.norm(dim=1).max()) <= 0.5 + 1e-6
+
+
+def test_mind_demons_registers_the_t1_to_t2_sample_pair():
+    from regcore.data.multimodal import multimodal_pairs
+    from regcore.metrics.evaluate import evaluate, evaluate_identity
+
+    pair = multimodal_pairs("sample_t1t2", "heldout")[0]
+    labels = {"fixed_labels": pair.fixed_labels, "moving_labels": pair.moving_labels}
+    before = evaluate_identity(pair.fixed, pair.moving, **labels)["dice_mean"]
+    spec = get("demons")
+    auto = spec.factory().register(pair.fixed, pair.moving, spec.make_config({}))
+    intensity = spec.factory().register(pair.fixed, pair.moving, spec.make_config({"features": "intensity"}))
+    assert auto.config.features == DemonsFeatures.MIND  # recorded as run, not "auto"
+    dice_auto = evaluate(auto, **labels)["dice_mean"]
+    dice_intensity = evaluate(intensity, **labels)["dice_mean"]
+    # measured: 0.725 before, 0.888 MIND, 0.150 intensity
+    assert dice_auto > before + 0.1 and dice_auto > dice_intensity + 0.3, (before, dice_auto, dice_intensity)
+
+
+def test_demons_features_bad_value_names_the_field():
+    with pytest.raises(ValueError, match="features"):
+        get("demons").make_config({"features": "edges"})
