@@ -327,14 +327,9 @@ def register_pair(
 
 
 def run_pair(
-    pair,
-    method: str,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    device: str = "auto",
-    progress: ProgressCallback | None = None,
-    initial: str = "none",
+    pair, method: str, overrides: Mapping[str, Any] | None = None, **options: Any
 ) -> tuple[RegistrationResult, dict]:
-    """:func:`register_pair`, then :meth:`Registration.evaluate`: ``(result, metrics)``."""
-    registration = register_pair(pair, method, overrides, device=device, progress=progress, initial=initial)
+    """:func:`register_pair` (the same arguments: ``device``, ``progress``, ``initial``), then
+    :meth:`Registration.evaluate`: ``(result, metrics)``."""
+    registration = register_pair(pair, method, overrides, **options)
     return registration.result, registration.evaluate()
