@@ -48,10 +48,8 @@ def compile_all() -> dict[str, float]:
         out = np.empty_like(force)
         ws.compose(force, force, out)
         timings[f"greedy {ndim}D"] = time.perf_counter() - start
-    from regcore.metrics.deformation_kernels import (
-        jacobian_and_ndv_3d,
-        map_summary,
-    )  # `evaluate`'s det J + NDV
+    # det J + NDV of `evaluate` and their summary
+    from regcore.metrics.deformation_kernels import jacobian_and_ndv_3d, map_summary
 
     start = time.perf_counter()
     map_summary(*jacobian_and_ndv_3d(np.zeros((3, 4, 5, 6), np.float32)), (1e-9, 1e9))

@@ -145,8 +145,6 @@ def run(args) -> int:
 
     # the inputs are read and inflated on a background thread while torch and regcore import (~1.5 s)
     read_ahead = ReadAhead([args.fixed, args.moving, args.fixed_labels, args.moving_labels])
-    from concurrent.futures import ThreadPoolExecutor
-
     from regcore.data import Pair
     from regcore.register import register_pair
     from regcore.run_folder import save_run
@@ -168,16 +166,15 @@ def run(args) -> int:
     record = RunRecord(pair, registration.result, {}, label=args.method)
     from regcore.atomic import atomic_dir
 
-    # all files or none: an error leaves no partial results in --out; the metrics are computed beside the
-    # volume writes (gzip and disk I/O leave a core free) and land in record.metrics before metrics.json
-    with atomic_dir(args.out) as tmp, ThreadPoolExecutor(max_workers=1) as side:
-        evaluating = side.submit(registration.evaluate)
+    # all files or none: an error leaves no partial results in --out; save_run evaluates beside the volume
+    # writes (gzip and disk I/O leave a core free) and stores the metrics in record.metrics
+    with atomic_dir(args.out) as tmp:
         paths = save_run(
             record,
             tmp,
             compress=args.compress,
             sources=_unchanged_inputs(args, inputs, record),
-            pending_metrics=evaluating.result,
+            pending_metrics=registration.evaluate,
         )
         if args.report:
             from regcore.report import REPORT_FILE, write_report  # matplotlib behind it: only when asked

@@ -93,9 +93,9 @@ def save_run(
 ) -> dict[str, Path]:
     """Write the run folder described in the module docstring; returns ``{role: path}``.
 
-    ``pending_metrics``: when the metrics after registration are still being computed (``regcore register``
-    evaluates beside these writes), a call that waits for them (e.g. a future's ``result``); they are stored
-    in ``record.metrics`` before ``metrics.json`` is written. None: ``record.metrics`` is final.
+    ``pending_metrics``: when the metrics after registration are still to be computed, the call that computes
+    them (``regcore register`` passes ``Registration.evaluate``): it runs beside the writes and its dict is
+    stored in ``record.metrics`` before ``metrics.json`` is written. None: ``record.metrics`` is final.
 
     ``sources``: role (``fixed``, ``moving``, ``fixed_labels``, ``moving_labels``) -> the ``.nii.gz`` file the
     record's image of that role was read from, unchanged (same voxel values, same grid, one channel). Those
@@ -155,14 +155,15 @@ def _write_run(
     for role, src in sources.items():
         if role in jobs and str(src).lower().endswith(".nii.gz") and names[role].endswith(".nii.gz"):
             jobs[role] = partial(shutil.copyfile, src, out / names[role])
-    # the "before" metrics (CPU: surface distances) run beside the writes (mostly memory copies and I/O)
-    with ThreadPoolExecutor(max_workers=1) as side, ThreadPoolExecutor(max_workers=2) as pool:
+    # the metrics (CPU: surface distances, det J) run beside the writes (mostly memory copies, gzip and I/O)
+    with ThreadPoolExecutor(max_workers=2) as side, ThreadPoolExecutor(max_workers=2) as pool:
+        after_future = side.submit(pending_metrics) if pending_metrics is not None else None
         before_future = side.submit(lambda: record.before_metrics)
         futures = {role: pool.submit(job) for role, job in jobs.items()}
         paths: dict[str, Path] = {role: Path(f.result()) for role, f in futures.items()}
         before = before_future.result()
-    if pending_metrics is not None:
-        record.metrics.update(pending_metrics())
+        if after_future is not None:
+            record.metrics.update(after_future.result())
     for role in ("fixed_landmarks", "moving_landmarks"):
         lm = getattr(record.pair, role)
         if lm is not None:
