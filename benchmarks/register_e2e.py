@@ -118,7 +118,7 @@ def import_time() -> float:
         "import time; t = time.perf_counter(); "
         "import regcore.cli; from regcore.data import Pair; from regcore.register import run_pair; "
         "from regcore.run_record import RunRecord; from regcore.run_folder import save_run; from regcore.metrics.evaluate import evaluate; "
-        "import regcore.io, SimpleITK, nibabel; from regcore.methods.registry import get; "
+        "import regcore.io, nibabel; from regcore.methods.registry import get; "
         "get('fireants').factory(); print(time.perf_counter() - t)"
     )
     res = run_child([sys.executable, "-c", code])

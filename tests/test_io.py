@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from regcore.io import (
 )
 from regcore.spatial.grid import affine_to_normalised
 from regcore.spatial.warp import warp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rotation(angles: tuple[float, ...]) -> np.ndarray:
@@ -399,6 +403,42 @@ def test_displacement_file_is_byte_identical_with_and_without_the_compiled_conve
     assert compiled == plain
 
 
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_displacement_nifti_reads_in_simpleitk_as_its_own_vector_file(tmp_path, ndim):
+    """``.nii`` fields are written directly (no SimpleITK copy): SimpleITK reads them as the file it writes
+    itself for the same vectors: same components, spacing, origin, direction and NIfTI dims/intent."""
+    base = GEOM_3D if ndim == 3 else GEOM_2D
+    geometry = oblique_geometry(
+        base.shape, [1.3, 0.8, 2.1][:ndim], [4.0, -7.0, 2.5][:ndim], (0.2,) if ndim == 2 else (0.3, -0.2, 0.1)
+    )
+    disp = smooth_random_field(geometry.shape, magnitude=2.0, seed=8, sigma=2.0)
+    ours = sitk.ReadImage(str(save_displacement(disp, geometry, tmp_path / "ours.nii")))
+    vectors = np.moveaxis(lps_planes_reference(disp, geometry), 0, -1)
+    theirs_image = sitk.GetImageFromArray(vectors, isVector=True)
+    theirs_image.SetSpacing(geometry.spacing)
+    theirs_image.SetOrigin(geometry.origin)
+    theirs_image.SetDirection(tuple(geometry.direction_matrix.reshape(-1)))
+    sitk.WriteImage(theirs_image, str(tmp_path / "theirs.nii"))
+    theirs = sitk.ReadImage(str(tmp_path / "theirs.nii"))
+    assert ours.GetNumberOfComponentsPerPixel() == theirs.GetNumberOfComponentsPerPixel() == ndim
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(ours.GetSpacing(), theirs.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(ours.GetOrigin(), theirs.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(ours.GetDirection(), theirs.GetDirection(), atol=1e-6)
+    ours_header, theirs_header = (nib.load(tmp_path / f).header for f in ("ours.nii", "theirs.nii"))
+    assert np.array_equal(ours_header["dim"], theirs_header["dim"])
+    assert ours_header.get_intent()[0] == theirs_header.get_intent()[0] == "vector"
+
+
+def lps_planes_reference(disp: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """The LPS mm component planes ``(n, *S reversed)`` of a voxel displacement, computed here with numpy."""
+    a = geometry.index_to_world[: geometry.ndim, : geometry.ndim]
+    u = disp[0].double().numpy()
+    return np.stack([np.tensordot(a[i], u, axes=1).T for i in range(geometry.ndim)]).astype(np.float32)
+
+
 def test_displacement_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"displacement must be \(1, 3, \*\(12, 15, 18\)\)"):
         save_displacement(torch.zeros(1, 2, 12, 15, 18), GEOM_3D, tmp_path / "f.nii.gz")
@@ -460,3 +500,27 @@ def test_affine_bad_input(tmp_path):
     (tmp_path / "bad.tfm").write_text("not a transform", encoding="utf-8")
     with pytest.raises(ImageIOError, match=r"bad\.tfm"):
         load_affine_tfm(tmp_path / "bad.tfm")
+
+
+def test_reading_nifti_leaves_simpleitk_unloaded_and_itk_output_is_still_captured(tmp_path):
+    """A NIfTI read and a ``.nii`` displacement write do not import SimpleITK (~0.13 s of `regcore register`'s start); once a reader loads
+    it through ``capture.simpleitk()``, ITK's output window lands in the open capture, not on stderr."""
+    code = (
+        "import sys, tempfile\n"
+        "import torch\n"
+        "from regcore.io import load_image, save_displacement\n"
+        "from regcore.io.capture import library_output, simpleitk\n"
+        "image = load_image('sample_data/brain/2d_2mm/images/subject_00_t1.nii.gz')\n"
+        "field = torch.zeros(1, 2, *image.shape)\n"
+        f"save_displacement(field, image.geometry, {str(tmp_path / 'field.nii')!r})\n"
+        "print('SimpleITK' in sys.modules)\n"
+        "with library_output() as notes:\n"
+        "    simpleitk().ImageSeriesReader.GetGDCMSeriesIDs(tempfile.mkdtemp())\n"
+        "print(notes.count, notes.first())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded, captured = res.stdout.strip().splitlines()
+    assert loaded == "False"
+    assert captured == "1 No Series were found"
+    assert "No Series" not in res.stderr

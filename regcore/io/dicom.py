@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from regcore.image import Geometry
+from regcore.io.capture import simpleitk
 from regcore.io.errors import ImageIOError, check_voxels, first_line
 from regcore.io.geometry import DICOM
 from regcore.io.sitk_arrays import array_from_sitk
@@ -100,7 +101,7 @@ def extract_members(
 
 def series_in(path: Path, root: Path) -> list[tuple[Path, str, list[str]]]:
     """``(folder, series UID, files)`` of every DICOM series in ``root`` and its sub-folders."""
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     folders = [root]
     for p in sorted(root.rglob("*")):
@@ -121,7 +122,7 @@ def series_in(path: Path, root: Path) -> list[tuple[Path, str, list[str]]]:
 
 def read_dicom_dir(path: Path, root: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
     """The largest DICOM series under ``root`` (``path`` names the input in messages)."""
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     series = series_in(path, root)
     if not series:

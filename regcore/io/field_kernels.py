@@ -1,10 +1,10 @@
 """Compiled CPU backend (numba) of :func:`regcore.io.transforms.save_displacement`'s conversion, 3D only.
 
-One parallel pass turns a voxel displacement ``u`` ``(3, I, J, K)`` (tensor axis order) into the LPS mm
-vectors SimpleITK stores, ``d_mm[k, j, i, c] = sum_m a[c, m] u[m, i, j, k]`` with ``a = direction @
-diag(spacing)``, in SimpleITK's axis order ``(K, J, I, 3)``: the same float64 sums (zero entries of ``a``
-skipped, in the same order) cast to float32 as the numpy path, without its three 56 MB float64
-temporaries per component. :data:`AVAILABLE` follows :data:`regcore.spatial.warp_kernels.AVAILABLE`.
+One parallel pass turns a voxel displacement ``u`` ``(3, I, J, K)`` (tensor axis order) into LPS mm
+vectors, ``d_mm[c, k, j, i] = sum_m a[c, m] u[m, i, j, k]`` with ``a = direction @ diag(spacing)``: the same
+float64 sums (zero entries of ``a`` skipped, in the same order) cast to float32 as the numpy path, without
+its three 56 MB float64 temporaries per component. The result is planar, ``(3, K, J, I)``: a vector NIfTI
+stores the component as its slowest axis, so that array's bytes are the file's voxel data as they are. :data:`AVAILABLE` follows :data:`regcore.spatial.warp_kernels.AVAILABLE`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ if AVAILABLE:
                                 for m in range(3):
                                     if a[c, m] != 0.0:
                                         acc += a[c, m] * np.float64(u[m, i, j, k])
-                                out[k, j, i, c] = acc
+                                out[c, k, j, i] = acc
 
 
 def lps_vectors_3d(u: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``(K, J, I, 3)`` float32 LPS mm vectors of a float32 voxel displacement ``(3, I, J, K)``; ``a`` ``(3, 3)``."""
-    out = np.empty((*u.shape[:0:-1], 3), dtype=np.float32)
+    """``(3, K, J, I)`` float32 LPS mm vectors (component planes) of a float32 voxel displacement
+    ``(3, I, J, K)``; ``a`` ``(3, 3)``."""
+    out = np.empty((3, *u.shape[:0:-1]), dtype=np.float32)
     with warp_kernels.KERNEL_LOCK:
         _lps_vectors_3d(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(a, np.float64), out)
     return out

@@ -23,7 +23,7 @@ from regcore.io.budget import (
     check_raw_size,
     nifti_declared_bytes,
 )
-from regcore.io.capture import library_output
+from regcore.io.capture import library_output, simpleitk
 from regcore.io.dicom import read_dicom_dir, read_dicom_zip
 from regcore.io.errors import (
     DEFAULT_MAX_VOXELS,
@@ -52,6 +52,15 @@ NIFTI2_HEADER_BYTES = 540
 """``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
 LABEL_NAME_HINT = re.compile(r"seg|label|mask|atlas|parc|aseg", re.IGNORECASE)
 """File names that suggest a label map."""
+
+
+def ras_affine(geometry: Geometry) -> np.ndarray:
+    """The ``(4, 4)`` NIfTI (RAS mm) affine of ``geometry``'s voxel -> world map (a 2D grid as one slice)."""
+    n = geometry.ndim
+    affine = np.eye(4)
+    m = geometry.index_to_world
+    affine[:n, :n], affine[:n, 3] = m[:n, :n], m[:n, n]
+    return RAS_TO_LPS @ affine
 
 
 # -- images: readers ----------------------------------------------------------------------
@@ -178,7 +187,7 @@ def _nifti_affine(img) -> tuple[np.ndarray, GeometryFields, dict]:
 
 
 def _read_itk(path: Path, max_voxels: int) -> tuple[np.ndarray, Geometry, dict]:
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     suffix = suffix_of(path)
     reader = sitk.ImageFileReader()
@@ -375,11 +384,7 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
-            n = image.ndim
-            affine = np.eye(4)
-            m = image.geometry.index_to_world
-            affine[:n, :n], affine[:n, 3] = m[:n, :n], m[:n, n]
-            nii = nib.Nifti1Image(arr, RAS_TO_LPS @ affine, dtype=arr.dtype)  # int64 codes too
+            nii = nib.Nifti1Image(arr, ras_affine(image.geometry), dtype=arr.dtype)  # int64 codes too
             nii.set_qform(nii.affine, code=1)
             nii.set_sform(nii.affine, code=1)
             nib.save(nii, str(p))

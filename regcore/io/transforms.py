@@ -28,9 +28,11 @@ def save_displacement(
     Vectors become LPS mm, ``d_mm = direction @ diag(spacing) @ u``, stored as float32 vectors on
     ``geometry`` (the fixed grid): ``sitk.DisplacementFieldTransform`` (which wants float64: read with
     ``sitk.ReadImage(path, sitk.sitkVectorFloat64)``) then maps a fixed point p to the moving point
-    ``p + d(p)``. Any SimpleITK vector format works: ``.nii`` (uncompressed, fastest), ``.nii.gz``
-    (gzip ``compress_level`` 1..9 on all cores, :mod:`regcore.io.gzip_parallel`), ``.mha``, ``.nrrd``.
-    Memory: two float32 copies of the field (numpy, then SimpleITK), in SimpleITK's axis order.
+    ``p + d(p)``. Formats: ``.nii`` (uncompressed, fastest; written directly in SimpleITK's vector layout),
+    ``.nii.gz`` (gzip ``compress_level`` 1..9 on all cores, :mod:`regcore.io.gzip_parallel`), ``.mha`` and
+    ``.nrrd`` (through SimpleITK).
+    Memory: one float32 copy of the field, the file's component planes (``.mha``/``.nrrd``: two, the second
+    SimpleITK's).
     """
     if not isinstance(displacement, torch.Tensor):
         raise TypeError(f"displacement must be a torch.Tensor, got {type(displacement).__name__}")
@@ -46,41 +48,73 @@ def save_displacement(
             f"{p}: cannot write a displacement field as {suffix!r}; use .nii, .nii.gz, .mha or .nrrd"
         )
     u = displacement[0].detach().cpu().float().numpy()  # (n, *S), no copy when already float32 on the CPU
-    a = geometry.index_to_world[:n, :n]
-    from regcore.io import field_kernels
-
-    if n == 3 and field_kernels.AVAILABLE:  # one compiled pass, same sums
-        d_mm = field_kernels.lps_vectors_3d(u, a)
-    else:
-        d_mm = np.empty((*geometry.shape[::-1], n), dtype=np.float32)  # SimpleITK order (k, j, i, component)
-        for i in range(n):  # d_i = sum_j a[i, j] u_j, accumulated in float64 one component at a time
-            acc = np.zeros(geometry.shape, dtype=np.float64)
-            for j in range(n):
-                if a[i, j] != 0.0:
-                    acc += a[i, j] * u[j]
-            d_mm[..., i] = acc.T
+    planes = _lps_planes(u, geometry.index_to_world[:n, :n])
     try:
-        import SimpleITK as sitk
-
         p.parent.mkdir(parents=True, exist_ok=True)
-        img = sitk.GetImageFromArray(d_mm, isVector=True)
-        img.SetSpacing(geometry.spacing)
-        img.SetOrigin(geometry.origin)
-        img.SetDirection(tuple(geometry.direction_matrix.reshape(-1)))
-        if suffix == ".nii.gz":  # SimpleITK gzips on one thread: write .nii, then gzip it on all cores
+        if suffix == ".nii.gz":  # written as .nii, then gzipped on all cores
             from regcore.io.gzip_parallel import gzip_file
 
             raw = p.with_name(p.name[: -len(".gz")] + ".tmp.nii")
             try:
-                sitk.WriteImage(img, str(raw), useCompression=False)
+                _write_vector_nifti(planes, geometry, raw)
                 gzip_file(raw, p, level=compress_level)
             finally:
                 raw.unlink(missing_ok=True)
+        elif suffix in NIFTI_SUFFIXES:
+            _write_vector_nifti(planes, geometry, p)
         else:
-            sitk.WriteImage(img, str(p), useCompression=suffix in (".mha", ".nrrd"))
+            import SimpleITK as sitk
+
+            img = sitk.GetImageFromArray(np.moveaxis(planes, 0, -1), isVector=True)  # (*S reversed, n)
+            img.SetSpacing(geometry.spacing)
+            img.SetOrigin(geometry.origin)
+            img.SetDirection(tuple(geometry.direction_matrix.reshape(-1)))
+            sitk.WriteImage(img, str(p), useCompression=True)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ImageIOError(f"{p}: could not write displacement field ({first_line(exc)})") from exc
     return p
+
+
+def _lps_planes(u: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``(n, *S reversed)`` float32 LPS mm component planes ``d_i = sum_j a[i, j] u_j`` of a voxel displacement
+    ``u`` ``(n, *S)``, ``a = direction @ diag(spacing)``: float64 sums, zero entries of ``a`` skipped."""
+    n = len(a)
+    from regcore.io import field_kernels
+
+    if n == 3 and field_kernels.AVAILABLE:  # one compiled pass, same sums
+        return field_kernels.lps_vectors_3d(u, a)
+    planes = np.empty((n, *u.shape[:0:-1]), dtype=np.float32)
+    for i in range(n):  # accumulated in float64 one component at a time
+        acc = np.zeros(u.shape[1:], dtype=np.float64)
+        for j in range(n):
+            if a[i, j] != 0.0:
+                acc += a[i, j] * u[j]
+        planes[i] = acc.T
+    return planes
+
+
+def _write_vector_nifti(planes: np.ndarray, geometry: Geometry, path: Path) -> None:
+    """``planes`` ``(n, *S reversed)`` float32 as a NIfTI-1 vector image on ``geometry``: intent VECTOR, dims
+    ``(*S, 1, n)`` (a 2D grid: ``(I, J, 1, 1, 2)``), RAS affine as qform and sform: the layout SimpleITK writes
+    for a vector image, so ``sitk.ReadImage`` gives the same field. The planes' bytes are the voxel data as
+    they are (the component is NIfTI's slowest axis): written without a copy."""
+    import nibabel as nib
+
+    from regcore.io.images import ras_affine
+
+    n = geometry.ndim
+    header = nib.Nifti1Header()
+    header.set_data_shape((*geometry.shape, *(1,) * (3 - n), 1, n))
+    header.set_data_dtype(np.float32)
+    header.set_intent("vector")
+    affine = ras_affine(geometry)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm", "sec")
+    data = np.ascontiguousarray(planes, dtype="<f4")
+    with open(path, "wb") as fh:
+        header.write_to(fh)  # 348 bytes, the 4-byte extension flag; vox_offset 352
+        fh.write(memoryview(data).cast("B"))
 
 
 def load_displacement(path: str | os.PathLike) -> tuple[torch.Tensor, Geometry]:

@@ -30,78 +30,81 @@ if AVAILABLE:
     _OPTIONS = {k: v for k, v in warp_kernels.NUMBA_OPTIONS.items() if k != "fastmath"}  # keep IEEE order
     _jit = numba.njit(**_OPTIONS)
     _pjit = numba.njit(parallel=True, **_OPTIONS)
+    _inline = numba.njit(inline="always", **_OPTIONS)  # inlined by numba itself: vectorisable loop bodies
 
-    @_jit
+    @_inline
     def _det3(a00, a01, a02, a10, a11, a12, a20, a21, a22):
         """Determinant of ``[[a00, a01, a02], ...]`` in the expansion of ``regcore.spatial.jacobian.small_det``."""
         return a00 * (a11 * a22 - a12 * a21) - a01 * (a10 * a22 - a12 * a20) + a02 * (a10 * a21 - a11 * a20)
 
-    @_jit
-    def _edge(u, out, k, z, y, x, oz, oy, ox):
-        """``out[k, c] = phi(x + o) - phi(x)`` component c, ``= o_c + u_c(clamp(x + o)) - u_c(x)``."""
-        nz, ny, nx = u.shape[1], u.shape[2], u.shape[3]
-        zz, yy, xx = min(max(z + oz, 0), nz - 1), min(max(y + oy, 0), ny - 1), min(max(x + ox, 0), nx - 1)
-        out[k, 0] = oz + (np.float64(u[0, zz, yy, xx]) - np.float64(u[0, z, y, x]))
-        out[k, 1] = oy + (np.float64(u[1, zz, yy, xx]) - np.float64(u[1, z, y, x]))
-        out[k, 2] = ox + (np.float64(u[2, zz, yy, xx]) - np.float64(u[2, z, y, x]))
+    @_inline
+    def _at(u, c, z, y, x):
+        return np.float64(u[c, z, y, x])
 
-    @_jit
-    def _det_columns(e, i, j, k):
-        """det of the matrix whose columns are the edge vectors ``e[i], e[j], e[k]`` (rows = components)."""
-        return _det3(e[i, 0], e[j, 0], e[k, 0], e[i, 1], e[j, 1], e[k, 1], e[i, 2], e[j, 2], e[k, 2])
+    @_inline
+    def _voxel_det_ndv(u, z, y, x, zm, zp, ym, yp, xm, xp, sz, sy, sx):
+        """``(det J, ndv)`` at voxel ``(z, y, x)`` of ``u`` (3, Z, Y, X); ``zm``/``zp``, ... the neighbour
+        indices clamped to the grid, ``sz``, ... the central difference's steps (2 inside, 1 at an end).
 
-    @_jit
+        Edges are ``phi(x + o) - phi(x) = o + u(clamp(x + o)) - u(x)`` in float64, named ``<edge><component>``:
+        ``f`` forward along an axis, ``b`` backward (``phi(x) - phi(x - e_a)``), ``p``/``q`` the diagonals
+        of the central tetrahedra (offsets (-1,-1,0), (-1,0,-1), (0,-1,-1) and (1,1,0), (0,1,1), (1,0,1)).
+        Scalars only, so that LLVM vectorises the row loop (~3.5x the array-of-edges version, same bits).
+        """
+        u0, u1, u2 = _at(u, 0, z, y, x), _at(u, 1, z, y, x), _at(u, 2, z, y, x)
+        fz0, fz1, fz2 = 1.0 + (_at(u, 0, zp, y, x) - u0), _at(u, 1, zp, y, x) - u1, _at(u, 2, zp, y, x) - u2
+        fy0, fy1, fy2 = _at(u, 0, z, yp, x) - u0, 1.0 + (_at(u, 1, z, yp, x) - u1), _at(u, 2, z, yp, x) - u2
+        fx0, fx1, fx2 = _at(u, 0, z, y, xp) - u0, _at(u, 1, z, y, xp) - u1, 1.0 + (_at(u, 2, z, y, xp) - u2)
+        bz0, bz1, bz2 = 1.0 + (u0 - _at(u, 0, zm, y, x)), u1 - _at(u, 1, zm, y, x), u2 - _at(u, 2, zm, y, x)
+        by0, by1, by2 = u0 - _at(u, 0, z, ym, x), 1.0 + (u1 - _at(u, 1, z, ym, x)), u2 - _at(u, 2, z, ym, x)
+        bx0, bx1, bx2 = u0 - _at(u, 0, z, y, xm), u1 - _at(u, 1, z, y, xm), 1.0 + (u2 - _at(u, 2, z, y, xm))
+        # det J, central differences (one-sided at the border, like torch.gradient): column a of I + du/dx
+        # is ((forward_a - e_a) + (backward_a - e_a)) / steps_a + e_a
+        det = _det3(
+            ((fz0 - 1.0) + (bz0 - 1.0)) / sz + 1.0, (fy0 + by0) / sy, (fx0 + bx0) / sx,
+            (fz1 + bz1) / sz, ((fy1 - 1.0) + (by1 - 1.0)) / sy + 1.0, (fx1 + bx1) / sx,
+            (fz2 + bz2) / sz, (fy2 + by2) / sy, ((fx2 - 1.0) + (bx2 - 1.0)) / sx + 1.0,
+        )  # fmt: skip
+        # fmt: off
+        p10, p11, p12 = -1.0 + (_at(u, 0, zm, ym, x) - u0), -1.0 + (_at(u, 1, zm, ym, x) - u1), _at(u, 2, zm, ym, x) - u2
+        p20, p21, p22 = -1.0 + (_at(u, 0, zm, y, xm) - u0), _at(u, 1, zm, y, xm) - u1, -1.0 + (_at(u, 2, zm, y, xm) - u2)
+        p30, p31, p32 = _at(u, 0, z, ym, xm) - u0, -1.0 + (_at(u, 1, z, ym, xm) - u1), -1.0 + (_at(u, 2, z, ym, xm) - u2)
+        q10, q11, q12 = 1.0 + (_at(u, 0, zp, yp, x) - u0), 1.0 + (_at(u, 1, zp, yp, x) - u1), _at(u, 2, zp, yp, x) - u2
+        q20, q21, q22 = _at(u, 0, z, yp, xp) - u0, 1.0 + (_at(u, 1, z, yp, xp) - u1), 1.0 + (_at(u, 2, z, yp, xp) - u2)
+        q30, q31, q32 = 1.0 + (_at(u, 0, zp, y, xp) - u0), _at(u, 1, zp, y, xp) - u1, 1.0 + (_at(u, 2, zp, y, xp) - u2)
+        # fmt: on
+        # the 8 corner tetrahedra (forward or backward edge along each axis), then the 2 central ones; the
+        # columns of each determinant are its three edges
+        neg = 0.0
+        neg += min(_det3(fz0, fy0, fx0, fz1, fy1, fx1, fz2, fy2, fx2), 0.0)
+        neg += min(_det3(fz0, fy0, bx0, fz1, fy1, bx1, fz2, fy2, bx2), 0.0)
+        neg += min(_det3(fz0, by0, fx0, fz1, by1, fx1, fz2, by2, fx2), 0.0)
+        neg += min(_det3(fz0, by0, bx0, fz1, by1, bx1, fz2, by2, bx2), 0.0)
+        neg += min(_det3(bz0, fy0, fx0, bz1, fy1, fx1, bz2, fy2, fx2), 0.0)
+        neg += min(_det3(bz0, fy0, bx0, bz1, fy1, bx1, bz2, fy2, bx2), 0.0)
+        neg += min(_det3(bz0, by0, fx0, bz1, by1, fx1, bz2, by2, fx2), 0.0)
+        neg += min(_det3(bz0, by0, bx0, bz1, by1, bx1, bz2, by2, bx2), 0.0)
+        neg += min(_det3(p10, p20, p30, p11, p21, p31, p12, p22, p32), 0.0)
+        neg += min(_det3(q10, q20, q30, q11, q21, q31, q12, q22, q32), 0.0)
+        return det, -0.5 * neg / 6.0
+
+    @_inline
     def _steps(i, n):
         """Grid steps spanned by the central difference at index i of n (2 inside, 1 at either end)."""
         return (1.0 if i < n - 1 else 0.0) + (1.0 if i > 0 else 0.0)
-
-    @_jit
-    def _gradient_column(e, g, a, steps):
-        """Column a of ``J = I + du/dx`` from the forward (``e[a]``) and backward (``e[3 + a]``) edges."""
-        for r in range(3):
-            eye = 1.0 if r == a else 0.0
-            g[r, a] = ((e[a, r] - eye) + (e[3 + a, r] - eye)) / steps + eye
 
     @_pjit
     def _jacobian_and_ndv_3d(u, det, ndv):
         nz, ny, nx = u.shape[1], u.shape[2], u.shape[3]
         for z in numba.prange(nz):
-            # edges: 0-2 phi(x + e_a) - phi(x); 3-5 phi(x) - phi(x - e_a); 6-11 the central tetrahedra's
-            e = np.empty((12, 3), dtype=np.float64)
-            g = np.empty((3, 3), dtype=np.float64)  # J = I + du/dx, g[r, a] = d phi_r / d x_a
+            zm, zp, sz = max(z - 1, 0), min(z + 1, nz - 1), _steps(z, nz)
             for y in range(ny):
+                ym, yp, sy = max(y - 1, 0), min(y + 1, ny - 1), _steps(y, ny)
                 for x in range(nx):
-                    _edge(u, e, 0, z, y, x, 1, 0, 0)
-                    _edge(u, e, 1, z, y, x, 0, 1, 0)
-                    _edge(u, e, 2, z, y, x, 0, 0, 1)
-                    _edge(u, e, 3, z, y, x, -1, 0, 0)
-                    _edge(u, e, 4, z, y, x, 0, -1, 0)
-                    _edge(u, e, 5, z, y, x, 0, 0, -1)
-                    for a in range(3):  # backward edge = -(phi(x - e_a) - phi(x))
-                        for c in range(3):
-                            e[3 + a, c] = -e[3 + a, c]
-                    _edge(u, e, 6, z, y, x, -1, -1, 0)
-                    _edge(u, e, 7, z, y, x, -1, 0, -1)
-                    _edge(u, e, 8, z, y, x, 0, -1, -1)
-                    _edge(u, e, 9, z, y, x, 1, 1, 0)
-                    _edge(u, e, 10, z, y, x, 0, 1, 1)
-                    _edge(u, e, 11, z, y, x, 1, 0, 1)
-                    # det J, central differences (one-sided at the border, like torch.gradient):
-                    # du_r/dx_a = (u_r(clamp(i + 1)) - u_r(clamp(i - 1))) / (number of real steps)
-                    _gradient_column(e, g, 0, _steps(z, nz))
-                    _gradient_column(e, g, 1, _steps(y, ny))
-                    _gradient_column(e, g, 2, _steps(x, nx))
-                    det[z, y, x] = _det3(
-                        g[0, 0], g[0, 1], g[0, 2], g[1, 0], g[1, 1], g[1, 2], g[2, 0], g[2, 1], g[2, 2]
-                    )
-                    neg = 0.0
-                    for i in (0, 3):  # the 8 corner tetrahedra: forward or backward edge along each axis
-                        for j in (1, 4):
-                            for k in (2, 5):
-                                neg += min(_det_columns(e, i, j, k), 0.0)
-                    neg += min(_det_columns(e, 6, 7, 8), 0.0)
-                    neg += min(_det_columns(e, 9, 10, 11), 0.0)
-                    ndv[z, y, x] = -0.5 * neg / 6.0
+                    xm, xp, sx = max(x - 1, 0), min(x + 1, nx - 1), _steps(x, nx)
+                    d, n = _voxel_det_ndv(u, z, y, x, zm, zp, ym, yp, xm, xp, sz, sy, sx)
+                    det[z, y, x] = d
+                    ndv[z, y, x] = n
 
     @_pjit
     def _plane_sums(det, ndv, lo, hi, sums, low, high):
