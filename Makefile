@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-## Compile the numba kernels into their on-disk cache (~15 s once; ~1 s when already cached).
+## Compile the numba kernels into their on-disk cache (~15 s once; ~1 s when already cached), and the
+## project's bytecode: an editable install is not byte-compiled, and where PYTHONDONTWRITEBYTECODE is set
+## (common in containers) every process would compile regcore from source (~0.15 s of each start).
 kernels: $(STAMP)
+	$(VPY) -m compileall -q regcore pages app.py
 	$(VPY) -m regcore.compile_kernels
 
 setup: kernels
