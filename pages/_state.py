@@ -169,12 +169,27 @@ def cached_default_run(dataset: str, method: str):
     return backend.RunRecord(pair, result, metrics, label=f"{method}{SAMPLE_RUN_SUFFIX}")
 
 
-def default_method(dims: int = 2) -> str:
-    """A fast, always-available method for first-open demos."""
+def default_choice(pair):
+    """:func:`regcore.methods.default_choice.default_deformable` for ``pair``, computed once per (fixed, moving)
+    image objects (a 1 mm brain: ~0.1 s) and kept in the session."""
+    kept = st.session_state.get("_default_choice")
+    if kept is not None and kept[0] is pair.fixed and kept[1] is pair.moving:
+        return kept[2]
+    from regcore.methods.default_choice import default_deformable
+
+    choice = default_deformable(pair.fixed, pair.moving)
+    st.session_state["_default_choice"] = (pair.fixed, pair.moving, choice)
+    return choice
+
+
+def default_method(dims: int = 2, pair=None) -> str:
+    """A fast, always-available method for first-open demos; with ``pair``, the default for that pair
+    (:func:`default_choice`: demons between two contrasts in 3D)."""
     specs = {s.name: s for s in backend.method_specs()}
     from regcore.methods.registry import DEFAULT_DEFORMABLE
 
-    for name in (DEFAULT_DEFORMABLE[3 if dims == 3 else 2], *FALLBACK_METHODS):
+    first = default_choice(pair).method if pair is not None else DEFAULT_DEFORMABLE[3 if dims == 3 else 2]
+    for name in (first, *FALLBACK_METHODS):
         s = specs.get(name)
         if s is not None and backend.spec_unavailable_reason(s, dims) is None and not s.needs_training:
             return name

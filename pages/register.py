@@ -33,9 +33,12 @@ def _swap(pair):
     )
 
 
-def _choose_method(dims: int):
+def _choose_method(pair):
+    dims = pair.fixed.ndim
     specs = backend.method_specs()
-    wanted = st.session_state.get("register_method") or state.default_method(dims)
+    chosen = st.session_state.get("register_method")
+    wanted = chosen or state.default_method(dims, pair)
+    reason = "" if chosen else state.default_choice(pair).reason
     families = sorted({str(s.family) for s in specs})
     fam_default = next((str(s.family) for s in specs if s.name == wanted), None)
     c1, c2 = st.columns(2)
@@ -58,6 +61,8 @@ def _choose_method(dims: int):
         for s in in_family
     }
     name = c2.selectbox("Method", names, index=default, format_func=fmt.get, key="reg_method")
+    if reason and name == wanted:
+        st.caption(f"Default for this pair: {wanted}, because {reason}.")
     spec = in_family[names.index(name)]
     return spec, reasons[name]
 
@@ -175,7 +180,7 @@ def body() -> None:
     )
     if st.toggle("Swap fixed and moving", key="reg_swap"):
         pair = _swap(pair)
-    spec, reason = _choose_method(pair.fixed.ndim)
+    spec, reason = _choose_method(pair)
     if spec.description:
         with st.expander("How it works", expanded=spec.family == "learned"):
             st.markdown(spec.description + (f"\n\n*Paper:* {spec.paper}" if spec.paper else ""))

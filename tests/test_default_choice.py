@@ -1,0 +1,83 @@
+"""The default deformable method of a pair (:mod:`regcore.methods.default_choice`): fireants in 3D, demons
+between two contrasts in 3D and in 2D; and the Register page starting from it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy import ndimage
+
+from regcore.image import Geometry, Image
+from regcore.io import load_image
+from regcore.methods.default_choice import BETWEEN_CONTRASTS_3D, default_deformable
+from regcore.methods.registry import DEFAULT_DEFORMABLE
+
+GEOM = Geometry(
+    (28, 30, 26), (1.0, 1.2, 1.5), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+)
+
+
+def anatomy(seed: int = 0) -> torch.Tensor:
+    """A smooth blob image in [0, 1] on GEOM (structures a few mm across)."""
+    rng = torch.Generator().manual_seed(seed)
+    noise = torch.rand(GEOM.shape, generator=rng).numpy()
+    smooth = torch.from_numpy(ndimage.gaussian_filter(noise, 3.0)).float()
+    return (smooth - smooth.min()) / (smooth.max() - smooth.min())
+
+
+def test_same_contrast_in_3d_keeps_the_3d_default():
+    body = anatomy()
+    fixed = Image(body[None], GEOM)
+    moving = Image(torch.roll(body, 2, dims=0)[None] * 3.0 + 0.5, GEOM)  # shifted, rescaled: one contrast
+    choice = default_deformable(fixed, moving)
+    assert choice.method == DEFAULT_DEFORMABLE[3] and choice.correlation >= 0.75 and choice.reason == ""
+
+
+def test_inverted_contrast_in_3d_gets_demons_with_a_reason():
+    body = anatomy()
+    choice = default_deformable(Image(body[None], GEOM), Image((1.0 - body)[None], GEOM))
+    assert choice.method == BETWEEN_CONTRASTS_3D == "demons"
+    assert choice.correlation < -0.9 and "r = -" in choice.reason and "demons compares MIND" in choice.reason
+
+
+def test_2d_is_demons_without_a_contrast_test():
+    image = Image(torch.rand(1, 20, 24), Geometry((20, 24), (1.0, 1.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0))))
+    choice = default_deformable(image, image)
+    assert choice.method == DEFAULT_DEFORMABLE[2] and choice.correlation is None
+
+
+def test_real_pairs(shared_data):
+    """OASIS T1 <-> T1: fireants; MR -> TRUS prostate and spine T1w -> T2w: demons."""
+    brain = shared_data / "brain3d" / "images"
+    same = default_deformable(
+        load_image(brain / "OASIS_OAS1_0455_MR1.nii.gz"), load_image(brain / "OASIS_OAS1_0456_MR1.nii.gz")
+    )
+    assert same.method == "fireants", same
+    prostate = shared_data / "prostate_mr_us" / "images"
+    mr_us = default_deformable(
+        load_image(prostate / "case000000_us.nii.gz"), load_image(prostate / "case000000_mr.nii.gz")
+    )
+    assert mr_us.method == "demons", mr_us
+    spine = shared_data / "spine_multimodal" / "images"
+    t1_t2 = default_deformable(load_image(spine / "T2w.nii.gz"), load_image(spine / "T1w.nii.gz"))
+    assert t1_t2.method == "demons", t1_t2
+
+
+@pytest.mark.usefixtures("app_root_cwd")
+def test_register_page_starts_from_the_pair_default():
+    pytest.importorskip("streamlit")
+    from app_kit import assert_clean, open_page
+
+    from regcore.data import Pair
+
+    at = open_page("register")
+    body = anatomy()
+    at.session_state["pair"] = Pair("inverted 3d", Image(body[None], GEOM), Image((1.0 - body)[None], GEOM))
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="reg_method").value == "demons"
+    (note,) = [c.value for c in at.caption if c.value.startswith("Default for this pair")]
+    assert "demons, because the two images' contrasts differ" in note
+    at.selectbox(key="reg_family").set_value("diffeomorphic").run()
+    at.selectbox(key="reg_method").set_value("fireants").run()  # the user's choice: no note
+    assert not [c for c in at.caption if c.value.startswith("Default for this pair")]
