@@ -18,8 +18,9 @@ count (``--threads``, default 2). A method that raises on a pair (elastix's inte
 cases) gets the identity row for that pair, counted in its means and marked in the table.
 
 Per set and split: mean Dice (labels present in both images), mean TRE, mean global NCC, max and mean folding %,
-mean SDlogJ, median registration time (the method's own timer, evaluation not counted); and, for the default method
-of the set's dimension (or ``--default``), the share of pairs on which it beats each other method on Dice (on TRE
+mean SDlogJ, median registration time (the method's own timer, evaluation not counted); and, for the set's default
+method (its pairs' own, ``regcore.methods.default_choice``: demons on the spine and prostate, whose contrasts differ;
+or ``--default``), the share of pairs on which it beats each other method on Dice (on TRE
 where there are no labels, on NCC where there are neither labels nor landmarks).
 The issue-16 target is checked on brain2d held-out: the default beats SimpleITK demons and ANTs SyN on mean
 Dice and on >= 80 % of pairs, with no folding; and, on every set and split where both ran, whether regcore demons is
@@ -48,6 +49,7 @@ from dev_sets import DATA, INITIAL, SET_NOTES, SETS, SPLITS, THREE_D, pairs_of  
 
 from regcore.data.pairs import Pair  # noqa: E402
 from regcore.methods import registry  # noqa: E402
+from regcore.methods.default_choice import default_deformable  # noqa: E402
 from regcore.methods.registry import DEFAULT_DEFORMABLE  # noqa: E402
 from regcore.metrics import evaluate, evaluate_identity  # noqa: E402
 from regcore.pipeline import register_after_initial  # noqa: E402
@@ -131,6 +133,13 @@ def wins(default: list[dict], peer: list[dict]) -> dict:
         elif a["ncc"] is not None and b["ncc"] is not None:
             won += a["ncc"] > b["ncc"]
     return {"won": int(won), "of": len(default), "share": round(won / max(len(default), 1), 3)}
+
+
+def set_default(name: str, pairs: list[Pair]) -> str:
+    """The set's default method: its pairs' own default (``regcore.methods.default_choice``: demons between
+    two contrasts in 3D) when they all agree, else the default of the set's dimension."""
+    choices = {default_deformable(p.fixed, p.moving).method for p in pairs}
+    return choices.pop() if len(choices) == 1 else DEFAULT_DEFORMABLE[3 if name in THREE_D else 2]
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "--default",
         default=None,
         help="the method whose wins over the peers are counted (default: regcore's default deformable method "
-        "for the set's dimension, regcore.methods.registry.DEFAULT_DEFORMABLE)",
+        "the set's pairs agree on, regcore.methods.default_choice; else DEFAULT_DEFORMABLE of its dimension)",
     )
     ap.add_argument("--set", action="append", default=[], metavar="METHOD:PARAM=VALUE")
     ap.add_argument("--per-axis", type=int, default=4, help="brain2d slice positions per axis and split")
@@ -332,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, v in per.items():
                 if "error" in v:
                     print(f"{name:9s} {split:8s} {method:12s} {v['error']}", flush=True)
-            chosen = args.default or DEFAULT_DEFORMABLE[3 if name in THREE_D else 2]
+            chosen = args.default or set_default(name, pairs)
             default = per.get(chosen, {})
             if "per_pair" in default:
                 default["wins"] = {

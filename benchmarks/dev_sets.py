@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ("brain2d", "histology", "oasis3d", "oasis3d_unlabelled", "spine", "prostate")
 SPLITS = ("tune", "held_out")
 THREE_D = ("oasis3d", "oasis3d_unlabelled", "spine", "prostate")
-"""Sets whose default method is regcore's 3D default (``DEFAULT_DEFORMABLE[3]``)."""
+"""3D sets (their default: ``DEFAULT_DEFORMABLE[3]``, unless their pairs' own default says otherwise)."""
 HISTOLOGY_SHRINK = 3
 INITIAL = {"histology": "affine"}
 """Stage before every method (peers too), as the app runs real data; "none" for the sets not named: the OASIS images
