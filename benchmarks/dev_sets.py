@@ -44,7 +44,7 @@ are already affinely aligned (neurite-OASIS preprocessing), the spine images ove
 prostate MR is centre-aligned by its loader; the histology sections are not aligned at all."""
 
 DEMONS_RULE = (
-    "but demons' feature rule (MIND descriptors below a smoothed-intensity correlation of 0.75, "
+    "but demons' feature rule (MIND descriptors below a local intensity correlation of 0.4, "
     "regcore/methods/classical/demons_features.py) was set after seeing that correlation here and on "
     "benchmarks/multimodal.py's 2D pairs."
 )

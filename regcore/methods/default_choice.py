@@ -6,7 +6,7 @@ the spine (T1w -> T2w, T2w -> T2*: cord Dice 0.592 against 0.613) and on MR -> T
 against 0.620), where demons, which compares MIND-SSC descriptors between contrasts, reached 0.774 and 0.646
 (``benchmarks/results/dev_benchmark_spine_prostate.md``, 2026-12-04). So for such a 3D pair the default is
 demons, and the contrast test is demons' own (:func:`regcore.methods.classical.demons_features.choose_features`):
-2 mm-smoothed intensities correlating below 0.75. In 2D demons is the default already and chooses its features
+intensities correlating locally below 0.4. In 2D demons is the default already and chooses its features
 itself. Those sets were measured, not tuned on, before this rule; it was set after seeing them.
 """
 
@@ -46,7 +46,7 @@ def default_deformable(fixed: Image, moving: Image) -> DefaultChoice:
     return DefaultChoice(
         BETWEEN_CONTRASTS_3D,
         r,
-        f"the two images' contrasts differ (their 2 mm-smoothed intensities correlate at r = {r:.2f}, under "
+        f"the two images' contrasts differ (their intensities correlate locally at r = {r:.2f}, under "
         f"{MIND_BELOW}): demons compares MIND descriptors there, where {DEFAULT_DEFORMABLE[3]}'s LNCC did "
         "worse than no registration on the spine and prostate benchmarks",
     )

@@ -118,7 +118,7 @@ class DemonsConfig:
         DemonsFeatures.AUTO,
         "What the force compares: intensity (same contrast), mind (MIND-SSC descriptors: different "
         "contrasts, e.g. MR and ultrasound, T1w and T2w; 12 channels in 3D, several times slower), or auto: "
-        "mind unless the images' 2 mm-smoothed intensities correlate at 0.75 or more (one contrast).",
+        "mind unless the images' intensities correlate locally (5 mm windows) at 0.4 or more (one contrast).",
         choices=tuple(DemonsFeatures),
     )
     device: str = param(
