@@ -13,7 +13,7 @@ below 0.5 voxel (``svf.squaring_steps``); composition is ``regcore.spatial.compo
 
 Between contrasts that are not equal up to a histogram mapping (``features``: chosen from the images by
 default, :mod:`regcore.methods.classical.demons_features`) the force compares MIND-SSC descriptors instead
-of intensities, summed over their channels (MIND demons), on the torch path.
+of intensities, summed over their channels (MIND demons); on the CPU the fused kernels take every channel.
 
 Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> moving
 (``warped = moving o (id + u)``). Intensities are min-max normalised to [0, 1] inside.
@@ -308,7 +308,7 @@ class DemonsMethod:
                     for sigma in (config.sigma_fluid, config.sigma_elastic)
                 )
                 compiled = greedy_kernels.AVAILABLE and f.device.type == "cpu" and f.dtype == torch.float32
-                if compiled and f.shape[1] == 1:  # the fused kernels compare one channel
+                if compiled:
                     u = _iterate_compiled(f, m, u, config, iterations[level], report, sigmas)
                 else:
                     u = _iterate_torch(f, m, u, config, iterations[level], report, sigmas)

@@ -162,41 +162,50 @@ if AVAILABLE:
                     best = max(best, sq)
             row_max[z] = math.sqrt(best)
 
-    @_jit
-    def _half_difference(img, z, y, x, axis):
-        """``(img[i+1] - img[i-1]) / 2`` along ``axis`` (0, 1, 2) at (z, y, x), indices clamped (replicate border)."""
-        nz, ny, nx = img.shape
-        if axis == 0:
-            return 0.5 * (img[min(z + 1, nz - 1), y, x] - img[max(z - 1, 0), y, x])
-        if axis == 1:
-            return 0.5 * (img[z, min(y + 1, ny - 1), x] - img[z, max(y - 1, 0), x])
-        return 0.5 * (img[z, y, min(x + 1, nx - 1)] - img[z, y, max(x - 1, 0)])
-
     @_pjit
     def _demons_force(fixed, warped, out, mode, k_inv, first_axis):
-        """Demons force ``(F - W) J / (|J|^2 + (F - W)^2 k_inv)`` into ``out (ndim, Z, Y, X)``;
-        J = grad F (mode 0, passive), grad W (1, active) or their mean (2, symmetric)."""
-        nz, ny, nx = fixed.shape
+        """Demons force ``sum_c (F_c - W_c) J_c / sum_c (|J_c|^2 + (F_c - W_c)^2 k_inv)`` of ``(C, Z, Y, X)``
+        images into ``out (ndim, Z, Y, X)`` (multichannel demons; one channel: the classic force). J is the
+        central difference (replicate border) of F (mode 0, passive), W (1, active) or their mean (2,
+        symmetric): ``weight * (take_f * dF + take_w * dW)``, exact for each mode. Per z-plane, channel by
+        channel (each pass streams one channel's planes): first the denominator, then ``J_c (diff_c / denom)``
+        added up, J rounded to float32 first as the one-channel kernel always did."""
+        channels, nz, ny, nx = fixed.shape
+        weight = 0.5 if mode == 2 else 1.0
+        take_f = 0.0 if mode == 1 else 1.0
+        take_w = 0.0 if mode == 0 else 1.0
         for z in numba.prange(nz):
-            for y in range(ny):
-                for x in range(nx):
-                    diff = fixed[z, y, x] - warped[z, y, x]
-                    norm2 = 0.0
-                    for a in range(first_axis, 3):
-                        if mode == 0:
-                            j = _half_difference(fixed, z, y, x, a)
-                        elif mode == 1:
-                            j = _half_difference(warped, z, y, x, a)
-                        else:
-                            j = 0.5 * (
-                                _half_difference(fixed, z, y, x, a) + _half_difference(warped, z, y, x, a)
+            zm, zp = max(z - 1, 0), min(z + 1, nz - 1)
+            denom = np.zeros((ny, nx), dtype=np.float64)
+            out[:, z] = 0.0
+            for sweep in range(2):  # 0: the denominator; 1: the force
+                for c in range(channels):
+                    for y in range(ny):
+                        ym, yp = max(y - 1, 0), min(y + 1, ny - 1)
+                        for x in range(nx):
+                            xm, xp = max(x - 1, 0), min(x + 1, nx - 1)
+                            diff = fixed[c, z, y, x] - warped[c, z, y, x]
+                            gz = weight * (
+                                take_f * (0.5 * (fixed[c, zp, y, x] - fixed[c, zm, y, x]))
+                                + take_w * (0.5 * (warped[c, zp, y, x] - warped[c, zm, y, x]))
                             )
-                        out[a - first_axis, z, y, x] = j
-                        norm2 += j * j
-                    denom = norm2 + diff * diff * k_inv
-                    scale = diff / denom if denom > 1e-9 else 0.0
-                    for a in range(3 - first_axis):
-                        out[a, z, y, x] *= scale
+                            gy = weight * (
+                                take_f * (0.5 * (fixed[c, z, yp, x] - fixed[c, z, ym, x]))
+                                + take_w * (0.5 * (warped[c, z, yp, x] - warped[c, z, ym, x]))
+                            )
+                            gx = weight * (
+                                take_f * (0.5 * (fixed[c, z, y, xp] - fixed[c, z, y, xm]))
+                                + take_w * (0.5 * (warped[c, z, y, xp] - warped[c, z, y, xm]))
+                            )
+                            if sweep == 0:
+                                norm2 = (gz * gz if first_axis == 0 else 0.0) + gy * gy + gx * gx
+                                denom[y, x] += norm2 + diff * diff * k_inv
+                            elif denom[y, x] > 1e-9:
+                                scale = diff / denom[y, x]
+                                if first_axis == 0:
+                                    out[0, z, y, x] += np.float32(gz) * scale
+                                out[1 - first_axis, z, y, x] += np.float32(gy) * scale
+                                out[2 - first_axis, z, y, x] += np.float32(gx) * scale
 
 
 def _exclusive(method):
@@ -309,11 +318,12 @@ class GreedyWorkspace:
     def demons_force(
         self, fixed: np.ndarray, warped: np.ndarray, mode: int, max_step: float, out: np.ndarray
     ) -> None:
-        """Demons force of ``(1, *spatial)`` fixed/warped into ``out`` ``(ndim, *spatial)``; ``mode`` 0 passive,
-        1 active, 2 symmetric; ``|out| <= max_step`` (K = 1 / (4 max_step^2)), as ``demons.demons_step``."""
+        """Demons force of ``(C, *spatial)`` fixed/warped (C > 1: MIND descriptors, the sums over channels of
+        ``demons.demons_step``) into ``out`` ``(ndim, *spatial)``; ``mode`` 0 passive, 1 active, 2 symmetric;
+        ``|out| <= max_step`` (K = 1 / (4 max_step^2)), as ``demons.demons_step``."""
         _demons_force(
-            self._as3d(fixed)[0],
-            self._as3d(warped)[0],
+            self._as3d(fixed),
+            self._as3d(warped),
             self._as3d(out),
             mode,
             1.0 / (4.0 * max_step**2),
