@@ -47,6 +47,6 @@ def default_deformable(fixed: Image, moving: Image) -> DefaultChoice:
         BETWEEN_CONTRASTS_3D,
         r,
         f"the two images' contrasts differ (their intensities correlate locally at r = {r:.2f}, under "
-        f"{MIND_BELOW}): demons compares MIND descriptors there, where {DEFAULT_DEFORMABLE[3]}'s LNCC did "
+        f"{MIND_BELOW}): demons compares MIND descriptors there, where the LNCC of {DEFAULT_DEFORMABLE[3]} did "
         "worse than no registration on the spine and prostate benchmarks",
     )
