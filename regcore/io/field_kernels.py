@@ -4,7 +4,8 @@ One parallel pass turns a voxel displacement ``u`` ``(3, I, J, K)`` (tensor axis
 vectors, ``d_mm[c, k, j, i] = sum_m a[c, m] u[m, i, j, k]`` with ``a = direction @ diag(spacing)``: the same
 float64 sums (zero entries of ``a`` skipped, in the same order) cast to float32 as the numpy path, without
 its three 56 MB float64 temporaries per component. The result is planar, ``(3, K, J, I)``: a vector NIfTI
-stores the component as its slowest axis, so that array's bytes are the file's voxel data as they are. :data:`AVAILABLE` follows :data:`regcore.spatial.warp_kernels.AVAILABLE`.
+stores the component as its slowest axis, so that array's bytes are the file's voxel data as they are.
+:data:`AVAILABLE` follows :data:`regcore.spatial.warp_kernels.AVAILABLE`.
 """
 
 from __future__ import annotations
