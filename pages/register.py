@@ -260,21 +260,42 @@ def _auto_values(spec, overrides: dict, pair) -> dict:
 def _auto_note(spec, overrides: dict, pair, params: list) -> str:
     """One caption naming what "auto" resolves to on this pair ("" when nothing is auto)."""
     settings = _auto_values(spec, overrides, pair)
-    if not settings:
+    features = _auto_features(spec, overrides, pair)
+    if not settings and not features:
         return ""
 
     def shown(v) -> str:
         return ", ".join(str(x) for x in v) if isinstance(v, (tuple, list)) else str(v)
 
-    facts = " · ".join(f"{widgets.param_title(k).lower()} {shown(v)}" for k, v in settings.items())
+    facts = " · ".join(
+        [f"{widgets.param_title(k).lower()} {shown(v)}" for k, v in settings.items()]
+        + ([f"compares {features}"] if features else [])
+    )
     size = " × ".join(str(n) for n in pair.fixed.shape)
     greyed = [p.name for p in params if p.name in settings and widgets.greyed_under_auto(p)]
-    how = (
-        "The greyed-out boxes show these values; switch auto off to edit them."
-        if greyed
-        else "Fill in those boxes to choose other values."
-    )
-    return f"Auto on this pair ({size} voxels): {facts}. {how}"
+    how = []
+    if settings:
+        how.append(
+            "The greyed-out boxes show these values; switch auto off to edit them."
+            if greyed
+            else "Fill in those boxes to choose other values."
+        )
+    if features:
+        how.append("Set features to choose what it compares.")
+    return f"Auto on this pair ({size} voxels): {facts}. {' '.join(how)}"
+
+
+def _auto_features(spec, overrides: dict, pair) -> str:
+    """What a method's ``features="auto"`` (demons) compares on this pair, and why; "" for other methods."""
+    try:
+        config = spec.make_config(overrides)
+    except (TypeError, ValueError):
+        return ""
+    if str(getattr(config, "features", "")) != "auto":
+        return ""
+    from regcore.methods.classical.demons_features import describe_choice
+
+    return describe_choice(state.default_choice(pair).correlation)
 
 
 def _cuda() -> bool:

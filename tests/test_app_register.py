@@ -37,7 +37,7 @@ def _auto_captions(at: AppTest) -> list[str]:
 
 
 def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
-    """fireants' preset and demons' iterations are "auto": the page names the values they take on this pair
+    """fireants' preset and demons' iterations and features are "auto": the page names the values they take on this pair
     (the ones the method runs, regcore's own resolution), greys out the boxes auto sets (showing those values;
     preset custom starts from them, and keeps what the user typed) and says nothing once the user sets them."""
     import torch
@@ -84,7 +84,13 @@ def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     (note,) = _auto_captions(at)
     assert "iterations " + ", ".join(map(str, level_iterations(DemonsConfig(), shape))) in note
     assert "Fill in those boxes" in note and not at.text_input(key="reg_p_demons_iterations").disabled
+    assert (
+        "compares intensities, because they correlate locally at r = " in note
+    )  # T1 sample pair: one contrast
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20, 10").run()
+    (note,) = _auto_captions(at)  # features stay auto
+    assert "iterations" not in note and "compares intensities" in note and "Set features" in note
+    at.selectbox(key="reg_p_demons_features").set_value("mind").run()
     assert _auto_captions(at) == []
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20").run()  # invalid: no note, no crash
     assert _auto_captions(at) == [] and not at.exception

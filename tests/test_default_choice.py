@@ -41,10 +41,15 @@ def test_inverted_contrast_in_3d_gets_demons_with_a_reason():
     assert choice.correlation < -0.9 and "r = -" in choice.reason and "demons compares MIND" in choice.reason
 
 
-def test_2d_is_demons_without_a_contrast_test():
-    image = Image(torch.rand(1, 20, 24), Geometry((20, 24), (1.0, 1.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0))))
-    choice = default_deformable(image, image)
-    assert choice.method == DEFAULT_DEFORMABLE[2] and choice.correlation is None
+def test_2d_is_demons_whatever_the_contrasts_with_their_correlation_for_the_features_note():
+    geometry = Geometry((40, 44), (1.0, 1.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0)))
+    body = torch.from_numpy(ndimage.gaussian_filter(torch.rand(40, 44).numpy(), 3.0)).float()
+    body = (body - body.min()) / (body.max() - body.min())
+    same = default_deformable(Image(body[None], geometry), Image(body[None], geometry))
+    inverted = default_deformable(Image(body[None], geometry), Image((1.0 - body)[None], geometry))
+    assert same.method == inverted.method == DEFAULT_DEFORMABLE[2]
+    assert same.reason == inverted.reason == ""
+    assert same.correlation > 0.99 and inverted.correlation < -0.99
 
 
 def test_real_pairs(shared_data):
@@ -79,6 +84,11 @@ def test_register_page_starts_from_the_pair_default():
     assert at.selectbox(key="reg_method").value == "demons"
     (note,) = [c.value for c in at.caption if c.value.startswith("Default for this pair")]
     assert "demons, because the two images' contrasts differ" in note
+    (auto,) = [c.value for c in at.caption if c.value.startswith("Auto on this pair")]
+    assert "compares MIND descriptors, because the intensities correlate locally at r = -" in auto
+    at.selectbox(key="reg_p_demons_features").set_value("intensity").run()  # the user's choice: not auto
+    assert not [c for c in at.caption if c.value.startswith("Auto on this pair") and "compares" in c.value]
+    at.selectbox(key="reg_p_demons_features").set_value("auto").run()
     at.selectbox(key="reg_family").set_value("diffeomorphic").run()
     at.selectbox(key="reg_method").set_value("fireants").run()  # the user's choice: no note
     assert not [c for c in at.caption if c.value.startswith("Default for this pair")]

@@ -182,6 +182,29 @@ def test_bspline_partition_of_unity(shape, spacing):
     assert torch.allclose(u, coeffs[:, :, *([slice(0, 1)] * n)].expand(1, n, *shape), atol=1e-5)
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_bspline_under_the_injectivity_bound_never_folds_and_over_it_can(ndim):
+    """Choi & Lee's bound: coefficients of +-bound x spacing (the extreme case, random signs) keep det J > 0; at
+    twice the bound the same random fields fold (the bound is what keeps them from it)."""
+    from regcore.metrics.deformation import jacobian_determinant_map
+    from regcore.spatial.bspline import INJECTIVE_FRACTION
+
+    shape, spacing = ((48, 40), 5) if ndim == 2 else ((30, 28, 26), 5)
+    rng = torch.Generator().manual_seed(ndim)
+    lowest = {}
+    for scale in (1.0, 2.0):
+        worst = float("inf")
+        for _ in range(12):
+            signs = torch.randint(0, 2, (1, ndim, *control_grid_shape(shape, spacing)), generator=rng) * 2 - 1
+            c = signs.double() * INJECTIVE_FRACTION[ndim] * spacing * scale
+            worst = min(
+                worst, float(jacobian_determinant_map(bspline_to_displacement(c, shape, spacing)).min())
+            )
+        lowest[scale] = worst
+    assert lowest[1.0] > 0.0
+    assert lowest[2.0] < 0.0
+
+
 def test_bspline_matches_scipy_1d_and_2d():
     g = np.random.default_rng(0)
     shape, spacing = (23, 19), (5, 3.5)

@@ -23,26 +23,30 @@ BETWEEN_CONTRASTS_3D = "demons"
 
 @dataclass(frozen=True)
 class DefaultChoice:
-    """``method``: the registry name; ``correlation``: the contrast test's r (None where it was not needed);
+    """``method``: the registry name; ``correlation``: the contrast test's r (in 2D too: demons' ``auto``
+    features follow it, and the Register page says which);
     ``reason``: one sentence for the user when the choice differs from the dimension's default, else ""."""
 
     method: str
-    correlation: float | None = None
+    correlation: float
     reason: str = ""
 
 
 def default_deformable(fixed: Image, moving: Image) -> DefaultChoice:
     """The default deformable method for registering ``moving`` to ``fixed`` (any grids; the moving image is
     resampled onto the fixed grid for the contrast test, its first channel compared)."""
-    if fixed.ndim != 3:
-        return DefaultChoice(DEFAULT_DEFORMABLE[2])
-    from regcore.methods.classical.demons_features import MIND_BELOW, contrast_correlation
+    from regcore.methods.classical.demons_features import (
+        MIND_BELOW,
+        DemonsFeatures,
+        contrast_correlation,
+        features_for,
+    )
     from regcore.register import prepare_moving
 
     on_fixed = prepare_moving(fixed, moving)
     r = contrast_correlation(fixed.batch()[:, :1].float(), on_fixed.batch()[:, :1].float(), fixed.spacing)
-    if r >= MIND_BELOW:
-        return DefaultChoice(DEFAULT_DEFORMABLE[3], r)
+    if fixed.ndim != 3 or features_for(r) == DemonsFeatures.INTENSITY:
+        return DefaultChoice(DEFAULT_DEFORMABLE[fixed.ndim], r)
     return DefaultChoice(
         BETWEEN_CONTRASTS_3D,
         r,

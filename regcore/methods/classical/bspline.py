@@ -4,9 +4,18 @@ The displacement is a cubic B-spline tensor product over a control grid with ``g
 voxels between control points (``regcore.spatial.bspline``: ``u(x) = sum_k c_k prod_i B3(x_i / s - k_i + 1)``).
 Levels are hierarchical (``levels`` at most: fewer on a small image, ``pyramid.auto_levels``): level ``l``
 (image downsampled by ``f``) optimises a residual B-spline with control spacing ``grid_spacing`` voxels of that
-level (``grid_spacing * f`` full-resolution voxels) added to the upsampled field of the coarser levels. A level too large for
-``max_level_voxels`` runs on a further-downsampled image with a proportionally finer control spacing. Loss = similarity (any
-``regcore.losses.Similarity``, incl. MI and MIND) + ``bending_weight`` x bending energy. Adam.
+level (``grid_spacing * f`` full-resolution voxels) composed with the upsampled field of the coarser levels
+(``fold_free``, the default: ``phi = phi_coarse o phi_level``, each level's coefficients kept under the injectivity bound
+``regcore.spatial.bspline.INJECTIVE_FRACTION``, so no level and no composition of levels can fold: Rueckert et al.,
+"Diffeomorphic registration using B-splines", MICCAI 2006) or added to it (``fold_free=False``, the classic FFD). A level
+too large for ``max_level_voxels`` runs on a further-downsampled image with a proportionally finer control spacing.
+Loss = similarity (any ``regcore.losses.Similarity``, incl. MI and MIND) + ``bending_weight`` x bending energy of the
+whole field. Adam, the coefficients projected back under the bound after each step.
+
+Measured (2026-12-04, ``fold_free`` against added levels, same run): spine T2w -> T2* stack 17.8 % folded voxels -> 0
+(cord Dice 0.751 -> 0.719: the folds had bought Dice), T1w -> T2w 0.741 -> 0.730; prostate MR -> TRUS gland Dice
+0.566 -> 0.634, TRE 4.10 -> 3.24 mm, folding max 2.9 % -> 0; 24 held-out OASIS slice pairs 0.562 -> 0.564, folding max
+0.035 % -> 0; OASIS 3D 0456 -> 0455 0.742 -> 0.741 (68.6 s against 63.7 s); SDlogJ lower on every set.
 
 Units: displacements ``(1, ndim, *S)`` in voxels of the fixed grid, fixed -> moving
 (``warped = moving o (id + u)``).
@@ -28,7 +37,8 @@ from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import auto_levels, downsample, level_shape, resize_field
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
-from regcore.spatial.bspline import bspline_to_displacement, control_grid_shape
+from regcore.spatial.bspline import INJECTIVE_FRACTION, bspline_to_displacement, control_grid_shape
+from regcore.spatial.compose import compose
 from regcore.spatial.warp import warp
 
 
@@ -55,6 +65,12 @@ class BSplineConfig:
     )
     bending_weight: float = param(
         20.0, "Weight of the bending energy of the displacement (voxel units).", range=(0.0, 100.0), step=0.1
+    )
+    fold_free: bool = param(
+        True,
+        "Keep the field free of folds by construction: each level's control-point displacements stay under the "
+        "bound that makes a cubic B-spline injective (0.40 x control spacing in 3D, 0.49 in 2D; Choi & Lee "
+        "2000) and the levels are composed, not added (Rueckert et al. 2006).",
     )
     max_level_voxels: int = param(
         2_000_000,
@@ -91,6 +107,14 @@ class _Adam:
         m_hat = self.m / (1 - b1**self.t)
         v_hat = self.v / (1 - b2**self.t)
         self.param.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
+
+
+def _combine(base: torch.Tensor, residual: torch.Tensor, fold_free: bool, level: int) -> torch.Tensor:
+    """Field of the coarser levels ``base`` and this level's ``residual`` (both ``(1, n, *S)``, voxels):
+    ``base o (id + residual)`` composed when ``fold_free`` (injective stays injective), else added."""
+    if not fold_free:
+        return base + residual
+    return residual if level == 0 else compose(base, residual)
 
 
 def evaluation_grid(
@@ -156,14 +180,18 @@ class BSplineMethod:
                     1, ndim, *control_grid_shape(shape, spacing), device=device, requires_grad=True
                 )
                 adam = _Adam(coeffs, config.learning_rate)
+                bound = INJECTIVE_FRACTION[ndim] * spacing
                 for it in range(config.iterations):
                     coeffs.grad = None
-                    u = base + bspline_to_displacement(coeffs, shape, spacing)
+                    r = bspline_to_displacement(coeffs, shape, spacing)
+                    u = _combine(base, r, config.fold_free, level)
                     sim = similarity(f, warp(m, u))
                     reg = bending(u) if config.bending_weight > 0 else torch.zeros((), device=device)
                     loss = sim + config.bending_weight * reg
                     loss.backward()
                     adam.step()
+                    if config.fold_free:
+                        coeffs.data.clamp_(-bound, bound)
                     sim_v, reg_v = float(sim.detach()), float(reg.detach())
                     if it % 10 == 0 or it == config.iterations - 1:
                         history.append({"similarity": sim_v, "regularizer": reg_v, "level": float(level)})
@@ -175,7 +203,9 @@ class BSplineMethod:
                         regularizer=reg_v,
                     )
                 with torch.no_grad():
-                    base = base + bspline_to_displacement(coeffs, shape, spacing)
+                    base = _combine(
+                        base, bspline_to_displacement(coeffs, shape, spacing), config.fold_free, level
+                    )
             u = resize_field(base, fixed.shape).detach()
         return build_result(
             self.name,
@@ -198,6 +228,7 @@ register_method(
         family=Family.DEFORMABLE,
         dims=(2, 3),
         description="Cubic B-spline free-form deformation, hierarchical over 3 levels, any similarity "
-        "(LNCC, MI, MIND, ...) plus bending energy, optimised with Adam.",
+        "(LNCC, MI, MIND, ...) plus bending energy, optimised with Adam; folding-free by construction (each "
+        "level's control points kept under the injectivity bound, levels composed).",
     )
 )

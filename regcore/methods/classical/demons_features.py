@@ -86,8 +86,22 @@ def choose_features(
     chosen = DemonsFeatures(features)
     if chosen != DemonsFeatures.AUTO:
         return chosen
-    r = contrast_correlation(fixed, moving, spacing)
-    return DemonsFeatures.MIND if r < MIND_BELOW else DemonsFeatures.INTENSITY
+    return features_for(contrast_correlation(fixed, moving, spacing))
+
+
+def features_for(correlation: float) -> DemonsFeatures:
+    """What ``features="auto"`` compares for images whose :func:`contrast_correlation` is ``correlation``."""
+    return DemonsFeatures.MIND if correlation < MIND_BELOW else DemonsFeatures.INTENSITY
+
+
+def describe_choice(correlation: float) -> str:
+    """One phrase for the user: what ``auto`` compares on a pair of this ``correlation``, and why."""
+    if features_for(correlation) == DemonsFeatures.MIND:
+        return (
+            f"MIND descriptors, because the intensities correlate locally at r = {correlation:.2f} "
+            f"(under {MIND_BELOW}: different contrasts)"
+        )
+    return f"intensities, because they correlate locally at r = {correlation:.2f} (at least {MIND_BELOW}: one contrast)"
 
 
 def mind_features(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
