@@ -176,6 +176,20 @@ def test_downsample_blurs_at_half_the_factor_truncated_at_two_sigma():
     assert downsample(x, 1) is x
 
 
+def test_downsample_of_many_channels_is_each_channel_downsampled():
+    """A 12-channel MIND image is downsampled channel by channel (no full-size blurred copy): the same numbers as
+    scipy's blur of each channel at the corners, and each channel as if it were alone."""
+    x = torch.rand(1, 12, 17, 20, 9, generator=torch.Generator().manual_seed(0))
+    small = downsample(x, 2, (1.0, 1.0, 2.0))
+    assert small.shape == (1, 12, 8, 10, 9)
+    for c in (0, 7, 11):
+        assert torch.equal(small[:, c : c + 1], downsample(x[:, c : c + 1], 2, (1.0, 1.0, 2.0)))
+        blurred = ndimage.gaussian_filter(
+            x[0, c].double().numpy(), (1.0, 1.0, 0.0), mode="nearest", truncate=2.0
+        )
+        np.testing.assert_allclose(small[0, c, 0, 0].numpy(), blurred[0, 0], atol=1e-5)
+
+
 def test_anisotropic_pyramid_shrinks_thick_slice_axes_less():
     # 0.5 x 0.5 x 7.5 mm (a T2* stack): factor 4 aims at 2 mm voxels, so the 7.5 mm axis is not shrunk
     assert axis_factors(4, 3, (0.5, 0.5, 7.5)) == (4.0, 4.0, 1.0)

@@ -262,8 +262,14 @@ def _iterate_compiled(
         else:
             field += update
         ws.smooth(field, sigmas[1], scratch=update)  # the update is spent
-        report(it, lambda: np.mean((fixed - warped) ** 2, dtype=np.float64))
+        report(it, lambda: _mean_squared_difference(fixed, warped))
     return torch.from_numpy(field)[None]
+
+
+def _mean_squared_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean of ``(a - b)^2`` over ``(C, *S)`` arrays, one channel at a time (no full-size 12-channel temporaries
+    for MIND descriptors: 2 x 236 MiB at 1 mm)."""
+    return float(np.mean([np.mean(np.square(a[c] - b[c]), dtype=np.float64) for c in range(a.shape[0])]))
 
 
 class DemonsMethod:
