@@ -2,7 +2,7 @@
 
     nice -n 5 .venv/bin/python benchmarks/multimodal.py [--sets sample_t1t2 prostate_mr_us spine_t1t2]
         [--methods identity affine_mi dense_mi affine_mind dense_mind deep_similarity comir
-                   demons_intensity demons] [--max-pairs N]
+                   demons_intensity demons dense_lncc svf_lncc svf_mind bspline_lncc bspline_mind] [--max-pairs N]
 
 Pairs: :func:`regcore.data.multimodal.multimodal_pairs` (split "heldout"; no method was trained or tuned
 on them). Per set and method: median over pairs of the mean Dice of the label maps and of the mean TRE
@@ -42,6 +42,11 @@ METHODS = {  # row name -> (registry method, overrides)
     "dense_mi": ("dense", {"similarity": "mi"}),
     "affine_mind": ("affine", {"similarity": "mind"}),
     "dense_mind": ("dense", {"similarity": "mind"}),
+    "dense_lncc": ("dense", {"similarity": "lncc"}),  # what similarity="auto" takes between one contrast
+    "svf_lncc": ("svf", {"similarity": "lncc"}),
+    "svf_mind": ("svf", {"similarity": "mind"}),  # what "auto" takes between two contrasts (every pair here)
+    "bspline_lncc": ("bspline", {"similarity": "lncc"}),
+    "bspline_mind": ("bspline", {"similarity": "mind"}),
     "deep_similarity": ("deep_similarity", {"affine_iterations": 100, "dense_iterations": 60}),
     "comir": ("comir", {}),
     "demons_intensity": ("demons", {"features": "intensity"}),  # SSD forces on intensities (the old default)

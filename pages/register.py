@@ -260,8 +260,8 @@ def _auto_values(spec, overrides: dict, pair) -> dict:
 def _auto_note(spec, overrides: dict, pair, params: list) -> str:
     """One caption naming what "auto" resolves to on this pair ("" when nothing is auto)."""
     settings = _auto_values(spec, overrides, pair)
-    features = _auto_features(spec, overrides, pair)
-    if not settings and not features:
+    from_contrast, change_it = _auto_contrast(spec, overrides, pair)
+    if not settings and not from_contrast:
         return ""
 
     def shown(v) -> str:
@@ -269,7 +269,7 @@ def _auto_note(spec, overrides: dict, pair, params: list) -> str:
 
     facts = " · ".join(
         [f"{widgets.param_title(k).lower()} {shown(v)}" for k, v in settings.items()]
-        + ([f"compares {features}"] if features else [])
+        + ([from_contrast] if from_contrast else [])
     )
     size = " × ".join(str(n) for n in pair.fixed.shape)
     greyed = [p.name for p in params if p.name in settings and widgets.greyed_under_auto(p)]
@@ -280,22 +280,29 @@ def _auto_note(spec, overrides: dict, pair, params: list) -> str:
             if greyed
             else "Fill in those boxes to choose other values."
         )
-    if features:
-        how.append("Set features to choose what it compares.")
+    if change_it:
+        how.append(change_it)
     return f"Auto on this pair ({size} voxels): {facts}. {' '.join(how)}"
 
 
-def _auto_features(spec, overrides: dict, pair) -> str:
-    """What a method's ``features="auto"`` (demons) compares on this pair, and why; "" for other methods."""
+def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
+    """(fact, how to change it) for a setting that "auto" takes from the pair's contrast test: demons'
+    ``features``, the ``similarity`` of dense / svf / bspline; ("", "") for other methods or explicit choices."""
     try:
         config = spec.make_config(overrides)
     except (TypeError, ValueError):
-        return ""
-    if str(getattr(config, "features", "")) != "auto":
-        return ""
-    from regcore.methods.classical.demons_features import describe_choice
+        return "", ""
+    from regcore.methods.classical import contrast
 
-    return describe_choice(state.default_choice(pair).correlation)
+    r = state.default_choice(pair).correlation
+    if str(getattr(config, "features", "")) == "auto":
+        from regcore.methods.classical.demons_features import describe_choice
+
+        return f"compares {describe_choice(r)}", "Set features to choose what it compares."
+    if str(getattr(config, "similarity", "")) == contrast.AUTO:
+        chosen = contrast.similarity_for(r)
+        return f"similarity {chosen}, because {contrast.why(r)}", "Set similarity to choose another."
+    return "", ""
 
 
 def _cuda() -> bool:

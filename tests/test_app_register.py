@@ -85,7 +85,7 @@ def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     assert "iterations " + ", ".join(map(str, level_iterations(DemonsConfig(), shape))) in note
     assert "Fill in those boxes" in note and not at.text_input(key="reg_p_demons_iterations").disabled
     assert (
-        "compares intensities, because they correlate locally at r = " in note
+        "compares intensities, because the intensities correlate locally at r = " in note
     )  # T1 sample pair: one contrast
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20, 10").run()
     (note,) = _auto_captions(at)  # features stay auto

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from regcore.image import Geometry, Image
 from regcore.io import load_image
-from regcore.methods.classical.demons_features import MIND_BELOW
+from regcore.methods.classical.contrast import MIND_BELOW
 from regcore.methods.default_choice import BETWEEN_CONTRASTS_3D, default_deformable
 from regcore.methods.registry import DEFAULT_DEFORMABLE
 
@@ -92,3 +92,11 @@ def test_register_page_starts_from_the_pair_default():
     at.selectbox(key="reg_family").set_value("diffeomorphic").run()
     at.selectbox(key="reg_method").set_value("fireants").run()  # the user's choice: no note
     assert not [c for c in at.caption if c.value.startswith("Default for this pair")]
+    at.selectbox(key="reg_family").set_value("deformable").run()
+    at.selectbox(key="reg_method").set_value("dense").run()  # similarity "auto" follows the same test
+    (auto,) = [c.value for c in at.caption if c.value.startswith("Auto on this pair")]
+    assert "similarity mind, because the intensities correlate locally at r = -" in auto
+    assert "Set similarity to choose another." in auto
+    at.selectbox(key="reg_p_dense_similarity").set_value("lncc").run()
+    assert not [c for c in at.caption if c.value.startswith("Auto on this pair")]
+    assert_clean(at)

@@ -1,6 +1,6 @@
 """MIND demons: what the demons force compares (`regcore.methods.classical.demons_features`).
 
-* ``contrast_correlation``: 1 for an image and itself (or a brighter copy), -1 for its negative, bad grids
+* ``contrast_correlation`` (`regcore.methods.classical.contrast`): 1 for an image and itself (or a brighter copy), -1 for its negative, bad grids
   refused; ``choose_features`` keeps explicit choices and picks MIND for an inverted contrast, also inside an
   object whose background is dark in both images (where a global correlation stays high).
 * ``mind_features`` on a thick-slice grid equals 2D MIND-SSC of every slice (the in-plane pattern).
@@ -17,13 +17,9 @@ import pytest
 import torch
 
 from regcore.losses.mind import mind_ssc
+from regcore.methods.classical.contrast import contrast_correlation
 from regcore.methods.classical.demons import DemonsForce, demons_step, spatial_gradient
-from regcore.methods.classical.demons_features import (
-    DemonsFeatures,
-    choose_features,
-    contrast_correlation,
-    mind_features,
-)
+from regcore.methods.classical.demons_features import DemonsFeatures, choose_features, mind_features
 from regcore.methods.registry import get
 
 

@@ -361,3 +361,25 @@ def test_mind_ssc_in_place_path_equals_the_differentiable_one(shape):
     with torch.no_grad():
         assert torch.equal(mind_ssc(x), traced.detach())
         assert torch.equal(mind_ssc(x, radius=0), mind_ssc(x.detach().clone(), radius=0))
+
+
+def test_mind_loss_describes_an_unchanged_fixed_image_once():
+    """An optimiser calls the loss with one fixed image and a new warped one each step: the fixed descriptors
+    are kept while that same tensor comes back unchanged, recomputed after an in-place change or for another
+    tensor; values and gradients equal a fresh loss's."""
+    from regcore.losses.mind import MINDLoss
+
+    g = torch.Generator().manual_seed(5)
+    fixed, other = torch.rand(1, 1, 12, 13, 11, generator=g), torch.rand(1, 1, 12, 13, 11, generator=g)
+    warped = torch.rand(1, 1, 12, 13, 11, generator=g, requires_grad=True)
+    loss = MINDLoss()
+    first = loss(fixed, warped)
+    (grad,) = torch.autograd.grad(loss(fixed, warped), warped)
+    (fresh_grad,) = torch.autograd.grad(MINDLoss()(fixed, warped), warped)
+    assert torch.equal(grad, fresh_grad) and torch.equal(first, MINDLoss()(fixed, warped))
+    kept = loss._fixed[2]
+    loss(fixed, warped)
+    assert loss._fixed[2] is kept  # not recomputed
+    assert torch.equal(loss(other, warped), MINDLoss()(other, warped))  # another tensor
+    fixed.mul_(0.5).add_(other)  # changed in place
+    assert torch.equal(loss(fixed, warped), MINDLoss()(fixed, warped))

@@ -5,7 +5,7 @@ Between two different contrasts in 3D, fireants' LNCC followed the wrong structu
 the spine (T1w -> T2w, T2w -> T2*: cord Dice 0.592 against 0.613) and on MR -> TRUS prostate (gland Dice 0.612
 against 0.620), where demons, which compares MIND-SSC descriptors between contrasts, reached 0.774 and 0.646
 (``benchmarks/results/dev_benchmark_spine_prostate.md``, 2026-12-04). So for such a 3D pair the default is
-demons, and the contrast test is demons' own (:func:`regcore.methods.classical.demons_features.choose_features`):
+demons, and the contrast test is the one demons uses (:mod:`regcore.methods.classical.contrast`):
 intensities correlating locally below 0.4. In 2D demons is the default already and chooses its features
 itself. Those sets were measured, not tuned on, before this rule; it was set after seeing them.
 """
@@ -35,17 +35,12 @@ class DefaultChoice:
 def default_deformable(fixed: Image, moving: Image) -> DefaultChoice:
     """The default deformable method for registering ``moving`` to ``fixed`` (any grids; the moving image is
     resampled onto the fixed grid for the contrast test, its first channel compared)."""
-    from regcore.methods.classical.demons_features import (
-        MIND_BELOW,
-        DemonsFeatures,
-        contrast_correlation,
-        features_for,
-    )
+    from regcore.methods.classical.contrast import MIND_BELOW, contrast_correlation, contrasts_differ
     from regcore.register import prepare_moving
 
     on_fixed = prepare_moving(fixed, moving)
     r = contrast_correlation(fixed.batch()[:, :1].float(), on_fixed.batch()[:, :1].float(), fixed.spacing)
-    if fixed.ndim != 3 or features_for(r) == DemonsFeatures.INTENSITY:
+    if fixed.ndim != 3 or not contrasts_differ(r):
         return DefaultChoice(DEFAULT_DEFORMABLE[fixed.ndim], r)
     return DefaultChoice(
         BETWEEN_CONTRASTS_3D,

@@ -4,21 +4,24 @@ Loss per level: ``similarity(fixed, moving o (id + u)) + weight * regulariser(u)
 ``(1, ndim, *S_level)`` is the displacement in voxels of the level grid (fixed -> moving). Levels
 run coarse to fine; ``u`` is upsampled (and its voxel units rescaled) between levels.
 
-:func:`optimise_field` is shared with ``svf`` (which optimises a velocity and integrates it).
+:func:`optimise_field` is shared with ``svf`` (which optimises a velocity and integrates it). The similarity is
+chosen from the images unless set (``similarity="auto"``: LNCC for one contrast, MIND-SSC between two,
+:mod:`regcore.methods.classical.contrast`); the run's config records the one used.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import Regularizer, Similarity, make_regularizer, make_similarity
+from regcore.losses import Regularizer, make_regularizer, make_similarity
 from regcore.methods.base import RegistrationResult, Timer
+from regcore.methods.classical.contrast import resolve_similarity, similarity_param
 from regcore.methods.classical.inputs import minmax, pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
 from regcore.methods.classical.pyramid import downsample, level_shape, resize_field, validate_schedule
@@ -29,9 +32,7 @@ from regcore.spatial.warp import warp
 
 @dataclass(frozen=True)
 class DenseConfig:
-    similarity: Similarity = param(
-        Similarity.LNCC, "Similarity between fixed and warped moving.", choices=Similarity
-    )
+    similarity: str = similarity_param()
     window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
     regularizer: Regularizer = param(
         Regularizer.DIFFUSION,
@@ -171,6 +172,7 @@ class DenseMethod:
         history: list[dict[str, float]] = []
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
+            config = replace(config, similarity=resolve_similarity(config.similarity, f, m, fixed.spacing))
             u = optimise_configured_field(
                 f, m, config, progress=progress, history=history, spacing=fixed.spacing
             )

@@ -4,19 +4,21 @@
 squaring (``regcore.spatial.svf.integrate_svf``) into the displacement ``u`` (fixed -> moving).
 Loss: ``similarity(fixed, moving o (id + exp(v))) + weight * regulariser(v)``, multi-resolution Adam
 (shared loop: :func:`regcore.methods.classical.dense.optimise_configured_field`). The result carries the
-velocity, and ``extras["inverse_displacement"]`` = ``exp(-v)``.
+velocity, and ``extras["inverse_displacement"]`` = ``exp(-v)``. The similarity is chosen from the images unless
+set (``similarity="auto"``: LNCC for one contrast, MIND-SSC between two, :mod:`regcore.methods.classical.contrast`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from regcore.config import param
 from regcore.image import Image
-from regcore.losses import Regularizer, Similarity
+from regcore.losses import Regularizer
 from regcore.methods.base import RegistrationResult, Timer
+from regcore.methods.classical.contrast import resolve_similarity, similarity_param
 from regcore.methods.classical.dense import optimise_configured_field
 from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.result import build_result
@@ -26,9 +28,7 @@ from regcore.spatial.svf import integrate_svf
 
 @dataclass(frozen=True)
 class SVFConfig:
-    similarity: Similarity = param(
-        Similarity.LNCC, "Similarity between fixed and warped moving.", choices=Similarity
-    )
+    similarity: str = similarity_param()
     window: int = param(5, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 15), step=2)
     regularizer: Regularizer = param(
         Regularizer.DIFFUSION,
@@ -70,6 +70,7 @@ class SVFMethod:
         steps = int(config.integration_steps)
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
+            config = replace(config, similarity=resolve_similarity(config.similarity, f, m, fixed.spacing))
             v = optimise_configured_field(
                 f,
                 m,

@@ -1,0 +1,91 @@
+"""The contrast test behind "auto" (`regcore.methods.classical.contrast`) as dense, svf and bspline use it:
+``similarity="auto"`` is LNCC between images of one contrast and MIND-SSC between two contrasts, explicit
+choices are kept, bad ones refused by name; one short real registration (the built-in 2D T1w -> T2w sample
+pair, no ../shared, and real spine T1w -> T2w slices): dense picks MIND there; on the real slices it beats its own
+LNCC run on Dice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regcore.losses import Similarity
+from regcore.methods.classical.contrast import (
+    MIND_BELOW,
+    contrasts_differ,
+    resolve_similarity,
+    similarity_for,
+    why,
+)
+from regcore.methods.registry import get
+
+
+def blobs(shape, seed: int = 0) -> torch.Tensor:
+    """A smooth positive ``(1, 1, *S)`` image with structure a few voxels across."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((1, 1, *[max(2, s // 6) for s in shape]), generator=g)
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    return torch.nn.functional.interpolate(x, size=shape, mode=mode, align_corners=True) + 0.1
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (20, 22, 18)])
+def test_auto_similarity_follows_the_contrast_test(shape):
+    image, spacing = blobs(shape), (1.0,) * len(shape)
+    assert resolve_similarity("auto", image, 2.0 * image + 1.0, spacing) == Similarity.LNCC
+    assert resolve_similarity("auto", image, 1.5 - image, spacing) == Similarity.MIND
+    assert resolve_similarity("mi", image, 1.5 - image, spacing) == Similarity.MI  # an explicit choice stays
+    assert resolve_similarity(Similarity.LNCC, image, 1.5 - image, spacing) == Similarity.LNCC
+    with pytest.raises(ValueError, match="bogus"):
+        resolve_similarity("bogus", image, image, spacing)
+
+
+def test_the_threshold_and_the_reason():
+    assert similarity_for(MIND_BELOW) == Similarity.LNCC and not contrasts_differ(MIND_BELOW)
+    assert similarity_for(MIND_BELOW - 0.01) == Similarity.MIND and contrasts_differ(-0.5)
+    assert "r = -0.50 (under 0.4: different contrasts)" in why(-0.5)
+    assert "r = 0.70 (at least 0.4: one contrast)" in why(0.7)
+
+
+@pytest.mark.parametrize("method", ["dense", "svf", "bspline"])
+def test_the_similarity_field_takes_auto_and_refuses_unknown_names(method):
+    spec = get(method)
+    assert spec.make_config({}).similarity == "auto"
+    assert spec.make_config({"similarity": "mind"}).similarity == "mind"
+    with pytest.raises(ValueError, match=r"similarity must be one of .*'auto'.*got 'bogus'"):
+        spec.make_config({"similarity": "bogus"})
+
+
+def test_dense_on_real_t1w_t2w_spine_slices_picks_mind_and_beats_lncc(shared_data):
+    """Three held-out spine T1w -> T2w slice pairs (``regcore.data.multimodal``): auto takes MIND on each and
+    its mean cord Dice beats dense's LNCC run (2026-12-04, all 9 pairs: median 0.79 against 0.61)."""
+    from regcore.data.multimodal import multimodal_pairs
+    from regcore.metrics import evaluate
+
+    spec = get("dense")
+    dice: dict[str, list[float]] = {"auto": [], "lncc": []}
+    for pair in multimodal_pairs("spine_t1t2", "heldout", root=shared_data)[:3]:
+        for name in dice:
+            config = spec.make_config({} if name == "auto" else {"similarity": name})
+            result = spec.factory().register(pair.fixed, pair.moving, config)
+            if name == "auto":
+                assert result.config.similarity == Similarity.MIND  # the run records what it used
+            dice[name].append(evaluate(result, **pair.annotations)["dice_mean"])
+    mean = {name: sum(v) / len(v) for name, v in dice.items()}
+    assert mean["auto"] > mean["lncc"] + 0.05, dice
+
+
+def test_dense_on_the_synthetic_t1w_t2w_sample_picks_mind_and_registers():
+    """The built-in T2-like sample (no ../shared): auto takes MIND and raises Dice well above the identity.
+    (LNCC, squared and so blind to a local sign flip, does better on this synthetic contrast: 0.906 against
+    0.863 mean over its 6 held-out pairs; on the real spine slices MIND wins, above.)"""
+    from regcore.data import sample_pair
+    from regcore.metrics import evaluate, evaluate_identity
+
+    pair = sample_pair(dims=2, contrast="t2")
+    spec = get("dense")
+    result = spec.factory().register(
+        pair.fixed, pair.moving, spec.make_config({"levels": (2, 1), "iterations": (40, 20)})
+    )
+    assert result.config.similarity == Similarity.MIND
+    identity = evaluate_identity(pair.fixed, pair.moving, **pair.annotations)["dice_mean"]
+    assert evaluate(result, **pair.annotations)["dice_mean"] > identity + 0.05
