@@ -301,7 +301,10 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
         return f"compares {describe_choice(r)}", "Set features to choose what it compares."
     if str(getattr(config, "similarity", "")) == contrast.AUTO:
         chosen = contrast.similarity_for(r)
-        return f"similarity {chosen}, because {contrast.why(r)}", "Set similarity to choose another."
+        return (
+            f"similarity {chosen}, because {contrast.contrast_reason(r)}",
+            "Set similarity to choose another.",
+        )
     return "", ""
 
 

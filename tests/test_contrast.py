@@ -12,10 +12,10 @@ import torch
 from regcore.losses import Similarity
 from regcore.methods.classical.contrast import (
     MIND_BELOW,
+    contrast_reason,
     contrasts_differ,
     resolve_similarity,
     similarity_for,
-    why,
 )
 from regcore.methods.registry import get
 
@@ -42,8 +42,8 @@ def test_auto_similarity_follows_the_contrast_test(shape):
 def test_the_threshold_and_the_reason():
     assert similarity_for(MIND_BELOW) == Similarity.LNCC and not contrasts_differ(MIND_BELOW)
     assert similarity_for(MIND_BELOW - 0.01) == Similarity.MIND and contrasts_differ(-0.5)
-    assert "r = -0.50 (under 0.4: different contrasts)" in why(-0.5)
-    assert "r = 0.70 (at least 0.4: one contrast)" in why(0.7)
+    assert "r = -0.50 (under 0.4: different contrasts)" in contrast_reason(-0.5)
+    assert "r = 0.70 (at least 0.4: one contrast)" in contrast_reason(0.7)
 
 
 @pytest.mark.parametrize("method", ["dense", "svf", "bspline"])

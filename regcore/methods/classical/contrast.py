@@ -51,7 +51,7 @@ def similarity_param():
         AUTO,
         "Similarity between fixed and warped moving. auto: lncc for images of one contrast, mind (MIND-SSC "
         "descriptors) when their intensities correlate locally under 0.4 (different contrasts: T1w/T2w, "
-        "MR/ultrasound; several times slower); mi, nmi and cr also work across contrasts.",
+        "MR/ultrasound; slower); mi, nmi and cr also work across contrasts.",
         choices=SIMILARITY_CHOICES,
     )
 
@@ -92,7 +92,7 @@ def contrasts_differ(correlation: float) -> bool:
     return correlation < MIND_BELOW
 
 
-def why(correlation: float) -> str:
+def contrast_reason(correlation: float) -> str:
     """The reason, for the user: "the intensities correlate locally at r = ... (under 0.4: different contrasts)"."""
     if contrasts_differ(correlation):
         return f"the intensities correlate locally at r = {correlation:.2f} (under {MIND_BELOW}: different contrasts)"

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from regcore.losses.mind import mind_ssc
-from regcore.methods.classical.contrast import contrast_correlation, contrasts_differ, why
+from regcore.methods.classical.contrast import contrast_correlation, contrast_reason, contrasts_differ
 
 THICK_RATIO = 3.0
 """An axis whose spacing exceeds this many times the finest one gets no MIND neighbours (in-plane MIND)."""
@@ -53,7 +53,7 @@ def features_for(correlation: float) -> DemonsFeatures:
 def describe_choice(correlation: float) -> str:
     """One phrase for the user: what ``auto`` compares on a pair of this ``correlation``, and why."""
     chosen = "MIND descriptors" if contrasts_differ(correlation) else "intensities"
-    return f"{chosen}, because {why(correlation)}"
+    return f"{chosen}, because {contrast_reason(correlation)}"
 
 
 def mind_features(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
