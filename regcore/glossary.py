@@ -91,6 +91,19 @@ GLOSSARY: dict[str, Term] = {
         "modalities (e.g. MR and ultrasound, T1 and T2).",
         "higher.",
     ),
+    "lncc": Term(
+        "LNCC (local normalised cross-correlation)",
+        "NCC taken in small windows around every voxel and averaged (squared, so a locally inverted contrast "
+        "counts too): robust to brightness that drifts across the image. The similarity most deformable "
+        "methods use between images of one contrast.",
+    ),
+    "mind": Term(
+        "MIND (modality independent neighbourhood descriptor)",
+        "Describes each voxel by how alike the small patches around its neighbours are to each other, a pattern "
+        "that stays the same when the contrast changes (T1 and T2, MR and ultrasound). Registration then "
+        "compares descriptors instead of intensities. RegLab's 'auto' settings use it when the two images' "
+        "intensities correlate locally under 0.4 (different contrasts), and LNCC or plain intensities otherwise.",
+    ),
     "phi": Term(
         "phi (the transformation)",
         "The map from each point of the fixed image to the matching point of the moving image. RegLab stores "

@@ -47,3 +47,13 @@ def test_the_glossary_page_filters_terms():
         assert any("No term matches" in i.value for i in at.info)
     finally:
         os.chdir(old)
+
+
+def test_what_auto_chooses_between_is_explained():
+    """The Register page's note names the similarity "auto" takes (LNCC or MIND): both have plain-words entries."""
+    from regcore.losses import Similarity
+    from regcore.methods.classical.contrast import MIND_BELOW, SAME_CONTRAST_SIMILARITY, similarity_for
+
+    for chosen in (similarity_for(MIND_BELOW), similarity_for(MIND_BELOW - 0.5)):
+        assert str(chosen) in GLOSSARY and len(GLOSSARY[str(chosen)].meaning) > 80
+    assert SAME_CONTRAST_SIMILARITY == Similarity.LNCC and str(MIND_BELOW) in GLOSSARY["mind"].meaning
