@@ -200,6 +200,9 @@ def body() -> None:
         note = _auto_note(spec, overrides, pair, params)
         if note:
             st.caption(note)
+        warning = _contrast_warning(spec, overrides, pair)
+        if warning:
+            st.warning(warning, icon=":material/contrast:")
         c1, c2 = st.columns(2)
         device = "auto"
         if not any(p.name == "device" for p in params):  # the config's own device field wins
@@ -306,6 +309,32 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
             "Set similarity to choose another.",
         )
     return "", ""
+
+
+def _contrast_warning(spec, overrides: dict, pair) -> str:
+    """One line when the pair's contrasts differ and the chosen settings compare intensities (fireants' LNCC,
+    demons' ``features=intensity``, an explicit ``lncc`` ...); "" otherwise."""
+    try:
+        config = spec.make_config(overrides)
+    except (TypeError, ValueError):
+        return ""
+    from regcore.methods.classical import contrast
+
+    r = state.default_choice(pair).correlation
+    if not contrast.contrasts_differ(r):
+        return ""
+    similarity, features = str(getattr(config, "similarity", "")), str(getattr(config, "features", ""))
+    if features == "intensity":
+        compared = "intensities (features = intensity)"
+    elif similarity in contrast.INTENSITY_SIMILARITIES:
+        compared = f"intensities (similarity = {similarity})"
+    else:
+        return ""
+    return (
+        f"This pair's contrasts differ: {contrast.contrast_reason(r)}. {spec.title} compares {compared}, "
+        "which can pull edges onto the wrong edges; demons, dense, svf and bspline compare MIND descriptors "
+        "here when left on auto, and mi also works across contrasts."
+    )
 
 
 def _cuda() -> bool:

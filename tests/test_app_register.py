@@ -50,6 +50,9 @@ def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     shape = tuple(fixed.shape)
     at.selectbox(key="reg_family").set_value("diffeomorphic").run()
     at.selectbox(key="reg_method").set_value("fireants").run()
+    assert not [
+        w for w in at.warning if "contrasts differ" in w.value
+    ]  # T1 sample pair: one contrast, LNCC fits
     (note,) = _auto_captions(at)
     assert note.startswith(f"Auto on this pair ({' × '.join(map(str, shape))} voxels)")
     ran = resolve_preset(FireANTsConfig(), shape, fixed.spacing)

@@ -89,9 +89,16 @@ def test_register_page_starts_from_the_pair_default():
     at.selectbox(key="reg_p_demons_features").set_value("intensity").run()  # the user's choice: not auto
     assert not [c for c in at.caption if c.value.startswith("Auto on this pair") and "compares" in c.value]
     at.selectbox(key="reg_p_demons_features").set_value("auto").run()
+    assert not [w for w in at.warning if "contrasts differ" in w.value]  # MIND: no warning
+    at.selectbox(key="reg_p_demons_features").set_value("intensity").run()
+    (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]
+    assert "compares intensities (features = intensity)" in warning
+    at.selectbox(key="reg_p_demons_features").set_value("auto").run()
     at.selectbox(key="reg_family").set_value("diffeomorphic").run()
     at.selectbox(key="reg_method").set_value("fireants").run()  # the user's choice: no note
     assert not [c for c in at.caption if c.value.startswith("Default for this pair")]
+    (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]  # fireants compares LNCC
+    assert "compares intensities (similarity = lncc)" in warning and "r = -" in warning
     at.selectbox(key="reg_family").set_value("deformable").run()
     at.selectbox(key="reg_method").set_value("dense").run()  # similarity "auto" follows the same test
     (auto,) = [c.value for c in at.caption if c.value.startswith("Auto on this pair")]

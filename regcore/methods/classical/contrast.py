@@ -43,6 +43,10 @@ SIMILARITY_CHOICES = (AUTO, *Similarity)
 """The ``similarity`` choices of the methods that resolve ``auto`` with :func:`resolve_similarity`."""
 SAME_CONTRAST_SIMILARITY = Similarity.LNCC
 """What ``similarity="auto"`` uses between images of one contrast."""
+INTENSITY_SIMILARITIES = frozenset(
+    {Similarity.MSE, Similarity.MAE, Similarity.NCC, Similarity.LNCC, Similarity.LNCC_GAUSS, Similarity.SSIM}
+)
+"""Similarities that assume related intensities (one contrast); MI, NMI, CR and MIND do not."""
 
 
 def similarity_param():
