@@ -252,12 +252,21 @@ def body() -> None:
 def _auto_values(spec, overrides: dict, pair) -> dict:
     """The settings the method's "auto" values take on this pair (``MethodSpec.auto_settings``); empty when
     none is auto or the values are invalid (the Run button reports those)."""
-    if spec.auto_settings is None:
+    config = _valid_config(spec, overrides)
+    if spec.auto_settings is None or config is None:
         return {}
     try:
-        return spec.auto_settings(spec.make_config(overrides), tuple(pair.fixed.shape), pair.fixed.spacing)
+        return spec.auto_settings(config, tuple(pair.fixed.shape), pair.fixed.spacing)
     except (TypeError, ValueError):
         return {}
+
+
+def _valid_config(spec, overrides: dict):
+    """The method's config from ``overrides``, or None when they are invalid (the Run button reports why)."""
+    try:
+        return spec.make_config(overrides)
+    except (TypeError, ValueError):
+        return None
 
 
 def _auto_note(spec, overrides: dict, pair, params: list) -> str:
@@ -291,9 +300,8 @@ def _auto_note(spec, overrides: dict, pair, params: list) -> str:
 def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
     """(fact, how to change it) for a setting that "auto" takes from the pair's contrast test: demons'
     ``features``, the ``similarity`` of dense / svf / bspline; ("", "") for other methods or explicit choices."""
-    try:
-        config = spec.make_config(overrides)
-    except (TypeError, ValueError):
+    config = _valid_config(spec, overrides)
+    if config is None:
         return "", ""
     from regcore.methods.classical import contrast
 
@@ -314,9 +322,8 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
 def _contrast_warning(spec, overrides: dict, pair) -> str:
     """One line when the pair's contrasts differ and the chosen settings compare intensities (fireants' LNCC,
     demons' ``features=intensity``, an explicit ``lncc`` ...); "" otherwise."""
-    try:
-        config = spec.make_config(overrides)
-    except (TypeError, ValueError):
+    config = _valid_config(spec, overrides)
+    if config is None:
         return ""
     from regcore.methods.classical import contrast
 

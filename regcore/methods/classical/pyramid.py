@@ -120,9 +120,8 @@ def downsample(image: torch.Tensor, factor: float, spacing: Sequence[float] | No
     factors = axis_factors(factor, ndim, spacing)
     if all(f == 1 for f in factors):
         return image
-    if (
-        image.shape[1] > 1
-    ):  # channel by channel: no full-size blurred copy of a 12-channel MIND image (236 MiB at 1 mm)
+    if image.shape[1] > 1:
+        # channel by channel: no full-size blurred copy of a 12-channel MIND image (236 MiB at 1 mm)
         return torch.cat(
             [downsample(image[:, c : c + 1], factor, spacing) for c in range(image.shape[1])], dim=1
         )
