@@ -121,7 +121,7 @@ GLOSSARY: dict[str, Term] = {
     "runtime": Term("Runtime", "Wall-clock seconds the registration took on this machine.", "lower."),
     "peak_memory": Term(
         "Peak memory",
-        "The most memory (MiB) the registration needed at once (GPU memory on a GPU).",
+        "The most memory (MiB) the registration needed at once, above what the process held before it (GPU memory on a GPU).",
         "lower.",
     ),
 }

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from regcore.image import Image
+from regcore.resident_memory import ResidentPeak
 
 
 class RegistrationCancelled(RuntimeError):
@@ -71,7 +72,7 @@ class RegistrationResult:
         velocity: optional stationary velocity field ``(1, ndim, *S)`` (diffeomorphic methods).
         loss_history: per-iteration dicts of loss terms (for curves).
         runtime_s: wall time of ``register`` in seconds.
-        peak_memory_mb: peak CUDA memory (GPU) or RSS growth estimate (CPU) in MiB.
+        peak_memory_mb: peak CUDA memory allocated (GPU) or peak RSS above the RSS at the start (CPU), MiB.
         device: device string the method ran on.
         config: the config used (a dataclass instance).
         extras: method-specific outputs (e.g. inverse displacement).
@@ -113,7 +114,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class Timer:
-    """Wall time and peak memory of a block (CUDA peak allocated when on GPU, else RSS delta)."""
+    """Wall time and peak memory of a block: CUDA peak allocated on a GPU, else the block's RSS peak
+    above its start (:class:`regcore.resident_memory.ResidentPeak`), MiB."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -124,31 +126,18 @@ class Timer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        self._rss0 = _rss_mb()
+        else:
+            self._resident = ResidentPeak().__enter__()
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self.runtime_s = time.perf_counter() - self._t0
+        if self.device.type == "cuda":
             self.peak_memory_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
-            self.peak_memory_mb = max(_peak_rss_mb() - self._rss0, _rss_mb() - self._rss0, 0.0)
-        self.runtime_s = time.perf_counter() - self._t0
+            self._resident.__exit__(*exc)
+            self.peak_memory_mb = self._resident.peak_mib
         return False
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm", encoding="utf-8") as f:
-            import os
-
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
