@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from regcore.image import Image
-from regcore.resident_memory import ResidentPeak
+from regcore.memory_peak import MemoryPeak
 
 
 class RegistrationCancelled(RuntimeError):
@@ -72,7 +72,8 @@ class RegistrationResult:
         velocity: optional stationary velocity field ``(1, ndim, *S)`` (diffeomorphic methods).
         loss_history: per-iteration dicts of loss terms (for curves).
         runtime_s: wall time of ``register`` in seconds.
-        peak_memory_mb: peak CUDA memory allocated (GPU) or peak RSS above the RSS at the start (CPU), MiB.
+        peak_memory_mb: peak CUDA memory allocated (GPU) or most memory held at once above
+            that at the start (CPU, :class:`regcore.memory_peak.MemoryPeak`), MiB.
         device: device string the method ran on.
         config: the config used (a dataclass instance).
         extras: method-specific outputs (e.g. inverse displacement).
@@ -114,8 +115,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class Timer:
-    """Wall time and peak memory of a block: CUDA peak allocated on a GPU, else the block's RSS peak
-    above its start (:class:`regcore.resident_memory.ResidentPeak`), MiB."""
+    """Wall time and peak memory of a block: CUDA peak allocated on a GPU, else the most memory the block
+    held at once above its start (:class:`regcore.memory_peak.MemoryPeak`), MiB."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -127,7 +128,7 @@ class Timer:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._resident = ResidentPeak().__enter__()
+            self._memory = MemoryPeak().__enter__()
         self._t0 = time.perf_counter()
         return self
 
@@ -138,6 +139,6 @@ class Timer:
         if self.device.type == "cuda":
             self.peak_memory_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
-            self._resident.__exit__(*exc)
-            self.peak_memory_mb = self._resident.peak_mib
+            self._memory.__exit__(*exc)
+            self.peak_memory_mb = self._memory.peak_mib
         return False
