@@ -18,24 +18,41 @@ from regcore.cli import CliError, parse_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fixed", required=True)
-    parser.add_argument("--moving", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--fixed-labels")
-    parser.add_argument("--moving-labels")
-    parser.add_argument("--fixed-landmarks")
-    parser.add_argument("--moving-landmarks")
-    parser.add_argument("--label-names", help="CSV value,name")
+    images = "NIfTI, MHA/MHD, NRRD, a DICOM series folder or .zip"
+    parser.add_argument("--fixed", required=True, metavar="IMAGE", help=f"fixed image ({images})")
+    parser.add_argument(
+        "--moving", required=True, metavar="IMAGE", help="moving image, warped onto the fixed grid"
+    )
+    parser.add_argument("--method", required=True, help="method name (`regcore methods` lists them)")
+    parser.add_argument(
+        "--fixed-labels", metavar="IMAGE", help="label map of the fixed image (for Dice, HD95)"
+    )
+    parser.add_argument("--moving-labels", metavar="IMAGE", help="label map of the moving image")
+    parser.add_argument(
+        "--fixed-landmarks",
+        metavar="CSV",
+        help="points (for TRE): x,y,z or x_lps,... in LPS mm; 2D x,y or x_px,... in pixels",
+    )
+    parser.add_argument(
+        "--moving-landmarks", metavar="CSV", help="the same points, same order, in the moving image"
+    )
+    parser.add_argument(
+        "--label-names", metavar="CSV", help="value,name rows naming the labels in the tables"
+    )
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = CUDA when present (default)"
+    )
     parser.add_argument(
         "--initial",
         default="none",
         choices=("none", "rigid", "affine"),
         help="run regcore's MI rigid/affine stage before the method (default: none)",
     )
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the warped image, field and metrics"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
         "--report", action="store_true", help="also write the offline HTML QA report (report.html)"
     )
