@@ -356,3 +356,11 @@ def before_after_metrics(record, key_help: str = "") -> None:
     )
     runtime = after.get("runtime_s", record.result.runtime_s)
     cols[3].metric("Runtime", f"{viz.format_number(runtime)} s", help=key_help or None)
+
+
+def blank_image_warnings(pair) -> None:
+    """A warning per image of ``pair`` whose voxels all hold one value (nothing to register)."""
+    from regcore.metrics.evaluate import constant_image_warnings
+
+    for message in constant_image_warnings(pair.fixed, pair.moving):
+        st.warning(message + ".", icon=":material/hide_image:")

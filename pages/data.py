@@ -173,6 +173,7 @@ def _inspect(pair) -> None:
     from pages._niivue_view import niivue_view
 
     st.subheader(f"Current pair: {pair.name}")
+    widgets.blank_image_warnings(pair)
     warnings = backend.check_pair(pair.fixed, pair.moving)
     if warnings:
         st.warning(

@@ -178,6 +178,7 @@ def body() -> None:
         f'<p class="rl-lead">Pair: <b>{pair.name}</b> ({pair.fixed.ndim}D). Change it on the Data page.</p>',
         unsafe_allow_html=True,
     )
+    widgets.blank_image_warnings(pair)
     if st.toggle("Swap fixed and moving", key="reg_swap"):
         pair = _swap(pair)
     spec, reason = _choose_method(pair)

@@ -213,5 +213,7 @@ def run(args) -> int:
         )
     }
     print(json.dumps(summary, default=_json_default))
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 0

@@ -125,3 +125,23 @@ def test_a_small_float_box_steps_by_a_tenth_of_its_scale():
     box.decrement().run()
     assert at.number_input(key="reg_p_fireants_lncc_eps").value == pytest.approx(9e-6)
     assert not at.exception
+
+
+def test_a_blank_image_is_named_before_and_after_a_run():
+    """A constant moving image (a failed export): the Register page says so, and a run still completes."""
+    import torch
+
+    from regcore.data import Pair
+
+    at = open_page("register")
+    pair = at.session_state["pair"]
+    blank = pair.moving.with_data(torch.zeros_like(pair.moving.data))
+    at.session_state["pair"] = Pair("blank moving", pair.fixed, blank)
+    at.run()
+    assert_clean(at)
+    (warning,) = [w.value for w in at.warning if "is constant" in w.value]
+    assert warning.startswith(f"moving image {blank.name!r} is constant (every voxel 0)")
+    at.button(key="reg_run").click().run()
+    assert_clean(at)
+    run = at.session_state["runs"][at.session_state["last_run"]]
+    assert run.pair.name == "blank moving" and "is constant" in " ".join(run.metrics["warnings"])

@@ -106,6 +106,15 @@ def test_missing_inputs_give_none_and_warnings():
     assert plain["warnings"] == [] and plain["hd95_mean_mm"] is None and plain["mse"] > 0
 
 
+def test_a_constant_image_is_named_in_a_warning():
+    fixed, moving, *_ = synthetic_case()
+    blank = moving.with_data(torch.zeros_like(moving.data))
+    row = evaluate_identity(fixed, blank)
+    assert row["warnings"] == [
+        f"moving image {blank.name!r} is constant (every voxel 0): there is nothing to align, check the file"
+    ]
+
+
 def test_absent_structure_is_reported_not_raised():
     fixed, moving, fl, ml, *_ = synthetic_case()
     lost = ml.with_data(torch.where(ml.data == 2, 0, ml.data))

@@ -109,6 +109,7 @@ def evaluate(
         "warnings": [],
     }
     warnings: list[str] = out["warnings"]
+    warnings.extend(constant_image_warnings(result.fixed, result.moving))
 
     # -- label overlap -----------------------------------------------------------------
     if (fixed_labels is None) != (moving_labels is None):
@@ -158,6 +159,19 @@ def evaluate(
         intensity_ssim(result.fixed, result.warped) if np.prod(geom.shape) <= SSIM_MAX_VOXELS else None
     )
     return _clean(out)
+
+
+def constant_image_warnings(fixed: Image, moving: Image) -> list[str]:
+    """One warning per image whose voxels all hold one value (a blank or failed export): nothing to align."""
+    warnings = []
+    for role, image in (("fixed", fixed), ("moving", moving)):
+        low, high = torch.aminmax(image.data)
+        if bool(low == high):
+            warnings.append(
+                f"{role} image {image.name!r} is constant (every voxel {float(low):g}): there is nothing to "
+                "align, check the file"
+            )
+    return warnings
 
 
 def _warp_labels(labels: torch.Tensor, u: torch.Tensor) -> np.ndarray:
