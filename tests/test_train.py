@@ -64,6 +64,9 @@ def test_config_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="cannot parse config"):
         load_config(tmp_path / "bad.json")
+    (tmp_path / "recipe.yaml").write_text("lr: 0.001\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"recipe.yaml: a recipe is a .json or .toml file, got '.yaml'"):
+        load_config(tmp_path / "recipe.yaml")
 
 
 # -- data and losses ------------------------------------------------------------------------------

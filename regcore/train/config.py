@@ -237,9 +237,11 @@ def load_config(path: str | Path) -> TrainConfig:
             f"config {p} is {p.stat().st_size:,} bytes, larger than {MAX_RECIPE_BYTES:,}: a recipe is a "
             "few hundred bytes"
         )
+    if p.suffix.lower() not in (".json", ".toml"):
+        raise ValueError(f"config {p}: a recipe is a .json or .toml file, got {p.suffix or 'no suffix'!r}")
     try:
         text = p.read_text(encoding="utf-8")
-        values = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+        values = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"cannot parse config {p}: {str(e)[:200]}") from None
     try:
