@@ -179,7 +179,9 @@ def load_sample_subjects(
     ids = list(manifest["subjects"])
     if n is not None:
         if not isinstance(n, int) or isinstance(n, bool) or not MIN_SUBJECTS <= n <= len(ids):
-            raise ValueError(f"n must be an int in {MIN_SUBJECTS}..{len(ids)}, got {n!r}")
+            raise ValueError(
+                f"number of subjects (n, --subjects) must be an int in {MIN_SUBJECTS}..{len(ids)}, got {n!r}"
+            )
         ids = ids[:n]
     contrast = contrast or manifest["contrasts"][0]
     if contrast not in manifest["contrasts"]:
