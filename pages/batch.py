@@ -88,17 +88,14 @@ def results_view(batch_id: str) -> None:
     if report is None:
         st.caption("The combined table appears when the batch ends.")
         return
+    from regcore.bench import SUMMARY_COLUMNS
+
     rows = [
         {
             "variant": s["method"],
             "pairs": s["pairs"],
             "failed": s["failed"],
-            "Dice": s.get("dice_mean"),
-            "HD95 mm": s.get("hd95_mean_mm"),
-            "TRE mm": s.get("tre_mean_mm"),
-            "folding %": s.get("folding_percent"),
-            "SDlogJ": s.get("sdlogj"),
-            "runtime s (median)": s.get("runtime_s"),
+            **{title: s.get(key) for key, title, _ in SUMMARY_COLUMNS},
         }
         for s in report["summary"]
     ]
@@ -172,22 +169,9 @@ def live_view(batch_id: str) -> None:
         results_view(batch_id)
 
 
-def main() -> None:
-    st.title("Batch: many methods x many pairs")
-    st.caption(
-        "Benchmarks and parameter sweeps on the batch engine (serial, or Ray on this machine or a cluster). "
-        "Batches run in the background and survive a refresh; each finished task is kept on disk."
-    )
-    batches = jobs.list_batches()
-    with st.expander("New batch", expanded=not batches):
-        submit_form()
-    batches = jobs.list_batches()
-    if not batches:
-        st.info(
-            "No batches yet: start one above (sample brain pairs x demons, fireants take about a minute)."
-        )
-        return
-    ids = [b["batch_id"] for b in batches]
+@st.fragment(run_every=2.0)
+def batches_table() -> None:
+    """One row per batch on disk (state, counts); re-drawn every 2 s, as the live view below it."""
     st.dataframe(
         pd.DataFrame(
             [
@@ -200,11 +184,30 @@ def main() -> None:
                     "methods": ",".join(b["job"].get("methods", [])),
                     "manifest": Path(b["job"].get("manifest", "")).name,
                 }
-                for b in batches
+                for b in jobs.list_batches()
             ]
         ),
         hide_index=True,
     )
+
+
+def main() -> None:
+    st.title("Batch: many methods x many pairs")
+    st.caption(
+        "Benchmarks and parameter sweeps on the batch engine (serial, or Ray on this machine or a cluster). "
+        "Batches run in the background and survive a refresh; each finished task is kept on disk."
+    )
+    batches = jobs.list_batches()
+    with st.expander("New batch", expanded=not batches):
+        submit_form()
+    batches = jobs.list_batches()
+    if not batches:
+        st.info(
+            "No batches yet: start one above (the sample brain pairs x demons and fireants take a few seconds)."
+        )
+        return
+    ids = [b["batch_id"] for b in batches]
+    batches_table()
     selected = st.session_state.get("batch_selected")
     choice = st.selectbox(
         "Watch batch", ids, index=ids.index(selected) if selected in ids else 0, key="batch_watch"

@@ -338,6 +338,10 @@ def test_batch_page_shows_a_finished_batch(manifest, tmp_path, monkeypatch):
     assert "6/6" in texts  # 2 pairs x (identity + 2 grid points)
     frames = [df.value for df in at.dataframe]
     assert any("demons[sigma_elastic=2]" in df.astype(str).to_string() for df in frames)
+    overview = next(df for df in frames if "batch" in df.columns)
+    assert overview["state"].tolist() == ["finished"]
+    (results,) = [df for df in frames if "peak MiB" in df.columns]  # the summary's columns, as `regcore bench`
+    assert results["pairs"].tolist() == [2, 2, 2] and results["Dice"].notna().all()
 
 
 # -- DDP helpers (the 2-process runs are in tests/test_scaleout.py) ---------------------------------
