@@ -44,7 +44,7 @@ def compile_all() -> dict[str, float]:
         ws.smooth(force, 1.0)
         ws.adam_step(force, np.zeros_like(force), np.zeros_like(force), 1, 0.9, 0.99, 1.0)
         ws.gradient_step(force, 1.0)  # fireants' default optimizer
-        ws.demons_force(image, image, 2, 1.0, force)  # demons, the 2D default
+        ws.demons_force(image, image, np.zeros_like(force), 2, 1.0, force)  # demons, the 2D default
         out = np.empty_like(force)
         ws.compose(force, force, out)
         timings[f"greedy {ndim}D"] = time.perf_counter() - start

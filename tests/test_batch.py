@@ -340,7 +340,8 @@ def test_batch_page_shows_a_finished_batch(manifest, tmp_path, monkeypatch):
     assert any("demons[sigma_elastic=2]" in df.astype(str).to_string() for df in frames)
     overview = next(df for df in frames if "batch" in df.columns)
     assert overview["state"].tolist() == ["finished"]
-    (results,) = [df for df in frames if "peak MiB" in df.columns]  # the summary's columns, as `regcore bench`
+    # the results table has the summary's columns, as `regcore bench` prints them
+    (results,) = [df for df in frames if "peak MiB" in df.columns]
     assert results["pairs"].tolist() == [2, 2, 2] and results["Dice"].notna().all()
 
 

@@ -83,16 +83,18 @@ def test_multichannel_demons_step_reduces_to_the_classic_force_and_stays_bounded
     j = 0.5 * (spatial_gradient(fixed) + spatial_gradient(warped))
     diff = fixed - warped
     classic = diff * j / ((j * j).sum(1, keepdim=True) + diff * diff / (4 * max_step**2))
-    one = demons_step(fixed, warped, DemonsForce.SYMMETRIC, max_step)
+    zero = torch.zeros((1, 2, 24, 20))
+    one = demons_step(fixed, warped, zero, DemonsForce.SYMMETRIC, max_step)
     torch.testing.assert_close(one, classic)
     doubled = demons_step(
-        fixed.repeat(1, 2, 1, 1), warped.repeat(1, 2, 1, 1), DemonsForce.SYMMETRIC, max_step
+        fixed.repeat(1, 2, 1, 1), warped.repeat(1, 2, 1, 1), zero, DemonsForce.SYMMETRIC, max_step
     )
     torch.testing.assert_close(doubled, one)  # numerator and denominator both double
     g = torch.Generator().manual_seed(3)
     many = demons_step(
         torch.rand((1, 12, 10, 11, 9), generator=g),
         torch.rand((1, 12, 10, 11, 9), generator=g),
+        torch.zeros((1, 3, 10, 11, 9)),
         "passive",
         0.5,
     )

@@ -247,10 +247,25 @@ def test_demons_force_matches_torch(shape, force):
     fixed, warped = _smooth_image(shape, 4), _smooth_image(shape, 5)
     out = np.empty((len(shape), *shape), np.float32)
     code = {"passive": 0, "active": 1, "symmetric": 2}[force]
-    greedy_kernels.GreedyWorkspace(shape).demons_force(fixed[0].numpy(), warped[0].numpy(), code, 0.5, out)
-    expected = demons.demons_step(fixed, warped, demons.DemonsForce(force), 0.5)[0].numpy()
+    field = _outward_field(shape)
+    greedy_kernels.GreedyWorkspace(shape).demons_force(
+        fixed[0].numpy(), warped[0].numpy(), field[0].numpy(), code, 0.5, out
+    )
+    expected = demons.demons_step(fixed, warped, field, demons.DemonsForce(force), 0.5)[0].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-6)
     assert np.linalg.norm(out, axis=0).max() <= 0.5 + 1e-5
+    outside = ~demons.maps_inside(field)[0, 0].numpy()
+    assert 0 < outside.sum() < outside.size / 4 and not out[:, outside].any()  # no force outside the image
+    assert np.abs(out[:, ~outside]).max() > 0.05
+
+
+def _outward_field(shape) -> torch.Tensor:
+    """``(1, n, *shape)``: 1.5 voxels along the first axis, away from the centre: the outer voxels map outside."""
+    field = torch.zeros((1, len(shape), *shape))
+    n = shape[0]
+    first = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+    field[0, 0] = (1.5 * torch.sign(first)).view(n, *([1] * (len(shape) - 1)))
+    return field
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -261,8 +276,11 @@ def test_multichannel_demons_force_matches_torch(shape):
     fixed = torch.cat([_smooth_image(shape, 10 + c) for c in range(4)], dim=1)
     warped = torch.cat([_smooth_image(shape, 20 + c) for c in range(4)], dim=1)
     out = np.empty((len(shape), *shape), np.float32)
-    greedy_kernels.GreedyWorkspace(shape).demons_force(fixed[0].numpy(), warped[0].numpy(), 2, 0.5, out)
-    expected = demons.demons_step(fixed, warped, demons.DemonsForce.SYMMETRIC, 0.5)[0].numpy()
+    field = _outward_field(shape)
+    greedy_kernels.GreedyWorkspace(shape).demons_force(
+        fixed[0].numpy(), warped[0].numpy(), field[0].numpy(), 2, 0.5, out
+    )
+    expected = demons.demons_step(fixed, warped, field, demons.DemonsForce.SYMMETRIC, 0.5)[0].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-6)
     assert np.linalg.norm(out, axis=0).max() <= 0.5 + 1e-5
 

@@ -5,7 +5,9 @@ Each iteration computes the demons force ``d = (F - W) J / (|J|^2 + (F - W)^2 / 
 image ("active") or their mean ("symmetric", ESM forces). The update is smoothed by a
 Gaussian of ``sigma_fluid`` voxels (fluid-like), exponentiated (scaling and squaring, so each
 step is diffeomorphic) and composed: ``phi <- phi o exp(d)``; the displacement is then
-smoothed by ``sigma_elastic`` voxels (diffusion-like). Multi-resolution: factors
+smoothed by ``sigma_elastic`` voxels (diffusion-like). A voxel whose mapped point lies outside the moving
+image gets no force (ITK's demons functions: the warped image only repeats the moving image's border there).
+Multi-resolution: factors
 ``2**(levels-1) ... 1``, iterations per level from :func:`level_iterations`. Gaussians are
 ``regcore.spatial.smooth`` truncated at 2 sigma (``pyramid.TRUNCATE``); ``exp`` is
 ``regcore.spatial.svf.integrate_svf`` with the fewest squarings that bring the largest scaled update
@@ -177,12 +179,19 @@ def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def demons_step(
-    fixed: torch.Tensor, warped: torch.Tensor, force: DemonsForce, max_step: float
+    fixed: torch.Tensor,
+    warped: torch.Tensor,
+    displacement: torch.Tensor,
+    force: DemonsForce,
+    max_step: float,
 ) -> torch.Tensor:
     """One demons force field ``(B, n, *S)`` (voxels) from ``(B, C, *S)`` images, ``|d| <= max_step``.
 
-    With several channels (MIND descriptors) the numerator and both denominator terms are summed over
-    channels (multichannel demons); one channel is the classic force.
+    ``displacement`` ``(B, n, *S)`` (voxels) is the field that made ``warped``: a voxel whose mapped point lies
+    outside the moving image gets no force, as in ITK's demons functions (there ``warped`` repeats the moving
+    image's border, and forces from it would drag the field further out: in image corners it grew to ~3x its
+    size inside). With several channels (MIND descriptors) the numerator and both denominator terms are summed
+    over channels (multichannel demons); one channel is the classic force.
     """
     n = fixed.ndim - 2
     k_inv = 1.0 / (4.0 * max_step**2)
@@ -202,7 +211,20 @@ def demons_step(
             j = 0.5 * (spatial_gradient(f) + spatial_gradient(w))
         numer += diff * j
         denom += (j * j).sum(1, keepdim=True) + diff * diff * k_inv
-    return torch.where(denom > 1e-9, numer / denom.clamp_min(1e-9), torch.zeros_like(numer))
+    inside = maps_inside(displacement)
+    return torch.where((denom > 1e-9) & inside, numer / denom.clamp_min(1e-9), torch.zeros_like(numer))
+
+
+def maps_inside(displacement: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, *S)`` bool: voxels whose mapped point ``index + displacement`` (voxels) lies within the image,
+    continuous index in ``[-0.5, n - 0.5]`` on every axis (ITK's ``IsInsideBuffer``)."""
+    inside = torch.ones_like(displacement[:, :1], dtype=torch.bool)
+    for axis, n in enumerate(displacement.shape[2:]):
+        index = torch.arange(n, dtype=displacement.dtype, device=displacement.device)
+        index = index.view(n, *([1] * (displacement.ndim - 3 - axis)))
+        point = index + displacement[:, axis : axis + 1]
+        inside &= (point >= -0.5) & (point <= n - 0.5)
+    return inside
 
 
 def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n_iter: int):
@@ -226,7 +248,7 @@ def _iterate_torch(
     ``sigmas``: (fluid, elastic) smoothing, each one sigma per axis in voxels of this level."""
     for it in range(n_iter):
         w = warp(m, u)
-        d = gaussian_smooth(demons_step(f, w, config.force, config.max_step), sigmas[0], truncate=TRUNCATE)
+        d = gaussian_smooth(demons_step(f, w, u, config.force, config.max_step), sigmas[0], truncate=TRUNCATE)
         u = compose(u, integrate_svf(d, steps=None)) if config.diffeomorphic else u + d
         u = gaussian_smooth(u, sigmas[1], truncate=TRUNCATE)
         report(it, lambda: ((f - w) ** 2).mean())
@@ -250,7 +272,7 @@ def _iterate_compiled(
     mode = _FORCE_CODES[DemonsForce(config.force)]
     for it in range(n_iter):
         warp_kernels.resample(moving, field, warped, "bilinear", "border", torch.get_num_threads())
-        ws.demons_force(fixed, warped, mode, config.max_step, update)
+        ws.demons_force(fixed, warped, field, mode, config.max_step, update)
         ws.smooth(update, sigmas[0], scratch=spare)  # spare is free until compose writes it
         if config.diffeomorphic:
             steps = squaring_steps(ws.max_norm(update))  # 0 whenever max_step <= 0.5: exp(d) = d, no copy
@@ -349,6 +371,7 @@ __all__ = [
     "LARGE_VOXELS",
     "auto_settings",
     "demons_step",
+    "maps_inside",
     "level_iterations",
     "spatial_gradient",
 ]

@@ -163,13 +163,15 @@ if AVAILABLE:
             row_max[z] = math.sqrt(best)
 
     @_pjit
-    def _demons_force(fixed, warped, out, mode, k_inv, first_axis):
+    def _demons_force(fixed, warped, field, out, mode, k_inv, first_axis):
         """Demons force ``sum_c (F_c - W_c) J_c / sum_c (|J_c|^2 + (F_c - W_c)^2 k_inv)`` of ``(C, Z, Y, X)``
         images into ``out (ndim, Z, Y, X)`` (multichannel demons; one channel: the classic force). J is the
         central difference (replicate border) of F (mode 0, passive), W (1, active) or their mean (2,
         symmetric): ``weight * (take_f * dF + take_w * dW)``, exact for each mode. Per z-plane, channel by
         channel (each pass streams one channel's planes): first the denominator, then ``J_c (diff_c / denom)``
-        added up, J rounded to float32 first as the one-channel kernel always did."""
+        added up, J rounded to float32 first as the one-channel kernel always did. A voxel whose mapped point
+        ``index + field`` lies outside the moving image (continuous index outside ``[-0.5, n - 0.5]`` on an axis)
+        gets no force, as ``demons.demons_step``."""
         channels, nz, ny, nx = fixed.shape
         weight = 0.5 if mode == 2 else 1.0
         take_f = 0.0 if mode == 1 else 1.0
@@ -178,11 +180,23 @@ if AVAILABLE:
             zm, zp = max(z - 1, 0), min(z + 1, nz - 1)
             denom = np.zeros((ny, nx), dtype=np.float64)
             out[:, z] = 0.0
+            for y in range(ny):  # no force outside the moving image: denominator 0 there
+                for x in range(nx):
+                    py = y + field[1 - first_axis, z, y, x]
+                    px = x + field[2 - first_axis, z, y, x]
+                    outside = py < -0.5 or py > ny - 0.5 or px < -0.5 or px > nx - 0.5
+                    if first_axis == 0:
+                        pz = z + field[0, z, y, x]
+                        outside = outside or pz < -0.5 or pz > nz - 0.5
+                    if outside:
+                        denom[y, x] = -1.0
             for sweep in range(2):  # 0: the denominator; 1: the force
                 for c in range(channels):
                     for y in range(ny):
                         ym, yp = max(y - 1, 0), min(y + 1, ny - 1)
                         for x in range(nx):
+                            if denom[y, x] < 0.0:
+                                continue
                             xm, xp = max(x - 1, 0), min(x + 1, nx - 1)
                             diff = fixed[c, z, y, x] - warped[c, z, y, x]
                             gz = weight * (
@@ -316,14 +330,22 @@ class GreedyWorkspace:
 
     @_exclusive
     def demons_force(
-        self, fixed: np.ndarray, warped: np.ndarray, mode: int, max_step: float, out: np.ndarray
+        self,
+        fixed: np.ndarray,
+        warped: np.ndarray,
+        field: np.ndarray,
+        mode: int,
+        max_step: float,
+        out: np.ndarray,
     ) -> None:
         """Demons force of ``(C, *spatial)`` fixed/warped (C > 1: MIND descriptors, the sums over channels of
         ``demons.demons_step``) into ``out`` ``(ndim, *spatial)``; ``mode`` 0 passive, 1 active, 2 symmetric;
-        ``|out| <= max_step`` (K = 1 / (4 max_step^2)), as ``demons.demons_step``."""
+        ``|out| <= max_step`` (K = 1 / (4 max_step^2)); 0 where ``field`` ``(ndim, *spatial)``, the displacement
+        that made ``warped`` (voxels), maps outside the moving image; as ``demons.demons_step``."""
         _demons_force(
             self._as3d(fixed),
             self._as3d(warped),
+            self._as3d(field),
             self._as3d(out),
             mode,
             1.0 / (4.0 * max_step**2),
