@@ -319,3 +319,14 @@ def test_panels_with_labels_carry_a_legend_in_label_colours():
     assert legend == {"4 a": viz.label_color(4), "9 label 9": viz.label_color(9)}
     contours = {t.line.color for t in fig.data if t.type == "scatter" and t.mode == "lines"}
     assert contours == {viz.label_color(4), viz.label_color(9)}, "outlines in the same colours as the legend"
+
+
+def test_image_panels_leave_no_plot_background_frame():
+    """Streamlit's plotly theme pads the plot area by 8 px unless the figure sets ``margin.pad``: the black
+    plot background then framed every image (a thick black border around det J and difference maps)."""
+    panel = viz.jacobian_figure(np.ones((12, 10)))
+    grid = viz.panel_grid([panel, viz.image_figure(np.zeros((12, 10)))])
+    for fig in (panel, grid):
+        assert fig.layout.margin.pad == 0
+        assert fig.layout.plot_bgcolor == "#000"  # black only where there is no image
+    assert tuple(panel.layout.xaxis.range) == (-0.5, 11.5) and tuple(panel.layout.yaxis.range) == (-0.5, 9.5)

@@ -86,7 +86,7 @@ def panel_grid(
     grid.update_layout(
         height=height or per_row * rows + (30 if title else 0),
         showlegend=False,
-        margin={"l": 4, "r": 4, "t": 50 if title else 30, "b": 4},
+        margin={"l": 4, "r": 4, "t": 50 if title else 30, "b": 4, "pad": 0},  # no plot-background frame
         plot_bgcolor="#000",
         paper_bgcolor="rgba(0,0,0,0)",
         dragmode="pan",

@@ -20,7 +20,8 @@ def _panel_layout(shape: tuple[int, int], title: str, flips: tuple[bool, bool], 
     return {
         "title": {"text": title, "x": 0.5, "font": {"size": 13}} if title else None,
         "height": height,
-        "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4},
+        # pad 0: Streamlit's theme pads the plot area by 8 px, a black plot-background frame around the image
+        "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4, "pad": 0},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "#000",
         "showlegend": False,
