@@ -30,3 +30,32 @@ def test_improvements_noise_and_missing_values_give_no_message():
         )
         == []
     )
+
+
+def test_hd95_and_structures_that_fell_are_named_even_when_the_mean_dice_improved():
+    """The 2D sample pair with demons: mean Dice 0.750 -> 0.782, but the right parietal cortex 0.764 -> 0.441."""
+    before = {
+        "dice_mean": 0.750,
+        "hd95_mean_mm": 3.40,
+        "dice": {"Right-Parietal-Cortex": 0.764, "Right-Occipital-Cortex": 0.865, "Left-Thalamus": 0.808},
+    }
+    after = {
+        "dice_mean": 0.782,
+        "hd95_mean_mm": 4.53,
+        "dice": {"Right-Parietal-Cortex": 0.441, "Right-Occipital-Cortex": 0.737, "Left-Thalamus": 0.921},
+    }
+    hd95, structures = worse_than_before(before, after)
+    assert hd95 == "Mean HD95 got worse: 3.40 mm before registration, 4.53 mm after."
+    assert structures == (
+        "Dice fell by more than 0.05 in 2 structures: Right-Parietal-Cortex 0.764 -> 0.441, "
+        "Right-Occipital-Cortex 0.865 -> 0.737."
+    )
+
+
+def test_structure_drops_skip_noise_and_missing_values_and_count_beyond_three():
+    before = {"dice": {f"s{k}": 0.9 for k in range(5)} | {"absent": float("nan"), "small": 0.8}}
+    after = {"dice": {f"s{k}": 0.9 - 0.1 * (k + 1) for k in range(5)} | {"absent": 0.0, "small": 0.76}}
+    (message,) = worse_than_before(before, after)
+    assert message.startswith("Dice fell by more than 0.05 in 5 structures: s4 0.900 -> 0.400, s3")
+    assert message.endswith("and 2 more.") and "small" not in message and "absent" not in message
+    assert worse_than_before({"hd95_mean_mm": 4.0}, {"hd95_mean_mm": 4.1}) == []  # within 5 %

@@ -7,8 +7,7 @@ Gaussian of ``sigma_fluid`` voxels (fluid-like), exponentiated (scaling and squa
 step is diffeomorphic) and composed: ``phi <- phi o exp(d)``; the displacement is then
 smoothed by ``sigma_elastic`` voxels (diffusion-like). A voxel whose mapped point lies outside the moving
 image gets no force (ITK's demons functions: the warped image only repeats the moving image's border there).
-Multi-resolution: factors
-``2**(levels-1) ... 1``, iterations per level from :func:`level_iterations`. Gaussians are
+Multi-resolution: factors ``2**(levels-1) ... 1``, iterations per level from :func:`level_iterations`. Gaussians are
 ``regcore.spatial.smooth`` truncated at 2 sigma (``pyramid.TRUNCATE``); ``exp`` is
 ``regcore.spatial.svf.integrate_svf`` with the fewest squarings that bring the largest scaled update
 below 0.5 voxel (``svf.squaring_steps``); composition is ``regcore.spatial.compose.compose``.
