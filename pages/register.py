@@ -137,7 +137,9 @@ def _run(pair, spec, overrides: dict, device: str, label: str, initial: str = "n
 
     for message in worse_than_before(state.runs()[used].before_metrics, metrics):
         st.warning(
-            message + " Try an affine method first, another similarity, or check the pair.",
+            message
+            + " Look at it on the Evaluate page (Contours); try an affine stage first, another method or "
+            "similarity, or check the pair.",
             icon=":material/trending_down:",
         )
 
