@@ -359,8 +359,13 @@ def before_after_metrics(record, key_help: str = "") -> None:
 
 
 def blank_image_warnings(pair) -> None:
-    """A warning per image of ``pair`` whose voxels all hold one value (nothing to register)."""
-    from regcore.metrics.evaluate import constant_image_warnings
+    """A warning per image of ``pair`` whose voxels all hold one value (nothing to register); the check runs
+    once per (fixed, moving) image objects, not on every rerun."""
+    kept = st.session_state.get("_blank_image_warnings")
+    if kept is None or kept[0] is not pair.fixed or kept[1] is not pair.moving:
+        from regcore.metrics.evaluate import constant_image_warnings
 
-    for message in constant_image_warnings(pair.fixed, pair.moving):
+        kept = (pair.fixed, pair.moving, constant_image_warnings(pair.fixed, pair.moving))
+        st.session_state["_blank_image_warnings"] = kept
+    for message in kept[2]:
         st.warning(message + ".", icon=":material/hide_image:")
