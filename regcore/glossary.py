@@ -104,6 +104,13 @@ GLOSSARY: dict[str, Term] = {
         "compares descriptors instead of intensities. RegLab's 'auto' settings use it when the two images' "
         "intensities correlate locally under 0.4 (different contrasts), and LNCC or plain intensities otherwise.",
     ),
+    "bias_field": Term(
+        "Bias field (intensity non-uniformity)",
+        "A smooth brightness shading across an MR image from the receiver coils: the same tissue reads 10-30 % "
+        "brighter in one part of the image than in another, and the shading differs between scans. Methods that "
+        "compare intensities directly (demons) mistake it for anatomy and move tissue to explain it. RegLab's "
+        "demons removes it from both images first with N4 (Tustison 2010); LNCC and MIND are not misled by it.",
+    ),
     "phi": Term(
         "phi (the transformation)",
         "The map from each point of the fixed image to the matching point of the moving image. RegLab stores "

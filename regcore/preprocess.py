@@ -1,5 +1,5 @@
 """Prepare an image pair for registration: resample through physical space, crop/pad,
-normalise intensities, match histograms, and check a pair for common problems.
+normalise intensities, correct MR intensity bias, match histograms, and check a pair for common problems.
 
 All functions take and return :class:`~regcore.image.Image`; geometry stays consistent
 (LPS mm, tensor axis order = file index order). Device and dtype follow the input.
@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from regcore.image import Geometry, Image
 from regcore.spatial.grid import affine_to_normalised, voxel_scale
 
-__all__ = ["NormaliseMethod", "resample_to", "normalise", "crop_or_pad", "histogram_match", "check_pair"]
+__all__ = [
+    "NormaliseMethod",
+    "resample_to",
+    "normalise",
+    "crop_or_pad",
+    "correct_bias",
+    "histogram_match",
+    "check_pair",
+]
 
 
 class NormaliseMethod(enum.StrEnum):
@@ -291,6 +299,60 @@ def histogram_match(
     ref = sitk.GetImageFromArray(reference.numpy().astype(np.float32))
     out = torch.from_numpy(sitk.GetArrayFromImage(f.Execute(src, ref)))
     return image.with_data(out[None].to(image.device))
+
+
+BIAS_MASK_FRACTION = 0.1
+""":func:`correct_bias` fits the field on voxels above this fraction of the image's 99th percentile (the object)."""
+BIAS_COARSE_VOXELS = 32
+""":func:`correct_bias` shrinks the image by up to 4 while every axis keeps at least this many voxels."""
+
+
+def correct_bias(image: Image, *, iterations: tuple[int, ...] = (50, 50, 50)) -> Image:
+    """``image`` divided by its N4 bias field (Tustison et al., "N4ITK: improved N3 bias correction", IEEE TMI
+    2010; SimpleITK's N4BiasFieldCorrectionImageFilter): the smooth multiplicative intensity non-uniformity
+    (MR coil shading) is removed, the anatomy's contrast kept. float32 on the image's grid, every channel
+    corrected alone.
+
+    The field is a B-spline fitted on a copy shrunk by up to 4
+    (:data:`BIAS_COARSE_VOXELS`), on the voxels above :data:`BIAS_MASK_FRACTION` of the 99th percentile, and
+    evaluated at full resolution, scaled to a mean log of 0 over those voxels (the object keeps its overall
+    intensity). One fitting level per entry of ``iterations`` (level k: 2**(k-1) spans per axis): three by
+    default, as coil shading is smoother than anatomy. With N4's usual four (8 spans) the field also took up
+    anatomy: on bias-corrected OASIS slices (benchmarks/dev_benchmark.py, tune positions) demons' Dice moved by
+    0.009 per pair against 0.003 with three, while on the biased sample pairs both removed the shading.
+    Intensities must be non-negative (a log-domain model of MR; CT in HU has no multiplicative bias).
+    """
+    import SimpleITK as sitk
+
+    _check_image(image, "image")
+    if image.is_labels:
+        raise ValueError(f"correct_bias needs an intensity image, got the label map {image.name!r}")
+    if not iterations or any(int(n) < 1 for n in iterations):
+        raise ValueError(f"iterations must be one count >= 1 per fitting level, got {iterations!r}")
+    data = image.data.detach().cpu().float()
+    if float(data.min()) < 0:
+        raise ValueError(
+            f"correct_bias needs non-negative intensities (MR), but {image.name!r} reaches {float(data.min()):g}"
+        )
+    shrink = max(1, min(4, min(image.shape) // BIAS_COARSE_VOXELS))
+    channels = []
+    for channel in data.numpy():
+        full = sitk.GetImageFromArray(channel)
+        full.SetSpacing([float(s) for s in reversed(image.spacing)])
+        object_mask = channel > BIAS_MASK_FRACTION * float(np.percentile(channel, 99))
+        if not object_mask.any():
+            channels.append(torch.from_numpy(channel))
+            continue
+        mask = sitk.GetImageFromArray(object_mask.astype(np.uint8))
+        mask.CopyInformation(full)
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetMaximumNumberOfIterations([int(n) for n in iterations])
+        n4.SetNumberOfThreads(max(1, torch.get_num_threads()))
+        n4.Execute(sitk.Shrink(full, [shrink] * image.ndim), sitk.Shrink(mask, [shrink] * image.ndim))
+        log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(full))
+        log_field -= log_field[object_mask].mean()  # N4's field has an arbitrary scale: keep the object's
+        channels.append(torch.from_numpy((channel / np.exp(log_field)).astype(np.float32)))
+    return image.with_data(torch.stack(channels).to(image.device))
 
 
 def _world_bounds(g: Geometry) -> tuple[np.ndarray, np.ndarray]:

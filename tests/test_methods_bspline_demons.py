@@ -207,6 +207,45 @@ def test_demons_histogram_matching_undoes_a_contrast_change(shared_data):
     assert dice[True] > before + 0.03 and dice[True] > dice[False] + 0.1, (before, dice)
 
 
+def test_demons_bias_correction_stops_coil_shading_reading_as_anatomy():
+    """The built-in sample pair: two warps of one brain with different MR bias fields (their known true field is
+    the reference). Without N4 the force explains the shading by moving tissue: the field ends further from the
+    truth than no registration (measured 1.65 voxels against 1.32) and HD95 worsens; with it (the default)
+    demons follows the true field (0.42 voxels) and Dice rises 0.78 -> 0.89."""
+    from regcore.data import sample_pair
+    from regcore.metrics.evaluate import evaluate
+
+    pair = sample_pair("brain", 2, 0, 1)
+    brain = pair.fixed_labels.data[0] > 0
+    identity_error = float(pair.true_displacement.norm(dim=1)[0][brain].mean())
+    spec = get("demons")
+    error, dice = {}, {}
+    for corrected in (True, False):
+        config = spec.make_config({"bias_correction": corrected})
+        result = spec.factory().register(pair.fixed, pair.moving, config)
+        assert result.config.bias_correction is corrected  # recorded as run
+        error[corrected] = float((result.displacement - pair.true_displacement).norm(dim=1)[0][brain].mean())
+        labels = dict(fixed_labels=pair.fixed_labels, moving_labels=pair.moving_labels)
+        dice[corrected] = evaluate(result, **labels)["dice_mean"]
+    assert error[False] > identity_error  # the failure the correction is for
+    assert error[True] < 0.5 * identity_error and dice[True] > dice[False] + 0.05, (error, dice)
+
+
+def test_demons_corrects_bias_only_where_it_applies():
+    """MIND descriptors are normalised locally, and N4 models non-negative MR intensities: neither MIND features nor
+    an image with negative values (CT in HU) is bias-corrected; what ran is recorded."""
+    fixed, moving, *_ = synthetic_pair(size=32)
+    fixed, moving = (image.with_data(image.data - image.data.min()) for image in (fixed, moving))  # MR-like
+    spec = get("demons")
+    config = spec.make_config({"iterations": 2, "levels": 1})
+    assert spec.factory().register(fixed, moving, config).config.bias_correction is True
+    mind_config = spec.make_config({"iterations": 2, "levels": 1, "features": "mind"})
+    assert spec.factory().register(fixed, moving, mind_config).config.bias_correction is False
+    hounsfield = moving.with_data(moving.data * 1000.0 - 1000.0)
+    ct = spec.factory().register(fixed.with_data(fixed.data * 1000.0 - 1000.0), hounsfield, config)
+    assert ct.config.bias_correction is False
+
+
 @pytest.mark.parametrize(
     "overrides, in_2d, small_3d, large_3d",
     [

@@ -12,7 +12,10 @@ Multi-resolution: factors ``2**(levels-1) ... 1``, iterations per level from :fu
 ``regcore.spatial.svf.integrate_svf`` with the fewest squarings that bring the largest scaled update
 below 0.5 voxel (``svf.squaring_steps``); composition is ``regcore.spatial.compose.compose``.
 
-Between contrasts that are not equal up to a histogram mapping (``features``: chosen from the images by
+With intensity features the force assumes that aligned images have equal intensities: each image's MR bias field
+is removed first (N4, ``bias_correction``: on the built-in sample pairs, whose subjects carry different coil shading,
+Dice 0.855 -> 0.895 and the field error 0.81 -> 0.36 voxels; on the bias-corrected OASIS slices within 0.001,
+benchmarks/results/bias_field.md) and the moving histogram is matched to the fixed one. Between contrasts that are not equal up to a histogram mapping (``features``: chosen from the images by
 default, :mod:`regcore.methods.classical.demons_features`) the force compares MIND-SSC descriptors instead
 of intensities, summed over their channels (MIND demons); on the CPU the fused kernels take every channel.
 
@@ -46,7 +49,7 @@ from regcore.methods.classical.pyramid import (
 )
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
-from regcore.preprocess import histogram_match
+from regcore.preprocess import correct_bias, histogram_match
 from regcore.spatial import warp_kernels
 from regcore.spatial.compose import compose
 from regcore.spatial.smooth import gaussian_smooth
@@ -109,6 +112,12 @@ class DemonsConfig:
     )
     normalise: bool = param(
         True, "Min-max normalise both images to [0, 1] before registering.", advanced=True
+    )
+    bias_correction: bool = param(
+        True,
+        "Remove each image's MR intensity bias (N4, regcore.preprocess.correct_bias) first: the force compares "
+        "intensities, and coil shading that differs between the two images reads as anatomy. Intensity "
+        "features and non-negative images only (not CT in HU); ~0.1 s per 2D slice, ~1 s per 1 mm 3D brain.",
     )
     histogram_match: bool = param(
         True,
@@ -226,6 +235,23 @@ def maps_inside(displacement: torch.Tensor) -> torch.Tensor:
     return inside
 
 
+def _intensities_in(
+    fixed: Image, moving: Image, config: DemonsConfig, features: DemonsFeatures
+) -> tuple[Image, Image, bool]:
+    """The images the force compares, and whether their bias was corrected: with intensity features, each image's
+    N4 bias removed (``bias_correction``, non-negative images) and then the moving histogram matched to the fixed one
+    (``histogram_match``, one-channel images; SimpleITK demons' settings). MIND descriptors are normalised locally:
+    both images as given."""
+    if features != DemonsFeatures.INTENSITY:
+        return fixed, moving, False
+    corrected = config.bias_correction and min(float(fixed.data.min()), float(moving.data.min())) >= 0
+    if corrected:
+        fixed, moving = correct_bias(fixed), correct_bias(moving)
+    if config.histogram_match and fixed.data.shape[0] == moving.data.shape[0] == 1:
+        moving = histogram_match(moving, fixed, match_points=15)
+    return fixed, moving, corrected
+
+
 def _reporter(ticker: LevelProgress, history: list, level: int, n_levels: int, n_iter: int):
     """Callback ``(iteration, mse_fn)``: every 10th (and the last) iteration logs the MSE and reports progress."""
 
@@ -311,14 +337,9 @@ class DemonsMethod:
             features = choose_features(
                 config.features, fixed.batch()[:, :1], moving.batch()[:, :1], fixed.spacing
             )
-            if (
-                config.histogram_match
-                and features == DemonsFeatures.INTENSITY
-                and fixed.data.shape[0] == moving.data.shape[0] == 1
-            ):
-                moving = histogram_match(moving, fixed, match_points=15)  # SimpleITK demons' settings
-            f0 = fixed.batch().to(device)[:, :1]
-            m0 = moving.batch().to(device)[:, :1]
+            fixed_in, moving_in, corrected = _intensities_in(fixed, moving, config, features)
+            f0 = fixed_in.batch().to(device)[:, :1]
+            m0 = moving_in.batch().to(device)[:, :1]
             if config.normalise or features == DemonsFeatures.MIND:
                 f0, m0 = minmax(f0), minmax(m0)
             if features == DemonsFeatures.MIND:
@@ -339,7 +360,7 @@ class DemonsMethod:
                     u = _iterate_compiled(f, m, u, config, iterations[level], report, sigmas)
                 else:
                     u = _iterate_torch(f, m, u, config, iterations[level], report, sigmas)
-        ran = replace(config, iterations=iterations, features=features)  # what ran, not "auto"
+        ran = replace(config, iterations=iterations, features=features, bias_correction=corrected)  # what ran
         return build_result(
             self.name, fixed, moving, u, timer=timer, device=device, config=ran, loss_history=history
         )
@@ -355,7 +376,7 @@ register_method(
         dims=(2, 3),
         auto_settings=auto_settings,
         description="Vercauteren's diffeomorphic demons with symmetric (ESM) forces, Gaussian fluid/elastic "
-        "smoothing, histogram matching and a multi-resolution pyramid; between different contrasts "
+        "smoothing, N4 bias correction, histogram matching and a multi-resolution pyramid; between different contrasts "
         "(MR/ultrasound, T1w/T2w, chosen from the images) it compares MIND-SSC descriptors instead (MIND "
         "demons). The default deformable method in 2D.",
     )
