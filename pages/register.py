@@ -312,7 +312,10 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
     if str(getattr(config, "features", "")) == "auto":
         from regcore.methods.classical.demons_features import describe_choice
 
-        return f"compares {describe_choice(r)}", "Set features to choose what it compares."
+        fact = f"compares {describe_choice(r)}"
+        if getattr(config, "bias_correction", False) and not contrast.contrasts_differ(r):
+            fact += "; each image's MR bias field is removed first (N4, bias correction)"
+        return fact, "Set features to choose what it compares."
     if str(getattr(config, "similarity", "")) == contrast.AUTO:
         chosen = contrast.similarity_for(r)
         return (

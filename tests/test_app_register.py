@@ -90,6 +90,10 @@ def test_register_page_shows_what_auto_settings_resolve_to_on_this_pair():
     assert (
         "compares intensities, because the intensities correlate locally at r = " in note
     )  # T1 sample pair: one contrast
+    assert "bias field is removed first (N4" in note
+    at.toggle(key="reg_p_demons_bias_correction").set_value(False).run()
+    assert "N4" not in _auto_captions(at)[0]
+    at.toggle(key="reg_p_demons_bias_correction").set_value(True).run()
     at.text_input(key="reg_p_demons_iterations").set_value("30, 20, 10").run()
     (note,) = _auto_captions(at)  # features stay auto
     assert "iterations" not in note and "compares intensities" in note and "Set features" in note
