@@ -284,6 +284,17 @@ def test_correct_bias_refuses_what_it_cannot_correct():
     assert torch.equal(correct_bias(blank).data, blank.data)  # nothing to fit on: returned as it was
 
 
+def test_correct_bias_fits_a_single_slice_volume_as_the_2d_slice_it_is():
+    """N4 cannot fit along an axis one voxel long: a (H, W, 1) volume gets exactly its 2D slice's correction."""
+    flat = tissue_phantom()
+    a = flat.numpy() * np.linspace(0.8, 1.2, flat.shape[0], dtype=np.float32)[:, None]
+    plane = Image.from_array(a, spacing=(2.0, 2.0))
+    volume = Image.from_array(a[:, :, None], spacing=(2.0, 2.0, 5.0))
+    np.testing.assert_array_equal(correct_bias(volume).numpy()[:, :, 0], correct_bias(plane).numpy())
+    line = Image.from_array(np.linspace(1.0, 2.0, 40, dtype=np.float32)[None, :])
+    assert torch.equal(correct_bias(line).data, line.data)
+
+
 def test_check_pair_warnings():
     g = CASES["3d"][0]
     img = smooth_image(g)
