@@ -284,6 +284,29 @@ def test_correct_bias_refuses_what_it_cannot_correct():
     assert torch.equal(correct_bias(blank).data, blank.data)  # nothing to fit on: returned as it was
 
 
+def test_correct_bias_corrects_an_image_it_has_seen_once(monkeypatch):
+    """Results are kept by content: the same pixels and spacing again cost no N4 fit, and the caller gets its own
+    copy (changing it does not change the next result); other pixels or another spacing are fitted anew."""
+    from collections import OrderedDict
+
+    import regcore.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "_bias_memo", OrderedDict())  # this test's own memo
+    fits = []
+    fit = preprocess._n4_log_field
+    monkeypatch.setattr(preprocess, "_n4_log_field", lambda *a: fits.append(1) or fit(*a))
+    image = tissue_phantom()
+    image = image.with_data(image.data * torch.linspace(0.8, 1.2, image.shape[0])[None, :, None])
+    first = correct_bias(image)
+    first.data.mul_(0.0)  # the caller's copy
+    again = correct_bias(image.with_data(image.data.clone()))
+    assert len(fits) == 1 and float(again.data.max()) > 0
+    np.testing.assert_array_equal(again.numpy(), correct_bias(image).numpy())
+    correct_bias(Image.from_array(image.numpy(), spacing=(1.0, 1.0)))  # same pixels, other spacing
+    correct_bias(image.with_data(image.data * 1.01))
+    assert len(fits) == 3
+
+
 def test_correct_bias_fits_a_single_slice_volume_as_the_2d_slice_it_is():
     """N4 cannot fit along an axis one voxel long: a (H, W, 1) volume gets exactly its 2D slice's correction."""
     flat = tissue_phantom()
