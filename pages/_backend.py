@@ -55,6 +55,16 @@ def check_pair(fixed: Image, moving: Image) -> list[str]:
     return list(preprocess.check_pair(fixed, moving))
 
 
+def bias_field(image: Image) -> Image:
+    """``regcore.preprocess.bias_field``: N4's estimate of the image's MR coil shading (ValueError for CT)."""
+    return preprocess.bias_field(image)
+
+
+def bias_field_range(image: Image, field: Image) -> tuple[float, float]:
+    """``regcore.preprocess.bias_field_range``: the field's 1st/99th percentiles over the object."""
+    return preprocess.bias_field_range(image, field)
+
+
 def make_pair(**fields):
     """A ``regcore.data.Pair`` from uploaded parts (missing parts default to None)."""
     defaults = {

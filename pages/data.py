@@ -218,6 +218,40 @@ def _inspect(pair) -> None:
                 )
 
 
+BIAS_HELP = (
+    "MR images are often brighter in one part than in another (receiver-coil shading), and the shading differs "
+    "between scans. N4 estimates it as a smooth field. Demons removes it from both images before it compares "
+    "intensities (its bias correction setting); LNCC (fireants, dense, svf, bspline) and MIND are not misled by it."
+)
+
+
+def _bias_fields(pair) -> None:
+    """On request: N4's estimate of each image's coil shading, its range over the object and the field itself."""
+    with st.expander("Intensity bias (MR coil shading)", icon=":material/gradient:"):
+        st.caption(BIAS_HELP)
+        if st.button("Estimate with N4", key="data_bias_estimate", icon=":material/search:"):
+            try:
+                fields = {role: backend.bias_field(getattr(pair, role)) for role in ("fixed", "moving")}
+            except ValueError as e:  # negative intensities (CT in HU): no multiplicative model
+                st.session_state.pop("data_bias", None)
+                st.info(f"{e}.", icon=":material/info:")
+                return
+            st.session_state["data_bias"] = (pair.name, fields)
+        estimated = st.session_state.get("data_bias")
+        if not estimated or estimated[0] != pair.name:
+            return
+        for tab, role in zip(st.tabs(["Fixed", "Moving"]), ("fixed", "moving")):
+            field = estimated[1][role]
+            low, high = backend.bias_field_range(getattr(pair, role), field)
+            with tab:
+                st.markdown(
+                    f"Over the object the shading runs from **{low:.2f}** to **{high:.2f}** times the mean "
+                    f"brightness (1st to 99th percentile): one tissue reads up to {100 * (high / low - 1):.0f} % "
+                    "brighter in one place than in another."
+                )
+                widgets.triplanar_viewer(field, key=f"bias_view_{role}", height=260)
+
+
 def body() -> None:
     state.ensure_state()
     st.title("Data")
@@ -235,7 +269,9 @@ def body() -> None:
             {"Server folder": _folder_source, "Upload": _upload_source}.get(source or "", _sample_source)()
         except Exception as e:  # noqa: BLE001 - bad input: message here, the current pair stays loaded
             st.error(f"{e}", icon=":material/error:")
-    _inspect(state.current_pair())
+    pair = state.current_pair()
+    _inspect(pair)
+    _bias_fields(pair)
 
 
 state.run_page(body, "data")

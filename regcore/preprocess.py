@@ -25,6 +25,8 @@ __all__ = [
     "normalise",
     "crop_or_pad",
     "correct_bias",
+    "bias_field",
+    "bias_field_range",
     "histogram_match",
     "check_pair",
 ]
@@ -307,7 +309,7 @@ def histogram_match(
 BIAS_MASK_FRACTION = 0.1
 """:func:`correct_bias` fits the field on voxels above this fraction of the image's 99th percentile (the object)."""
 BIAS_COARSE_VOXELS = 32
-""":func:`correct_bias` shrinks the image by up to 4 while every axis keeps at least this many voxels."""
+""":func:`bias_field` shrinks the image by up to 4 for the fit, every axis it shrinks keeping this many voxels."""
 BIAS_MEMO_BYTES = 128 * 2**20
 """:func:`correct_bias` keeps its latest results up to this many bytes, keyed by the image's content."""
 _bias_memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -329,9 +331,19 @@ def correct_bias(image: Image, *, iterations: tuple[int, ...] = (50, 50, 50)) ->
     0.009 per pair against 0.003 with three, while on the biased sample pairs both removed the shading.
     Axes one voxel long are left out of the fit (a single slice is corrected as a 2D image; a line is returned
     as it was). Intensities must be non-negative (a log-domain model of MR; CT in HU has no multiplicative bias).
-    The latest results are kept by content (:data:`BIAS_MEMO_BYTES`), so an image met again (the same target for
-    every atlas, every subject in each atlas-building pass) is corrected once (N4 costs ~0.1 s even on a small
-    image).
+    The field is :func:`bias_field`'s, so an image met again is corrected without a new fit.
+    """
+    field = bias_field(image, iterations=iterations)
+    data = image.data.detach().cpu().float()
+    return image.with_data((data / field.data).to(image.device))
+
+
+def bias_field(image: Image, *, iterations: tuple[int, ...] = (50, 50, 50)) -> Image:
+    """The multiplicative field N4 finds in ``image`` (``(C, *S)`` float32 on the CPU, same grid; mean log 0 over the
+    object, 1 where nothing was fitted): :func:`correct_bias` divides by it. Same checks and settings as there.
+
+    The latest fields are kept by content (:data:`BIAS_MEMO_BYTES`), so an image met again (the same target for
+    every atlas, every subject in each atlas-building pass) costs no new fit (N4 takes ~0.1 s even on a small image).
     """
     _check_image(image, "image")
     if image.is_labels:
@@ -350,50 +362,69 @@ def correct_bias(image: Image, *, iterations: tuple[int, ...] = (50, 50, 50)) ->
         tuple(int(n) for n in iterations),
     )
     with _bias_memo_lock:
-        if key in _bias_memo:
+        field = _bias_memo.get(key)
+        if field is not None:
             _bias_memo.move_to_end(key)
-            return image.with_data(_bias_memo[key].clone().to(image.device))
-    corrected = _corrected_channels(data, image.spacing, iterations)
-    with _bias_memo_lock:
-        _bias_memo[key] = corrected
-        while sum(t.numel() * t.element_size() for t in _bias_memo.values()) > BIAS_MEMO_BYTES:
-            _bias_memo.popitem(last=False)
-    return image.with_data(corrected.clone().to(image.device))
+    if field is None:
+        field = _fields(data, image.spacing, iterations)
+        with _bias_memo_lock:
+            _bias_memo[key] = field
+            while sum(t.numel() * t.element_size() for t in _bias_memo.values()) > BIAS_MEMO_BYTES:
+                _bias_memo.popitem(last=False)
+    return Image(
+        field.clone(), image.geometry, name=f"bias field of {image.name}" if image.name else "bias field"
+    )
 
 
-def _corrected_channels(
-    data: torch.Tensor, spacing: tuple[float, ...], iterations: tuple[int, ...]
-) -> torch.Tensor:
-    """:func:`correct_bias` of a CPU float32 ``(C, *S)`` tensor with ``spacing`` mm per axis; a new tensor."""
+def bias_field_range(image: Image, field: Image) -> tuple[float, float]:
+    """The 1st and 99th percentiles of ``field`` (:func:`bias_field` of ``image``, first channel) over the object
+    N4 fitted on: how much darker and brighter than its mean the shading makes one tissue, e.g. (0.86, 1.15)."""
+    values, shading = image.data[0].detach().cpu().float().numpy(), field.data[0].numpy()
+    object_mask = values > BIAS_MASK_FRACTION * float(np.percentile(values, 99))
+    if not object_mask.any():
+        return 1.0, 1.0
+    low, high = np.percentile(shading[object_mask], [1, 99])
+    return float(low), float(high)
+
+
+def _fields(data: torch.Tensor, spacing: tuple[float, ...], iterations: tuple[int, ...]) -> torch.Tensor:
+    """:func:`bias_field` of a CPU float32 ``(C, *S)`` tensor with ``spacing`` mm per axis; a new tensor."""
     kept = [axis for axis, n in enumerate(data.shape[1:]) if n > 1]  # N4 cannot fit along a 1-voxel axis
     shape, kept_spacing = [data.shape[1 + a] for a in kept], [float(spacing[a]) for a in kept]
-    channels = []
+    fields = []
     for channel in data.numpy():
         values = channel.reshape(shape)
         object_mask = values > BIAS_MASK_FRACTION * float(np.percentile(values, 99))
-        if len(kept) < 2 or not object_mask.any():  # a line, or nothing to fit on: returned as it was
-            channels.append(torch.from_numpy(channel))
+        if len(kept) < 2 or not object_mask.any():  # a line, or nothing to fit on: no field
+            fields.append(torch.ones(channel.shape))
             continue
         log_field = _n4_log_field(values, object_mask, kept_spacing, iterations)
         log_field -= log_field[object_mask].mean()  # N4's field has an arbitrary scale: keep the object's
-        channels.append(
-            torch.from_numpy((values / np.exp(log_field)).astype(np.float32).reshape(channel.shape))
-        )
-    return torch.stack(channels)
+        fields.append(torch.from_numpy(np.exp(log_field).astype(np.float32).reshape(channel.shape)))
+    return torch.stack(fields)
+
+
+def _bias_shrink(shape: tuple[int, ...]) -> list[int]:
+    """Per-axis factors by which :func:`bias_field` shrinks an array of ``shape`` for N4's fit: one factor of up to 4
+    that keeps :data:`BIAS_COARSE_VOXELS` voxels on every axis long enough to shrink at all; a thick-slice axis too
+    short for that (44 slices of 5 mm) is kept whole instead of holding the in-plane axes at full size."""
+    room = [n // BIAS_COARSE_VOXELS for n in shape]
+    common = min([min(4, r) for r in room if r >= 2], default=1)
+    return [min(common, max(1, r)) for r in room]
 
 
 def _n4_log_field(
     values: np.ndarray, object_mask: np.ndarray, spacing: list[float], iterations: tuple[int, ...]
 ) -> np.ndarray:
     """N4's log bias field (float32, ``values``' shape, 2D or 3D array with ``spacing`` mm per array axis), fitted
-    on ``object_mask`` on a copy shrunk by up to 4 (:data:`BIAS_COARSE_VOXELS`), evaluated at full resolution."""
+    on ``object_mask`` on a copy shrunk by :func:`_bias_shrink`, evaluated at full resolution."""
     import SimpleITK as sitk
 
     full = sitk.GetImageFromArray(values)
     full.SetSpacing(list(reversed(spacing)))  # SimpleITK's x is the array's last axis
     mask = sitk.GetImageFromArray(object_mask.astype(np.uint8))
     mask.CopyInformation(full)
-    shrink = [max(1, min(4, min(values.shape) // BIAS_COARSE_VOXELS))] * values.ndim
+    shrink = list(reversed(_bias_shrink(values.shape)))  # SimpleITK's axis order
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([int(n) for n in iterations])
     n4.SetNumberOfThreads(max(1, torch.get_num_threads()))

@@ -130,6 +130,34 @@ def test_data_page_window_slider_and_label_toggle():
     assert {"shape", "spacing (mm)", "origin (mm, LPS)", "orientation"} <= set(facts.columns)
 
 
+def test_data_page_shows_the_coil_shading_n4_finds_and_says_why_ct_has_none():
+    """The sample subjects are synthesised with MR coil shading (strength 0.15: up to ~35 % between two places):
+    the Data page's N4 estimate shows it for both images, with the field itself; an image with negative values
+    (CT in HU) gets a one-line reason instead of a field."""
+    from regcore.data.pairs import Pair
+    from regcore.image import Image
+
+    at = open_page("data")
+    at.button(key="data_bias_estimate").click().run()
+    assert_clean(at)
+    ranges = [m.value for m in at.markdown if m.value.startswith("Over the object the shading runs from")]
+    assert len(ranges) == 2, ranges
+    spans = [float(r.split("up to ")[1].split(" %")[0]) for r in ranges]
+    assert all(10 <= s <= 60 for s in spans), ranges  # the synthesised shading, not noise and not anatomy
+    assert at.slider(key="bias_view_fixed_level") and at.slider(key="bias_view_moving_level")
+
+    pair = at.session_state["pair"]
+    hounsfield = Image(pair.fixed.data * 2000.0 - 1000.0, pair.fixed.geometry, name="ct.nii.gz")
+    at.session_state["pair"] = Pair("ct pair", hounsfield, hounsfield)
+    at.run()
+    assert not [m for m in at.markdown if m.value.startswith("Over the object")], (
+        "the old pair's fields are gone"
+    )
+    at.button(key="data_bias_estimate").click().run()
+    assert_clean(at)
+    assert any("non-negative intensities (MR), but 'ct.nii.gz' reaches -1000" in i.value for i in at.info)
+
+
 def test_data_page_corrupt_upload_gives_clear_error_and_keeps_the_pair():
     at = open_page("data")
     pair_before = at.session_state["pair"]

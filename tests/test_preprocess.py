@@ -307,6 +307,17 @@ def test_correct_bias_corrects_an_image_it_has_seen_once(monkeypatch):
     assert len(fits) == 3
 
 
+def test_the_bias_fit_shrinks_every_axis_alike_but_keeps_a_short_slice_axis_whole():
+    """One factor of up to 4 on every axis that keeps 32 voxels; a thick-slice axis too short to shrink is kept whole
+    (1 x 1 x 5 mm OASIS: 44 slices) instead of holding the in-plane axes at full size (then ~8x slower)."""
+    from regcore.preprocess import _bias_shrink
+
+    assert _bias_shrink((80, 96)) == [2, 2]  # the built-in 2D sample
+    assert _bias_shrink((160, 192, 224)) == [4, 4, 4]  # a 1 mm brain
+    assert _bias_shrink((160, 192, 44)) == [4, 4, 1]  # the same brain at 5 mm slices
+    assert _bias_shrink((49, 54, 9)) == [1, 1, 1] and _bias_shrink((3, 3)) == [1, 1]
+
+
 def test_correct_bias_fits_a_single_slice_volume_as_the_2d_slice_it_is():
     """N4 cannot fit along an axis one voxel long: a (H, W, 1) volume gets exactly its 2D slice's correction."""
     flat = tissue_phantom()
