@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from regcore import bias_field as bias
 from regcore import data, io, preprocess
 from regcore.config import describe
 from regcore.image import Geometry, Image, Landmarks
@@ -56,13 +57,13 @@ def check_pair(fixed: Image, moving: Image) -> list[str]:
 
 
 def bias_field(image: Image) -> Image:
-    """``regcore.preprocess.bias_field``: N4's estimate of the image's MR coil shading (ValueError for CT)."""
-    return preprocess.bias_field(image)
+    """``regcore.bias_field.bias_field``: N4's estimate of the image's MR coil shading (ValueError for CT)."""
+    return bias.bias_field(image)
 
 
 def bias_field_range(image: Image, field: Image) -> tuple[float, float]:
-    """``regcore.preprocess.bias_field_range``: the field's 1st/99th percentiles over the object."""
-    return preprocess.bias_field_range(image, field)
+    """``regcore.bias_field.bias_field_range``: the field's 1st/99th percentiles over the object."""
+    return bias.bias_field_range(image, field)
 
 
 def make_pair(**fields):

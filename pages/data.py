@@ -232,17 +232,19 @@ def _bias_fields(pair) -> None:
         if st.button("Estimate with N4", key="data_bias_estimate", icon=":material/search:"):
             try:
                 fields = {role: backend.bias_field(getattr(pair, role)) for role in ("fixed", "moving")}
+                ranges = {
+                    role: backend.bias_field_range(getattr(pair, role), f) for role, f in fields.items()
+                }
             except ValueError as e:  # negative intensities (CT in HU): no multiplicative model
                 st.session_state.pop("data_bias", None)
                 st.info(f"{e}.", icon=":material/info:")
                 return
-            st.session_state["data_bias"] = (pair.name, fields)
+            st.session_state["data_bias"] = (pair.name, fields, ranges)  # computed once, shown on every rerun
         estimated = st.session_state.get("data_bias")
         if not estimated or estimated[0] != pair.name:
             return
         for tab, role in zip(st.tabs(["Fixed", "Moving"]), ("fixed", "moving")):
-            field = estimated[1][role]
-            low, high = backend.bias_field_range(getattr(pair, role), field)
+            field, (low, high) = estimated[1][role], estimated[2][role]
             with tab:
                 st.markdown(
                     f"Over the object the shading runs from **{low:.2f}** to **{high:.2f}** times the mean "

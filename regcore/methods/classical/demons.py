@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from regcore.bias_field import correct_bias
 from regcore.config import param
 from regcore.image import Image
 from regcore.methods.base import RegistrationResult, Timer
@@ -50,7 +51,7 @@ from regcore.methods.classical.pyramid import (
 )
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
-from regcore.preprocess import correct_bias, histogram_match
+from regcore.preprocess import histogram_match
 from regcore.spatial import warp_kernels
 from regcore.spatial.compose import compose
 from regcore.spatial.smooth import gaussian_smooth
@@ -116,7 +117,7 @@ class DemonsConfig:
     )
     bias_correction: bool = param(
         True,
-        "Remove each image's MR intensity bias (N4, regcore.preprocess.correct_bias) first: the force compares "
+        "Remove each image's MR intensity bias (N4, regcore.bias_field.correct_bias) first: the force compares "
         "intensities, and coil shading that differs between the two images reads as anatomy. Intensity "
         "features and non-negative images only (not CT in HU); ~0.1 s per 2D slice, ~0.4 s per 1 mm 3D brain.",
     )
