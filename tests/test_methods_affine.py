@@ -14,6 +14,7 @@ from regcore.image import Geometry, Image
 from regcore.losses import make_similarity
 from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
+from regcore.methods.classical import affine as affine_mod
 from regcore.methods.classical.filters import box_filter
 from regcore.methods.classical.lncc import lncc_and_gradient
 from regcore.methods.classical.pyramid import (
@@ -94,6 +95,40 @@ def test_rigid_recovers_rotation_and_translation_with_default_mi():
     assert after < 0.3 * before, (before, after)
     rot = result.affine[:, :2].numpy()
     np.testing.assert_allclose(rot @ rot.T, np.eye(2), atol=1e-4)  # rigid stays orthonormal
+
+
+@pytest.mark.parametrize("shape", [(20, 24, 28), (30, 26)])
+def test_points_warp_equals_the_full_warp_at_those_voxels(shape):
+    n = len(shape)
+    g = torch.Generator().manual_seed(0)
+    moving = torch.rand(1, 2, *shape, generator=g)
+    matrix = torch.cat(
+        [torch.eye(n) + 0.05 * torch.randn(n, n, generator=g), 2 * torch.randn(n, 1, generator=g)], 1
+    )
+    full = affine_mod._warp_affine(moving, matrix)
+    points, at_points = affine_mod._VoxelSampler(500).draw(full)
+    assert points.shape == (500, n) and at_points.shape == (1, 2, 500, *([1] * (n - 1)))
+    torch.testing.assert_close(affine_mod._warp_points(moving, matrix, points), at_points, atol=1e-5, rtol=0)
+
+
+def test_sampled_mi_recovers_a_known_affine_as_well_as_every_voxel():
+    """Both levels of a 64^2 pair hold more voxels than 300 samples: the sampled path runs throughout."""
+    th = 0.1
+    linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
+    matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
+    fixed, moving = _pair_from_matrix(matrix)
+    spec = registry.get("affine")
+    errors = {}
+    for samples in (300, 0):
+        result = spec.factory().register(
+            fixed, moving, spec.make_config({**FAST, "spatial_samples": samples})
+        )
+        errors[samples] = _error(result, matrix, (64, 64), fixed.data[0] > 0.05)
+    (before, sampled), (_, every) = errors[300], errors[0]
+    assert sampled < 0.15 * before and every < 0.15 * before, errors
+    assert sampled < every + 0.3, errors
+    again = spec.factory().register(fixed, moving, spec.make_config({**FAST, "spatial_samples": 300}))
+    assert _error(again, matrix, (64, 64), fixed.data[0] > 0.05)[1] == sampled  # seeded: repeatable
 
 
 def test_affine_handles_anisotropic_spacing_and_3d():

@@ -55,6 +55,9 @@ class Regularizer(enum.StrEnum):
 MULTIMODAL = frozenset({Similarity.MI, Similarity.NMI, Similarity.CR, Similarity.MIND})
 """Similarities that do not assume the same intensity mapping in both images."""
 
+HISTOGRAM = frozenset({Similarity.MI, Similarity.NMI, Similarity.CR})
+"""Similarities computed from a (Parzen) joint histogram: they accept ``samples`` (voxels drawn per call)."""
+
 WINDOWED = frozenset({Similarity.LNCC, Similarity.LNCC_GAUSS, Similarity.SSIM})
 """Similarities with a local window (the ``window`` argument of :func:`make_similarity`)."""
 

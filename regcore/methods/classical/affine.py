@@ -9,6 +9,14 @@ rotation is a real rotation even for anisotropic voxels and translation units ar
 matrix entries. ``q = R(theta) p + t`` (rigid) or ``q = (I + M) p + t`` (affine), then back to
 moving voxels. Initialised at the centres of mass (``regcore.spatial.affine.moments_init``).
 The result's ``affine`` is the ``(ndim, ndim+1)`` voxel matrix fixed voxel -> moving voxel.
+
+The histogram similarities (MI, NMI, CR) depend on the voxels' intensities, not their positions: each iteration
+draws ``spatial_samples`` fixed voxels afresh (seeded) and warps the moving image at those points only, as
+elastix's random sampler does: an affine has 12 parameters, and a few thousand voxels estimate their gradient
+nearly as well as millions. On the 1 mm OASIS brains (7M voxels), 20k samples recover three known affines to
+0.14 mm (median; 0.12 mm with 200k samples, the earlier budget) in 5.8 s instead of 35 s, with the same Dice between
+subjects (benchmarks/results/affine_3d.md). SimpleITK's Mattes MI affine, whose last level is full resolution,
+reaches 0.03 mm in 18 s; this one stops at half resolution.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch.nn.functional as F
 from regcore.config import param
 from regcore.image import Image
 from regcore.losses import Similarity, make_similarity
+from regcore.losses.factory import HISTOGRAM
 from regcore.methods.base import RegistrationResult, Timer
 from regcore.methods.classical.inputs import pair_tensors, pick_device, validate_pair
 from regcore.methods.classical.progress import LevelProgress
@@ -29,7 +38,7 @@ from regcore.methods.classical.pyramid import downsample, validate_schedule
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial.affine import affine_to_displacement, moments_init, rotation_matrix
-from regcore.spatial.grid import affine_to_normalised
+from regcore.spatial.grid import affine_to_normalised, voxel_scale
 
 
 class TransformKind(enum.StrEnum):
@@ -48,6 +57,14 @@ class AffineConfig:
         choices=Similarity,
     )
     window: int = param(7, "Local window in voxels (lncc, lncc_gauss, ssim).", range=(3, 21), step=2)
+    spatial_samples: int = param(
+        20_000,
+        "Voxels the histogram similarities (mi, nmi, cr) draw afresh at each iteration; 0 = every voxel. "
+        "More samples cost time in proportion and rarely move the result (module docstring).",
+        range=(0, 10_000_000),
+        step=1000,
+        advanced=True,
+    )
     levels: tuple[int, ...] = param((4, 2), "Downsampling factors, coarse to fine.")
     iterations: tuple[int, ...] = param((150, 60), "Adam iterations per level.")
     learning_rate: float = param(
@@ -103,6 +120,32 @@ def _warp_affine(moving: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def _warp_points(moving: torch.Tensor, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``moving`` ``(1, C, *S)`` sampled at ``A p`` for fixed voxel points ``(N, n)`` -> ``(1, C, N, 1[, 1])``."""
+    n = points.shape[1]
+    mapped = points @ matrix[:, :n].T + matrix[:, n]
+    grid = (mapped * voxel_scale(tuple(moving.shape[2:]), mapped.device, mapped.dtype) - 1.0).flip(-1)
+    grid = grid.view(1, -1, *([1] * (n - 1)), n)
+    return F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+class _VoxelSampler:
+    """``samples`` voxels of a grid drawn afresh per call from a seeded generator: their ``(N, n)`` float
+    coordinates and the ``(1, C, N, 1[, 1])`` values of an image on that grid."""
+
+    def __init__(self, samples: int, seed: int = 0):
+        self.samples, self.generator = samples, torch.Generator().manual_seed(seed)
+
+    def draw(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = tuple(image.shape[2:])
+        flat = torch.randint(0, image[0, 0].numel(), (self.samples,), generator=self.generator).to(
+            image.device
+        )
+        coords = torch.stack(torch.unravel_index(flat, shape), 1).to(image.dtype)
+        values = image.flatten(2)[:, :, flat].view(1, image.shape[1], -1, *([1] * (len(shape) - 1)))
+        return coords, values
+
+
 def optimise_affine(
     f: torch.Tensor,
     m: torch.Tensor,
@@ -114,6 +157,7 @@ def optimise_affine(
     iterations: tuple[int, ...],
     learning_rate: float,
     init: str = "centre_of_mass",
+    samples: int | None = None,
     history: list[dict[str, float]] | None = None,
     tracker: LevelProgress | None = None,
 ) -> torch.Tensor:
@@ -122,6 +166,9 @@ def optimise_affine(
     ``f``, ``m``: ``(1, C, *S)`` on one grid of voxel size ``spacing`` (mm); any channel count
     (images or learned representations). ``similarity(f, warped)`` is minimised. ``init`` is
     ``"centre_of_mass"`` (moments of ``f`` and ``m``, intensities must be >= 0) or ``"identity"``.
+    ``samples``: evaluate ``similarity`` on that many fixed voxels per iteration, drawn afresh (seeded), with
+    the moving image warped at those points only (``(1, C, N, 1[, 1])`` tensors: for similarities that ignore
+    positions, the histogram ones); levels with fewer voxels use them all. None = every voxel.
     Returns the ``(n, n+1)`` voxel matrix fixed voxel -> moving voxel (detached); appends
     ``{"similarity", "level"}`` per step to ``history``.
     """
@@ -140,6 +187,7 @@ def optimise_affine(
     else:
         params["linear"] = torch.zeros(ndim, ndim, device=device, requires_grad=True)
     optimiser = torch.optim.Adam(list(params.values()), lr=learning_rate)
+    sampler = _VoxelSampler(samples) if samples is not None else None
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
         f_l, m_l = downsample(f, factor, spacing), downsample(m, factor, spacing)
         frame_l = _Frame(
@@ -147,9 +195,15 @@ def optimise_affine(
             tuple(sp * (s - 1) / max(sl - 1, 1) for sp, s, sl in zip(spacing, shape, f_l.shape[2:])),
             device,
         )
+        sampled = samples is not None and samples < f_l[0, 0].numel()
         for it in range(n_iter):
             optimiser.zero_grad(set_to_none=True)
-            loss = similarity(f_l, _warp_affine(m_l, _matrix(kind, params, frame_l)))
+            matrix = _matrix(kind, params, frame_l)
+            if sampled:
+                points, fixed_values = sampler.draw(f_l)
+                loss = similarity(fixed_values, _warp_points(m_l, matrix, points))
+            else:
+                loss = similarity(f_l, _warp_affine(m_l, matrix))
             loss.backward()
             optimiser.step()
             value = loss.item()
@@ -182,6 +236,11 @@ class AffineMethod:
         device = pick_device(config.device, fixed)
         kind = TransformKind(str(config.transform))
         history: list[dict[str, float]] = []
+        # The loop samples voxels for the histogram similarities, so they use every voxel they are given.
+        histogram = Similarity(config.similarity) in HISTOGRAM
+        options = {"samples": None} if histogram else {}
+        similarity = make_similarity(config.similarity, ndim, window=config.window, **options)
+        samples = config.spatial_samples if histogram and config.spatial_samples > 0 else None
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
             with torch.enable_grad():
@@ -190,11 +249,12 @@ class AffineMethod:
                     m,
                     fixed.spacing,
                     kind=kind,
-                    similarity=make_similarity(config.similarity, ndim, window=config.window),
+                    similarity=similarity,
                     levels=levels,
                     iterations=iterations,
                     learning_rate=config.learning_rate,
                     init=config.init,
+                    samples=samples,
                     history=history,
                     tracker=LevelProgress(progress, iterations),
                 )
