@@ -41,10 +41,17 @@ PROB_TRAINING_SUBJECTS = range(8)
 ESTIMATORS = {
     "tta sitk_demons x6": {"estimator": "tta", "method": "sitk_demons", "members": 6},
     "tta fireants x5": {"estimator": "tta", "method": "fireants", "members": 5},
+    "tta demons x6": {"estimator": "tta", "method": "demons", "members": 6},
     "ensemble sitk_demons+fireants x6": {
         "estimator": "ensemble",
         "method": "sitk_demons",
         "methods": ["sitk_demons", "fireants"],
+        "members": 6,
+    },
+    "ensemble demons+fireants x6": {
+        "estimator": "ensemble",
+        "method": "demons",
+        "methods": ["demons", "fireants"],
         "members": 6,
     },
 }

@@ -21,6 +21,10 @@ STATE_KEY = "uncertainty"
 KEPT = 4
 """Estimates a session keeps (the most recent)."""
 ENSEMBLE_PARTNERS = ("fireants", "sitk_demons", "demons")
+DEFAULT_ESTIMATOR = "ensemble"
+"""The estimator the page opens on: on sample pairs never tuned on, an ensemble of two methods ranks the voxels by
+their actual error (Spearman 0.57-0.59), test-time augmentation of one method barely does (0.08-0.27;
+benchmarks/results/uncertainty.md)."""
 
 
 def _methods(dims: int) -> list[str]:
@@ -120,9 +124,11 @@ def render(runs: dict, focus: str) -> None:
     c = st.columns([2, 2, 2, 1])
     label = c[0].selectbox("Run", labels, index=labels.index(focus) if focus in labels else 0, key="unc_run")
     run = runs[label]
+    estimators = [e.value for e in unc.Estimator]
     estimator = c[1].selectbox(
         "Estimator",
-        [e.value for e in unc.Estimator],
+        estimators,
+        index=estimators.index(DEFAULT_ESTIMATOR),
         format_func=lambda e: unc.estimate.ESTIMATOR_HELP[unc.Estimator(e)].split(":")[0],
         key="unc_estimator",
     )

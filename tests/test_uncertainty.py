@@ -280,7 +280,9 @@ def test_evaluate_page_uncertainty_section():
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
         at.switch_page(nav.page("evaluate").path).run()
         assert not at.exception, [e.value for e in at.exception]
-        at.selectbox(key="unc_estimator").set_value("tta")
+        assert at.selectbox(key="unc_estimator").value == "ensemble"  # the estimator that ranks the error
+        assert len(at.multiselect(key="unc_methods").value) == 2
+        at.selectbox(key="unc_estimator").set_value("tta").run()
         at.selectbox(key="unc_method").set_value("sitk_demons")
         at.number_input(key="unc_members").set_value(2)
         at.button(key="unc_compute").click().run()
