@@ -69,21 +69,28 @@ def _check_window(size) -> int:
 def separable_filter(x: torch.Tensor, kernel: torch.Tensor, padding: str = "same") -> torch.Tensor:
     """Correlate each channel of ``x`` ``(B, C, *S)`` with the 1D ``kernel`` along every spatial axis.
 
-    padding: ``"same"`` (zeros outside, output ``(B, C, *S)``) or ``"valid"`` (each axis shrinks by
-    ``len(kernel) - 1``). One 1D convolution per axis: O(k) work per voxel instead of O(k^n).
+    padding: ``"same"`` (zeros outside, ``len(kernel) // 2`` per side: output ``(B, C, *S)`` for an odd kernel) or
+    ``"valid"`` (each axis shrinks by ``len(kernel) - 1``). Per axis a weighted sum of ``len(kernel)`` shifted views:
+    O(k) work per voxel instead of O(k^n), and on the CPU 3-6x faster than a 1D ``conv3d`` with its backward (which
+    takes torch's im2col path), with the same sums (benchmarks/README.md).
     """
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
     ndim = x.ndim - 2
-    b, c = x.shape[:2]
-    k = kernel.to(device=x.device, dtype=x.dtype)
-    conv = F.conv3d if ndim == 3 else F.conv2d
-    out = x.reshape(b * c, 1, *x.shape[2:])
+    taps = kernel.detach().cpu().tolist()
+    out = x
     for axis in range(ndim):
-        shape = [1, 1] + [1] * ndim
-        shape[2 + axis] = k.numel()
-        pads = [0] * ndim
-        pads[axis] = k.numel() // 2 if padding == "same" else 0
-        out = conv(out, k.view(shape), padding=tuple(pads))
-    return out.reshape(b, c, *out.shape[2:])
+        dim = 2 + axis
+        if padding == "same":
+            pads = [0, 0] * ndim
+            pads[2 * (ndim - 1 - axis)] = pads[2 * (ndim - 1 - axis) + 1] = len(taps) // 2
+            out = F.pad(out, pads)
+        size = out.shape[dim] - len(taps) + 1
+        total = out.narrow(dim, 0, size) * taps[0]
+        for shift, weight in enumerate(taps[1:], start=1):
+            total = total + out.narrow(dim, shift, size) * weight
+        out = total
+    return out
 
 
 class SimilarityLoss(nn.Module):
