@@ -168,6 +168,9 @@ def test_separable_filter_and_its_gradient_match_torch_convolutions(shape, paddi
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
     (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x)
     torch.testing.assert_close(grad_ours, grad_ref, rtol=0, atol=1e-12)
+    small = x[:1, :1].detach().clone().requires_grad_(True)
+    # the hand-written adjoint of the backward
+    assert torch.autograd.gradcheck(lambda t: separable_filter(t, k, padding), (small,))
     with pytest.raises(ValueError, match="padding"):
         separable_filter(x, k, "full")
 

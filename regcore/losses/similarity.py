@@ -66,31 +66,55 @@ def _check_window(size) -> int:
     return size
 
 
+def _correlate_axis(x: torch.Tensor, taps: list[float], dim: int, left: int, right: int) -> torch.Tensor:
+    """``y[i] = sum_j taps[j] * x[i + j]`` along ``dim`` of ``x`` zero-padded by ``left`` / ``right`` samples: one
+    copy, then one fused ``add_`` per further tap (no convolution, no temporaries)."""
+    if left or right:
+        pads = [0, 0] * (x.ndim - 2)
+        pads[2 * (x.ndim - 1 - dim)], pads[2 * (x.ndim - 1 - dim) + 1] = left, right
+        x = F.pad(x, pads)
+    size = x.shape[dim] - len(taps) + 1
+    out = x.narrow(dim, 0, size) * taps[0]
+    for shift, weight in enumerate(taps[1:], start=1):
+        out.add_(x.narrow(dim, shift, size), alpha=weight)
+    return out
+
+
+class _Correlate(torch.autograd.Function):
+    """:func:`_correlate_axis` whose backward is its adjoint, the correlation of the gradient with the reversed
+    taps (as cheap as the forward; autograd through the shifted views would zero-fill a full tensor per tap)."""
+
+    @staticmethod
+    def forward(ctx, x, taps, dim, left, right):
+        ctx.taps, ctx.dim, ctx.left, ctx.right = taps, dim, left, right
+        return _correlate_axis(x, taps, dim, left, right)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        k = len(ctx.taps)
+        adjoint = _correlate_axis(
+            grad.contiguous(), ctx.taps[::-1], ctx.dim, k - 1 - ctx.left, k - 1 - ctx.right
+        )
+        return adjoint, None, None, None, None
+
+
 def separable_filter(x: torch.Tensor, kernel: torch.Tensor, padding: str = "same") -> torch.Tensor:
     """Correlate each channel of ``x`` ``(B, C, *S)`` with the 1D ``kernel`` along every spatial axis.
 
     padding: ``"same"`` (zeros outside, ``len(kernel) // 2`` per side: output ``(B, C, *S)`` for an odd kernel) or
     ``"valid"`` (each axis shrinks by ``len(kernel) - 1``). Per axis a weighted sum of ``len(kernel)`` shifted views:
-    O(k) work per voxel instead of O(k^n), and on the CPU 3-6x faster than a 1D ``conv3d`` with its backward (which
-    takes torch's im2col path), with the same sums up to rounding (benchmarks/results/separable_filter.md).
+    O(k) work per voxel instead of O(k^n), and on the CPU several times faster than a 1D ``conv3d`` with its backward
+    (which takes torch's im2col path), with the same sums up to rounding (benchmarks/results/separable_filter.md).
     ``kernel`` holds fixed weights: no gradient flows to it.
     """
     if padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-    ndim = x.ndim - 2
     taps = kernel.detach().cpu().tolist()
+    half = len(taps) // 2 if padding == "same" else 0
     out = x
-    for axis in range(ndim):
-        dim = 2 + axis
-        if padding == "same":
-            pads = [0, 0] * ndim
-            pads[2 * (ndim - 1 - axis)] = pads[2 * (ndim - 1 - axis) + 1] = len(taps) // 2
-            out = F.pad(out, pads)
-        size = out.shape[dim] - len(taps) + 1
-        total = out.narrow(dim, 0, size) * taps[0]
-        for shift, weight in enumerate(taps[1:], start=1):
-            total = total + out.narrow(dim, shift, size) * weight
-        out = total
+    for dim in range(2, x.ndim):
+        out = _Correlate.apply(out, taps, dim, half, half)
     return out
 
 
