@@ -2,7 +2,7 @@
 
     nice -n 5 .venv/bin/python benchmarks/separable_filter.py [--repeats 7]
 
-``regcore.losses.similarity.separable_filter`` correlates each channel with a 1D kernel along every axis; LNCC
+``regcore.losses.separable.separable_filter`` correlates each channel with a 1D kernel along every axis; LNCC
 (dense, svf, bspline, learned training and instance optimisation) calls it five times per loss. The baseline is what
 it did until 2026-12-04: ``conv3d`` / ``conv2d`` with a ``(k, 1, 1)`` kernel per axis, which torch runs on the CPU
 through its im2col path. Forward + backward of ``(filter(x) ** 2).sum()`` on LNCC's five channels, at the sizes the
@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from _results import write_results  # noqa: E402
 
-from regcore.losses.similarity import gaussian_kernel_1d, separable_filter  # noqa: E402
+from regcore.losses.separable import separable_filter  # noqa: E402
+from regcore.spatial.smooth import gaussian_kernel_1d  # noqa: E402
 
 SHAPES = ((1, 5, 80, 96, 112), (1, 5, 40, 48, 56), (1, 5, 160, 224))
 """LNCC's five channels at the 1 mm brain's half and quarter resolution, and a 2D OASIS slice."""

@@ -9,13 +9,13 @@ from scipy import ndimage
 
 from regcore.losses import LNCC_WINDOW, MULTIMODAL, Similarity, SimilarityName, make_similarity
 from regcore.losses.mind import MINDLoss, mind_ssc, ssc_pairs
+from regcore.losses.separable import separable_filter
 from regcore.losses.similarity import (
     CorrelationRatioLoss,
     LocalNCCLoss,
     MutualInformationLoss,
     NMILoss,
     SSIMLoss,
-    separable_filter,
     ssim_map,
 )
 from regcore.spatial.smooth import gaussian_kernel_1d

@@ -14,9 +14,9 @@ All losses are differentiable with respect to both images. Sign conventions:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from regcore.losses.separable import separable_filter
 from regcore.spatial.smooth import gaussian_kernel_1d
 
 # -- shared helpers -----------------------------------------------------------------------
@@ -64,58 +64,6 @@ def _check_window(size) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
         raise ValueError(f"window must be an odd positive int (voxels), got {size!r}")
     return size
-
-
-def _correlate_axis(x: torch.Tensor, taps: list[float], dim: int, left: int, right: int) -> torch.Tensor:
-    """``y[i] = sum_j taps[j] * x[i + j]`` along ``dim`` of ``x`` zero-padded by ``left`` / ``right`` samples: one
-    copy, then one fused ``add_`` per further tap (no convolution, no temporaries)."""
-    if left or right:
-        pads = [0, 0] * (x.ndim - 2)
-        pads[2 * (x.ndim - 1 - dim)], pads[2 * (x.ndim - 1 - dim) + 1] = left, right
-        x = F.pad(x, pads)
-    size = x.shape[dim] - len(taps) + 1
-    out = x.narrow(dim, 0, size) * taps[0]
-    for shift, weight in enumerate(taps[1:], start=1):
-        out.add_(x.narrow(dim, shift, size), alpha=weight)
-    return out
-
-
-class _Correlate(torch.autograd.Function):
-    """:func:`_correlate_axis` whose backward is its adjoint, the correlation of the gradient with the reversed
-    taps (as cheap as the forward; autograd through the shifted views would zero-fill a full tensor per tap)."""
-
-    @staticmethod
-    def forward(ctx, x, taps, dim, left, right):
-        ctx.taps, ctx.dim, ctx.left, ctx.right = taps, dim, left, right
-        return _correlate_axis(x, taps, dim, left, right)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        k = len(ctx.taps)
-        adjoint = _correlate_axis(
-            grad.contiguous(), ctx.taps[::-1], ctx.dim, k - 1 - ctx.left, k - 1 - ctx.right
-        )
-        return adjoint, None, None, None, None
-
-
-def separable_filter(x: torch.Tensor, kernel: torch.Tensor, padding: str = "same") -> torch.Tensor:
-    """Correlate each channel of ``x`` ``(B, C, *S)`` with the 1D ``kernel`` along every spatial axis.
-
-    padding: ``"same"`` (zeros outside, ``len(kernel) // 2`` per side: output ``(B, C, *S)`` for an odd kernel) or
-    ``"valid"`` (each axis shrinks by ``len(kernel) - 1``). Per axis a weighted sum of ``len(kernel)`` shifted views:
-    O(k) work per voxel instead of O(k^n), and on the CPU several times faster than a 1D ``conv3d`` with its backward
-    (which takes torch's im2col path), with the same sums up to rounding (benchmarks/results/separable_filter.md).
-    ``kernel`` holds fixed weights: no gradient flows to it.
-    """
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-    taps = kernel.detach().cpu().tolist()
-    half = len(taps) // 2 if padding == "same" else 0
-    out = x
-    for dim in range(2, x.ndim):
-        out = _Correlate.apply(out, taps, dim, half, half)
-    return out
 
 
 class SimilarityLoss(nn.Module):
@@ -195,14 +143,16 @@ class LocalNCCLoss(SimilarityLoss):
         else:
             k = gaussian_kernel_1d(self.sigma, radius=window // 2, normalise=False)
         self.register_buffer("kernel", k, persistent=False)
+        self.taps = k.tolist()  # the weights separable_filter needs, kept on the host
         self.smooth_dr = float(smooth_dr)
 
     def _loss(self, fixed, warped, mask):
         ndim = fixed.ndim - 2
         k = self.kernel.to(fixed)
         vol = k.sum() ** ndim
-        f_sum, w_sum = separable_filter(fixed, k), separable_filter(warped, k)
-        ff, ww, fw = (separable_filter(t, k) for t in (fixed * fixed, warped * warped, fixed * warped))
+        taps = self.taps
+        f_sum, w_sum = separable_filter(fixed, taps), separable_filter(warped, taps)
+        ff, ww, fw = (separable_filter(t, taps) for t in (fixed * fixed, warped * warped, fixed * warped))
         cross = fw - w_sum * f_sum / vol
         floor = torch.as_tensor(self.smooth_dr, dtype=fixed.dtype, device=fixed.device)
         f_var = torch.maximum(ff - f_sum * f_sum / vol, floor)
@@ -365,10 +315,10 @@ def ssim_map(
     _check_window(window)
     if any(s < window for s in fixed.shape[2:]):
         raise ValueError(f"images {tuple(fixed.shape)} are smaller than the SSIM window {window}")
-    if kernel == "gaussian":
-        k = gaussian_kernel_1d(sigma, radius=window // 2, dtype=fixed.dtype, device=fixed.device)
+    if kernel == "gaussian":  # weights on the host: separable_filter reads them as floats
+        k = gaussian_kernel_1d(sigma, radius=window // 2, dtype=fixed.dtype).tolist()
     elif kernel == "box":
-        k = torch.full((window,), 1.0 / window, dtype=fixed.dtype, device=fixed.device)
+        k = torch.full((window,), 1.0 / window, dtype=fixed.dtype).tolist()
     else:
         raise ValueError(f"kernel must be 'gaussian' or 'box', got {kernel!r}")
     if data_range is None:
