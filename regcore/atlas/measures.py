@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from regcore.image import Image
+from regcore.spatial.lengths import vector_lengths
 
 __all__ = ["agreement_dice", "majority_vote", "mean_distance_mm", "sharpness"]
 
@@ -44,7 +45,7 @@ def mean_distance_mm(displacement: torch.Tensor, spacing: Sequence[float], mask=
     if len(spacing) != n:
         raise ValueError(f"spacing must have {n} values, got {tuple(spacing)}")
     sp = torch.as_tensor([float(s) for s in spacing], dtype=torch.float64).view(1, n, *([1] * n))
-    length = (displacement.detach().double().cpu() * sp).pow(2).sum(1).sqrt()  # (B, *S)
+    length = vector_lengths(displacement.detach().double().cpu() * sp)  # (B, *S)
     if mask is not None:
         m = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
         if tuple(m.shape) != tuple(length.shape[1:]):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from regcore.spatial.grid import identity_grid
+from regcore.spatial.lengths import max_vector_length
 from regcore.spatial.svf import integrate_svf
 from regcore.spatial.warp import warp
 
@@ -134,7 +135,7 @@ def relative_displacement(
         u = new
         if change < 1e-4:
             break
-    residual = (u + warp(w_m, u, mode="bilinear", padding_mode="border") - w_f).norm(dim=1).max().item()
+    residual = max_vector_length(u + warp(w_m, u, mode="bilinear", padding_mode="border") - w_f).item()
     return u, residual
 
 

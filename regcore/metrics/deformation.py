@@ -29,6 +29,7 @@ import torch
 from regcore.losses.regularizers import inverse_consistency_residual
 from regcore.spatial.checks import check_field
 from regcore.spatial.jacobian import jacobian_determinant, small_det
+from regcore.spatial.lengths import vector_lengths
 
 
 def _as_field(u, arg: str = "displacement") -> torch.Tensor:
@@ -202,7 +203,7 @@ def inverse_consistency_error(u_fwd, u_bwd, spacing=1.0, mask=None) -> dict:
         raise ValueError(f"spacing must be {n} positive mm values, got {spacing!r}")
     res = inverse_consistency_residual(fwd, bwd.to(fwd.dtype))
     scale = torch.as_tensor(sp, dtype=res.dtype, device=res.device).view(1, n, *([1] * n))
-    err = _masked((res * scale).norm(dim=1), mask).double().cpu().numpy()
+    err = _masked(vector_lengths(res * scale), mask).double().cpu().numpy()
     return {
         "mean_mm": float(err.mean()),
         "std_mm": float(err.std()),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from regcore.spatial.checks import check_field
+from regcore.spatial.lengths import vector_lengths
 from regcore.spatial.warp import warp
 
 
@@ -61,4 +62,4 @@ def invert(u: torch.Tensor, iterations: int = 30, tolerance: float = 1e-4) -> to
 
 def inverse_consistency_error(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Per-voxel ``|compose(u, v)|`` in voxels, ``(B, *S)``: 0 when ``phi_u o phi_v = id``."""
-    return compose(u, v).norm(dim=1)
+    return vector_lengths(compose(u, v))

@@ -23,6 +23,7 @@ import torch
 from regcore.spatial import warp_kernels
 from regcore.spatial.checks import check_field
 from regcore.spatial.compose import compose
+from regcore.spatial.lengths import max_vector_length
 
 MAX_STEPS = 30
 
@@ -49,7 +50,7 @@ def integrate_svf(velocity: torch.Tensor, steps: int | None = 7) -> torch.Tensor
     """
     check_field(velocity, "velocity")
     if steps is None:
-        vmax = float(velocity.detach().norm(dim=1).amax()) if velocity.numel() else 0.0
+        vmax = float(max_vector_length(velocity.detach()))
         steps = squaring_steps(vmax)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be None or an int in [0, {MAX_STEPS}], got {steps!r}")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from regcore.nets.inputs import normalise_intensity, plan_model_grid, to_model_grid
 from regcore.nets.spatial_ops import affine_to_displacement, resize_image
+from regcore.spatial.lengths import max_vector_length
 from regcore.spatial.warp import warp, warp_labels
 from regcore.train.config import DataSource, TrainConfig
 
@@ -39,7 +40,7 @@ def _smooth_field(
     coarse = tuple(max(2, int(round(s / scale))) for s in shape)
     noise = torch.from_numpy(rng.standard_normal((1, len(shape), *coarse)).astype(np.float32))
     u = resize_image(noise, shape)
-    return u * (magnitude / u.norm(dim=1).max().clamp_min(1e-6))
+    return u * (magnitude / max_vector_length(u).clamp_min(1e-6))
 
 
 def _random_affine(

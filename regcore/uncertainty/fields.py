@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from regcore.spatial.lengths import vector_lengths
+
 
 def check_stack(samples: torch.Tensor, name: str = "samples") -> torch.Tensor:
     """Validate a ``(K, 1, n, *S)`` stack with K >= 2 and n = number of spatial axes; returns it as float."""
@@ -54,4 +56,4 @@ def error_mm(displacement: torch.Tensor, truth: torch.Tensor, spacing: Sequence[
         )
     n = displacement.shape[1]
     d = (displacement.float() - truth.float().to(displacement.device))[0]
-    return (d * spacing_tensor(spacing, n, d)).norm(dim=0)
+    return vector_lengths(d * spacing_tensor(spacing, n, d), dim=0)

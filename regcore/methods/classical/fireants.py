@@ -46,6 +46,7 @@ from regcore.methods.classical.pyramid import (
 from regcore.methods.classical.result import build_result
 from regcore.methods.registry import Family, MethodSpec, register_method
 from regcore.spatial import warp_kernels
+from regcore.spatial.lengths import max_vector_length
 from regcore.spatial.smooth import gaussian_smooth
 from regcore.spatial.warp import warp
 
@@ -180,7 +181,7 @@ class _GradientStep:
         pass
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad / grad.norm(dim=1).amax().clamp_min(1e-12)
+        return grad / max_vector_length(grad).clamp_min(1e-12)
 
 
 def _iteration_reporter(
@@ -231,7 +232,7 @@ def _iterate_torch(
         grad = update_direction(d_warped, warped)
         grad = gaussian_smooth(grad, sigmas[0], truncate=TRUNCATE)
         d = stepper.direction(grad)
-        d_max = d.norm(dim=1).amax().clamp_min(1.0)
+        d_max = max_vector_length(d).clamp_min(1.0)
         step = d * (-config.step_size / d_max)
         u = step + warp(u, step)
         u = gaussian_smooth(u, sigmas[1], truncate=TRUNCATE)
