@@ -11,6 +11,8 @@ from scipy import ndimage
 from regcore.image import Image
 from regcore.methods import registry
 from regcore.methods.base import RegistrationCancelled
+from regcore.spatial.lengths import max_vector_length
+from regcore.spatial.svf import integrate_svf, squaring_steps
 from regcore.spatial.warp import warp, warp_labels
 
 METHODS = ["dense", "svf", "fireants", "mind_convex"]
@@ -138,6 +140,19 @@ def test_svf_returns_velocity_and_inverse(synthetic):
     u, u_inv = result.displacement, result.extras["inverse_displacement"]
     residual = u_inv + warp(u, u_inv)  # (id + u) o (id + u_inv) - id
     assert float(residual[..., 4:-4, 4:-4].abs().max()) < 0.1 * float(u.abs().max())
+
+
+def test_svf_automatic_squaring_count(synthetic):
+    """integration_steps=0 (the default) squares as often as regcore.spatial.svf.squaring_steps asks for the
+    velocity at hand: the returned field is exp(v) with that count, and it equals the one from a fixed 7 steps
+    to a small fraction of a voxel (what exp(v) is), with the count below 7 on this pair."""
+    fixed, moving, *_ = synthetic
+    result = _run("svf", fixed, moving)
+    v = result.velocity
+    steps = squaring_steps(float(max_vector_length(v)))
+    assert 0 < steps < 7
+    torch.testing.assert_close(result.displacement, integrate_svf(v, steps))
+    assert float((integrate_svf(v, 7) - result.displacement).abs().max()) < 0.05
 
 
 @pytest.mark.parametrize("name", METHODS)
