@@ -6,9 +6,11 @@
     nice -n 5 .venv-bench/bin/python benchmarks/dev_benchmark.py --sets histology oasis3d --split held_out
 
 Sets (``dev_sets.py`` says what each holds and how far it is from tuning): ``brain2d`` (2D OASIS slices, tune and
-held-out positions), ``histology`` (2D, TRE), ``oasis3d`` (the labelled 3D pair, which fireants' 3D preset was chosen
+held-out positions), ``histology`` (2D, TRE), ``stains`` (2D, two stains of one real section, a known deformation,
+tune and held-out seeds, TRE), ``oasis3d`` (the labelled 3D pair, which fireants' 3D preset was chosen
 on), ``oasis3d_unlabelled`` (a third subject, no labels), ``spine`` (3D cord masks, thick slices and inverted
-contrast) and ``prostate`` (3D MR -> TRUS, gland Dice and TRE). Only brain2d has a tune part; the others are held out.
+contrast) and ``prostate`` (3D MR -> TRUS, gland Dice and TRE). Only brain2d and stains have a tune part; the others are
+held out.
 
 Methods: regcore's ``demons`` and ``fireants`` (the default deformable methods in 2D and 3D,
 ``regcore.methods.registry.DEFAULT_DEFORMABLE``), ``dense``, ``svf``, ``bspline``;
@@ -61,7 +63,8 @@ TARGET_PEERS = ("sitk_demons", "ants_syn")
 
 def run_one(method: str, overrides: dict, pair: Pair, initial: str = "none") -> dict:
     """Register one pair (after an ``initial`` "rigid"/"affine" stage, regcore.pipeline) and evaluate it;
-    identity when ``method == "identity"``."""
+    identity when ``method == "identity"``; the method alone when it is the initial stage itself (the affine row of
+    the histology and stain sets is their initial stage)."""
     kw = pair.annotations
     runtime_s = 0.0  # registration only (the result's own timer; evaluation not counted)
     if method == "identity":
@@ -70,7 +73,10 @@ def run_one(method: str, overrides: dict, pair: Pair, initial: str = "none") -> 
         spec = registry.get(method)
         config = spec.make_config(overrides)
         result = register_after_initial(
-            initial, pair.fixed, pair.moving, lambda f, m, _: spec.factory().register(f, m, config)
+            "none" if method == initial else initial,
+            pair.fixed,
+            pair.moving,
+            lambda f, m, _: spec.factory().register(f, m, config),
         )
         out = evaluate(result, **kw)
         runtime_s = float(result.runtime_s)

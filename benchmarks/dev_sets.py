@@ -9,6 +9,9 @@ image and labels already lie on the fixed grid, so every method (peers too) sees
   ``held_out`` (one block of 6 slices in three; no default was chosen on them).
 * ``histology``: the CIMA lung sections, He <-> proSPC (both directions, landmarks of annotator PS, TRE in px),
   downsampled 3x; every method (peers too) runs after regcore's affine stage, as in the app. Held-out only.
+* ``stains``: two stain renderings of scikit-image's IHC section, one deformed by a known random affine and smooth
+  field (``stain_pairs.py``), both directions, TRE in px on 80 tissue points, after regcore's affine stage as
+  histology. **Tune** = seeds 0-5 (the affine start rule was chosen on them); **held-out** = seeds 6-11.
 * ``oasis3d``: OASIS 0455 <-> 0456 in 3D at 1 mm (both directions), the only labelled 3D pair. Run as split
   ``held_out``, but it is **not** held out for the 3D defaults: fireants' 3D preset was chosen on it.
 * ``oasis3d_unlabelled``: the third OASIS subject (``OASIS_htwin_moving``, no labels) registered to 0455 and to
@@ -33,15 +36,16 @@ from _shared_data import SHARED as DATA
 from regcore.data.pairs import Pair
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ("brain2d", "histology", "oasis3d", "oasis3d_unlabelled", "spine", "prostate")
+SETS = ("brain2d", "histology", "stains", "oasis3d", "oasis3d_unlabelled", "spine", "prostate")
 SPLITS = ("tune", "held_out")
 THREE_D = ("oasis3d", "oasis3d_unlabelled", "spine", "prostate")
 """3D sets (their default: ``DEFAULT_DEFORMABLE[3]``, unless their pairs' own default says otherwise)."""
 HISTOLOGY_SHRINK = 3
-INITIAL = {"histology": "affine"}
+INITIAL = {"histology": "affine", "stains": "affine"}
 """Stage before every method (peers too), as the app runs real data; "none" for the sets not named: the OASIS images
 are already affinely aligned (neurite-OASIS preprocessing), the spine images overlap through their headers, the
-prostate MR is centre-aligned by its loader; the histology sections are not aligned at all."""
+prostate MR is centre-aligned by its loader; the histology sections are not aligned at all, and the stain pairs
+carry a random affine."""
 
 DEMONS_RULE = (
     "but demons' feature rule (MIND descriptors below a local intensity correlation of 0.4, "
@@ -50,6 +54,9 @@ DEMONS_RULE = (
 )
 SET_NOTES = {
     "histology": "Held out: no default was tuned on it; " + DEMONS_RULE,
+    "stains": "Synthetic deformation of real tissue (scikit-image's IHC section, two stains separated by colour "
+    "deconvolution), so the TRE is exact. Tune = seeds 0-5, where the affine stage's start (identity or centres of "
+    "mass, whichever the similarity prefers) was chosen; held-out = seeds 6-11.",
     "oasis3d": "Not held out for regcore's 3D defaults: fireants' 3D preset was chosen on this pair (the only "
     "labelled 3D pair; grid in benchmarks/README.md). The peers ran with their own defaults.",
     "oasis3d_unlabelled": "Held out: a third subject nothing was tuned on, no labels (so no Dice): folding and "
@@ -191,11 +198,15 @@ def prostate_pairs() -> list[Pair]:
 
 
 def pairs_of(name: str, split: str, per_axis: int) -> list[Pair]:
-    """The pairs of set ``name`` in ``split`` (``tune`` or ``held_out``); only brain2d has a tune part."""
+    """The pairs of set ``name`` in ``split`` (``tune`` or ``held_out``); brain2d and stains have a tune part."""
     if name not in SETS:
         raise ValueError(f"unknown set {name!r}; known: {SETS}")
     if name == "brain2d":
         return brain2d_pairs(split, per_axis)
+    if name == "stains":
+        from stain_pairs import stain_pairs
+
+        return stain_pairs(split)
     if split == "tune":
         return []  # held out; 3D OASIS: no tune/held-out split (one pair; see SET_NOTES)
     loaders = {

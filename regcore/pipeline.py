@@ -1,7 +1,7 @@
 """Registration pipelines: a rigid or affine stage before the chosen method, as ANTs and elastix run by default.
 
 Deformable methods assume the anatomy is roughly aligned already. :func:`register_after_initial` first runs
-regcore's intensity-based ``affine`` method (MI, centre-of-mass initialisation; rigid or affine), resamples the
+regcore's intensity-based ``affine`` method (MI, started from the identity or the centres of mass; rigid or affine), resamples the
 moving image with it, runs the chosen method on the result, and composes both into one displacement:
 
     u_total(x) = u_deformable(x) + u_affine(x + u_deformable(x))      (fixed -> moving, fixed-grid voxels)

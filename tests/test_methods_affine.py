@@ -165,6 +165,42 @@ def test_cancel_via_progress_raises():
     assert 0.0 <= seen[0] <= 1.0
 
 
+def _start(init: str, fixed: np.ndarray, moving: np.ndarray) -> torch.Tensor:
+    """``_start_translation`` in voxels for two 2D arrays (MI, the default similarity, coarsest level x4)."""
+    f, m = (torch.from_numpy(a)[None, None] for a in (fixed, moving))
+    frame = affine_mod._Frame(fixed.shape, (1.0, 1.0), f.device)
+    similarity = make_similarity("mi", 2)
+    t = affine_mod._start_translation(
+        init, f, m, frame, affine_mod.TransformKind.AFFINE, similarity, 4, (1.0, 1.0)
+    )
+    return t * frame.scale
+
+
+def test_auto_start_takes_the_centres_of_mass_for_an_object_on_a_background():
+    """A blob shifted by (12, -9) px: the centres of mass are right and MI prefers them to the identity."""
+    blob = _blob_image((48, 48))
+    fixed, moving = np.zeros((96, 96), np.float32), np.zeros((96, 96), np.float32)
+    fixed[24:72, 24:72] = blob
+    moving[36:84, 15:63] = blob
+    moments = _start("centre_of_mass", fixed, moving)
+    torch.testing.assert_close(moments, torch.tensor([12.0, -9.0]), atol=0.5, rtol=0)
+    torch.testing.assert_close(_start("auto", fixed, moving), moments)
+    assert _start("identity", fixed, moving).abs().max() == 0
+
+
+def test_auto_start_keeps_the_identity_when_the_centres_of_mass_mislead():
+    """Texture filling the frame, aligned, with the moving image's left third three times as bright (a stain or
+    shading difference): the centres of mass differ by pixels, MI still peaks at the identity."""
+    g = np.random.default_rng(3)
+    fixed = ndimage.gaussian_filter(g.random((96, 96)), 2.0).astype(np.float32)
+    moving = fixed.copy()
+    moving[:, :32] *= 3.0
+    assert float(_start("centre_of_mass", fixed, moving).abs().max()) > 3.0
+    assert _start("auto", fixed, moving).abs().max() == 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        _start("middle", fixed, moving)
+
+
 @pytest.mark.parametrize("name", ["affine", "rigid"])
 def test_bad_input_raises(name):
     method = registry.get(name).factory()

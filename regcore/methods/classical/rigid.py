@@ -1,7 +1,7 @@
 """Intensity-based rigid registration (rotation + translation; 6 dof in 3D, 3 in 2D).
 
 The optimiser of :mod:`regcore.methods.classical.affine` (multi-resolution Adam in a normalised mm
-frame, centre-of-mass initialisation) with the transform kind fixed to rigid by default. The
+frame, start from the identity or the centres of mass) with the transform kind fixed to rigid by default. The
 result's ``affine`` is the ``(ndim, ndim+1)`` voxel matrix fixed voxel -> moving voxel, and its
 displacement ``(1, ndim, *S)`` is in fixed voxels, fixed -> moving.
 """
@@ -36,6 +36,7 @@ SPEC_RIGID = register_method(
         config_cls=RigidConfig,
         factory=RigidMethod,
         family=Family.AFFINE,
-        description="Rotation + translation by multi-resolution Adam; MI by default, centre-of-mass initialisation.",
+        description="Rotation + translation by multi-resolution Adam; MI by default, started from the identity or the "
+        "centres of mass, whichever MI prefers.",
     )
 )
