@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import write_results  # noqa: E402
+from _results import run_meta, write_results  # noqa: E402
 from _shared_data import shared_folder  # noqa: E402
 
 ROWS = {
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     brain3d = shared_folder("brain3d")
     if brain3d is None:
         return 0
-    import torch
 
     affines = known_affines()
     records = []
@@ -211,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": "nice -n 5 .venv/bin/python benchmarks/affine_3d.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **run_meta(),
     }
     text = markdown(meta, summary, records)
     print(text)

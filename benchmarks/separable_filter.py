@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from _results import write_results  # noqa: E402
+from _results import run_meta, write_results  # noqa: E402
 
 from regcore.losses.separable import separable_filter  # noqa: E402
 from regcore.spatial.smooth import gaussian_kernel_1d  # noqa: E402
@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(x{row['ratio']:.2f}), largest difference {difference:.1e}",
                 flush=True,
             )
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-    }
+    meta = run_meta(repeats=args.repeats)
     lines = [
         "# LNCC local sums: shifted sums against 1D convolutions",
         "",

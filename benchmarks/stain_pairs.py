@@ -34,6 +34,15 @@ LANDMARKS = 80
 SHRINK = 2
 MARGIN = 10
 """Landmarks are drawn at least this many pixels from the border."""
+DEFORMATION = dict(
+    max_displacement_mm=20.0,
+    smoothness_mm=24.0,
+    control_spacing_mm=16.0,
+    max_rotation_deg=8.0,
+    max_translation_mm=10.0,
+    max_scaling=0.05,
+)
+"""``regcore.data.deform.random_transform``'s bounds (pixels = mm here): larger than the brain samples' own."""
 
 
 def _renderings() -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -74,17 +83,7 @@ def stain_pairs(split: str) -> list[Pair]:
             (("hematoxylin", "dab"), ("dab", "hematoxylin"))
         ):
             rng = np.random.default_rng(1000 * seed + direction + 7)
-            transform = random_transform(
-                2,
-                tuple(float(n - 1) for n in shape),
-                rng,
-                max_displacement_mm=20.0,
-                smoothness_mm=24.0,
-                control_spacing_mm=16.0,
-                max_rotation_deg=8.0,
-                max_translation_mm=10.0,
-                max_scaling=0.05,
-            )
+            transform = random_transform(2, tuple(float(n - 1) for n in shape), rng, **DEFORMATION)
             w = transform.forward_displacement(shape, (1.0, 1.0))  # fixed voxel -> voxel of the tissue shown
             source = torch.from_numpy(stains[fixed_stain])[None, None]
             fixed = warp(source, w, mode="bilinear", padding_mode="border")[0, 0]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from _results import write_results  # noqa: E402
+from _results import run_meta, write_results  # noqa: E402
 
 from regcore.spatial.lengths import max_vector_length, vector_lengths  # noqa: E402
 
@@ -71,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(x{row['ratio']:.3f}), largest relative difference {difference:.1e}",
                 flush=True,
             )
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-    }
+    meta = run_meta(repeats=args.repeats)
     lines = [
         "# Per-voxel vector lengths: root of the sum of squares against Tensor.norm(dim=1)",
         "",
