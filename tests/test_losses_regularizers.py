@@ -61,6 +61,36 @@ def test_diffusion_central_matches_monai_and_forward_matches_numpy(shape):
     assert float(make_regularizer("tv")(u)) == pytest.approx(expected_tv, rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(9, 11), (6, 7, 8)])
+def test_bending_and_diffusion_gradients_match_monai_autograd(shape):
+    """The hand-written adjoint (regcore.losses.stencils) against autograd through MONAI's losses, batch of 2."""
+    from monai.losses import BendingEnergyLoss, DiffusionLoss
+
+    u = torch.randn(2, len(shape), *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    pairs = [
+        (BendingEnergyRegularizer(), BendingEnergyLoss(normalize=False)),
+        (DiffusionRegularizer("central"), DiffusionLoss()),
+    ]
+    for ours, monai_loss in pairs:
+        a, b = u.clone().requires_grad_(), u.clone().requires_grad_()
+        ours(a).backward()
+        monai_loss(b).backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    forward = u.clone().requires_grad_()
+    (2.5 * DiffusionRegularizer()(forward)).backward()
+    reference = u.clone().requires_grad_()
+    (2.5 * sum((torch.diff(reference, dim=2 + a) ** 2).mean() for a in range(len(shape)))).backward()
+    torch.testing.assert_close(forward.grad, reference.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["bending", "diffusion"])
+def test_gradcheck_3d(name):
+    u = (
+        0.3 * torch.randn(1, 3, 4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ).requires_grad_()
+    assert torch.autograd.gradcheck(make_regularizer(name), (u,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
 def test_diffusion_scales_quadratically_tv_linearly():
     u = smooth_random_field((16, 16), 1.0, seed=3).double()
     d, tv = make_regularizer("diffusion"), make_regularizer("tv")

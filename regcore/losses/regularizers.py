@@ -3,7 +3,8 @@
 ``u`` is ``(B, ndim, *S)``, component i along tensor axis i, in voxels of the fixed grid
 (``phi(x) = x + u(x)`` maps fixed -> moving). Derivatives are finite differences in voxel
 units; every penalty is a mean over batch, components and voxels (so it does not grow with
-image size) and is differentiable.
+image size) and is differentiable. Diffusion and bending are sums of squared stencils with a hand-written adjoint
+(:mod:`regcore.losses.stencils`: autograd through the slices zero-filled a field-sized tensor per slice).
 
 * diffusion: ``sum_i mean((d_i u)^2)`` (membrane energy; forward differences by default,
   ``scheme="central"`` equals ``monai.losses.DiffusionLoss``).
@@ -20,28 +21,56 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from regcore.losses.stencils import Terms, stencil_energy
 from regcore.spatial.checks import check_field
 from regcore.spatial.compose import compose
 from regcore.spatial.jacobian import jacobian_determinant
 
 
-def _slab(
-    x: torch.Tensor, axis: int, start: int | None, stop: int | None, inner: bool = False
-) -> torch.Tensor:
-    """Slice spatial ``axis`` to ``[start:stop]`` (others full, or ``[1:-1]`` when ``inner``)."""
-    idx = [slice(None), slice(None)] + [slice(1, -1) if inner else slice(None)] * (x.ndim - 2)
+def _index(n: int, axis: int, start: int | None, stop: int | None, inner: bool = False) -> tuple[slice, ...]:
+    """Index of a ``(B, C, *S)`` tensor with ``n`` spatial axes: ``axis`` sliced to ``[start:stop]``, the others
+    full (or ``[1:-1]`` when ``inner``)."""
+    idx = [slice(None), slice(None)] + [slice(1, -1) if inner else slice(None)] * n
     idx[2 + axis] = slice(start, stop)
-    return x[tuple(idx)]
+    return tuple(idx)
 
 
 def forward_differences(u: torch.Tensor) -> list[torch.Tensor]:
     """``u[x + e_i] - u[x]`` for each spatial axis i (each one shorter along its axis)."""
-    return [_slab(u, a, 1, None) - _slab(u, a, None, -1) for a in range(u.ndim - 2)]
+    n = u.ndim - 2
+    return [u[_index(n, a, 1, None)] - u[_index(n, a, None, -1)] for a in range(n)]
 
 
-def central_differences(u: torch.Tensor) -> list[torch.Tensor]:
-    """``(u[x + e_i] - u[x - e_i]) / 2`` on the interior ``[1:-1]^n`` for each axis i."""
-    return [(_slab(u, a, 2, None, True) - _slab(u, a, None, -2, True)) / 2.0 for a in range(u.ndim - 2)]
+def _forward_stencils(n: int) -> Terms:
+    """Diffusion, forward scheme: ``sum_i mean((u[x + e_i] - u[x])^2)``."""
+    return [(1.0, [(_index(n, a, 1, None), 1.0), (_index(n, a, None, -1), -1.0)]) for a in range(n)]
+
+
+def _central_stencils(n: int) -> Terms:
+    """Diffusion, central scheme: ``sum_i mean(((u[x + e_i] - u[x - e_i]) / 2)^2)`` on the interior."""
+    return [
+        (1.0, [(_index(n, a, 2, None, True), 0.5), (_index(n, a, None, -2, True), -0.5)]) for a in range(n)
+    ]
+
+
+def _bending_stencils(n: int) -> Terms:
+    """Bending: ``mean(sum_i (d_ii u)^2 + 2 sum_{i<j} (d_ij u)^2)`` on the interior, compact second differences
+    (``d_ij`` from the four diagonal neighbours, divided by 4)."""
+    terms: list = []
+    for i in range(n):
+        p, c, m = (_index(n, i, a, b, True) for a, b in ((2, None), (1, -1), (None, -2)))
+        terms.append((1.0, [(p, 1.0), (c, -2.0), (m, 1.0)]))
+        for j in range(i + 1, n):
+
+            def at(si: slice, sj: slice) -> tuple[slice, ...]:
+                idx = [slice(None), slice(None)] + [slice(1, -1)] * n
+                idx[2 + i], idx[2 + j] = si, sj
+                return tuple(idx)
+
+            hi, lo = slice(2, None), slice(None, -2)
+            mixed = [(at(hi, hi), 0.25), (at(hi, lo), -0.25), (at(lo, hi), -0.25), (at(lo, lo), 0.25)]
+            terms.append((2.0, mixed))
+    return terms
 
 
 class DisplacementPenalty(nn.Module):
@@ -68,9 +97,8 @@ class DiffusionRegularizer(DisplacementPenalty):
         self.min_size = 3 if scheme == "central" else 2
 
     def _penalty(self, u):
-        if self.scheme == "central":
-            return sum(g**2 for g in central_differences(u)).mean()
-        return sum((d**2).mean() for d in forward_differences(u))
+        n = u.ndim - 2
+        return stencil_energy(u, _central_stencils(n) if self.scheme == "central" else _forward_stencils(n))
 
 
 class TotalVariationRegularizer(DisplacementPenalty):
@@ -86,25 +114,7 @@ class BendingEnergyRegularizer(DisplacementPenalty):
     min_size = 3
 
     def _penalty(self, u):
-        n = u.ndim - 2
-        energy = 0.0
-        for i in range(n):
-            d_ii = _slab(u, i, 2, None, True) - 2 * _slab(u, i, 1, -1, True) + _slab(u, i, None, -2, True)
-            energy = energy + d_ii**2
-            for j in range(i + 1, n):
-                d_ij = self._mixed(u, i, j)
-                energy = energy + 2 * d_ij**2
-        return energy.mean()
-
-    @staticmethod
-    def _mixed(u, i, j):
-        def at(si, sj):
-            idx = [slice(None), slice(None)] + [slice(1, -1)] * (u.ndim - 2)
-            idx[2 + i], idx[2 + j] = si, sj
-            return u[tuple(idx)]
-
-        p, m = slice(2, None), slice(None, -2)
-        return (at(p, p) - at(p, m) - at(m, p) + at(m, m)) / 4.0
+        return stencil_energy(u, _bending_stencils(u.ndim - 2))
 
 
 class FoldingPenalty(DisplacementPenalty):
