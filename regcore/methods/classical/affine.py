@@ -182,12 +182,12 @@ def _start_translation(init, f, m, frame: _Frame, kind, similarity, factor: int,
     """The frame translation to start from: zero (``identity``), the shift between the intensity centres of mass
     (``centre_of_mass``; intensities >= 0), or for ``auto`` whichever of the two gives the lower ``similarity``
     on the ``factor`` pyramid level with every voxel. The centres of mass mislead when the images are not an
-    object on a dark background. On the development benchmark's stain pairs (scikit-image's IHC section, tissue filling the
-    frame; benchmarks/stain_pairs.py) ``auto`` took the affine TRE from 9.59 to 5.25 px on the tune seeds and from
-    10.59 to 7.53 px on the held-out ones (4 pairs better by 6-19 px, 3 worse by 0.7-2.3 px); on the OASIS slices
-    it chose the centres of mass on 21 of 24 pairs (mean Dice 0.4692 -> 0.4695), on the CIMA histology pair both
-    times. Racing the two starts through the coarsest level or the whole schedule and keeping the better end was
-    no better (7.83 and 7.48 px held out) at up to twice the cost."""
+    object on a dark background. On the development benchmark's stain pairs (scikit-image's IHC section, tissue
+    filling the frame; benchmarks/stain_pairs.py) ``auto`` took the affine TRE from 9.59 to 5.25 px on the tune
+    seeds and from 10.59 to 7.53 px on the held-out ones (3 pairs better by 6-19 px, 3 worse by 0.7-2.2 px, the
+    rest within 0.04); on the OASIS slices it chose the centres of mass on 21 of 24 pairs (mean Dice 0.4692 ->
+    0.4695), on the CIMA histology pair both times. Racing the two starts through the coarsest level or the whole
+    schedule and keeping the better end was no better (7.83 and 7.48 px held out) at up to twice the cost."""
     try:
         init = AffineInit(init)
     except ValueError:
