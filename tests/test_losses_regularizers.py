@@ -61,6 +61,7 @@ def test_diffusion_central_matches_monai_and_forward_matches_numpy(shape):
     assert float(make_regularizer("tv")(u)) == pytest.approx(expected_tv, rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence:UserWarning")  # MONAI's own indexing
 @pytest.mark.parametrize("shape", [(9, 11), (6, 7, 8)])
 def test_bending_and_diffusion_gradients_match_monai_autograd(shape):
     """The hand-written adjoint (regcore.losses.stencils) against autograd through MONAI's losses, batch of 2."""
