@@ -170,8 +170,10 @@ def _start(init: str, fixed: np.ndarray, moving: np.ndarray) -> torch.Tensor:
     f, m = (torch.from_numpy(a)[None, None] for a in (fixed, moving))
     frame = affine_mod._Frame(fixed.shape, (1.0, 1.0), f.device)
     similarity = make_similarity("mi", 2)
+    f_l, m_l = downsample(f, 4, (1.0, 1.0)), downsample(m, 4, (1.0, 1.0))
+    coarsest = (f_l, m_l, affine_mod._level_frame(fixed.shape, (1.0, 1.0), tuple(f_l.shape[2:]), f.device))
     t = affine_mod._start_translation(
-        init, f, m, frame, affine_mod.TransformKind.AFFINE, similarity, 4, (1.0, 1.0)
+        init, f, m, frame, affine_mod.TransformKind.AFFINE, similarity, coarsest
     )
     return t * frame.scale
 

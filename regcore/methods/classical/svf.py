@@ -4,7 +4,7 @@
 squaring (``regcore.spatial.svf.integrate_svf``) into the displacement ``u`` (fixed -> moving). By default the
 number of squarings follows the velocity (the fewest that bring its largest vector over ``2**k`` to 0.5 voxel, as
 demons): 3-4 on the 1 mm brains' coarse levels where a fixed 7 was used until 2026-12-04, the same Dice
-(0.789 / 0.797) in 24 s instead of 38-41 s per 3D pair, and 25 % less time on 2D slices (benchmarks/README.md).
+(0.789 / 0.797) in 24 s instead of 40-42 s per 3D pair, and 25 % less time on 2D slices (benchmarks/README.md).
 Loss: ``similarity(fixed, moving o (id + exp(v))) + weight * regulariser(v)``, multi-resolution Adam
 (shared loop: :func:`regcore.methods.classical.dense.optimise_configured_field`). The result carries the
 velocity, and ``extras["inverse_displacement"]`` = ``exp(-v)``. The similarity is chosen from the images unless
