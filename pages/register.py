@@ -326,8 +326,8 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
 
 
 def _contrast_warning(spec, overrides: dict, pair) -> str:
-    """One line when the pair's contrasts differ and the chosen settings compare intensities (fireants' LNCC,
-    demons' ``features=intensity``, an explicit ``lncc`` ...); "" otherwise."""
+    """One line when the pair's contrasts differ and the chosen settings compare intensities (demons'
+    ``features=intensity``, an explicit ``lncc`` ...); "" otherwise."""
     config = _valid_config(spec, overrides)
     if config is None:
         return ""
@@ -345,7 +345,7 @@ def _contrast_warning(spec, overrides: dict, pair) -> str:
         return ""
     return (
         f"This pair's contrasts differ: {contrast.contrast_reason(r)}. {spec.title} compares {compared}, "
-        "which can pull edges onto the wrong edges; demons, dense, svf and bspline compare MIND descriptors "
+        "which can pull edges onto the wrong edges; demons, fireants, dense, svf and bspline compare MIND descriptors "
         "here when left on auto, and mi also works across contrasts."
     )
 

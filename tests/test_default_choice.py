@@ -97,7 +97,13 @@ def test_register_page_starts_from_the_pair_default():
     at.selectbox(key="reg_family").set_value("diffeomorphic").run()
     at.selectbox(key="reg_method").set_value("fireants").run()  # the user's choice: no note
     assert not [c for c in at.caption if c.value.startswith("Default for this pair")]
-    (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]  # fireants compares LNCC
+    assert not [w for w in at.warning if "contrasts differ" in w.value]  # auto: fireants compares MIND here
+    (auto,) = [
+        c.value for c in at.caption if c.value.startswith("Auto on this pair") and "similarity" in c.value
+    ]
+    assert "similarity mind, because the intensities correlate locally at r = -" in auto
+    at.selectbox(key="reg_p_fireants_similarity").set_value("lncc").run()
+    (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]  # the user's LNCC
     assert "compares intensities (similarity = lncc)" in warning and "r = -" in warning
     at.selectbox(key="reg_family").set_value("deformable").run()
     at.selectbox(key="reg_method").set_value("dense").run()  # similarity "auto" follows the same test

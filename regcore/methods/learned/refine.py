@@ -53,6 +53,7 @@ def refine_displacement(
     """
     if iterations <= 0:
         return displacement
+    from regcore.losses import Similarity
     from regcore.methods.classical.fireants import (
         FireANTsConfig,
         StepRule,
@@ -77,6 +78,7 @@ def refine_displacement(
         window=WINDOW[len(shape)],
         lncc_eps=LNCC_EPS,
         optimizer=StepRule.ADAM,  # the step rule refinement was tuned with
+        similarity=Similarity.LNCC,  # and its similarity
     )
     with torch.no_grad():
         return greedy_displacement(
