@@ -114,23 +114,3 @@ def test_dense_on_the_synthetic_t1w_t2w_sample_picks_mind_and_registers():
     assert result.config.similarity == Similarity.MIND
     identity = evaluate_identity(pair.fixed, pair.moving, **pair.annotations)["dice_mean"]
     assert evaluate(result, **pair.annotations)["dice_mean"] > identity + 0.05
-
-
-def test_fireants_auto_widens_its_field_smoothing_for_mind_only():
-    """With preset auto, fireants smooths its field 3x wider when it compares MIND descriptors (the built-in T1w ->
-    T2w sample) and not for one contrast (T1w -> T1w); a custom preset runs the user's value. The run records it."""
-    from regcore.data import sample_pair
-    from regcore.methods.classical.fireants import MIND_FIELD_SMOOTHING
-
-    spec = get("fireants")
-    base = spec.make_config({}).smooth_warp_sigma
-    for contrast, similarity, sigma in (
-        ("t2", Similarity.MIND, MIND_FIELD_SMOOTHING * base),
-        ("t1", "lncc", base),
-    ):
-        pair = sample_pair(dims=2, contrast=contrast)
-        ran = spec.factory().register(pair.fixed, pair.moving, spec.make_config({"iterations": (5,)})).config
-        assert ran.similarity == similarity and ran.smooth_warp_sigma == pytest.approx(sigma), contrast
-    pair = sample_pair(dims=2, contrast="t2")
-    custom = spec.make_config({"preset": "custom", "levels": (1,), "iterations": (5,)})
-    assert spec.factory().register(pair.fixed, pair.moving, custom).config.smooth_warp_sigma == base

@@ -226,22 +226,6 @@ def test_every_channel_drives_the_update_through_its_own_gradient(shape, monkeyp
     torch.testing.assert_close(fireants.update_direction(d_warped, warped), expected)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_the_analytic_mean_squared_difference_is_the_autograd_one(shape):
-    """fireants' MSE (what its MIND compares: descriptor channels, warped) takes its gradient by formula: equal to
-    ``MSELoss`` and its autograd gradient, over two channels."""
-    from regcore.losses import Similarity, make_similarity
-
-    fixed = torch.cat([_smooth_image(shape, 1), _smooth_image(shape, 2)], 1)
-    warped = torch.cat([_smooth_image(shape, 3), _smooth_image(shape, 4)], 1)
-    loss, grad = fireants._similarity_gradient(Similarity.MSE, None, fixed, warped, 5, 1e-3)
-    w = warped.clone().requires_grad_(True)
-    reference = make_similarity(Similarity.MSE, len(shape))(fixed, w)
-    reference.backward()
-    assert loss == pytest.approx(float(reference), rel=1e-5)
-    torch.testing.assert_close(grad, w.grad)
-
-
 def test_compose_with_non_finite_step_stays_in_memory():
     shape = (6, 7, 8)
     ws = greedy_kernels.GreedyWorkspace(shape)
