@@ -302,7 +302,8 @@ def _auto_note(spec, overrides: dict, pair, params: list) -> str:
 
 def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
     """(fact, how to change it) for a setting that "auto" takes from the pair's contrast test: demons'
-    ``features``, the ``similarity`` of dense / svf / bspline; ("", "") for other methods or explicit choices."""
+    ``features``, the ``similarity`` of dense / svf / bspline / fireants (and fireants' wider field smoothing with
+    MIND); ("", "") for other methods or explicit choices."""
     config = _valid_config(spec, overrides)
     if config is None:
         return "", ""
@@ -318,10 +319,15 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
         return fact, "Set features to choose what it compares."
     if str(getattr(config, "similarity", "")) == contrast.AUTO:
         chosen = contrast.similarity_for(r)
-        return (
-            f"similarity {chosen}, because {contrast.contrast_reason(r)}",
-            "Set similarity to choose another.",
-        )
+        fact = f"similarity {chosen}, because {contrast.contrast_reason(r)}"
+        if spec.name == "fireants" and chosen == "mind" and getattr(config, "preset", "") == "auto":
+            from regcore.methods.classical.fireants import MIND_FIELD_SMOOTHING
+
+            wider = MIND_FIELD_SMOOTHING * config.smooth_warp_sigma
+            fact += (
+                f"; with MIND the field is smoothed {MIND_FIELD_SMOOTHING:g}x wider (sigma {wider:g} voxels)"
+            )
+        return fact, "Set similarity to choose another."
     return "", ""
 
 

@@ -102,6 +102,7 @@ def test_register_page_starts_from_the_pair_default():
         c.value for c in at.caption if c.value.startswith("Auto on this pair") and "similarity" in c.value
     ]
     assert "similarity mind, because the intensities correlate locally at r = -" in auto
+    assert "with MIND the field is smoothed 3x wider (sigma 1.5 voxels)" in auto
     at.selectbox(key="reg_p_fireants_similarity").set_value("lncc").run()
     (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]  # the user's LNCC
     assert "compares intensities (similarity = lncc)" in warning and "r = -" in warning
