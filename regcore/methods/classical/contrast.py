@@ -23,8 +23,8 @@ them met, and the larger value counts: shifted by 6-20 mm the OASIS pair reads 0
 Only that far apart, because taking the larger of two values raises every pair a little: met unconditionally, the 3D
 MR/TRUS pairs (centres 1-3 mm apart) reached 0.46. Over 306 pairs (every set of ``benchmarks/dev_benchmark.py``,
 both splits of ``regcore.data.multimodal``'s three sets, the four samples; 2026-12-05) no pair changed side of 0.4:
-21 pairs of two contrasts changed value (spine slices, stains and histology before their affine stage), the
-highest of them now 0.20. A texture without an object (smooth noise) has no centre to meet: shifted
+21 pairs of two contrasts changed value (spine slices, stains and histology before their affine stage),
+none of them now above 0.20. A texture without an object (smooth noise) has no centre to meet: shifted
 by more than its grain it reads as two contrasts.
 
 Users: demons' ``features`` (:mod:`regcore.methods.classical.demons_features`), the ``similarity`` of dense, svf,
