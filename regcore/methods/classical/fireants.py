@@ -384,6 +384,7 @@ SPEC = register_method(
         family=Family.DIFFEOMORPHIC,
         auto_settings=auto_settings,
         description="Multi-scale greedy compositive updates (ANTs SyN's gradient steps, or FireANTs' Adam steps), "
-        "Gaussian smoothing of update and field, LNCC. Fast and accurate; the default deformable method in 3D.",
+        "Gaussian smoothing of update and field; LNCC between images of one contrast, MIND-SSC descriptors between "
+        "two (chosen from the images). Fast and accurate; the default deformable method in 3D.",
     )
 )
