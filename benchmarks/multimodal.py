@@ -2,7 +2,8 @@
 
     nice -n 5 .venv/bin/python benchmarks/multimodal.py [--sets sample_t1t2 prostate_mr_us spine_t1t2]
         [--methods identity affine_mi dense_mi affine_mind dense_mind deep_similarity comir
-                   demons_intensity demons dense_lncc svf_lncc svf_mind bspline_lncc bspline_mind] [--max-pairs N]
+                   demons_intensity demons dense_lncc svf_lncc svf_mind bspline_lncc bspline_mind
+                   fireants_lncc fireants] [--max-pairs N]
 
 Pairs: :func:`regcore.data.multimodal.multimodal_pairs` (split "heldout"; no method was trained or tuned
 on them). Per set and method: median over pairs of the mean Dice of the label maps and of the mean TRE
@@ -52,6 +53,8 @@ METHODS = {  # row name -> (registry method, overrides)
     "demons_intensity": ("demons", {"features": "intensity"}),  # SSD forces on intensities (the old default)
     "demons_mind": ("demons", {"features": "mind"}),
     "demons": ("demons", {}),  # features auto: MIND descriptors between different contrasts
+    "fireants_lncc": ("fireants", {"similarity": "lncc"}),
+    "fireants": ("fireants", {}),  # similarity auto: MIND-SSC descriptors between different contrasts
 }
 MI_ROWS = ("affine_mi", "dense_mi")
 LEARNED = ("deep_similarity", "comir")  # issue 12: each must beat MI on Dice or TRE in >= 2 of the 3 sets
