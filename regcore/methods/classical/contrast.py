@@ -45,6 +45,7 @@ from regcore.config import param
 from regcore.losses import Similarity
 from regcore.spatial.affine import moments_init
 from regcore.spatial.smooth import gaussian_smooth
+from regcore.spatial.warp import warp
 
 MIND_BELOW = 0.4
 """Contrasts differ when :func:`contrast_correlation` is below this (see the module docstring)."""
@@ -103,14 +104,8 @@ def contrast_correlation(fixed: torch.Tensor, moving: torch.Tensor, spacing: Seq
 def _shifted(moving: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """``moving`` ``(1, 1, *S)`` shifted by ``offset`` (samples per axis, rounded): ``shifted[i] = moving[i +
     offset]``; what the shift brings in from outside the grid is 0."""
-    shifted = moving
-    for axis, t in enumerate(offset.round().long().tolist()):
-        d, n = 2 + axis, moving.shape[2 + axis]
-        t = max(-n, min(n, t))
-        kept = shifted.narrow(d, max(t, 0), n - abs(t))
-        zeros = torch.zeros_like(shifted.narrow(d, 0, abs(t)))
-        shifted = torch.cat([kept, zeros] if t >= 0 else [zeros, kept], dim=d)
-    return shifted
+    whole = offset.round().to(moving.dtype).view(1, -1, *([1] * (moving.ndim - 2)))
+    return warp(moving, whole.expand(1, moving.ndim - 2, *moving.shape[2:]), padding_mode="zeros")
 
 
 def _mean_local_correlation(a: torch.Tensor, b: torch.Tensor, window: Sequence[float]) -> float:
