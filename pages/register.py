@@ -320,13 +320,12 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
     if str(getattr(config, "similarity", "")) == contrast.AUTO:
         chosen = contrast.similarity_for(r)
         fact = f"similarity {chosen}, because {contrast.contrast_reason(r)}"
-        if spec.name == "fireants" and chosen == "mind" and getattr(config, "preset", "") == "auto":
-            from regcore.methods.classical.fireants import MIND_FIELD_SMOOTHING
+        if spec.name == "fireants":
+            from regcore.methods.classical.fireants import MIND_FIELD_SMOOTHING, field_sigma
 
-            wider = MIND_FIELD_SMOOTHING * config.smooth_warp_sigma
-            fact += (
-                f"; with MIND the field is smoothed {MIND_FIELD_SMOOTHING:g}x wider (sigma {wider:g} voxels)"
-            )
+            sigma = field_sigma(config, chosen)
+            if sigma != config.smooth_warp_sigma:
+                fact += f"; with MIND the field is smoothed {MIND_FIELD_SMOOTHING:g}x wider (sigma {sigma:g} voxels)"
         return fact, "Set similarity to choose another."
     return "", ""
 

@@ -67,6 +67,13 @@ histology 12.79 -> 9.61 px, 3D spine cord Dice 0.745 -> 0.766, prostate 0.619 ->
 (``benchmarks/README.md``, 2026-12-05)."""
 
 
+def field_sigma(config: FireANTsConfig, similarity: str) -> float:
+    """The field smoothing (voxels) fireants runs under ``config`` once its similarity resolves to ``similarity``:
+    ``smooth_warp_sigma``, :data:`MIND_FIELD_SMOOTHING` times wider with preset auto and MIND."""
+    wider = config.preset == "auto" and similarity == Similarity.MIND
+    return (MIND_FIELD_SMOOTHING if wider else 1.0) * config.smooth_warp_sigma
+
+
 class StepRule(enum.StrEnum):
     ADAM = "adam"
     GRADIENT = "gradient"
@@ -303,10 +310,10 @@ def greedy_displacement(
     # LNCC ignores the intensity scale but not its variance floor: on [0, 1] images lncc_eps means the same for
     # a 0-255 photograph and a 0-1 MRI
     fixed, moving = minmax(fixed), minmax(moving)
-    sim_name = resolve_similarity(str(config.similarity), fixed, moving, spacing or (1.0,) * ndim)
+    mm = spacing or (1.0,) * ndim
+    sim_name = resolve_similarity(str(config.similarity), fixed, moving, mm)
     if sim_name == Similarity.MIND:  # descriptors once, compared as channels (module docstring)
-        fixed = mind_features(fixed[:, :1], spacing or (1.0,) * ndim)
-        moving = mind_features(moving[:, :1], spacing or (1.0,) * ndim)
+        fixed, moving = mind_features(fixed[:, :1], mm), mind_features(moving[:, :1], mm)
         sim_name = Similarity.MSE
     sim_module = (
         None if sim_name == Similarity.LNCC else make_similarity(sim_name, ndim, window=config.window)
@@ -366,8 +373,7 @@ class FireANTsMethod:
             f, m = pair_tensors(fixed, moving, device)
             similarity = resolve_similarity(config.similarity, f, m, fixed.spacing)
             config = replace(config, similarity=similarity)
-            if chosen.preset == "auto" and similarity == Similarity.MIND:
-                config = replace(config, smooth_warp_sigma=MIND_FIELD_SMOOTHING * config.smooth_warp_sigma)
+            config = replace(config, smooth_warp_sigma=field_sigma(chosen, similarity))
             u = greedy_displacement(f, m, config, progress, history, fixed.spacing)
         ran = replace(config, preset=chosen.preset)  # the record: what ran, under the preset chosen
         return build_result(
