@@ -82,7 +82,7 @@ def test_the_similarity_field_takes_auto_and_refuses_unknown_names(method):
 def test_on_real_t1w_t2w_spine_slices_auto_picks_mind_and_beats_lncc(shared_data, method):
     """Three held-out spine T1w -> T2w slice pairs (``regcore.data.multimodal``): auto takes MIND on each and
     its mean cord Dice beats the method's LNCC run (all 9 pairs: dense 2026-12-04, median 0.79 against 0.61;
-    fireants 2026-12-05, mean 0.806 against 0.657; no registration 0.855, which MIND does not reach there)."""
+    fireants 2026-12-05, mean 0.869 against 0.657, no registration 0.855: benchmarks/fireants_mind.py)."""
     from regcore.data.multimodal import multimodal_pairs
     from regcore.metrics import evaluate
 
