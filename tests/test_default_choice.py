@@ -86,6 +86,7 @@ def test_register_page_starts_from_the_pair_default():
     assert "demons, because the two images' contrasts differ" in note
     (auto,) = [c.value for c in at.caption if c.value.startswith("Auto on this pair")]
     assert "compares MIND descriptors, because the intensities correlate locally at r = -" in auto
+    assert "MIND neighbours 1 voxel (1 mm) apart" in auto  # the physical scale: 1 mm finest spacing
     at.selectbox(key="reg_p_demons_features").set_value("intensity").run()  # the user's choice: not auto
     assert not [c for c in at.caption if c.value.startswith("Auto on this pair") and "compares" in c.value]
     at.selectbox(key="reg_p_demons_features").set_value("auto").run()
@@ -103,6 +104,7 @@ def test_register_page_starts_from_the_pair_default():
     ]
     assert "similarity mind, because the intensities correlate locally at r = -" in auto
     assert "with MIND the field is smoothed 3x wider (sigma 1.5 voxels)" in auto
+    assert "MIND neighbours 1 voxel (1 mm) apart" in auto
     at.selectbox(key="reg_p_fireants_similarity").set_value("lncc").run()
     (warning,) = [w.value for w in at.warning if "contrasts differ" in w.value]  # the user's LNCC
     assert "compares intensities (similarity = lncc)" in warning and "r = -" in warning

@@ -3,7 +3,8 @@
 * ``contrast_correlation`` (`regcore.methods.classical.contrast`): 1 for an image and itself (or a brighter copy), -1 for its negative, bad grids
   refused; ``choose_features`` keeps explicit choices and picks MIND for an inverted contrast, also inside an
   object whose background is dark in both images (where a global correlation stays high).
-* ``mind_features`` on a thick-slice grid equals 2D MIND-SSC of every slice (the in-plane pattern).
+* ``mind_features`` on a thick-slice grid equals 2D MIND-SSC of every slice (the in-plane pattern); its radius and
+  dilation are the whole voxels in 1 mm (``mind_scale``), also for spacings stored a hair under 0.5 mm.
 * The multichannel ``demons_step``: one channel is the classic formula, a duplicated channel changes
   nothing, and ``|d| <= max_step`` holds for 12 random channels.
 * One short real registration: the T1w -> T2w sample pair (built from the MNI152 template that ships with
@@ -19,7 +20,12 @@ import torch
 from regcore.losses.mind import mind_ssc
 from regcore.methods.classical.contrast import contrast_correlation
 from regcore.methods.classical.demons import DemonsForce, demons_step, spatial_gradient
-from regcore.methods.classical.demons_features import DemonsFeatures, choose_features, mind_features
+from regcore.methods.classical.demons_features import (
+    DemonsFeatures,
+    choose_features,
+    mind_features,
+    mind_scale,
+)
 from regcore.methods.registry import get
 
 
@@ -71,10 +77,33 @@ def test_mind_features_of_a_thick_slice_grid_are_in_plane_per_slice():
     volume = blobs((20, 18, 5))  # 5 thick slices along the last axis
     thick = mind_features(volume, (0.5, 0.5, 5.0))
     assert thick.shape == (1, 4, 20, 18, 5)
-    for k in range(5):
-        torch.testing.assert_close(thick[..., k], mind_ssc(volume[..., k]))
+    for k in range(5):  # 0.5 mm in-plane: radius and dilation 2 voxels
+        torch.testing.assert_close(thick[..., k], mind_ssc(volume[..., k], radius=2, dilation=2))
     assert mind_features(volume, (1.0, 1.0, 1.0)).shape == (1, 12, 20, 18, 5)  # isotropic: the 3D pattern
     assert mind_features(blobs((30, 20)), (1.0, 1.0)).shape == (1, 4, 30, 20)
+
+
+@pytest.mark.parametrize(
+    "spacing, voxels",
+    [
+        ((1.0, 1.0), 1),
+        ((2.0, 2.0, 2.0), 1),
+        ((3.0, 3.0), 1),
+        ((0.5, 0.5, 5.0), 2),
+        ((0.49999999810834755, 0.5000000005458174, 7.5), 2),  # the spine volume's stored spacing
+        ((0.4000000059604645, 0.4000000059604645), 2),  # the MR/TRUS grid
+        ((0.25, 0.3), 4),  # the finest axis counts
+    ],
+)
+def test_mind_scale_is_the_whole_voxels_in_one_mm(spacing, voxels):
+    assert mind_scale(spacing) == voxels
+
+
+def test_mind_features_use_the_physical_scale():
+    image = blobs((30, 28))
+    torch.testing.assert_close(mind_features(image, (1.0, 1.0)), mind_ssc(image, radius=1, dilation=1))
+    torch.testing.assert_close(mind_features(image, (0.5, 0.5)), mind_ssc(image, radius=2, dilation=2))
+    assert not torch.allclose(mind_features(image, (1.0, 1.0)), mind_features(image, (0.5, 0.5)))
 
 
 def test_multichannel_demons_step_reduces_to_the_classic_force_and_stays_bounded():
@@ -116,6 +145,34 @@ def test_mind_demons_registers_the_t1_to_t2_sample_pair():
     dice_intensity = evaluate(intensity, **labels)["dice_mean"]
     # measured: 0.725 before, 0.888 MIND, 0.150 intensity
     assert dice_auto > before + 0.1 and dice_auto > dice_intensity + 0.3, (before, dice_auto, dice_intensity)
+
+
+def test_mind_at_one_mm_beats_two_voxels_on_the_t1_to_t2_sample_slices(monkeypatch):
+    """The physical descriptor scale against the fixed 2 voxels it replaced (2026-12-05): on these 2 mm slices
+    1 mm is 1 voxel. Measured over all 6 held-out slices: mean Dice 0.877 (2 voxels) -> 0.903 (1 voxel)."""
+    from regcore.data.multimodal import multimodal_pairs
+    from regcore.methods.classical import demons_features
+    from regcore.metrics.evaluate import evaluate
+
+    spec = get("demons")
+    config = spec.make_config({"features": "mind"})
+
+    def mean_dice() -> float:
+        pairs = multimodal_pairs("sample_t1t2", "heldout")[:3]
+        scores = [
+            evaluate(
+                spec.factory().register(p.fixed, p.moving, config),
+                fixed_labels=p.fixed_labels,
+                moving_labels=p.moving_labels,
+            )["dice_mean"]
+            for p in pairs
+        ]
+        return sum(scores) / len(scores)
+
+    physical = mean_dice()
+    monkeypatch.setattr(demons_features, "MIND_SCALE_MM", 4.0)  # 2 voxels on this 2 mm grid
+    two_voxels = mean_dice()
+    assert physical > two_voxels + 0.01, (physical, two_voxels)
 
 
 def test_demons_features_bad_value_names_the_field():
