@@ -114,3 +114,31 @@ def test_dense_on_the_synthetic_t1w_t2w_sample_picks_mind_and_registers():
     assert result.config.similarity == Similarity.MIND
     identity = evaluate_identity(pair.fixed, pair.moving, **pair.annotations)["dice_mean"]
     assert evaluate(result, **pair.annotations)["dice_mean"] > identity + 0.05
+
+
+@pytest.mark.parametrize("method", ["dense", "svf", "bspline"])
+@pytest.mark.parametrize("spacing, voxels", [(1.0, 1), (0.5, 2)])
+def test_mind_loss_takes_its_scale_from_the_grid_spacing(method, spacing, voxels, monkeypatch):
+    """dense, svf and bspline build MIND through make_similarity with the fixed image's spacing: its radius and
+    dilation are mind_scale's voxels (1 at 1 mm, 2 at 0.5 mm), not a fixed 2."""
+    from regcore.image import Geometry, Image
+    from regcore.losses import mind
+
+    seen: set[tuple[int, int]] = set()
+    describe = mind.mind_ssc
+
+    def spy(image, radius=2, dilation=2, **kw):
+        seen.add((radius, dilation))
+        return describe(image, radius, dilation, **kw)
+
+    monkeypatch.setattr(mind, "mind_ssc", spy)
+    geometry = Geometry.identity((32, 30), spacing)
+    fixed, moving = blobs((32, 30), seed=1), 1.0 - blobs((32, 30), seed=2)
+    spec = get(method)
+    overrides = {"similarity": "mind", "levels": (1,), "iterations": (2,)}
+    if method == "bspline":  # one level count and one iteration count
+        overrides = {"similarity": "mind", "levels": 1, "iterations": 2}
+    spec.factory().register(
+        Image(fixed[0], geometry), Image(moving[0], geometry), spec.make_config(overrides)
+    )
+    assert seen == {(voxels, voxels)}, seen

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from regcore.losses import LNCC_WINDOW, MULTIMODAL, Similarity, SimilarityName, make_similarity
-from regcore.losses.mind import MINDLoss, mind_ssc, ssc_pairs
+from regcore.losses.mind import MINDLoss, mind_scale, mind_ssc, ssc_pairs
 from regcore.losses.separable import separable_filter
 from regcore.losses.similarity import (
     CorrelationRatioLoss,
@@ -413,3 +413,34 @@ def test_mind_loss_describes_an_unchanged_fixed_image_once():
     assert torch.equal(loss(other, warped), MINDLoss()(other, warped))  # another tensor
     fixed.mul_(0.5).add_(other)  # changed in place
     assert torch.equal(loss(fixed, warped), MINDLoss()(fixed, warped))
+
+
+@pytest.mark.parametrize(
+    "spacing, voxels",
+    [
+        ((1.0, 1.0), 1),
+        ((2.0, 2.0, 2.0), 1),
+        ((3.0, 3.0), 1),
+        ((0.5, 0.5, 5.0), 2),
+        ((0.49999999810834755, 0.5000000005458174, 7.5), 2),  # the spine volume's stored spacing
+        ((0.4000000059604645, 0.4000000059604645), 2),  # the MR/TRUS grid
+        ((0.25, 0.3), 4),  # the finest axis counts
+    ],
+)
+def test_mind_scale_is_the_whole_voxels_in_one_mm(spacing, voxels):
+    assert mind_scale(spacing) == voxels
+
+
+def test_make_similarity_sets_mind_to_its_physical_scale_from_the_spacing():
+    """Given the grid's spacing, MIND's radius and dilation are mind_scale's voxels (dense, svf and bspline pass
+    it); without it the paper's 2 voxels; an explicit option wins."""
+    image = torch.rand(1, 1, 20, 22, generator=torch.Generator().manual_seed(2))
+    one_mm = make_similarity("mind", 2, spacing=(1.0, 1.0))
+    assert (one_mm.radius, one_mm.dilation) == (1, 1)
+    torch.testing.assert_close(one_mm._fixed_descriptors(image), mind_ssc(image, radius=1, dilation=1))
+    assert (
+        make_similarity("mind", 3, spacing=(0.4, 0.4, 0.4)).radius,
+        make_similarity("mind", 2).radius,
+    ) == (2, 2)
+    assert make_similarity("mind", 2, spacing=(1.0, 1.0), radius=3).radius == 3
+    assert make_similarity("lncc", 2, spacing=(1.0, 1.0)).window == LNCC_WINDOW[2]  # ignored by the others

@@ -14,13 +14,13 @@ Similarities are callable as ``loss(fixed, warped, mask=None) -> scalar``, lower
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from regcore.losses import regularizers as reg
 from regcore.losses import similarity as sim
-from regcore.losses.mind import MINDLoss
+from regcore.losses.mind import MINDLoss, mind_scale
 
 
 class Similarity(enum.StrEnum):
@@ -96,7 +96,10 @@ def _lookup(enum_cls, name, arg):
         raise ValueError(f"{arg} must be one of {[e.value for e in enum_cls]}, got {name!r}") from None
 
 
-def _defaults(key: Similarity, dims: int) -> dict:
+def _defaults(key: Similarity, dims: int, spacing: Sequence[float] | None) -> dict:
+    if key == Similarity.MIND and spacing is not None:
+        scale = mind_scale(spacing)
+        return {"radius": scale, "dilation": scale}
     if key in (Similarity.LNCC, Similarity.LNCC_GAUSS):
         return {"window": LNCC_WINDOW[dims]}
     if key in (Similarity.MI, Similarity.NMI):
@@ -105,7 +108,12 @@ def _defaults(key: Similarity, dims: int) -> dict:
 
 
 def make_similarity(
-    name: str | Similarity, dims: int, *, window: int | None = None, **options
+    name: str | Similarity,
+    dims: int,
+    *,
+    window: int | None = None,
+    spacing: Sequence[float] | None = None,
+    **options,
 ) -> sim.SimilarityLoss:
     """Similarity loss ``name`` for ``dims``-D images (2 or 3).
 
@@ -115,6 +123,8 @@ def make_similarity(
             7 (3D) voxels; MI/NMI 32 bins, 200k sampled voxels per call in 3D with a seeded generator.
         window: odd local window in voxels for lncc, lncc_gauss and ssim (SSIM default 11); accepted and
             ignored by the other similarities, so one config field serves every choice.
+        spacing: mm per spatial axis of the images it will see; sets MIND's radius and dilation to a physical size
+            (:func:`regcore.losses.mind.mind_scale`). Without it MIND keeps its 2 voxels; ignored by the others.
         options: further keyword arguments of the loss class (e.g. ``bins=48``, ``sigma=2.0``,
             ``radius=1``); they override the defaults. Unknown keywords raise TypeError.
     Returns:
@@ -124,7 +134,7 @@ def make_similarity(
     key = _lookup(Similarity, name, "name")
     if isinstance(dims, bool) or dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3 (spatial dims of the images), got {dims!r}")
-    kwargs = {**_defaults(key, dims), **options}
+    kwargs = {**_defaults(key, dims, spacing), **options}
     if window is not None and key in WINDOWED:
         kwargs["window"] = window
     try:

@@ -151,7 +151,9 @@ class BSplineMethod:
         config = replace(config, similarity=resolve_similarity(config.similarity, f0, m0, fixed.spacing))
         if config.normalise:
             f0, m0 = minmax(f0), minmax(m0)
-        similarity = make_similarity(config.similarity, fixed.ndim, window=config.window).to(device)
+        similarity = make_similarity(
+            config.similarity, fixed.ndim, window=config.window, spacing=fixed.spacing
+        ).to(device)
         bending = make_regularizer("bending")
         return self._run(fixed, moving, config, progress, device, f0, m0, similarity, bending)
 

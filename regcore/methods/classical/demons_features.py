@@ -11,8 +11,8 @@ that describe its local self-similarity, which is the same in both contrasts; th
 (:func:`regcore.methods.classical.contrast.contrast_correlation` at least 0.4; the measurements behind that value
 are in :mod:`regcore.methods.classical.contrast`).
 
-The descriptor's scale is physical (:func:`mind_scale`): patch radius and neighbour distance are the whole voxels
-in :data:`MIND_SCALE_MM` of the finest axis, at least one. On a thick-slice grid (an axis more than
+The descriptor's scale is physical (:func:`regcore.losses.mind.mind_scale`): patch radius and neighbour distance are the whole voxels
+in ``MIND_SCALE_MM`` (1 mm) of the finest axis, at least one. On a thick-slice grid (an axis more than
 :data:`THICK_RATIO` times the finest spacing) the descriptor's neighbours would lie whole slices apart: MIND is then
 computed in-plane, slice by slice (the 2D pattern).
 """
@@ -20,23 +20,15 @@ computed in-plane, slice by slice (the 2D pattern).
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 
 import torch
 
-from regcore.losses.mind import mind_ssc
+from regcore.losses.mind import mind_scale, mind_ssc
 from regcore.methods.classical.contrast import contrast_correlation, contrast_reason, contrasts_differ
 
 THICK_RATIO = 3.0
 """An axis whose spacing exceeds this many times the finest one gets no MIND neighbours (in-plane MIND)."""
-MIND_SCALE_MM = 1.0
-"""Physical scale of the MIND-SSC descriptors (:func:`mind_scale`). Chosen 2026-12-05 on the tune parts (the stain
-pairs' tune seeds and the train splits of ``regcore.data.multimodal``), where radius and dilation 2 voxels (the
-rule until then) against 1: stains TRE 3.27 -> 2.78 px, spine T1w/T2w slices (1 mm) Dice 0.823 -> 0.891, T1w/T2w
-sample slices (2 mm) 0.875 -> 0.900; on the 0.4 mm MR/TRUS slices 2 voxels stayed best (1: Dice +0.004, TRE
-+0.22 mm; 3 and 4: both worse). 1 mm puts each set on its best radius. The held-out results are in
-benchmarks/README.md."""
 
 
 class DemonsFeatures(enum.StrEnum):
@@ -66,14 +58,6 @@ def describe_choice(correlation: float) -> str:
     return f"{chosen}, because {contrast_reason(correlation)}"
 
 
-def mind_scale(spacing: Sequence[float]) -> int:
-    """Patch radius and neighbour distance (voxels) of the MIND-SSC descriptors on a grid of ``spacing`` (mm per
-    axis): the whole voxels of the finest axis in :data:`MIND_SCALE_MM`, at least 1 (1 mm and coarser: 1; 0.5 mm
-    and 0.4 mm: 2)."""
-    finest = min(float(s) for s in spacing)
-    return max(1, math.floor(MIND_SCALE_MM / finest + 1e-3))  # 1e-3: spacings stored as 0.49999999 mm
-
-
 def describe_scale(spacing: Sequence[float]) -> str:
     """One phrase for the user: how far apart the MIND descriptors' neighbours lie on a grid of ``spacing`` (mm)."""
     voxels = mind_scale(spacing)
@@ -83,7 +67,7 @@ def describe_scale(spacing: Sequence[float]) -> str:
 def mind_features(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     """MIND-SSC descriptors ``(1, 12, *S)`` (3D) or ``(1, 4, *S)`` (2D, and 3D with a thick axis: in-plane
     per slice) of a one-channel ``image`` ``(1, 1, *S)`` scaled to [0, 1]; radius and dilation
-    :func:`mind_scale` voxels."""
+    :func:`regcore.losses.mind.mind_scale` voxels."""
     ndim = image.ndim - 2
     finest = min(float(s) for s in spacing)
     scale = mind_scale(spacing)

@@ -147,7 +147,7 @@ def optimise_configured_field(
         levels=config.levels,
         iterations=config.iterations,
         learning_rate=config.learning_rate,
-        similarity=make_similarity(config.similarity, fixed.ndim - 2, window=config.window),
+        similarity=make_similarity(config.similarity, fixed.ndim - 2, window=config.window, spacing=spacing),
         regularizer=make_regularizer(config.regularizer),
         weight=config.weight,
         to_displacement=to_displacement,

@@ -65,7 +65,7 @@ descriptors are compared: their per-voxel forces are rougher than LNCC's. Chosen
 (x1, x2, x3: TRE 4.98, 2.97, 2.33 px, SDlogJ 0.77, 0.31, 0.17); held out, x1 -> x3: stains 7.35 -> 5.00 px, CIMA
 histology 12.79 -> 9.61 px, 3D spine cord Dice 0.745 -> 0.766, prostate 0.619 -> 0.623, SDlogJ 0.73-0.92 -> 0.15-0.26
 (``benchmarks/README.md``, 2026-12-05, descriptors 2 voxels wide). With the descriptors at 1 mm
-(:func:`regcore.methods.classical.demons_features.mind_scale`) x3 stayed best on the tune seeds (scratch runs: x2 2.53, x3 2.04,
+(:func:`regcore.losses.mind.mind_scale`) x3 stayed best on the tune seeds (scratch runs: x2 2.53, x3 2.04,
 x4 2.11 px)."""
 
 
