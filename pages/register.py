@@ -311,7 +311,8 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
 
     r = state.default_choice(pair).correlation
     if str(getattr(config, "features", "")) == "auto":
-        from regcore.methods.classical.demons_features import describe_choice, describe_scale
+        from regcore.losses.mind import describe_scale
+        from regcore.methods.classical.demons_features import describe_choice
 
         fact = f"compares {describe_choice(r)}"
         if contrast.contrasts_differ(r):
@@ -322,12 +323,13 @@ def _auto_contrast(spec, overrides: dict, pair) -> tuple[str, str]:
     if str(getattr(config, "similarity", "")) == contrast.AUTO:
         chosen = contrast.similarity_for(r)
         fact = f"similarity {chosen}, because {contrast.contrast_reason(r)}"
+        if contrast.contrasts_differ(r):  # MIND, at the pair's physical scale
+            from regcore.losses.mind import describe_scale
+
+            fact += f"; {describe_scale(pair.fixed.spacing)}"
         if spec.name == "fireants":
-            from regcore.methods.classical.demons_features import describe_scale
             from regcore.methods.classical.fireants import MIND_FIELD_SMOOTHING, field_sigma
 
-            if contrast.contrasts_differ(r):  # fireants' MIND: demons' descriptors
-                fact += f"; {describe_scale(pair.fixed.spacing)}"
             sigma = field_sigma(config, chosen)
             if sigma != config.smooth_warp_sigma:
                 fact += f"; with MIND the field is smoothed {MIND_FIELD_SMOOTHING:g}x wider (sigma {sigma:g} voxels)"

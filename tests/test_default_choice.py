@@ -112,6 +112,9 @@ def test_register_page_starts_from_the_pair_default():
     at.selectbox(key="reg_method").set_value("dense").run()  # similarity "auto" follows the same test
     (auto,) = [c.value for c in at.caption if c.value.startswith("Auto on this pair")]
     assert "similarity mind, because the intensities correlate locally at r = -" in auto
+    assert (
+        "MIND neighbours 1 voxel (1 mm) apart" in auto and "smoothed" not in auto
+    )  # fireants' widening only
     assert "Set similarity to choose another." in auto
     at.selectbox(key="reg_p_dense_similarity").set_value("lncc").run()
     assert not [c for c in at.caption if c.value.startswith("Auto on this pair")]

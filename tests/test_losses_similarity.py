@@ -431,6 +431,12 @@ def test_mind_scale_is_the_whole_voxels_in_one_mm(spacing, voxels):
     assert mind_scale(spacing) == voxels
 
 
+@pytest.mark.parametrize("spacing", [(0.0, 1.0), (-1.0, 1.0), (float("nan"), 1.0)])
+def test_mind_scale_refuses_a_spacing_that_is_not_positive(spacing):
+    with pytest.raises(ValueError, match="spacing must be finite and > 0 mm"):
+        mind_scale(spacing)
+
+
 def test_make_similarity_sets_mind_to_its_physical_scale_from_the_spacing():
     """Given the grid's spacing, MIND's radius and dilation are mind_scale's voxels (dense, svf and bspline pass
     it); without it the paper's 2 voxels; an explicit option wins."""

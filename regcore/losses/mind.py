@@ -43,7 +43,15 @@ def mind_scale(spacing: Sequence[float]) -> int:
     the whole voxels of the finest axis in :data:`MIND_SCALE_MM`, at least 1 (1 mm and coarser: 1; 0.5 mm and
     0.4 mm: 2)."""
     finest = min(float(s) for s in spacing)
+    if not finest > 0 or not math.isfinite(finest):
+        raise ValueError(f"spacing must be finite and > 0 mm per axis, got {tuple(spacing)}")
     return max(1, math.floor(MIND_SCALE_MM / finest + 1e-3))  # 1e-3: spacings stored as 0.49999999 mm
+
+
+def describe_scale(spacing: Sequence[float]) -> str:
+    """One phrase for the user: how far apart the MIND descriptors' neighbours lie on a grid of ``spacing`` (mm)."""
+    voxels = mind_scale(spacing)
+    return f"MIND neighbours {voxels} voxel{'s' if voxels > 1 else ''} ({voxels * min(map(float, spacing)):.3g} mm) apart"
 
 
 def ssc_pairs(ndim: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

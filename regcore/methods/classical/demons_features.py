@@ -58,12 +58,6 @@ def describe_choice(correlation: float) -> str:
     return f"{chosen}, because {contrast_reason(correlation)}"
 
 
-def describe_scale(spacing: Sequence[float]) -> str:
-    """One phrase for the user: how far apart the MIND descriptors' neighbours lie on a grid of ``spacing`` (mm)."""
-    voxels = mind_scale(spacing)
-    return f"MIND neighbours {voxels} voxel{'s' if voxels > 1 else ''} ({voxels * min(map(float, spacing)):.3g} mm) apart"
-
-
 def mind_features(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     """MIND-SSC descriptors ``(1, 12, *S)`` (3D) or ``(1, 4, *S)`` (2D, and 3D with a thick axis: in-plane
     per slice) of a one-channel ``image`` ``(1, 1, *S)`` scaled to [0, 1]; radius and dilation
