@@ -116,11 +116,11 @@ def test_dense_on_the_synthetic_t1w_t2w_sample_picks_mind_and_registers():
     assert evaluate(result, **pair.annotations)["dice_mean"] > identity + 0.05
 
 
-@pytest.mark.parametrize("method", ["dense", "svf", "bspline"])
+@pytest.mark.parametrize("method", ["dense", "svf", "bspline", "affine"])
 @pytest.mark.parametrize("spacing, voxels", [(1.0, 1), (0.5, 2)])
 def test_mind_loss_takes_its_scale_from_the_grid_spacing(method, spacing, voxels, monkeypatch):
-    """dense, svf and bspline build MIND through make_similarity with the fixed image's spacing: its radius and
-    dilation are mind_scale's voxels (1 at 1 mm, 2 at 0.5 mm), not a fixed 2."""
+    """dense, svf, bspline and affine build MIND through make_similarity with the fixed image's spacing: its radius
+    and dilation are mind_scale's voxels (1 at 1 mm, 2 at 0.5 mm), not a fixed 2."""
     from regcore.image import Geometry, Image
     from regcore.losses import mind
 

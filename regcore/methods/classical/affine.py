@@ -291,7 +291,9 @@ class AffineMethod:
         # The loop samples voxels for the histogram similarities, so they use every voxel they are given.
         histogram = Similarity(config.similarity) in HISTOGRAM
         options = {"samples": None} if histogram else {}
-        similarity = make_similarity(config.similarity, ndim, window=config.window, **options)
+        similarity = make_similarity(
+            config.similarity, ndim, window=config.window, spacing=fixed.spacing, **options
+        )
         samples = config.spatial_samples if histogram and config.spatial_samples > 0 else None
         with Timer(device) as timer:
             f, m = pair_tensors(fixed, moving, device)
