@@ -20,11 +20,7 @@ import torch
 from regcore.losses.mind import mind_ssc
 from regcore.methods.classical.contrast import contrast_correlation
 from regcore.methods.classical.demons import DemonsForce, demons_step, spatial_gradient
-from regcore.methods.classical.demons_features import (
-    DemonsFeatures,
-    choose_features,
-    mind_features,
-)
+from regcore.methods.classical.demons_features import DemonsFeatures, choose_features, mind_features
 from regcore.methods.registry import get
 
 
@@ -126,7 +122,7 @@ def test_mind_demons_registers_the_t1_to_t2_sample_pair():
     assert auto.config.features == DemonsFeatures.MIND  # recorded as run, not "auto"
     dice_auto = evaluate(auto, **labels)["dice_mean"]
     dice_intensity = evaluate(intensity, **labels)["dice_mean"]
-    # measured: 0.725 before, 0.888 MIND, 0.150 intensity
+    # measured: 0.737 before, 0.910 MIND (0.888 with 2-voxel descriptors), 0.150 intensity
     assert dice_auto > before + 0.1 and dice_auto > dice_intensity + 0.3, (before, dice_auto, dice_intensity)
 
 

@@ -438,8 +438,8 @@ def test_mind_scale_refuses_a_spacing_that_is_not_positive(spacing):
 
 
 def test_make_similarity_sets_mind_to_its_physical_scale_from_the_spacing():
-    """Given the grid's spacing, MIND's radius and dilation are mind_scale's voxels (dense, svf and bspline pass
-    it); without it the paper's 2 voxels; an explicit option wins."""
+    """Given the grid's spacing, MIND's radius and dilation are mind_scale's voxels (dense, svf, bspline and
+    affine pass it); without it the paper's 2 voxels; an explicit option wins."""
     image = torch.rand(1, 1, 20, 22, generator=torch.Generator().manual_seed(2))
     one_mm = make_similarity("mind", 2, spacing=(1.0, 1.0))
     assert (one_mm.radius, one_mm.dilation) == (1, 1)

@@ -11,8 +11,8 @@ that describe its local self-similarity, which is the same in both contrasts; th
 (:func:`regcore.methods.classical.contrast.contrast_correlation` at least 0.4; the measurements behind that value
 are in :mod:`regcore.methods.classical.contrast`).
 
-The descriptor's scale is physical (:func:`regcore.losses.mind.mind_scale`): patch radius and neighbour distance are the whole voxels
-in ``MIND_SCALE_MM`` (1 mm) of the finest axis, at least one. On a thick-slice grid (an axis more than
+The descriptor's scale is physical (:func:`regcore.losses.mind.mind_scale`): patch radius and neighbour distance
+are the whole voxels in 1 mm of the finest axis, at least one. On a thick-slice grid (an axis more than
 :data:`THICK_RATIO` times the finest spacing) the descriptor's neighbours would lie whole slices apart: MIND is then
 computed in-plane, slice by slice (the 2D pattern).
 """
