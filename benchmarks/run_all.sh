@@ -21,7 +21,7 @@ for set in "${SETS[@]}"; do
     sample_brain2d) "$PY" -m regcore.data.samples --quiet; methods=$METHODS_2D ;;
     brain2d)     methods=$METHODS_2D ;;
     histology2d) methods=${METHODS_HISTO:-affine,sitk_affine_mi,mind_convex,elastix,ants_syn} ;;
-    spine)       methods=${METHODS_SPINE:-affine,rigid,mind_convex,bspline,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn}; extra=("${MULTIMODAL_SETS[@]}") ;;   # 3D but tiny (42x76x77 / 60x55x52)
+    spine)       methods=${METHODS_SPINE:-affine,rigid,demons,fireants,mind_convex,bspline,sitk_affine_mi,sitk_bspline,sitk_demons,elastix,ants_syn}; extra=("${MULTIMODAL_SETS[@]}") ;;   # 3D but tiny (42x76x77 / 60x55x52)
     brain3d)     methods=$METHODS_3D ;;
     *) echo "unknown set $set" >&2; exit 2 ;;
   esac
