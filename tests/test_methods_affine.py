@@ -126,9 +126,47 @@ def test_sampled_mi_recovers_a_known_affine_as_well_as_every_voxel():
         errors[samples] = _error(result, matrix, (64, 64), fixed.data[0] > 0.05)
     (before, sampled), (_, every) = errors[300], errors[0]
     assert sampled < 0.15 * before and every < 0.15 * before, errors
-    assert sampled < every + 0.3, errors
+    assert sampled < every + 0.05, errors  # the last level's iterates averaged (IterateAverage)
     again = spec.factory().register(fixed, moving, spec.make_config({**FAST, "spatial_samples": 300}))
     assert _error(again, matrix, (64, 64), fixed.data[0] > 0.05)[1] == sampled  # seeded: repeatable
+
+
+def test_iterate_average_is_the_mean_from_first_on():
+    average = affine_mod.IterateAverage(first=2)
+    for it in range(5):
+        average.add(it, {"t": torch.tensor([float(it), 2.0 * it]), "linear": torch.full((2, 2), float(it))})
+    mean = average.mean()
+    torch.testing.assert_close(mean["t"], torch.tensor([3.0, 6.0]))  # iterations 2, 3, 4
+    torch.testing.assert_close(mean["linear"], torch.full((2, 2), 3.0))
+
+
+class _LastIterate(affine_mod.IterateAverage):
+    """What the optimiser returned before the averaging: the last iterate."""
+
+    def add(self, iteration, params):
+        self.total, self.count = {k: v.detach().clone() for k, v in params.items()}, 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_averaging_the_sampled_iterates_lands_nearer_the_known_affine(monkeypatch, seed):
+    """With 300 voxels drawn afresh per iteration the last iterate ends where the last draws pushed it (mean error
+    0.19 voxels over five sampler seeds); the mean of the last level's later iterates lands at 0.03 (every voxel:
+    0.03)."""
+    th = 0.1
+    linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
+    matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
+    fixed, moving = _pair_from_matrix(matrix)
+    spec = registry.get("affine")
+    config = spec.make_config({**FAST, "spatial_samples": 300})
+    real_init = affine_mod._VoxelSampler.__init__
+    monkeypatch.setattr(
+        affine_mod._VoxelSampler, "__init__", lambda self, samples, seed=seed: real_init(self, samples, seed)
+    )
+    mask = fixed.data[0] > 0.05
+    averaged = _error(spec.factory().register(fixed, moving, config), matrix, (64, 64), mask)[1]
+    monkeypatch.setattr(affine_mod, "IterateAverage", _LastIterate)
+    last = _error(spec.factory().register(fixed, moving, config), matrix, (64, 64), mask)[1]
+    assert averaged < 0.5 * last and averaged < 0.08, (averaged, last)
 
 
 def test_affine_handles_anisotropic_spacing_and_3d():

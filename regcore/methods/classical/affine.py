@@ -13,10 +13,11 @@ The result's ``affine`` is the ``(ndim, ndim+1)`` voxel matrix fixed voxel -> mo
 The histogram similarities (MI, NMI, CR) depend on the voxels' intensities, not their positions: each iteration
 draws ``spatial_samples`` fixed voxels afresh (seeded) and warps the moving image at those points only, as
 elastix's random sampler does: an affine has 12 parameters, and a few thousand voxels estimate their gradient
-nearly as well as millions. On the 1 mm OASIS brains (7M voxels), 20k samples recover three known affines to
-0.14 mm (median; 0.12 mm with 200k samples, the earlier budget) in 5.8 s instead of 35 s, with the same Dice between
-subjects (benchmarks/results/affine_3d.md). SimpleITK's Mattes MI affine, whose last level is full resolution,
-reaches 0.03 mm in 18 s; this one stops at half resolution.
+nearly as well as millions. The last level's result is the mean of its later half of iterates
+(:class:`IterateAverage`), not the last one, which ends wherever the last draws pushed it. On the 1 mm OASIS brains
+(7M voxels), 20k samples recover three known affines to 0.10 mm (median; 0.11 mm with 200k samples, the earlier
+budget) in 6.7 s instead of 39 s, with the same Dice between subjects (benchmarks/results/affine_3d.md). SimpleITK's
+Mattes MI affine, whose last level is full resolution, reaches 0.03 mm in 21 s; this one stops at half resolution.
 
 The start is the identity or the shift between the intensity centres of mass, whichever the similarity prefers
 (``init="auto"``, :func:`_start_translation`).
@@ -207,6 +208,29 @@ def _start_translation(init, f, m, frame: _Frame, kind, similarity, coarsest) ->
     return moments if scores[0] <= scores[1] else zero
 
 
+class IterateAverage:
+    """Mean of the parameters over a sampled level's iterations from ``first`` on (Polyak-Ruppert averaging).
+
+    With voxels drawn afresh each iteration the gradient is noisy, and Adam at a constant rate ends wherever the
+    last draws pushed it; the mean of the later iterates lies nearer the optimum. On the CIMA histology pair (892 x
+    660, 20k samples per iteration at half resolution) the last iterate gave a TRE of 12.3-14.9 px over three sampler
+    seeds against 11.45 px with every pixel."""
+
+    def __init__(self, first: int):
+        self.first, self.count = first, 0
+        self.total: dict[str, torch.Tensor] = {}
+
+    def add(self, iteration: int, params: dict[str, torch.Tensor]) -> None:
+        if iteration < self.first:
+            return
+        for key, value in params.items():
+            self.total[key] = self.total.get(key, 0) + value.detach()
+        self.count += 1
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        return {key: value / self.count for key, value in self.total.items()}
+
+
 def optimise_affine(
     f: torch.Tensor,
     m: torch.Tensor,
@@ -245,9 +269,11 @@ def optimise_affine(
     params = _parameters(kind, _start_translation(init, f, m, frame, kind, similarity, coarsest))
     optimiser = torch.optim.Adam(list(params.values()), lr=learning_rate)
     sampler = _VoxelSampler(samples) if samples is not None else None
+    average = None
     for level, (factor, n_iter) in enumerate(zip(levels, iterations)):
         f_l, m_l, frame_l = coarsest if level == 0 else pyramid_level(factor)
         sampled = samples is not None and samples < f_l[0, 0].numel()
+        average = IterateAverage(first=n_iter // 2) if sampled and level == len(levels) - 1 else None
         for it in range(n_iter):
             optimiser.zero_grad(set_to_none=True)
             matrix = _matrix(kind, params, frame_l)
@@ -258,6 +284,8 @@ def optimise_affine(
                 loss = similarity(f_l, _warp_affine(m_l, matrix))
             loss.backward()
             optimiser.step()
+            if average is not None:
+                average.add(it, params)
             value = loss.item()
             if history is not None:
                 history.append({"similarity": value, "level": float(level)})
@@ -269,7 +297,7 @@ def optimise_affine(
                     similarity=value,
                 )
     with torch.no_grad():
-        return _matrix(kind, params, frame).detach()
+        return _matrix(kind, average.mean() if average is not None else params, frame).detach()
 
 
 class AffineMethod:
