@@ -25,9 +25,8 @@ for set in "${SETS[@]}"; do
     brain3d)     methods=$METHODS_3D ;;
     *) echo "unknown set $set" >&2; exit 2 ;;
   esac
-  # regcore bench resumes: it skips tasks whose result is in OUT/tasks (keyed by method, overrides and pair, not by
-  # the code), so a re-run after a code change would report the old results. Start each set afresh.
-  rm -rf "benchmarks/results/$set/tasks" "benchmarks/results/$set/tasks.json" "benchmarks/results/$set/status.json"
+  # --fresh: regcore bench otherwise reuses the results already in OUT/tasks (a task is its method, overrides and
+  # pair files, not the code), so a re-run after a code change would report the old numbers.
   "$PY" -m regcore.cli bench --pairs "benchmarks/manifests/$set.csv" --methods "$methods" "${extra[@]}" \
-      --device auto --out "benchmarks/results/$set"
+      --device auto --fresh --out "benchmarks/results/$set"
 done

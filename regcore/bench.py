@@ -100,6 +100,7 @@ def run_benchmark(
     threads: int | None = None,
     grid: Mapping[str, Mapping[str, Sequence[Any]]] | Sequence[str] | None = None,
     retry_failed: bool = False,
+    fresh: bool = False,
     bar: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -114,11 +115,13 @@ def run_benchmark(
             ``address``); see :mod:`regcore.batch.engine`. Both give the same metrics.
         grid: sweep ``{method: {param: [values]}}`` or ``["weight=0.1,1", "demons.sigma_elastic=1,2"]``
             (:mod:`regcore.batch.sweep`); every grid point is a row labelled ``method[param=value]``.
-        retry_failed: rerun tasks recorded as failed in ``out_dir`` (finished ones are always skipped).
+        retry_failed: rerun tasks recorded as failed in ``out_dir`` (finished ones are skipped unless ``fresh``).
+        fresh: rerun every task, also those whose result is in ``out_dir`` (the default reuses them: a task is its
+            method, overrides and pair files, not the code that runs it).
         bar: progress bar on stderr; ``callback`` gets the batch status after each task.
     Returns:
         ``{"manifest", "methods", "pairs": [{pair, method, metrics...}], "summary": [{method, ...}],
-        "errors", "environment", "paths"}``; with ``out_dir``: ``results.json``/``results.md`` (+ ``sweep.md``,
+        "errors", "environment", "reused" (results taken from ``out_dir`` instead of run), "paths"}``; with ``out_dir``: ``results.json``/``results.md`` (+ ``sweep.md``,
         ``pareto.html``, ``pareto.png`` for a grid) and one ``tasks/<key>.json`` per (method, pair).
     """
     from regcore.batch.engine import run_tasks
@@ -151,7 +154,10 @@ def run_benchmark(
         tasks.append(Task(IDENTITY, ref, label=IDENTITY, device=device))
         tasks += [Task(v.method, ref, v.overrides, label=v.label, device=device) for v in variants]
 
+    ran: set[str] = set()  # keys of the tasks this call ran (the others were reused from out_dir)
+
     def on_record(task, rec) -> None:
+        ran.add(task.key)
         say(
             f"[{task.pair_name}] {task.label}: "
             + (
@@ -169,6 +175,7 @@ def run_benchmark(
         num_cpus=num_cpus,
         threads=threads,
         retry_failed=retry_failed,
+        fresh=fresh,
         bar=bar,
         callback=callback,
         on_record=on_record,
@@ -213,6 +220,7 @@ def run_benchmark(
         "pairs": rows,
         "errors": errors,
         "environment": env,
+        "reused": sum(rec.get("key") not in ran for rec in records),
         "paths": {},
     }
     if out_dir is not None:

@@ -109,6 +109,7 @@ def _batch_kwargs(args) -> dict:
         "threads": args.threads,
         "grid": args.grid or None,
         "retry_failed": args.retry_failed,
+        "fresh": args.fresh,
         "bar": not args.quiet,
     }
 
@@ -117,6 +118,12 @@ def _print_batch_summary(report: dict, quiet: bool) -> None:
     failed = sum("error" in r for r in report["pairs"])
     if not quiet:
         print(f"{len(report['pairs'])} tasks, {failed} failed", file=sys.stderr)
+    if report.get("reused"):
+        print(
+            f"{report['reused']} task(s) reused from the results already in the output folder "
+            "(--fresh reruns them)",
+            file=sys.stderr,
+        )
     for p in report["paths"].values():
         print(f"wrote {p}", file=sys.stderr)
 
@@ -128,7 +135,7 @@ def cmd_sweep(args) -> int:
 
 
 def _add_batch_options(b: argparse.ArgumentParser) -> None:
-    """--engine/--address/--num-cpus/--threads/--grid/--retry-failed of `bench` and `sweep`."""
+    """--engine/--address/--num-cpus/--threads/--grid/--retry-failed/--fresh of `bench` and `sweep`."""
     b.add_argument(
         "--engine",
         default="serial",
@@ -150,6 +157,12 @@ def _add_batch_options(b: argparse.ArgumentParser) -> None:
         help="sweep a method parameter over values (repeatable; grid points multiply)",
     )
     b.add_argument("--retry-failed", action="store_true", help="rerun tasks recorded as failed in --out")
+    b.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rerun every task, also those whose result is already in --out (a re-run otherwise reuses them: "
+        "after changing regcore, pass this)",
+    )
 
 
 # Subcommands that live beside their feature: name -> (module, help). The module defines

@@ -87,6 +87,18 @@ def test_manifest_refs_and_task_keys(manifest, tmp_path):
         manifest_refs(tmp_path / "none.csv")
 
 
+def test_a_changed_input_file_is_a_new_task(manifest):
+    """A re-run after an image was replaced must register it again, not report the result of the old file."""
+    ref = manifest_refs(manifest)[0][0]
+    before = Task("demons", ref).key
+    assert manifest_refs(manifest)[0][0] == ref and Task("demons", ref).key == before  # unchanged: same task
+    fixed = Path(ref.fixed)
+    data = fixed.read_bytes()
+    fixed.write_bytes(data + b"\0")  # another size (and time): as if the image had been rewritten
+    assert Task("demons", manifest_refs(manifest)[0][0]).key != before
+    assert ref.load().name == ref.name  # the stamps are identity only: the pair still loads
+
+
 def test_execute_task_is_idempotent_and_records_failures(manifest, tmp_path, monkeypatch):
     ref = manifest_refs(manifest)[0][0]
     out = tmp_path / "out"

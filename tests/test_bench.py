@@ -96,6 +96,24 @@ def test_cli_bench_writes_results(tiny_manifest, tmp_path, capsys):
     ) == 2  # summary + per-pair table
 
 
+def test_cli_bench_rerun_reuses_finished_tasks_unless_fresh(tiny_manifest, tmp_path, capsys):
+    """A second run into the same folder reuses the finished tasks and says so; ``--fresh`` runs them again."""
+    out = tmp_path / "res"
+    argv = ["bench", "--pairs", str(tiny_manifest), "--methods", "demons", "--set", "demons.iterations=5"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert "reused" not in capsys.readouterr().err
+    record = next((out / "tasks").glob("*.json"))
+    mtime = record.stat().st_mtime_ns
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "2 task(s) reused" in err and "--fresh" in err  # identity and demons
+    assert record.stat().st_mtime_ns == mtime
+    assert main([*argv, "--out", str(out), "--quiet", "--fresh"]) == 0
+    assert "reused" not in capsys.readouterr().err
+    assert record.stat().st_mtime_ns != mtime  # ran again
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["reused"] == 0
+
+
 @pytest.mark.parametrize(
     "argv_tail,expected",
     [

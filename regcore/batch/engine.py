@@ -255,13 +255,15 @@ def run_tasks(
     num_cpus: int | None = None,
     threads: int | None = None,
     retry_failed: bool = False,
+    fresh: bool = False,
     bar: bool = False,
     callback: Callable[[dict], None] | None = None,
     on_record: Callable[[Task, dict], None] | None = None,
 ) -> list[dict]:
     """Run every task on ``engine`` and return their result records, in the order of ``tasks``.
 
-    Tasks whose result is already in ``out_dir`` are skipped (failed ones rerun with ``retry_failed``).
+    Tasks whose result is already in ``out_dir`` are skipped (failed ones rerun with ``retry_failed``; every one
+    with ``fresh``).
     ``bar`` shows a progress bar on stderr; ``callback`` gets the status dict after each change;
     ``on_record`` gets each new ``(task, record)`` as it arrives. A ``STOP`` file in ``out_dir`` stops
     the batch (state "stopped"; the records returned so far are complete, the rest are missing).
@@ -276,7 +278,7 @@ def run_tasks(
         (out / STOP_FILE).unlink(missing_ok=True)
     eng = make_engine(engine, address=address, num_cpus=num_cpus, threads=threads)
     unique = list({t.key: t for t in tasks}.values())
-    records = done_records(out, unique, retry_failed=retry_failed)
+    records = {} if fresh else done_records(out, unique, retry_failed=retry_failed)
     if out is not None:  # the task list, so the app can show what waits
         write_json_atomic(out / TASK_LIST, [t.describe() for t in unique])
     todo = [t for t in unique if t.key not in records]

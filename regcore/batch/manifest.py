@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,32 @@ class PairRef:
     fixed_landmarks: str | None = None
     moving_landmarks: str | None = None
     label_names: str | None = None
+    stamps: tuple[tuple[int, int], ...] = ()
+    """``(size in bytes, modification time in ns)`` of each file above when the pair was listed
+    (:func:`file_stamps`): part of :meth:`identity`, so a batch re-run after a file changed registers it again."""
 
     def load(self):
         """The ``regcore.data.Pair`` (raises ``ValueError`` naming the file that failed)."""
         from regcore.data.folder import load_pair
 
-        files = {k: v for k, v in asdict(self).items() if k != "name"}
+        files = {k: v for k, v in asdict(self).items() if k not in ("name", "stamps")}
         return load_pair(**files, name=self.name)
 
     def identity(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def file_stamps(paths: Mapping[str, str | None]) -> tuple[tuple[int, int], ...]:
+    """``(size, mtime_ns)`` of each given path in ``paths``' order (``(-1, -1)`` for one that cannot be read)."""
+    stamps = []
+    for path in paths.values():
+        if path:
+            try:
+                st = os.stat(path)
+                stamps.append((int(st.st_size), int(st.st_mtime_ns)))
+            except OSError:
+                stamps.append((-1, -1))
+    return tuple(stamps)
 
 
 def _stem(path: str) -> str:
@@ -89,5 +106,5 @@ def manifest_refs(manifest: str | os.PathLike) -> tuple[list[PairRef], list[str]
             errors.append(f"{p}: line {line}: file(s) not found: {', '.join(missing)}")
             continue
         name = row.get("name") or f"{_stem(paths['fixed'])} <- {_stem(paths['moving'])}"
-        refs.append(PairRef(name=name, **paths))
+        refs.append(PairRef(name=name, **paths, stamps=file_stamps(paths)))
     return refs, errors
