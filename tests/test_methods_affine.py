@@ -140,6 +140,22 @@ def test_iterate_average_is_the_mean_from_first_on():
     torch.testing.assert_close(mean["linear"], torch.full((2, 2), 3.0))
 
 
+def test_a_sampled_last_level_of_zero_iterations_keeps_the_previous_levels_result():
+    """No iterate to average: the result is where the coarser level left it (as with every voxel), no error."""
+    th = 0.1
+    linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
+    matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
+    fixed, moving = _pair_from_matrix(matrix)
+    spec = registry.get("affine")
+    config = spec.make_config(
+        {"levels": (2, 1), "iterations": (60, 0), "learning_rate": 0.02, "spatial_samples": 300}
+    )
+    before, after = _error(
+        spec.factory().register(fixed, moving, config), matrix, (64, 64), fixed.data[0] > 0.05
+    )
+    assert after < 0.3 * before, (before, after)
+
+
 class _LastIterate(affine_mod.IterateAverage):
     """What the optimiser returned before the averaging: the last iterate."""
 

@@ -297,7 +297,8 @@ def optimise_affine(
                     similarity=value,
                 )
     with torch.no_grad():
-        return _matrix(kind, average.mean() if average is not None else params, frame).detach()
+        final = average.mean() if average is not None and average.count else params  # 0 iterations: no mean
+        return _matrix(kind, final, frame).detach()
 
 
 class AffineMethod:
