@@ -121,8 +121,9 @@ def run_benchmark(
         bar: progress bar on stderr; ``callback`` gets the batch status after each task.
     Returns:
         ``{"manifest", "methods", "pairs": [{pair, method, metrics...}], "summary": [{method, ...}],
-        "errors", "environment", "reused" (results taken from ``out_dir`` instead of run), "paths"}``; with ``out_dir``: ``results.json``/``results.md`` (+ ``sweep.md``,
-        ``pareto.html``, ``pareto.png`` for a grid) and one ``tasks/<key>.json`` per (method, pair).
+        "errors", "environment", "reused", "paths"}`` (``reused``: how many results came from ``out_dir`` instead
+        of running); with ``out_dir``: ``results.json``/``results.md`` (+ ``sweep.md``, ``pareto.html``,
+        ``pareto.png`` for a grid) and one ``tasks/<key>.json`` per (method, pair).
     """
     from regcore.batch.engine import run_tasks
     from regcore.batch.manifest import manifest_refs
