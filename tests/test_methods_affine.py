@@ -111,12 +111,18 @@ def test_points_warp_equals_the_full_warp_at_those_voxels(shape):
     torch.testing.assert_close(affine_mod._warp_points(moving, matrix, points), at_points, atol=1e-5, rtol=0)
 
 
-def test_sampled_mi_recovers_a_known_affine_as_well_as_every_voxel():
-    """Both levels of a 64^2 pair hold more voxels than 300 samples: the sampled path runs throughout."""
+def _sampled_mi_case():
+    """``(matrix, fixed, moving)``: a known 2D affine (rotation 0.1 rad, scales 1.05 / 0.96, shift (2.5, -3) voxels)
+    on a 64^2 pair, for the sampled-MI tests."""
     th = 0.1
     linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
     matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
-    fixed, moving = _pair_from_matrix(matrix)
+    return (matrix, *_pair_from_matrix(matrix))
+
+
+def test_sampled_mi_recovers_a_known_affine_as_well_as_every_voxel():
+    """Both levels of a 64^2 pair hold more voxels than 300 samples: the sampled path runs throughout."""
+    matrix, fixed, moving = _sampled_mi_case()
     spec = registry.get("affine")
     errors = {}
     for samples in (300, 0):
@@ -142,10 +148,7 @@ def test_iterate_average_is_the_mean_from_first_on():
 
 def test_a_sampled_last_level_of_zero_iterations_keeps_the_previous_levels_result():
     """No iterate to average: the result is where the coarser level left it (as with every voxel), no error."""
-    th = 0.1
-    linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
-    matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
-    fixed, moving = _pair_from_matrix(matrix)
+    matrix, fixed, moving = _sampled_mi_case()
     spec = registry.get("affine")
     config = spec.make_config(
         {"levels": (2, 1), "iterations": (60, 0), "learning_rate": 0.02, "spatial_samples": 300}
@@ -168,10 +171,7 @@ def test_averaging_the_sampled_iterates_lands_nearer_the_known_affine(monkeypatc
     """With 300 voxels drawn afresh per iteration the last iterate ends where the last draws pushed it (mean error
     0.19 voxels over five sampler seeds); the mean of the last level's later iterates lands at 0.03 (every voxel:
     0.03)."""
-    th = 0.1
-    linear = np.array([[1.05 * math.cos(th), -math.sin(th)], [math.sin(th), 0.96 * math.cos(th)]])
-    matrix = _about_centre(linear, (2.5, -3.0), (64, 64))
-    fixed, moving = _pair_from_matrix(matrix)
+    matrix, fixed, moving = _sampled_mi_case()
     spec = registry.get("affine")
     config = spec.make_config({**FAST, "spatial_samples": 300})
     real_init = affine_mod._VoxelSampler.__init__
