@@ -117,7 +117,7 @@ def run_benchmark(
             (:mod:`regcore.batch.sweep`); every grid point is a row labelled ``method[param=value]``.
         retry_failed: rerun tasks recorded as failed in ``out_dir`` (finished ones are skipped unless ``fresh``).
         fresh: rerun every task, also those whose result is in ``out_dir`` (the default reuses them: a task is its
-            method, overrides and pair files, not the code that runs it).
+            method, overrides, pair files and regcore's code version, so only results of the same code are reused).
         bar: progress bar on stderr; ``callback`` gets the batch status after each task.
     Returns:
         ``{"manifest", "methods", "pairs": [{pair, method, metrics...}], "summary": [{method, ...}],
@@ -240,6 +240,8 @@ def run_benchmark(
 def _environment(device: str) -> dict:
     import torch
 
+    from regcore.batch.code_version import code_fingerprint
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -248,6 +250,7 @@ def _environment(device: str) -> dict:
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "regcore_code": code_fingerprint(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 

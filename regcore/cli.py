@@ -160,8 +160,8 @@ def _add_batch_options(b: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--fresh",
         action="store_true",
-        help="rerun every task, also those whose result is already in --out (a re-run otherwise reuses them: "
-        "after changing regcore, pass this)",
+        help="rerun every task, also those whose result is already in --out (a re-run otherwise reuses the "
+        "results of the same inputs, method settings and regcore code)",
     )
 
 

@@ -99,6 +99,27 @@ def test_a_changed_input_file_is_a_new_task(manifest):
     assert ref.load().name == ref.name  # the stamps are identity only: the pair still loads
 
 
+def test_changed_regcore_code_is_a_new_task(manifest, tmp_path, monkeypatch):
+    """Results computed by other regcore code are not reused: the code fingerprint is part of the key."""
+    import regcore
+    from regcore.batch.code_version import code_fingerprint
+
+    package = tmp_path / "regcore"
+    (package / "methods").mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "methods" / "demons.py").write_text("STEP = 1\n", encoding="utf-8")
+    monkeypatch.setattr(regcore, "__file__", str(package / "__init__.py"))
+    first = code_fingerprint.__wrapped__()
+    assert code_fingerprint.__wrapped__() == first and len(first) == 12
+    (package / "methods" / "demons.py").write_text("STEP = 2\n", encoding="utf-8")
+    second = code_fingerprint.__wrapped__()
+    (package / "notes.txt").write_text("not code", encoding="utf-8")
+    assert second != first and code_fingerprint.__wrapped__() == second  # .py files only
+    ref = manifest_refs(manifest)[0][0]
+    assert Task("demons", ref, code=first).key != Task("demons", ref, code=second).key
+    assert Task("demons", ref).code == code_fingerprint()  # the running code by default
+
+
 def test_execute_task_is_idempotent_and_records_failures(manifest, tmp_path, monkeypatch):
     ref = manifest_refs(manifest)[0][0]
     out = tmp_path / "out"

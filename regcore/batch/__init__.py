@@ -2,6 +2,7 @@
 
 * :mod:`regcore.batch.manifest`: :class:`PairRef` (a pair by file paths), :func:`manifest_refs` (CSV manifest).
 * :mod:`regcore.batch.tasks`: a :class:`Task` (method + pair + overrides) -> one result JSON; idempotent.
+* :mod:`regcore.batch.code_version`: the fingerprint of regcore's source in each task's key (no stale reuse).
 * :mod:`regcore.batch.records`: the result files ``OUT/tasks/<key>.json`` (atomic write, read back, skip done).
 * :mod:`regcore.batch.engine`: ``serial`` and ``ray`` engines, :func:`run_tasks`.
 * :mod:`regcore.batch.sweep`: grid expansion, sweep table, Pareto plots.

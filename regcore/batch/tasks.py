@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regcore.batch.code_version import code_fingerprint
 from regcore.batch.manifest import PairRef
 from regcore.batch.records import (
     FAILED,
@@ -54,6 +55,8 @@ class Task:
         label: the name of this variant in tables (default: the method; sweeps use ``demons[sigma=2]``).
         device: ``auto``, ``cpu`` or ``cuda``.
         save_outputs: also write the registration outputs to ``OUT/tasks/<key>/`` (atlas fan-out).
+        code: the regcore code version the task is meant for (:func:`code_fingerprint` of the process that
+            built it; a worker keeps it, so the driver and its workers name the result file alike).
     """
 
     method: str
@@ -62,6 +65,7 @@ class Task:
     label: str = ""
     device: str = "auto"
     save_outputs: bool = False
+    code: str = field(default_factory=code_fingerprint)
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
@@ -82,7 +86,7 @@ class Task:
 
     @property
     def key(self) -> str:
-        """Stable id of (method, overrides, pair, device, outputs): the result file's name."""
+        """Stable id of (method, overrides, pair, device, outputs, code): the result file's name."""
         pair = self.pair.identity() if isinstance(self.pair, PairRef) else {"name": self.pair_name}
         ident = {
             "method": self.method,
@@ -90,6 +94,7 @@ class Task:
             "pair": pair,
             "device": self.device,
             "outputs": self.save_outputs,
+            "code": self.code,
         }
         return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -102,6 +107,7 @@ class Task:
             "pair": self.pair_name,
             "overrides": {str(k): v for k, v in self.overrides.items()},
             "device": self.device,
+            "code": self.code,
         }
 
 
