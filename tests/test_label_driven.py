@@ -158,18 +158,22 @@ def test_short_training_on_real_cases_lowers_the_loss(shared_data):
 
 
 # -- shipped weights -----------------------------------------------------------------------------
-def test_shipped_weights_improve_gland_dice_on_a_held_out_case(shared_data):
+def test_shipped_weights_improve_mean_gland_dice_on_the_held_out_cases(shared_data):
+    """Over both cases the shipped model never saw (one case alone is noise: the model card lists each)."""
     from regcore.data.prostate import HELD_OUT, gland_dice, load_case
     from regcore.methods.learned.inference import MODELS_DIR
     from regcore.register import run_registration
 
     weights = MODELS_DIR / "label_driven3d.pt"
     assert weights.is_file() and weights.with_suffix(".md").is_file()
-    case = load_case(HELD_OUT[0], shared_data / "prostate_mr_us")
-    result, metrics = run_registration(
-        case.us, case.mr, "label_driven", {"device": "cpu"},
-        fixed_labels=case.us_gland, moving_labels=case.mr_gland,
-    )  # fmt: skip
-    before = gland_dice(case)
-    assert metrics["dice_mean"] > before + 0.03, (before, metrics["dice_mean"])
-    assert result.displacement.shape == (1, 3, 44, 59, 41) and metrics["folding_percent"] < 0.5
+    before, after = [], []
+    for case_id in HELD_OUT:
+        case = load_case(case_id, shared_data / "prostate_mr_us")
+        result, metrics = run_registration(
+            case.us, case.mr, "label_driven", {"device": "cpu"},
+            fixed_labels=case.us_gland, moving_labels=case.mr_gland,
+        )  # fmt: skip
+        before.append(gland_dice(case))
+        after.append(metrics["dice_mean"])
+        assert result.displacement.shape == (1, 3, *case.us.shape) and metrics["folding_percent"] < 0.5
+    assert np.mean(after) > np.mean(before) + 0.03, (before, after)
