@@ -181,19 +181,19 @@ def target(summary: dict) -> dict:
     }
     fast = ld["runtime_median_s"] is not None and ld["runtime_median_s"] < 1.0
     default = summary.get("demons")
+    versus_default = None
+    if default and default["cases"]:
+        tre_known = ld["tre_mean_mm"] is not None and default["tre_mean_mm"] is not None
+        versus_default = {
+            "dice": ld["dice_mean"] > default["dice_mean"],
+            "tre": ld["tre_mean_mm"] < default["tre_mean_mm"] if tre_known else None,
+        }
     return {
         "dice_beats": dice,
         "tre_beats": tre,
         "under_1s": fast,
         "met": bool(mi) and all(dice.values()) and all(tre.values()) and fast,
-        "beats_default_demons": None
-        if not default or not default["cases"]
-        else {
-            "dice": ld["dice_mean"] > default["dice_mean"],
-            "tre": None
-            if ld["tre_mean_mm"] is None or default["tre_mean_mm"] is None
-            else ld["tre_mean_mm"] < default["tre_mean_mm"],
-        },
+        "beats_default_demons": versus_default,
     }
 
 

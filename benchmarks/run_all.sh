@@ -25,8 +25,8 @@ for set in "${SETS[@]}"; do
     brain3d)     methods=$METHODS_3D ;;
     *) echo "unknown set $set" >&2; exit 2 ;;
   esac
-  # --fresh: regcore bench otherwise reuses the results already in OUT/tasks (a task is its method, overrides and
-  # pair files, not the code), so a re-run after a code change would report the old numbers.
+  # --fresh: a reference run measures every task now (its times included), not results an earlier run of the same
+  # code and inputs left in OUT/tasks.
   "$PY" -m regcore.cli bench --pairs "benchmarks/manifests/$set.csv" --methods "$methods" "${extra[@]}" \
       --device auto --fresh --out "benchmarks/results/$set"
 done
